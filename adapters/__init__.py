@@ -1,0 +1,1 @@
+"""Platform adapters: translation between chat platforms and the core's event model."""

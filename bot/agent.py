@@ -1,0 +1,220 @@
+"""The drafting agent: Kimi in a tool loop, with guardrails.
+
+Arguments are validated with the tool's pydantic model before the tool runs; a read tool runs
+with a timeout; a failing tool returns a short structured error the model can explain; an
+identical repeated call or the policy's step limit forces a final answer
+(``tool_choice="none"``). The result is a draft with its tool-call log, proposals and usage.
+Nothing here moves money or posts anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.errors import DraftingError, KimiError
+from bot.kimi import Completion, KimiClient, ToolCallRequest, Usage
+from tools import ToolContext, ToolError, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+MAX_TOOL_RESULT_CHARS = 6000
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """One tool call as the audit log and the review card see it."""
+
+    name: str
+    arguments: str
+    result: str
+    summary: str
+    error: str
+    duration_ms: int
+
+
+@dataclass(slots=True)
+class DraftResult:
+    """What one drafting run produced."""
+
+    text: str
+    model: str
+    usage: Usage
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    proposals: list[dict[str, Any]] = field(default_factory=list)
+    forced_final: str = ""
+    calls: int = 0
+
+
+@dataclass(slots=True)
+class AgentLimits:
+    """The policy's limits for one run."""
+
+    max_tool_steps: int
+    tool_timeout_seconds: float
+    thinking: bool
+    max_output_tokens: int
+
+
+def _error_payload(code: str, message: str) -> str:
+    return json.dumps({"error": {"code": code, "message": message}})
+
+
+def _assistant_turn(completion: Completion, thinking: bool) -> dict[str, Any]:
+    """The assistant message as returned, made acceptable to send back (K2.5 rules)."""
+    message: dict[str, Any] = {"role": "assistant", "content": completion.message.get("content") or ""}
+    if completion.message.get("tool_calls"):
+        message["tool_calls"] = completion.message["tool_calls"]
+    reasoning = completion.message.get("reasoning_content")
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    elif thinking and message.get("tool_calls"):
+        # An empty string counts as missing on Kimi; one space is accepted.
+        message["reasoning_content"] = " "
+    return message
+
+
+class DraftingAgent:
+    """Runs the tool loop for one draft."""
+
+    def __init__(self, kimi: KimiClient, tools: ToolRegistry) -> None:
+        self._kimi = kimi
+        self._tools = tools
+
+    async def draft(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        fallback_model: str | None,
+        limits: AgentLimits,
+        context: ToolContext,
+    ) -> DraftResult:
+        try:
+            return await self._run(messages, model=model, limits=limits, context=context)
+        except KimiError as exc:
+            if not fallback_model or fallback_model == model:
+                raise
+            log.warning(
+                "drafting with %s failed (%s); trying the fallback model %s", model, exc, fallback_model
+            )
+            return await self._run(messages, model=fallback_model, limits=limits, context=context)
+
+    async def _run(
+        self, messages: list[dict[str, Any]], *, model: str, limits: AgentLimits, context: ToolContext
+    ) -> DraftResult:
+        conversation = list(messages)
+        result = DraftResult(text="", model=model, usage=Usage())
+        definitions = self._tools.definitions() or None
+        seen_calls: dict[str, str] = {}
+        force_final = ""
+        for step in range(limits.max_tool_steps + 1):
+            if step == limits.max_tool_steps and not force_final:
+                force_final = f"step limit ({limits.max_tool_steps}) reached"
+            completion = await self._kimi.chat(
+                model=model,
+                messages=conversation,
+                tools=definitions,
+                tool_choice="none" if force_final and definitions else None,
+                thinking=limits.thinking,
+                max_tokens=limits.max_output_tokens,
+            )
+            result.calls += 1
+            result.usage = result.usage + completion.usage
+            result.model = completion.model or model
+            if not completion.tool_calls:
+                text = completion.content.strip()
+                if not text:
+                    raise DraftingError("the model returned an empty reply")
+                result.text = text
+                result.forced_final = force_final
+                return result
+            if force_final:
+                raise DraftingError(
+                    f"the model kept calling tools after being told to answer ({force_final})"
+                )
+            conversation.append(_assistant_turn(completion, limits.thinking))
+            for call in completion.tool_calls:
+                signature = f"{call.name}:{_canonical(call.arguments)}"
+                if signature in seen_calls:
+                    force_final = f"repeated call to {call.name}"
+                    content = _error_payload(
+                        "repeated_call",
+                        "This exact call was already made; use its earlier result and answer.",
+                    )
+                else:
+                    record = await self._run_tool(call, limits, context, result)
+                    content = record.result
+                    seen_calls[signature] = content
+                conversation.append(
+                    {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
+                )
+        raise DraftingError("the drafting loop ended without an answer")  # pragma: no cover
+
+    async def _run_tool(
+        self, call: ToolCallRequest, limits: AgentLimits, context: ToolContext, result: DraftResult
+    ) -> ToolCallRecord:
+        started = time.perf_counter()
+        summary, error = "", ""
+        tool = self._tools.get(call.name)
+        if tool is None:
+            error = "unknown_tool"
+            content = _error_payload(error, f"There is no tool named {call.name!r}.")
+        else:
+            try:
+                raw_args = json.loads(call.arguments or "{}")
+                args = tool.Args.model_validate(raw_args)
+            except (ValueError, ValidationError) as exc:
+                error = "invalid_arguments"
+                content = _error_payload(error, _short_validation(exc))
+            else:
+                try:
+                    async with asyncio.timeout(limits.tool_timeout_seconds):
+                        outcome = await tool.run(args, context)
+                except TimeoutError:
+                    error = "timeout"
+                    content = _error_payload(error, f"{call.name} did not answer in time; try again later.")
+                except ToolError as exc:
+                    error = exc.code
+                    content = _error_payload(exc.code, exc.message)
+                except Exception:
+                    log.exception("tool %s failed", call.name)
+                    error = "internal"
+                    content = _error_payload(error, f"{call.name} failed unexpectedly.")
+                else:
+                    content = json.dumps(outcome.data, default=str)[:MAX_TOOL_RESULT_CHARS]
+                    summary = outcome.summary
+                    if outcome.proposal is not None:
+                        result.proposals.append(dict(outcome.proposal))
+        if error and not summary:
+            summary = f"{call.name} failed: {error}"
+        record = ToolCallRecord(
+            name=call.name,
+            arguments=call.arguments[:2000],
+            result=content,
+            summary=summary,
+            error=error,
+            duration_ms=int((time.perf_counter() - started) * 1000),
+        )
+        result.tool_calls.append(record)
+        return record
+
+
+def _canonical(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments or "{}"), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        return arguments
+
+
+def _short_validation(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()[:3]]
+        return "Invalid arguments: " + "; ".join(parts)
+    return "Arguments are not valid JSON."

@@ -1,0 +1,198 @@
+"""The running service: the core, the configured platform adapters, the outbox dispatcher,
+the policy watcher and the HTTP server (``/slack/events``, ``/healthz``, ``/metrics``).
+
+Adapters are found through the ``supportbot.platforms`` entry-point group, so the core never
+imports one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot.dispatcher import OutboxDispatcher
+from bot.errors import ConfigError
+from bot.kimi import KimiClient
+from bot.policy import Policy, PolicyStore
+from bot.ports import PlatformAdapter, PlatformFactory
+from bot.service import Copilot
+from bot.settings import Settings
+from bot.store import create_engine, database_reachable, upgrade_database
+from tools import KnowledgeBase, ToolRegistry, default_tools
+from tools.orders import HttpOrderBackend, OrderBackend, SqlOrderBackend
+
+log = logging.getLogger(__name__)
+
+
+def platform_factories() -> dict[str, PlatformFactory]:
+    """Every installed platform adapter, by name."""
+    return {ep.name: ep.load() for ep in entry_points(group="supportbot.platforms")}
+
+
+def build_tools(policy: Policy, policy_path: Path, orders: OrderBackend) -> ToolRegistry:
+    knowledge = None
+    if policy.knowledge.files:
+        base = policy_path.parent
+        knowledge = KnowledgeBase.from_files([base / name for name in policy.knowledge.files])
+    return default_tools(orders, knowledge)
+
+
+class Supportbot:
+    """Everything ``supportbot run`` starts, as one object (tests start it the same way)."""
+
+    def __init__(self, settings: Settings, factories: dict[str, PlatformFactory] | None = None) -> None:
+        self.settings = settings
+        self._factories = factories if factories is not None else platform_factories()
+        self.platforms: list[PlatformAdapter] = []
+        self.core: Copilot | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.port = settings.port
+
+    def _configure_platforms(self) -> None:
+        problems: list[str] = []
+        if self.settings.moonshot_api_key is None:
+            problems.append("MOONSHOT_API_KEY is missing (the Kimi API key)")
+        for name, factory in sorted(self._factories.items()):
+            try:
+                platform = factory(self.settings)
+            except ConfigError as exc:
+                problems.append(str(exc))
+                continue
+            if platform is not None:
+                self.platforms.append(platform)
+        if not self.platforms and not problems:
+            problems.append(
+                "no platform is configured: set SLACK_BOT_TOKEN and friends, or DISCORD_BOT_TOKEN"
+            )
+        desks = [p.review_desk for p in self.platforms if p.review_desk is not None]
+        if self.platforms and not desks:
+            problems.append("no review desk: set SLACK_REVIEW_CHANNEL (or DISCORD_REVIEW_CHANNEL)")
+        if problems:
+            raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
+
+    async def start(self) -> None:
+        self._configure_platforms()
+        settings = self.settings
+        assert settings.moonshot_api_key is not None
+        self.engine = create_engine(settings.database_url)
+        await upgrade_database(self.engine)
+        policy = PolicyStore(settings.policy_file)
+        if settings.orders_backend == "http":
+            if not settings.orders_api_url:
+                raise ConfigError("ORDERS_BACKEND=http needs ORDERS_API_URL")
+            token = settings.orders_api_token.get_secret_value() if settings.orders_api_token else None
+            orders: OrderBackend = HttpOrderBackend(settings.orders_api_url, token)
+        else:
+            orders = SqlOrderBackend(self.engine)
+        kimi = KimiClient(
+            settings.kimi_base_url,
+            settings.moonshot_api_key,
+            timeout=settings.kimi_timeout_seconds,
+            max_retries=settings.kimi_max_retries,
+            max_concurrency=settings.kimi_max_concurrency,
+        )
+        core = Copilot(
+            settings,
+            self.engine,
+            policy,
+            kimi,
+            orders,
+            build_tools(policy.current, settings.policy_file, orders),
+        )
+        self.core = core
+        for platform in self.platforms:
+            core.add_channel(platform.customer_channel)
+            desk = platform.review_desk
+            if desk is not None:
+                core.add_desk(
+                    desk, preferred=platform.name == "discord" and bool(settings.discord_review_channel)
+                )
+        app = web.Application(client_max_size=2 * 1024 * 1024)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        for platform in self.platforms:
+            app.add_routes(platform.routes())
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.host, settings.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        for platform in self.platforms:
+            await platform.start(core)
+        self.dispatcher = OutboxDispatcher(core)
+        self._tasks.append(asyncio.create_task(self.dispatcher.run()))
+        self._tasks.append(
+            asyncio.create_task(policy.watch(settings.policy_reload_seconds, self._policy_rejected))
+        )
+        await core.resume_drafting()
+        log.info(
+            "supportbot is up on %s:%d with %s; review desk: %s",
+            settings.host,
+            self.port,
+            ", ".join(p.name for p in self.platforms),
+            core.desk.name if core.desk else "none",
+        )
+
+    async def _policy_rejected(self, error: Any) -> None:
+        if self.core is not None:
+            await self.core.policy_rejected(error)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for platform in self.platforms:
+            try:
+                await platform.stop()
+            except Exception:
+                log.exception("stopping %s failed", platform.name)
+        if self.core is not None:
+            await self.core.drain(timeout=10)
+            await self.core.cancel_background()
+            await self.core.kimi.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if hasattr(self, "engine"):
+            await self.engine.dispose()
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        ok = await database_reachable(self.engine)
+        return web.json_response(
+            {"ok": ok, "database": "reachable" if ok else "unreachable"}, status=200 if ok else 503
+        )
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        assert self.core is not None
+        lines = []
+        for name, value in sorted(self.core.metrics.items()):
+            lines.append(f"# TYPE supportbot_{name}_total counter")
+            lines.append(f"supportbot_{name}_total {value}")
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM."""
+    bot = Supportbot(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await bot.start()
+        await stop.wait()
+    finally:
+        await bot.stop()

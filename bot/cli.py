@@ -1,0 +1,166 @@
+"""The ``supportbot`` command line.
+
+``run`` starts everything that is configured; ``db upgrade`` migrates the schema;
+``orders import FILE`` loads orders; ``policy check FILE`` validates a policy file; ``audit
+CONVERSATION`` prints a conversation's audit trail. Adapters add their own commands through the
+``supportbot.commands`` entry-point group (e.g. ``supportbot discord invite-url``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from sqlalchemy import or_, select
+
+from bot.errors import ConfigError, ImportFailed, PolicyError, SupportbotError
+from bot.logs import configure_logging
+from bot.policy import load_policy
+from bot.settings import load_settings
+from bot.store import AuditEvent, Conversation, Draft, create_engine, sessionmaker, upgrade_database
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bot.app import serve
+
+    settings = load_settings()
+    configure_logging(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    settings = load_settings()
+
+    async def main() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_database(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+    print("database is at the newest schema")
+    return 0
+
+
+def _orders_import(args: argparse.Namespace) -> int:
+    from tools import OrderImportError, import_orders
+
+    settings = load_settings()
+    path = Path(args.file)
+
+    async def main() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_database(engine)
+            return await import_orders(engine, path)
+        except OrderImportError as exc:
+            raise ImportFailed(f"{path}: nothing was imported:\n  " + "\n  ".join(exc.problems)) from None
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(main())
+    print(f"imported {count} orders from {path}")
+    return 0
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.exists():
+        raise PolicyError(str(path), ["file not found"])
+    policy = load_policy(path)
+    print(f"{path}: OK (policy version {policy.version})")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    settings = load_settings()
+
+    async def main() -> list[str]:
+        engine = create_engine(settings.database_url)
+        try:
+            sessions = sessionmaker(engine)
+            async with sessions() as session:
+                conversation_id = await session.scalar(
+                    select(Conversation.id).where(
+                        or_(
+                            Conversation.id == args.conversation, Conversation.thread_key == args.conversation
+                        )
+                    )
+                )
+                if conversation_id is None:
+                    conversation_id = await session.scalar(
+                        select(Draft.conversation_id).where(Draft.id == args.conversation)
+                    )
+                if conversation_id is None:
+                    raise SupportbotError(f"no conversation, thread key or draft {args.conversation!r}")
+                events = await session.scalars(
+                    select(AuditEvent)
+                    .where(AuditEvent.conversation_id == conversation_id)
+                    .order_by(AuditEvent.id)
+                )
+                return [
+                    f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.kind:<14} {e.actor or '-':<14} "
+                    f"{(e.draft_id or '')[:8]:<8}  {e.summary}"
+                    for e in events
+                ]
+        finally:
+            await engine.dispose()
+
+    for line in asyncio.run(main()):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supportbot", description="A support copilot: Kimi drafts, humans approve."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start everything that is configured").set_defaults(handler=_run)
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="migrate to the newest schema").set_defaults(handler=_db_upgrade)
+    orders = commands.add_parser("orders", help="the embedded order store").add_subparsers(
+        dest="orders_command", required=True
+    )
+    importer = orders.add_parser("import", help="load orders from CSV or JSON Lines")
+    importer.add_argument("file")
+    importer.set_defaults(handler=_orders_import)
+    policy = commands.add_parser("policy", help="the managers' policy file").add_subparsers(
+        dest="policy_command", required=True
+    )
+    check = policy.add_parser("check", help="validate a policy file")
+    check.add_argument("file")
+    check.set_defaults(handler=_policy_check)
+    audit = commands.add_parser("audit", help="print a conversation's audit trail")
+    audit.add_argument("conversation", help="conversation id, thread key or draft id")
+    audit.set_defaults(handler=_audit)
+    for ep in entry_points(group="supportbot.commands"):
+        register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except PolicyError as exc:
+        print(f"{exc.path}: invalid policy", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    except (ConfigError, ImportFailed, SupportbotError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The common event model every platform adapter translates into and out of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class MessageKind(StrEnum):
+    """How a customer message reached the bot."""
+
+    MENTION = "mention"
+    DIRECT = "direct"
+    CHANNEL = "channel"
+    FOLLOW_UP = "follow-up"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRef:
+    """One conversation: a thread on one platform.
+
+    ``thread`` is the Slack ``thread_ts`` of the root message, or the Discord thread (or DM
+    channel) id. ``workspace`` is the Slack team id or the Discord guild id (``"@me"`` for DMs).
+    """
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+
+    @property
+    def key(self) -> str:
+        """A stable, unique text key for the thread (used as the conversation's natural key)."""
+        return f"{self.platform}:{self.workspace}:{self.channel}:{self.thread}"
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who wrote a message, as the platform identifies them."""
+
+    id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file on a customer message. Images are downloaded on arrival (``data``) since
+    platform URLs expire; other files are only listed on the review card."""
+
+    filename: str
+    content_type: str = "application/octet-stream"
+    size: int = 0
+    url: str = ""
+    data: bytes | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A customer message, translated by an adapter.
+
+    ``event_id`` is the platform's own delivery id: a redelivered event carries the same id and
+    is ignored. ``location`` is a human-readable "where" for the review card, e.g.
+    ``"Slack · #support"`` or ``"Discord · Acme · #help · @kim"``.
+    """
+
+    event_id: str
+    thread: ThreadRef
+    message_id: str
+    author: Author
+    text: str
+    kind: MessageKind
+    sent_at: datetime
+    attachments: tuple[Attachment, ...] = ()
+    location: str = ""
+
+
+class DecisionAction(StrEnum):
+    """What an agent did with a draft on the review card."""
+
+    APPROVE = "approve"
+    EDIT = "edit"
+    REJECT = "reject"
+    REGENERATE = "regenerate"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """An agent clicking on a review card. ``groups`` are the Slack user-group ids or Discord
+    role ids the adapter knows the agent belongs to (used for approver and manager lists)."""
+
+    platform: str
+    id: str
+    display_name: str = ""
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def mention(self) -> str:
+        """How to name the actor on a card of their own platform."""
+        if self.platform == "slack":
+            return f"<@{self.id}>"
+        if self.platform == "discord":
+            return f"<@{self.id}>"
+        return self.display_name or self.id
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDecision:
+    """An agent's decision on a draft. ``edited_text`` goes with EDIT, ``instruction`` with
+    REGENERATE ("shorter", "offer store credit instead"), ``refund_amount`` with an EDIT that
+    changes a proposed refund (a decimal string such as ``"12.50"``)."""
+
+    draft_id: str
+    action: DecisionAction
+    actor: Actor
+    edited_text: str | None = None
+    reason: str | None = None
+    instruction: str | None = None
+    refund_amount: str | None = None

@@ -1,0 +1,255 @@
+"""The managers' policy file (TOML): tone, models, limits, refunds, approvers, escalation.
+
+Validated at load; every problem names the line and the field. The bot runs on built-in
+defaults when the file is absent. :class:`PolicyStore` reloads the file while the bot runs and
+keeps the last good policy when an edit is invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import tomllib
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.errors import PolicyError
+
+log = logging.getLogger(__name__)
+
+
+def _cents(value: Any) -> int:
+    """Parse a money amount ("50", "49.90", 50, 49.9) into cents."""
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not an amount: {value!r}") from None
+    if amount < 0 or amount != amount.quantize(Decimal("0.01")):
+        raise ValueError(f"must be a non-negative amount with at most 2 decimals: {value!r}")
+    return int(amount * 100)
+
+
+Cents = Annotated[int, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AssistantSection(_Section):
+    """Who the assistant is and how it writes."""
+
+    name: str = "Support Copilot"
+    company: str = "our shop"
+    tone: str = "friendly, concise and precise"
+    language: str = "reply in the customer's language"
+    instructions: str = (
+        "Help customers with their orders. Look orders up with the tools before answering; "
+        "never guess a status, a date or an amount. Refunds are only proposed: say a team "
+        "member will confirm. Never promise what the tools did not confirm."
+    )
+
+
+class ModelsSection(_Section):
+    """Models per task (defaults come from KIMI_MODEL)."""
+
+    drafting: str = ""
+    summarizing: str = ""
+    thinking: bool = False
+    vision: bool = True
+    max_output_tokens: Annotated[int, Field(ge=256, le=65536)] = 4096
+
+
+class LimitsSection(_Section):
+    """Guardrails of the drafting loop."""
+
+    max_tool_steps: Annotated[int, Field(ge=1, le=20)] = 6
+    tool_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    max_reply_chars: Annotated[int, Field(ge=100, le=3000)] = 3000
+    daily_budget_usd: Annotated[float, Field(ge=0)] = 0.0
+
+
+class MemorySection(_Section):
+    """When older turns are folded into the rolling summary."""
+
+    summarize_after_turns: Annotated[int, Field(ge=2, le=200)] = 12
+    keep_recent_turns: Annotated[int, Field(ge=1, le=100)] = 6
+
+    @model_validator(mode="after")
+    def _keep_less(self) -> MemorySection:
+        if self.keep_recent_turns >= self.summarize_after_turns:
+            raise ValueError("keep_recent_turns must be smaller than summarize_after_turns")
+        return self
+
+
+class RefundsSection(_Section):
+    """Refund rules. Amounts are in the shop's currency ("49.90")."""
+
+    window_days: Annotated[int, Field(ge=0, le=3650)] = 30
+    max_amount: Cents = 50_000
+    manager_threshold: Cents = 10_000
+    two_approvers_threshold: Cents = 25_000
+    refundable_statuses: tuple[str, ...] = ("delivered",)
+
+    @field_validator("max_amount", "manager_threshold", "two_approvers_threshold", mode="before")
+    @classmethod
+    def _money(cls, value: Any) -> int:
+        return _cents(value)
+
+
+class ApproversSection(_Section):
+    """Who may approve. Empty ``agents`` means anyone in the review channel. Entries are Slack
+    user ids (U…) or user-group ids (S…), Discord user or role ids."""
+
+    agents: tuple[str, ...] = ()
+    managers: tuple[str, ...] = ()
+
+
+class EscalationSection(_Section):
+    """When a card tags the on-call group."""
+
+    keywords: tuple[str, ...] = ("chargeback", "lawyer", "legal action", "fraud")
+    human_request_phrases: tuple[str, ...] = (
+        "talk to a human",
+        "speak to a human",
+        "real person",
+        "talk to someone",
+        "human agent",
+    )
+    max_failed_drafts: Annotated[int, Field(ge=1, le=20)] = 2
+    on_call_slack: str = ""
+    on_call_discord: str = ""
+
+
+class ChannelsSection(_Section):
+    """Channels the bot answers in; empty means wherever it is mentioned or DMed."""
+
+    watch: tuple[str, ...] = ()
+
+
+class KnowledgeSection(_Section):
+    """Text or Markdown files the knowledge-search tool reads (relative to the policy file)."""
+
+    files: tuple[str, ...] = ()
+
+
+class Policy(_Section):
+    """The whole policy file."""
+
+    assistant: AssistantSection = AssistantSection()
+    models: ModelsSection = ModelsSection()
+    limits: LimitsSection = LimitsSection()
+    memory: MemorySection = MemorySection()
+    refunds: RefundsSection = RefundsSection()
+    approvers: ApproversSection = ApproversSection()
+    escalation: EscalationSection = EscalationSection()
+    channels: ChannelsSection = ChannelsSection()
+    knowledge: KnowledgeSection = KnowledgeSection()
+
+    @property
+    def version(self) -> str:
+        """A short hash of the effective policy (recorded with drafts)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+def _line_of(source: str, loc: tuple[str | int, ...]) -> int | None:
+    """Find the line that sets ``loc`` (``("refunds", "max_amount")``) in a TOML text."""
+    lines = source.splitlines()
+    section: str | None = None
+    wanted_table = str(loc[0]) if loc else ""
+    key = str(loc[1]) if len(loc) > 1 else None
+    table_line = None
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        header = re.match(r"^\[\s*([A-Za-z0-9_.\-]+)\s*\]", line)
+        if header:
+            section = header.group(1)
+            if section == wanted_table:
+                table_line = number
+            continue
+        match = re.match(r"^([A-Za-z0-9_\-]+)\s*=", line)
+        if not match:
+            continue
+        name = match.group(1)
+        if key is None and section is None and name == wanted_table:
+            return number
+        if section == wanted_table and name == key:
+            return number
+    return table_line
+
+
+def parse_policy(source: str, path: str = "policy.toml") -> Policy:
+    """Validate a policy text. Raises :class:`PolicyError` listing every problem."""
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(path, [f"not valid TOML: {exc}"]) from None
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(part for part in err["loc"] if not isinstance(part, int) or len(err["loc"]) > 2)
+            field = ".".join(str(p) for p in err["loc"])
+            line = _line_of(source, loc)
+            where = f"line {line}" if line else "file"
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown field"
+            problems.append(f"{where}: {field}: {message}")
+        raise PolicyError(path, problems) from None
+
+
+def load_policy(path: Path) -> Policy:
+    """Load the policy file, or the built-in defaults when it does not exist."""
+    if not path.exists():
+        return Policy()
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(str(path), [f"cannot read the file: {exc}"]) from None
+    return parse_policy(source, str(path))
+
+
+class PolicyStore:
+    """The live policy. ``current`` is always a valid policy; :meth:`watch` reloads the file
+    when it changes and reports a bad edit once through ``on_error``."""
+
+    def __init__(self, path: Path, policy: Policy | None = None) -> None:
+        self.path = path
+        self.current = policy if policy is not None else load_policy(path)
+        self._fingerprint = self._read_fingerprint()
+
+    def _read_fingerprint(self) -> bytes | None:
+        try:
+            return hashlib.sha256(self.path.read_bytes()).digest()
+        except OSError:
+            return None
+
+    async def reload_if_changed(self, on_error: Callable[[PolicyError], Awaitable[None]]) -> bool:
+        """Reload when the file's content changed. Returns True when a new policy is in force."""
+        fingerprint = await asyncio.to_thread(self._read_fingerprint)
+        if fingerprint == self._fingerprint:
+            return False
+        self._fingerprint = fingerprint
+        try:
+            policy = await asyncio.to_thread(load_policy, self.path)
+        except PolicyError as exc:
+            log.warning("policy reload failed, keeping the previous policy: %s", exc)
+            await on_error(exc)
+            return False
+        self.current = policy
+        log.info("policy reloaded from %s (version %s)", self.path, policy.version)
+        return True
+
+    async def watch(self, interval: float, on_error: Callable[[PolicyError], Awaitable[None]]) -> None:
+        """Poll the file (works on bind mounts and ConfigMap symlink swaps alike)."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.reload_if_changed(on_error)

@@ -1,0 +1,186 @@
+"""The ports platform adapters plug into, and the core surface they call.
+
+An adapter package exposes one class implementing :class:`PlatformAdapter`, registered under
+the ``supportbot.platforms`` entry-point group. ``supportbot run`` loads every registered
+adapter, asks each whether it is configured, and wires the configured ones to the core. The
+core never imports an adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from bot.events import InboundMessage, ReviewDecision, ThreadRef
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from bot.settings import Settings
+
+
+class CardState(StrEnum):
+    """What a review card shows; the adapter renders buttons only for ``AWAITING_REVIEW``."""
+
+    AWAITING_REVIEW = "awaiting_review"
+    APPROVED = "approved"
+    EDITED = "edited"
+    REJECTED = "rejected"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+    SENT = "sent"
+    SEND_FAILED = "send_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolLookup:
+    """One tool call the model made, summarised for the agent reading the card."""
+
+    name: str
+    summary: str
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalView:
+    """A side effect the model proposed (a refund), as the agent must see it before approving."""
+
+    kind: str
+    summary: str
+    verdict: str
+    allowed: bool
+    status: str = "proposed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewCard:
+    """Everything a review desk shows about one draft. Platform-neutral: the adapter renders
+    it (Block Kit in Slack, an embed with buttons in Discord). ``escalation`` says why the
+    on-call group is needed and ``on_call`` is that group's id on the desk's platform (the
+    adapter renders the mention)."""
+
+    draft_id: str
+    state: CardState
+    asked_by: str
+    where: str
+    customer_text: str
+    draft_text: str = ""
+    revision: int = 1
+    model: str = ""
+    lookups: tuple[ToolLookup, ...] = ()
+    proposals: tuple[ProposalView, ...] = ()
+    attachments: tuple[str, ...] = ()
+    failure: str = ""
+    notice: str = ""
+    escalation: str = ""
+    on_call: str = ""
+    decided_by: str = ""
+    decided_at: datetime | None = None
+    sent_text: str = ""
+
+    @property
+    def actionable(self) -> bool:
+        return self.state is CardState.AWAITING_REVIEW
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOutcome:
+    """What the core answers to a click. ``ok`` False carries ``message`` for an ephemeral
+    reply to the clicker ("already approved by @x", "only managers may approve this")."""
+
+    ok: bool
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EditForm:
+    """What an Edit modal is pre-filled with."""
+
+    draft_id: str
+    text: str
+    refund_amount: str | None = None
+
+
+class CustomerChannel(Protocol):
+    """Posts approved replies into customer threads on one platform."""
+
+    platform: str
+
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+        """Post ``text`` in ``thread`` and return the platform's message id. The key lets the
+        platform (or :meth:`find_reply`) recognise a retried post."""
+        ...
+
+    async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
+        """Return the id of a reply already posted with this key, if any (crash recovery)."""
+        ...
+
+    async def show_pending(self, thread: ThreadRef) -> None:
+        """Tell the customer a human-reviewed answer is coming (reaction or typing)."""
+        ...
+
+
+class ReviewDesk(Protocol):
+    """Where agents see draft cards and decide."""
+
+    name: str
+
+    async def post_card(self, card: ReviewCard) -> str:
+        """Show a new card; return an opaque reference to it for later updates."""
+        ...
+
+    async def update_card(self, ref: str, card: ReviewCard) -> None: ...
+
+    async def post_notice(self, text: str) -> None:
+        """Post a plain notice for the agents (e.g. a policy file that failed to reload)."""
+        ...
+
+
+class Core(Protocol):
+    """The surface of the core an adapter may call."""
+
+    settings: Settings
+
+    async def receive(self, message: InboundMessage) -> bool:
+        """Record a customer message and start drafting in the background. Returns False when
+        the event was already seen (a redelivery) and nothing was done."""
+        ...
+
+    async def has_conversation(self, thread: ThreadRef) -> bool: ...
+
+    async def decide(self, decision: ReviewDecision) -> DecisionOutcome: ...
+
+    async def edit_form(self, draft_id: str) -> EditForm | None: ...
+
+
+class PlatformAdapter(Protocol):
+    """One chat platform. Adapters translate; they hold no business rules."""
+
+    name: str
+
+    @property
+    def customer_channel(self) -> CustomerChannel: ...
+
+    @property
+    def review_desk(self) -> ReviewDesk | None:
+        """The adapter's review desk when its settings name a review channel, else None."""
+        ...
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        """HTTP routes this adapter serves on the bot's HTTP server (e.g. ``/slack/events``)."""
+        ...
+
+    async def start(self, core: Core) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class PlatformFactory(Protocol):
+    """What the ``supportbot.platforms`` entry point names: builds an adapter from settings,
+    or returns None when the platform is not configured at all. A half-configured platform
+    raises :class:`bot.errors.ConfigError` naming each missing variable."""
+
+    def __call__(self, settings: Settings) -> PlatformAdapter | None: ...

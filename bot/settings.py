@@ -1,0 +1,94 @@
+"""Operator settings: environment variables, a ``.env`` file, or a secrets directory.
+
+The variable names are part of the interface (see README): operators and tests rely on them.
+Secrets are :class:`pydantic.SecretStr` and never logged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+DEFAULT_SECRETS_DIR = "/run/secrets"
+
+
+class Settings(BaseSettings):
+    """Every setting the bot reads. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    moonshot_api_key: SecretStr | None = None
+    kimi_base_url: str = "https://api.moonshot.ai/v1"
+    kimi_model: str = "kimi-k2.5"
+    kimi_fallback_model: str | None = None
+    kimi_timeout_seconds: float = 120.0
+    kimi_max_retries: int = 4
+    kimi_max_concurrency: int = 8
+
+    database_url: str = "sqlite+aiosqlite:///./supportbot.db"
+    policy_file: Path = Path("./policy.toml")
+    policy_reload_seconds: float = 2.0
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_review_channel: str | None = None
+
+    discord_bot_token: SecretStr | None = None
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_review_channel: str | None = None
+    discord_pending_indicator: str = "reaction"
+
+    orders_backend: str = "sql"
+    orders_api_url: str | None = None
+    orders_api_token: SecretStr | None = None
+
+    host: str = "0.0.0.0"  # noqa: S104 - a container serves on all interfaces
+    port: int = 8080
+    log_level: str = "INFO"
+
+    @field_validator("discord_pending_indicator")
+    @classmethod
+    def _indicator(cls, value: str) -> str:
+        if value not in {"reaction", "typing", "none"}:
+            raise ValueError("must be one of: reaction, typing, none")
+        return value
+
+    @field_validator("orders_backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value not in {"sql", "http"}:
+            raise ValueError("must be 'sql' or 'http'")
+        return value
+
+    def require(self, platform: str, names: list[str]) -> None:
+        """Raise one ConfigError naming every missing variable of an enabled platform."""
+        missing = [name.upper() for name in names if not getattr(self, name)]
+        if missing:
+            raise ConfigError(f"{platform} is enabled but these settings are missing: {', '.join(missing)}")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, ``.env`` and the secrets directory
+    (``SUPPORTBOT_SECRETS_DIR``, default ``/run/secrets``, one file per variable)."""
+    import os
+
+    secrets_dir = os.environ.get("SUPPORTBOT_SECRETS_DIR", DEFAULT_SECRETS_DIR)
+    kwargs: dict[str, object] = dict(overrides)
+    if Path(secrets_dir).is_dir():
+        kwargs["_secrets_dir"] = secrets_dir
+    try:
+        return Settings(**kwargs)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,190 @@
+"""Issue 2: a Slack customer's question becomes a Kimi draft with an order lookup, approved by
+an agent's button, posted once. The real bot over HTTP; fake Slack and Kimi on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import func, select
+
+from bot.store import Draft, ToolCall, sessionmaker
+from tests.fakes.kimi import Fail, Reply
+from tests.fakes.slack_payloads import app_mention, event_body, sign
+from tests.harness import CUSTOMER_CHANNEL, SIGNING_SECRET, Harness, card_text, draft_id_of, wait_until
+
+
+async def test_order_question_becomes_a_card_and_one_approved_reply(harness: Harness) -> None:
+    # A customer asks about their order in a channel.
+    envelope = await harness.mention("Hi, where is my order #W2611340?")
+    thread_ts = envelope["event"]["ts"]
+
+    # One card lands in the review channel, with the tool's data and the buttons.
+    [card] = await harness.wait_cards(1)
+    text = card_text(card)
+    assert "where is my order #W2611340?" in text
+    assert "get_order_status" in text and "UPS" in text and "1Z999AA10123456784" in text
+    assert "approve_draft" in text and "edit_draft" in text and "reject_draft" in text
+    assert not harness.replies(thread_ts), "nothing reaches the customer before approval"
+
+    # The agent approves: the draft appears once in the customer's thread.
+    draft_id = draft_id_of(card)
+    await harness.click("approve_draft", draft_id)
+    [reply] = await harness.wait_replies(thread_ts)
+    assert "1Z999AA10123456784" in reply.params["text"], "the reply carries the draft with the tool's data"
+    assert reply.params["channel"] == CUSTOMER_CHANNEL
+
+    # The card is updated: no buttons, who approved.
+    last = await harness.wait_card_update(draft_id, "sent to the customer")
+    assert "approve_draft" not in card_text(last)
+    assert "<@U333>" in card_text(last)
+    assert len(harness.replies(thread_ts)) == 1
+
+
+async def test_a_redelivered_event_makes_one_card(harness: Harness) -> None:
+    envelope = app_mention("<@UBOT> where is order 40021?")
+    for retry in (None, 1, 2):
+        response = await harness.sender.event(envelope, retry_num=retry)
+        assert response.status_code == 200
+    await harness.wait_cards(1)
+    await harness.settle()
+    assert len(harness.cards()) == 1
+    assert len(harness.kimi.completions) == 2, "one draft: a tool call and a final answer"
+
+
+async def test_three_simultaneous_approvals_post_one_reply(harness: Harness) -> None:
+    envelope = await harness.mention("status of ORD-77 please")
+    [card] = await harness.wait_cards(1)
+    draft_id = draft_id_of(card)
+
+    await asyncio.gather(
+        harness.click("approve_draft", draft_id, user="U333"),
+        harness.click("approve_draft", draft_id, user="U444"),
+        harness.click("approve_draft", draft_id, user="U555"),
+    )
+    told = await wait_until(lambda: [t for t in harness.ephemerals() if "already approved" in t], 2)
+    assert len(told) == 2, told
+    await harness.settle()
+    assert len(harness.replies(envelope["event"]["ts"])) == 1
+
+
+async def test_edit_posts_the_edited_text(harness: Harness) -> None:
+    envelope = await harness.mention("where is #W2611340")
+    [card] = await harness.wait_cards(1)
+    draft_id = draft_id_of(card)
+
+    await harness.click("edit_draft", draft_id)
+    [opened] = await harness.slack.wait_for("views.open")
+    view = opened.params["view"]
+    assert view["blocks"][0]["element"]["initial_value"].startswith("Thanks for waiting")
+
+    response = await harness.submit(
+        "edit_draft_modal", draft_id, {"draft_block": {"draft_input": "Your mug ships today. — Sam"}}
+    )
+    assert response.status_code == 200
+    [reply] = await harness.wait_replies(envelope["event"]["ts"])
+    assert reply.params["text"] == "Your mug ships today. — Sam"
+
+
+async def test_an_empty_edit_is_refused_in_the_modal(harness: Harness) -> None:
+    await harness.mention("where is #W2611340")
+    [card] = await harness.wait_cards(1)
+    response = await harness.submit("edit_draft_modal", draft_id_of(card), {"draft_block": {"draft_input": "   "}})
+    assert response.json()["response_action"] == "errors"
+    await harness.settle()
+    assert not harness.replies()
+
+
+async def test_reject_posts_nothing(harness: Harness) -> None:
+    envelope = await harness.mention("where is #W2611340")
+    [card] = await harness.wait_cards(1)
+    draft_id = draft_id_of(card)
+    await harness.click("reject_draft", draft_id)
+    await harness.settle()
+    assert not harness.replies(envelope["event"]["ts"])
+    await harness.wait_card_update(draft_id, "Rejected by")
+    await harness.click("approve_draft", draft_id, user="U444")
+    await wait_until(lambda: [t for t in harness.ephemerals("U444") if "already rejected" in t])
+    await harness.settle()
+    assert not harness.replies(envelope["event"]["ts"])
+
+
+async def test_forged_and_stale_signatures_get_401(harness: Harness) -> None:
+    body = event_body(app_mention("<@UBOT> where is 40021"))
+    forged = sign(body, "not-the-secret", content_type="application/json")
+    assert (await harness.sender.raw(body, forged)).status_code == 401
+    stale = sign(body, SIGNING_SECRET, int(time.time()) - 600, "application/json")
+    assert (await harness.sender.raw(body, stale)).status_code == 401
+    await asyncio.sleep(0.2)
+    assert not harness.kimi.completions and not harness.cards()
+
+
+async def test_kimi_rate_limit_then_success_still_drafts(harness: Harness) -> None:
+    harness.kimi.script(Fail.rate_limited(after=1), Reply("Your order is on its way."))
+    await harness.mention("any news?")
+    [card] = await harness.wait_cards(1, timeout=15)
+    assert "Your order is on its way." in card_text(card)
+    assert len([r for r in harness.kimi.requests if r.path.endswith("/chat/completions")]) == 2
+
+
+async def test_kimi_down_gives_a_failure_card(harness: Harness) -> None:
+    harness.kimi.fail_always(500, "server_error", "internal error")
+    await harness.mention("where is order 40021?")
+    [card] = await harness.wait_cards(1, timeout=30)
+    text = card_text(card)
+    assert "Drafting failed" in text and "by hand" in text
+    assert "approve_draft" not in text
+
+
+async def test_thread_replies_continue_the_conversation_without_a_mention(harness: Harness) -> None:
+    envelope = await harness.mention("where is #W2611340")
+    await harness.wait_cards(1)
+    thread_ts = envelope["event"]["ts"]
+    await harness.reply_in_thread("and can I change the address?", thread_ts)
+    cards = await harness.wait_cards(2)
+    assert "change the address" in card_text(cards[1])
+    # The first draft is superseded by the newer message.
+    await harness.wait_card_update(draft_id_of(cards[0]), "Superseded")
+
+    # A reply in some other thread the bot has no conversation in is ignored.
+    await harness.reply_in_thread("unrelated chatter", "1600000000.000100")
+    await harness.settle()
+    assert len(harness.cards()) == 2
+
+
+async def test_bots_edits_and_deletions_are_ignored(harness: Harness) -> None:
+    from tests.fakes.slack_payloads import message, message_changed, message_deleted
+
+    envelope = await harness.mention("where is #W2611340")
+    await harness.wait_cards(1)
+    thread_ts = envelope["event"]["ts"]
+    for ev in (
+        message("bot noise", thread_ts=thread_ts, bot_id="B999", subtype="bot_message"),
+        message_changed("C111", thread_ts, "edited: where is #W2611340 now", "where is #W2611340", thread_ts=thread_ts),
+        message_deleted("C111", thread_ts, previous_text="where is #W2611340"),
+    ):
+        assert (await harness.sender.event(ev)).status_code == 200
+    await harness.settle()
+    assert len(harness.cards()) == 1
+
+
+async def test_everything_is_recorded(harness: Harness) -> None:
+    await harness.mention("where is #W2611340")
+    [card] = await harness.wait_cards(1)
+    await harness.click("approve_draft", draft_id_of(card))
+    await harness.wait_replies(None)
+    await harness.settle()
+    sessions = sessionmaker(harness.bot.engine)
+    async with sessions() as session:
+        draft = await session.scalar(select(Draft))
+        assert draft is not None and draft.status == "sent" and draft.decided_by == "<@U333>"
+        assert draft.prompt_tokens > 0
+        assert await session.scalar(select(func.count()).select_from(ToolCall)) == 1
+
+
+async def test_healthz_reports_the_database(harness: Harness) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{harness.url}/healthz")
+    assert response.status_code == 200 and response.json()["database"] == "reachable"

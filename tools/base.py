@@ -1,0 +1,104 @@
+"""The tool interface and registry.
+
+A tool has a name, a description, a pydantic model for its arguments (the JSON schema sent to
+the model is generated from it), and an async ``run``. Arguments are validated by the caller
+*before* ``run`` is called. A tool that fails raises :class:`ToolError` with a short code and a
+message the model can explain to the customer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
+
+
+class ToolError(Exception):
+    """A tool could not do its job. ``code`` is short and machine-readable
+    (``not_found``, ``invalid``, ``unavailable``); ``message`` is safe to show the model."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRules:
+    """The policy's refund rules, as far as tools need them to report facts."""
+
+    window_days: int = 30
+    max_amount_cents: int = 50_000
+    refundable_statuses: tuple[str, ...] = ("delivered",)
+
+
+@dataclass(slots=True)
+class ToolContext:
+    """What a tool run may see: the conversation and the policy facts it needs."""
+
+    conversation_id: str
+    refund_rules: RefundRules = field(default_factory=RefundRules)
+    currency: str = "USD"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool returns. ``data`` goes back to the model as JSON; ``summary`` is one line
+    for the review card; ``proposal`` is set by action tools (a refund proposal)."""
+
+    data: dict[str, Any]
+    summary: str
+    proposal: dict[str, Any] | None = None
+
+
+class Tool(ABC):
+    """One function the model may call."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Args: ClassVar[type[BaseModel]]
+    kind: ClassVar[Literal["read", "action"]] = "read"
+
+    @abstractmethod
+    async def run(self, args: BaseModel, ctx: ToolContext) -> ToolResult: ...
+
+    def definition(self) -> dict[str, Any]:
+        """The OpenAI-compatible function definition (Kimi accepts the same shape)."""
+        schema = self.Args.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": schema},
+        }
+
+
+class ToolRegistry:
+    """The tools offered to the model, in a stable order (stable bytes keep Kimi's prefix
+    cache hitting)."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for tool in tools:
+            self.register(tool)
+
+    def register(self, tool: Tool) -> None:
+        if tool.name in self._tools:
+            raise ValueError(f"tool {tool.name!r} is registered twice")
+        self._tools[tool.name] = tool
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __iter__(self) -> Any:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [tool.definition() for tool in self._tools.values()]
