@@ -101,9 +101,7 @@ class DraftingAgent:
         except KimiError as exc:
             if not fallback_model or fallback_model == model:
                 raise
-            log.warning(
-                "drafting with %s failed (%s); trying the fallback model %s", model, exc, fallback_model
-            )
+            log.warning("drafting with %s failed (%s); trying the fallback model %s", model, exc, fallback_model)
             return await self._run(messages, model=fallback_model, limits=limits, context=context)
 
     async def _run(
@@ -136,9 +134,7 @@ class DraftingAgent:
                 result.forced_final = force_final
                 return result
             if force_final:
-                raise DraftingError(
-                    f"the model kept calling tools after being told to answer ({force_final})"
-                )
+                raise DraftingError(f"the model kept calling tools after being told to answer ({force_final})")
             conversation.append(_assistant_turn(completion, limits.thinking))
             for call in completion.tool_calls:
                 signature = f"{call.name}:{_canonical(call.arguments)}"
@@ -152,9 +148,7 @@ class DraftingAgent:
                     record = await self._run_tool(call, limits, context, result)
                     content = record.result
                     seen_calls[signature] = content
-                conversation.append(
-                    {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
-                )
+                conversation.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content})
         raise DraftingError("the drafting loop ended without an answer")  # pragma: no cover
 
     async def _run_tool(

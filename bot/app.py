@@ -60,7 +60,7 @@ class Supportbot:
         problems: list[str] = []
         if self.settings.moonshot_api_key is None:
             problems.append("MOONSHOT_API_KEY is missing (the Kimi API key)")
-        for name, factory in sorted(self._factories.items()):
+        for _name, factory in sorted(self._factories.items()):
             try:
                 platform = factory(self.settings)
             except ConfigError as exc:
@@ -69,9 +69,7 @@ class Supportbot:
             if platform is not None:
                 self.platforms.append(platform)
         if not self.platforms and not problems:
-            problems.append(
-                "no platform is configured: set SLACK_BOT_TOKEN and friends, or DISCORD_BOT_TOKEN"
-            )
+            problems.append("no platform is configured: set SLACK_BOT_TOKEN and friends, or DISCORD_BOT_TOKEN")
         desks = [p.review_desk for p in self.platforms if p.review_desk is not None]
         if self.platforms and not desks:
             problems.append("no review desk: set SLACK_REVIEW_CHANNEL (or DISCORD_REVIEW_CHANNEL)")
@@ -112,9 +110,7 @@ class Supportbot:
             core.add_channel(platform.customer_channel)
             desk = platform.review_desk
             if desk is not None:
-                core.add_desk(
-                    desk, preferred=platform.name == "discord" and bool(settings.discord_review_channel)
-                )
+                core.add_desk(desk, preferred=platform.name == "discord" and bool(settings.discord_review_channel))
         app = web.Application(client_max_size=2 * 1024 * 1024)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
@@ -131,9 +127,7 @@ class Supportbot:
             await platform.start(core)
         self.dispatcher = OutboxDispatcher(core)
         self._tasks.append(asyncio.create_task(self.dispatcher.run()))
-        self._tasks.append(
-            asyncio.create_task(policy.watch(settings.policy_reload_seconds, self._policy_rejected))
-        )
+        self._tasks.append(asyncio.create_task(policy.watch(settings.policy_reload_seconds, self._policy_rejected)))
         await core.resume_drafting()
         log.info(
             "supportbot is up on %s:%d with %s; review desk: %s",

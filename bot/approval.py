@@ -61,9 +61,7 @@ def check_refund(params: dict[str, Any], amount_cents: int, policy: Policy, now:
         delivered_at = datetime.fromisoformat(str(delivered))
         age = (now - delivered_at).days
         if age > rules.window_days:
-            return RefundVerdict(
-                False, f"delivered {age} days ago, outside the {rules.window_days}-day window"
-            )
+            return RefundVerdict(False, f"delivered {age} days ago, outside the {rules.window_days}-day window")
     refundable = int(params.get("refundable_cents", 0))
     if amount_cents > refundable:
         return RefundVerdict(

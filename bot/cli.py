@@ -88,9 +88,7 @@ def _audit(args: argparse.Namespace) -> int:
             async with sessions() as session:
                 conversation_id = await session.scalar(
                     select(Conversation.id).where(
-                        or_(
-                            Conversation.id == args.conversation, Conversation.thread_key == args.conversation
-                        )
+                        or_(Conversation.id == args.conversation, Conversation.thread_key == args.conversation)
                     )
                 )
                 if conversation_id is None:
@@ -100,9 +98,7 @@ def _audit(args: argparse.Namespace) -> int:
                 if conversation_id is None:
                     raise SupportbotError(f"no conversation, thread key or draft {args.conversation!r}")
                 events = await session.scalars(
-                    select(AuditEvent)
-                    .where(AuditEvent.conversation_id == conversation_id)
-                    .order_by(AuditEvent.id)
+                    select(AuditEvent).where(AuditEvent.conversation_id == conversation_id).order_by(AuditEvent.id)
                 )
                 return [
                     f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.kind:<14} {e.actor or '-':<14} "
@@ -118,9 +114,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="supportbot", description="A support copilot: Kimi drafts, humans approve."
-    )
+    parser = argparse.ArgumentParser(prog="supportbot", description="A support copilot: Kimi drafts, humans approve.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="start everything that is configured").set_defaults(handler=_run)
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)

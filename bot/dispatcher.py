@@ -11,11 +11,12 @@ stops the reply, and the card says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select, update
 
@@ -48,10 +49,8 @@ class OutboxDispatcher:
                 await self.core.post_missing_cards()
             except Exception:
                 log.exception("outbox pass failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.core.outbox_ready.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                pass
             self.core.outbox_ready.clear()
 
     async def deliver_due(self) -> int:
@@ -88,9 +87,7 @@ class OutboxDispatcher:
                     OutboxItem.status == row.status,
                     OutboxItem.attempts == row.attempts,
                 )
-                .values(
-                    status="sending", claimed_by=self.worker_id, claimed_at=now, attempts=row.attempts + 1
-                )
+                .values(status="sending", claimed_by=self.worker_id, claimed_at=now, attempts=row.attempts + 1)
             )
             if getattr(claimed, "rowcount", 0) != 1:
                 return None
@@ -181,7 +178,7 @@ class OutboxDispatcher:
             )
         except ToolError as exc:
             error: ToolError | None = exc
-            result = {"error": exc.message}
+            result: dict[str, Any] = {"error": exc.message}
             status = "approved" if exc.code == "unavailable" else "failed"
         else:
             error = None
@@ -230,9 +227,7 @@ class OutboxDispatcher:
     async def _fail(self, item_id: int, draft_id: str, error: str) -> None:
         async with self.core.sessions.begin() as session:
             await session.execute(
-                update(OutboxItem)
-                .where(OutboxItem.id == item_id)
-                .values(status="failed", last_error=error[:500])
+                update(OutboxItem).where(OutboxItem.id == item_id).values(status="failed", last_error=error[:500])
             )
             await session.execute(
                 update(Draft).where(Draft.id == draft_id).values(status="send_failed", updated_at=utcnow())

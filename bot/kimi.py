@@ -207,9 +207,7 @@ class KimiClient:
             except httpx.TimeoutException:
                 raise KimiRetryableError("Kimi API timed out", kind="timeout") from None
             except httpx.TransportError as exc:
-                raise KimiRetryableError(
-                    f"Kimi API unreachable: {type(exc).__name__}", kind="network"
-                ) from None
+                raise KimiRetryableError(f"Kimi API unreachable: {type(exc).__name__}", kind="network") from None
         if response.status_code != 200:
             raise _classify(response)
         try:

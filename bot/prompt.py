@@ -110,7 +110,5 @@ SUMMARY_INSTRUCTIONS = (
 def summary_messages(previous_summary: str, turns: list[Turn]) -> list[dict[str, Any]]:
     """The request that folds older turns into the rolling summary."""
     transcript = "\n".join(f"{'Customer' if t.role == 'customer' else 'Support'}: {t.text}" for t in turns)
-    body = (
-        f"Summary so far:\n{previous_summary}\n\n" if previous_summary else ""
-    ) + f"Turns to fold in:\n{transcript}"
+    body = (f"Summary so far:\n{previous_summary}\n\n" if previous_summary else "") + f"Turns to fold in:\n{transcript}"
     return [{"role": "system", "content": SUMMARY_INSTRUCTIONS}, {"role": "user", "content": body}]

@@ -103,7 +103,9 @@ class Harness:
     sender: SlackSender = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sender = SlackSender(f"http://127.0.0.1:{self.bot.port}/slack/events", SIGNING_SECRET, mirror_to=self.slack)
+        self.sender = SlackSender(
+            f"http://127.0.0.1:{self.bot.port}/slack/events", SIGNING_SECRET, mirror_to=self.slack
+        )
 
     @property
     def url(self) -> str:
@@ -128,7 +130,11 @@ class Harness:
 
     def cards(self) -> list[Any]:
         """Cards posted to the review channel (postMessage calls with blocks)."""
-        return [c for c in self.slack.calls_to("chat.postMessage") if c.params.get("channel") == REVIEW_CHANNEL and c.params.get("blocks")]
+        return [
+            c
+            for c in self.slack.calls_to("chat.postMessage")
+            if c.params.get("channel") == REVIEW_CHANNEL and c.params.get("blocks")
+        ]
 
     async def wait_cards(self, count: int = 1, timeout: float = 10.0) -> list[Any]:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -150,11 +156,15 @@ class Harness:
         return await wait_until(lambda: self.replies(thread_ts), count, timeout)
 
     async def click(self, action_id: str, draft_id: str, user: str = "U333", **kwargs: Any) -> Any:
-        response = await self.sender.action(block_actions(action_id, draft_id, user=user, channel=REVIEW_CHANNEL, **kwargs))
+        response = await self.sender.action(
+            block_actions(action_id, draft_id, user=user, channel=REVIEW_CHANNEL, **kwargs)
+        )
         assert response.status_code == 200, response.text
         return response
 
-    async def submit(self, callback_id: str, draft_id: str, values: dict[str, dict[str, str]], user: str = "U333") -> Any:
+    async def submit(
+        self, callback_id: str, draft_id: str, values: dict[str, dict[str, str]], user: str = "U333"
+    ) -> Any:
         payload = view_submission(
             callback_id, json.dumps({"draft_id": draft_id, "channel": REVIEW_CHANNEL}), values, user=user
         )

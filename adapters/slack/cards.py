@@ -19,7 +19,9 @@ _STATE_LINES = {
     CardState.REJECTED: ":x: Rejected by {who}{when}. Nothing was sent.",
     CardState.SUPERSEDED: ":arrows_counterclockwise: Superseded{by}.",
     CardState.FAILED: ":warning: No draft: answer the customer by hand.",
-    CardState.SEND_FAILED: ":rotating_light: Approved by {who}{when}, but sending failed. Nothing reached the customer.",
+    CardState.SEND_FAILED: (
+        ":rotating_light: Approved by {who}{when}, but sending failed. Nothing reached the customer."
+    ),
 }
 
 
@@ -84,9 +86,7 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
         blocks.append(
             {
                 "type": "context",
-                "elements": [
-                    {"type": "mrkdwn", "text": "Attachments: " + escape(", ".join(card.attachments))[:2900]}
-                ],
+                "elements": [{"type": "mrkdwn", "text": "Attachments: " + escape(", ".join(card.attachments))[:2900]}],
             }
         )
     if card.escalation:
@@ -98,9 +98,7 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
         blocks.append(_section(f":rotating_light: {tag}Escalation: {escape(card.escalation)}"))
     if card.failure:
         blocks.append(
-            _section(
-                f":warning: *Drafting failed*: {escape(card.failure[:1500])}\nPlease answer the customer by hand."
-            )
+            _section(f":warning: *Drafting failed*: {escape(card.failure[:1500])}\nPlease answer the customer by hand.")
         )
     if card.draft_text:
         label = "*Reply sent*" if card.state is CardState.SENT else "*Draft reply*"
@@ -113,7 +111,8 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
         icon = ":moneybag:" if proposal.allowed else ":no_entry:"
         blocks.append(
             _section(
-                f"{icon} *Proposed {proposal.kind}* ({proposal.status})\n{escape(proposal.summary)}\n_Policy: {escape(proposal.verdict)}_"
+                f"{icon} *Proposed {proposal.kind}* ({proposal.status})\n{escape(proposal.summary)}\n"
+                f"_Policy: {escape(proposal.verdict)}_"
             )
         )
     meta = f"Draft `{card.draft_id[:8]}` · rev {card.revision}" + (f" · {card.model}" if card.model else "")

@@ -166,9 +166,7 @@ class SlackPlatform:
             text = text.replace(f"<@{self.bot_user_id}>", "")
         return text.strip()
 
-    async def _translate(
-        self, event: dict[str, Any], body: dict[str, Any], kind: MessageKind
-    ) -> InboundMessage:
+    async def _translate(self, event: dict[str, Any], body: dict[str, Any], kind: MessageKind) -> InboundMessage:
         channel = str(event.get("channel", ""))
         team = str(event.get("team") or body.get("team_id") or "")
         ts = str(event.get("ts", ""))
@@ -255,9 +253,7 @@ class SlackPlatform:
     ) -> None:
         draft_id = str(extra.pop("draft_id", None) or body["actions"][0]["value"])
         actor = await self._actor(body.get("user") or {})
-        outcome = await self.core.decide(
-            ReviewDecision(draft_id=draft_id, action=action, actor=actor, **extra)
-        )
+        outcome = await self.core.decide(ReviewDecision(draft_id=draft_id, action=action, actor=actor, **extra))
         channel = channel or (body.get("container") or {}).get("channel_id") or self.review_channel
         if outcome.message and channel:
             try:

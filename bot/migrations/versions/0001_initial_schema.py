@@ -31,9 +31,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_audit_events_conversation_id"), ["conversation_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_audit_events_conversation_id"), ["conversation_id"], unique=False)
 
     op.create_table(
         "conversations",
@@ -273,9 +271,7 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.String(length=200), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("amount_cents > 0", name=op.f("ck_order_refunds_amount_positive")),
-        sa.ForeignKeyConstraint(
-            ["order_id"], ["orders.order_id"], name=op.f("fk_order_refunds_order_id_orders")
-        ),
+        sa.ForeignKeyConstraint(["order_id"], ["orders.order_id"], name=op.f("fk_order_refunds_order_id_orders")),
         sa.PrimaryKeyConstraint("refund_id", name=op.f("pk_order_refunds")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_order_refunds_idempotency_key")),
     )
