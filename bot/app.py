@@ -157,6 +157,9 @@ class Supportbot:
             await self.core.drain(timeout=10)
             await self.core.cancel_background()
             await self.core.kimi.aclose()
+            close = getattr(self.core.orders, "aclose", None)
+            if close is not None:
+                await close()
         if self._runner is not None:
             await self._runner.cleanup()
         if hasattr(self, "engine"):

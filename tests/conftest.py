@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import Supportbot
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
-from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, settings_for
+from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, running_bot
 
 
 @pytest.fixture
@@ -27,11 +26,5 @@ async def slack() -> AsyncIterator[FakeSlack]:
 
 @pytest.fixture
 async def harness(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[Harness]:
-    bot = Supportbot(settings_for(tmp_path, kimi, slack))
-    await bot.start()
-    running = Harness(bot, slack, kimi, tmp_path)
-    await running.import_orders()
-    try:
+    async with running_bot(tmp_path, kimi, slack) as running:
         yield running
-    finally:
-        await bot.stop()

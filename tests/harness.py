@@ -4,8 +4,9 @@ serving HTTP on loopback, talking to a fake Slack and a fake Kimi, with a real S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -193,6 +194,23 @@ class Harness:
         await self.bot.core.drain(10)
         await self.bot.dispatcher.deliver_due()
         await self.bot.core.drain(10)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, policy: str | None = None, **overrides: Any
+) -> AsyncIterator[Harness]:
+    """Start the real bot against the fakes (with ``policy`` as its policy file) and stop it after."""
+    if policy is not None:
+        (tmp_path / "policy.toml").write_text(policy)
+    bot = Supportbot(settings_for(tmp_path, kimi, slack, **overrides))
+    await bot.start()
+    harness = Harness(bot, slack, kimi, tmp_path)
+    await harness.import_orders()
+    try:
+        yield harness
+    finally:
+        await bot.stop()
 
 
 async def wait_until(fetch: Callable[[], list[Any]], count: int = 1, timeout: float = 10.0) -> list[Any]:

@@ -69,10 +69,8 @@ async def test_operator_imports_a_csv_of_three_orders_and_the_bot_can_look_each_
         tmp_path,
         "orders.csv",
         HEADER,
-        f"#W2611340,c-1,Ana Lima,ana@example.com,shipped,USD,49.90,,2026-11-20T09:30:00Z,,UPS,1Z999,"
-        f"2026-11-30,{MUGS}",
-        "40021,c-2,Bo Chen,bo@example.com,delivered,eur,12.5,2.50,2026-11-01,2026-11-04T15:00:00+01:00,DHL,"
-        "JD01,,",
+        f"#W2611340,c-1,Ana Lima,ana@example.com,shipped,USD,49.90,,2026-11-20T09:30:00Z,,UPS,1Z999,2026-11-30,{MUGS}",
+        "40021,c-2,Bo Chen,bo@example.com,delivered,eur,12.5,2.50,2026-11-01,2026-11-04T15:00:00+01:00,DHL,JD01,,",
         "ORD-77,,,,pending,GBP,100,0,2026-12-01T08:00:00,,,,,[]",
     )
 
@@ -259,13 +257,9 @@ async def test_re_importing_updates_orders_but_never_undoes_executed_refunds(
     assert w10.status == "processing"  # nothing from the rejected file was written
 
 
-async def test_a_file_that_is_not_utf8_is_rejected_naming_the_line(
-    engine: AsyncEngine, tmp_path: Path
-) -> None:
+async def test_a_file_that_is_not_utf8_is_rejected_naming_the_line(engine: AsyncEngine, tmp_path: Path) -> None:
     path = tmp_path / "orders.csv"
-    path.write_bytes(
-        (HEADER + "\n").encode() + "C1,,José,,shipped,USD,1.00,,2026-11-01,,,,,\n".encode("latin-1")
-    )
+    path.write_bytes((HEADER + "\n").encode() + "C1,,José,,shipped,USD,1.00,,2026-11-01,,,,,\n".encode("latin-1"))
 
     problems = await rejected(engine, path)
 
@@ -307,12 +301,8 @@ async def test_unusable_files_get_a_clear_problem(
     assert await rejected(engine, path) == [problem]
 
 
-async def test_a_minimal_csv_with_only_the_required_columns_imports(
-    engine: AsyncEngine, tmp_path: Path
-) -> None:
-    path = write(
-        tmp_path, "orders.csv", "Order_ID , status,currency,total,placed_at", "E1,Shipped,usd,7,2026-11-01"
-    )
+async def test_a_minimal_csv_with_only_the_required_columns_imports(engine: AsyncEngine, tmp_path: Path) -> None:
+    path = write(tmp_path, "orders.csv", "Order_ID , status,currency,total,placed_at", "E1,Shipped,usd,7,2026-11-01")
 
     assert await import_orders(engine, path) == 1
 

@@ -13,9 +13,7 @@ __all__ = ["default_tools"]
 def default_tools(backend: OrderBackend, knowledge: KnowledgeBase | None) -> ToolRegistry:
     """The registry in its stable order: ``get_order_status``, ``check_refund_eligibility``,
     ``propose_refund``, then ``search_knowledge`` when a knowledge base is given."""
-    registry = ToolRegistry(
-        [GetOrderStatus(backend), CheckRefundEligibility(backend), ProposeRefund(backend)]
-    )
+    registry = ToolRegistry([GetOrderStatus(backend), CheckRefundEligibility(backend), ProposeRefund(backend)])
     if knowledge is not None:
         registry.register(SearchKnowledge(knowledge))
     return registry

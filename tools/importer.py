@@ -423,9 +423,7 @@ async def _upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         await conn.execute(insert(t), new)
 
 
-async def _totals_below_refunded(
-    engine: AsyncEngine, rows: list[dict[str, Any]], lines: list[int]
-) -> list[str]:
+async def _totals_below_refunded(engine: AsyncEngine, rows: list[dict[str, Any]], lines: list[int]) -> list[str]:
     """Problems for rows whose new total is below what was already refunded on the order."""
     t = orders_table
     refunded: dict[str, int] = {}

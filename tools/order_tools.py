@@ -256,12 +256,8 @@ class ProposeRefund(Tool):
         amount_cents = parse_amount(a.amount)
         if amount_cents <= 0:
             raise ToolError("invalid", "A refund amount must be more than 0.00")
-        if amount_cents > order.refundable_cents:
-            raise ToolError(
-                "exceeds_refundable",
-                f"Only {format_amount(order.refundable_cents)} {currency} is left to refund on order "
-                f"{order.order_id}",
-            )
+        # An amount above what is refundable is still recorded: the core refuses it by policy and
+        # the agents see on the card what was asked for and why it cannot happen.
         skus = {item.sku for item in order.items}
         unknown = [sku for sku in a.items if sku not in skus]
         if unknown:
@@ -292,5 +288,10 @@ class ProposeRefund(Tool):
                 "the customer the refund request is being reviewed, not that it was refunded."
             ),
         }
+        if amount_cents > order.refundable_cents:
+            data["note"] = (
+                f"Only {format_amount(order.refundable_cents)} {currency} is left to refund on order "
+                f"{order.order_id}; this proposal will be refused. Do not promise it to the customer."
+            )
         summary = f"Proposed refund of {amount} {currency} on {order.order_id}: {a.reason[:80]}"
         return ToolResult(data=data, summary=summary, proposal=proposal)

@@ -71,7 +71,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tools.base import ToolError
@@ -178,18 +178,16 @@ def _id_candidates(order_id: str) -> list[str]:
     exact = order_id.strip()
     if not exact:
         return []
-    if exact.startswith("#"):
-        return [exact, exact[1:]] if len(exact) > 1 else [exact]
-    return [exact, f"#{exact}"]
+    candidates = [exact, exact[1:]] if exact.startswith("#") else [exact, f"#{exact}"]
+    # Never an empty id, nor "." / ".." (dot segments would change an HTTP path).
+    return [c for c in candidates if c.strip(".")]
 
 
 def _check_refund_request(amount_cents: int, idempotency_key: str) -> None:
     if isinstance(amount_cents, bool) or not isinstance(amount_cents, int) or amount_cents <= 0:
         raise ToolError("invalid", "A refund amount must be a positive number of cents")
     if not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise ToolError(
-            "invalid", f"An idempotency key must have 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
-        )
+        raise ToolError("invalid", f"An idempotency key must have 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
 
 
 def _as_replay(earlier: RefundReceipt, order_id: str, amount_cents: int) -> RefundReceipt:
@@ -312,9 +310,7 @@ order_refunds_table = Table(
     "order_refunds",
     metadata,
     Column("refund_id", String(64), primary_key=True),
-    Column(
-        "order_id", String(MAX_ORDER_ID_LENGTH), ForeignKey("orders.order_id"), nullable=False, index=True
-    ),
+    Column("order_id", String(MAX_ORDER_ID_LENGTH), ForeignKey("orders.order_id"), nullable=False, index=True),
     Column("amount_cents", BigInteger, nullable=False),
     Column("reason", Text, nullable=False),
     Column("idempotency_key", String(MAX_IDEMPOTENCY_KEY_LENGTH), nullable=False, unique=True),
@@ -337,6 +333,25 @@ class SqlOrderBackend:
         self._engine = engine
 
     async def get_order(self, order_id: str) -> Order | None:
+        try:
+            return await self._get_order(order_id)
+        except DBAPIError:
+            log.exception("order lookup failed in the database")
+            raise ToolError("unavailable", "The order database is unavailable") from None
+
+    async def execute_refund(
+        self, order_id: str, amount_cents: int, reason: str, idempotency_key: str
+    ) -> RefundReceipt:
+        try:
+            return await self._execute_refund(order_id, amount_cents, reason, idempotency_key)
+        except DBAPIError:
+            log.exception("refund failed in the database")
+            raise ToolError(
+                "unavailable",
+                "The order database failed during the refund; retry with the same idempotency key",
+            ) from None
+
+    async def _get_order(self, order_id: str) -> Order | None:
         candidates = _id_candidates(order_id)
         if not candidates:
             return None
@@ -348,7 +363,7 @@ class SqlOrderBackend:
                 return _OrderPayload.model_validate(rows[candidate]).to_order()
         return None
 
-    async def execute_refund(
+    async def _execute_refund(
         self, order_id: str, amount_cents: int, reason: str, idempotency_key: str
     ) -> RefundReceipt:
         _check_refund_request(amount_cents, idempotency_key)
@@ -356,7 +371,7 @@ class SqlOrderBackend:
             earlier = await _receipt_for_key(conn, idempotency_key)
         if earlier is not None:
             return _as_replay(earlier, order_id, amount_cents)
-        order = await self.get_order(order_id)
+        order = await self._get_order(order_id)
         if order is None:
             raise ToolError("not_found", f"No order with id {order_id.strip()}")
 
@@ -392,9 +407,7 @@ class SqlOrderBackend:
                 )
                 if bumped.rowcount != 1:
                     left = await conn.scalar(
-                        select(orders_table.c.total_cents - refunded).where(
-                            orders_table.c.order_id == order.order_id
-                        )
+                        select(orders_table.c.total_cents - refunded).where(orders_table.c.order_id == order.order_id)
                     )
                     raise ToolError(  # rolls the refund row back
                         "exceeds_refundable",
@@ -530,9 +543,7 @@ class HttpOrderBackend:
         if self._token:
             all_headers["Authorization"] = f"Bearer {self._token}"
         try:
-            return await self._client.request(
-                method, url, json=json, headers=all_headers, timeout=self._timeout
-            )
+            return await self._client.request(method, url, json=json, headers=all_headers, timeout=self._timeout)
         except httpx.TimeoutException:
             raise ToolError("unavailable", "The order service did not answer in time") from None
         except httpx.HTTPError:

@@ -4,6 +4,7 @@ the core (:class:`bot.ports.ReviewCard`)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from bot.ports import CardState, ReviewCard
@@ -28,6 +29,11 @@ _STATE_LINES = {
 def escape(text: str) -> str:
     """Slack mrkdwn escaping: customer or model text can never ping or link."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _name(name: str) -> str:
+    """A Slack user mention stays a mention; any other name is escaped text."""
+    return name if re.fullmatch(r"<@[A-Z0-9]+>", name) else escape(name)
 
 
 def _chunks(text: str, limit: int = SECTION_LIMIT) -> list[str]:
@@ -79,7 +85,7 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
     """The card as Block Kit (≤ 50 blocks, every section ≤ 3,000 characters)."""
     blocks: list[dict[str, Any]] = [
         _section(
-            f"*{escape(card.asked_by)}* asked in {card.where}:\n{_quote(card.customer_text[: SECTION_LIMIT - 200])}"
+            f"*{_name(card.asked_by)}* asked in {card.where}:\n{_quote(card.customer_text[: SECTION_LIMIT - 200])}"
         )
     ]
     if card.attachments:
@@ -149,8 +155,7 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
         line = _STATE_LINES.get(card.state, "")
         when = f" at {card.decided_at:%Y-%m-%d %H:%M} UTC" if card.decided_at else ""
         by = f" ({escape(card.notice)})" if card.notice and card.state is CardState.SUPERSEDED else ""
-        who = card.decided_by if card.decided_by.startswith("<@") else escape(card.decided_by)
-        text = line.format(who=who, when=when, by=by)
+        text = line.format(who=_name(card.decided_by), when=when, by=by)
         if text:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
     return blocks[:50]
