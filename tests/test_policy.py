@@ -1,0 +1,89 @@
+"""Issue 4: the managers' policy file: validated with line-precise errors, reloaded live, and a
+bad edit keeps the old policy and tells the agents once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.errors import PolicyError
+from bot.policy import Policy, load_policy, parse_policy
+from tests.fakes.kimi import FakeKimi
+from tests.fakes.slack import FakeSlack
+from tests.harness import REVIEW_CHANNEL, draft_id_of, running_bot, wait_until
+
+
+def problems(source: str) -> list[str]:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(source, "policy.toml")
+    return caught.value.problems
+
+
+def test_a_missing_file_means_the_built_in_defaults(tmp_path: Path) -> None:
+    assert load_policy(tmp_path / "absent.toml") == Policy()
+
+
+def test_the_example_policy_is_valid() -> None:
+    policy = load_policy(Path(__file__).parent.parent / "policy.example.toml")
+    assert policy.refunds.max_amount == 50_000 and policy.refunds.manager_threshold == 10_000
+
+
+def test_each_error_names_the_line_and_the_field() -> None:
+    found = problems(
+        '[assistant]\ntone = "warm"\n\n[refunds]\nwindow_days = "thirty"\nmax_amount = "12.345"\n'
+        "[limits]\nmax_tool_steps = 0\nsurprise = true\n"
+    )
+    assert "line 5: refunds.window_days: Input should be a valid integer, unable to parse string as an integer" in found
+    assert any(p.startswith("line 6: refunds.max_amount:") and "2 decimals" in p for p in found)
+    assert any(p.startswith("line 8: limits.max_tool_steps:") for p in found)
+    assert "line 9: limits.surprise: unknown field" in found
+
+
+def test_invalid_toml_names_the_line() -> None:
+    [problem] = problems('[refunds]\nmax_amount = "10\n')
+    assert "line 2" in problem
+
+
+def test_memory_thresholds_must_make_sense() -> None:
+    [problem] = problems("[memory]\nsummarize_after_turns = 4\nkeep_recent_turns = 6\n")
+    assert problem.startswith("line 1: memory:") and "smaller" in problem
+
+
+async def test_live_reload_applies_good_edits_and_keeps_the_old_policy_on_a_bad_one(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with running_bot(tmp_path, kimi, slack, policy='[approvers]\nagents = ["U333"]\n') as harness:
+        policy_file = tmp_path / "policy.toml"
+        core = harness.bot.core
+        assert core is not None
+        await harness.mention("where is #W2611340")
+        [card] = await harness.wait_cards(1)
+
+        # An agent not on the list cannot approve.
+        await harness.click("approve_draft", draft_id_of(card), user="U444")
+        await wait_until(lambda: [t for t in harness.ephemerals("U444") if "approver list" in t])
+
+        # A manager breaks the file: the old policy stays and the review channel hears it once.
+        policy_file.write_text('[approvers]\nagents = "U444"\n')
+        notices = await wait_until(
+            lambda: [
+                c
+                for c in harness.slack.calls_to("chat.postMessage")
+                if c.params.get("channel") == REVIEW_CHANNEL and "not reloaded" in str(c.params.get("text"))
+            ]
+        )
+        assert "line 2: approvers.agents" in notices[0].params["text"]
+        await asyncio.sleep(0.6)
+        assert (
+            len([c for c in harness.slack.calls_to("chat.postMessage") if "not reloaded" in str(c.params.get("text"))])
+            == 1
+        )
+        assert core.policy.current.approvers.agents == ("U333",)
+
+        # The fix takes effect without a restart: U444 may approve now.
+        policy_file.write_text('[approvers]\nagents = ["U333", "U444"]\n')
+        await wait_until(lambda: [1] if core.policy.current.approvers.agents == ("U333", "U444") else [])
+        await harness.click("approve_draft", draft_id_of(card), user="U444")
+        await harness.wait_replies(None)
