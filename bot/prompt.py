@@ -2,9 +2,11 @@
 
 1. system: the policy's instructions (no timestamps, no ids: byte-identical between turns);
 2. the tool definitions (sent as ``tools``, in a stable order);
-3. system: the rolling summary and the structured facts (change only when refreshed);
+3. system: the rolling summary (changes only when it is refreshed, in batches);
 4. the recent turns verbatim (append-only between summary refreshes), then the new message;
-5. a short volatile tail: today's date and an agent's regenerate instruction.
+5. a short volatile tail: the structured facts (order ids, refunds, the customer), today's date
+   and an agent's regenerate instruction. Facts change whenever a new order id comes up, so they
+   sit after the turns: that way they never break the cached prefix.
 """
 
 from __future__ import annotations
@@ -49,11 +51,9 @@ def system_prompt(policy: Policy) -> str:
     )
 
 
-def facts_block(summary: str, facts: dict[str, Any]) -> str:
-    """The rolling summary and the facts that must survive summarisation."""
+def facts_block(facts: dict[str, Any]) -> str:
+    """The facts that must survive summarisation, rendered deterministically."""
     lines: list[str] = []
-    if summary:
-        lines += ["Summary of the earlier conversation:", summary.strip(), ""]
     if facts:
         lines.append("Facts established in this conversation (authoritative):")
         for key in sorted(facts):
@@ -84,16 +84,16 @@ def build_messages(
 ) -> list[dict[str, Any]]:
     """The messages of one drafting request."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt(policy)}]
-    memory = facts_block(summary, facts)
-    if memory:
-        messages.append({"role": "system", "content": memory})
+    if summary:
+        messages.append({"role": "system", "content": "Summary of the earlier conversation:\n" + summary.strip()})
     for turn in turns:
         if turn.role == "assistant":
             if turn.text.strip():
                 messages.append({"role": "assistant", "content": turn.text})
         else:
             messages.append({"role": "user", "content": _user_content(turn, vision)})
-    tail = f"Today is {today.isoformat()}. Draft the next reply to the customer."
+    tail = facts_block(facts)
+    tail += ("\n\n" if tail else "") + f"Today is {today.isoformat()}. Draft the next reply to the customer."
     if instruction:
         tail += f"\nThe reviewing agent asks for this draft: {instruction.strip()}"
     messages.append({"role": "system", "content": tail})

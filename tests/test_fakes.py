@@ -46,9 +46,7 @@ async def kimi() -> AsyncIterator[FakeKimi]:
 
 @pytest.fixture
 async def http(kimi: FakeKimi) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=kimi.base_url, headers={"Authorization": "Bearer sk-test"}
-    ) as client:
+    async with httpx.AsyncClient(base_url=kimi.base_url, headers={"Authorization": "Bearer sk-test"}) as client:
         yield client
 
 
@@ -67,15 +65,11 @@ async def test_kimi_auth_models_and_request_id(kimi: FakeKimi, http: httpx.Async
     async with httpx.AsyncClient() as anon:
         resp = await anon.get(f"{kimi.base_url}/models", headers={"Authorization": "Bearer sk-wrong"})
     assert resp.status_code == 401
-    assert resp.json() == {
-        "error": {"message": "Invalid Authentication", "type": "invalid_authentication_error"}
-    }
+    assert resp.json() == {"error": {"message": "Invalid Authentication", "type": "invalid_authentication_error"}}
     assert resp.headers["Msh-Request-Id"]
     models = (await http.get("/models")).json()
     by_id = {m["id"]: m for m in models["data"]}
-    assert {"kimi-k2.5", "kimi-k2.6", "kimi-k2-turbo-preview", "moonshot-v1-8k", "moonshot-v1-32k"} <= set(
-        by_id
-    )
+    assert {"kimi-k2.5", "kimi-k2.6", "kimi-k2-turbo-preview", "moonshot-v1-8k", "moonshot-v1-32k"} <= set(by_id)
     assert by_id["kimi-k2.5"]["context_length"] == 262144
     resp = await chat(http, model="moonshot-v1-16k", messages=[{"role": "user", "content": "hi"}])
     assert error_of(resp) == (
@@ -218,9 +212,7 @@ async def test_kimi_cached_tokens_grow_with_a_shared_prefix(http: httpx.AsyncCli
     assert third["cached_tokens"] > second["cached_tokens"]
     v1 = (await chat(http, model="moonshot-v1-32k", messages=messages)).json()["usage"]
     assert "cached_tokens" not in v1
-    estimate = await http.post(
-        "/tokenizers/estimate-token-count", json={"model": "kimi-k2.5", "messages": messages}
-    )
+    estimate = await http.post("/tokenizers/estimate-token-count", json={"model": "kimi-k2.5", "messages": messages})
     assert estimate.json() == {"data": {"total_tokens": third["prompt_tokens"]}}
 
 
@@ -241,18 +233,14 @@ async def test_kimi_script_and_outages(kimi: FakeKimi, http: httpx.AsyncClient) 
     assert (await chat(http, messages=msgs, tools=[ORDER_TOOL])).json()["choices"][0]["message"][
         "content"
     ] == "scripted"
-    call = (await chat(http, messages=msgs, tools=[ORDER_TOOL])).json()["choices"][0]["message"][
-        "tool_calls"
-    ][0]
+    call = (await chat(http, messages=msgs, tools=[ORDER_TOOL])).json()["choices"][0]["message"]["tool_calls"][0]
     assert call["function"]["arguments"] == '{"order_id": '
     resp = await chat(http, messages=msgs)
     assert resp.status_code == 200
     with pytest.raises(ValueError):
         resp.json()
     assert kimi.pending == []
-    kimi.fail_always(
-        429, "engine_overloaded_error", "The engine is currently overloaded, please try again later"
-    )
+    kimi.fail_always(429, "engine_overloaded_error", "The engine is currently overloaded, please try again later")
     assert (await chat(http, messages=msgs)).status_code == 429
     kimi.recover()
     assert (await chat(http, messages=msgs)).status_code == 200
@@ -283,9 +271,7 @@ async def test_kimi_streaming_wire_format(http: httpx.AsyncClient) -> None:
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert "".join(d.get("reasoning_content", "") for d in deltas)
     fragments = [tc for d in deltas for tc in d.get("tool_calls", [])]
-    assert (
-        fragments[0]["id"] == "functions.get_order_status:0" and fragments[0]["function"]["arguments"] == ""
-    )
+    assert fragments[0]["id"] == "functions.get_order_status:0" and fragments[0]["function"]["arguments"] == ""
     args = "".join(f["function"]["arguments"] for f in fragments)
     assert json.loads(args) == {"order_id": "ORD-77"}
     finish = chunks[-2]["choices"][0]
@@ -341,10 +327,7 @@ async def test_slack_validation_errors(slack: FakeSlack, client: AsyncWebClient)
     button = {"type": "button", "action_id": "a", "text": {"type": "plain_text", "text": "b" * 76}}
     actions = [{"type": "actions", "elements": [button]}]
     assert await error(client.chat_postMessage(channel="C111", text="t", blocks=actions)) == "invalid_blocks"
-    assert (
-        await error(client.chat_postMessage(channel="C111", text="t", blocks=[{"type": "nope"}]))
-        == "invalid_blocks"
-    )
+    assert await error(client.chat_postMessage(channel="C111", text="t", blocks=[{"type": "nope"}])) == "invalid_blocks"
     many = [{"type": "divider"}] * 51
     assert await error(client.chat_postMessage(channel="C111", text="t", blocks=many)) == "invalid_blocks"
     assert await error(client.chat_postMessage(channel="C111", text="x" * 40_001)) == "msg_too_long"
@@ -354,9 +337,7 @@ async def test_slack_validation_errors(slack: FakeSlack, client: AsyncWebClient)
     resp = await client.chat_postMessage(channel="C111", text="t", metadata=big)
     assert resp["warning"] == "metadata_too_large" and "metadata" not in resp["message"]
     slack.strict_metadata = True
-    assert (
-        await error(client.chat_postMessage(channel="C111", text="t", metadata=big)) == "metadata_too_large"
-    )
+    assert await error(client.chat_postMessage(channel="C111", text="t", metadata=big)) == "metadata_too_large"
     view = {
         "type": "modal",
         "title": {"type": "plain_text", "text": "An edit title that is too long"},
@@ -382,9 +363,7 @@ async def test_slack_validation_errors(slack: FakeSlack, client: AsyncWebClient)
     view["blocks"][0]["element"]["initial_value"] = "ok"  # type: ignore[index]
     opened = await client.views_open(trigger_id="t.1", view=view)
     assert opened["view"]["id"] in slack.views
-    assert (
-        await error(AsyncWebClient(token="xoxb-other", base_url=slack.base_url).auth_test()) == "invalid_auth"
-    )
+    assert await error(AsyncWebClient(token="xoxb-other", base_url=slack.base_url).auth_test()) == "invalid_auth"
     assert await error(client.api_call("nope.nope")) == "unknown_method"
 
 
@@ -405,11 +384,7 @@ async def test_slack_faults_updates_reactions_and_webhooks(slack: FakeSlack, cli
     assert slack.messages_in("C999")[0]["text"] == "approved"
     customer = slack.add_message("C111", "help")
     await client.reactions_add(channel="C111", timestamp=customer["ts"], name="eyes")
-    assert (
-        slack.calls_to("reactions.add")[0]
-        .headers["Content-Type"]
-        .startswith("application/x-www-form-urlencoded")
-    )
+    assert slack.calls_to("reactions.add")[0].headers["Content-Type"].startswith("application/x-www-form-urlencoded")
     with pytest.raises(SlackApiError, match="already_reacted"):
         await client.reactions_add(channel="C111", timestamp=customer["ts"], name="eyes")
     slack.usergroups = {"S123": ["U1"]}
@@ -435,9 +410,7 @@ def test_sign_matches_slack_known_answer_and_verifier() -> None:
         "&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
     )
     headers = sp.sign(body, secret, 1531420618)
-    assert (
-        headers["X-Slack-Signature"] == "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
-    )
+    assert headers["X-Slack-Signature"] == "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
     fresh = sp.event_body(sp.app_mention("<@UBOT> hi"))
     h = sp.sign(fresh, "s3cret")
     assert h["Content-Type"] == "application/json"

@@ -170,9 +170,7 @@ class Fail:
     @classmethod
     def overloaded(cls) -> Fail:
         """429 ``engine_overloaded_error`` (transient)."""
-        return cls(
-            429, "engine_overloaded_error", "The engine is currently overloaded, please try again later"
-        )
+        return cls(429, "engine_overloaded_error", "The engine is currently overloaded, please try again later")
 
     @classmethod
     def quota_exceeded(cls) -> Fail:
@@ -272,9 +270,7 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "".join(
-            str(part.get("text") or "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
+            str(part.get("text") or "") for part in content if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
 
@@ -412,9 +408,7 @@ class FakeKimi:
         """Script steps not consumed yet."""
         return list(self._script)
 
-    def fail_always(
-        self, status: int, type: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
+    def fail_always(self, status: int, type: str, message: str, headers: dict[str, str] | None = None) -> None:
         """Answer every chat completion with this error until :meth:`recover` ("Kimi is down")."""
         self._always = Fail(status, type, message, headers)
 
@@ -499,9 +493,7 @@ class FakeKimi:
             raise _bad("Invalid request: model is required")  # invented
         spec = self.models.get(model)
         if spec is None:
-            raise _ApiError(
-                404, "resource_not_found_error", f"Not found the model {model} or Permission denied"
-            )
+            raise _ApiError(404, "resource_not_found_error", f"Not found the model {model} or Permission denied")
         return spec
 
     async def _sleep(self, seconds: float) -> None:
@@ -540,9 +532,7 @@ class FakeKimi:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self._check_auth(request)
         if self._always is not None:
-            raise _ApiError(
-                self._always.status, self._always.type, self._always.message, self._always.headers
-            )
+            raise _ApiError(self._always.status, self._always.type, self._always.message, self._always.headers)
         if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
             raise _ApiError(
                 429,
@@ -621,8 +611,7 @@ class FakeKimi:
             "created": int(time.time()),
             "model": spec.id,
             "choices": [
-                {"index": i, "message": dict(message), "finish_reason": output.finish_reason}
-                for i in range(n)
+                {"index": i, "message": dict(message), "finish_reason": output.finish_reason} for i in range(n)
             ],
             "usage": usage,
             "system_fingerprint": self.system_fingerprint,
@@ -736,26 +725,19 @@ class FakeKimi:
                 if content and only_text and not any(p.get("text") for p in content):
                     raise _bad("Invalid request: text content is empty")
             elif content is not None and not isinstance(content, str):
-                raise _bad(
-                    f"Invalid request: the message at position {index} has invalid content"
-                )  # invented
+                raise _bad(f"Invalid request: the message at position {index} has invalid content")  # invented
             empty = not content  # None, "" or []
             if role in ("system", "user") and empty:
-                raise _bad(
-                    f"Invalid request: the message at position {index} with role '{role}' must not be empty"
-                )
+                raise _bad(f"Invalid request: the message at position {index} with role '{role}' must not be empty")
             if role == "assistant":
                 if not tool_calls:
                     if empty:
                         raise _bad(
-                            f"Invalid request: the message at position {index} with role 'assistant' "
-                            "must not be empty"
+                            f"Invalid request: the message at position {index} with role 'assistant' must not be empty"
                         )
                     continue
                 if not isinstance(tool_calls, list):
-                    raise _bad(
-                        f"Invalid request: invalid tool_calls in message at position {index}"
-                    )  # invented
+                    raise _bad(f"Invalid request: invalid tool_calls in message at position {index}")  # invented
                 if thinking and not msg.get("reasoning_content"):
                     raise _bad(
                         "thinking is enabled but reasoning_content is missing in assistant tool call "
@@ -778,17 +760,13 @@ class FakeKimi:
             elif role == "tool":
                 tool_call_id = msg.get("tool_call_id")
                 if not isinstance(tool_call_id, str) or not tool_call_id:
-                    raise _bad(
-                        f"Invalid request: tool_call_id is required for the tool message at position {index}"
-                    )
+                    raise _bad(f"Invalid request: tool_call_id is required for the tool message at position {index}")
                 responses[tool_call_id] += 1
         for tool_call_id, count in responses.items():
             if tool_call_id not in call_ids:
                 raise _bad(f"Invalid request: tool_call_id {tool_call_id} not found")  # invented
             if count > 1:
-                raise _bad(
-                    f"Invalid request: tool_call_id {tool_call_id} has {count} tool messages"
-                )  # invented
+                raise _bad(f"Invalid request: tool_call_id {tool_call_id} has {count} tool messages")  # invented
         missing = sorted(call_ids - set(responses))
         if missing:
             raise _bad(f"Invalid request: tool_call_id {missing[0]} has no tool message")  # invented
@@ -815,12 +793,8 @@ class FakeKimi:
             if name in names:
                 raise _bad(f"Invalid request: function name {name} is duplicated")
             parameters = function.get("parameters")
-            if parameters is not None and (
-                not isinstance(parameters, dict) or parameters.get("type") != "object"
-            ):
-                raise _bad(
-                    f"Invalid request: parameters of function {name} must be an object schema"
-                )  # invented
+            if parameters is not None and (not isinstance(parameters, dict) or parameters.get("type") != "object"):
+                raise _bad(f"Invalid request: parameters of function {name} must be an object schema")  # invented
             names.append(str(name))
         return names
 

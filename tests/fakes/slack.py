@@ -254,9 +254,7 @@ def validate_blocks(blocks: Any, ptr: str = "/blocks", max_blocks: int = 50) -> 
                 action_id = el.get("action_id") if isinstance(el, dict) else None
                 if isinstance(action_id, str):
                     if action_id in action_ids:
-                        errs.append(
-                            f"[ERROR] duplicate action_id: {action_id} [json-pointer:{bp}/elements/{j}]"
-                        )
+                        errs.append(f"[ERROR] duplicate action_id: {action_id} [json-pointer:{bp}/elements/{j}]")
                     action_ids.add(action_id)
         elif kind == "context":
             elements = block.get("elements")
@@ -310,9 +308,7 @@ def validate_view(view: Any) -> list[str]:
             and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks)
             and view.get("submit") is None
         ):
-            errs.append(
-                "[ERROR] submit is required when the view has input blocks [json-pointer:/view/submit]"
-            )
+            errs.append("[ERROR] submit is required when the view has input blocks [json-pointer:/view/submit]")
     return errs
 
 
@@ -491,9 +487,7 @@ class FakeSlack:
         deadline = time.monotonic() + timeout
         while len(self.webhook_posts_to(name)) < count:
             if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"expected {count} post(s) to webhook {name!r}, got {self.webhook_posts}"
-                )
+                raise AssertionError(f"expected {count} post(s) to webhook {name!r}, got {self.webhook_posts}")
             await asyncio.sleep(0.01)
         return self.webhook_posts_to(name)
 
@@ -618,9 +612,7 @@ class FakeSlack:
         self.users[user_id] = user
         return user
 
-    def add_channel(
-        self, channel_id: str, name: str, *, is_private: bool = False, is_ext_shared: bool = False
-    ) -> JSON:
+    def add_channel(self, channel_id: str, name: str, *, is_private: bool = False, is_ext_shared: bool = False) -> JSON:
         """Add or replace a ``conversations.info`` entry."""
         channel = {
             "id": channel_id,
@@ -702,9 +694,7 @@ class FakeSlack:
                     try:
                         params[key] = json.loads(params[key])
                     except ValueError:
-                        raise _SlackError(
-                            "invalid_blocks_format" if key == "blocks" else "invalid_arguments"
-                        ) from None
+                        raise _SlackError("invalid_blocks_format" if key == "blocks" else "invalid_arguments") from None
             payload: JSON = {"ok": True, **handler(params)}
         except _SlackError as exc:
             status = exc.status
@@ -745,9 +735,7 @@ class FakeSlack:
             return "D" + channel[1:]
         return channel
 
-    def _message_content(
-        self, params: JSON, require: bool = True
-    ) -> tuple[str | None, Any, JSON | None, list[str]]:
+    def _message_content(self, params: JSON, require: bool = True) -> tuple[str | None, Any, JSON | None, list[str]]:
         """Validate text/blocks/metadata; returns (text, blocks, metadata, warnings)."""
         text = params.get("text")
         blocks = params.get("blocks")
@@ -787,9 +775,7 @@ class FakeSlack:
     def _with_block_ids(self, blocks: list[JSON]) -> list[JSON]:
         return [{"block_id": uuid.uuid4().hex[:5], **block} for block in blocks]
 
-    def _bot_message(
-        self, ts: str, text: str | None, blocks: Any, metadata: JSON | None, params: JSON
-    ) -> JSON:
+    def _bot_message(self, ts: str, text: str | None, blocks: Any, metadata: JSON | None, params: JSON) -> JSON:
         msg: JSON = {
             "user": self.bot_user_id,
             "type": "message",
@@ -826,9 +812,7 @@ class FakeSlack:
 
     def _present(self, msg: JSON, channel: str, include_metadata: bool) -> JSON:
         out = {k: v for k, v in msg.items() if k != "metadata" or include_metadata}
-        replies = [
-            m for m in self._messages.get(channel, []) if m.get("thread_ts") == msg["ts"] and m is not msg
-        ]
+        replies = [m for m in self._messages.get(channel, []) if m.get("thread_ts") == msg["ts"] and m is not msg]
         if replies:
             users = sorted({str(m.get("user") or m.get("bot_id")) for m in replies})
             out.update(
@@ -947,9 +931,7 @@ class FakeSlack:
 
     def _check_view(self, view: Any) -> JSON:
         if not isinstance(view, dict):
-            raise _SlackError(
-                "invalid_arguments", ["[ERROR] missing required field: view [json-pointer:/view]"]
-            )
+            raise _SlackError("invalid_arguments", ["[ERROR] missing required field: view [json-pointer:/view]"])
         if len(json.dumps(view).encode()) > 250_000:
             raise _SlackError("view_too_large")
         errs = validate_view(view)

@@ -100,9 +100,7 @@ def _trigger_id() -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def sign(
-    body: str, secret: str, timestamp: int | None = None, content_type: str | None = None
-) -> dict[str, str]:
+def sign(body: str, secret: str, timestamp: int | None = None, content_type: str | None = None) -> dict[str, str]:
     """Headers Slack would send with ``body``: timestamp, ``v0=`` HMAC-SHA256 signature, Content-Type.
 
     The content type defaults to form-encoded for ``payload=...`` bodies and JSON otherwise.
@@ -110,9 +108,7 @@ def sign(
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
     if content_type is None:
-        content_type = (
-            "application/x-www-form-urlencoded" if body.startswith("payload=") else "application/json"
-        )
+        content_type = "application/x-www-form-urlencoded" if body.startswith("payload=") else "application/json"
     return {
         "Content-Type": content_type,
         "X-Slack-Request-Timestamp": ts,
@@ -518,9 +514,7 @@ class SlackSender:
     async def action(self, payload: JSON, timestamp: int | None = None) -> httpx.Response:
         """POST an interactivity payload (``block_actions``, ``view_submission``, ...)."""
         body = action_body(payload)
-        return await self.raw(
-            body, sign(body, self.signing_secret, timestamp, "application/x-www-form-urlencoded")
-        )
+        return await self.raw(body, sign(body, self.signing_secret, timestamp, "application/x-www-form-urlencoded"))
 
     async def raw(self, body: str | bytes, headers: dict[str, str]) -> httpx.Response:
         """POST exactly these bytes with these headers."""

@@ -1,0 +1,93 @@
+"""The discord.py client the adapter runs: intents, one-time setup and event forwarding.
+
+The client holds no logic of its own. It forwards gateway events to an :class:`EventHandlers`
+(the :class:`~adapters.discord.platform.DiscordPlatform`) and registers the review buttons as
+dynamic items so clicks on cards posted before a restart still arrive.
+
+It is an :class:`discord.AutoShardedClient` for two reasons: it asks ``GET /gateway/bot`` for
+the gateway URL and the shard count (a plain ``Client`` hard-codes ``wss://gateway.discord.gg``,
+which would bypass ``DISCORD_API_URL``), and it shards on its own when Discord requires it
+(2,500+ guilds). With fewer guilds Discord answers ``shards: 1`` and it behaves like ``Client``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import discord
+
+from bot.events import DecisionAction
+
+#: Seconds discord.py waits after the last GUILD_CREATE before it fires ``on_ready``.
+DEFAULT_GUILD_READY_TIMEOUT = 2.0
+
+#: A long ``retry_after`` raises :class:`discord.RateLimited` instead of sleeping silently.
+MAX_RATELIMIT_SLEEP_SECONDS = 60.0
+
+
+def required_intents() -> discord.Intents:
+    """The gateway intents the bot asks for.
+
+    ``guilds`` (channel and thread cache), ``guild_messages`` and ``dm_messages`` are not
+    privileged. ``message_content`` is privileged: without it, thread follow-ups that do not
+    mention the bot arrive with empty content and no attachments.
+    """
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = True
+    return intents
+
+
+class EventHandlers(Protocol):
+    """What the client forwards gateway events to."""
+
+    async def on_message(self, message: discord.Message) -> None: ...
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None: ...
+
+    async def on_review_click(
+        self, interaction: discord.Interaction[Any], action: DecisionAction, draft_id: str
+    ) -> None: ...
+
+
+class SupportbotClient(discord.AutoShardedClient):
+    """The gateway and REST connection of one adapter run (a new one per ``start``)."""
+
+    def __init__(
+        self,
+        handlers: EventHandlers,
+        *,
+        dynamic_items: Sequence[type[discord.ui.DynamicItem[Any]]],
+        guild_ready_timeout: float = DEFAULT_GUILD_READY_TIMEOUT,
+    ) -> None:
+        # The bot never joins voice: skip discord.py's start-up warnings about voice libraries.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
+        super().__init__(
+            intents=required_intents(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            max_ratelimit_timeout=MAX_RATELIMIT_SLEEP_SECONDS,
+            guild_ready_timeout=guild_ready_timeout,
+            chunk_guilds_at_startup=False,
+        )
+        self.handlers = handlers
+        self.became_ready = asyncio.Event()
+        self._dynamic_items = tuple(dynamic_items)
+
+    async def setup_hook(self) -> None:
+        # Runs once inside login(), before the gateway connects: the place for dynamic items.
+        self.add_dynamic_items(*self._dynamic_items)
+
+    async def on_ready(self) -> None:
+        # May fire again after a failed RESUME; setting the event twice is harmless.
+        self.became_ready.set()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.handlers.on_message(message)
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        await self.handlers.on_interaction(interaction)

@@ -1,0 +1,173 @@
+"""Customer messages from Discord, translated into :class:`bot.events.InboundMessage`.
+
+Who the bot listens to:
+
+* a message that mentions the bot *user* (``bot.user in message.mentions``; ``@everyone``,
+  ``@here`` and role mentions, even of the bot's managed role, never count);
+* any direct message;
+* any message in a thread where the core already has a conversation
+  (:meth:`Core.has_conversation`): the thread the bot opened on the first mention, or a
+  thread the bot was mentioned in. Replies to the bot's own messages are covered by this,
+  since the bot only speaks in such threads and in DMs.
+
+Messages of bots (including this one), webhooks and system messages are ignored, and so is
+the staff review channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import re
+from typing import Final
+
+import aiohttp
+import discord
+
+from adapters.discord.outbound import PendingMarkers
+from bot.events import Attachment, Author, InboundMessage, MessageKind, ThreadRef
+from bot.ports import Core
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+DM_WORKSPACE = "@me"
+#: Images larger than this are listed on the card but not downloaded.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+#: Minutes of inactivity before Discord hides the thread; a week covers a slow review.
+THREAD_AUTO_ARCHIVE_MINUTES: Final = 10080
+#: Discord's error code for "a thread has already been created for this message".
+THREAD_ALREADY_EXISTS = 160004
+
+_CUSTOMER_MESSAGE_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
+
+
+class MessageIntake:
+    """Decides whether a Discord message is for the bot, and hands it to the core."""
+
+    def __init__(self, pending: PendingMarkers, review_channel_id: int | None) -> None:
+        self._pending = pending
+        self._review_channel_id = review_channel_id
+
+    async def handle(self, client: discord.Client, core: Core, message: discord.Message) -> None:
+        me = client.user
+        if me is None or message.author.bot or message.webhook_id is not None:
+            return
+        if message.type not in _CUSTOMER_MESSAGE_TYPES:
+            return
+        mentioned = any(user.id == me.id for user in message.mentions)
+        routed = await self._route(client, core, message, mentioned)
+        if routed is None:
+            return
+        thread, kind, location = routed
+        self._pending.saw_customer_message(thread, message.channel.id, message.id)
+        inbound = InboundMessage(
+            event_id=f"discord:{message.id}",
+            thread=thread,
+            message_id=str(message.id),
+            author=Author(id=str(message.author.id), display_name=message.author.display_name),
+            text=strip_mention(message.content, me.id),
+            kind=kind,
+            sent_at=message.created_at,
+            attachments=await collect_attachments(message),
+            location=location,
+        )
+        await core.receive(inbound)
+
+    async def _route(
+        self, client: discord.Client, core: Core, message: discord.Message, mentioned: bool
+    ) -> tuple[ThreadRef, MessageKind, str] | None:
+        author = f"@{message.author.display_name}"
+        if message.guild is None:
+            channel_id = str(message.channel.id)
+            thread = ThreadRef(PLATFORM, DM_WORKSPACE, channel_id, channel_id)
+            return thread, MessageKind.DIRECT, f"Discord · DM · {author}"
+
+        guild = message.guild
+        channel = await _resolve_channel(client, message)
+        if channel is None:
+            return None
+
+        if isinstance(channel, discord.Thread):
+            parent_id = channel.parent_id
+            if self._is_review_channel(parent_id):
+                return None
+            thread = ThreadRef(PLATFORM, str(guild.id), str(parent_id), str(channel.id))
+            parent_name = channel.parent.name if channel.parent is not None else channel.name
+            location = f"Discord · {guild.name} · #{parent_name} · {author}"
+            if await core.has_conversation(thread):
+                return thread, MessageKind.FOLLOW_UP, location
+            if mentioned:
+                return thread, MessageKind.MENTION, location
+            return None
+
+        if not mentioned or self._is_review_channel(channel.id):
+            return None
+        location = f"Discord · {guild.name} · #{channel.name} · {author}"
+        thread_id = await open_thread(message, channel)
+        if thread_id is None:
+            return None
+        return ThreadRef(PLATFORM, str(guild.id), str(channel.id), thread_id), MessageKind.MENTION, location
+
+    def _is_review_channel(self, channel_id: int | None) -> bool:
+        return self._review_channel_id is not None and channel_id == self._review_channel_id
+
+
+async def _resolve_channel(
+    client: discord.Client, message: discord.Message
+) -> discord.abc.GuildChannel | discord.Thread | None:
+    channel = message.channel
+    if isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+        return channel
+    if not isinstance(channel, discord.PartialMessageable):
+        return None
+    # A thread missing from the cache (no THREAD_CREATE seen yet): ask the API what it is.
+    try:
+        fetched = await client.fetch_channel(channel.id)
+    except discord.HTTPException as exc:
+        log.warning("cannot resolve Discord channel %s: %s", channel.id, exc)
+        return None
+    return fetched if isinstance(fetched, discord.abc.GuildChannel | discord.Thread) else None
+
+
+async def open_thread(message: discord.Message, channel: discord.abc.GuildChannel) -> str | None:
+    """Open a public thread on ``message`` and return its id (which equals the message id).
+
+    Returns None (and logs why) when the channel cannot hold threads or the bot lacks the
+    Create Public Threads permission: without a thread there is nowhere to answer.
+    """
+    if not isinstance(channel, discord.TextChannel):
+        log.warning("mentioned in #%s, which cannot hold threads; ignoring", channel.name)
+        return None
+    name = f"Support: {message.author.display_name}"[:100]
+    try:
+        thread = await message.create_thread(name=name, auto_archive_duration=THREAD_AUTO_ARCHIVE_MINUTES)
+    except discord.HTTPException as exc:
+        if exc.code == THREAD_ALREADY_EXISTS:
+            # A redelivered MESSAGE_CREATE: the thread from the first delivery is ours.
+            return str(message.id)
+        log.error("cannot open a thread in #%s (needs Create Public Threads): %s", channel.name, exc)
+        return None
+    return str(thread.id)
+
+
+def strip_mention(content: str, bot_id: int) -> str:
+    """Remove the bot's own ``<@id>`` / ``<@!id>`` mention from the text."""
+    return re.sub(rf"<@!?{bot_id}>", "", content).strip()
+
+
+async def collect_attachments(message: discord.Message) -> tuple[Attachment, ...]:
+    """List the files of ``message``; download images now, since Discord CDN URLs expire."""
+    return tuple(await asyncio.gather(*(_attachment(item) for item in message.attachments)))
+
+
+async def _attachment(item: discord.Attachment) -> Attachment:
+    content_type = item.content_type or mimetypes.guess_type(item.filename)[0] or "application/octet-stream"
+    data: bytes | None = None
+    if content_type.startswith("image/") and item.size <= MAX_IMAGE_BYTES:
+        try:
+            data = await item.read()
+        except (discord.HTTPException, aiohttp.ClientError) as exc:
+            log.warning("could not download attachment %s: %s", item.filename, exc)
+    return Attachment(filename=item.filename, content_type=content_type, size=item.size, url=item.url, data=data)
