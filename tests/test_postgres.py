@@ -1,0 +1,79 @@
+"""Several instances on one PostgreSQL database: clicks that land on different instances still
+post one reply, and an event redelivered to another instance makes no second card.
+
+Runs when ``SUPPORTBOT_TEST_POSTGRES_URL`` names a server (``.ci/run`` starts one); each test
+gets a fresh database on it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.app import Supportbot
+from tests.fakes.kimi import FakeKimi
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions
+from tests.harness import REVIEW_CHANNEL, SIGNING_SECRET, Harness, draft_id_of, settings_for
+
+SERVER = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL", "")
+pytestmark = pytest.mark.skipif(not SERVER, reason="set SUPPORTBOT_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    name = f"supportbot_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(SERVER, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield SERVER.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+async def test_two_instances_share_the_work_and_post_once(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
+) -> None:
+    instances = [Supportbot(settings_for(tmp_path, kimi, slack, database_url=database)) for _ in range(2)]
+    for instance in instances:
+        await instance.start()
+    try:
+        first = Harness(instances[0], slack, kimi, tmp_path)
+        await first.import_orders()
+        senders = [SlackSender(f"http://127.0.0.1:{i.port}/slack/events", SIGNING_SECRET) for i in instances]
+
+        # Slack retries a slow delivery; the retry lands on the other instance.
+        envelope = app_mention("<@UBOT> where is my order #W2611340?")
+        slack.ingest_event(envelope)
+        responses = await asyncio.gather(senders[0].event(envelope), senders[1].event(envelope, retry_num=1))
+        assert [r.status_code for r in responses] == [200, 200]
+        [card] = await first.wait_cards(1)
+
+        # Three agents click Approve on whichever instance their click reaches.
+        draft_id = draft_id_of(card)
+        clicks = [
+            senders[n % 2].action(block_actions("approve_draft", draft_id, user=user, channel=REVIEW_CHANNEL))
+            for n, user in enumerate(("U333", "U444", "U555"))
+        ]
+        await asyncio.gather(*clicks)
+        thread_ts = envelope["event"]["ts"]
+        await first.wait_replies(thread_ts)
+        for instance in instances:
+            assert instance.core is not None
+            await instance.core.drain(5)
+            await instance.dispatcher.deliver_due()
+        await asyncio.sleep(0.5)
+        assert len(first.replies(thread_ts)) == 1
+        assert len(first.cards()) == 1
+    finally:
+        for instance in instances:
+            await instance.stop()
