@@ -60,15 +60,17 @@ class Supportbot:
         problems: list[str] = []
         if self.settings.moonshot_api_key is None:
             problems.append("MOONSHOT_API_KEY is missing (the Kimi API key)")
+        half_configured = False
         for _name, factory in sorted(self._factories.items()):
             try:
                 platform = factory(self.settings)
             except ConfigError as exc:
                 problems.append(str(exc))
+                half_configured = True
                 continue
             if platform is not None:
                 self.platforms.append(platform)
-        if not self.platforms and not problems:
+        if not self.platforms and not half_configured:
             problems.append("no platform is configured: set SLACK_BOT_TOKEN and friends, or DISCORD_BOT_TOKEN")
         desks = [p.review_desk for p in self.platforms if p.review_desk is not None]
         if self.platforms and not desks:

@@ -139,7 +139,10 @@ class SlackPlatform:
             await self._socket.close_async()
 
     async def _handle_http(self, request: web.Request) -> web.Response:
-        bolt_request = await to_bolt_request(request)
+        try:
+            bolt_request = await to_bolt_request(request)
+        except ValueError:  # a body that is neither JSON nor a form: nobody signed that
+            return web.json_response({"error": "malformed request"}, status=400)
         bolt_response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 

@@ -1,0 +1,190 @@
+"""The drafting agent's guardrails, seen from the review desk: model output that breaks the
+rules, failing tools, limits from the policy, and the K2.5 rules the fake Kimi enforces."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.fakes.kimi import CallTools, Fail, FakeKimi, Reply
+from tests.fakes.slack import FakeSlack
+from tests.harness import card_text, running_bot
+
+
+def chat_requests(kimi: FakeKimi) -> list[dict]:  # type: ignore[type-arg]
+    return [r.body for r in kimi.requests if r.path.endswith("/chat/completions")]
+
+
+async def test_malformed_and_unknown_tool_calls_come_back_as_errors_the_model_can_explain(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with running_bot(tmp_path, kimi, slack) as harness:
+        kimi.script(CallTools([("get_order_status", '{"order_id": '), ("delete_all_orders", {"really": True})]))
+        await harness.mention("where is #W2611340")
+        [card] = await harness.wait_cards(1)
+        text = card_text(card)
+        assert "get_order_status failed: invalid_arguments" in text
+        assert "delete_all_orders failed: unknown_tool" in text
+        assert "approve_draft" in text, "the model explained; the agent can still decide"
+        tool_messages = [m for m in kimi.completions[-1]["messages"] if m["role"] == "tool"]
+        assert '"code": "invalid_arguments"' in tool_messages[0]["content"]
+        assert '"code": "unknown_tool"' in tool_messages[1]["content"]
+
+
+async def test_an_identical_repeated_call_forces_a_final_answer(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with running_bot(tmp_path, kimi, slack) as harness:
+        same = CallTools([("get_order_status", {"order_id": "40021"})])
+        kimi.script(same, CallTools([("get_order_status", {"order_id": "40021"})]))
+        await harness.mention("where is 40021")
+        [card] = await harness.wait_cards(1)
+        requests = chat_requests(kimi)
+        assert len(requests) == 3
+        assert requests[2]["tool_choice"] == "none"
+        assert "repeated call to get_order_status" in card_text(card)
+        assert card_text(card).count("`get_order_status`") == 1, "the repeat was not run again"
+
+
+async def test_the_policy_step_limit_forces_a_final_answer(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    async with running_bot(tmp_path, kimi, slack, policy="[limits]\nmax_tool_steps = 2\n") as harness:
+        kimi.script(
+            CallTools([("get_order_status", {"order_id": "40021"})]),
+            CallTools([("get_order_status", {"order_id": "ORD-77"})]),
+        )
+        await harness.mention("where are 40021 and ORD-77 and #W2611340?")
+        [card] = await harness.wait_cards(1)
+        requests = chat_requests(kimi)
+        assert len(requests) == 3 and requests[2]["tool_choice"] == "none"
+        assert "step limit (2) reached" in card_text(card)
+
+
+async def test_a_model_that_keeps_calling_tools_gives_a_failure_card(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with running_bot(tmp_path, kimi, slack, policy="[limits]\nmax_tool_steps = 1\n") as harness:
+        kimi.script(
+            CallTools([("get_order_status", {"order_id": "40021"})]),
+            CallTools([("get_order_status", {"order_id": "ORD-77"})]),
+        )
+        await harness.mention("where is 40021")
+        [card] = await harness.wait_cards(1)
+        assert "Drafting failed" in card_text(card) and "kept calling tools" in card_text(card)
+
+
+@pytest.fixture
+async def slow_shop() -> AsyncIterator[str]:
+    async def order(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response({}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/orders/{order_id}", order)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def test_a_slow_shop_backend_times_out_and_the_card_says_so(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, slow_shop: str
+) -> None:
+    policy = "[limits]\ntool_timeout_seconds = 0.3\n"
+    async with running_bot(
+        tmp_path, kimi, slack, policy=policy, orders_backend="http", orders_api_url=slow_shop
+    ) as harness:
+        await harness.mention("where is #W2611340")
+        [card] = await harness.wait_cards(1)
+        assert "get_order_status failed: timeout" in card_text(card)
+
+
+async def test_the_fallback_model_drafts_when_the_main_model_is_gone(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    kimi.retire("kimi-k2.5")
+    async with running_bot(tmp_path, kimi, slack, kimi_fallback_model="kimi-k2.6") as harness:
+        await harness.mention("where is #W2611340")
+        [card] = await harness.wait_cards(1)
+        assert "kimi-k2.6" in card_text(card) and "approve_draft" in card_text(card)
+
+
+async def test_quota_exhaustion_is_not_retried(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    async with running_bot(tmp_path, kimi, slack) as harness:
+        kimi.script(Fail.quota_exceeded())
+        await harness.mention("where is #W2611340")
+        [card] = await harness.wait_cards(1)
+        assert "exceeded_current_quota_error" in card_text(card)
+        assert len(chat_requests(kimi)) == 1
+
+
+async def test_thinking_mode_carries_reasoning_back_on_tool_turns(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with running_bot(tmp_path, kimi, slack, policy="[models]\nthinking = true\n") as harness:
+        await harness.mention("where is #W2611340")
+        [card] = await harness.wait_cards(1)
+        assert "approve_draft" in card_text(card), "the fake Kimi accepted every request (no 400)"
+        second = kimi.completions[1]
+        assistant = next(m for m in second["messages"] if m["role"] == "assistant")
+        assert assistant["reasoning_content"].strip()
+        assert "temperature" not in second and "top_p" not in second
+
+
+async def test_escalation_tags_the_on_call_group(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    policy = '[escalation]\non_call_slack = "S0ONCALL"\n'
+    async with running_bot(tmp_path, kimi, slack, policy=policy) as harness:
+        await harness.mention("I want to talk to a human, or I file a chargeback for 40021")
+        [card] = await harness.wait_cards(1)
+        text = card_text(card)
+        assert "<!subteam^S0ONCALL>" in text
+        assert "chargeback" in text and "asks for a human" in text
+
+
+async def test_repeated_failed_drafts_escalate(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    policy = '[escalation]\nmax_failed_drafts = 2\non_call_slack = "S0ONCALL"\n'
+    async with running_bot(tmp_path, kimi, slack, policy=policy, kimi_max_retries=0) as harness:
+        kimi.fail_always(500, "server_error", "boom")
+        envelope = await harness.mention("hello?")
+        await harness.wait_cards(1)
+        await harness.reply_in_thread("hello??", envelope["event"]["ts"])
+        cards = await harness.wait_cards(2)
+        assert "<!subteam^S0ONCALL>" not in card_text(cards[0])
+        assert "<!subteam^S0ONCALL>" in card_text(cards[1]) and "2 failed drafts" in card_text(cards[1])
+
+
+async def test_only_watched_channels_are_answered(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    async with running_bot(tmp_path, kimi, slack, policy='[channels]\nwatch = ["C777"]\n') as harness:
+        await harness.mention("where is #W2611340")  # in C111
+        await harness.mention("where is #W2611340", channel="C777")
+        [card] = await harness.wait_cards(1)
+        assert "C777" in card_text(card)
+        await harness.settle()
+        assert len(harness.cards()) == 1
+
+
+async def test_the_daily_budget_stops_drafting(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    async with running_bot(tmp_path, kimi, slack, policy="[limits]\ndaily_budget_usd = 0.000001\n") as harness:
+        await harness.mention("where is #W2611340")
+        await harness.wait_cards(1)
+        await harness.mention("and where is 40021?")
+        cards = await harness.wait_cards(2)
+        assert "daily model budget" in card_text(cards[1])
+        assert len(chat_requests(kimi)) == 2, "no model call once the budget is spent"
+
+
+async def test_a_huge_message_is_cut_and_the_card_stays_within_slack_limits(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with running_bot(tmp_path, kimi, slack) as harness:
+        kimi.script(Reply("We got your long message."))
+        await harness.mention("<b>&amp;</b> " + "très long ✨ " * 12_000)
+        [card] = await harness.wait_cards(1)
+        assert card.response["ok"] is True
+        sent = kimi.completions[0]["messages"][1]["content"]
+        assert len(sent) <= 20_000

@@ -1,0 +1,114 @@
+"""Nothing is lost or done twice: platform rate limits, crashes between steps, restarts,
+timeouts, DMs and Slack Connect, and malformed requests."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select, update
+
+from bot.app import Supportbot
+from bot.store import Draft, OutboxItem, sessionmaker, utcnow
+from tests.fakes.kimi import FakeKimi, Hang
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_payloads import message, sign
+from tests.harness import SIGNING_SECRET, Harness, card_text, draft_id_of, running_bot, settings_for, wait_until
+
+
+async def test_a_slack_rate_limit_on_the_reply_still_posts_it_once(harness: Harness) -> None:
+    envelope = await harness.mention("where is #W2611340")
+    [card] = await harness.wait_cards(1)
+    harness.slack.fail_next("chat.postMessage", status=429, retry_after=1)
+    await harness.click("approve_draft", draft_id_of(card))
+    thread_ts = envelope["event"]["ts"]
+    await wait_until(lambda: [c for c in harness.replies(thread_ts) if c.status == 200], timeout=15)
+    await harness.settle()
+    assert [c.status for c in harness.replies(thread_ts)] == [429, 200], "retried after Retry-After, posted once"
+
+
+async def test_after_a_crash_mid_send_the_reply_is_not_posted_again(harness: Harness) -> None:
+    envelope = await harness.mention("where is #W2611340")
+    [card] = await harness.wait_cards(1)
+    await harness.click("approve_draft", draft_id_of(card))
+    await harness.wait_replies(envelope["event"]["ts"])
+    await harness.settle()
+
+    # The process died after Slack accepted the post but before the row said "sent":
+    # the claim is left behind and its lease has run out.
+    sessions = sessionmaker(harness.bot.engine)
+    async with sessions.begin() as session:
+        await session.execute(
+            update(OutboxItem).values(
+                status="sending", claimed_at=utcnow() - timedelta(minutes=5), platform_message_id=""
+            )
+        )
+    await harness.bot.dispatcher.deliver_due()
+    await harness.settle()
+    assert len(harness.replies(envelope["event"]["ts"])) == 1, "found by its metadata, not posted twice"
+    assert harness.slack.calls_to("conversations.replies"), "the platform was asked first"
+    async with sessions() as session:
+        item = await session.scalar(select(OutboxItem))
+    assert item is not None and item.status == "sent" and item.platform_message_id
+
+
+async def test_a_draft_cut_off_by_a_restart_is_drafted_again(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    settings = settings_for(tmp_path, kimi, slack)
+    kimi.script(Hang(30))
+    async with running_bot(tmp_path, kimi, slack) as harness:
+        await harness.mention("where is #W2611340")
+        await wait_until(lambda: kimi.requests)
+        assert harness.bot.core is not None
+        await harness.bot.core.cancel_background()  # the process goes down mid-draft
+    assert not slack.calls_to("chat.postMessage")
+
+    engine_bot = Supportbot(settings)
+    await engine_bot.start()
+    try:
+        async with sessionmaker(engine_bot.engine).begin() as session:  # a minute later
+            await session.execute(update(Draft).values(updated_at=utcnow() - timedelta(minutes=2)))
+        assert engine_bot.core is not None
+        await engine_bot.core.resume_drafting()
+        restarted = Harness(engine_bot, slack, kimi, tmp_path)
+        [card] = await restarted.wait_cards(1)
+        assert "approve_draft" in card_text(card)
+    finally:
+        await engine_bot.stop()
+
+
+async def test_a_kimi_timeout_is_retried(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    kimi.script(Hang(3))
+    async with running_bot(tmp_path, kimi, slack, kimi_timeout_seconds=1.0) as harness:
+        await harness.mention("where is #W2611340")
+        [card] = await harness.wait_cards(1, timeout=20)
+        assert "approve_draft" in card_text(card)
+
+
+async def test_a_direct_message_is_answered_in_the_dm(harness: Harness) -> None:
+    envelope = message("hi, where is my order 40021?", channel="D0DM", channel_type="im")
+    assert (await harness.sender.event(envelope)).status_code == 200
+    [card] = await harness.wait_cards(1)
+    assert "direct message" in card_text(card)
+    await harness.click("approve_draft", draft_id_of(card))
+    [reply] = await wait_until(lambda: harness.replies(None, channel="D0DM"))
+    assert "thread_ts" not in reply.params or reply.params["thread_ts"] is None
+
+
+async def test_slack_connect_channels_are_marked_on_the_card(harness: Harness) -> None:
+    await harness.mention("where is 40021", ext_shared=True, channel="C0SHARED")
+    [card] = await harness.wait_cards(1)
+    assert "Slack Connect" in card_text(card)
+
+
+async def test_malformed_or_unsigned_requests_do_nothing(harness: Harness) -> None:
+    garbage = '{"type": "event_callback", "event": '
+    signed = sign(garbage, SIGNING_SECRET, content_type="application/json")
+    response = await harness.sender.raw(garbage, signed)
+    assert response.status_code in (400, 404)
+    async with httpx.AsyncClient() as client:
+        unsigned = await client.post(f"{harness.url}/slack/events", content=b"{}")
+    assert unsigned.status_code == 401
+    await asyncio.sleep(0.2)
+    assert not harness.cards() and not harness.kimi.requests
