@@ -416,6 +416,7 @@ class FakeSlack:
             "users.info": self._users_info,
             "users.lookupByEmail": self._lookup_by_email,
             "usergroups.users.list": self._usergroup_users,
+            "usergroups.list": self._usergroups_list,
             "assistant.threads.setStatus": lambda p: {},
         }
 
@@ -1125,6 +1126,17 @@ class FakeSlack:
             if email and user["profile"].get("email") == email:
                 return {"user": self._user_json(user_id, False)}
         raise _SlackError("users_not_found")
+
+    def _usergroups_list(self, params: JSON) -> JSON:
+        with_users = _truthy(params.get("include_users"))
+        groups = []
+        for group_id, members in sorted(self.usergroups.items()):
+            group: JSON = {"id": group_id, "team_id": self.team_id, "handle": group_id.lower(), "is_usergroup": True}
+            if with_users:
+                group["users"] = list(members)
+                group["user_count"] = len(members)
+            groups.append(group)
+        return {"usergroups": groups}
 
     def _usergroup_users(self, params: JSON) -> JSON:
         group = params.get("usergroup")
