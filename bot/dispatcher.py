@@ -96,7 +96,7 @@ class OutboxDispatcher:
     async def _deliver(self, item_id: int) -> None:
         from bot.service import thread_of
 
-        async with self.core.sessions() as session:
+        async with self.core.reads() as session:
             item = await session.get(OutboxItem, item_id)
             assert item is not None
             draft = await session.get(Draft, item.draft_id)

@@ -51,6 +51,7 @@ from bot.store import (
     ToolCall,
     UsageRecord,
     new_id,
+    reader,
     sessionmaker,
     utcnow,
 )
@@ -80,6 +81,7 @@ class Copilot:
         self.settings = settings
         self.engine = engine
         self.sessions = sessionmaker(engine)
+        self.reads = reader(engine)
         self.policy = policy
         self.kimi = kimi
         self.orders = orders
@@ -176,12 +178,12 @@ class Copilot:
         return True
 
     async def has_conversation(self, thread: ThreadRef) -> bool:
-        async with self.sessions() as session:
+        async with self.reads() as session:
             found = await session.scalar(select(Conversation.id).where(Conversation.thread_key == thread.key))
         return found is not None
 
     async def edit_form(self, draft_id: str) -> EditForm | None:
-        async with self.sessions() as session:
+        async with self.reads() as session:
             draft = await session.get(Draft, draft_id)
             if draft is None:
                 return None
@@ -449,7 +451,7 @@ class Copilot:
 
     async def _produce_draft(self, draft_id: str) -> None:
         policy = self.policy.current
-        async with self.sessions() as session:
+        async with self.reads() as session:
             draft = await session.get(Draft, draft_id)
             if draft is None or draft.status != "drafting":
                 return
@@ -505,7 +507,7 @@ class Copilot:
     ) -> tuple[str, dict[str, Any], list[Turn], tuple[str, Usage] | None]:
         """The summary, facts and verbatim turns for a prompt; folds older turns into the
         summary in a batch once ``summarize_after_turns`` unsummarised turns piled up."""
-        async with self.sessions() as session:
+        async with self.reads() as session:
             rows = list(
                 await session.scalars(
                     select(Message)
@@ -553,7 +555,7 @@ class Copilot:
         if policy.limits.daily_budget_usd <= 0:
             return ""
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        async with self.sessions() as session:
+        async with self.reads() as session:
             spent = await session.scalar(
                 select(func.coalesce(func.sum(UsageRecord.cost_microusd), 0)).where(UsageRecord.created_at >= start)
             )
@@ -733,7 +735,7 @@ class Copilot:
     # -- cards ----------------------------------------------------------------------------
 
     async def build_card(self, draft_id: str) -> tuple[ReviewCard, Draft] | None:
-        async with self.sessions() as session:
+        async with self.reads() as session:
             draft = await session.get(Draft, draft_id)
             if draft is None:
                 return None
@@ -834,7 +836,7 @@ class Copilot:
     async def post_missing_cards(self) -> None:
         """Cards whose posting failed (desk down) are posted again."""
         cutoff = utcnow() - timedelta(seconds=5)
-        async with self.sessions() as session:
+        async with self.reads() as session:
             ids = list(
                 await session.scalars(
                     select(Draft.id)

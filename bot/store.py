@@ -271,15 +271,26 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn: Any) -> None:
+            # Readers (see ``reader``) take no write lock, so WAL lets them run beside a writer.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+READ_ONLY = "supportbot_read_only"
+
+
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    """Sessions that write (``async with sessions.begin()``)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def reader(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    """Sessions that only read: on SQLite they start a deferred transaction instead of taking
+    the write lock, so reads never wait for a writer."""
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
