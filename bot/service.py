@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 OPEN_STATES = ("drafting", "awaiting_review")
 ORDER_TOOLS = ("get_order_status", "check_refund_eligibility", "propose_refund")
 MAX_CUSTOMER_TEXT = 20_000
+MAX_SUMMARY_CHARS = 1200
+CARD_CLAIM = "posting:"
+CARD_CLAIM_LEASE = timedelta(seconds=60)
 
 
 class Copilot:
@@ -530,9 +533,9 @@ class Copilot:
                 model=model,
                 messages=summary_messages(summary, [Turn(r.role, r.text) for r in fold]),
                 thinking=False if model.startswith("kimi-k2.") else None,
-                max_tokens=1024,
+                max_tokens=400,
             )
-            summary = completion.content.strip() or summary
+            summary = _fit(completion.content.strip(), MAX_SUMMARY_CHARS) or summary
             usage = (completion.model or model, completion.usage)
             async with self.sessions.begin() as session:
                 await session.execute(
@@ -791,27 +794,45 @@ class Copilot:
         )
         return card, draft
 
+    @staticmethod
+    def _unposted(now: datetime) -> Any:
+        """Drafts without a card, or whose card post was claimed long ago and never finished."""
+        stale = f"{CARD_CLAIM}{(now - CARD_CLAIM_LEASE).isoformat()}"
+        return or_(Draft.card_ref == "", and_(Draft.card_ref.startswith(CARD_CLAIM), Draft.card_ref < stale))
+
     async def post_card(self, draft_id: str) -> None:
-        """Put a draft's card on the review desk (once; later changes update it)."""
+        """Put a draft's card on the review desk, once: the post is claimed in SQL first, so a
+        retry (or another instance) never posts a second card while one is on its way."""
         desk = self.desk
-        built = await self.build_card(draft_id)
-        if desk is None or built is None:
-            if desk is None:
-                log.error("no review desk is configured: draft %s waits in the database", draft_id)
+        if desk is None:
+            log.error("no review desk is configured: draft %s waits in the database", draft_id)
             return
-        card, draft = built
-        if draft.card_ref:
+        now = utcnow()
+        claim = f"{CARD_CLAIM}{now.isoformat()}"
+        async with self.sessions.begin() as session:
+            claimed = await session.execute(
+                update(Draft).where(Draft.id == draft_id, self._unposted(now)).values(card_ref=claim)
+            )
+        if getattr(claimed, "rowcount", 0) != 1:
             await self.refresh_card(draft_id)
             return
+        built = await self.build_card(draft_id)
+        if built is None:
+            return
+        card = built[0]
         try:
             ref = await desk.post_card(card)
         except Exception:
-            log.exception("posting the card of draft %s failed; the dispatcher will retry", draft_id)
+            log.exception("posting the card of draft %s failed; it will be retried", draft_id)
+            async with self.sessions.begin() as session:
+                await session.execute(
+                    update(Draft).where(Draft.id == draft_id, Draft.card_ref == claim).values(card_ref="")
+                )
             return
         async with self.sessions.begin() as session:
             await session.execute(
                 update(Draft)
-                .where(Draft.id == draft_id, Draft.card_ref == "")
+                .where(Draft.id == draft_id, Draft.card_ref == claim)
                 .values(card_desk=desk.name, card_ref=ref)
             )
         self.metrics["cards_posted"] += 1
@@ -826,7 +847,7 @@ class Copilot:
             return
         card, draft = built
         desk = self.desks.get(draft.card_desk)
-        if desk is None or not draft.card_ref:
+        if desk is None or not draft.card_ref or draft.card_ref.startswith(CARD_CLAIM):
             return
         try:
             await desk.update_card(draft.card_ref, card)
@@ -841,7 +862,7 @@ class Copilot:
                 await session.scalars(
                     select(Draft.id)
                     .where(
-                        Draft.card_ref == "",
+                        self._unposted(utcnow()),
                         Draft.status.in_(("awaiting_review", "failed")),
                         Draft.updated_at < cutoff,
                     )

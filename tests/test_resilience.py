@@ -112,3 +112,20 @@ async def test_malformed_or_unsigned_requests_do_nothing(harness: Harness) -> No
     assert unsigned.status_code == 401
     await asyncio.sleep(0.2)
     assert not harness.cards() and not harness.kimi.requests
+
+
+async def test_a_card_whose_post_was_lost_is_posted_again_once(harness: Harness) -> None:
+    await harness.mention("where is #W2611340")
+    [card] = await harness.wait_cards(1)
+    draft_id = draft_id_of(card)
+    core = harness.bot.core
+    assert core is not None
+    # The desk lost the card (say Slack failed after the row was written): the row says "no card".
+    async with sessionmaker(harness.bot.engine).begin() as session:
+        await session.execute(
+            update(Draft).values(card_ref="", card_desk="", updated_at=utcnow() - timedelta(minutes=1))
+        )
+    # The retry sweep and a second attempt race each other.
+    await asyncio.gather(core.post_card(draft_id), core.post_card(draft_id), core.post_missing_cards())
+    await harness.settle()
+    assert len(harness.cards()) == 2, "one original, one re-post; never more"

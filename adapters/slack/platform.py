@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import httpx
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -72,7 +73,11 @@ class SlackPlatform:
         assert settings.slack_bot_token is not None
         self.settings = settings
         self._token = settings.slack_bot_token
-        self.client = AsyncWebClient(token=self._token.get_secret_value(), base_url=settings.slack_api_url)
+        # One connection pool for every Web API call (Bolt's per-request clients share it too).
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self.client = AsyncWebClient(
+            token=self._token.get_secret_value(), base_url=settings.slack_api_url, session=self._http
+        )
         self.client.retry_handlers.extend(
             [
                 AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -137,6 +142,7 @@ class SlackPlatform:
     async def stop(self) -> None:
         if self._socket is not None:
             await self._socket.close_async()
+        await self._http.close()
 
     async def _handle_http(self, request: web.Request) -> web.Response:
         try:
