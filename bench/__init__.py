@@ -1,0 +1,1 @@
+"""Performance benchmarks: scripts that print a table (run with ``python -m bench.<name>``)."""

@@ -1,0 +1,332 @@
+"""Conversation memory (issue 4): does the prompt stay small and cache-friendly over a long thread?
+
+One 60-turn Slack conversation runs in this process the way the integration harness runs the
+bot: the real ``Supportbot`` serving HTTP on 127.0.0.1, a fake Slack and a fake Kimi, SQLite in a
+temporary directory, and a policy file whose ``[memory]`` section holds the repository's defaults
+(``summarize_after_turns``, ``keep_recent_turns``; override with the flags). Turn 1 is an
+``app_mention``; turns 2..60 are replies in its thread. Every turn's card is approved (the
+``approve_draft`` button) and the turn ends when the reply is in the thread and the card says it
+was sent, so the history grows as in a real conversation (customer and support messages).
+
+For each turn it takes the chat-completion requests the bot sent (``FakeKimi.completions``),
+tells summarising requests (system message starting "Summarize the earlier part") from drafting
+ones, and for the turn's first drafting request computes:
+
+* prompt tokens, with the fake's estimator (one token per 4 bytes) over its serialised prompt:
+  canonical JSON of the tools, then of the messages, exactly as the fake prices and caches it
+  (``tests.fakes.kimi._prompt_bytes``: tools first, as Kimi's chat template renders them);
+* the prefix share: the byte-identical common prefix of that serialised prompt and the previous
+  turn's first drafting prompt, as a share of this prompt's length (what an automatic prefix cache
+  can reuse);
+* the naive figure: the tokens of the same request with every turn so far verbatim (the system
+  prompt, all customer and support messages, the request's closing instruction, the same tools)
+  and no summary, i.e. what a bot without memory management would send;
+* the cached tokens the fake reported (256-token blocks matched against every earlier prompt).
+
+It prints a table for turns 1, 5, 10, 20, ..., 60 and the figures the issue sets goals for:
+turn 50 / turn 5 prompt tokens (goal <= 1.3), the naive ratio, the mean prefix share on follow-up
+turns without a summary refresh and the median over all follow-up turns (goal >= 80 %).
+The run is bounded (``--deadline``, 80 s by default; each wait 10 s).
+
+Run from the repository root::
+
+    python -m bench.memory_prefix [--turns 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench._common import markdown_table, median
+from bot.app import Supportbot
+from bot.policy import MemorySection, load_policy
+from tests.fakes.kimi import FakeKimi, _common_prefix, _prompt_bytes, estimate_tokens
+from tests.fakes.slack import FakeSlack
+from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, draft_id_of, settings_for
+
+SUMMARY_PREFIX = "Summarize the earlier part"
+MEMORY_HEAD = "Summary of the earlier conversation:"
+FACTS_HEAD = "\n\nFacts established in this conversation"
+SUMMARY_WORDS = 120  # what bot.prompt.SUMMARY_INSTRUCTIONS asks the model for
+SHOWN_TURNS = (1, 5, 10, 20, 30, 40, 50, 60)
+
+#: What the customer writes, in order (cycled). Some lines name an order: the fake model then calls
+#: ``get_order_status`` and the reply quotes the tool's result, as a real one would.
+SCRIPT = (
+    "Hi, I ordered a blue mug set last week and I'm wondering where it is. Order #W2611340.",
+    "Thanks. The tracking page hasn't changed for two days, is that normal?",
+    "OK. It's a birthday present, the party is on Saturday. Will it make it in time?",
+    "Could you ask the carrier to deliver it to my office instead? I'm not home during the day.",
+    "The office address is 12 Harbour Street, 3rd floor, reception desk.",
+    "Also, can I still add gift wrapping to the order or is it too late for that?",
+    "Never mind the wrapping. Can you check order #W2611340 again, has it moved at all?",
+    "Right. If it doesn't arrive by Friday, what are my options?",
+    "I'd rather not cancel. Would you be able to refund the shipping cost if it's late?",
+    "My sister also ordered from you, order 40021, a desk chair. She says it arrived damaged.",
+    "She sent photos to your email yesterday but nobody answered. Who should she talk to?",
+    "Is a replacement possible, or only a refund? She'd prefer a replacement.",
+    "How long do replacements usually take to ship?",
+    "Please look up order 40021 and tell me when it was delivered exactly.",
+    "OK, so it's within the return window then, right?",
+    "Great. Does she need to keep the original box for the return pickup?",
+    "Back to my mug: the tracking now says 'out for delivery'. Thanks for your patience!",
+    "One more question: do you have the same mug in green? I'd like to order two more.",
+    "And do you offer a discount for orders of more than three items?",
+    "Perfect, thank you so much for all the help today.",
+)
+
+
+def is_summary(body: dict[str, Any]) -> bool:
+    messages = body.get("messages") or []
+    first = messages[0] if messages else {}
+    return first.get("role") == "system" and str(first.get("content", "")).startswith(SUMMARY_PREFIX)
+
+
+@dataclass
+class TurnFigures:
+    turn: int
+    drafting_requests: int
+    summary_requests: int
+    tokens: int
+    naive_tokens: int
+    prefix_share: float  # NaN on turn 1
+    cached_tokens: int
+    all_prompt_tokens: int  # every request of the turn, drafting and summarising
+    summary_tokens: int  # the rolling summary inside the drafting prompt
+    capped_tokens: int  # the prompt tokens had the summary kept to SUMMARY_WORDS words
+
+
+def cached_tokens_of(kimi: FakeKimi, body: dict[str, Any]) -> int:
+    for record in kimi.requests:
+        if record.body is body and isinstance(record.response, dict):
+            return int((record.response.get("usage") or {}).get("cached_tokens") or 0)
+    return 0
+
+
+def split_summary(messages: list[dict[str, Any]]) -> tuple[int, str]:
+    """The index of the memory message and the rolling summary in it (-1, "" without one)."""
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if message.get("role") == "system" and isinstance(content, str) and content.startswith(MEMORY_HEAD):
+            summary, _, _ = content[len(MEMORY_HEAD) :].partition(FACTS_HEAD)
+            return index, summary.strip()
+    return -1, ""
+
+
+def capped_summary_tokens(kimi: FakeKimi, request: dict[str, Any]) -> int:
+    """The request's tokens had its summary been no longer than the instructions ask.
+
+    The fake model "summarises" by echoing its input (cut at the request's max_tokens), so its
+    summaries grow far past the 120 words a real model is told to write; this figure shows what
+    the bot's layout costs with a summary of the requested size.
+    """
+    messages = [dict(m) for m in request["messages"]]
+    index, summary = split_summary(messages)
+    if index >= 0 and summary:
+        words = summary.split()
+        if len(words) > SUMMARY_WORDS:
+            messages[index]["content"] = str(messages[index]["content"]).replace(
+                summary, " ".join(words[:SUMMARY_WORDS]), 1
+            )
+    return kimi.prompt_tokens_for(messages, request.get("tools"))
+
+
+def naive_tokens(kimi: FakeKimi, request: dict[str, Any], history: list[tuple[str, str]]) -> int:
+    """The request's tokens with every turn so far verbatim and no summary or facts."""
+    messages = request["messages"]
+    naive = [messages[0]]
+    naive += [{"role": role, "content": text} for role, text in history]
+    naive.append(messages[-1])
+    return kimi.prompt_tokens_for(naive, request.get("tools"))
+
+
+async def converse(args: argparse.Namespace, tmp: Path) -> tuple[list[TurnFigures], MemorySection, float]:
+    memory = MemorySection()
+    after = args.summarize_after or memory.summarize_after_turns
+    keep = args.keep_recent or memory.keep_recent_turns
+    (tmp / "policy.toml").write_text(f"[memory]\nsummarize_after_turns = {after}\nkeep_recent_turns = {keep}\n")
+    effective = load_policy(tmp / "policy.toml").memory
+
+    figures: list[TurnFigures] = []
+    async with FakeKimi(api_key=KIMI_KEY) as kimi, FakeSlack(bot_token=SLACK_TOKEN) as slack:
+        bot = Supportbot(settings_for(tmp, kimi, slack))
+        await bot.start()
+        harness = Harness(bot, slack, kimi, tmp)
+        await harness.import_orders()
+        started = time.perf_counter()
+        try:
+            history: list[tuple[str, str]] = []  # (role, text) as the model sees them
+            previous: bytes | None = None
+            root_ts = ""
+            for turn in range(1, args.turns + 1):
+                text = SCRIPT[(turn - 1) % len(SCRIPT)]
+                before = len(kimi.completions)
+                if turn == 1:
+                    envelope = await harness.mention(text)
+                    root_ts = envelope["event"]["ts"]
+                else:
+                    await harness.reply_in_thread(text, root_ts)
+                history.append(("user", text))
+                card = (await harness.wait_cards(turn, timeout=10))[turn - 1]
+                draft_id = draft_id_of(card)
+                await harness.click("approve_draft", draft_id)
+                reply = (await harness.wait_replies(root_ts, turn, timeout=10))[turn - 1]
+                await harness.wait_card_update(draft_id, "sent to the customer", timeout=10)
+                history.append(("assistant", str(reply.params["text"])))
+
+                requests = kimi.completions[before:]
+                drafting = [body for body in requests if not is_summary(body)]
+                if not drafting:
+                    raise RuntimeError(f"turn {turn}: the bot sent no drafting request")
+                first = drafting[0]
+                prompt = _prompt_bytes(first["messages"], first.get("tools"))
+                share = math.nan if previous is None else _common_prefix(previous, prompt) / len(prompt)
+                previous = prompt
+                _, summary = split_summary(first["messages"])
+                figures.append(
+                    TurnFigures(
+                        turn=turn,
+                        drafting_requests=len(drafting),
+                        summary_requests=len(requests) - len(drafting),
+                        tokens=kimi.prompt_tokens_for(first["messages"], first.get("tools")),
+                        naive_tokens=naive_tokens(kimi, first, history[:-1]),
+                        prefix_share=share,
+                        cached_tokens=cached_tokens_of(kimi, first),
+                        all_prompt_tokens=sum(kimi.prompt_tokens_for(b["messages"], b.get("tools")) for b in requests),
+                        summary_tokens=estimate_tokens(summary) if summary else 0,
+                        capped_tokens=capped_summary_tokens(kimi, first),
+                    )
+                )
+        finally:
+            elapsed = time.perf_counter() - started
+            await bot.stop()
+    return figures, effective, elapsed
+
+
+def ratio(figures: Sequence[TurnFigures], a: int, b: int, field: str = "tokens") -> float:
+    by_turn = {f.turn: f for f in figures}
+    if a not in by_turn or b not in by_turn:
+        return math.nan
+    return float(getattr(by_turn[a], field)) / float(getattr(by_turn[b], field))
+
+
+def pct(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.1f} %"
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def goal(ok: bool, text: str) -> str:
+    return f"{text} ({'met' if ok else 'NOT met'})"
+
+
+def report(figures: Sequence[TurnFigures], memory: MemorySection, elapsed: float) -> None:
+    refreshes = [f.turn for f in figures if f.summary_requests]
+    print(
+        f"## Memory and prefix cache: {len(figures)} turns, [memory] summarize_after_turns = "
+        f"{memory.summarize_after_turns}, keep_recent_turns = {memory.keep_recent_turns} "
+        "(counted in stored messages: customer and support)\n"
+    )
+    headers = [
+        "turn",
+        "prompt tokens",
+        "naive tokens",
+        "prefix share",
+        "cached (fake)",
+        "summary tokens",
+        f"tokens, {SUMMARY_WORDS}-word summary",
+        "summary refresh",
+    ]
+    rows = [
+        [
+            f.turn,
+            f.tokens,
+            f.naive_tokens,
+            pct(f.prefix_share),
+            f.cached_tokens,
+            f.summary_tokens,
+            f.capped_tokens,
+            "yes" if f.summary_requests else "",
+        ]
+        for f in figures
+        if f.turn in SHOWN_TURNS
+    ]
+    print(markdown_table(headers, rows))
+
+    follow = [f for f in figures if f.turn > 1]
+    steady = [f.prefix_share for f in follow if not f.summary_requests]
+    refreshed = [f.prefix_share for f in follow if f.summary_requests]
+    share_median = median([f.prefix_share for f in follow])
+    growth = ratio(figures, 50, 5)
+    first_total = sum(f.tokens for f in figures)
+    naive_total = sum(f.naive_tokens for f in figures)
+    all_total = sum(f.all_prompt_tokens for f in figures)
+    print()
+    print(
+        markdown_table(
+            ["figure", "value", "goal"],
+            [
+                ["turn 50 / turn 5 prompt tokens", f"{growth:.2f}", goal(growth <= 1.3, "<= 1.3")],
+                ["naive turn 50 / turn 5", f"{ratio(figures, 50, 5, 'naive_tokens'):.2f}", ""],
+                [
+                    f"turn 50 / turn 5 with a {SUMMARY_WORDS}-word summary",
+                    f"{ratio(figures, 50, 5, 'capped_tokens'):.2f}",
+                    "",
+                ],
+                [
+                    "mean prefix share, follow-ups without a summary refresh",
+                    pct(mean(steady)),
+                    "",
+                ],
+                [
+                    "mean prefix share, follow-ups with a summary refresh",
+                    pct(mean(refreshed)),
+                    "",
+                ],
+                ["mean prefix share, all follow-ups", pct(mean([f.prefix_share for f in follow])), ""],
+                ["median prefix share, all follow-ups", pct(share_median), goal(share_median >= 0.8, ">= 80 %")],
+                ["summary refreshes", f"{len(refreshes)} (turns {', '.join(map(str, refreshes))})", ""],
+                [
+                    "first drafting prompts, all turns (tokens)",
+                    f"{first_total} vs naive {naive_total} ({100 * first_total / naive_total:.0f} %)",
+                    "",
+                ],
+                ["every request incl. tool follow-ups and summaries (tokens)", str(all_total), ""],
+                ["wall time of the conversation", f"{elapsed:.1f} s", ""],
+            ],
+        )
+    )
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="supportbot-bench-") as tmpdir:
+        figures, memory, elapsed = await asyncio.wait_for(converse(args, Path(tmpdir)), args.deadline)
+    report(figures, memory, elapsed)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--turns", type=int, default=60, help="customer turns (default 60)")
+    parser.add_argument("--summarize-after", type=int, default=0, help="[memory] summarize_after_turns")
+    parser.add_argument("--keep-recent", type=int, default=0, help="[memory] keep_recent_turns")
+    parser.add_argument("--deadline", type=float, default=80.0, help="seconds the whole run may take")
+    args = parser.parse_args(argv)
+    if args.turns < 1:
+        parser.error("--turns must be positive")
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
