@@ -94,8 +94,6 @@ class OutboxDispatcher:
             return int(row.id)
 
     async def _deliver(self, item_id: int) -> None:
-        from bot.service import thread_of
-
         async with self.core.reads() as session:
             item = await session.get(OutboxItem, item_id)
             assert item is not None
@@ -110,7 +108,7 @@ class OutboxDispatcher:
                     )
                 )
             )
-        thread = thread_of(conversation)
+        thread = conversation.thread_ref
         channel = self.core.channels.get(thread.platform)
         if channel is None:
             await self._retry(item_id, f"{thread.platform} is not connected")

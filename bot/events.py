@@ -98,15 +98,6 @@ class Actor:
     display_name: str = ""
     groups: frozenset[str] = field(default_factory=frozenset)
 
-    @property
-    def mention(self) -> str:
-        """How to name the actor on a card of their own platform."""
-        if self.platform == "slack":
-            return f"<@{self.id}>"
-        if self.platform == "discord":
-            return f"<@{self.id}>"
-        return self.display_name or self.id
-
 
 @dataclass(frozen=True, slots=True)
 class ReviewDecision:

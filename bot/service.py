@@ -217,6 +217,8 @@ class Copilot:
                 outcome = await self._approve(session, draft, decision, policy)
             self._record_decision(session, decision, accepted=outcome.ok, message=outcome.message)
         log.info("decision %s on draft %s by %s: %s", decision.action, decision.draft_id, name, outcome.message)
+        if "new_draft" in session.info:
+            self.spawn(self.produce_draft(session.info["new_draft"]))
         self.spawn(self.refresh_card(decision.draft_id))
         if outcome.ok and decision.action in (DecisionAction.APPROVE, DecisionAction.EDIT):
             self.outbox_ready.set()
@@ -306,12 +308,8 @@ class Copilot:
             decision.actor.id,
             decision.instruction or "",
         )
-        self.spawn(self._after_commit(self.produce_draft(fresh.id)))
+        session.info["new_draft"] = fresh.id  # drafted once this transaction has committed
         return DecisionOutcome(True, "A new draft is on its way.")
-
-    async def _after_commit(self, coro: Coroutine[Any, Any, Any]) -> None:
-        await asyncio.sleep(0.05)
-        await coro
 
     async def _approve(
         self, session: AsyncSession, draft: Draft, decision: ReviewDecision, policy: Policy
@@ -711,7 +709,7 @@ class Copilot:
         channel = self.channels.get(conversation.platform)
         if channel is not None:
             try:
-                await channel.show_pending(_thread_of(conversation))
+                await channel.show_pending(conversation.thread_ref)
             except Exception:
                 log.warning("could not show the pending indicator in %s", conversation.thread_key)
 
@@ -913,15 +911,6 @@ class Copilot:
         session.add(
             AuditEvent(conversation_id=conversation_id, draft_id=draft_id, kind=kind, actor=actor, summary=summary)
         )
-
-
-def _thread_of(conversation: Conversation) -> ThreadRef:
-    return ThreadRef(conversation.platform, conversation.workspace, conversation.channel, conversation.thread)
-
-
-def thread_of(conversation: Conversation) -> ThreadRef:
-    """The thread a conversation lives in."""
-    return _thread_of(conversation)
 
 
 def _order_id(arguments: str) -> str:

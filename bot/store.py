@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 import tools.orders
+from bot.events import ThreadRef
 
 
 def utcnow() -> datetime:
@@ -92,6 +93,11 @@ class Conversation(Base):
     failed_drafts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def thread_ref(self) -> ThreadRef:
+        """The thread this conversation lives in."""
+        return ThreadRef(self.platform, self.workspace, self.channel, self.thread)
 
 
 class Message(Base):
