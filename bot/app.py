@@ -164,6 +164,8 @@ class Supportbot:
                 await close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.core is not None and self.core.read_engine is not self.engine:
+            await self.core.read_engine.dispose()
         if hasattr(self, "engine"):
             await self.engine.dispose()
 

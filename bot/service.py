@@ -51,7 +51,7 @@ from bot.store import (
     ToolCall,
     UsageRecord,
     new_id,
-    reader,
+    reader_engine,
     sessionmaker,
     utcnow,
 )
@@ -84,7 +84,8 @@ class Copilot:
         self.settings = settings
         self.engine = engine
         self.sessions = sessionmaker(engine)
-        self.reads = reader(engine)
+        self.read_engine = reader_engine(engine)
+        self.reads = sessionmaker(self.read_engine)
         self.policy = policy
         self.kimi = kimi
         self.orders = orders
@@ -354,6 +355,7 @@ class Copilot:
         if pending_second:
             for action in pending_second:
                 action.approvals = [actor.id]
+            draft.updated_at = utcnow()
             self._audit(session, draft.conversation_id, draft.id, "approval", actor.id, "first of two approvals")
             return DecisionOutcome(
                 True, "Your approval is recorded; a second approver is needed before anything is sent."
@@ -834,9 +836,11 @@ class Copilot:
                 .values(card_desk=desk.name, card_ref=ref)
             )
         self.metrics["cards_posted"] += 1
-        # The draft may have changed while the card was on its way.
-        latest = await self.build_card(draft_id)
-        if latest is not None and latest[0] != card:
+        # A click or a newer message may have changed the draft while the card was on its way
+        # (every change bumps updated_at); if so, show the latest state.
+        async with self.reads() as session:
+            latest = (await session.execute(select(Draft.status, Draft.updated_at).where(Draft.id == draft_id))).one()
+        if (latest.status, latest.updated_at) != (built[1].status, built[1].updated_at):
             await self.refresh_card(draft_id)
 
     async def refresh_card(self, draft_id: str) -> None:

@@ -64,7 +64,9 @@ async def test_three_simultaneous_approvals_post_one_reply(harness: Harness) -> 
     )
     told = await wait_until(lambda: [t for t in harness.ephemerals() if "already approved" in t], 2)
     assert len(told) == 2, told
+    await harness.wait_replies(envelope["event"]["ts"])
     await harness.settle()
+    await asyncio.sleep(0.3)
     assert len(harness.replies(envelope["event"]["ts"])) == 1
 
 
