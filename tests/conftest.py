@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, running_bot
+from tools.orders import metadata
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def order_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An empty order store on SQLite, and on PostgreSQL when SUPPORTBOT_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
+    else:
+        url = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL")
+        if not url:
+            pytest.skip("SUPPORTBOT_TEST_POSTGRES_URL is not set")
+        engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+        await conn.run_sync(metadata.create_all)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -7,18 +7,16 @@ run against PostgreSQL (the tables are dropped and re-created there).
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tools import OrderImportError, SqlOrderBackend, ToolContext, import_orders
 from tools.order_tools import GetOrderStatus, OrderIdArgs
-from tools.orders import metadata, orders_table
+from tools.orders import orders_table
 
 HEADER = (
     "order_id,customer_id,customer_name,customer_email,status,currency,total,refunded,placed_at,"
@@ -27,20 +25,9 @@ HEADER = (
 MUGS = '"[{""sku"": ""MUG-1"", ""name"": ""Mug"", ""quantity"": 2, ""unit_price"": ""24.95""}]"'
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        eng = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
-    else:
-        url = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL")
-        if not url:
-            pytest.skip("SUPPORTBOT_TEST_POSTGRES_URL is not set")
-        eng = create_async_engine(url)
-    async with eng.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-        await conn.run_sync(metadata.create_all)
-    yield eng
-    await eng.dispose()
+@pytest.fixture
+def engine(order_store: AsyncEngine) -> AsyncEngine:
+    return order_store
 
 
 def write(tmp_path: Path, name: str, *lines: str) -> Path:

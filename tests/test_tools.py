@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
-import os
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -40,7 +39,7 @@ from tools.order_tools import (
     ProposeRefund,
     ProposeRefundArgs,
 )
-from tools.orders import metadata, order_refunds_table
+from tools.orders import order_refunds_table
 
 CTX = ToolContext(conversation_id="conv-1")
 TODAY = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)
@@ -90,23 +89,12 @@ ORDERS: list[dict[str, Any]] = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        eng = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
-    else:
-        url = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL")
-        if not url:
-            pytest.skip("SUPPORTBOT_TEST_POSTGRES_URL is not set")
-        eng = create_async_engine(url)
-    async with eng.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-        await conn.run_sync(metadata.create_all)
+@pytest.fixture
+async def engine(order_store: AsyncEngine, tmp_path: Path) -> AsyncEngine:
     path = tmp_path / "orders.jsonl"
     path.write_text("\n".join(json.dumps(order) for order in ORDERS), encoding="utf-8")
-    await import_orders(eng, path)
-    yield eng
-    await eng.dispose()
+    await import_orders(order_store, path)
+    return order_store
 
 
 @pytest.fixture
