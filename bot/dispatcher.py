@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select, update
 
-from bot.store import AuditEvent, Conversation, Draft, Message, OutboxItem, ProposedAction, utcnow
+from bot.store import Conversation, Draft, Message, OutboxItem, ProposedAction, audit, utcnow
 from tools import ToolError
 
 if TYPE_CHECKING:
@@ -154,15 +154,7 @@ class OutboxDispatcher:
                     created_at=now,
                 )
             )
-            session.add(
-                AuditEvent(
-                    conversation_id=conversation.id,
-                    draft_id=draft.id,
-                    kind="sent",
-                    actor="dispatcher",
-                    summary=f"reply posted as {message_id}",
-                )
-            )
+            audit(session, conversation.id, draft.id, "sent", "dispatcher", f"reply posted as {message_id}")
         self.core.metrics["replies_sent"] += 1
         await self.core.refresh_card(draft.id)
 
@@ -199,16 +191,8 @@ class OutboxDispatcher:
                     if error is None
                     else f"refund on {params['order_id']} failed: {result['error']}"
                 )
-                session.add(
-                    AuditEvent(
-                        conversation_id=draft.conversation_id,
-                        draft_id=draft.id,
-                        kind="action",
-                        actor="executor",
-                        summary=summary,
-                        detail={"idempotency_key": action.idempotency_key, **result},
-                    )
-                )
+                detail = {"idempotency_key": action.idempotency_key, **result}
+                audit(session, draft.conversation_id, draft.id, "action", "executor", summary, detail)
         if error is None:
             self.core.metrics["refunds_executed"] += 1
         return error
@@ -232,14 +216,6 @@ class OutboxDispatcher:
             )
             draft = await session.get(Draft, draft_id)
             if draft is not None:
-                session.add(
-                    AuditEvent(
-                        conversation_id=draft.conversation_id,
-                        draft_id=draft_id,
-                        kind="send_failed",
-                        actor="dispatcher",
-                        summary=error,
-                    )
-                )
+                audit(session, draft.conversation_id, draft_id, "send_failed", "dispatcher", error)
         self.core.metrics["sends_failed"] += 1
         await self.core.refresh_card(draft_id)

@@ -40,7 +40,6 @@ from bot.prompt import Turn, build_messages, summary_messages
 from bot.settings import Settings
 from bot.store import (
     Attachment,
-    AuditEvent,
     Conversation,
     Decision,
     Draft,
@@ -50,6 +49,7 @@ from bot.store import (
     ProposedAction,
     ToolCall,
     UsageRecord,
+    audit,
     new_id,
     reader_engine,
     sessionmaker,
@@ -172,7 +172,7 @@ class Copilot:
             superseded = await self._supersede_open_drafts(session, conversation.id, "a newer customer message")
             draft = Draft(conversation_id=conversation.id, message_id=row.id, status="drafting")
             session.add(draft)
-            self._audit(session, conversation.id, None, "message", message.author.id, f"customer wrote: {text[:200]}")
+            audit(session, conversation.id, None, "message", message.author.id, f"customer wrote: {text[:200]}")
             await session.flush()
             draft_id = draft.id
         self.metrics["events_received"] += 1
@@ -272,7 +272,7 @@ class Copilot:
             .where(ProposedAction.draft_id == draft.id, ProposedAction.status == "proposed")
             .values(status="rejected")
         )
-        self._audit(
+        audit(
             session,
             draft.conversation_id,
             draft.id,
@@ -301,7 +301,7 @@ class Copilot:
         )
         session.add(fresh)
         await session.flush()
-        self._audit(
+        audit(
             session,
             draft.conversation_id,
             draft.id,
@@ -339,11 +339,11 @@ class Copilot:
             verdict = check_refund(action.params, amount, policy, utcnow())
             if not verdict.allowed:
                 message = f"Refused: the refund {verdict.reason}. Nothing was sent."
-                self._audit(session, draft.conversation_id, draft.id, "refund_refused", actor.id, message)
+                audit(session, draft.conversation_id, draft.id, "refund_refused", actor.id, message)
                 return DecisionOutcome(False, message)
             if verdict.needs_manager and not is_manager(actor, policy):
                 message = f"Refused: a refund of {money(amount)} needs a manager's approval."
-                self._audit(session, draft.conversation_id, draft.id, "refund_refused", actor.id, message)
+                audit(session, draft.conversation_id, draft.id, "refund_refused", actor.id, message)
                 return DecisionOutcome(False, message)
             if verdict.needs_two_approvers:
                 approvers = [str(a) for a in action.approvals]
@@ -356,7 +356,7 @@ class Copilot:
             for action in pending_second:
                 action.approvals = [actor.id]
             draft.updated_at = utcnow()
-            self._audit(session, draft.conversation_id, draft.id, "approval", actor.id, "first of two approvals")
+            audit(session, draft.conversation_id, draft.id, "approval", actor.id, "first of two approvals")
             return DecisionOutcome(
                 True, "Your approval is recorded; a second approver is needed before anything is sent."
             )
@@ -371,7 +371,7 @@ class Copilot:
         conversation = await session.get(Conversation, draft.conversation_id)
         assert conversation is not None
         session.add(OutboxItem(draft_id=draft.id, thread_key=conversation.thread_key, text=text))
-        self._audit(session, draft.conversation_id, draft.id, status, actor.id, text[:200])
+        audit(session, draft.conversation_id, draft.id, status, actor.id, text[:200])
         return DecisionOutcome(
             True,
             "Approved; the reply is on its way." if not refunds else "Approved; refund and reply are on their way.",
@@ -635,7 +635,7 @@ class Copilot:
                         duration_ms=record.duration_ms,
                     )
                 )
-                self._audit(
+                audit(
                     session,
                     conversation.id,
                     draft_id,
@@ -678,7 +678,7 @@ class Copilot:
                         "status": "proposed" if verdict.allowed else "refused by policy",
                     }
                 )
-                self._audit(
+                audit(
                     session,
                     conversation.id,
                     draft_id,
@@ -705,7 +705,7 @@ class Copilot:
                     cost_microusd=result.usage.cost_microusd(result.model),
                 )
             )
-            self._audit(session, conversation.id, draft_id, "draft", "model", text[:200])
+            audit(session, conversation.id, draft_id, "draft", "model", text[:200])
         self.metrics["drafts_ready"] += 1
         await self.post_card(draft_id)
         channel = self.channels.get(conversation.platform)
@@ -731,7 +731,7 @@ class Copilot:
             draft.model = model
             draft.escalation = self._escalation(policy, trigger.text if trigger else "", failed)
             draft.updated_at = utcnow()
-            self._audit(session, draft.conversation_id, draft_id, "draft_failed", "model", failure[:300])
+            audit(session, draft.conversation_id, draft_id, "draft_failed", "model", failure[:300])
         log.warning("draft %s failed: %s", draft_id, failure)
         await self.post_card(draft_id)
 
@@ -906,14 +906,6 @@ class Copilot:
             await session.scalars(
                 select(ProposedAction).where(ProposedAction.draft_id == draft_id).order_by(ProposedAction.created_at)
             )
-        )
-
-    @staticmethod
-    def _audit(
-        session: AsyncSession, conversation_id: str, draft_id: str | None, kind: str, actor: str, summary: str
-    ) -> None:
-        session.add(
-            AuditEvent(conversation_id=conversation_id, draft_id=draft_id, kind=kind, actor=actor, summary=summary)
         )
 
 

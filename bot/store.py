@@ -257,6 +257,28 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+def audit(
+    session: Any,
+    conversation_id: str,
+    draft_id: str | None,
+    kind: str,
+    actor: str,
+    summary: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Add one line to the audit trail, in the caller's transaction."""
+    session.add(
+        AuditEvent(
+            conversation_id=conversation_id,
+            draft_id=draft_id,
+            kind=kind,
+            actor=actor,
+            summary=summary,
+            detail=detail or {},
+        )
+    )
+
+
 ALL_METADATA = (Base.metadata, tools.orders.metadata)
 
 
