@@ -208,7 +208,7 @@ class Copilot:
                 return DecisionOutcome(False, "This draft does not exist (any more).")
             if draft.status != "awaiting_review":
                 message = self._already(draft)
-                self._record_decision(session, decision, accepted=False, message=message)
+                self._record_decision(session, decision, draft.conversation_id, accepted=False, message=message)
                 return DecisionOutcome(False, message)
             if decision.action is DecisionAction.REJECT:
                 outcome = await self._reject(session, draft, decision)
@@ -216,7 +216,9 @@ class Copilot:
                 outcome = await self._regenerate(session, draft, decision)
             else:
                 outcome = await self._approve(session, draft, decision, policy)
-            self._record_decision(session, decision, accepted=outcome.ok, message=outcome.message)
+            self._record_decision(
+                session, decision, draft.conversation_id, accepted=outcome.ok, message=outcome.message
+            )
         log.info("decision %s on draft %s by %s: %s", decision.action, decision.draft_id, name, outcome.message)
         if "new_draft" in session.info:
             self.spawn(self.produce_draft(session.info["new_draft"]))
@@ -229,7 +231,8 @@ class Copilot:
 
     async def _refuse(self, decision: ReviewDecision, message: str) -> DecisionOutcome:
         async with self.sessions.begin() as session:
-            self._record_decision(session, decision, accepted=False, message=message)
+            conversation_id = await session.scalar(select(Draft.conversation_id).where(Draft.id == decision.draft_id))
+            self._record_decision(session, decision, conversation_id, accepted=False, message=message)
         return DecisionOutcome(False, message)
 
     @staticmethod
@@ -339,11 +342,9 @@ class Copilot:
             verdict = check_refund(action.params, amount, policy, utcnow())
             if not verdict.allowed:
                 message = f"Refused: the refund {verdict.reason}. Nothing was sent."
-                audit(session, draft.conversation_id, draft.id, "refund_refused", actor.id, message)
                 return DecisionOutcome(False, message)
             if verdict.needs_manager and not is_manager(actor, policy):
                 message = f"Refused: a refund of {money(amount)} needs a manager's approval."
-                audit(session, draft.conversation_id, draft.id, "refund_refused", actor.id, message)
                 return DecisionOutcome(False, message)
             if verdict.needs_two_approvers:
                 approvers = [str(a) for a in action.approvals]
@@ -378,8 +379,19 @@ class Copilot:
         )
 
     def _record_decision(
-        self, session: AsyncSession, decision: ReviewDecision, *, accepted: bool, message: str
+        self,
+        session: AsyncSession,
+        decision: ReviewDecision,
+        conversation_id: str | None,
+        *,
+        accepted: bool,
+        message: str,
     ) -> None:
+        """Every click is kept; refused ones also go to the audit trail (accepted ones leave
+        their own state-change lines there)."""
+        if not accepted and conversation_id is not None:
+            actor = decision.actor.display_name or decision.actor.id
+            audit(session, conversation_id, decision.draft_id, f"{decision.action}_refused", actor, message)
         session.add(
             Decision(
                 draft_id=decision.draft_id,

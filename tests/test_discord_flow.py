@@ -114,3 +114,27 @@ def test_the_invite_url_names_the_application_from_the_token() -> None:
 
     token = base64.b64encode(b"1100000000000000001").decode().rstrip("=") + ".GabcDE.signature"
     assert application_id_from_token(token) == "1100000000000000001"
+
+
+async def test_an_image_a_member_attaches_reaches_the_model_and_other_files_are_listed(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
+) -> None:
+    overrides = {"discord_bot_token": discord.token, "discord_api_url": discord.api_url}
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    async with running_bot(tmp_path, kimi, slack, **overrides) as harness:
+        image = discord.serve_file("broken-mug.png", png, "image/png")
+        invoice = discord.serve_file("invoice.pdf", b"%PDF-1.7", "application/pdf")
+        await discord.post_user_message(
+            SUPPORT_CHANNEL_ID,
+            ALICE,
+            "my mug from #W2611340 arrived like this",
+            mention_bot=True,
+            attachments=[image, invoice],
+        )
+        [card] = await harness.wait_cards(1)
+        assert "broken-mug.png" in card_text(card) and "invoice.pdf" in card_text(card)
+        user_turn = next(m for m in kimi.completions[0]["messages"] if m["role"] == "user")
+        parts = user_turn["content"]
+        assert parts[0]["type"] == "text"
+        assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+        assert len(parts) == 2, "only the image goes to the model; the PDF is listed on the card"
