@@ -190,3 +190,9 @@ async def test_healthz_reports_the_database(harness: Harness) -> None:
     async with httpx.AsyncClient() as client:
         response = await client.get(f"{harness.url}/healthz")
     assert response.status_code == 200 and response.json()["database"] == "reachable"
+
+
+async def test_agents_talking_to_the_bot_in_the_review_channel_are_not_customers(harness: Harness) -> None:
+    await harness.mention("can you check 40021 for me?", channel="C999", user="U333")
+    await harness.settle()
+    assert not harness.cards() and not harness.kimi.requests

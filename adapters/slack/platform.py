@@ -216,13 +216,22 @@ class SlackPlatform:
                 log.warning("could not download the image %s: %s", file.get("name"), type(exc).__name__)
         return Attachment(str(file.get("name") or "file"), content_type, size, url, data)
 
+    def _ignored(self, event: dict[str, Any]) -> bool:
+        """Bots, edits, deletions, and the agents' own review channel are not customers."""
+        return bool(
+            event.get("bot_id")
+            or event.get("subtype") in IGNORED_SUBTYPES
+            or not event.get("user")
+            or (self.review_channel and event.get("channel") == self.review_channel)
+        )
+
     async def _on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        if event.get("bot_id") or event.get("subtype") in IGNORED_SUBTYPES:
+        if self._ignored(event):
             return
         await self.core.receive(await self._translate(event, body, MessageKind.MENTION))
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        if event.get("bot_id") or event.get("subtype") in IGNORED_SUBTYPES or not event.get("user"):
+        if self._ignored(event):
             return
         if event.get("channel_type") == "im":
             await self.core.receive(await self._translate(event, body, MessageKind.DIRECT))
