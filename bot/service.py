@@ -62,6 +62,18 @@ log = logging.getLogger(__name__)
 
 OPEN_STATES = ("drafting", "awaiting_review")
 ORDER_TOOLS = ("get_order_status", "check_refund_eligibility", "propose_refund")
+METRICS = (
+    "events_received",
+    "events_duplicate",
+    "messages_ignored_unwatched",
+    "drafts_ready",
+    "drafts_failed",
+    "summaries",
+    "cards_posted",
+    "replies_sent",
+    "sends_failed",
+    "refunds_executed",
+)
 MAX_CUSTOMER_TEXT = 20_000
 MAX_SUMMARY_CHARS = 1200
 CARD_CLAIM = "posting:"
@@ -93,7 +105,7 @@ class Copilot:
         self.channels: dict[str, CustomerChannel] = {}
         self.desks: dict[str, ReviewDesk] = {}
         self.desk: ReviewDesk | None = None
-        self.metrics: Counter[str] = Counter()
+        self.metrics: Counter[str] = Counter(dict.fromkeys(METRICS, 0))
         self.outbox_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 

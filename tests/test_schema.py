@@ -61,6 +61,7 @@ async def test_an_event_the_bot_does_not_handle_is_a_404(harness: Harness) -> No
 async def test_metrics_count_what_happened(harness: Harness) -> None:
     await harness.mention("where is #W2611340")
     await harness.wait_cards(1)
+    await harness.settle()
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"{harness.url}/metrics")).text
     assert "supportbot_cards_posted_total 1" in metrics
