@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.app import Supportbot
-from tests.fakes.discord import ALICE, BOB, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
+from tests.fakes.discord import AGENT_ROLE_ID, ALICE, BOB, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import card_text, draft_id_of, running_bot, sample_orders, settings_for, wait_until
@@ -138,3 +138,29 @@ async def test_an_image_a_member_attaches_reaches_the_model_and_other_files_are_
         assert parts[0]["type"] == "text"
         assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
         assert len(parts) == 2, "only the image goes to the model; the PDF is listed on the card"
+
+
+async def test_an_escalated_card_tags_only_the_on_call_role_in_the_staff_channel(
+    tmp_path: Path, kimi: FakeKimi, discord: FakeDiscord
+) -> None:
+    (tmp_path / "policy.toml").write_text(f'[escalation]\non_call_discord = "{AGENT_ROLE_ID}"\n')
+    settings = settings_for(
+        tmp_path,
+        kimi,
+        None,
+        discord_bot_token=discord.token,
+        discord_api_url=discord.api_url,
+        discord_review_channel=REVIEW_CHANNEL_ID,
+    )
+    bot = Supportbot(settings)
+    await bot.start()
+    try:
+        await discord.post_user_message(
+            SUPPORT_CHANNEL_ID, ALICE, "this is useless, I want to talk to a human @everyone", mention_bot=True
+        )
+        [card] = await wait_until(lambda: [m for m in bot_messages(discord, REVIEW_CHANNEL_ID) if m.get("embeds")])
+        assert card["content"].startswith(f"<@&{AGENT_ROLE_ID}>")
+        assert [str(r) for r in card["allowed_mentions"]["roles"]] == [AGENT_ROLE_ID]
+        assert "everyone" not in card["allowed_mentions"].get("parse", [])
+    finally:
+        await bot.stop()

@@ -346,10 +346,17 @@ class DiscordReviewDesk:
         channel = self._client().get_partial_messageable(self.channel_id)
         view = review_buttons(card)
         embed = render_card(card)
+        content, mentions = None, discord.AllowedMentions.none()
+        if card.escalation and card.on_call.isdigit():
+            # Tag the on-call role, and only that role.
+            content = f"<@&{card.on_call}> 🚨 {card.escalation}"[:2000]
+            mentions = discord.AllowedMentions(
+                everyone=False, users=False, roles=[discord.Object(id=int(card.on_call))]
+            )
         if view is None:
-            message = await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+            message = await channel.send(content, embed=embed, allowed_mentions=mentions)
         else:
-            message = await channel.send(embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
+            message = await channel.send(content, embed=embed, view=view, allowed_mentions=mentions)
         return f"{self.channel_id}:{message.id}"
 
     async def update_card(self, ref: str, card: ReviewCard) -> None:
