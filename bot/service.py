@@ -331,7 +331,7 @@ class Copilot:
         self, session: AsyncSession, draft: Draft, decision: ReviewDecision, policy: Policy
     ) -> DecisionOutcome:
         actor = decision.actor
-        text = draft.text
+        text = draft.edited_text or draft.text  # a first approver's edit stands until changed
         if decision.action is DecisionAction.EDIT:
             text = (decision.edited_text or "").strip()
             if not text:
@@ -350,7 +350,8 @@ class Copilot:
                 return DecisionOutcome(False, "There is no single refund proposal whose amount could be edited.")
         pending_second: list[ProposedAction] = []
         for action in refunds:
-            amount = edited_amount if edited_amount is not None else int(action.params["amount_cents"])
+            earlier = action.params.get("approved_amount_cents")
+            amount = edited_amount if edited_amount is not None else int(earlier or action.params["amount_cents"])
             verdict = check_refund(action.params, amount, policy, utcnow())
             if not verdict.allowed:
                 message = f"Refused: the refund {verdict.reason}. Nothing was sent."
@@ -359,7 +360,8 @@ class Copilot:
                 message = f"Refused: a refund of {money(amount)} needs a manager's approval."
                 return DecisionOutcome(False, message)
             if verdict.needs_two_approvers:
-                approvers = [str(a) for a in action.approvals]
+                # Both approvals must be for the same amount: a changed amount starts over.
+                approvers = [str(a) for a in action.approvals] if earlier in (None, amount) else []
                 if actor.id in approvers:
                     return DecisionOutcome(False, "You already approved this refund; a different approver is needed.")
                 if not approvers:
@@ -368,12 +370,14 @@ class Copilot:
         if pending_second:
             for action in pending_second:
                 action.approvals = [actor.id]
+            if decision.action is DecisionAction.EDIT:
+                draft.edited_text = text
             draft.updated_at = utcnow()
             audit(session, draft.conversation_id, draft.id, "approval", actor.id, "first of two approvals")
             return DecisionOutcome(
                 True, "Your approval is recorded; a second approver is needed before anything is sent."
             )
-        status = "edited" if decision.action is DecisionAction.EDIT else "approved"
+        status = "edited" if decision.action is DecisionAction.EDIT or draft.edited_text else "approved"
         if not await self._transition(session, draft, status, decision):
             return DecisionOutcome(False, self._already(draft))
         if decision.action is DecisionAction.EDIT:

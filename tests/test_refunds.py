@@ -238,3 +238,26 @@ async def test_a_slack_user_group_on_the_managers_list_may_approve(
         await harness.wait_replies(envelope["event"]["ts"])
         await harness.settle()
         assert await refunds_on(harness) == [15000]
+
+
+async def test_the_second_approver_approves_what_the_first_one_edited(shop: Harness) -> None:
+    model_proposes(shop, "320.00")
+    envelope = await shop.mention("order 40021 is a disaster, refund everything")
+    [card] = await shop.wait_cards(1)
+    draft_id = draft_id_of(card)
+
+    await shop.submit(
+        "edit_draft_modal",
+        draft_id,
+        {"draft_block": {"draft_input": "We are refunding 260.00."}, "refund_block": {"refund_input": "260.00"}},
+        user="UMGR",
+    )
+    await wait_until(lambda: [t for t in shop.ephemerals("UMGR") if "second approver" in t])
+    update = await shop.wait_card_update(draft_id, "Refund 260.00 USD")
+    assert "We are refunding 260.00." in card_text(update)
+
+    await shop.click("approve_draft", draft_id, user="UMGR2")
+    [reply] = await shop.wait_replies(envelope["event"]["ts"])
+    assert reply.params["text"] == "We are refunding 260.00."
+    await shop.settle()
+    assert await refunds_on(shop) == [26000]
