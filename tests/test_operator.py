@@ -441,3 +441,19 @@ def test_audit_prints_the_trail_of_the_approved_conversation(canary: CanaryRun) 
 
     assert by_thread.returncode == 0, by_thread.stderr
     assert by_thread.stdout == by_draft.stdout, "a thread key finds the same trail"
+
+
+def test_an_unreachable_slack_api_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    result = supportbot(
+        tmp_path,
+        "run",
+        MOONSHOT_API_KEY=KIMI_KEY,
+        SLACK_BOT_TOKEN=SLACK_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_REVIEW_CHANNEL="C999",
+        SLACK_API_URL="http://127.0.0.1:9/api/",
+        PORT="0",
+    )
+    assert_clean_error(result)
+    assert "cannot reach the Slack API at http://127.0.0.1:9/api/" in result.stderr
+    assert SLACK_TOKEN not in result.stderr + result.stdout

@@ -132,6 +132,10 @@ class SlackPlatform:
             identity = await self.client.auth_test()
         except SlackApiError as exc:
             raise ConfigError(f"Slack rejected SLACK_BOT_TOKEN: {exc.response.get('error')}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConfigError(
+                f"cannot reach the Slack API at {self.settings.slack_api_url} ({type(exc).__name__})"
+            ) from None
         self.bot_user_id = str(identity.get("user_id", ""))
         if self.settings.slack_app_token is not None:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
