@@ -26,6 +26,8 @@ async def test_order_question_becomes_a_card_and_one_approved_reply(harness: Har
     assert "get_order_status" in text and "UPS" in text and "1Z999AA10123456784" in text
     assert "approve_draft" in text and "edit_draft" in text and "reject_draft" in text
     assert not harness.replies(thread_ts), "nothing reaches the customer before approval"
+    [pending] = await harness.slack.wait_for("reactions.add")
+    assert (pending.params["name"], pending.params["timestamp"]) == ("eyes", thread_ts), "the customer sees 👀"
 
     # The agent approves: the draft appears once in the customer's thread.
     draft_id = draft_id_of(card)
@@ -33,6 +35,8 @@ async def test_order_question_becomes_a_card_and_one_approved_reply(harness: Har
     [reply] = await harness.wait_replies(thread_ts)
     assert "1Z999AA10123456784" in reply.params["text"], "the reply carries the draft with the tool's data"
     assert reply.params["channel"] == CUSTOMER_CHANNEL
+    [done] = await harness.slack.wait_for("reactions.remove")
+    assert done.params["timestamp"] == thread_ts
 
     # The card is updated: no buttons, who approved.
     last = await harness.wait_card_update(draft_id, "sent to the customer")

@@ -8,6 +8,7 @@ Bolt acknowledges events at once and runs the listeners in the background.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -57,6 +58,7 @@ IGNORED_SUBTYPES = {
 }
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 GROUPS_TTL = 60.0
+PENDING_REACTION = "eyes"
 
 
 def _safe_reply(text: str) -> str:
@@ -374,6 +376,11 @@ class SlackPlatform:
             unfurl_links=False,
             metadata={"event_type": "supportbot_reply", "event_payload": {"key": idempotency_key}},
         )
+        if thread.thread != FLAT_DM:
+            with contextlib.suppress(SlackApiError):  # the answer is there: the "being reviewed" marker goes
+                await self.client.reactions_remove(
+                    channel=thread.channel, timestamp=thread.thread, name=PENDING_REACTION
+                )
         return str(response["ts"])
 
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
@@ -395,7 +402,7 @@ class SlackPlatform:
         if thread.thread == FLAT_DM:
             return
         try:
-            await self.client.reactions_add(channel=thread.channel, timestamp=thread.thread, name="eyes")
+            await self.client.reactions_add(channel=thread.channel, timestamp=thread.thread, name=PENDING_REACTION)
         except SlackApiError as exc:
             if exc.response.get("error") != "already_reacted":
                 raise
