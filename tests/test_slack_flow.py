@@ -200,3 +200,15 @@ async def test_agents_talking_to_the_bot_in_the_review_channel_are_not_customers
     await harness.mention("can you check 40021 for me?", channel="C999", user="U333")
     await harness.settle()
     assert not harness.cards() and not harness.kimi.requests
+
+
+async def test_a_draft_cannot_ping_a_whole_slack_channel(harness: Harness) -> None:
+    from tests.fakes.kimi import Reply
+
+    harness.kimi.script(Reply("<!channel> <!here> <!subteam^S1|oncall> your order ships today"))
+    envelope = await harness.mention("any news on 40021?")
+    [card] = await harness.wait_cards(1)
+    assert "<!channel>" not in card_text(card), "the card shows the text, it does not ping the review channel"
+    await harness.click("approve_draft", draft_id_of(card))
+    [reply] = await harness.wait_replies(envelope["event"]["ts"])
+    assert "<!" not in reply.params["text"] and "your order ships today" in reply.params["text"]
