@@ -200,37 +200,84 @@ class KimiClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _post(self, body: dict[str, Any]) -> Completion:
+        """One streamed request. Streaming keeps long generations alive through gateways that
+        cut idle connections, and the timeout applies between chunks, not to the whole answer."""
         headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+        request = {**body, "stream": True, "stream_options": {"include_usage": True}}
         async with self._slots:
             try:
-                response = await self._http.post("chat/completions", json=body, headers=headers)
+                async with self._http.stream("POST", "chat/completions", json=request, headers=headers) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        raise _classify(response)
+                    return await _read_stream(response, str(body["model"]))
             except httpx.TimeoutException:
                 raise KimiRetryableError("Kimi API timed out", kind="timeout") from None
             except httpx.TransportError as exc:
                 raise KimiRetryableError(f"Kimi API unreachable: {type(exc).__name__}", kind="network") from None
-        if response.status_code != 200:
-            raise _classify(response)
+
+
+async def _read_stream(response: httpx.Response, model: str) -> Completion:
+    """Assemble a completion from server-sent events. Usage may sit on the finish chunk's
+    choice or in a last ``choices: []`` chunk; only ``data: [DONE]`` marks a complete answer."""
+    content: list[str] = []
+    reasoning: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish_reason, usage, done = "", Usage(), False
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            done = True
+            break
         try:
-            data = response.json()
-            choice = data["choices"][0]
-            message = dict(choice["message"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise KimiRetryableError("Kimi API returned a malformed body", kind="malformed") from None
-        calls = []
-        for raw in message.get("tool_calls") or []:
-            function = raw.get("function") or {}
-            arguments = function.get("arguments")
-            calls.append(
-                ToolCallRequest(
-                    id=str(raw.get("id", "")),
-                    name=str(function.get("name", "")),
-                    arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
-                )
+            chunk = json.loads(payload)
+        except ValueError:
+            raise KimiRetryableError("Kimi API sent a malformed stream", kind="malformed") from None
+        if not isinstance(chunk, dict):
+            raise KimiRetryableError("Kimi API sent a malformed stream", kind="malformed")
+        if isinstance(chunk.get("error"), dict):
+            error = chunk["error"]
+            raise KimiRetryableError(
+                f"Kimi API error in stream: {error.get('message', '')}", kind=str(error.get("type", ""))
             )
-        return Completion(
-            message=message,
-            finish_reason=str(choice.get("finish_reason") or ""),
-            model=str(data.get("model") or body["model"]),
-            usage=_parse_usage(data.get("usage") or choice.get("usage")),
-            tool_calls=tuple(calls),
-        )
+        model = str(chunk.get("model") or model)
+        if chunk.get("usage"):
+            usage = _parse_usage(chunk["usage"])
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            if choice.get("usage"):
+                usage = _parse_usage(choice["usage"])
+            finish_reason = str(choice.get("finish_reason") or finish_reason)
+            delta = choice.get("delta") or {}
+            content.append(str(delta.get("content") or ""))
+            reasoning.append(str(delta.get("reasoning_content") or ""))
+            for fragment in delta.get("tool_calls") or []:
+                call = calls.setdefault(
+                    int(fragment.get("index", 0)), {"id": "", "type": "function", "name": "", "arguments": ""}
+                )
+                call["id"] = fragment.get("id") or call["id"]
+                call["type"] = fragment.get("type") or call["type"]
+                function = fragment.get("function") or {}
+                call["name"] = function.get("name") or call["name"]
+                call["arguments"] += function.get("arguments") or ""
+    if not done:
+        raise KimiRetryableError("Kimi API stream ended before [DONE]", kind="incomplete")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+    if any(reasoning):
+        message["reasoning_content"] = "".join(reasoning)
+    ordered = [calls[index] for index in sorted(calls)]
+    if ordered:
+        message["tool_calls"] = [
+            {"id": c["id"], "type": c["type"], "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in ordered
+        ]
+    return Completion(
+        message=message,
+        finish_reason=finish_reason,
+        model=model,
+        usage=usage,
+        tool_calls=tuple(ToolCallRequest(c["id"], c["name"], c["arguments"]) for c in ordered),
+    )
