@@ -1,4 +1,4 @@
-"""An async client for Kimi (Moonshot's OpenAI-compatible chat completions API).
+"""An async client for Kimi (Moonshot's OpenAI-compatible chat completions API), streamed.
 
 It follows the K2.5 rules: no sampling parameters are sent (K2.5 fixes temperature, top_p, n
 and the penalties and rejects other values); assistant tool-call turns carry their
