@@ -24,7 +24,7 @@ from bot.policy import Policy, PolicyStore
 from bot.ports import PlatformAdapter, PlatformFactory
 from bot.service import Copilot
 from bot.settings import Settings
-from bot.store import create_engine, database_reachable, upgrade_database
+from bot.store import create_engine, database_reachable, reader_engine, upgrade_database
 from tools import KnowledgeBase, ToolRegistry, default_tools
 from tools.orders import HttpOrderBackend, OrderBackend, SqlOrderBackend
 
@@ -84,6 +84,7 @@ class Supportbot:
         assert settings.moonshot_api_key is not None
         self.engine = create_engine(settings.database_url)
         await upgrade_database(self.engine)
+        read_engine = reader_engine(self.engine)
         policy = PolicyStore(settings.policy_file)
         if settings.orders_backend == "http":
             if not settings.orders_api_url:
@@ -91,7 +92,7 @@ class Supportbot:
             token = settings.orders_api_token.get_secret_value() if settings.orders_api_token else None
             orders: OrderBackend = HttpOrderBackend(settings.orders_api_url, token)
         else:
-            orders = SqlOrderBackend(self.engine)
+            orders = SqlOrderBackend(self.engine, reads=read_engine)
         kimi = KimiClient(
             settings.kimi_base_url,
             settings.moonshot_api_key,
@@ -106,6 +107,7 @@ class Supportbot:
             kimi,
             orders,
             build_tools(policy.current, settings.policy_file, orders),
+            read_engine,
         )
         self.core = core
         for platform in self.platforms:

@@ -92,11 +92,12 @@ class Copilot:
         kimi: KimiClient,
         orders: OrderBackend,
         tools: ToolRegistry,
+        read_engine: AsyncEngine | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions = sessionmaker(engine)
-        self.read_engine = reader_engine(engine)
+        self.read_engine = read_engine or reader_engine(engine)
         self.reads = sessionmaker(self.read_engine)
         self.policy = policy
         self.kimi = kimi

@@ -83,6 +83,7 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._definitions: list[dict[str, Any]] | None = None
         for tool in tools:
             self.register(tool)
 
@@ -90,6 +91,7 @@ class ToolRegistry:
         if tool.name in self._tools:
             raise ValueError(f"tool {tool.name!r} is registered twice")
         self._tools[tool.name] = tool
+        self._definitions = None
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
@@ -101,4 +103,7 @@ class ToolRegistry:
         return len(self._tools)
 
     def definitions(self) -> list[dict[str, Any]]:
-        return [tool.definition() for tool in self._tools.values()]
+        """The function definitions, built once (the same bytes on every request)."""
+        if self._definitions is None:
+            self._definitions = [tool.definition() for tool in self._tools.values()]
+        return self._definitions

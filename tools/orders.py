@@ -329,8 +329,11 @@ class SqlOrderBackend:
     (waiting for the busy timeout) before reading anything.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, reads: AsyncEngine | None = None) -> None:
+        """``reads`` is an optional engine for lookups (e.g. a pool of SQLite readers that never
+        wait for the writer); refunds always go through ``engine``."""
         self._engine = engine
+        self._reads = reads or engine
 
     async def get_order(self, order_id: str) -> Order | None:
         try:
@@ -355,7 +358,7 @@ class SqlOrderBackend:
         candidates = _id_candidates(order_id)
         if not candidates:
             return None
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             result = await conn.execute(select(orders_table).where(orders_table.c.order_id.in_(candidates)))
             rows = {row["order_id"]: dict(row) for row in result.mappings()}
         for candidate in candidates:
