@@ -83,9 +83,8 @@ def _assistant_turn(completion: Completion, thinking: bool) -> dict[str, Any]:
 class DraftingAgent:
     """Runs the tool loop for one draft."""
 
-    def __init__(self, kimi: KimiClient, tools: ToolRegistry) -> None:
+    def __init__(self, kimi: KimiClient) -> None:
         self._kimi = kimi
-        self._tools = tools
 
     async def draft(
         self,
@@ -95,21 +94,28 @@ class DraftingAgent:
         fallback_model: str | None,
         limits: AgentLimits,
         context: ToolContext,
+        tools: ToolRegistry,
     ) -> DraftResult:
         try:
-            return await self._run(messages, model=model, limits=limits, context=context)
+            return await self._run(messages, model=model, limits=limits, context=context, tools=tools)
         except KimiError as exc:
             if not fallback_model or fallback_model == model:
                 raise
             log.warning("drafting with %s failed (%s); trying the fallback model %s", model, exc, fallback_model)
-            return await self._run(messages, model=fallback_model, limits=limits, context=context)
+            return await self._run(messages, model=fallback_model, limits=limits, context=context, tools=tools)
 
     async def _run(
-        self, messages: list[dict[str, Any]], *, model: str, limits: AgentLimits, context: ToolContext
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        limits: AgentLimits,
+        context: ToolContext,
+        tools: ToolRegistry,
     ) -> DraftResult:
         conversation = list(messages)
         result = DraftResult(text="", model=model, usage=Usage())
-        definitions = self._tools.definitions() or None
+        definitions = tools.definitions() or None
         seen_calls: dict[str, str] = {}
         force_final = ""
         for step in range(limits.max_tool_steps + 1):
@@ -145,18 +151,18 @@ class DraftingAgent:
                         "This exact call was already made; use its earlier result and answer.",
                     )
                 else:
-                    record = await self._run_tool(call, limits, context, result)
+                    record = await self._run_tool(call, tools, limits, context, result)
                     content = record.result
                     seen_calls[signature] = content
                 conversation.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content})
         raise DraftingError("the drafting loop ended without an answer")  # pragma: no cover
 
     async def _run_tool(
-        self, call: ToolCallRequest, limits: AgentLimits, context: ToolContext, result: DraftResult
+        self, call: ToolCallRequest, tools: ToolRegistry, limits: AgentLimits, context: ToolContext, result: DraftResult
     ) -> ToolCallRecord:
         started = time.perf_counter()
         summary, error = "", ""
-        tool = self._tools.get(call.name)
+        tool = tools.get(call.name)
         if tool is None:
             error = "unknown_tool"
             content = _error_payload(error, f"There is no tool named {call.name!r}.")

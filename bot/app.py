@@ -106,7 +106,7 @@ class Supportbot:
             policy,
             kimi,
             orders,
-            build_tools(policy.current, settings.policy_file, orders),
+            lambda current: build_tools(current, settings.policy_file, orders),
             read_engine,
         )
         self.core = core

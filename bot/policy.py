@@ -214,7 +214,13 @@ def load_policy(path: Path) -> Policy:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(str(path), [f"cannot read the file: {exc}"]) from None
-    return parse_policy(source, str(path))
+    policy = parse_policy(source, str(path))
+    missing = [name for name in policy.knowledge.files if not (path.parent / name).is_file()]
+    if missing:
+        line = _line_of(source, ("knowledge", "files"))
+        where = f"line {line}" if line else "file"
+        raise PolicyError(str(path), [f"{where}: knowledge.files: no such file: {name}" for name in missing])
+    return policy
 
 
 class PolicyStore:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -91,7 +91,7 @@ class Copilot:
         policy: PolicyStore,
         kimi: KimiClient,
         orders: OrderBackend,
-        tools: ToolRegistry,
+        tools: Callable[[Policy], ToolRegistry],
         read_engine: AsyncEngine | None = None,
     ) -> None:
         self.settings = settings
@@ -102,7 +102,9 @@ class Copilot:
         self.policy = policy
         self.kimi = kimi
         self.orders = orders
-        self.agent = DraftingAgent(kimi, tools)
+        self.agent = DraftingAgent(kimi)
+        self._build_tools = tools
+        self._tools: tuple[Policy, ToolRegistry] | None = None
         self.channels: dict[str, CustomerChannel] = {}
         self.desks: dict[str, ReviewDesk] = {}
         self.desk: ReviewDesk | None = None
@@ -138,6 +140,12 @@ class Copilot:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def tools_for(self, policy: Policy) -> ToolRegistry:
+        """The tools for a policy, rebuilt when a reload changed it (e.g. new knowledge files)."""
+        if self._tools is None or self._tools[0] is not policy:
+            self._tools = (policy, self._build_tools(policy))
+        return self._tools[1]
 
     # -- the Core surface -----------------------------------------------------------------
 
@@ -517,6 +525,7 @@ class Copilot:
                     thinking=policy.models.thinking,
                     max_output_tokens=policy.models.max_output_tokens,
                 ),
+                tools=self.tools_for(policy),
                 context=ToolContext(
                     conversation_id=conversation.id,
                     refund_rules=RefundRules(

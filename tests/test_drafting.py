@@ -188,3 +188,22 @@ async def test_a_huge_message_is_cut_and_the_card_stays_within_slack_limits(
         assert card.response["ok"] is True
         sent = kimi.completions[0]["messages"][1]["content"]
         assert len(sent) <= 20_000
+
+
+async def test_knowledge_files_named_by_the_policy_are_searchable(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    (tmp_path / "returns.md").write_text(
+        "# Returns\n\nUnused items can be returned within 30 days for a full refund.\n\n"
+        "# Shipping\n\nWe ship worldwide with UPS.\n"
+    )
+    policy = '[knowledge]\nfiles = ["returns.md"]\n'
+    async with running_bot(tmp_path, kimi, slack, policy=policy) as harness:
+        kimi.script(CallTools([("search_knowledge", {"query": "return unused items refund"})]))
+        await harness.mention("can I return an unused mug?")
+        [card] = await harness.wait_cards(1)
+        offered = [t["function"]["name"] for t in kimi.completions[0]["tools"]]
+        assert offered[-1] == "search_knowledge"
+        tool_result = next(m for m in kimi.completions[1]["messages"] if m["role"] == "tool")
+        assert "within 30 days for a full refund" in tool_result["content"]
+        assert "`search_knowledge`" in card_text(card)

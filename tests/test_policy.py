@@ -87,3 +87,12 @@ async def test_live_reload_applies_good_edits_and_keeps_the_old_policy_on_a_bad_
         await wait_until(lambda: [1] if core.policy.current.approvers.agents == ("U333", "U444") else [])
         await harness.click("approve_draft", draft_id_of(card), user="U444")
         await harness.wait_replies(None)
+
+
+def test_a_knowledge_file_that_does_not_exist_is_a_policy_error(tmp_path: Path) -> None:
+    (tmp_path / "faq.md").write_text("# FAQ\n\nWe ship worldwide.\n")
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[assistant]\ntone = "warm"\n\n[knowledge]\nfiles = ["faq.md", "returns.md"]\n')
+    with pytest.raises(PolicyError) as caught:
+        load_policy(policy)
+    assert caught.value.problems == ["line 5: knowledge.files: no such file: returns.md"]
