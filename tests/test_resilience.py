@@ -129,3 +129,27 @@ async def test_a_card_whose_post_was_lost_is_posted_again_once(harness: Harness)
     await asyncio.gather(core.post_card(draft_id), core.post_card(draft_id), core.post_missing_cards())
     await harness.settle()
     assert len(harness.cards()) == 2, "one original, one re-post; never more"
+
+
+async def test_slack_gets_its_200_only_once_the_message_is_stored(harness: Harness) -> None:
+    import sqlite3
+
+    database = harness.tmp_path / "supportbot.db"
+    # Another writer holds the database for a moment, as a busy moment or a slow disk would.
+    blocker = sqlite3.connect(database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    async def release() -> None:
+        await asyncio.sleep(0.5)
+        blocker.execute("COMMIT")
+        blocker.close()
+
+    releasing = asyncio.create_task(release())
+    envelope = await harness.mention("where is #W2611340")  # returns once the 200 arrived
+    reader = sqlite3.connect(database)  # a plain reader: WAL never makes it wait
+    stored = reader.execute(
+        "SELECT text FROM messages WHERE platform_message_id = ?", (envelope["event"]["ts"],)
+    ).fetchall()
+    reader.close()
+    await releasing
+    assert stored == [("where is #W2611340",)], "acknowledged means durable: a crash now loses nothing"

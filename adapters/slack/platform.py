@@ -3,17 +3,20 @@
 
 Translation only. Events become :class:`bot.events.InboundMessage`; button clicks and modal
 submissions become :class:`bot.events.ReviewDecision`; review cards are rendered as Block Kit.
-Bolt acknowledges events at once and runs the listeners in the background.
+An event is acknowledged as soon as the customer's message is stored (milliseconds; drafting
+runs in the background), so Slack retries anything the bot could not keep. Clicks are
+acknowledged first and decided in the background.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,11 +91,16 @@ class SlackPlatform:
             ]
         )
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        # Slack gets its 200 only once a customer message is stored, so a failure (say the
+        # database is down) is a 500 that Slack retries instead of a lost message. Clicks are
+        # acknowledged first and decided in the background.
         self.app = AsyncApp(
             client=self.client,
             signing_secret=secret,
             request_verification_enabled=settings.slack_app_token is None,
+            process_before_response=True,
         )
+        self._background: set[asyncio.Task[Any]] = set()
         self.review_channel = settings.slack_review_channel
         self.bot_user_id = ""
         self._core: Core | None = None
@@ -148,6 +156,8 @@ class SlackPlatform:
     async def stop(self) -> None:
         if self._socket is not None:
             await self._socket.close_async()
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=10)
         await self._http.close()
 
     async def _handle_http(self, request: web.Request) -> web.Response:
@@ -212,7 +222,7 @@ class SlackPlatform:
         data = None
         if content_type.startswith("image/") and url and 0 < size <= MAX_IMAGE_BYTES:
             try:
-                async with httpx.AsyncClient(timeout=10) as http:
+                async with httpx.AsyncClient(timeout=2) as http:  # the event is acked after this
                     response = await http.get(
                         url, headers={"Authorization": f"Bearer {self._token.get_secret_value()}"}
                     )
@@ -285,16 +295,25 @@ class SlackPlatform:
             except SlackApiError as exc:
                 log.warning("could not tell %s the outcome: %s", actor.id, exc.response.get("error"))
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Work after an ack: Slack's 3-second budget is for the ack alone."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _on_approve(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        await self._decide(body, DecisionAction.APPROVE)
+        self._spawn(self._decide(body, DecisionAction.APPROVE))
 
     async def _on_reject(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        await self._decide(body, DecisionAction.REJECT)
+        self._spawn(self._decide(body, DecisionAction.REJECT))
 
     async def _on_edit(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
+        self._spawn(self._open_edit_modal(body))
+
+    async def _open_edit_modal(self, body: dict[str, Any]) -> None:
         draft_id = str(body["actions"][0]["value"])
         form = await self.core.edit_form(draft_id)
         channel = str((body.get("container") or {}).get("channel_id") or self.review_channel or "")
@@ -307,6 +326,9 @@ class SlackPlatform:
 
     async def _on_regenerate(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
+        self._spawn(self._open_regenerate_modal(body))
+
+    async def _open_regenerate_modal(self, body: dict[str, Any]) -> None:
         channel = str((body.get("container") or {}).get("channel_id") or self.review_channel or "")
         await self.client.views_open(
             trigger_id=body["trigger_id"],
@@ -325,24 +347,28 @@ class SlackPlatform:
             return
         await ack()
         meta = json.loads(view.get("private_metadata") or "{}")
-        await self._decide(
-            body,
-            DecisionAction.EDIT,
-            channel=meta.get("channel"),
-            draft_id=meta.get("draft_id"),
-            edited_text=text,
-            refund_amount=self._modal_value(view, "refund_block", "refund_input"),
+        self._spawn(
+            self._decide(
+                body,
+                DecisionAction.EDIT,
+                channel=meta.get("channel"),
+                draft_id=meta.get("draft_id"),
+                edited_text=text,
+                refund_amount=self._modal_value(view, "refund_block", "refund_input"),
+            )
         )
 
     async def _on_regenerate_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()
         meta = json.loads(view.get("private_metadata") or "{}")
-        await self._decide(
-            body,
-            DecisionAction.REGENERATE,
-            channel=meta.get("channel"),
-            draft_id=meta.get("draft_id"),
-            instruction=self._modal_value(view, "instruction_block", "instruction_input"),
+        self._spawn(
+            self._decide(
+                body,
+                DecisionAction.REGENERATE,
+                channel=meta.get("channel"),
+                draft_id=meta.get("draft_id"),
+                instruction=self._modal_value(view, "instruction_block", "instruction_input"),
+            )
         )
 
     # -- ReviewDesk -----------------------------------------------------------------------
