@@ -654,3 +654,32 @@ def test_card_embed_stays_within_discord_limits() -> None:
     assert all(len(f.value or "") <= 1024 for f in embed.fields)
     assert len(embed.fields) == 10
     assert len(embed.description) >= 1500  # the draft keeps room even when every field is long
+
+
+class FlakyCore(RecordingCore):
+    """A core whose database fails the first two times a message is recorded."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.failures_left = 2
+        self.attempts = 0
+
+    async def receive(self, message: InboundMessage) -> bool:
+        self.attempts += 1
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("database restarting")
+        return await super().receive(message)
+
+
+async def test_a_message_is_recorded_even_when_the_core_fails_at_first(fake: FakeDiscord) -> None:
+    core = FlakyCore(discord_settings(fake))
+    adapter = make_platform(core.settings)
+    await adapter.start(core)
+    try:
+        await fake.post_user_message(SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> where is 40021?", mention_bot=True)
+        [received] = await core.wait_for_messages(1)
+    finally:
+        await adapter.stop()
+    assert core.attempts == 3, "Discord never redelivers, so the adapter tried again"
+    assert received.text == "where is 40021?"

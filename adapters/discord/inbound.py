@@ -24,6 +24,7 @@ from typing import Final
 
 import aiohttp
 import discord
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from adapters.discord.outbound import PendingMarkers
 from bot.events import Attachment, Author, InboundMessage, MessageKind, ThreadRef
@@ -37,10 +38,30 @@ DM_WORKSPACE = "@me"
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 #: Minutes of inactivity before Discord hides the thread; a week covers a slow review.
 THREAD_AUTO_ARCHIVE_MINUTES: Final = 10080
+#: How often recording a customer message is tried before it is given up (and logged).
+RECEIVE_ATTEMPTS = 6
+
 #: Discord's error code for "a thread has already been created for this message".
 THREAD_ALREADY_EXISTS = 160004
 
 _CUSTOMER_MESSAGE_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
+
+
+async def _receive_reliably(core: Core, inbound: InboundMessage) -> None:
+    """Discord never redelivers a gateway event, so a failure to record it (the database
+    restarting, say) is retried here; the core ignores a repeat of the same event id."""
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(RECEIVE_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.2, max=5.0),
+        retry=retry_if_exception_type(Exception),
+        reraise=True,
+        before_sleep=lambda state: log.warning(
+            "recording Discord message %s failed (attempt %d); retrying", inbound.message_id, state.attempt_number
+        ),
+    )
+    async for attempt in retrying:
+        with attempt:
+            await core.receive(inbound)
 
 
 class MessageIntake:
@@ -73,7 +94,7 @@ class MessageIntake:
             attachments=await collect_attachments(message),
             location=location,
         )
-        await core.receive(inbound)
+        await _receive_reliably(core, inbound)
 
     async def _route(
         self, client: discord.Client, core: Core, message: discord.Message, mentioned: bool
