@@ -487,7 +487,7 @@ class Copilot:
             await self._produce_draft(draft_id)
         except Exception:
             log.exception("drafting %s failed unexpectedly", draft_id)
-            await self._finish_failed(draft_id, "internal error while drafting", Usage(), "")
+            await self._finish_failed(draft_id, "internal error while drafting", "")
 
     async def _produce_draft(self, draft_id: str) -> None:
         policy = self.policy.current
@@ -502,7 +502,7 @@ class Copilot:
         model = policy.models.drafting or self.settings.kimi_model
         budget = await self._budget_exhausted(policy)
         if budget:
-            await self._finish_failed(draft_id, budget, Usage(), model)
+            await self._finish_failed(draft_id, budget, model)
             return
         try:
             summary, facts, turns, summary_usage = await self._memory(conversation, policy, draft.message_id)
@@ -537,7 +537,7 @@ class Copilot:
             )
         except (KimiError, DraftingError) as exc:
             self.metrics["drafts_failed"] += 1
-            await self._finish_failed(draft_id, str(exc), Usage(), model)
+            await self._finish_failed(draft_id, str(exc), model)
             return
         if summary_usage is not None:
             await self._record_usage(conversation.id, None, "summarizing", *summary_usage)
@@ -753,7 +753,7 @@ class Copilot:
             except Exception:
                 log.warning("could not show the pending indicator in %s", conversation.thread_key)
 
-    async def _finish_failed(self, draft_id: str, failure: str, usage: Usage, model: str) -> None:
+    async def _finish_failed(self, draft_id: str, failure: str, model: str) -> None:
         policy = self.policy.current
         async with self.sessions.begin() as session:
             draft = await session.get(Draft, draft_id)
