@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from tools import ToolContext, ToolError, ToolRegistry
 log = logging.getLogger(__name__)
 
 MAX_TOOL_RESULT_CHARS = 6000
+
+UsageSink = Callable[[str, Usage], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +98,21 @@ class DraftingAgent:
         limits: AgentLimits,
         context: ToolContext,
         tools: ToolRegistry,
+        on_usage: UsageSink,
     ) -> DraftResult:
+        """Draft a reply. ``on_usage(model, usage)`` hears about every model call as it returns,
+        so spent tokens are recorded even when the draft fails later."""
         try:
-            return await self._run(messages, model=model, limits=limits, context=context, tools=tools)
+            return await self._run(
+                messages, model=model, limits=limits, context=context, tools=tools, on_usage=on_usage
+            )
         except KimiError as exc:
             if not fallback_model or fallback_model == model:
                 raise
             log.warning("drafting with %s failed (%s); trying the fallback model %s", model, exc, fallback_model)
-            return await self._run(messages, model=fallback_model, limits=limits, context=context, tools=tools)
+            return await self._run(
+                messages, model=fallback_model, limits=limits, context=context, tools=tools, on_usage=on_usage
+            )
 
     async def _run(
         self,
@@ -112,6 +122,7 @@ class DraftingAgent:
         limits: AgentLimits,
         context: ToolContext,
         tools: ToolRegistry,
+        on_usage: UsageSink,
     ) -> DraftResult:
         conversation = list(messages)
         result = DraftResult(text="", model=model, usage=Usage())
@@ -132,6 +143,7 @@ class DraftingAgent:
             result.calls += 1
             result.usage = result.usage + completion.usage
             result.model = completion.model or model
+            on_usage(result.model, completion.usage)
             if not completion.tool_calls:
                 text = completion.content.strip()
                 if not text:

@@ -504,8 +504,11 @@ class Copilot:
         if budget:
             await self._finish_failed(draft_id, budget, model)
             return
+        spent: list[tuple[str, str, Usage]] = []  # (purpose, model, usage) of every model call
         try:
             summary, facts, turns, summary_usage = await self._memory(conversation, policy, draft.message_id)
+            if summary_usage is not None:
+                spent.append(("summarizing", *summary_usage))
             messages = build_messages(
                 policy,
                 summary=summary,
@@ -526,6 +529,7 @@ class Copilot:
                     max_output_tokens=policy.models.max_output_tokens,
                 ),
                 tools=self.tools_for(policy),
+                on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
                 context=ToolContext(
                     conversation_id=conversation.id,
                     refund_rules=RefundRules(
@@ -537,10 +541,10 @@ class Copilot:
             )
         except (KimiError, DraftingError) as exc:
             self.metrics["drafts_failed"] += 1
+            await self._record_usage(conversation.id, draft_id, spent)
             await self._finish_failed(draft_id, str(exc), model)
             return
-        if summary_usage is not None:
-            await self._record_usage(conversation.id, None, "summarizing", *summary_usage)
+        await self._record_usage(conversation.id, draft_id, spent)
         await self._finish_ok(draft_id, conversation, trigger, result, policy)
 
     async def _memory(
@@ -607,10 +611,13 @@ class Copilot:
         return ""
 
     async def _record_usage(
-        self, conversation_id: str, draft_id: str | None, purpose: str, model: str, usage: Usage
+        self, conversation_id: str, draft_id: str | None, spent: list[tuple[str, str, Usage]]
     ) -> None:
+        """One ledger row per model call, successful drafts or not."""
+        if not spent:
+            return
         async with self.sessions.begin() as session:
-            session.add(
+            session.add_all(
                 UsageRecord(
                     conversation_id=conversation_id,
                     draft_id=draft_id,
@@ -621,6 +628,7 @@ class Copilot:
                     cached_tokens=usage.cached_tokens,
                     cost_microusd=usage.cost_microusd(model),
                 )
+                for purpose, model, usage in spent
             )
 
     def _escalation(self, policy: Policy, text: str, failed_drafts: int) -> str:
@@ -730,18 +738,6 @@ class Copilot:
                 update(Conversation)
                 .where(Conversation.id == conversation.id)
                 .values(facts=facts, failed_drafts=0, updated_at=now)
-            )
-            session.add(
-                UsageRecord(
-                    conversation_id=conversation.id,
-                    draft_id=draft_id,
-                    purpose="drafting",
-                    model=result.model,
-                    prompt_tokens=result.usage.prompt_tokens,
-                    completion_tokens=result.usage.completion_tokens,
-                    cached_tokens=result.usage.cached_tokens,
-                    cost_microusd=result.usage.cost_microusd(result.model),
-                )
             )
             audit(session, conversation.id, draft_id, "draft", "model", text[:200])
         self.metrics["drafts_ready"] += 1

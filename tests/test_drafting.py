@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from sqlalchemy import func, select
 
+from bot.store import UsageRecord, sessionmaker
 from tests.fakes.kimi import CallTools, Fail, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import card_text, running_bot
@@ -74,6 +76,9 @@ async def test_a_model_that_keeps_calling_tools_gives_a_failure_card(
         await harness.mention("where is 40021")
         [card] = await harness.wait_cards(1)
         assert "Drafting failed" in card_text(card) and "kept calling tools" in card_text(card)
+        async with sessionmaker(harness.bot.engine)() as session:
+            spent = await session.scalar(select(func.count()).select_from(UsageRecord))
+        assert spent == 2, "the tokens of a failed draft are in the ledger too"
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import func, select
 
-from bot.store import Draft, ToolCall, sessionmaker
+from bot.store import Draft, ToolCall, UsageRecord, sessionmaker
 from tests.fakes.kimi import Fail, Reply
 from tests.fakes.slack_payloads import app_mention, event_body, sign
 from tests.harness import CUSTOMER_CHANNEL, SIGNING_SECRET, Harness, card_text, draft_id_of, wait_until
@@ -186,6 +186,10 @@ async def test_everything_is_recorded(harness: Harness) -> None:
         assert draft is not None and draft.status == "sent" and draft.decided_by == "<@U333>"
         assert draft.prompt_tokens > 0
         assert await session.scalar(select(func.count()).select_from(ToolCall)) == 1
+        ledger = list(await session.scalars(select(UsageRecord).order_by(UsageRecord.id)))
+    assert len(ledger) == len(harness.kimi.completions) == 2, "one usage row per model call"
+    assert all(row.purpose == "drafting" and row.model == "kimi-k2.5" and row.cost_microusd > 0 for row in ledger)
+    assert sum(row.prompt_tokens for row in ledger) == draft.prompt_tokens
 
 
 async def test_healthz_reports_the_database(harness: Harness) -> None:
