@@ -23,7 +23,7 @@ async def order_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     else:
         url = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL")
         if not url:
-            pytest.skip("SUPPORTBOT_TEST_POSTGRES_URL is not set")
+            pytest.skip("no PostgreSQL: set SUPPORTBOT_TEST_POSTGRES_URL (.ci/run starts a server and sets it)")
         engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.drop_all)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bot.app import Supportbot
+from bot.settings import Settings
 from tests.fakes.discord import AGENT_ROLE_ID, ALICE, BOB, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
@@ -23,6 +24,18 @@ from tools import import_orders
 async def discord() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as fake:
         yield fake
+
+
+def discord_only(tmp_path: Path, kimi: FakeKimi, discord: FakeDiscord) -> Settings:
+    """A community without Slack: cards go to the Discord staff channel."""
+    return settings_for(
+        tmp_path,
+        kimi,
+        None,
+        discord_bot_token=discord.token,
+        discord_api_url=discord.api_url,
+        discord_review_channel=REVIEW_CHANNEL_ID,
+    )
 
 
 def bot_messages(discord: FakeDiscord, channel: str) -> list[dict[str, Any]]:
@@ -67,14 +80,7 @@ async def test_a_model_cannot_ping_everyone_on_discord(
 async def test_discord_review_desk_buttons_survive_a_restart_and_the_first_click_wins(
     tmp_path: Path, kimi: FakeKimi, discord: FakeDiscord
 ) -> None:
-    settings = settings_for(
-        tmp_path,
-        kimi,
-        None,
-        discord_bot_token=discord.token,
-        discord_api_url=discord.api_url,
-        discord_review_channel=REVIEW_CHANNEL_ID,
-    )
+    settings = discord_only(tmp_path, kimi, discord)
     first = Supportbot(settings)
     await first.start()
     try:
@@ -144,14 +150,7 @@ async def test_an_escalated_card_tags_only_the_on_call_role_in_the_staff_channel
     tmp_path: Path, kimi: FakeKimi, discord: FakeDiscord
 ) -> None:
     (tmp_path / "policy.toml").write_text(f'[escalation]\non_call_discord = "{AGENT_ROLE_ID}"\n')
-    settings = settings_for(
-        tmp_path,
-        kimi,
-        None,
-        discord_bot_token=discord.token,
-        discord_api_url=discord.api_url,
-        discord_review_channel=REVIEW_CHANNEL_ID,
-    )
+    settings = discord_only(tmp_path, kimi, discord)
     bot = Supportbot(settings)
     await bot.start()
     try:

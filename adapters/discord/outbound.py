@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import discord
 
@@ -34,39 +34,30 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     does not fit alone is split on line breaks, and a line that does not fit alone is cut at
     the last space in the window, or hard at ``limit`` when there is none.
     """
-    parts: list[str] = []
-    current = ""
-    for paragraph in text.split("\n\n"):
-        if not paragraph.strip():
-            continue
-        for piece in _fit_paragraph(paragraph.strip("\n"), limit):
-            candidate = f"{current}\n\n{piece}" if current else piece
-            if len(candidate) <= limit:
-                current = candidate
-            else:
-                parts.append(current)
-                current = piece
-    if current:
-        parts.append(current)
-    return parts
+    paragraphs = (paragraph.strip("\n") for paragraph in text.split("\n\n") if paragraph.strip())
+    return _pack((piece for paragraph in paragraphs for piece in _fit_paragraph(paragraph, limit)), "\n\n", limit)
 
 
 def _fit_paragraph(paragraph: str, limit: int) -> list[str]:
     if len(paragraph) <= limit:
         return [paragraph]
-    pieces: list[str] = []
+    return _pack((segment for line in paragraph.split("\n") for segment in _cut_line(line, limit)), "\n", limit)
+
+
+def _pack(pieces: Iterable[str], separator: str, limit: int) -> list[str]:
+    """Join pieces (each at most ``limit`` long) with ``separator`` while they fit."""
+    chunks: list[str] = []
     current = ""
-    for line in paragraph.split("\n"):
-        for segment in _cut_line(line, limit):
-            candidate = f"{current}\n{segment}" if current else segment
-            if len(candidate) <= limit:
-                current = candidate
-            else:
-                pieces.append(current)
-                current = segment
+    for piece in pieces:
+        candidate = f"{current}{separator}{piece}" if current else piece
+        if len(candidate) <= limit:
+            current = candidate
+        else:
+            chunks.append(current)
+            current = piece
     if current:
-        pieces.append(current)
-    return pieces
+        chunks.append(current)
+    return chunks
 
 
 def _cut_line(line: str, limit: int) -> list[str]:
