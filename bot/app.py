@@ -1,8 +1,10 @@
-"""The running service: the core, the configured platform adapters, the outbox dispatcher,
-the policy watcher and the HTTP server (``/slack/events``, ``/healthz``, ``/metrics``).
+"""The running service: the core, the configured platform adapters, the policy watcher and the
+HTTP server (``/slack/events``, ``/healthz``, ``/readyz``, ``/metrics``).
 
 Adapters are found through the ``supportbot.platforms`` entry-point group, so the core never
-imports one.
+imports one. The routes that take events and clicks answer 503 until the core and every
+configured platform are started (Slack retries an event it got a 503 for); ``/readyz`` stays
+failing while a platform is disconnected, and a watchdog reconnects it.
 """
 
 from __future__ import annotations
@@ -11,24 +13,27 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from bot.dispatcher import OutboxDispatcher
+from bot.core.copilot import Copilot
 from bot.errors import ConfigError
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
 from bot.ports import PlatformAdapter, PlatformFactory
-from bot.service import Copilot
 from bot.settings import Settings
-from bot.store import create_engine, database_reachable, reader_engine, upgrade_database
+from bot.store import Database, create_engine, database_reachable, upgrade_database
 from tools import KnowledgeBase, ToolRegistry, default_tools
 from tools.orders import HttpOrderBackend, OrderBackend, SqlOrderBackend
 
 log = logging.getLogger(__name__)
+
+#: Seconds a platform may stay disconnected before the watchdog reconnects it.
+RECONNECT_AFTER = 5.0
 
 
 def platform_factories() -> dict[str, PlatformFactory]:
@@ -53,8 +58,9 @@ class Supportbot:
         self.platforms: list[PlatformAdapter] = []
         self.core: Copilot | None = None
         self._runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
         self.port = settings.port
+        self.ready = False
+        self._platform_routes: set[str] = set()
 
     def _configure_platforms(self) -> None:
         problems: list[str] = []
@@ -84,7 +90,7 @@ class Supportbot:
         assert settings.moonshot_api_key is not None
         self.engine = create_engine(settings.database_url)
         await upgrade_database(self.engine)
-        read_engine = reader_engine(self.engine)
+        self.db = Database(self.engine)
         policy = PolicyStore(settings.policy_file)
         if settings.orders_backend == "http":
             if not settings.orders_api_url:
@@ -92,7 +98,7 @@ class Supportbot:
             token = settings.orders_api_token.get_secret_value() if settings.orders_api_token else None
             orders: OrderBackend = HttpOrderBackend(settings.orders_api_url, token)
         else:
-            orders = SqlOrderBackend(self.engine, reads=read_engine)
+            orders = SqlOrderBackend(self.engine, reads=self.db.reads)
         kimi = KimiClient(
             settings.kimi_base_url,
             settings.moonshot_api_key,
@@ -101,13 +107,7 @@ class Supportbot:
             max_concurrency=settings.kimi_max_concurrency,
         )
         core = Copilot(
-            settings,
-            self.engine,
-            policy,
-            kimi,
-            orders,
-            lambda current: build_tools(current, settings.policy_file, orders),
-            read_engine,
+            settings, self.db, policy, kimi, orders, lambda current: build_tools(current, settings.policy_file, orders)
         )
         self.core = core
         for platform in self.platforms:
@@ -115,11 +115,15 @@ class Supportbot:
             desk = platform.review_desk
             if desk is not None:
                 core.add_desk(desk, preferred=platform.name == "discord" and bool(settings.discord_review_channel))
-        app = web.Application(client_max_size=2 * 1024 * 1024)
+        # The server is up first (liveness, and a 503 for early events), ready once all is.
+        app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[self._gate])
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         for platform in self.platforms:
-            app.add_routes(platform.routes())
+            routes = list(platform.routes())
+            self._platform_routes.update(getattr(r, "path", "") for r in routes)
+            app.add_routes(routes)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.host, settings.port)
@@ -129,10 +133,12 @@ class Supportbot:
             self.port = server.sockets[0].getsockname()[1]
         for platform in self.platforms:
             await platform.start(core)
-        self.dispatcher = OutboxDispatcher(core)
-        self._tasks.append(asyncio.create_task(self.dispatcher.run()))
-        self._tasks.append(asyncio.create_task(policy.watch(settings.policy_reload_seconds, self._policy_rejected)))
-        await core.resume_drafting()
+        core.start()
+        core.supervisor.keep_running(
+            "policy-watcher", lambda: policy.watch(settings.policy_reload_seconds, core.policy_rejected)
+        )
+        core.supervisor.keep_running("platform-watchdog", self._watchdog)
+        self.ready = True
         log.info(
             "supportbot is up on %s:%d with %s; review desk: %s",
             settings.host,
@@ -141,41 +147,68 @@ class Supportbot:
             core.desk.name if core.desk else "none",
         )
 
-    async def _policy_rejected(self, error: Any) -> None:
-        if self.core is not None:
-            await self.core.policy_rejected(error)
+    @web.middleware
+    async def _gate(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Events and clicks wait for readiness: a 503 makes Slack retry, never lose them."""
+        if not self.ready and request.path in self._platform_routes:
+            return web.json_response({"error": "starting up, retry shortly"}, status=503, headers={"Retry-After": "1"})
+        return await handler(request)
+
+    async def _watchdog(self) -> None:
+        """Reconnect a platform whose connection died (gateway task ended, socket closed)."""
+        down_since: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            for platform in self.platforms:
+                if _connected(platform):
+                    down_since.pop(platform.name, None)
+                    continue
+                since = down_since.setdefault(platform.name, loop.time())
+                if loop.time() - since >= RECONNECT_AFTER:
+                    log.warning("%s has been disconnected for %.0f s; reconnecting", platform.name, loop.time() - since)
+                    down_since.pop(platform.name, None)
+                    reconnect = getattr(platform, "reconnect", None)
+                    if reconnect is not None:
+                        await reconnect()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        self.ready = False
+        if self.core is not None:
+            await self.core.close()
         for platform in self.platforms:
             try:
                 await platform.stop()
             except Exception:
                 log.exception("stopping %s failed", platform.name)
         if self.core is not None:
-            await self.core.drain(timeout=10)
-            await self.core.cancel_background()
             await self.core.kimi.aclose()
             close = getattr(self.core.orders, "aclose", None)
             if close is not None:
                 await close()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.core is not None and self.core.read_engine is not self.engine:
-            await self.core.read_engine.dispose()
-        if hasattr(self, "engine"):
-            await self.engine.dispose()
+        if hasattr(self, "db"):
+            await self.db.dispose()
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        ok = await database_reachable(self.engine)
-        return web.json_response(
-            {"ok": ok, "database": "reachable" if ok else "unreachable"}, status=200 if ok else 503
-        )
+        """Liveness: the process answers."""
+        return web.json_response({"ok": True})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        """Readiness: started, the database answers, and every platform is connected."""
+        database = await database_reachable(self.engine) if hasattr(self, "engine") else False
+        platforms = {p.name: _connected(p) for p in self.platforms}
+        ok = self.ready and database and all(platforms.values())
+        body: dict[str, Any] = {
+            "ok": ok,
+            "started": self.ready,
+            "database": "reachable" if database else "unreachable",
+            "platforms": {name: "connected" if up else "disconnected" for name, up in platforms.items()},
+        }
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         assert self.core is not None
@@ -184,6 +217,10 @@ class Supportbot:
             lines.append(f"# TYPE supportbot_{name}_total counter")
             lines.append(f"supportbot_{name}_total {value}")
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def _connected(platform: PlatformAdapter) -> bool:
+    return bool(getattr(platform, "connected", True))
 
 
 async def serve(settings: Settings) -> None:

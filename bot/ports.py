@@ -128,8 +128,12 @@ class ReviewDesk(Protocol):
 
     name: str
 
-    async def post_card(self, card: ReviewCard) -> str:
-        """Show a new card; return an opaque reference to it for later updates."""
+    async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
+        """Show a new card carrying ``idempotency_key``; return an opaque reference to it."""
+        ...
+
+    async def find_card(self, idempotency_key: str) -> str | None:
+        """The reference of a card already posted with this key, if any (crash recovery)."""
         ...
 
     async def update_card(self, ref: str, card: ReviewCard) -> None: ...
@@ -171,6 +175,15 @@ class PlatformAdapter(Protocol):
 
     def routes(self) -> Sequence[web.RouteDef]:
         """HTTP routes this adapter serves on the bot's HTTP server (e.g. ``/slack/events``)."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Started, and the connection to the platform is live."""
+        ...
+
+    async def reconnect(self) -> None:
+        """Restart what died (the app's watchdog calls this when ``connected`` stays False)."""
         ...
 
     async def start(self, core: Core) -> None: ...

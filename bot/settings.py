@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     policy_file: Path = Path("./policy.toml")
     policy_reload_seconds: float = 2.0
 
+    # Work in flight (a draft, a card post, a reply) is leased for this long and renewed while
+    # its worker lives; after a crash another worker takes it over once the lease expires.
+    work_lease_seconds: float = 10.0
+    sweep_seconds: float = 1.0
+    drafting_concurrency: int = 32
+    delivery_concurrency: int = 8
+
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None

@@ -12,11 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from bot.app import Supportbot
 from bot.settings import Settings
-from bot.store import OutboxItem
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions, message, view_submission
@@ -194,15 +191,7 @@ class Harness:
     async def settle(self) -> None:
         """Let background work (drafting, dispatch) finish."""
         assert self.bot.core is not None
-        await self.bot.core.drain(10)
-        await self.bot.dispatcher.deliver_due()
-        for _ in range(500):  # the background dispatcher may still be mid-delivery
-            async with self.bot.core.reads() as session:
-                busy = await session.scalar(select(func.count()).where(OutboxItem.status == "sending"))
-            if not busy:
-                break
-            await asyncio.sleep(0.02)
-        await self.bot.core.drain(10)
+        await self.bot.core.settle(10)
 
 
 @contextlib.asynccontextmanager

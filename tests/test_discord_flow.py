@@ -103,7 +103,7 @@ async def test_discord_review_desk_buttons_survive_a_restart_and_the_first_click
             assert response is not None
         replies = await wait_until(lambda: bot_messages(discord, asked["id"]))
         assert second.core is not None
-        await second.core.drain(5)
+        await second.core.settle(5)
         await asyncio.sleep(0.5)
         assert len(bot_messages(discord, asked["id"])) == 1
         assert "40021" in replies[0]["content"]

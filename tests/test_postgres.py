@@ -69,7 +69,7 @@ async def test_two_instances_share_the_work_and_post_once(
         await first.wait_replies(thread_ts)
         for instance in instances:
             assert instance.core is not None
-            await instance.core.drain(5)
+            await instance.core.settle(5)
             await instance.dispatcher.deliver_due()
         await asyncio.sleep(0.5)
         assert len(first.replies(thread_ts)) == 1

@@ -192,12 +192,15 @@ async def test_everything_is_recorded(harness: Harness) -> None:
     assert sum(row.prompt_tokens for row in ledger) == draft.prompt_tokens
 
 
-async def test_healthz_reports_the_database(harness: Harness) -> None:
+async def test_readyz_reports_the_database_and_each_platform(harness: Harness) -> None:
     import httpx
 
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"{harness.url}/healthz")
-    assert response.status_code == 200 and response.json()["database"] == "reachable"
+        live = await client.get(f"{harness.url}/healthz")
+        ready = await client.get(f"{harness.url}/readyz")
+    assert live.status_code == 200
+    assert ready.status_code == 200
+    assert ready.json()["database"] == "reachable" and ready.json()["platforms"] == {"slack": "connected"}
 
 
 async def test_agents_talking_to_the_bot_in_the_review_channel_are_not_customers(harness: Harness) -> None:

@@ -342,7 +342,7 @@ class DiscordReviewDesk:
         self._client = client
         self.channel_id = channel_id
 
-    async def post_card(self, card: ReviewCard) -> str:
+    async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         channel = self._client().get_partial_messageable(self.channel_id)
         view = review_buttons(card)
         embed = render_card(card)
@@ -358,6 +358,9 @@ class DiscordReviewDesk:
         else:
             message = await channel.send(content, embed=embed, view=view, allowed_mentions=mentions)
         return f"{self.channel_id}:{message.id}"
+
+    async def find_card(self, idempotency_key: str) -> str | None:
+        return None
 
     async def update_card(self, ref: str, card: ReviewCard) -> None:
         channel_id, _, message_id = ref.partition(":")

@@ -373,12 +373,18 @@ class SlackPlatform:
 
     # -- ReviewDesk -----------------------------------------------------------------------
 
-    async def post_card(self, card: ReviewCard) -> str:
+    async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         assert self.review_channel
         response = await self.client.chat_postMessage(
-            channel=self.review_channel, text=cards.card_fallback_text(card), blocks=cards.card_blocks(card)
+            channel=self.review_channel,
+            text=cards.card_fallback_text(card),
+            blocks=cards.card_blocks(card),
+            metadata={"event_type": "supportbot_card", "event_payload": {"key": idempotency_key}},
         )
         return f"{response['channel']}:{response['ts']}"
+
+    async def find_card(self, idempotency_key: str) -> str | None:
+        return None
 
     async def update_card(self, ref: str, card: ReviewCard) -> None:
         channel, ts = ref.split(":", 1)

@@ -1,17 +1,16 @@
-"""The SQL schema and database access: SQLAlchemy 2 (async), SQLite by default, PostgreSQL
-when several instances run.
+"""The SQL schema: every step of the flow leaves a row here, so a restart resumes where it
+stopped. Created and evolved by the Alembic migrations in ``bot/migrations``.
 
-Every step of the flow leaves a row here, so a restart resumes where it stopped. The schema is
-created and evolved by the Alembic migrations in ``bot/migrations`` (``supportbot db
-upgrade``; ``supportbot run`` upgrades a fresh database itself).
+Work in flight on a row (a draft being written or its card posted; a reply being sent) is held by
+a short lease (``lease_owner``, ``lease_until``) that its owner renews while working; when the
+owner dies the lease expires and the sweeper hands the row to another worker.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -22,11 +21,9 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
-    event,
-    text,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -153,8 +150,16 @@ class Draft(Base):
     decided_by_id: Mapped[str] = mapped_column(String(128), default="")
     decided_at: Mapped[datetime | None] = mapped_column(default=None)
     sent_message_id: Mapped[str] = mapped_column(String(128), default="")
+    #: Bumped on every change a card shows; ``card_version`` is the version the card shows.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    card_version: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+Index("ix_drafts_work", Draft.status, Draft.lease_until)
 
 
 class ProposedAction(Base):
@@ -217,6 +222,7 @@ class OutboxItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str] = mapped_column(String(64), default="")
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     platform_message_id: Mapped[str] = mapped_column(String(128), default="")
     last_error: Mapped[str] = mapped_column(Text, default="")
@@ -282,69 +288,6 @@ def audit(
 ALL_METADATA = (Base.metadata, tools.orders.metadata)
 
 
-def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
-    """An async engine. SQLite gets WAL, a busy timeout, foreign keys, and one connection for
-    writers, each transaction taken with BEGIN IMMEDIATE: SQLite has one writer at a time, and
-    queueing writers in the pool (instead of in SQLite's sleeping busy handler) keeps latency
-    flat. ``read_only`` engines get a pool of deferred-transaction readers beside it."""
-    if url.startswith("sqlite"):
-        pool = {"pool_size": 4, "max_overflow": 4} if read_only else {"pool_size": 1, "max_overflow": 0}
-        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_timeout=120, **pool)
-        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Any) -> None:
-            conn.exec_driver_sql(begin)
-
-        return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-
-
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
-    """Sessions that write (``async with sessions.begin()``)."""
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
-def reader_engine(engine: AsyncEngine) -> AsyncEngine:
-    """The engine for read-only sessions: on SQLite its own pool of readers, which start a
-    deferred transaction and never wait for the writer (WAL); elsewhere the same engine."""
-    url = engine.url.render_as_string(hide_password=False)
-    return create_engine(url, read_only=True) if url.startswith("sqlite") else engine
-
-
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-
-
-async def upgrade_database(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration (creates it on a fresh database)."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-
-    def _upgrade(sync_conn: Any) -> None:
-        config.attributes["connection"] = sync_conn
-        command.upgrade(config, "head")
-
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
-
-
-async def database_reachable(engine: AsyncEngine) -> bool:
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception:
-        return False
-    return True
+def table_of(model: type[Base]) -> Table:
+    """A model's table, typed as a :class:`Table` for Core statements."""
+    return cast(Table, model.__table__)

@@ -1,0 +1,202 @@
+"""The copilot: a thin facade wiring the rooms of the core, and the surface adapters call
+(:class:`bot.ports.Core`: receive, has_conversation, decide, edit_form)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+from bot.agent import DraftingAgent
+from bot.core.dispatcher import Dispatcher
+from bot.core.drafting import Drafting
+from bot.core.intake import Intake, Received
+from bot.core.memory import Memory
+from bot.core.publisher import CardPublisher
+from bot.core.recovery import LeaseKeeper, Sweeper
+from bot.core.review import Effects
+from bot.core.review import ReviewDesk as Decisions
+from bot.core.tasks import Supervisor
+from bot.errors import PolicyError
+from bot.events import InboundMessage, ReviewDecision, ThreadRef
+from bot.kimi import KimiClient
+from bot.policy import Policy, PolicyStore
+from bot.ports import CustomerChannel, DecisionOutcome, EditForm, ReviewDesk
+from bot.settings import Settings
+from bot.store import Database
+from tools import ToolRegistry
+from tools.orders import OrderBackend
+
+log = logging.getLogger(__name__)
+
+METRICS = (
+    "events_received",
+    "events_duplicate",
+    "messages_ignored_unwatched",
+    "drafts_ready",
+    "drafts_failed",
+    "summaries",
+    "cards_posted",
+    "cards_adopted",
+    "replies_sent",
+    "sends_failed",
+    "refunds_executed",
+    "platform_errors",
+    "task_failures",
+)
+
+
+class Copilot:
+    """The core. Adapters call :meth:`receive`, :meth:`has_conversation`, :meth:`decide` and
+    :meth:`edit_form`; :meth:`start` runs the background rooms under one supervisor."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        policy: PolicyStore,
+        kimi: KimiClient,
+        orders: OrderBackend,
+        tools: Callable[[Policy], ToolRegistry],
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.policy = policy
+        self.kimi = kimi
+        self.orders = orders
+        self.metrics: Counter[str] = Counter(dict.fromkeys(METRICS, 0))
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
+        self.supervisor = Supervisor(self.metrics)
+        self.channels: dict[str, CustomerChannel] = {}
+        lease = timedelta(seconds=settings.work_lease_seconds)
+        self.leases = LeaseKeeper(db, self.owner, lease)
+        self.publisher = CardPublisher(db, policy, self.metrics, self.owner)
+        self._build_tools = tools
+        self._tools: tuple[Policy, ToolRegistry] | None = None
+        self.drafting = Drafting(
+            settings,
+            db,
+            policy,
+            DraftingAgent(kimi),
+            Memory(settings, db, kimi, self.metrics),
+            self.tools_for,
+            self.publisher,
+            self.leases,
+            self.supervisor,
+            self.channels,
+            self.metrics,
+        )
+        self.intake = Intake(db, policy, self.metrics)
+        self.intake.on_received = self._received
+        self.decisions = Decisions(db, policy, self._decided)
+        self.dispatcher = Dispatcher(
+            db,
+            orders,
+            self.channels,
+            self.metrics,
+            self.owner,
+            lease=lease,
+            concurrency=settings.delivery_concurrency,
+            refresh_card=self.publisher.refresh,
+        )
+        self.sweeper = Sweeper(
+            db,
+            interval=settings.sweep_seconds,
+            redraft=self.drafting.submit,
+            repost=self.publisher.recover,
+            refresh=self.publisher.refresh,
+            deliver=self.dispatcher.wake,
+        )
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def add_channel(self, channel: CustomerChannel) -> None:
+        self.channels[channel.platform] = channel
+
+    def add_desk(self, desk: ReviewDesk, *, preferred: bool = False) -> None:
+        self.publisher.add_desk(desk, preferred=preferred)
+
+    @property
+    def desk(self) -> ReviewDesk | None:
+        return self.publisher.desk
+
+    def tools_for(self, policy: Policy) -> ToolRegistry:
+        """The tools for a policy, rebuilt when a reload changed it (e.g. new knowledge files)."""
+        if self._tools is None or self._tools[0] is not policy:
+            self._tools = (policy, self._build_tools(policy))
+        return self._tools[1]
+
+    def start(self) -> None:
+        """Start the background rooms: drafting workers, lease renewal, the sweeper (which
+        also resumes whatever an earlier run left), the dispatcher."""
+        self.drafting.start(self.settings.drafting_concurrency)
+        self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
+        self.supervisor.keep_running("sweeper", self.sweeper.run)
+        self.supervisor.keep_running("dispatcher", self.dispatcher.run)
+
+    async def close(self) -> None:
+        await self.supervisor.close()
+
+    # -- the Core surface -----------------------------------------------------------------
+
+    async def receive(self, message: InboundMessage) -> bool:
+        return await self.intake.receive(message)
+
+    async def has_conversation(self, thread: ThreadRef) -> bool:
+        return await self.intake.has_conversation(thread)
+
+    async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
+        return await self.decisions.decide(decision)
+
+    async def edit_form(self, draft_id: str) -> EditForm | None:
+        return await self.decisions.edit_form(draft_id)
+
+    # -- hand-offs between rooms ----------------------------------------------------------
+
+    def _received(self, received: Received) -> None:
+        self.drafting.submit(received.draft_id)
+        for old in received.superseded:
+            self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
+
+    def _decided(self, draft_id: str, effects: Effects) -> None:
+        if effects.new_draft is not None:
+            self.drafting.submit(effects.new_draft)
+        if effects.refresh:
+            self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
+        if effects.deliver:
+            self.dispatcher.wake()
+
+    async def policy_rejected(self, error: PolicyError) -> None:
+        """A bad policy edit: the old policy stays; the agents hear about it once."""
+        text = (
+            f":warning: The policy file {error.path} was not reloaded; the previous policy stays in force.\n"
+            + "\n".join(f"• {p}" for p in error.problems[:20])
+        )
+        await self.publisher.notice(text)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until drafting, card work and deliveries that are due now are done (tests)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
+        while left() > 0:
+            await self.supervisor.drain(left(), names=_one_shot)
+            if self.drafting.idle():
+                await self.dispatcher.settle(left())
+                await self.supervisor.drain(left(), names=_one_shot)
+                if self.drafting.idle() and not self.dispatcher.in_flight:
+                    return
+            await asyncio.sleep(0.01)
+
+
+def _one_shot(name: str) -> bool:
+    return not name.startswith(
+        ("drafting-worker", "lease-renewal", "sweeper", "dispatcher", "policy-watcher", "platform-watchdog")
+    )

@@ -1,0 +1,256 @@
+"""The dispatcher: executes approved actions exactly once, then posts the approved reply
+exactly once.
+
+Due outbox rows are claimed under a lease the dispatcher renews while it works; different threads
+are delivered concurrently (bounded), one thread's replies in order, so one hanging post never
+holds back the rest. A claim left behind by a crash expires with its lease; the next claimer first
+asks the platform whether the reply is already there. Refunds run before the reply, with an
+idempotency key per action: a refund that fails stops the reply, and the card says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.domain.states import ActionStatus, DraftStatus
+from bot.events import ThreadRef
+from bot.ports import CustomerChannel
+from bot.store import Database, records, utcnow
+from bot.store import conversations as conversation_rows
+from bot.store import drafts as draft_rows
+from bot.store import outbox as outbox_rows
+from bot.store.outbox import ClaimedReply
+from bot.store.records import AuditLine, StoredAction
+from bot.store.schema import Conversation, Draft
+from tools import ToolError
+from tools.orders import OrderBackend
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6
+
+
+class Dispatcher:
+    """Claims due outbox rows and delivers them."""
+
+    def __init__(
+        self,
+        db: Database,
+        orders: OrderBackend,
+        channels: dict[str, CustomerChannel],
+        counters: Counter[str],
+        owner: str,
+        *,
+        lease: timedelta,
+        concurrency: int,
+        refresh_card: Callable[[str], Any],
+    ) -> None:
+        self.db = db
+        self.orders = orders
+        self.channels = channels
+        self.counters = counters
+        self.owner = owner
+        self.lease = lease
+        self.concurrency = concurrency
+        self._refresh_card = refresh_card
+        self._wake = asyncio.Event()
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self, poll_seconds: float = 1.0) -> None:
+        """Deliver forever: on every approval, and every ``poll_seconds`` for retries, expired
+        leases and rows other instances left behind."""
+        renewing = asyncio.create_task(self._renew_forever())
+        try:
+            while True:
+                await self.deliver_due()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)
+                self._wake.clear()
+        finally:
+            renewing.cancel()
+            for task in list(self._in_flight.values()):
+                task.cancel()
+            await asyncio.gather(renewing, *self._in_flight.values(), return_exceptions=True)
+
+    async def deliver_due(self) -> int:
+        """Claim what is due (up to the free slots) and start delivering it; returns how many."""
+        free = self.concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        async with self.db.write() as conn:
+            claimed = await outbox_rows.claim_due(conn, self.owner, utcnow(), self.lease, free)
+        for item in claimed:
+            task = asyncio.create_task(self._deliver_observed(item), name=f"deliver-{item.draft_id}")
+            self._in_flight[item.id] = task
+        return len(claimed)
+
+    async def _deliver_observed(self, item: ClaimedReply) -> None:
+        try:
+            await self._deliver(item)
+        except Exception:
+            self.counters["task_failures"] += 1
+            log.exception("delivering draft %s failed; it is retried when its lease expires", item.draft_id)
+        finally:
+            self._in_flight.pop(item.id, None)
+            self._wake.set()  # the thread's next reply may be due now
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Deliver everything due now and wait for it (tests and shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await self.deliver_due()
+            if not self._in_flight:
+                return
+            await asyncio.wait(set(self._in_flight.values()), timeout=max(0.0, deadline - loop.time()))
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            if self._in_flight:
+                try:
+                    async with self.db.write() as conn:
+                        await outbox_rows.renew(conn, list(self._in_flight), self.owner, utcnow() + self.lease)
+                except Exception:
+                    self.counters["task_failures"] += 1
+                    log.exception("renewing outbox leases failed")
+
+    async def _deliver(self, item: ClaimedReply) -> None:
+        d, c = Draft.__table__.c, Conversation.__table__.c
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(d.conversation_id, c.platform, c.workspace, c.channel, c.thread)
+                    .join(Conversation.__table__, c.id == d.conversation_id)
+                    .where(d.id == item.draft_id)
+                )
+            ).one()
+            actions = await records.actions_of(conn, item.draft_id, status=ActionStatus.APPROVED)
+        thread = ThreadRef(row.platform, row.workspace, row.channel, row.thread)
+        conversation_id = str(row.conversation_id)
+        channel = self.channels.get(thread.platform)
+        if channel is None:
+            await self._retry(item, f"{thread.platform} is not connected")
+            return
+        for action in actions:
+            error = await self._execute(conversation_id, action)
+            if error is not None:
+                if error.code == "unavailable" and item.attempts < MAX_ATTEMPTS:
+                    await self._retry(item, f"refund backend unavailable: {error.message}")
+                    return
+                await self._fail(item, conversation_id, f"refund failed: {error.message}")
+                return
+        key = f"draft-{item.draft_id}"
+        try:
+            existing = await channel.find_reply(thread, key) if item.attempts > 1 else None
+            message_id = existing or await channel.post_reply(thread, item.text, idempotency_key=key)
+        except Exception as exc:
+            log.warning("posting draft %s failed (attempt %d): %s", item.draft_id, item.attempts, exc)
+            self.counters["platform_errors"] += 1
+            if item.attempts >= MAX_ATTEMPTS:
+                await self._fail(item, conversation_id, f"the platform refused the reply ({type(exc).__name__})")
+            else:
+                await self._retry(item, type(exc).__name__)
+            return
+        now = utcnow()
+        async with self.db.write() as conn:
+            if not await outbox_rows.mark_sent(conn, item.id, self.owner, message_id, now):
+                return  # our lease expired and someone else took over: they found the reply
+            status = await draft_rows.status_of(conn, item.draft_id)
+            if status in (DraftStatus.APPROVED, DraftStatus.EDITED):
+                await draft_rows.transition(
+                    conn, item.draft_id, status, DraftStatus.SENT, now, sent_message_id=message_id
+                )
+            await conversation_rows.add_reply(conn, conversation_id, item.draft_id, item.text, message_id, now)
+            await records.add_audit(
+                conn,
+                [AuditLine(conversation_id, item.draft_id, "sent", "dispatcher", f"reply posted as {message_id}")],
+                now,
+            )
+        self.counters["replies_sent"] += 1
+        await self._refresh_card(item.draft_id)
+
+    async def _execute(self, conversation_id: str, action: StoredAction) -> ToolError | None:
+        """Carry out one approved refund, idempotently. Returns the error, if any."""
+        params = action.params
+        amount = action.amount_cents
+        try:
+            receipt = await self.orders.execute_refund(
+                str(params["order_id"]), amount, str(params.get("reason", "")), action.idempotency_key
+            )
+        except ToolError as exc:
+            error: ToolError | None = exc
+            result: dict[str, Any] = {"error": exc.message}
+            status = ActionStatus.APPROVED if exc.code == "unavailable" else ActionStatus.FAILED
+        else:
+            error = None
+            result = {
+                "refund_id": receipt.refund_id,
+                "amount_cents": receipt.amount_cents,
+                "replayed": receipt.replayed,
+            }
+            status = ActionStatus.EXECUTED
+        now = utcnow()
+        summary = (
+            f"refund {amount / 100:.2f} on {params['order_id']} executed as {result.get('refund_id')}"
+            if error is None
+            else f"refund on {params['order_id']} failed: {result['error']}"
+        )
+        async with self.db.write() as conn:
+            await records.update_action(
+                conn,
+                action.id,
+                status=status,
+                result=result,
+                executed_at=now if status is ActionStatus.EXECUTED else None,
+            )
+            await records.add_audit(
+                conn,
+                [
+                    AuditLine(
+                        conversation_id,
+                        action.draft_id,
+                        "action",
+                        "executor",
+                        summary,
+                        {"idempotency_key": action.idempotency_key, **result},
+                    )
+                ],
+                now,
+            )
+        if error is None:
+            self.counters["refunds_executed"] += 1
+        return error
+
+    async def _retry(self, item: ClaimedReply, error: str) -> None:
+        delay = min(300.0, 2.0**item.attempts)
+        async with self.db.write() as conn:
+            await outbox_rows.retry_later(conn, item.id, self.owner, error, utcnow() + timedelta(seconds=delay))
+
+    async def _fail(self, item: ClaimedReply, conversation_id: str, error: str) -> None:
+        now = utcnow()
+        async with self.db.write() as conn:
+            await outbox_rows.mark_failed(conn, item.id, error)
+            status = await draft_rows.status_of(conn, item.draft_id)
+            if status in (DraftStatus.APPROVED, DraftStatus.EDITED):
+                await draft_rows.transition(conn, item.draft_id, status, DraftStatus.SEND_FAILED, now)
+            await records.add_audit(
+                conn, [AuditLine(conversation_id, item.draft_id, "send_failed", "dispatcher", error)], now
+            )
+        self.counters["sends_failed"] += 1
+        await self._refresh_card(item.draft_id)

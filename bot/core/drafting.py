@@ -1,0 +1,433 @@
+"""Drafting: a bounded pool of workers turns queued drafts into cards.
+
+The backlog waits in SQL (drafts in ``drafting``); intake and the sweeper hand ids to the pool,
+a worker takes the draft's lease, builds the prompt from the conversation's memory, runs the
+tool loop, writes the result (draft, tool calls, proposals, usage, audit) in one transaction and
+publishes the card from what it holds, still under the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bot.agent import AgentLimits, DraftingAgent, DraftResult
+from bot.approval import check_refund, money
+from bot.cards import CardSource
+from bot.core.drafting_text import escalation_reasons, fit
+from bot.core.memory import Memory
+from bot.core.publisher import CardPublisher
+from bot.core.recovery import LeaseKeeper
+from bot.core.tasks import Supervisor
+from bot.domain.states import ActionStatus, DraftStatus
+from bot.errors import DraftingError, KimiError
+from bot.kimi import Usage
+from bot.policy import Policy, PolicyStore
+from bot.ports import CustomerChannel, ToolLookup
+from bot.prompt import build_messages
+from bot.settings import Settings
+from bot.store import Database, new_id, records, utcnow
+from bot.store import conversations as conversation_rows
+from bot.store import drafts as draft_rows
+from bot.store.conversations import ConversationState, StoredMessage
+from bot.store.drafts import ClaimedDraft
+from bot.store.records import AuditLine, StoredAction
+from bot.store.schema import UsageRecord
+from tools import RefundRules, ToolContext, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+ORDER_TOOLS = ("get_order_status", "check_refund_eligibility", "propose_refund")
+
+
+def _order_id(arguments: str) -> str:
+    match = re.search(r'"order_id"\s*:\s*"([^"]{1,64})"', arguments)
+    return match.group(1) if match else ""
+
+
+class Drafting:
+    """The pool of drafting workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        policy: PolicyStore,
+        agent: DraftingAgent,
+        memory: Memory,
+        tools: Callable[[Policy], ToolRegistry],
+        publisher: CardPublisher,
+        leases: LeaseKeeper,
+        supervisor: Supervisor,
+        channels: dict[str, CustomerChannel],
+        counters: Counter[str],
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.policy = policy
+        self.agent = agent
+        self.memory = memory
+        self.tools = tools
+        self.publisher = publisher
+        self.leases = leases
+        self.supervisor = supervisor
+        self.channels = channels
+        self.counters = counters
+        self.lease = leases.lease
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._working = 0
+
+    def submit(self, draft_id: str) -> None:
+        """Queue a draft (again): a no-op when it is already queued here."""
+        if draft_id not in self._queued:
+            self._queued.add(draft_id)
+            self._queue.put_nowait(draft_id)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queued)
+
+    def start(self, workers: int) -> None:
+        for number in range(workers):
+            self.supervisor.keep_running(f"drafting-worker-{number}", self._work)
+
+    def idle(self) -> bool:
+        return not self._queued and self._working == 0
+
+    async def _work(self) -> None:
+        while True:
+            draft_id = await self._queue.get()
+            self._working += 1
+            try:
+                await self.draft(draft_id)
+            except Exception:
+                self.counters["task_failures"] += 1
+                log.exception("drafting %s failed unexpectedly", draft_id)
+            finally:
+                self._working -= 1
+                self._queued.discard(draft_id)
+
+    async def draft(self, draft_id: str) -> None:
+        """Draft ``draft_id`` if nobody live is, and put its card in front of the agents."""
+        async with self.db.write() as conn:
+            claimed = await draft_rows.claim_drafting(conn, draft_id, self.leases.owner, utcnow(), self.lease)
+            if claimed is None:
+                return
+            conversation = await conversation_rows.load_conversation(conn, claimed.conversation_id)
+            turns = await conversation_rows.turns_since(
+                conn, conversation.id, conversation.summary_through, claimed.message_id
+            )
+            images = (
+                await conversation_rows.images_of(conn, claimed.message_id) if turns and turns[-1].attachments else []
+            )
+        with self.leases.hold(draft_id):
+            try:
+                await self._draft(claimed, conversation, turns, images)
+            except Exception as exc:
+                log.exception("drafting %s failed unexpectedly", draft_id)
+                failure = f"internal error while drafting ({type(exc).__name__})"
+                await self._finish_failed(claimed, conversation, turns, failure, "", [])
+
+    async def _draft(
+        self,
+        claimed: ClaimedDraft,
+        conversation: ConversationState,
+        turns: list[StoredMessage],
+        images: list[tuple[str, bytes]],
+    ) -> None:
+        policy = self.policy.current
+        model = policy.models.drafting or self.settings.kimi_model
+        spent: list[tuple[str, str, Usage]] = []
+        budget = await self._budget_exhausted(policy)
+        if budget:
+            await self._finish_failed(claimed, conversation, turns, budget, model, spent)
+            return
+        try:
+            summary, prompt_turns = await self.memory.prepare(conversation, turns, images, policy, spent)
+            messages = build_messages(
+                policy,
+                summary=summary,
+                facts=conversation.facts,
+                turns=prompt_turns,
+                today=utcnow().date(),
+                instruction=claimed.instruction,
+                vision=policy.models.vision,
+            )
+            result = await self.agent.draft(
+                messages,
+                model=model,
+                fallback_model=self.settings.kimi_fallback_model,
+                limits=AgentLimits(
+                    max_tool_steps=policy.limits.max_tool_steps,
+                    tool_timeout_seconds=policy.limits.tool_timeout_seconds,
+                    thinking=policy.models.thinking,
+                    max_output_tokens=policy.models.max_output_tokens,
+                ),
+                tools=self.tools(policy),
+                on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
+                context=ToolContext(
+                    conversation_id=conversation.id,
+                    refund_rules=RefundRules(
+                        window_days=policy.refunds.window_days,
+                        max_amount_cents=policy.refunds.max_amount,
+                        refundable_statuses=policy.refunds.refundable_statuses,
+                    ),
+                ),
+            )
+        except (KimiError, DraftingError) as exc:
+            self.counters["drafts_failed"] += 1
+            await self._finish_failed(claimed, conversation, turns, str(exc), model, spent)
+            return
+        await self._finish_ok(claimed, conversation, turns, result, policy, spent)
+
+    async def _budget_exhausted(self, policy: Policy) -> str:
+        if policy.limits.daily_budget_usd <= 0:
+            return ""
+        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        async with self.db.read() as conn:
+            spent = await conn.scalar(
+                select(func.coalesce(func.sum(UsageRecord.cost_microusd), 0)).where(UsageRecord.created_at >= start)
+            )
+        if int(spent or 0) >= policy.limits.daily_budget_usd * 1_000_000:
+            budget = policy.limits.daily_budget_usd
+            return f"the daily model budget ({budget:.2f} USD) is used up; please answer by hand"
+        return ""
+
+    @staticmethod
+    def _usage_rows(
+        conversation_id: str, draft_id: str, spent: list[tuple[str, str, Usage]], now: datetime
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "conversation_id": conversation_id,
+                "draft_id": draft_id,
+                "purpose": purpose,
+                "model": model,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "cost_microusd": usage.cost_microusd(model),
+                "created_at": now,
+            }
+            for purpose, model, usage in spent
+        ]
+
+    def _source(
+        self, claimed: ClaimedDraft, conversation: ConversationState, turns: list[StoredMessage], **values: Any
+    ) -> CardSource:
+        trigger = turns[-1] if turns and turns[-1].id == claimed.message_id else None
+        return CardSource(
+            draft_id=claimed.id,
+            revision=claimed.revision,
+            asked_by=conversation.customer_name or conversation.customer_id,
+            where=conversation.location or conversation.thread.key,
+            customer_text=trigger.text if trigger else "",
+            attachments=tuple(str(a.get("filename", "")) for a in (trigger.attachments if trigger else [])),
+            **values,
+        )
+
+    async def _finish_ok(
+        self,
+        claimed: ClaimedDraft,
+        conversation: ConversationState,
+        turns: list[StoredMessage],
+        result: DraftResult,
+        policy: Policy,
+        spent: list[tuple[str, str, Usage]],
+    ) -> None:
+        text = fit(result.text, policy.limits.max_reply_chars)
+        notice = f"The draft was cut to {policy.limits.max_reply_chars} characters." if text != result.text else ""
+        if result.forced_final:
+            notice = (notice + " " if notice else "") + f"Tool use stopped: {result.forced_final}."
+        trigger_text = turns[-1].text if turns else ""
+        escalation = escalation_reasons(policy, trigger_text, 0)
+        now = utcnow()
+        draft_id = claimed.id
+        audit = [
+            AuditLine(
+                conversation.id,
+                draft_id,
+                "tool_call",
+                "model",
+                f"{r.name}({r.arguments[:200]})" + (f" failed: {r.error}" if r.error else f": {r.summary}"),
+            )
+            for r in result.tool_calls
+        ]
+        facts = dict(conversation.facts)
+        order_ids = set(facts.get("order_ids", []))
+        order_ids.update(_order_id(r.arguments) for r in result.tool_calls if r.name in ORDER_TOOLS and not r.error)
+        order_ids.discard("")
+        if order_ids:
+            facts["order_ids"] = sorted(order_ids)
+        facts["customer"] = {"id": conversation.customer_id, "name": conversation.customer_name}
+        refunds_fact = list(facts.get("refunds", []))
+        actions: list[StoredAction] = []
+        for proposal in result.proposals:
+            amount = int(proposal.get("amount_cents", 0))
+            verdict = check_refund(proposal, amount, policy, now)
+            action_id = new_id()
+            actions.append(
+                StoredAction(
+                    id=action_id,
+                    draft_id=draft_id,
+                    kind=str(proposal.get("kind", "refund")),
+                    params=proposal,
+                    status=ActionStatus.PROPOSED if verdict.allowed else ActionStatus.REFUSED,
+                    allowed=verdict.allowed,
+                    verdict=verdict.describe(),
+                    approvals=[],
+                    idempotency_key=f"refund-{action_id}",
+                    result={},
+                )
+            )
+            refunds_fact.append(
+                {
+                    "order_id": proposal.get("order_id"),
+                    "amount": money(amount),
+                    "status": "proposed" if verdict.allowed else "refused by policy",
+                }
+            )
+            audit.append(
+                AuditLine(
+                    conversation.id,
+                    draft_id,
+                    "proposal",
+                    "model",
+                    f"refund {money(amount)} on {proposal.get('order_id')}: {verdict.describe()}",
+                )
+            )
+        if refunds_fact:
+            facts["refunds"] = refunds_fact[-10:]
+        audit.append(AuditLine(conversation.id, draft_id, "draft", "model", text[:200]))
+        async with self.db.write() as conn:
+            version = await draft_rows.finish(
+                conn,
+                draft_id,
+                self.leases.owner,
+                DraftStatus.AWAITING_REVIEW,
+                {
+                    "text": text,
+                    "model": result.model,
+                    "notice": notice,
+                    "escalation": escalation,
+                    "prompt_tokens": result.usage.prompt_tokens,
+                    "completion_tokens": result.usage.completion_tokens,
+                    "cached_tokens": result.usage.cached_tokens,
+                    "cost_microusd": result.usage.cost_microusd(result.model),
+                    "updated_at": now,
+                },
+            )
+            await records.add_usage(conn, self._usage_rows(conversation.id, draft_id, spent, now))
+            if version is None:
+                await draft_rows.release(conn, draft_id, self.leases.owner)
+                return  # superseded while drafting: a newer draft follows
+            await records.add_tool_calls(
+                conn,
+                [
+                    {
+                        "draft_id": draft_id,
+                        "name": r.name,
+                        "arguments": r.arguments,
+                        "result": r.result[:4000],
+                        "summary": r.summary,
+                        "error": r.error,
+                        "duration_ms": r.duration_ms,
+                        "created_at": now,
+                    }
+                    for r in result.tool_calls
+                ],
+            )
+            await records.add_actions(
+                conn,
+                [
+                    {
+                        "id": a.id,
+                        "draft_id": a.draft_id,
+                        "kind": a.kind,
+                        "params": a.params,
+                        "status": a.status,
+                        "allowed": a.allowed,
+                        "verdict": a.verdict,
+                        "approvals": [],
+                        "idempotency_key": a.idempotency_key,
+                        "result": {},
+                        "created_at": now,
+                    }
+                    for a in actions
+                ],
+            )
+            if facts != conversation.facts or conversation.failed_drafts:
+                await conversation_rows.save_facts(conn, conversation.id, facts, 0, now)
+            await records.add_audit(conn, audit, now)
+        self.counters["drafts_ready"] += 1
+        source = self._source(
+            claimed,
+            conversation,
+            turns,
+            status=DraftStatus.AWAITING_REVIEW,
+            text=text,
+            model=result.model,
+            notice=notice,
+            escalation=escalation,
+            lookups=tuple(ToolLookup(r.name, r.summary, ok=not r.error) for r in result.tool_calls),
+            actions=actions,
+        )
+        await self.publisher.publish(source, version)
+        channel = self.channels.get(conversation.thread.platform)
+        if channel is not None:
+            self.supervisor.spawn(
+                "show-pending", channel.show_pending(conversation.thread), thread=conversation.thread.key
+            )
+
+    async def _finish_failed(
+        self,
+        claimed: ClaimedDraft,
+        conversation: ConversationState,
+        turns: list[StoredMessage],
+        failure: str,
+        model: str,
+        spent: list[tuple[str, str, Usage]],
+    ) -> None:
+        policy = self.policy.current
+        failed = conversation.failed_drafts + 1
+        trigger_text = turns[-1].text if turns else ""
+        escalation = escalation_reasons(policy, trigger_text, failed)
+        now = utcnow()
+        async with self.db.write() as conn:
+            version = await draft_rows.finish(
+                conn,
+                claimed.id,
+                self.leases.owner,
+                DraftStatus.FAILED,
+                {"failure": failure[:1000], "model": model, "escalation": escalation, "updated_at": now},
+            )
+            await records.add_usage(conn, self._usage_rows(conversation.id, claimed.id, spent, now))
+            if version is None:
+                await draft_rows.release(conn, claimed.id, self.leases.owner)
+                return
+            await conversation_rows.save_facts(conn, conversation.id, conversation.facts, failed, now)
+            await records.add_audit(
+                conn, [AuditLine(conversation.id, claimed.id, "draft_failed", "model", failure[:300])], now
+            )
+        log.warning("draft %s failed: %s", claimed.id, failure)
+        source = self._source(
+            claimed,
+            conversation,
+            turns,
+            status=DraftStatus.FAILED,
+            failure=failure[:1000],
+            model=model,
+            escalation=escalation,
+        )
+        await self.publisher.publish(source, version)
+
+
+LEASE_DEFAULT = timedelta(seconds=10)

@@ -1,0 +1,71 @@
+"""Intake: the ack path. A customer message is stored, and its draft queued, in one short
+transaction; drafting happens elsewhere, so the ack never waits behind a model."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.events import InboundMessage, MessageKind, ThreadRef
+from bot.policy import PolicyStore
+from bot.store import Database, utcnow
+from bot.store import conversations as conversation_rows
+from bot.store import drafts as draft_rows
+from bot.store.records import AuditLine, add_audit
+
+log = logging.getLogger(__name__)
+
+MAX_CUSTOMER_TEXT = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What the ack stored: the new draft and the drafts it superseded."""
+
+    draft_id: str
+    superseded: tuple[str, ...]
+
+
+class Intake:
+    """Records customer messages exactly once."""
+
+    def __init__(self, db: Database, policy: PolicyStore, counters: Counter[str]) -> None:
+        self.db = db
+        self.policy = policy
+        self.counters = counters
+        self.on_received: Callable[[Received], None] = lambda _received: None
+
+    def watched(self, message: InboundMessage) -> bool:
+        watch = self.policy.current.channels.watch
+        return not watch or message.kind is MessageKind.DIRECT or message.thread.channel in watch
+
+    async def receive(self, message: InboundMessage) -> bool:
+        """Store the message and queue its draft. False when the event was seen before (a
+        redelivery) or comes from a channel the policy does not watch: nothing is done."""
+        if not self.watched(message):
+            self.counters["messages_ignored_unwatched"] += 1
+            return False
+        text = message.text[:MAX_CUSTOMER_TEXT]
+        now = utcnow()
+        async with self.db.write() as conn:
+            if not await conversation_rows.record_event(conn, message.event_id, now):
+                self.counters["events_duplicate"] += 1
+                return False
+            conversation_id = await conversation_rows.upsert_conversation(conn, message, now)
+            message_id = await conversation_rows.add_customer_message(conn, conversation_id, message, text, now)
+            superseded = await draft_rows.supersede_open(conn, conversation_id, "a newer customer message", now)
+            draft_id = await draft_rows.insert_draft(conn, conversation_id, message_id, now)
+            await add_audit(
+                conn,
+                [AuditLine(conversation_id, None, "message", message.author.id, f"customer wrote: {text[:200]}")],
+                now,
+            )
+        self.counters["events_received"] += 1
+        self.on_received(Received(draft_id, tuple(superseded)))
+        return True
+
+    async def has_conversation(self, thread: ThreadRef) -> bool:
+        async with self.db.read() as conn:
+            return await conversation_rows.has_conversation(conn, thread)

@@ -1,0 +1,88 @@
+"""Recovery while the bot runs: leases renewed by their owner, and a sweeper that hands work
+whose owner died (lease expired) to a live worker — on one SQLite file or across instances on
+PostgreSQL. After a kill -9 interrupted work is picked up as soon as its lease expires
+(``WORK_LEASE_SECONDS``, default 10 s), not at the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+
+from bot.store import Database, utcnow
+from bot.store import drafts as draft_rows
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """The drafts this worker is working on, their leases renewed together in one statement."""
+
+    def __init__(self, db: Database, owner: str, lease: timedelta) -> None:
+        self.db = db
+        self.owner = owner
+        self.lease = lease
+        self._held: set[str] = set()
+
+    @contextlib.contextmanager
+    def hold(self, draft_id: str) -> Iterator[None]:
+        self._held.add(draft_id)
+        try:
+            yield
+        finally:
+            self._held.discard(draft_id)
+
+    async def renew_forever(self) -> None:
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            held = sorted(self._held)
+            if held:
+                async with self.db.write() as conn:
+                    kept = await draft_rows.renew_leases(conn, held, self.owner, utcnow() + self.lease)
+                lost = set(held) - kept
+                if lost:
+                    log.warning("lost the lease of drafts %s (another worker took them over)", ", ".join(lost))
+
+
+class Sweeper:
+    """Finds work nobody live is doing and hands it to the room that does it."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        interval: float,
+        redraft: Callable[[str], None],
+        repost: Callable[[str], Awaitable[None]],
+        refresh: Callable[[str], Awaitable[None]],
+        deliver: Callable[[], None],
+    ) -> None:
+        self.db = db
+        self.interval = interval
+        self._redraft = redraft
+        self._repost = repost
+        self._refresh = refresh
+        self._deliver = deliver
+
+    async def sweep(self) -> None:
+        """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date."""
+        now = utcnow()
+        async with self.db.read() as conn:
+            drafting = await draft_rows.drafting_due(conn, now, 50)
+            missing = await draft_rows.cards_missing(conn, now, 20)
+            stale = await draft_rows.cards_stale(conn, now - timedelta(seconds=self.interval * 2), 20)
+        for draft_id in drafting:
+            self._redraft(draft_id)
+        for draft_id in missing:
+            await self._repost(draft_id)
+        for draft_id in stale:
+            await self._refresh(draft_id)
+        self._deliver()
+
+    async def run(self) -> None:
+        while True:
+            await self.sweep()
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,1 @@
+"""Platform-free domain rules: states and their allowed transitions."""

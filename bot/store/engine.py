@@ -1,0 +1,109 @@
+"""Engines and transactions: SQLAlchemy 2 (async), SQLite through aiosqlite by default,
+PostgreSQL through asyncpg when several instances run.
+
+On SQLite there is one writer connection, each transaction taken with ``BEGIN IMMEDIATE``
+(SQLite has one writer at a time; queueing writers in the pool instead of in SQLite's sleeping
+busy handler keeps latency flat), and a separate pool of readers in WAL mode that never wait for
+the writer. The hot path uses Core statements on connections, not ORM sessions: a card costs a
+handful of statements, each built once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
+
+
+def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
+    """An async engine. SQLite gets WAL, a busy timeout, foreign keys and the single writer;
+    ``read_only`` engines get a pool of deferred-transaction readers instead."""
+    if url.startswith("sqlite"):
+        pool = {"pool_size": 4, "max_overflow": 4} if read_only else {"pool_size": 1, "max_overflow": 0}
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_timeout=120, **pool)
+        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    """ORM sessions (``async with sessions.begin()``), for the CLI and tests; the hot path uses
+    :class:`Database`."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def reader_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for reads: on SQLite its own pool of readers; elsewhere the same engine."""
+    url = engine.url.render_as_string(hide_password=False)
+    return create_engine(url, read_only=True) if url.startswith("sqlite") else engine
+
+
+class Database:
+    """The writer and reader engines, and the two ways in: ``write()`` (one transaction) and
+    ``read()`` (a read-only snapshot)."""
+
+    def __init__(self, engine: AsyncEngine, reads: AsyncEngine | None = None) -> None:
+        self.engine = engine
+        self.reads = reads or reader_engine(engine)
+        self.dialect = engine.dialect.name
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.reads.connect() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        if self.reads is not self.engine:
+            await self.reads.dispose()
+        await self.engine.dispose()
+
+
+async def upgrade_database(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest migration (creates it on a fresh database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+
+    def _upgrade(sync_conn: Any) -> None:
+        config.attributes["connection"] = sync_conn
+        command.upgrade(config, "head")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)
+
+
+async def database_reachable(engine: AsyncEngine) -> bool:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True

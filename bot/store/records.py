@@ -1,0 +1,131 @@
+"""Append-only records: the audit trail, tool calls, the usage ledger, decisions and proposed
+actions. Each is written in the caller's transaction, many rows in one statement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.domain.states import ActionStatus
+from bot.store.schema import AuditEvent, Decision, ProposedAction, ToolCall, UsageRecord, table_of
+
+_audit = table_of(AuditEvent)
+_tool_calls = table_of(ToolCall)
+_usage = table_of(UsageRecord)
+_decisions = table_of(Decision)
+_actions = table_of(ProposedAction)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLine:
+    """One line of the audit trail."""
+
+    conversation_id: str
+    draft_id: str | None
+    kind: str
+    actor: str
+    summary: str
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAction:
+    """A proposed side effect as stored."""
+
+    id: str
+    draft_id: str
+    kind: str
+    params: dict[str, Any]
+    status: ActionStatus
+    allowed: bool
+    verdict: str
+    approvals: list[str]
+    idempotency_key: str
+    result: dict[str, Any]
+
+    @property
+    def amount_cents(self) -> int:
+        return int(self.params.get("approved_amount_cents", self.params.get("amount_cents", 0)))
+
+
+async def add_audit(conn: AsyncConnection, lines: Sequence[AuditLine], now: datetime) -> None:
+    if not lines:
+        return
+    await conn.execute(
+        _audit.insert(),
+        [
+            {
+                "conversation_id": line.conversation_id,
+                "draft_id": line.draft_id,
+                "kind": line.kind,
+                "actor": line.actor,
+                "summary": line.summary,
+                "detail": line.detail or {},
+                "created_at": now,
+            }
+            for line in lines
+        ],
+    )
+
+
+async def add_tool_calls(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(_tool_calls.insert(), list(rows))
+
+
+async def add_usage(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(_usage.insert(), list(rows))
+
+
+async def add_actions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(_actions.insert(), list(rows))
+
+
+async def add_decision(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(_decisions.insert(), values)
+
+
+def _action(row: Any) -> StoredAction:
+    return StoredAction(
+        id=row.id,
+        draft_id=row.draft_id,
+        kind=row.kind,
+        params=dict(row.params or {}),
+        status=ActionStatus(row.status),
+        allowed=bool(row.allowed),
+        verdict=row.verdict,
+        approvals=[str(a) for a in row.approvals or []],
+        idempotency_key=row.idempotency_key,
+        result=dict(row.result or {}),
+    )
+
+
+async def actions_of(conn: AsyncConnection, draft_id: str, *, status: ActionStatus | None = None) -> list[StoredAction]:
+    a = _actions.c
+    query = select(_actions).where(a.draft_id == draft_id)
+    if status is not None:
+        query = query.where(a.status == status)
+    rows = await conn.execute(query.order_by(a.created_at, a.id))
+    return [_action(r) for r in rows]
+
+
+async def update_action(conn: AsyncConnection, action_id: str, **values: Any) -> None:
+    await conn.execute(update(_actions).where(_actions.c.id == action_id).values(**values))
+
+
+async def set_actions_status(conn: AsyncConnection, draft_id: str, current: ActionStatus, target: ActionStatus) -> None:
+    a = _actions.c
+    await conn.execute(update(_actions).where(a.draft_id == draft_id, a.status == current).values(status=target))
+
+
+async def tool_calls_of(conn: AsyncConnection, draft_id: str) -> list[Any]:
+    t = _tool_calls.c
+    rows = await conn.execute(select(t.name, t.summary, t.error).where(t.draft_id == draft_id).order_by(t.id))
+    return list(rows)
