@@ -124,7 +124,7 @@ class Supportbot:
             routes = list(platform.routes())
             self._platform_routes.update(getattr(r, "path", "") for r in routes)
             app.add_routes(routes)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.host, settings.port)
         await site.start()
@@ -175,21 +175,22 @@ class Supportbot:
                         await reconnect()
 
     async def stop(self) -> None:
+        """Stop taking traffic first (platforms, then the HTTP server, letting in-flight acks
+        finish), then the background rooms, then the clients and the database."""
         self.ready = False
-        if self.core is not None:
-            await self.core.close()
         for platform in self.platforms:
             try:
                 await platform.stop()
             except Exception:
                 log.exception("stopping %s failed", platform.name)
+        if self._runner is not None:
+            await self._runner.cleanup()
         if self.core is not None:
+            await self.core.close()
             await self.core.kimi.aclose()
             close = getattr(self.core.orders, "aclose", None)
             if close is not None:
                 await close()
-        if self._runner is not None:
-            await self._runner.cleanup()
         if hasattr(self, "db"):
             await self.db.dispose()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +15,29 @@ from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, running_bot
 from tools.orders import metadata
+
+
+@pytest.fixture(autouse=True)
+async def no_unobserved_task_failures() -> AsyncIterator[None]:
+    """Fail any test that leaves a background task whose exception nobody retrieved: every
+    failure must reach the supervisor (logged, counted), never vanish."""
+    loop = asyncio.get_running_loop()
+    unobserved: list[str] = []
+    previous = loop.get_exception_handler()
+
+    def handler(running: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if "never retrieved" in str(context.get("message", "")):
+            unobserved.append(f"{context.get('message')}: {context.get('exception')!r} in {context.get('future')}")
+        elif previous is not None:
+            previous(running, context)
+        else:
+            running.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    yield
+    gc.collect()
+    loop.set_exception_handler(previous)
+    assert not unobserved, "background work failed unobserved:\n" + "\n".join(unobserved)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -136,7 +136,7 @@ class Copilot:
         self.drafting.start(self.settings.drafting_concurrency)
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
-        self.supervisor.keep_running("dispatcher", self.dispatcher.run)
+        self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
 
     async def close(self) -> None:
         await self.supervisor.close()

@@ -63,6 +63,7 @@ class Dispatcher:
         self._refresh_card = refresh_card
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self.passes = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -94,6 +95,7 @@ class Dispatcher:
             return 0
         async with self.db.write() as conn:
             claimed = await outbox_rows.claim_due(conn, self.owner, utcnow(), self.lease, free)
+        self.passes += 1
         for item in claimed:
             task = asyncio.create_task(self._deliver_observed(item), name=f"deliver-{item.draft_id}")
             self._in_flight[item.id] = task

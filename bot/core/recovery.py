@@ -66,6 +66,7 @@ class Sweeper:
         self._repost = repost
         self._refresh = refresh
         self._deliver = deliver
+        self.passes = 0
 
     async def sweep(self) -> None:
         """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date."""
@@ -81,6 +82,7 @@ class Sweeper:
         for draft_id in stale:
             await self._refresh(draft_id)
         self._deliver()
+        self.passes += 1
 
     async def run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ handful of statements, each built once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -84,8 +85,17 @@ class Database:
         await self.engine.dispose()
 
 
+_MIGRATING = asyncio.Lock()
+
+
 async def upgrade_database(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration (creates it on a fresh database)."""
+    """Bring the schema to the newest migration (creates it on a fresh database). Alembic keeps
+    process-wide state while it runs, so upgrades in one process take turns."""
+    async with _MIGRATING:
+        await _upgrade(engine)
+
+
+async def _upgrade(engine: AsyncEngine) -> None:
     from alembic import command
     from alembic.config import Config
 

@@ -392,6 +392,7 @@ class FakeSlack:
         self.add_channel("C999", "support-drafts")
         self._messages: dict[str, list[JSON]] = {}
         self._faults: list[_Fault] = []
+        self._stalls: list[tuple[str, float, Callable[[JSON], bool] | None]] = []
         self._view_counter = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -511,6 +512,18 @@ class FakeSlack:
         if error is None:
             error = "ratelimited" if status == 429 else "fatal_error"
         self._faults.append(_Fault(method, status, error, retry_after if status == 429 else None, times))
+
+    def stall_next(self, method: str, seconds: float, where: Callable[[JSON], bool] | None = None) -> None:
+        """The next call of ``method`` (whose params match ``where``) is carried out at once but
+        answered only after ``seconds``: what a client sees when it dies mid-request."""
+        self._stalls.append((method, seconds, where))
+
+    def _take_stall(self, method: str, params: JSON) -> float:
+        for stall in self._stalls:
+            if stall[0] == method and (stall[2] is None or stall[2](params)):
+                self._stalls.remove(stall)
+                return stall[1]
+        return 0.0
 
     def messages_in(self, channel: str, thread_ts: str | None = None) -> list[JSON]:
         """Stored messages in ts order: the whole channel, or one thread (parent first)."""
@@ -697,6 +710,9 @@ class FakeSlack:
                     except ValueError:
                         raise _SlackError("invalid_blocks_format" if key == "blocks" else "invalid_arguments") from None
             payload: JSON = {"ok": True, **handler(params)}
+            stall = self._take_stall(method, params)
+            if stall:
+                await asyncio.sleep(stall)  # done, but the answer is late (or never comes)
         except _SlackError as exc:
             status = exc.status
             payload = {"ok": False, "error": exc.error}

@@ -1,0 +1,137 @@
+"""``supportbot run`` as a real subprocess, configured only by environment variables, for the
+tests that drive it from outside as a support team's traffic would (and kill it with -9)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_payloads import SlackSender
+from tests.harness import KIMI_KEY, REVIEW_CHANNEL, SIGNING_SECRET, SLACK_TOKEN, sample_orders
+
+BIN = Path(sys.executable).parent
+SUPPORTBOT = str(BIN / "supportbot")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def seed_orders(database_url: str, path: Path, rows: list[dict[str, Any]] | None = None) -> None:
+    """The shop's orders, loaded in-process."""
+    from bot.store import create_engine, upgrade_database
+    from tools import import_orders
+
+    path.write_text("\n".join(json.dumps(row) for row in rows or sample_orders()) + "\n")
+    engine = create_engine(database_url)
+    try:
+        await upgrade_database(engine)
+        await import_orders(engine, path)
+    finally:
+        await engine.dispose()
+
+
+async def poll(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class BotProcess:
+    """One ``supportbot run`` process at a time in ``home``, against the given fakes."""
+
+    def __init__(self, home: Path, kimi_url: str, slack: FakeSlack, **variables: str) -> None:
+        self.home = home
+        self.port = free_port()
+        self.database_url = f"sqlite+aiosqlite:///{home / 'supportbot.db'}"
+        self.env = {
+            "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
+            "HOME": str(home),
+            "SUPPORTBOT_SECRETS_DIR": str(home / "no-secrets-here"),
+            "MOONSHOT_API_KEY": KIMI_KEY,
+            "KIMI_BASE_URL": kimi_url,
+            "KIMI_TIMEOUT_SECONDS": "30",
+            "DATABASE_URL": self.database_url,
+            "POLICY_FILE": str(home / "policy.toml"),
+            "SLACK_BOT_TOKEN": SLACK_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.base_url,
+            "SLACK_REVIEW_CHANNEL": REVIEW_CHANNEL,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "WORK_LEASE_SECONDS": "6",
+            **variables,
+        }
+        self.slack = slack
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.sender = SlackSender(f"{self.base}/slack/events", SIGNING_SECRET, mirror_to=slack)
+        self.process: asyncio.subprocess.Process | None = None
+        self.runs = 0
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.home / f"run{self.runs}.stderr"
+
+    async def start(self, *, wait_ready: bool = True) -> None:
+        self.runs += 1
+        with (self.home / f"run{self.runs}.stdout").open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = await asyncio.create_subprocess_exec(
+                SUPPORTBOT, "run", cwd=self.home, env=self.env, stdout=out, stderr=err
+            )
+        if wait_ready:
+            await self.wait_ready()
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=1) as client:
+            while True:
+                assert self.process is not None
+                if self.process.returncode is not None:
+                    raise AssertionError(f"supportbot run exited early:\n{self.stderr_path.read_text()}")
+                try:
+                    if (await client.get(f"{self.base}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, f"/readyz never answered 200:\n{self.stderr_path.read_text()}"
+                await asyncio.sleep(0.05)
+
+    async def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout=10)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+    def cards(self) -> list[Any]:
+        return [
+            c
+            for c in self.slack.calls_to("chat.postMessage")
+            if c.params.get("channel") == REVIEW_CHANNEL and c.params.get("blocks")
+        ]

@@ -1,0 +1,166 @@
+"""Kill -9 at the worst moments: the real ``supportbot run`` is killed while the model call is
+in flight, while a card post is in flight, right after a click's ack, and after a refund but
+before its reply; restarted at once, it finishes the work within 20 s, and nothing is lost or
+done twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.store import create_engine
+from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_payloads import app_mention, block_actions
+from tests.harness import CUSTOMER_CHANNEL, KIMI_KEY, REVIEW_CHANNEL, SLACK_TOKEN, draft_id_of
+from tests.processes import BotProcess, poll, seed_orders
+from tools.orders import order_refunds_table
+
+RECOVERY_SECONDS = 20.0
+
+
+@pytest.fixture
+async def kimi() -> AsyncIterator[FakeKimi]:
+    async with FakeKimi(api_key=KIMI_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(bot_token=SLACK_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def bot(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[BotProcess]:
+    (tmp_path / "policy.toml").write_text('[refunds]\nmax_amount = "500.00"\nmanager_threshold = "400.00"\n')
+    process = BotProcess(tmp_path, kimi.base_url, slack)
+    await seed_orders(process.database_url, tmp_path / "orders.jsonl")
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop()
+
+
+def replies_in(slack: FakeSlack, thread_ts: str) -> list[object]:
+    return [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.params.get("channel") == CUSTOMER_CHANNEL and c.params.get("thread_ts") == thread_ts
+    ]
+
+
+async def ask(bot: BotProcess, text: str) -> str:
+    envelope = app_mention(f"<@UBOT> {text}")
+    assert (await bot.sender.event(envelope)).status_code == 200
+    return str(envelope["event"]["ts"])
+
+
+async def approve(bot: BotProcess, draft_id: str) -> None:
+    click = block_actions("approve_draft", draft_id, user="U333", channel=REVIEW_CHANNEL)
+    assert (await bot.sender.action(click)).status_code == 200
+
+
+async def restart(bot: BotProcess) -> float:
+    await bot.kill9()
+    started = time.monotonic()
+    await bot.start()
+    return started
+
+
+async def test_killed_while_the_model_is_thinking_the_draft_is_written_after_the_restart(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    kimi.script(Hang(60))
+    await ask(bot, "where is my order #W2611340?")
+    await poll(lambda: kimi.requests, "the model call")
+    started = await restart(bot)
+
+    [card] = await poll(bot.cards, "the card after the restart", timeout=RECOVERY_SECONDS)
+    assert time.monotonic() - started < RECOVERY_SECONDS
+    assert "approve_draft" in str(card.params["blocks"])
+    await approve(bot, draft_id_of(card))
+    await poll(
+        lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == CUSTOMER_CHANNEL],
+        "the reply",
+    )
+    assert len(bot.cards()) == 1, "one card for one draft"
+
+
+async def test_killed_while_the_card_is_on_its_way_the_card_is_adopted_not_doubled(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == REVIEW_CHANNEL)
+    await ask(bot, "where is my order #W2611340?")
+    [card] = await poll(bot.cards, "the card reaching Slack")
+    started = await restart(bot)
+
+    # The restarted bot finds the card by its key and takes it over (updates it), never posts a second.
+    draft_id = draft_id_of(card)
+    await approve(bot, draft_id)
+    await poll(
+        lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == CUSTOMER_CHANNEL],
+        "the reply",
+        timeout=RECOVERY_SECONDS,
+    )
+    assert time.monotonic() - started < RECOVERY_SECONDS
+    await poll(
+        lambda: [c for c in slack.calls_to("chat.update") if draft_id[:8] in str(c.params.get("blocks"))],
+        "the card updated after the approval",
+    )
+    assert len(bot.cards()) == 1
+
+
+async def test_killed_right_after_a_clicks_ack_the_reply_is_posted_once(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    thread_ts = await ask(bot, "where is my order #W2611340?")
+    [card] = await poll(bot.cards, "the card")
+    await approve(bot, draft_id_of(card))  # acknowledged: Slack will never send it again
+    started = await restart(bot)
+
+    await poll(lambda: replies_in(slack, thread_ts), "the reply", timeout=RECOVERY_SECONDS)
+    assert time.monotonic() - started < RECOVERY_SECONDS
+    await asyncio.sleep(0)  # the restarted bot must not post it again: wait for the card to settle
+    await poll(
+        lambda: [c for c in slack.calls_to("chat.update") if "sent to the customer" in str(c.params)],
+        "the card saying it was sent",
+        timeout=RECOVERY_SECONDS,
+    )
+    assert len(replies_in(slack, thread_ts)) == 1
+
+
+async def test_killed_after_the_refund_before_the_reply_the_refund_runs_once_and_the_reply_arrives(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    kimi.script(
+        CallTools([("propose_refund", {"order_id": "40021", "amount": "20.00", "reason": "arrived scratched"})]),
+        Reply("I'm sorry about the scratch; we are refunding 20.00 USD."),
+    )
+    thread_ts = await ask(bot, "my chair 40021 arrived scratched, can I get 20 back?")
+    [card] = await poll(bot.cards, "the card")
+    slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == CUSTOMER_CHANNEL)
+    await approve(bot, draft_id_of(card))
+    await poll(lambda: replies_in(slack, thread_ts), "the reply reaching Slack")
+    started = await restart(bot)
+
+    await poll(
+        lambda: [c for c in slack.calls_to("chat.update") if "sent to the customer" in str(c.params)],
+        "the card saying it was sent",
+        timeout=RECOVERY_SECONDS,
+    )
+    assert time.monotonic() - started < RECOVERY_SECONDS
+    assert len(replies_in(slack, thread_ts)) == 1, "found by its metadata, not posted again"
+    engine = create_engine(bot.database_url)
+    try:
+        async with engine.connect() as conn:
+            refunds = await conn.scalar(select(func.count()).select_from(order_refunds_table))
+    finally:
+        await engine.dispose()
+    assert refunds == 1
