@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,14 @@ class Database:
         await self.engine.dispose()
 
 
-_MIGRATING = asyncio.Lock()
+_MIGRATING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 async def upgrade_database(engine: AsyncEngine) -> None:
     """Bring the schema to the newest migration (creates it on a fresh database). Alembic keeps
     process-wide state while it runs, so upgrades in one process take turns."""
-    async with _MIGRATING:
+    lock = _MIGRATING.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
         await _upgrade(engine)
 
 
