@@ -1,35 +1,48 @@
 """Approval rules, decided in code whatever the model says: who may approve, and whether a
-proposed refund is within the policy's limits."""
+draft's proposed refunds are within the policy's limits.
+
+The refund rule itself is :mod:`tools.refunds` (the tools report the same facts from it). This
+module feeds it what only the core knows (what other drafts approved, what the customer got
+today, who the conversation is verified as) and is called at the three moments money could
+move: when a draft finishes, when an agent approves, and right before the executor refunds.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.events import Actor
 from bot.policy import Policy
+from bot.store import Conversation, ProposedAction
+from tools import ToolError
+from tools.order_tools import order_facts
+from tools.orders import OrderBackend
+from tools.refunds import DraftVerdict, OrderFacts, RefundLimits, RefundRequest, check_refunds
 
 
 @dataclass(frozen=True, slots=True)
 class RefundVerdict:
-    """The policy's verdict on a refund amount."""
+    """The policy's verdict on one refund of a draft (the draft-level thresholds included)."""
 
     allowed: bool
     reason: str
     needs_manager: bool = False
     needs_two_approvers: bool = False
+    description: str = ""
 
     def describe(self) -> str:
+        if self.description:
+            return self.description
         if not self.allowed:
             return f"refused by policy: {self.reason}"
-        extra = []
-        if self.needs_two_approvers:
-            extra.append("needs two different approvers")
-        if self.needs_manager:
-            extra.append("needs a manager")
-        return "within policy" + (f" ({', '.join(extra)})" if extra else "")
+        return "within policy"
 
 
 def money(cents: int, currency: str = "") -> str:
@@ -47,37 +60,112 @@ def parse_amount(text: str) -> int | None:
     return int(value * 100)
 
 
-def check_refund(params: dict[str, Any], amount_cents: int, policy: Policy, now: datetime) -> RefundVerdict:
-    """Check a refund of ``amount_cents`` on the order facts in ``params`` against the policy."""
-    rules = policy.refunds
-    currency = str(params.get("currency", ""))
-    if amount_cents <= 0:
-        return RefundVerdict(False, "the amount must be positive")
-    status = str(params.get("order_status", ""))
-    if status not in rules.refundable_statuses:
-        return RefundVerdict(False, f"order status {status or 'unknown'!r} is not refundable")
-    delivered = params.get("delivered_at")
-    if delivered and rules.window_days >= 0:
-        delivered_at = datetime.fromisoformat(str(delivered))
-        age = (now - delivered_at).days
-        if age > rules.window_days:
-            return RefundVerdict(False, f"delivered {age} days ago, outside the {rules.window_days}-day window")
-    refundable = int(params.get("refundable_cents", 0))
-    if amount_cents > refundable:
-        return RefundVerdict(
-            False, f"{money(amount_cents, currency)} is above the refundable {money(refundable, currency)}"
-        )
-    if amount_cents > rules.max_amount:
-        return RefundVerdict(
-            False,
-            f"{money(amount_cents, currency)} is above the policy maximum {money(rules.max_amount, currency)}",
-        )
-    return RefundVerdict(
-        True,
-        "within policy",
-        needs_manager=amount_cents > rules.manager_threshold,
-        needs_two_approvers=amount_cents > rules.two_approvers_threshold,
+def limits_of(policy: Policy) -> RefundLimits:
+    """The policy's refund section as THE rule's numbers."""
+    r = policy.refunds
+    return RefundLimits(
+        window_days=r.window_days,
+        max_amount_cents=r.max_amount,
+        manager_threshold_cents=r.manager_threshold,
+        two_approvers_threshold_cents=r.two_approvers_threshold,
+        max_per_customer_per_day_cents=r.max_per_customer_per_day,
+        refundable_statuses=r.refundable_statuses,
     )
+
+
+def facts_from_params(params: dict[str, Any]) -> OrderFacts:
+    """The order facts a proposal recorded when it was made (used when the shop is unreachable)."""
+    delivered = params.get("delivered_at")
+    total = int(params.get("total_cents", params.get("refundable_cents", 0)))
+    prices = params.get("item_prices") or {}
+    return OrderFacts(
+        order_id=str(params.get("order_id", "")),
+        customer_id=params.get("customer_id"),
+        status=str(params.get("order_status", "")),
+        currency=str(params.get("currency", "")),
+        total_cents=total,
+        refunded_cents=max(total - int(params.get("refundable_cents", 0)), 0),
+        delivered_at=datetime.fromisoformat(str(delivered)) if delivered else None,
+        items={str(sku): (int(v[0]), int(v[1])) for sku, v in prices.items()},
+    )
+
+
+def amount_of(params: dict[str, Any]) -> int:
+    """The amount a refund action stands for: what an agent approved, else what was proposed."""
+    return int(params.get("approved_amount_cents") or params.get("amount_cents", 0))
+
+
+async def check_draft_refunds(
+    session: AsyncSession,
+    backend: OrderBackend,
+    policy: Policy,
+    *,
+    checked_ids: Sequence[str] = (),
+    verified_customer_id: str,
+    refunds: Sequence[tuple[dict[str, Any], int]],
+    now: datetime,
+) -> DraftVerdict:
+    """THE refund rule over one draft's refunds (``(params, amount)`` each, in order), with the
+    order facts fetched fresh, what other refunds (not ``checked_ids``, the rows being checked)
+    were approved and not yet executed, and what the customer was refunded or approved today."""
+    orders: dict[str, OrderFacts] = {}
+    for params, _amount in refunds:
+        order_id = str(params.get("order_id", ""))
+        if order_id in orders:
+            continue
+        try:
+            order = await backend.get_order(order_id)
+        except ToolError:
+            orders[order_id] = facts_from_params(params)
+            continue
+        if order is not None:
+            orders[order_id] = order_facts(order)
+    pending: dict[str, int] = {}
+    today = 0
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    others = await session.scalars(
+        select(ProposedAction).where(
+            ProposedAction.id.not_in(list(checked_ids)),
+            ProposedAction.kind == "refund",
+            ProposedAction.status.in_(("approved", "executed")),
+        )
+    )
+    for action in others:
+        amount = amount_of(action.params)
+        if action.status == "approved":
+            order_id = str(action.params.get("order_id", ""))
+            pending[order_id] = pending.get(order_id, 0) + amount
+        same_customer = verified_customer_id and action.params.get("customer_id") == verified_customer_id
+        executed_today = action.executed_at is not None and action.executed_at >= start
+        if same_customer and (action.status == "approved" or executed_today):
+            today += amount
+    requests = [
+        RefundRequest(str(p.get("order_id", "")), amount, tuple(str(i) for i in p.get("items") or ()))
+        for p, amount in refunds
+    ]
+    return check_refunds(
+        requests,
+        orders,
+        limits_of(policy),
+        now,
+        verified_customer_id=verified_customer_id or None,
+        pending_cents=pending,
+        customer_today_cents=today,
+    )
+
+
+def verdicts_of(batch: DraftVerdict) -> list[RefundVerdict]:
+    """One verdict per refund, each carrying the draft-level thresholds."""
+    return [
+        RefundVerdict(
+            allowed=v.allowed,
+            reason=v.reason,
+            needs_manager=v.allowed and (batch.needs_manager or v.needs_manager),
+            needs_two_approvers=v.allowed and batch.needs_two_approvers,
+            description=batch.describe(i),
+        )
+        for i, v in enumerate(batch.verdicts)
+    ]
 
 
 def _listed(actor: Actor, ids: tuple[str, ...]) -> bool:
@@ -94,3 +182,34 @@ def may_approve(actor: Actor, policy: Policy) -> bool:
 
 def is_manager(actor: Actor, policy: Policy) -> bool:
     return _listed(actor, policy.approvers.managers)
+
+
+async def refusal_at_execution(
+    session: AsyncSession,
+    backend: OrderBackend,
+    policy: Policy,
+    conversation: Conversation,
+    actions: Sequence[ProposedAction],
+    now: datetime,
+) -> str:
+    """THE refund rule once more, right before the executor moves money. Returns why the
+    approved refunds may not run ("" when they may); refused actions are marked so."""
+    batch = await check_draft_refunds(
+        session,
+        backend,
+        policy,
+        checked_ids=[a.id for a in actions],
+        verified_customer_id=conversation.verified_customer_id,
+        refunds=[(a.params, amount_of(a.params)) for a in actions],
+        now=now,
+    )
+    reasons = []
+    for action, verdict in zip(actions, batch.verdicts, strict=True):
+        if not verdict.allowed:
+            reasons.append(verdict.reason)
+            await session.execute(
+                update(ProposedAction)
+                .where(ProposedAction.id == action.id, ProposedAction.status == "approved")
+                .values(status="failed", result={"error": f"refused at execution: {verdict.reason}"})
+            )
+    return "; ".join(reasons)

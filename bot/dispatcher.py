@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select, update
 
+from bot.approval import refusal_at_execution
 from bot.store import Conversation, Draft, Message, OutboxItem, ProposedAction, audit, utcnow
 from tools import ToolError
 
@@ -114,6 +115,14 @@ class OutboxDispatcher:
             await self._retry(item_id, f"{thread.platform} is not connected")
             return
         key = f"draft-{draft.id}"
+        if actions:  # guards (issue 8): THE refund rule once more, right before money moves
+            async with self.core.sessions.begin() as session:
+                refusal = await refusal_at_execution(
+                    session, self.core.orders, self.core.policy.current, conversation, actions, utcnow()
+                )
+            if refusal:
+                await self._fail(item_id, draft.id, f"refund refused at execution: {refusal}")
+                return
         for action in actions:
             error = await self._execute(action)
             if error is not None:

@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bot import identity, verification  # guards (issue 8)
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
-from bot.approval import check_refund, is_manager, may_approve, money, parse_amount
+from bot.approval import amount_of, check_draft_refunds, is_manager, may_approve, money, parse_amount, verdicts_of
 from bot.db_util import insert_ignore
 from bot.errors import DraftingError, KimiError, PolicyError
 from bot.events import DecisionAction, InboundMessage, MessageKind, ReviewDecision, ThreadRef
@@ -55,7 +56,7 @@ from bot.store import (
     sessionmaker,
     utcnow,
 )
-from tools import RefundRules, ToolContext, ToolRegistry
+from tools import ToolContext, ToolRegistry
 from tools.orders import OrderBackend
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class Copilot:
                 self.metrics["events_duplicate"] += 1
                 return False
             conversation = await self._conversation_for(session, message)
+            await identity.note_author(session, conversation, message.author)  # guards: profile e-mail
             row = Message(
                 conversation_id=conversation.id,
                 role="customer",
@@ -358,10 +360,10 @@ class Copilot:
             if len(refunds) != 1:
                 return DecisionOutcome(False, "There is no single refund proposal whose amount could be edited.")
         pending_second: list[ProposedAction] = []
-        for action in refunds:
+        amounts = [edited_amount if edited_amount is not None else amount_of(a.params) for a in refunds]
+        verdicts = await self._recheck_refunds(session, draft, refunds, amounts, policy)  # guards: re-check
+        for action, amount, verdict in zip(refunds, amounts, verdicts, strict=True):
             earlier = action.params.get("approved_amount_cents")
-            amount = edited_amount if edited_amount is not None else int(earlier or action.params["amount_cents"])
-            verdict = check_refund(action.params, amount, policy, utcnow())
             if not verdict.allowed:
                 message = f"Refused: the refund {verdict.reason}. Nothing was sent."
                 return DecisionOutcome(False, message)
@@ -505,6 +507,7 @@ class Copilot:
             await self._finish_failed(draft_id, budget, model)
             return
         spent: list[tuple[str, str, Usage]] = []  # (purpose, model, usage) of every model call
+        ctx = identity.tool_context(conversation, policy, await identity.resolve(self.engine, conversation, policy))
         try:
             summary, facts, turns, summary_usage = await self._memory(conversation, policy, draft.message_id)
             if summary_usage is not None:
@@ -530,14 +533,7 @@ class Copilot:
                 ),
                 tools=self.tools_for(policy),
                 on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
-                context=ToolContext(
-                    conversation_id=conversation.id,
-                    refund_rules=RefundRules(
-                        window_days=policy.refunds.window_days,
-                        max_amount_cents=policy.refunds.max_amount,
-                        refundable_statuses=policy.refunds.refundable_statuses,
-                    ),
-                ),
+                context=ctx,
             )
         except (KimiError, DraftingError) as exc:
             self.metrics["drafts_failed"] += 1
@@ -545,7 +541,7 @@ class Copilot:
             await self._finish_failed(draft_id, str(exc), model)
             return
         await self._record_usage(conversation.id, draft_id, spent)
-        await self._finish_ok(draft_id, conversation, trigger, result, policy)
+        await self._finish_ok(draft_id, conversation, trigger, result, policy, ctx)
 
     async def _memory(
         self, conversation: Conversation, policy: Policy, upto_message_id: int
@@ -642,15 +638,34 @@ class Copilot:
         return "; ".join(reasons)
 
     async def _finish_ok(
-        self, draft_id: str, conversation: Conversation, trigger: Message, result: DraftResult, policy: Policy
+        self,
+        draft_id: str,
+        conversation: Conversation,
+        trigger: Message,
+        result: DraftResult,
+        policy: Policy,
+        ctx: ToolContext,
     ) -> None:
         text = _fit(result.text, policy.limits.max_reply_chars)
         notice = f"The draft was cut to {policy.limits.max_reply_chars} characters." if text != result.text else ""
         if result.forced_final:
             notice = (notice + " " if notice else "") + f"Tool use stopped: {result.forced_final}."
-        escalation = self._escalation(policy, trigger.text, 0)
+        escalation = "; ".join(filter(None, [self._escalation(policy, trigger.text, 0), identity.escalation(ctx)]))
         now = utcnow()
         async with self.sessions.begin() as session:
+            # guards (issue 8): identity saved, the draft's refunds checked together, the draft verified
+            await identity.save(session, conversation.id, ctx, policy)
+            batch = await check_draft_refunds(
+                session,
+                self.orders,
+                policy,
+                verified_customer_id=ctx.verified_customer_id or "",
+                refunds=[(p, int(p.get("amount_cents", 0))) for p in result.proposals],
+                now=now,
+            )
+            flags = identity.identity_flags(ctx) + list(
+                verification.verify_draft(text, await verification.evidence(session, conversation.id, result, ctx))
+            )
             changed = await session.execute(
                 update(Draft)
                 .where(Draft.id == draft_id, Draft.status == "drafting")
@@ -665,6 +680,7 @@ class Copilot:
                     cached_tokens=result.usage.cached_tokens,
                     cost_microusd=result.usage.cost_microusd(result.model),
                     updated_at=now,
+                    guard_flags=flags,
                 )
             )
             if getattr(changed, "rowcount", 0) != 1:
@@ -701,9 +717,8 @@ class Copilot:
                 facts["order_ids"] = sorted(order_ids)
             facts["customer"] = {"id": conversation.customer_id, "name": conversation.customer_name}
             refunds_fact = list(facts.get("refunds", []))
-            for proposal in result.proposals:
+            for proposal, verdict in zip(result.proposals, verdicts_of(batch), strict=True):
                 amount = int(proposal.get("amount_cents", 0))
-                verdict = check_refund(proposal, amount, policy, now)
                 action_id = new_id()
                 session.add(
                     ProposedAction(
@@ -825,6 +840,8 @@ class Copilot:
             decided_by=draft.decided_by,
             decided_at=draft.decided_at,
             sent_text=(outbox.text if outbox is not None and outbox.status == "sent" else ""),
+            identity=identity.card_line(conversation),  # guards
+            flags=tuple(str(f) for f in draft.guard_flags or ()),  # guards
         )
         return card, draft
 
@@ -933,6 +950,27 @@ class Copilot:
                 log.exception("could not post the policy notice to %s", desk.name)
 
     # -- helpers --------------------------------------------------------------------------
+
+    async def _recheck_refunds(
+        self,
+        session: AsyncSession,
+        draft: Draft,
+        actions: list[ProposedAction],
+        amounts: list[int],
+        policy: Policy,
+    ) -> list[Any]:
+        """Guards (issue 8): THE refund rule over a draft's refunds, at approval and execution."""
+        conversation = await session.get(Conversation, draft.conversation_id)
+        batch = await check_draft_refunds(
+            session,
+            self.orders,
+            policy,
+            checked_ids=[a.id for a in actions],
+            verified_customer_id=conversation.verified_customer_id if conversation is not None else "",
+            refunds=[(a.params, amount) for a, amount in zip(actions, amounts, strict=True)],
+            now=utcnow(),
+        )
+        return verdicts_of(batch)
 
     @staticmethod
     async def _refunds(session: AsyncSession, draft_id: str) -> list[ProposedAction]:

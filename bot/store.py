@@ -93,6 +93,11 @@ class Conversation(Base):
     failed_drafts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Identity (bot/identity.py): the shop customer this conversation is verified as, and how.
+    verified_customer_id: Mapped[str] = mapped_column(String(200), default="")
+    verified_via: Mapped[str] = mapped_column(String(120), default="")
+    verify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    asker_email: Mapped[str] = mapped_column(String(320), default="")
 
     @property
     def thread_ref(self) -> ThreadRef:
@@ -155,6 +160,7 @@ class Draft(Base):
     sent_message_id: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    guard_flags: Mapped[list[Any]] = mapped_column(default=list)  # bot/verification.py, shown on the card
 
 
 class ProposedAction(Base):

@@ -1,0 +1,142 @@
+"""Who the customer is, established in code (never by what the model or the customer's text says).
+
+A conversation is verified as one shop customer once one of these holds, as the policy's
+``[identity]`` section allows:
+
+* the chat account writing is linked to the customer (``customer_accounts`` in the orders
+  import, or ``supportbot customers link``);
+* the platform profile e-mail (Slack ``users.info``, filled in by the adapter as
+  ``Author.email``) equals an order's ``customer_email`` (checked by the order tools);
+* the customer states the order's e-mail, or name and postal code, and ``verify_customer``
+  compares it, at most ``max_attempts`` times.
+
+The verified customer id is stored on the conversation and shown on the review card. The
+functions here build the tools' :class:`~tools.ToolContext`, save what the tools established,
+and say on the card what the agent must know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from bot.events import Author
+from bot.policy import Policy
+from bot.store import Conversation, utcnow
+from tools import RefundRules, ToolContext
+from tools.orders import linked_customer
+
+__all__ = [
+    "Identity",
+    "account_of",
+    "card_line",
+    "escalation",
+    "identity_flags",
+    "note_author",
+    "resolve",
+    "save",
+    "tool_context",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the conversation is verified as (``customer_id`` empty: nobody) and how."""
+
+    asker: str
+    customer_id: str = ""
+    via: str = ""
+    attempts: int = 0
+
+
+def account_of(platform: str, author_id: str) -> str:
+    """The account name used for links: ``slack:U0123``, ``discord:4567``."""
+    return f"{platform}:{author_id}"
+
+
+async def note_author(session: AsyncSession, conversation: Conversation, author: Author) -> None:
+    """Remember the platform profile e-mail of the customer writing (used only when the policy
+    lets it count). Another person writing in the thread never inherits it."""
+    if author.id == conversation.customer_id and author.email and author.email != conversation.asker_email:
+        await session.execute(
+            update(Conversation).where(Conversation.id == conversation.id).values(asker_email=author.email[:320])
+        )
+
+
+async def resolve(engine: AsyncEngine, conversation: Conversation, policy: Policy) -> Identity:
+    """The conversation's identity before drafting: what was verified earlier, else a linked account."""
+    asker = account_of(conversation.platform, conversation.customer_id)
+    if conversation.verified_customer_id:
+        return Identity(
+            asker, conversation.verified_customer_id, conversation.verified_via, conversation.verify_attempts
+        )
+    if policy.identity.linked_accounts:
+        customer = await linked_customer(engine, asker)
+        if customer:
+            return Identity(asker, customer, "linked account", conversation.verify_attempts)
+    return Identity(asker, attempts=conversation.verify_attempts)
+
+
+def tool_context(conversation: Conversation, policy: Policy, identity: Identity) -> ToolContext:
+    """The tools' context for one draft: the refund rules, who asks, who is verified."""
+    r, rules = policy.refunds, policy.identity
+    return ToolContext(
+        conversation_id=conversation.id,
+        refund_rules=RefundRules(
+            window_days=r.window_days,
+            max_amount_cents=r.max_amount,
+            manager_threshold_cents=r.manager_threshold,
+            two_approvers_threshold_cents=r.two_approvers_threshold,
+            max_per_customer_per_day_cents=r.max_per_customer_per_day,
+            refundable_statuses=r.refundable_statuses,
+        ),
+        asker=identity.asker,
+        asker_email=conversation.asker_email if rules.profile_email else "",
+        verified_customer_id=identity.customer_id or None,
+        verified_via=identity.via,
+        unverified_may_see_status=rules.unverified_may_see == "status",
+        verify_attempts=identity.attempts,
+        max_verify_attempts=rules.max_attempts,
+        verification_in_conversation=rules.in_conversation,
+    )
+
+
+async def save(session: AsyncSession, conversation_id: str, ctx: ToolContext, policy: Policy) -> None:
+    """Store what the tools established (a verification, failed attempts) on the conversation."""
+    values: dict[str, object] = {"updated_at": utcnow()}
+    if ctx.verified_customer_id:
+        values |= {"verified_customer_id": ctx.verified_customer_id, "verified_via": ctx.verified_via[:120]}
+    if policy.identity.in_conversation:
+        values["verify_attempts"] = ctx.verify_attempts
+    await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(**values))
+
+
+def card_line(conversation: Conversation) -> str:
+    """What the card says about who is asking."""
+    asker = account_of(conversation.platform, conversation.customer_id)
+    if conversation.verified_customer_id:
+        return f"Verified customer {conversation.verified_customer_id} ({conversation.verified_via or 'verified'})"
+    tail = f", {conversation.verify_attempts} failed verification attempt(s)" if conversation.verify_attempts else ""
+    return f"Unverified asker ({asker}){tail}"
+
+
+def escalation(ctx: ToolContext) -> str:
+    """Why the on-call group is needed for identity reasons ("" when it is not)."""
+    if ctx.verification_in_conversation and ctx.verification_locked and not ctx.verified_customer_id:
+        return f"identity verification failed {ctx.verify_attempts} times"
+    return ""
+
+
+def identity_flags(ctx: ToolContext) -> list[str]:
+    """Warnings for the card from what the tools saw: someone else's orders, a locked verification."""
+    flags = []
+    for order_id in sorted(ctx.foreign_orders):
+        whose = "someone other than the verified customer" if ctx.verified_customer_id else "a customer not verified"
+        flags.append(
+            f"Order {order_id} belongs to {whose}: its personal data was withheld and no refund on it is possible."
+        )
+    if ctx.verification_in_conversation and ctx.verification_locked and not ctx.verified_customer_id:
+        flags.append(f"Verification failed {ctx.verify_attempts} times: nothing was revealed; a human must take over.")
+    return flags
