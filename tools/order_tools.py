@@ -372,12 +372,12 @@ class VerifyCustomerArgs(BaseModel):
     model_config = ARGS_CONFIG
 
     order_id: _OrderId
-    email: str | None = Field(
-        default=None, max_length=320, description="The e-mail address the customer says the order was placed with"
+    email: str = Field(
+        default="", max_length=320, description="The e-mail address the customer says the order was placed with"
     )
-    name: str | None = Field(default=None, max_length=200, description="The customer's full name, as they state it")
-    postal_code: str | None = Field(
-        default=None, max_length=32, description="The postal code of the order's address, as the customer states it"
+    name: str = Field(default="", max_length=200, description="The customer's full name, as they state it")
+    postal_code: str = Field(
+        default="", max_length=32, description="The postal code of the order's address, as the customer states it"
     )
 
 
@@ -408,8 +408,8 @@ class VerifyCustomer(Tool):
 
     async def run(self, args: BaseModel, ctx: ToolContext) -> ToolResult:
         a = _expect(args, VerifyCustomerArgs)
-        email = (a.email or "").strip()
-        name, postal = (a.name or "").strip(), (a.postal_code or "").strip()
+        email = a.email.strip()
+        name, postal = a.name.strip(), a.postal_code.strip()
         if not email and not (name and postal):
             raise ToolError("invalid", "Give the order's e-mail address, or the customer's name and postal code")
         if not ctx.verification_in_conversation:
