@@ -507,7 +507,7 @@ class Copilot:
             await self._finish_failed(draft_id, budget, model)
             return
         spent: list[tuple[str, str, Usage]] = []  # (purpose, model, usage) of every model call
-        ctx = identity.tool_context(conversation, policy, await identity.resolve(self.engine, conversation, policy))
+        ctx = identity.tool_context(conversation, policy, await identity.resolve(self.read_engine, conversation, policy))
         try:
             summary, facts, turns, summary_usage = await self._memory(conversation, policy, draft.message_id)
             if summary_usage is not None:
