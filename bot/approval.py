@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.events import Actor
+from bot.identity import refund_owner
 from bot.policy import Policy
 from bot.store import Conversation, ProposedAction
 from tools import ToolError
@@ -199,7 +200,7 @@ async def refusal_at_execution(
         backend,
         policy,
         checked_ids=[a.id for a in actions],
-        verified_customer_id=conversation.verified_customer_id,
+        verified_customer_id=refund_owner(conversation, [a.params for a in actions]),
         refunds=[(a.params, amount_of(a.params)) for a in actions],
         now=now,
     )

@@ -18,6 +18,7 @@ and say on the card what the agent must know.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -35,6 +36,7 @@ __all__ = [
     "escalation",
     "identity_flags",
     "note_author",
+    "refund_owner",
     "resolve",
     "save",
     "tool_context",
@@ -65,18 +67,34 @@ async def note_author(session: AsyncSession, conversation: Conversation, author:
         )
 
 
-async def resolve(engine: AsyncEngine, conversation: Conversation, policy: Policy) -> Identity:
-    """The conversation's identity before drafting: what was verified earlier, else a linked account."""
-    asker = account_of(conversation.platform, conversation.customer_id)
-    if conversation.verified_customer_id:
-        return Identity(
-            asker, conversation.verified_customer_id, conversation.verified_via, conversation.verify_attempts
-        )
+async def resolve(engine: AsyncEngine, conversation: Conversation, policy: Policy, author_id: str = "") -> Identity:
+    """The identity of the person whose message is being answered, before drafting: what was
+    verified earlier in this conversation, else a linked account. Someone else writing in the
+    customer's thread never inherits the customer's verification."""
+    author = author_id or conversation.customer_id
+    asker = account_of(conversation.platform, author)
+    own = author == conversation.customer_id
+    if own and conversation.verified_customer_id:
+        verified = conversation.verified_customer_id
+        return Identity(asker, verified, conversation.verified_via, conversation.verify_attempts)
+    attempts = conversation.verify_attempts if own else 0
     if policy.identity.linked_accounts:
         customer = await linked_customer(engine, asker)
         if customer:
-            return Identity(asker, customer, "linked account", conversation.verify_attempts)
-    return Identity(asker, attempts=conversation.verify_attempts)
+            return Identity(asker, customer, "linked account", attempts)
+    return Identity(asker, attempts=attempts)
+
+
+def refund_owner(conversation: Conversation, proposals: list[dict[str, Any]]) -> str:
+    """Who a draft's refunds may go to, at approval and execution: the conversation's verified
+    customer, or, when someone else in the thread asked, what was verified for them in code
+    when the refund was proposed."""
+    own = account_of(conversation.platform, conversation.customer_id)
+    askers = {str(p.get("asked_by") or own) for p in proposals}
+    if askers <= {own}:
+        return conversation.verified_customer_id
+    recorded = {str(p.get("asker_verified_as") or "") for p in proposals}
+    return recorded.pop() if len(recorded) == 1 and len(askers) == 1 else ""
 
 
 def tool_context(conversation: Conversation, policy: Policy, identity: Identity) -> ToolContext:
@@ -103,8 +121,12 @@ def tool_context(conversation: Conversation, policy: Policy, identity: Identity)
     )
 
 
-async def save(session: AsyncSession, conversation_id: str, ctx: ToolContext, policy: Policy) -> None:
-    """Store what the tools established (a verification, failed attempts) on the conversation."""
+async def save(session: AsyncSession, conversation: Conversation, ctx: ToolContext, policy: Policy) -> None:
+    """Store what the tools established (a verification, failed attempts) on the conversation,
+    when the person answered is the conversation's customer."""
+    if ctx.asker != account_of(conversation.platform, conversation.customer_id):
+        return
+    conversation_id = conversation.id
     values: dict[str, object] = {"updated_at": utcnow()}
     if ctx.verified_customer_id:
         values |= {"verified_customer_id": ctx.verified_customer_id, "verified_via": ctx.verified_via[:120]}
@@ -113,9 +135,12 @@ async def save(session: AsyncSession, conversation_id: str, ctx: ToolContext, po
     await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(**values))
 
 
-def card_line(conversation: Conversation) -> str:
-    """What the card says about who is asking."""
+def card_line(conversation: Conversation, author_id: str = "") -> str:
+    """What the card says about who is asking (``author_id``: who wrote the message answered)."""
     asker = account_of(conversation.platform, conversation.customer_id)
+    if author_id and author_id != conversation.customer_id:
+        other = account_of(conversation.platform, author_id)
+        return f"Asked by {other}, not the customer who opened this conversation ({asker}): verified only by a link"
     if conversation.verified_customer_id:
         return f"Verified customer {conversation.verified_customer_id} ({conversation.verified_via or 'verified'})"
     tail = f", {conversation.verify_attempts} failed verification attempt(s)" if conversation.verify_attempts else ""

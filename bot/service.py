@@ -507,7 +507,9 @@ class Copilot:
             await self._finish_failed(draft_id, budget, model)
             return
         spent: list[tuple[str, str, Usage]] = []  # (purpose, model, usage) of every model call
-        ctx = identity.tool_context(conversation, policy, await identity.resolve(self.read_engine, conversation, policy))
+        ctx = identity.tool_context(
+            conversation, policy, await identity.resolve(self.read_engine, conversation, policy, trigger.author_id)
+        )
         try:
             summary, facts, turns, summary_usage = await self._memory(conversation, policy, draft.message_id)
             if summary_usage is not None:
@@ -654,7 +656,7 @@ class Copilot:
         now = utcnow()
         async with self.sessions.begin() as session:
             # guards (issue 8): identity saved, the draft's refunds checked together, the draft verified
-            await identity.save(session, conversation.id, ctx, policy)
+            await identity.save(session, conversation, ctx, policy)
             batch = await check_draft_refunds(
                 session,
                 self.orders,
@@ -840,7 +842,7 @@ class Copilot:
             decided_by=draft.decided_by,
             decided_at=draft.decided_at,
             sent_text=(outbox.text if outbox is not None and outbox.status == "sent" else ""),
-            identity=identity.card_line(conversation),  # guards
+            identity=identity.card_line(conversation, trigger.author_id),  # guards
             flags=tuple(str(f) for f in draft.guard_flags or ()),  # guards
         )
         return card, draft
@@ -966,7 +968,9 @@ class Copilot:
             self.orders,
             policy,
             checked_ids=[a.id for a in actions],
-            verified_customer_id=conversation.verified_customer_id if conversation is not None else "",
+            verified_customer_id=identity.refund_owner(conversation, [a.params for a in actions])
+            if conversation
+            else "",
             refunds=[(a.params, amount) for a, amount in zip(actions, amounts, strict=True)],
             now=utcnow(),
         )

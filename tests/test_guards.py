@@ -272,6 +272,27 @@ async def test_a_wrong_email_three_times_escalates_and_reveals_nothing(shop: Har
     assert (conversation.verified_customer_id, conversation.verify_attempts) == ("", 3)
 
 
+async def test_someone_else_in_the_customers_thread_does_not_inherit_the_verification(shop: Harness) -> None:
+    envelope = await shop.mention("where is my order #W2611340?", user=KIM)
+    [first] = await shop.wait_cards(1)
+    assert "Verified customer C-1 (linked account)" in card_text(first)
+
+    shop.kimi.script(
+        CallTools([("get_order_status", {"order_id": "#W2611340"}), refund("#W2611340", "30.00")]),
+        Reply("I've asked the team to review a refund."),
+    )
+    await shop.reply_in_thread("refund 30 on #W2611340 to me", envelope["event"]["ts"], user=STRANGER)
+    cards = await shop.wait_cards(2)
+    text = card_text(cards[1])
+    assert "Asked by slack:U999, not the customer who opened this conversation (slack:U222)" in text
+    assert "refused by policy: the customer is not verified as the order's owner" in text
+    second_draft = json.dumps([m for m in shop.kimi.completions[-1]["messages"] if m.get("role") == "tool"])
+    assert "verification" in second_draft and "Oak desk" not in second_draft
+    await approve_and_settle(shop, cards[1])
+    assert await refunds_on(shop, "#W2611340") == []
+    assert (await conversation_of(shop, KIM)).verified_customer_id == "C-1"
+
+
 # --------------------------------------------------------------------------------------------
 # What money may move
 

@@ -342,6 +342,9 @@ class ProposeRefund(Tool):
             "amount_cents": amount_cents,
             "reason": a.reason,
             "items": items,
+            # Who asked, and who code had verified them as (THE refund rule checks the owner).
+            "asked_by": ctx.asker,
+            "asker_verified_as": ctx.verified_customer_id or "",
         }
         data: dict[str, Any] = {
             "status": "proposed",
