@@ -9,14 +9,14 @@ move: when a draft finishes, when an agent approves, and right before the execut
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.events import Actor
 from bot.identity import refund_owner
@@ -96,21 +96,12 @@ def amount_of(params: dict[str, Any]) -> int:
     return int(params.get("approved_amount_cents") or params.get("amount_cents", 0))
 
 
-async def check_draft_refunds(
-    session: AsyncSession,
-    backend: OrderBackend,
-    policy: Policy,
-    *,
-    checked_ids: Sequence[str] = (),
-    verified_customer_id: str,
-    refunds: Sequence[tuple[dict[str, Any], int]],
-    now: datetime,
-) -> DraftVerdict:
-    """THE refund rule over one draft's refunds (``(params, amount)`` each, in order), with the
-    order facts fetched fresh, what other refunds (not ``checked_ids``, the rows being checked)
-    were approved and not yet executed, and what the customer was refunded or approved today."""
+async def current_facts(backend: OrderBackend, proposals: Sequence[dict[str, Any]]) -> dict[str, OrderFacts]:
+    """The orders a draft's refunds name, fetched fresh from the shop; when the shop cannot be
+    reached, the facts recorded with the proposal (the backend still refuses an over-refund).
+    An order that no longer exists is left out (its refunds are refused)."""
     orders: dict[str, OrderFacts] = {}
-    for params, _amount in refunds:
+    for params in proposals:
         order_id = str(params.get("order_id", ""))
         if order_id in orders:
             continue
@@ -121,6 +112,22 @@ async def check_draft_refunds(
             continue
         if order is not None:
             orders[order_id] = order_facts(order)
+    return orders
+
+
+async def check_draft_refunds(
+    session: AsyncSession,
+    orders: Mapping[str, OrderFacts],
+    policy: Policy,
+    *,
+    checked_ids: Sequence[str] = (),
+    verified_customer_id: str,
+    refunds: Sequence[tuple[dict[str, Any], int]],
+    now: datetime,
+) -> DraftVerdict:
+    """THE refund rule over one draft's refunds (``(params, amount)`` each, in order), with the
+    orders' facts, what other refunds (not ``checked_ids``, the rows being checked) were
+    approved and not yet executed, and what the customer was refunded or approved today."""
     pending: dict[str, int] = {}
     today = 0
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -186,7 +193,7 @@ def is_manager(actor: Actor, policy: Policy) -> bool:
 
 
 async def refusal_at_execution(
-    session: AsyncSession,
+    sessions: async_sessionmaker[Any],
     backend: OrderBackend,
     policy: Policy,
     conversation: Conversation,
@@ -195,9 +202,22 @@ async def refusal_at_execution(
 ) -> str:
     """THE refund rule once more, right before the executor moves money. Returns why the
     approved refunds may not run ("" when they may); refused actions are marked so."""
+    orders = await current_facts(backend, [a.params for a in actions])  # before any write lock
+    async with sessions.begin() as session:
+        return await _refuse_at_execution(session, orders, policy, conversation, actions, now)
+
+
+async def _refuse_at_execution(
+    session: AsyncSession,
+    orders: Mapping[str, OrderFacts],
+    policy: Policy,
+    conversation: Conversation,
+    actions: Sequence[ProposedAction],
+    now: datetime,
+) -> str:
     batch = await check_draft_refunds(
         session,
-        backend,
+        orders,
         policy,
         checked_ids=[a.id for a in actions],
         verified_customer_id=refund_owner(conversation, [a.params for a in actions]),

@@ -116,10 +116,9 @@ class OutboxDispatcher:
             return
         key = f"draft-{draft.id}"
         if actions:  # guards (issue 8): THE refund rule once more, right before money moves
-            async with self.core.sessions.begin() as session:
-                refusal = await refusal_at_execution(
-                    session, self.core.orders, self.core.policy.current, conversation, actions, utcnow()
-                )
+            refusal = await refusal_at_execution(
+                self.core.sessions, self.core.orders, self.core.policy.current, conversation, actions, utcnow()
+            )
             if refusal:
                 await self._fail(item_id, draft.id, f"refund refused at execution: {refusal}")
                 return

@@ -21,7 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot import identity, verification  # guards (issue 8)
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
-from bot.approval import amount_of, check_draft_refunds, is_manager, may_approve, money, parse_amount, verdicts_of
+from bot.approval import (
+    amount_of,
+    check_draft_refunds,
+    current_facts,
+    facts_from_params,
+    is_manager,
+    may_approve,
+    money,
+    parse_amount,
+    verdicts_of,
+)
 from bot.db_util import insert_ignore
 from bot.errors import DraftingError, KimiError, PolicyError
 from bot.events import DecisionAction, InboundMessage, MessageKind, ReviewDecision, ThreadRef
@@ -659,7 +669,7 @@ class Copilot:
             await identity.save(session, conversation, ctx, policy)
             batch = await check_draft_refunds(
                 session,
-                self.orders,
+                {str(p.get("order_id")): facts_from_params(p) for p in result.proposals},  # fetched just now
                 policy,
                 verified_customer_id=ctx.verified_customer_id or "",
                 refunds=[(p, int(p.get("amount_cents", 0))) for p in result.proposals],
@@ -965,7 +975,7 @@ class Copilot:
         conversation = await session.get(Conversation, draft.conversation_id)
         batch = await check_draft_refunds(
             session,
-            self.orders,
+            await current_facts(self.orders, [a.params for a in actions]),
             policy,
             checked_ids=[a.id for a in actions],
             verified_customer_id=identity.refund_owner(conversation, [a.params for a in actions])

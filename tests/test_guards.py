@@ -413,9 +413,9 @@ async def test_what_changed_after_approval_is_refused_at_execution(shop: Harness
         action = await session.scalar(select(ProposedAction))
         assert action is not None
         action.status = "approved"
-        reason = await refusal_at_execution(
-            session, core.orders, core.policy.current, conversation, [action], datetime.now(UTC)
-        )
+    reason = await refusal_at_execution(
+        core.sessions, core.orders, core.policy.current, conversation, [action], datetime.now(UTC)
+    )
     assert (
         reason == "80.00 USD is above the 20.00 USD left on order 40021 after what was refunded, approved or proposed"
     )
