@@ -663,6 +663,29 @@ class Copilot:
         if result.forced_final:
             notice = (notice + " " if notice else "") + f"Tool use stopped: {result.forced_final}."
         escalation = "; ".join(filter(None, [self._escalation(policy, trigger.text, 0), identity.escalation(ctx)]))
+        # guards (issue 8): the verification pass; a flagged first draft is regenerated once
+        async with self.reads() as session:
+            checked = verification.verify_draft(
+                text, await verification.evidence(session, conversation.id, result, ctx)
+            )
+        retry = await verification.retry_once(
+            self.sessions, draft_id, checked, result, lambda s: identity.save(s, conversation, ctx, policy)
+        )
+        if retry is not None:
+            self.spawn(self.produce_draft(retry))
+            return
+        async with self.reads() as session:
+            notice = " ".join(
+                filter(
+                    None,
+                    [
+                        notice,
+                        verification.regenerated_notice(
+                            await session.scalar(select(Draft.instruction).where(Draft.id == draft_id))
+                        ),
+                    ],
+                )
+            )
         now = utcnow()
         async with self.sessions.begin() as session:
             # guards (issue 8): identity saved, the draft's refunds checked together, the draft verified
@@ -675,9 +698,7 @@ class Copilot:
                 refunds=[(p, int(p.get("amount_cents", 0))) for p in result.proposals],
                 now=now,
             )
-            flags = identity.identity_flags(ctx) + list(
-                verification.verify_draft(text, await verification.evidence(session, conversation.id, result, ctx))
-            )
+            flags = identity.identity_flags(ctx) + list(checked)
             changed = await session.execute(
                 update(Draft)
                 .where(Draft.id == draft_id, Draft.status == "drafting")

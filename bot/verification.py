@@ -1,7 +1,8 @@
 """The verification pass over a draft before its card (the guide's "verification steps for
 high-stakes tasks"): a pure function (:func:`verify_draft`) from the draft and what this
 conversation established (:func:`evidence` gathers it) to flags for the reviewing agent.
-Nothing is rewritten: what fails is shown on the card.
+Nothing is rewritten: what fails is shown on the card, and a flagged first draft is
+regenerated once with the reason (:func:`retry_once`).
 
 Checks:
 
@@ -19,19 +20,19 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.agent import DraftResult
-from bot.store import Draft, ProposedAction, ToolCall
+from bot.store import Draft, ProposedAction, ToolCall, audit, utcnow
 from tools import ToolContext
 from tools.money import format_amount
 
-__all__ = ["Evidence", "evidence", "verify_draft"]
+__all__ = ["Evidence", "evidence", "regenerated_notice", "retry_once", "verify_draft"]
 
 _AMOUNT = re.compile(r"(?<![\w.,])(?:[$€£]\s?)?(\d{1,3}(?:,\d{3})+|\d+)[.,](\d{2})(?![\d])")
 _IDENTIFIER = re.compile(r"(?<![\w-])#?[A-Za-z0-9][A-Za-z0-9-]{4,}(?![\w-])")
@@ -134,3 +135,71 @@ async def evidence(session: AsyncSession, conversation_id: str, result: DraftRes
         executed_refunds_cents=[int(a.result.get("amount_cents", 0)) for a in actions if a.status == "executed"],
         withheld=ctx.withheld,
     )
+
+
+RETRY_PREFIX = "The verification pass flagged the previous draft: "
+
+
+def retry_instruction(flags: Sequence[str]) -> str:
+    """The instruction a draft is regenerated with once when the verification pass flagged it."""
+    return (
+        RETRY_PREFIX
+        + " ".join(flags)
+        + " Write the reply again: state only amounts, order ids and tracking numbers the tools returned, "
+        "and never say money moved unless a refund was executed."
+    )[:500]
+
+
+def regenerated_notice(instruction: str | None) -> str:
+    """The card's notice for a draft that is the one retry after a flagged draft ("" otherwise)."""
+    if not (instruction or "").startswith(RETRY_PREFIX):
+        return ""
+    return "Regenerated once after the verification pass flagged the first draft."
+
+
+async def retry_once(
+    sessions: async_sessionmaker[Any],
+    draft_id: str,
+    flags: Sequence[str],
+    result: DraftResult,
+    save_identity: Callable[[AsyncSession], Awaitable[None]],
+) -> str | None:
+    """When the verification pass flagged a first draft, supersede it and start one new draft
+    with the reason as its instruction; returns the new draft's id (None: show this draft).
+
+    Not retried: a draft already regenerated or carrying an agent's instruction, and a draft
+    whose run checked a customer's identity (a retry must not spend verification attempts)."""
+    if not flags or any(c.name == "verify_customer" for c in result.tool_calls):
+        return None
+    async with sessions.begin() as session:
+        draft = await session.get(Draft, draft_id)
+        if draft is None or draft.status != "drafting" or draft.revision != 1 or draft.instruction:
+            return None
+        await save_identity(session)
+        draft.status = "superseded"
+        draft.text = result.text
+        draft.notice = "Regenerated once: " + " ".join(flags)[:900]
+        draft.updated_at = utcnow()
+        for record in result.tool_calls:  # kept for the audit trail; its proposals are dropped with it
+            session.add(
+                ToolCall(
+                    draft_id=draft_id,
+                    name=record.name,
+                    arguments=record.arguments,
+                    result=record.result[:4000],
+                    summary=record.summary,
+                    error=record.error,
+                    duration_ms=record.duration_ms,
+                )
+            )
+        fresh = Draft(
+            conversation_id=draft.conversation_id,
+            message_id=draft.message_id,
+            status="drafting",
+            revision=2,
+            instruction=retry_instruction(flags),
+        )
+        session.add(fresh)
+        await session.flush()
+        audit(session, draft.conversation_id, draft_id, "regenerate", "verification", " ".join(flags)[:300])
+        return str(fresh.id)

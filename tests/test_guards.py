@@ -428,25 +428,50 @@ async def test_what_changed_after_approval_is_refused_at_execution(shop: Harness
 # The draft's words
 
 
-async def test_a_draft_claiming_a_refund_that_did_not_happen_is_flagged(shop: Harness) -> None:
-    shop.kimi.script(
-        CallTools([("get_order_status", {"order_id": "#W2611340"})]),
-        Reply("Good news: your refund of 45.00 has been processed, tracking 1Z999AA10123456784."),
-    )
+CLAIM = "Good news: your refund of 45.00 has been processed, tracking 1Z999AA10123456784."
+
+
+async def test_a_draft_claiming_a_refund_that_did_not_happen_is_regenerated_once_then_flagged(shop: Harness) -> None:
+    look_up = CallTools([("get_order_status", {"order_id": "#W2611340"})])
+    shop.kimi.script(look_up, Reply(CLAIM), look_up, Reply(CLAIM))  # the model makes the claim twice
     await shop.mention("where is my refund for #W2611340?", user=KIM)
     [card] = await shop.wait_cards(1)
     text = card_text(card)
+
+    retry_prompt = json.dumps(shop.kimi.completions[2]["messages"])
+    assert "The verification pass flagged the previous draft" in retry_prompt
+    assert "Regenerated once after the verification pass flagged the first draft." in text
+    assert "rev 2" in text
     assert "Check before approving" in text
     assert "The draft quotes the amount 45.00, which no tool result or proposal gave." in text
     assert "but the refund was never made" in text
-    async with shop.bot.core.reads() as session:  # type: ignore[union-attr]
-        flags = await session.scalar(select(Draft.guard_flags))
+    async with shop.bot.engine.connect() as conn:
+        flags = await conn.scalar(select(Draft.guard_flags).where(Draft.revision == 2))
     assert len(flags) == 2 and "1Z999AA10123456784" not in json.dumps(flags), "a looked-up number is not flagged"
-    assert "Good news: your refund of 45.00 has been processed" in text, "nothing is silently rewritten"
+    assert CLAIM in text, "nothing is silently rewritten"
+    assert len(shop.cards()) == 1, "the flagged first draft never reached the desk"
+
+
+async def test_a_regenerated_draft_that_passes_the_checks_shows_no_flags(shop: Harness) -> None:
+    look_up = CallTools([("get_order_status", {"order_id": "#W2611340"})])
+    shop.kimi.script(look_up, Reply(CLAIM), look_up, Reply("Your order #W2611340 was delivered."))
+    await shop.mention("where is my refund for #W2611340?", user=KIM)
+    [card] = await shop.wait_cards(1)
+    text = card_text(card)
+    assert "Your order #W2611340 was delivered." in text
+    assert "Check before approving" not in text
+    assert "Regenerated once after the verification pass" in text
 
 
 async def test_a_draft_promising_a_proposed_refund_as_done_is_flagged(shop: Harness) -> None:
-    shop.kimi.script(CallTools([refund("#W2611340", "20.00")]), Reply("We have refunded you 20.00 USD."))
+    promise = Reply("We have refunded you 20.00 USD.")
+    shop.kimi.script(
+        CallTools([refund("#W2611340", "20.00")]), promise, CallTools([refund("#W2611340", "20.00")]), promise
+    )
     await shop.mention("refund 20 on #W2611340", user=KIM)
     [card] = await shop.wait_cards(1)
-    assert "but the refund was only proposed, not executed" in card_text(card)
+    text = card_text(card)
+    assert "but the refund was only proposed, not executed" in text
+    async with shop.bot.engine.connect() as conn:
+        recorded = (await conn.execute(select(ProposedAction.id))).all()
+    assert len(recorded) == 1, "the flagged first draft's proposal was dropped with it"

@@ -233,6 +233,8 @@ async def test_a_proposed_refund_moves_no_money(engine: AsyncEngine, backend: Sq
         "customer_id": None,
         "total_cents": 10000,
         "item_prices": {"LAMP": [1, 7000], "BULB": [3, 1000]},
+        "asked_by": "",
+        "asker_verified_as": "",
     }
     assert result.data["status"] == "proposed"
     assert "PROPOSED" in result.data["note"]
