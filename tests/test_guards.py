@@ -475,3 +475,22 @@ async def test_a_draft_promising_a_proposed_refund_as_done_is_flagged(shop: Harn
     async with shop.bot.engine.connect() as conn:
         recorded = (await conn.execute(select(ProposedAction.id))).all()
     assert len(recorded) == 1, "the flagged first draft's proposal was dropped with it"
+
+
+def test_the_discord_card_says_who_is_verified_and_what_was_flagged() -> None:
+    from adapters.discord.review import render_card
+    from bot.ports import CardState, ReviewCard
+
+    card = ReviewCard(
+        draft_id="d" * 32,
+        state=CardState.AWAITING_REVIEW,
+        asked_by="kim",
+        where="Discord · #help",
+        customer_text="refund please",
+        draft_text="Your refund was processed.",
+        identity="Unverified asker (discord:4567)",
+        flags=("The draft says money moved, but the refund was never made.",),
+    )
+    fields = {f.name: f.value for f in render_card(card).fields}
+    assert fields["Identity"] == "Unverified asker (discord:4567)"
+    assert fields["🛑 Check before approving"] == "• The draft says money moved, but the refund was never made."
