@@ -36,6 +36,8 @@ class CardSource:
     lookups: tuple[ToolLookup, ...] = ()
     actions: Sequence[StoredAction] = field(default_factory=tuple)
     outbox: tuple[OutboxStatus, str, str] | None = None
+    identity: str = ""
+    flags: tuple[str, ...] = ()
 
 
 def proposal_summary(action: StoredAction) -> str:
@@ -97,4 +99,6 @@ def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard
         decided_by=source.decided_by,
         decided_at=source.decided_at,
         sent_text=sent_text,
+        identity=source.identity,
+        flags=source.flags,
     )

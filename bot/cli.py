@@ -1,7 +1,8 @@
 """The ``supportbot`` command line.
 
 ``run`` starts everything that is configured; ``db upgrade`` migrates the schema;
-``orders import FILE`` loads orders; ``policy check FILE`` validates a policy file; ``audit
+``orders import FILE`` loads orders; ``customers link ACCOUNT CUSTOMER`` links a chat account
+(``slack:U0123``, ``discord:4567``) to a shop customer; ``policy check FILE`` validates a policy file; ``audit
 CONVERSATION`` prints a conversation's audit trail. Adapters add their own commands through the
 ``supportbot.commands`` entry-point group (e.g. ``supportbot discord invite-url``).
 """
@@ -69,6 +70,27 @@ def _orders_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _customers_link(args: argparse.Namespace) -> int:
+    from tools import ToolError
+    from tools.orders import link_account
+
+    settings = load_settings()
+
+    async def main() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_database(engine)
+            await link_account(engine, args.account, args.customer_id)
+        except ToolError as exc:
+            raise ImportFailed(f"nothing was linked: {exc.message}") from None
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+    print(f"{args.account} is now customer {args.customer_id}")
+    return 0
+
+
 def _policy_check(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.exists():
@@ -125,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     importer = orders.add_parser("import", help="load orders from CSV or JSON Lines")
     importer.add_argument("file")
     importer.set_defaults(handler=_orders_import)
+    customers = commands.add_parser("customers", help="who the customers are").add_subparsers(
+        dest="customers_command", required=True
+    )
+    link = customers.add_parser("link", help="link a chat account to a shop customer (guards: identity)")
+    link.add_argument("account", help="slack:U0123 or discord:4567")
+    link.add_argument("customer_id", help="the shop's customer id, as in the orders file")
+    link.set_defaults(handler=_customers_link)
     policy = commands.add_parser("policy", help="the managers' policy file").add_subparsers(
         dest="policy_command", required=True
     )

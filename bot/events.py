@@ -41,6 +41,7 @@ class Author:
 
     id: str
     display_name: str = ""
+    email: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -95,12 +95,33 @@ class RefundsSection(_Section):
     max_amount: Cents = 50_000
     manager_threshold: Cents = 10_000
     two_approvers_threshold: Cents = 25_000
+    max_per_customer_per_day: Cents = 0
     refundable_statuses: tuple[str, ...] = ("delivered",)
 
-    @field_validator("max_amount", "manager_threshold", "two_approvers_threshold", mode="before")
+    @field_validator(
+        "max_amount", "manager_threshold", "two_approvers_threshold", "max_per_customer_per_day", mode="before"
+    )
     @classmethod
     def _money(cls, value: Any) -> int:
         return _cents(value)
+
+
+class IdentitySection(_Section):
+    """Which ways of knowing who the customer is count, and what an unverified asker may see.
+
+    ``linked_accounts``: a chat account linked to the shop's customer (orders import
+    ``customer_accounts``, or ``supportbot customers link``). ``profile_email``: the Slack profile
+    e-mail equals the order's e-mail (the Slack app then needs the ``users:read.email`` scope).
+    ``in_conversation``: the customer states the order's e-mail, or name and postal code, and the
+    ``verify_customer`` tool checks it, at most ``max_attempts`` times before a human takes over.
+    ``unverified_may_see``: ``"nothing"`` (only "verification needed") or ``"status"`` (bare
+    status and expected delivery date)."""
+
+    linked_accounts: bool = True
+    profile_email: bool = False
+    in_conversation: bool = True
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    unverified_may_see: Literal["nothing", "status"] = "nothing"
 
 
 class ApproversSection(_Section):
@@ -147,6 +168,7 @@ class Policy(_Section):
     limits: LimitsSection = LimitsSection()
     memory: MemorySection = MemorySection()
     refunds: RefundsSection = RefundsSection()
+    identity: IdentitySection = IdentitySection()
     approvers: ApproversSection = ApproversSection()
     escalation: EscalationSection = EscalationSection()
     channels: ChannelsSection = ChannelsSection()
@@ -191,7 +213,7 @@ def parse_policy(source: str, path: str = "policy.toml") -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(path, [f"not valid TOML: {exc}"]) from None
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -204,6 +226,42 @@ def parse_policy(source: str, path: str = "policy.toml") -> Policy:
                 message = "unknown field"
             problems.append(f"{where}: {field}: {message}")
         raise PolicyError(path, problems) from None
+    problems = contradictions(policy, source)
+    if problems:
+        raise PolicyError(path, problems)
+    return policy
+
+
+def _at(source: str, section: str, key: str) -> str:
+    line = _line_of(source, (section, key))
+    return f"line {line}" if line else "file"
+
+
+def contradictions(policy: Policy, source: str = "") -> list[str]:
+    """Settings that are valid one by one but contradict each other, each naming line and field."""
+    r = policy.refunds
+    problems = []
+    for name in ("manager_threshold", "two_approvers_threshold"):
+        threshold = int(getattr(r, name))
+        if threshold > r.max_amount:
+            problems.append(
+                f"{_at(source, 'refunds', name)}: refunds.{name}: {threshold / 100:.2f} is above "
+                f"refunds.max_amount {r.max_amount / 100:.2f}, so it could never apply"
+            )
+    return problems
+
+
+def knowledge_outside(policy: Policy, folder: Path, source: str = "") -> list[str]:
+    """Knowledge files that are not inside the policy file's folder (``../../etc/passwd``)."""
+    root = folder.resolve()
+    problems = []
+    for name in policy.knowledge.files:
+        target = (folder / name).resolve()
+        if not target.is_relative_to(root):
+            problems.append(
+                f"{_at(source, 'knowledge', 'files')}: knowledge.files: {name} is outside the policy's folder"
+            )
+    return problems
 
 
 def load_policy(path: Path) -> Policy:
@@ -215,6 +273,9 @@ def load_policy(path: Path) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(str(path), [f"cannot read the file: {exc}"]) from None
     policy = parse_policy(source, str(path))
+    outside = knowledge_outside(policy, path.parent, source)
+    if outside:
+        raise PolicyError(str(path), outside)
     missing = [name for name in policy.knowledge.files if not (path.parent / name).is_file()]
     if missing:
         line = _line_of(source, ("knowledge", "files"))

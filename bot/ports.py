@@ -80,6 +80,10 @@ class ReviewCard:
     decided_by: str = ""
     decided_at: datetime | None = None
     sent_text: str = ""
+    # Guards (issue 8): who the conversation is verified as ("Unverified asker (slack:U1)"), and
+    # what the verification pass and the identity checks found; both shown plainly on the card.
+    identity: str = ""
+    flags: tuple[str, ...] = ()
 
     @property
     def actionable(self) -> bool:

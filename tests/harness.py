@@ -58,6 +58,8 @@ def sample_orders(now: datetime | None = None) -> list[dict[str, Any]]:
             "customer_id": "C-1",
             "customer_name": "Kim Lee",
             "customer_email": "kim@example.com",
+            # The test users asking about this order are its customer (guards: identity).
+            "customer_accounts": "slack:U222 discord:1400000000000000001",
             "status": "shipped",
             "currency": "USD",
             "total": "89.90",

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select
 
+from bot.prompt import untrusted
 from bot.store import UsageRecord, sessionmaker
 from tests.fakes.kimi import CallTools, Fail, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
@@ -192,7 +193,7 @@ async def test_a_huge_message_is_cut_and_the_card_stays_within_slack_limits(
         [card] = await harness.wait_cards(1)
         assert card.response["ok"] is True
         sent = kimi.completions[0]["messages"][1]["content"]
-        assert len(sent) <= 20_000
+        assert len(sent) <= 20_000 + len(untrusted(""))  # the customer text, cut, within its delimiters
 
 
 async def test_knowledge_files_named_by_the_policy_are_searchable(

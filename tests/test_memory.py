@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bot.prompt import untrusted
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.harness import Harness, draft_id_of, running_bot
@@ -53,7 +54,7 @@ async def test_older_turns_fold_into_a_summary_and_facts_survive(
         assert '- order_ids: ["#W2611340"]' in messages[-1]["content"], "the order id survives as a structured fact"
         verbatim = [m for m in messages if m["role"] in ("user", "assistant")]
         assert [m["role"] for m in verbatim] == ["assistant", "user"], "only the last K=2 turns stay verbatim"
-        assert verbatim[-1]["content"] == "one more thing: can I return the mugs later?"
+        assert verbatim[-1]["content"] == untrusted("one more thing: can I return the mugs later?")
         assert "where is my order" not in json.dumps(verbatim)
 
 

@@ -65,7 +65,7 @@ async def test_operator_imports_a_csv_of_three_orders_and_the_bot_can_look_each_
 
     backend = SqlOrderBackend(engine)
     tool = GetOrderStatus(backend)
-    ctx = ToolContext(conversation_id="conv-1")
+    ctx = ToolContext(conversation_id="conv-1", identity_checks=False)  # an operator sees every order
     first = await tool.run(OrderIdArgs(order_id="W2611340"), ctx)
     assert first.summary == "#W2611340: shipped via UPS 1Z999, ETA 2026-11-30"
     assert first.data["total"] == "49.90"
@@ -274,7 +274,9 @@ async def test_a_utf8_file_with_a_byte_order_mark_is_fine(engine: AsyncEngine, t
         (
             "orders.csv",
             "order_id,status,currency,total,placed_at,shipping\nD1,shipped,USD,1,2026-11-01,x\n",
-            "line 1: unknown column 'shipping' (known: " + HEADER.replace(",", ", ") + ")",
+            "line 1: unknown column 'shipping' (known: "
+            + HEADER.replace(",", ", ")
+            + ", customer_postal_code, customer_accounts)",
         ),
         ("orders.xlsx", "whatever", "unsupported file type '.xlsx': use .csv, .jsonl or .ndjson"),
     ],

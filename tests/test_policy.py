@@ -96,3 +96,40 @@ def test_a_knowledge_file_that_does_not_exist_is_a_policy_error(tmp_path: Path) 
     with pytest.raises(PolicyError) as caught:
         load_policy(policy)
     assert caught.value.problems == ["line 5: knowledge.files: no such file: returns.md"]
+
+
+# --------------------------------------------------------------------------------------------
+# Guards (issue 8): a policy that contradicts itself is refused, naming line and field
+
+
+def test_thresholds_above_the_maximum_are_refused_naming_line_and_field() -> None:
+    found = problems(
+        '[refunds]\nmax_amount = "100.00"\nmanager_threshold = "150.00"\ntwo_approvers_threshold = "250.00"\n'
+    )
+    assert found == [
+        "line 3: refunds.manager_threshold: 150.00 is above refunds.max_amount 100.00, so it could never apply",
+        "line 4: refunds.two_approvers_threshold: 250.00 is above refunds.max_amount 100.00, so it could never apply",
+    ]
+
+
+def test_knowledge_files_outside_the_policys_folder_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (tmp_path / "secret.md").write_text("not for the model\n")
+    (folder / "faq.md").write_text("# FAQ\n")
+    policy = folder / "policy.toml"
+    policy.write_text('[knowledge]\nfiles = ["faq.md", "../secret.md", "/etc/hostname"]\n')
+    with pytest.raises(PolicyError) as caught:
+        load_policy(policy)
+    assert caught.value.problems == [
+        "line 2: knowledge.files: ../secret.md is outside the policy's folder",
+        "line 2: knowledge.files: /etc/hostname is outside the policy's folder",
+    ]
+
+
+def test_the_identity_section_is_validated() -> None:
+    found = problems('[identity]\nunverified_may_see = "everything"\nmax_attempts = 0\n')
+    assert any(p.startswith("line 2: identity.unverified_may_see:") for p in found)
+    assert any(p.startswith("line 3: identity.max_attempts:") for p in found)
+    policy = parse_policy('[identity]\nprofile_email = true\n[refunds]\nmax_per_customer_per_day = "300"\n')
+    assert policy.identity.profile_email and policy.refunds.max_per_customer_per_day == 30_000

@@ -41,7 +41,7 @@ from tools.order_tools import (
 )
 from tools.orders import order_refunds_table
 
-CTX = ToolContext(conversation_id="conv-1")
+CTX = ToolContext(conversation_id="conv-1", identity_checks=False)  # identity: tests/test_guards.py
 TODAY = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)
 
 ORDERS: list[dict[str, Any]] = [
@@ -196,6 +196,7 @@ async def test_eligibility_follows_the_rules_in_the_context(backend: SqlOrderBac
     lenient = ToolContext(
         conversation_id="conv-2",
         refund_rules=RefundRules(window_days=120, max_amount_cents=2000, refundable_statuses=("delivered",)),
+        identity_checks=False,
     )
 
     old = await tool.run(OrderIdArgs(order_id="OLD-1"), lenient)
@@ -228,6 +229,12 @@ async def test_a_proposed_refund_moves_no_money(engine: AsyncEngine, backend: Sq
         "refundable_cents": 9000,
         "order_status": "delivered",
         "delivered_at": "2026-12-01T10:00:00+00:00",
+        # THE refund rule re-checks these at approval and execution (tools/refunds.py)
+        "customer_id": None,
+        "total_cents": 10000,
+        "item_prices": {"LAMP": [1, 7000], "BULB": [3, 1000]},
+        "asked_by": "",
+        "asker_verified_as": "",
     }
     assert result.data["status"] == "proposed"
     assert "PROPOSED" in result.data["note"]
@@ -605,10 +612,16 @@ def test_default_tools_come_in_a_stable_order_with_simple_schemas(knowledge: Kno
         "get_order_status",
         "check_refund_eligibility",
         "propose_refund",
+        "verify_customer",
         "search_knowledge",
     ]
-    assert [t.name for t in without] == ["get_order_status", "check_refund_eligibility", "propose_refund"]
-    assert [t.kind for t in with_knowledge] == ["read", "read", "action", "read"]
+    assert [t.name for t in without] == [
+        "get_order_status",
+        "check_refund_eligibility",
+        "propose_refund",
+        "verify_customer",
+    ]
+    assert [t.kind for t in with_knowledge] == ["read", "read", "action", "read", "read"]
     schemas = json.dumps(with_knowledge.definitions())
     assert "anyOf" not in schemas
     assert "null" not in schemas

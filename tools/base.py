@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
+from tools.refunds import RefundLimits
+
 
 class ToolError(Exception):
     """A tool could not do its job. ``code`` is short and machine-readable
@@ -26,22 +28,44 @@ class ToolError(Exception):
         super().__init__(f"{code}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
-class RefundRules:
-    """The policy's refund rules, as far as tools need them to report facts."""
-
-    window_days: int = 30
-    max_amount_cents: int = 50_000
-    refundable_statuses: tuple[str, ...] = ("delivered",)
+RefundRules = RefundLimits
+"""The policy's refund rules as tools see them (the same numbers the core checks)."""
 
 
 @dataclass(slots=True)
 class ToolContext:
-    """What a tool run may see: the conversation and the policy facts it needs."""
+    """What a tool run may see: the conversation, who is asking, who is verified, and the policy
+    facts it needs.
+
+    Identity: ``asker`` is the platform account writing (``slack:U0123``); ``verified_customer_id``
+    is the shop's customer the conversation is verified as (``None``: nobody yet). Order tools
+    show an order's personal data only to its verified owner. ``asker_email`` is the platform
+    profile e-mail, set only when the policy lets a matching order e-mail count as verification.
+    Tools update ``verified_customer_id``/``verified_via``/``verify_attempts`` when a check in
+    code succeeds or fails, and note in ``foreign_orders`` and ``withheld`` what they kept from
+    the model; the core stores and shows these. ``identity_checks`` False is for operator tools
+    that may see everything (never for a customer conversation).
+    """
 
     conversation_id: str
-    refund_rules: RefundRules = field(default_factory=RefundRules)
+    refund_rules: RefundRules = field(default_factory=RefundLimits)
     currency: str = "USD"
+    asker: str = ""
+    asker_email: str = ""
+    verified_customer_id: str | None = None
+    verified_via: str = ""
+    unverified_may_see_status: bool = False
+    verify_attempts: int = 0
+    max_verify_attempts: int = 3
+    verification_in_conversation: bool = True
+    identity_checks: bool = True
+    foreign_orders: set[str] = field(default_factory=set)
+    withheld: set[str] = field(default_factory=set)
+
+    @property
+    def verification_locked(self) -> bool:
+        """True once the customer failed verification ``max_verify_attempts`` times."""
+        return self.verify_attempts >= self.max_verify_attempts
 
 
 @dataclass(frozen=True, slots=True)

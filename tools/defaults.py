@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tools.base import ToolRegistry
 from tools.knowledge import KnowledgeBase, SearchKnowledge
-from tools.order_tools import CheckRefundEligibility, GetOrderStatus, ProposeRefund
+from tools.order_tools import CheckRefundEligibility, GetOrderStatus, ProposeRefund, VerifyCustomer
 from tools.orders import OrderBackend
 
 __all__ = ["default_tools"]
@@ -12,8 +12,10 @@ __all__ = ["default_tools"]
 
 def default_tools(backend: OrderBackend, knowledge: KnowledgeBase | None) -> ToolRegistry:
     """The registry in its stable order: ``get_order_status``, ``check_refund_eligibility``,
-    ``propose_refund``, then ``search_knowledge`` when a knowledge base is given."""
-    registry = ToolRegistry([GetOrderStatus(backend), CheckRefundEligibility(backend), ProposeRefund(backend)])
+    ``propose_refund``, ``verify_customer``, then ``search_knowledge`` when a knowledge base is given."""
+    registry = ToolRegistry(
+        [GetOrderStatus(backend), CheckRefundEligibility(backend), ProposeRefund(backend), VerifyCustomer(backend)]
+    )
     if knowledge is not None:
         registry.register(SearchKnowledge(knowledge))
     return registry

@@ -4,14 +4,17 @@ The file type comes from the suffix: ``.csv`` (a header row, then one order per 
 ``.jsonl``/``.ndjson`` (one JSON object per line). Columns (or keys)::
 
     order_id, customer_id, customer_name, customer_email, status, currency, total, refunded,
-    placed_at, delivered_at, carrier, tracking_number, estimated_delivery, items
+    placed_at, delivered_at, carrier, tracking_number, estimated_delivery, items,
+    customer_postal_code, customer_accounts
 
 ``order_id``, ``status``, ``currency``, ``total`` and ``placed_at`` are required; the others may
 be missing or empty. ``total``, ``refunded`` and an item's ``unit_price`` are decimal amounts
 (``"49.90"``; in JSON Lines a JSON number is read exactly, never as a float). Dates are ISO 8601
 (a date-time without an offset is UTC). ``items`` is a JSON array of
 ``{"sku", "name", "quantity", "unit_price"}``: a JSON string in a CSV cell, a real array in JSON
-Lines.
+Lines. ``customer_postal_code`` lets a customer verify with their name and postal code;
+``customer_accounts`` links chat accounts to the order's ``customer_id`` (which it then requires):
+``slack:U0123`` or ``discord:4567``, several separated by spaces or commas.
 
 Every row is checked before anything is written. If any row has a problem the whole file is
 rejected with :class:`OrderImportError`, whose ``problems`` name each line (physical line
@@ -40,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tools.base import ToolError
 from tools.money import format_amount, parse_amount
-from tools.orders import MAX_ORDER_ID_LENGTH, ORDER_STATUSES, orders_table
+from tools.orders import ACCOUNT_PATTERN, MAX_ORDER_ID_LENGTH, ORDER_STATUSES, customer_accounts_table, orders_table
 
 __all__ = ["COLUMNS", "REQUIRED_COLUMNS", "OrderImportError", "import_orders"]
 
@@ -59,6 +62,8 @@ COLUMNS: tuple[str, ...] = (
     "tracking_number",
     "estimated_delivery",
     "items",
+    "customer_postal_code",
+    "customer_accounts",
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("order_id", "status", "currency", "total", "placed_at")
 
@@ -69,6 +74,7 @@ _TEXT_LIMITS = {
     "customer_email": 320,
     "carrier": 64,
     "tracking_number": 128,
+    "customer_postal_code": 32,
 }
 _ITEM_KEYS = ("sku", "name", "quantity", "unit_price")
 _CURRENCY = re.compile(r"[A-Z]{3}")
@@ -133,9 +139,14 @@ async def import_orders(engine: AsyncEngine, path: Path) -> int:
     if problems:
         raise OrderImportError(problems, path.name)
 
+    accounts: dict[str, str] = {}
+    for row in rows:
+        for account in row.pop("accounts"):
+            accounts[account] = row["customer_id"]
     try:
         async with engine.begin() as conn:
             await _upsert(conn, rows)
+            await _link_accounts(conn, accounts)
     except IntegrityError:
         below = await _totals_below_refunded(engine, rows, lines)
         if not below:
@@ -272,6 +283,9 @@ def _check_row(line: int, raw: Mapping[str, object], problems: list[str]) -> dic
     delivered_at = _datetime(values.get("delivered_at"), "delivered_at", bad)
     estimated_delivery = _date(values.get("estimated_delivery"), "estimated_delivery", bad)
     items = _items(values.get("items"), bad)
+    accounts = _accounts(values.get("customer_accounts"), bad)
+    if accounts and texts.get("customer_id") is None:
+        bad("customer_accounts", "needs a customer_id on the same order")
 
     if len(problems) > before:
         return None
@@ -286,7 +300,22 @@ def _check_row(line: int, raw: Mapping[str, object], problems: list[str]) -> dic
         "delivered_at": delivered_at,
         "estimated_delivery": estimated_delivery,
         "items": items,
+        "accounts": accounts,
     }
+
+
+def _accounts(value: object, bad: _Report) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        bad("customer_accounts", f"expected text such as 'slack:U0123 discord:4567', found {_json_type(value)}")
+        return []
+    accounts = [part for part in re.split(r"[\s,]+", value.strip()) if part]
+    wrong = [a for a in accounts if not ACCOUNT_PATTERN.fullmatch(a)]
+    if wrong:
+        bad("customer_accounts", f"not an account such as slack:U0123 or discord:4567 ({wrong[0]!r})")
+        return []
+    return list(dict.fromkeys(accounts))
 
 
 def _text(value: object, field: str, limit: int, bad: _Report) -> str | None:
@@ -421,6 +450,21 @@ async def _upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
             await conn.execute(update(t).where(t.c.order_id == row["order_id"]).values(values))
     if new:
         await conn.execute(insert(t), new)
+
+
+async def _link_accounts(conn: AsyncConnection, accounts: dict[str, str]) -> None:
+    """Link each account to its customer; a later file moves an account to its new customer."""
+    if not accounts:
+        return
+    t = customer_accounts_table
+    names = list(accounts)
+    for start in range(0, len(names), 500):
+        await conn.execute(t.delete().where(t.c.account.in_(names[start : start + 500])))
+    now = datetime.now(UTC)
+    await conn.execute(
+        insert(t),
+        [{"account": a, "customer_id": c, "source": "import", "linked_at": now} for a, c in accounts.items()],
+    )
 
 
 async def _totals_below_refunded(engine: AsyncEngine, rows: list[dict[str, Any]], lines: list[int]) -> list[str]:

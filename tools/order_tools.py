@@ -17,6 +17,7 @@ from tools._args import ARGS_CONFIG
 from tools.base import Tool, ToolContext, ToolError, ToolResult
 from tools.money import format_amount, parse_amount
 from tools.orders import MAX_ORDER_ID_LENGTH, Order, OrderBackend
+from tools.refunds import OrderFacts, eligibility
 
 __all__ = [
     "CheckRefundEligibility",
@@ -24,6 +25,10 @@ __all__ = [
     "OrderIdArgs",
     "ProposeRefund",
     "ProposeRefundArgs",
+    "VerifyCustomer",
+    "VerifyCustomerArgs",
+    "order_facts",
+    "owns",
 ]
 
 SHIPPING_ESTIMATE_DAYS = 5
@@ -89,6 +94,76 @@ def _iso(value: datetime | date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def order_facts(order: Order) -> OrderFacts:
+    """The facts THE refund rule (:mod:`tools.refunds`) looks at."""
+    items: dict[str, tuple[int, int]] = {}
+    for item in order.items:
+        quantity, _ = items.get(item.sku, (0, item.unit_price_cents))
+        items[item.sku] = (quantity + item.quantity, item.unit_price_cents)
+    return OrderFacts(
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        status=order.status,
+        currency=order.currency,
+        total_cents=order.total_cents,
+        refunded_cents=order.refunded_cents,
+        delivered_at=order.delivered_at,
+        items=items,
+    )
+
+
+def owns(ctx: ToolContext, order: Order) -> bool:
+    """Whether the person asking is this order's verified customer.
+
+    A conversation not yet verified becomes verified here when the policy lets the platform
+    profile e-mail count (``ctx.asker_email`` is then set) and it equals the order's e-mail.
+    """
+    if not ctx.identity_checks:
+        return True
+    if ctx.verified_customer_id:
+        return order.customer_id == ctx.verified_customer_id
+    if (
+        ctx.asker_email
+        and order.customer_id
+        and order.customer_email
+        and ctx.asker_email.strip().casefold() == order.customer_email.strip().casefold()
+    ):
+        ctx.verified_customer_id = order.customer_id
+        ctx.verified_via = "platform profile e-mail"
+        return True
+    return False
+
+
+VERIFICATION_NOTE = (
+    "Verification needed: the person asking is not verified as this order's customer, so nothing "
+    "personal about it can be shared. Ask them to confirm the order's e-mail address, or their name "
+    "and postal code, and check it with verify_customer. Do not guess or repeat any order details."
+)
+
+
+def _withhold(ctx: ToolContext, order: Order) -> None:
+    """Note another customer's order and the personal data kept from the model (for the
+    verification pass over the draft and for the card)."""
+    ctx.foreign_orders.add(order.order_id)
+    for value in (order.customer_name, order.customer_email, order.tracking_number, order.customer_postal_code):
+        if value and len(value.strip()) >= 4:
+            ctx.withheld.add(value.strip())
+
+
+def _verification_needed(ctx: ToolContext, order_id: str, order: Order | None, *, status: bool) -> ToolResult:
+    shown = order.order_id if order is not None else order_id.strip()
+    data: dict[str, Any] = {"order_id": shown, "verification": "needed", "note": VERIFICATION_NOTE}
+    summary = f"{shown}: verification needed, nothing personal shown"
+    if order is not None:
+        _withhold(ctx, order)
+        if status and ctx.unverified_may_see_status:
+            estimate, _basis = _delivery_estimate(order)
+            data["status"] = order.status
+            data["estimated_delivery"] = _iso(estimate)
+            summary = f"{shown}: {order.status} (verification needed, status only)"
+    return ToolResult(data=data, summary=summary)
+
+
 def _delivery_estimate(order: Order) -> tuple[date | None, str | None]:
     """The expected delivery date and what it rests on, for orders still on their way."""
     if order.status in _FINAL_STATUSES:
@@ -116,7 +191,13 @@ class GetOrderStatus(Tool):
         self._backend = backend
 
     async def run(self, args: BaseModel, ctx: ToolContext) -> ToolResult:
-        order = await _find(self._backend, _expect(args, OrderIdArgs).order_id)
+        order_id = _expect(args, OrderIdArgs).order_id
+        found = await self._backend.get_order(order_id)
+        if found is None or not owns(ctx, found):
+            if found is None and (ctx.verified_customer_id or not ctx.identity_checks):
+                raise ToolError("not_found", f"No order with id {order_id.strip()}")
+            return _verification_needed(ctx, order_id, found, status=True)
+        order = found
         estimate, basis = _delivery_estimate(order)
         data: dict[str, Any] = {
             "order_id": order.order_id,
@@ -172,40 +253,21 @@ class CheckRefundEligibility(Tool):
         self._clock = clock or (lambda: datetime.now(UTC))
 
     async def run(self, args: BaseModel, ctx: ToolContext) -> ToolResult:
-        order = await _find(self._backend, _expect(args, OrderIdArgs).order_id)
+        order_id = _expect(args, OrderIdArgs).order_id
+        found = await self._backend.get_order(order_id)
+        if found is None or not owns(ctx, found):
+            if found is None and (ctx.verified_customer_id or not ctx.identity_checks):
+                raise ToolError("not_found", f"No order with id {order_id.strip()}")
+            return _verification_needed(ctx, order_id, found, status=False)
+        order = found
         rules = ctx.refund_rules
         currency = order.currency
+        facts = eligibility(order_facts(order), rules, self._clock())
+        reasons = list(facts.reasons)
+        blockers = list(facts.blockers)
         status_ok = order.status in rules.refundable_statuses
-        days = None
-        if order.delivered_at is not None:
-            days = max((self._clock() - order.delivered_at).days, 0)
-        within_window = None if days is None else days <= rules.window_days
-
-        reasons: list[str] = []  # every check, in order
-        blockers: list[str] = []  # the checks that failed
-        if status_ok:
-            reasons.append(f"status {order.status} allows a refund")
-        else:
-            allowed = ", ".join(rules.refundable_statuses) or "none"
-            blockers.append(f"status {order.status} does not allow a refund (allowed: {allowed})")
-            reasons.append(blockers[-1])
-        if days is not None:
-            window = f"delivered {days} days ago, %s the {rules.window_days}-day refund window"
-            if within_window:
-                reasons.append(window % "within")
-            else:
-                blockers.append(window % "outside")
-                reasons.append(blockers[-1])
-        elif status_ok:
-            blockers.append("the delivery date is unknown, so the refund window cannot be checked")
-            reasons.append(blockers[-1])
-        refunded = f"{format_amount(order.refunded_cents)} {currency}"
-        if order.refundable_cents > 0:
-            left = format_amount(order.refundable_cents)
-            reasons.append(f"{left} {currency} is still refundable ({refunded} refunded so far)")
-        else:
-            blockers.append(f"nothing is left to refund ({refunded} refunded)")
-            reasons.append(blockers[-1])
+        days = facts.days_since_delivery
+        within_window = facts.within_window
         if order.refundable_cents > rules.max_amount_cents:
             reasons.append(f"a single refund is capped at {format_amount(rules.max_amount_cents)} {currency}")
         eligible = not blockers
@@ -225,10 +287,13 @@ class CheckRefundEligibility(Tool):
             "refundable": format_amount(order.refundable_cents),
             "max_refund": format_amount(rules.max_amount_cents),
             "eligible": eligible,
+            "needs_manager": facts.needs_manager,
             "reasons": reasons,
         }
         if eligible:
             summary = f"{order.order_id}: eligible, up to {format_amount(order.refundable_cents)} {currency}"
+        elif facts.needs_manager:
+            summary = f"{order.order_id}: not eligible without a manager ({'; '.join(blockers)})"
         else:
             summary = f"{order.order_id}: not eligible ({'; '.join(blockers)})"
         return ToolResult(data=data, summary=summary)
@@ -251,7 +316,13 @@ class ProposeRefund(Tool):
 
     async def run(self, args: BaseModel, ctx: ToolContext) -> ToolResult:
         a = _expect(args, ProposeRefundArgs)
-        order = await _find(self._backend, a.order_id)
+        found = await self._backend.get_order(a.order_id)
+        if found is None and ctx.identity_checks and not ctx.verified_customer_id:
+            return _verification_needed(ctx, a.order_id, None, status=False)
+        order = found if found is not None else await _find(self._backend, a.order_id)
+        mine = owns(ctx, order)
+        if not mine:
+            _withhold(ctx, order)
         currency = order.currency
         amount_cents = parse_amount(a.amount)
         if amount_cents <= 0:
@@ -266,15 +337,14 @@ class ProposeRefund(Tool):
         amount = format_amount(amount_cents)
 
         proposal: dict[str, Any] = {
+            **order_facts(order).as_params(),
             "kind": "refund",
-            "order_id": order.order_id,
             "amount_cents": amount_cents,
-            "currency": currency,
             "reason": a.reason,
             "items": items,
-            "refundable_cents": order.refundable_cents,
-            "order_status": order.status,
-            "delivered_at": _iso(order.delivered_at),
+            # Who asked, and who code had verified them as (THE refund rule checks the owner).
+            "asked_by": ctx.asker,
+            "asker_verified_as": ctx.verified_customer_id or "",
         }
         data: dict[str, Any] = {
             "status": "proposed",
@@ -288,10 +358,94 @@ class ProposeRefund(Tool):
                 "the customer the refund request is being reviewed, not that it was refunded."
             ),
         }
-        if amount_cents > order.refundable_cents:
+        if not mine:
+            data["note"] = VERIFICATION_NOTE + " This proposal will be refused."
+        elif amount_cents > order.refundable_cents:
             data["note"] = (
                 f"Only {format_amount(order.refundable_cents)} {currency} is left to refund on order "
                 f"{order.order_id}; this proposal will be refused. Do not promise it to the customer."
             )
         summary = f"Proposed refund of {amount} {currency} on {order.order_id}: {a.reason[:80]}"
         return ToolResult(data=data, summary=summary, proposal=proposal)
+
+
+class VerifyCustomerArgs(BaseModel):
+    """Arguments of ``verify_customer``: the order, and what the customer stated about themselves."""
+
+    model_config = ARGS_CONFIG
+
+    order_id: _OrderId
+    email: str = Field(
+        default="", max_length=320, description="The e-mail address the customer says the order was placed with"
+    )
+    name: str = Field(default="", max_length=200, description="The customer's full name, as they state it")
+    postal_code: str = Field(
+        default="", max_length=32, description="The postal code of the order's address, as the customer states it"
+    )
+
+
+def _normal_name(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _normal_postal(text: str) -> str:
+    return "".join(text.upper().split()).replace("-", "")
+
+
+class VerifyCustomer(Tool):
+    """``verify_customer``: checks in code what the customer states (e-mail, or name and postal
+    code) against the order's customer, with a bounded number of attempts. Reveals nothing
+    about the order until it matches."""
+
+    name = "verify_customer"
+    description = (
+        "Verify that the person writing is the customer of an order, before sharing anything about "
+        "it or proposing a refund. Pass exactly what the customer stated: the order's e-mail address, "
+        "or their full name and postal code. Answers only whether it matched; never guess values."
+    )
+    Args = VerifyCustomerArgs
+    kind = "read"
+
+    def __init__(self, backend: OrderBackend) -> None:
+        self._backend = backend
+
+    async def run(self, args: BaseModel, ctx: ToolContext) -> ToolResult:
+        a = _expect(args, VerifyCustomerArgs)
+        email = a.email.strip()
+        name, postal = a.name.strip(), a.postal_code.strip()
+        if not email and not (name and postal):
+            raise ToolError("invalid", "Give the order's e-mail address, or the customer's name and postal code")
+        if not ctx.verification_in_conversation:
+            raise ToolError("unavailable", "Verification in the conversation is switched off; a team member will help")
+        if ctx.verification_locked:
+            raise ToolError(
+                "locked",
+                "Too many failed verification attempts: a human agent takes over. Do not ask for more details.",
+            )
+        order = await self._backend.get_order(a.order_id)
+        matched = order is not None and bool(order.customer_id) and _matches(order, email, name, postal)
+        if order is not None and matched and order.customer_id:
+            ctx.verified_customer_id = order.customer_id
+            ctx.verified_via = "verified in the conversation (" + ("e-mail" if email else "name and postal code") + ")"
+            data: dict[str, Any] = {"verified": True, "order_id": order.order_id}
+            return ToolResult(data=data, summary=f"customer verified for {order.order_id} ({ctx.verified_via})")
+        ctx.verify_attempts += 1
+        left = max(ctx.max_verify_attempts - ctx.verify_attempts, 0)
+        data = {
+            "verified": False,
+            "attempts_left": left,
+            "note": "The details do not match. Share nothing about the order"
+            + (". No attempts are left: tell the customer a team member will follow up." if not left else "."),
+        }
+        summary = f"verification failed (attempt {ctx.verify_attempts} of {ctx.max_verify_attempts})"
+        return ToolResult(data=data, summary=summary)
+
+
+def _matches(order: Order, email: str, name: str, postal: str) -> bool:
+    if email:
+        return bool(order.customer_email) and email.casefold() == (order.customer_email or "").strip().casefold()
+    return (
+        bool(order.customer_name and order.customer_postal_code)
+        and _normal_name(name) == _normal_name(order.customer_name or "")
+        and _normal_postal(postal) == _normal_postal(order.customer_postal_code or "")
+    )

@@ -85,6 +85,9 @@ __all__ = [
     "OrderItem",
     "RefundReceipt",
     "SqlOrderBackend",
+    "customer_accounts_table",
+    "link_account",
+    "linked_customer",
     "metadata",
     "order_refunds_table",
     "orders_table",
@@ -132,6 +135,7 @@ class Order:
     tracking_number: str | None
     estimated_delivery: date | None
     items: tuple[OrderItem, ...]
+    customer_postal_code: str | None = None
 
     @property
     def refundable_cents(self) -> int:
@@ -238,6 +242,7 @@ class _OrderPayload(BaseModel):
     tracking_number: str | None = None
     estimated_delivery: date | None = None
     items: list[_ItemPayload] = Field(default_factory=list)
+    customer_postal_code: str | None = None
 
     def to_order(self) -> Order:
         return Order(
@@ -258,6 +263,7 @@ class _OrderPayload(BaseModel):
                 OrderItem(sku=i.sku, name=i.name, quantity=i.quantity, unit_price_cents=i.unit_price_cents)
                 for i in self.items
             ),
+            customer_postal_code=self.customer_postal_code,
         )
 
 
@@ -302,6 +308,7 @@ orders_table = Table(
     Column("estimated_delivery", Date),
     # [{"sku": str, "name": str, "quantity": int, "unit_price_cents": int}, ...]
     Column("items", JSON, nullable=False),
+    Column("customer_postal_code", String(32)),
     CheckConstraint("total_cents >= 0", name="total_not_negative"),
     CheckConstraint("refunded_cents >= 0 AND refunded_cents <= total_cents", name="refunded_within_total"),
 )
@@ -317,6 +324,47 @@ order_refunds_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("amount_cents > 0", name="amount_positive"),
 )
+
+customer_accounts_table = Table(
+    "customer_accounts",
+    metadata,
+    # "slack:U0123" or "discord:4567": a platform account linked to the shop's customer.
+    Column("account", String(160), primary_key=True),
+    Column("customer_id", String(200), nullable=False, index=True),
+    Column("source", String(16), nullable=False),  # import | cli
+    Column("linked_at", DateTime(timezone=True), nullable=False),
+)
+
+ACCOUNT_PATTERN = re.compile(r"(slack|discord):[A-Za-z0-9_.-]{1,140}")
+"""A linked account as written in the orders file and on the command line."""
+
+
+async def linked_customer(db: AsyncEngine | AsyncConnection, account: str) -> str | None:
+    """The shop customer a platform account (``slack:U0123``) is linked to, if any (on a
+    connection: inside the caller's transaction)."""
+    query = select(customer_accounts_table.c.customer_id).where(customer_accounts_table.c.account == account)
+    if isinstance(db, AsyncConnection):
+        found = await db.scalar(query)
+    else:
+        async with db.connect() as conn:
+            found = await conn.scalar(query)
+    return str(found) if found is not None else None
+
+
+async def link_account(engine: AsyncEngine, account: str, customer_id: str, source: str = "cli") -> None:
+    """Link a platform account to a shop customer (replacing an earlier link of that account)."""
+    if not ACCOUNT_PATTERN.fullmatch(account):
+        raise ToolError("invalid", f"not an account such as slack:U0123 or discord:4567 ({account!r})")
+    if not customer_id.strip() or len(customer_id) > 200:
+        raise ToolError("invalid", "a customer id must have 1 to 200 characters")
+    t = customer_accounts_table
+    async with engine.begin() as conn:
+        await conn.execute(t.delete().where(t.c.account == account))
+        await conn.execute(
+            insert(t).values(
+                account=account, customer_id=customer_id.strip(), source=source, linked_at=datetime.now(UTC)
+            )
+        )
 
 
 class SqlOrderBackend:

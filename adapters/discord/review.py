@@ -127,6 +127,10 @@ def render_card(card: ReviewCard) -> discord.Embed:
 
 def _card_fields(card: ReviewCard) -> list[tuple[str, str, bool]]:
     fields = [("Asked by", card.asked_by or "?", True), ("Where", card.where or "?", True)]
+    if card.identity:  # guards (issue 8): who is verified, and what the checks flagged
+        fields.append(("Identity", card.identity, False))
+    if card.flags:
+        fields.append(("🛑 Check before approving", "\n".join(f"• {flag}" for flag in card.flags), False))
     if card.lookups:
         lines = [f"{'✅' if item.ok else '⚠️'} **{item.name}**: {item.summary}" for item in card.lookups]
         fields.append(("Tool lookups", "\n".join(lines), False))

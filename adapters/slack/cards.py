@@ -95,6 +95,11 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
                 "elements": [{"type": "mrkdwn", "text": "Attachments: " + escape(", ".join(card.attachments))[:2900]}],
             }
         )
+    if card.identity:  # guards (issue 8): who is verified, and what the checks flagged
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(card.identity)[:2900]}]})
+    if card.flags:
+        flag_lines = "\n".join(f"• {escape(flag)}" for flag in card.flags)
+        blocks.append(_section(f":octagonal_sign: *Check before approving:*\n{flag_lines}"))
     if card.escalation:
         tag = (
             f"<!subteam^{card.on_call}> "

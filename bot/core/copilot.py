@@ -92,9 +92,10 @@ class Copilot:
         )
         self.intake = Intake(db, policy, self.metrics)
         self.intake.on_received = self._received
-        self.decisions = Decisions(db, policy, self._decided)
+        self.decisions = Decisions(db, policy, orders, self._decided)
         self.dispatcher = Dispatcher(
             db,
+            policy,
             orders,
             self.channels,
             self.metrics,

@@ -20,8 +20,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bot.approval import refusal_at_execution
 from bot.domain.states import ActionStatus, DraftStatus
 from bot.events import ThreadRef
+from bot.policy import PolicyStore
 from bot.ports import CustomerChannel
 from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
@@ -44,6 +46,7 @@ class Dispatcher:
     def __init__(
         self,
         db: Database,
+        policy: PolicyStore,
         orders: OrderBackend,
         channels: dict[str, CustomerChannel],
         counters: Counter[str],
@@ -54,6 +57,7 @@ class Dispatcher:
         refresh_card: Callable[[str], Any],
     ) -> None:
         self.db = db
+        self.policy = policy
         self.orders = orders
         self.channels = channels
         self.counters = counters
@@ -143,12 +147,22 @@ class Dispatcher:
                 )
             ).one()
             actions = await records.actions_of(conn, item.draft_id, status=ActionStatus.APPROVED)
+            conversation = (
+                await conversation_rows.load_conversation(conn, str(row.conversation_id)) if actions else None
+            )
         thread = ThreadRef(row.platform, row.workspace, row.channel, row.thread)
         conversation_id = str(row.conversation_id)
         channel = self.channels.get(thread.platform)
         if channel is None:
             await self._retry(item, f"{thread.platform} is not connected")
             return
+        if actions and conversation is not None:  # THE refund rule once more, right before money moves
+            refusal = await refusal_at_execution(
+                self.db, self.orders, self.policy.current, conversation, actions, utcnow()
+            )
+            if refusal:
+                await self._fail(item, conversation_id, f"refund refused at execution: {refusal}")
+                return
         for action in actions:
             error = await self._execute(conversation_id, action)
             if error is not None:

@@ -9,6 +9,7 @@ publishes the card from what it holds, still under the lease.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections import Counter
@@ -18,8 +19,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bot import identity, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
-from bot.approval import check_refund, money
+from bot.approval import RefundVerdict, check_draft_refunds, facts_from_params, money, verdicts_of
 from bot.cards import CardSource
 from bot.core.drafting_text import escalation_reasons, fit
 from bot.core.memory import Memory
@@ -40,7 +42,7 @@ from bot.store.conversations import ConversationState, StoredMessage
 from bot.store.drafts import ClaimedDraft
 from bot.store.records import AuditLine, StoredAction
 from bot.store.schema import UsageRecord
-from tools import RefundRules, ToolContext, ToolRegistry
+from tools import ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +130,12 @@ class Drafting:
             images = (
                 await conversation_rows.images_of(conn, claimed.message_id) if turns and turns[-1].attachments else []
             )
+            policy = self.policy.current
+            asker = await identity.resolve(conn, conversation, policy, self._author(claimed, turns))
+        ctx = identity.tool_context(conversation, policy, asker)
         with self.leases.hold(draft_id):
             try:
-                await self._draft(claimed, conversation, turns, images)
+                await self._draft(claimed, conversation, turns, images, ctx)
             except Exception as exc:
                 log.exception("drafting %s failed unexpectedly", draft_id)
                 failure = f"internal error while drafting ({type(exc).__name__})"
@@ -142,6 +147,7 @@ class Drafting:
         conversation: ConversationState,
         turns: list[StoredMessage],
         images: list[tuple[str, bytes]],
+        ctx: ToolContext,
     ) -> None:
         policy = self.policy.current
         model = policy.models.drafting or self.settings.kimi_model
@@ -173,20 +179,13 @@ class Drafting:
                 ),
                 tools=self.tools(policy),
                 on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
-                context=ToolContext(
-                    conversation_id=conversation.id,
-                    refund_rules=RefundRules(
-                        window_days=policy.refunds.window_days,
-                        max_amount_cents=policy.refunds.max_amount,
-                        refundable_statuses=policy.refunds.refundable_statuses,
-                    ),
-                ),
+                context=ctx,
             )
         except (KimiError, DraftingError) as exc:
             self.counters["drafts_failed"] += 1
             await self._finish_failed(claimed, conversation, turns, str(exc), model, spent)
             return
-        await self._finish_ok(claimed, conversation, turns, result, policy, spent)
+        await self._finish_ok(claimed, conversation, turns, result, policy, spent, ctx)
 
     async def _budget_exhausted(self, policy: Policy) -> str:
         if policy.limits.daily_budget_usd <= 0:
@@ -220,6 +219,85 @@ class Drafting:
             for purpose, model, usage in spent
         ]
 
+    @staticmethod
+    def _author(claimed: ClaimedDraft, turns: list[StoredMessage]) -> str:
+        return turns[-1].author_id if turns and turns[-1].id == claimed.message_id else ""
+
+    async def _verify(
+        self, conversation: ConversationState, result: DraftResult, ctx: ToolContext, text: str
+    ) -> tuple[str, ...]:
+        """The verification pass: this run's evidence first (no database), the whole
+        conversation's only when that flags something."""
+        flags = verification.verify_draft(text, verification.draft_evidence(result, ctx))
+        if flags:
+            async with self.db.read() as conn:
+                evidence = await verification.conversation_evidence(conn, conversation.id, result, ctx)
+            flags = verification.verify_draft(text, evidence)
+        return flags
+
+    async def _retry_flagged(
+        self,
+        claimed: ClaimedDraft,
+        conversation: ConversationState,
+        result: DraftResult,
+        policy: Policy,
+        spent: list[tuple[str, str, Usage]],
+        ctx: ToolContext,
+        flags: tuple[str, ...],
+    ) -> None:
+        """A first draft the verification pass flagged is superseded by one new draft carrying
+        the reason as its instruction; its tool calls stay for the audit trail."""
+        now = utcnow()
+        async with self.db.write() as conn:
+            version = await draft_rows.finish(
+                conn,
+                claimed.id,
+                self.leases.owner,
+                DraftStatus.SUPERSEDED,
+                {"text": result.text, "notice": ("Regenerated once: " + " ".join(flags))[:900], "updated_at": now},
+            )
+            await records.add_usage(conn, self._usage_rows(conversation.id, claimed.id, spent, now))
+            if version is None:
+                await draft_rows.release(conn, claimed.id, self.leases.owner)
+                return
+            await draft_rows.release(conn, claimed.id, self.leases.owner)
+            await records.add_tool_calls(conn, self._tool_call_rows(claimed.id, result, now))
+            known = identity.identity_values(conversation, ctx, policy)
+            if known:
+                await conversation_rows.save_facts(
+                    conn, conversation.id, conversation.facts, conversation.failed_drafts, now, known
+                )
+            fresh = await draft_rows.insert_draft(
+                conn,
+                conversation.id,
+                claimed.message_id,
+                now,
+                revision=claimed.revision + 1,
+                instruction=verification.retry_instruction(flags),
+            )
+            await records.add_audit(
+                conn,
+                [AuditLine(conversation.id, claimed.id, "regenerate", "verification", " ".join(flags)[:300])],
+                now,
+            )
+        self.submit(fresh)
+
+    @staticmethod
+    def _tool_call_rows(draft_id: str, result: DraftResult, now: datetime) -> list[dict[str, Any]]:
+        return [
+            {
+                "draft_id": draft_id,
+                "name": r.name,
+                "arguments": r.arguments,
+                "result": r.result[:4000],
+                "summary": r.summary,
+                "error": r.error,
+                "duration_ms": r.duration_ms,
+                "created_at": now,
+            }
+            for r in result.tool_calls
+        ]
+
     def _source(
         self, claimed: ClaimedDraft, conversation: ConversationState, turns: list[StoredMessage], **values: Any
     ) -> CardSource:
@@ -242,13 +320,23 @@ class Drafting:
         result: DraftResult,
         policy: Policy,
         spent: list[tuple[str, str, Usage]],
+        ctx: ToolContext,
     ) -> None:
         text = fit(result.text, policy.limits.max_reply_chars)
-        notice = f"The draft was cut to {policy.limits.max_reply_chars} characters." if text != result.text else ""
+        notices = [f"The draft was cut to {policy.limits.max_reply_chars} characters."] if text != result.text else []
         if result.forced_final:
-            notice = (notice + " " if notice else "") + f"Tool use stopped: {result.forced_final}."
+            notices.append(f"Tool use stopped: {result.forced_final}.")
+        notices.append(verification.regenerated_notice(claimed.instruction))
+        notice = " ".join(n for n in notices if n)
         trigger_text = turns[-1].text if turns else ""
-        escalation = escalation_reasons(policy, trigger_text, 0)
+        escalation = "; ".join(r for r in (escalation_reasons(policy, trigger_text, 0), identity.escalation(ctx)) if r)
+        checked = await self._verify(conversation, result, ctx, text)
+        if verification.may_retry(checked, result, claimed.revision, claimed.instruction):
+            await self._retry_flagged(claimed, conversation, result, policy, spent, ctx, checked)
+            return
+        guard_flags = [*identity.identity_flags(ctx), *checked]
+        known = identity.identity_values(conversation, ctx, policy)
+        conversation_now = dataclasses.replace(conversation, **known)  # type: ignore[arg-type]
         now = utcnow()
         draft_id = claimed.id
         audit = [
@@ -270,9 +358,20 @@ class Drafting:
         facts["customer"] = {"id": conversation.customer_id, "name": conversation.customer_name}
         refunds_fact = list(facts.get("refunds", []))
         actions: list[StoredAction] = []
-        for proposal in result.proposals:
+        verdicts: list[RefundVerdict] = []
+        if result.proposals:  # THE refund rule over the draft's proposals together
+            async with self.db.read() as conn:
+                batch = await check_draft_refunds(
+                    conn,
+                    {str(p.get("order_id")): facts_from_params(p) for p in result.proposals},
+                    policy,
+                    verified_customer_id=ctx.verified_customer_id or "",
+                    refunds=[(p, int(p.get("amount_cents", 0))) for p in result.proposals],
+                    now=now,
+                )
+            verdicts = verdicts_of(batch)
+        for proposal, verdict in zip(result.proposals, verdicts, strict=True):
             amount = int(proposal.get("amount_cents", 0))
-            verdict = check_refund(proposal, amount, policy, now)
             action_id = new_id()
             actions.append(
                 StoredAction(
@@ -322,6 +421,7 @@ class Drafting:
                     "completion_tokens": result.usage.completion_tokens,
                     "cached_tokens": result.usage.cached_tokens,
                     "cost_microusd": result.usage.cost_microusd(result.model),
+                    "guard_flags": guard_flags,
                     "updated_at": now,
                 },
             )
@@ -329,22 +429,7 @@ class Drafting:
             if version is None:
                 await draft_rows.release(conn, draft_id, self.leases.owner)
                 return  # superseded while drafting: a newer draft follows
-            await records.add_tool_calls(
-                conn,
-                [
-                    {
-                        "draft_id": draft_id,
-                        "name": r.name,
-                        "arguments": r.arguments,
-                        "result": r.result[:4000],
-                        "summary": r.summary,
-                        "error": r.error,
-                        "duration_ms": r.duration_ms,
-                        "created_at": now,
-                    }
-                    for r in result.tool_calls
-                ],
-            )
+            await records.add_tool_calls(conn, self._tool_call_rows(draft_id, result, now))
             await records.add_actions(
                 conn,
                 [
@@ -364,8 +449,8 @@ class Drafting:
                     for a in actions
                 ],
             )
-            if facts != conversation.facts or conversation.failed_drafts:
-                await conversation_rows.save_facts(conn, conversation.id, facts, 0, now)
+            if facts != conversation.facts or conversation.failed_drafts or known:
+                await conversation_rows.save_facts(conn, conversation.id, facts, 0, now, known)
             await records.add_audit(conn, audit, now)
         self.counters["drafts_ready"] += 1
         source = self._source(
@@ -379,6 +464,8 @@ class Drafting:
             escalation=escalation,
             lookups=tuple(ToolLookup(r.name, r.summary, ok=not r.error) for r in result.tool_calls),
             actions=actions,
+            identity=identity.card_line(conversation_now, self._author(claimed, turns)),
+            flags=tuple(guard_flags),
         )
         await self.publisher.publish(source, version)
         channel = self.channels.get(conversation.thread.platform)

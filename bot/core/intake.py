@@ -54,6 +54,8 @@ class Intake:
                 self.counters["events_duplicate"] += 1
                 return False
             conversation_id = await conversation_rows.upsert_conversation(conn, message, now)
+            if message.author.email:
+                await conversation_rows.note_asker_email(conn, conversation_id, message.author.id, message.author.email)
             message_id = await conversation_rows.add_customer_message(conn, conversation_id, message, text, now)
             superseded = await draft_rows.supersede_open(conn, conversation_id, "a newer customer message", now)
             draft_id = await draft_rows.insert_draft(conn, conversation_id, message_id, now)

@@ -12,11 +12,15 @@ import logging
 from collections import Counter
 from datetime import timedelta
 
+from sqlalchemy import select
+
+from bot import identity
 from bot.cards import CardSource, build_card
 from bot.domain.states import DraftStatus
 from bot.policy import PolicyStore
 from bot.ports import ReviewCard, ReviewDesk, ToolLookup
 from bot.store import Database, records, utcnow
+from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import outbox as outbox_rows
 from bot.store.schema import Conversation, Draft, Message
@@ -109,14 +113,13 @@ class CardPublisher:
 
     async def load(self, draft_id: str) -> tuple[CardSource, int, str, str] | None:
         """The card's facts as stored: (source, version, desk name, card ref)."""
-        from sqlalchemy import select
-
         d, c, m = Draft.__table__.c, Conversation.__table__.c, Message.__table__.c
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
                     select(
                         d.id,
+                        d.conversation_id,
                         d.status,
                         d.revision,
                         d.text,
@@ -136,6 +139,8 @@ class CardPublisher:
                         c.thread_key,
                         m.text.label("customer_text"),
                         m.attachments,
+                        m.author_id,
+                        d.guard_flags,
                     )
                     .join(Conversation.__table__, c.id == d.conversation_id)
                     .join(Message.__table__, m.id == d.message_id)
@@ -144,6 +149,7 @@ class CardPublisher:
             ).first()
             if row is None:
                 return None
+            conversation = await conversation_rows.load_conversation(conn, row.conversation_id)
             calls = await records.tool_calls_of(conn, draft_id)
             actions = await records.actions_of(conn, draft_id)
             sent = await outbox_rows.of_draft(conn, draft_id)
@@ -166,6 +172,8 @@ class CardPublisher:
             lookups=tuple(ToolLookup(t.name, t.summary, ok=not t.error) for t in calls),
             actions=actions,
             outbox=sent,
+            identity=identity.card_line(conversation, row.author_id),
+            flags=tuple(str(f) for f in row.guard_flags or ()),
         )
         return source, int(row.version), row.card_desk, row.card_ref
 

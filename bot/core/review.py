@@ -16,16 +16,30 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.approval import check_refund, is_manager, may_approve, money, parse_amount
+from bot.approval import (
+    RefundVerdict,
+    amount_of,
+    check_draft_refunds,
+    current_facts,
+    is_manager,
+    may_approve,
+    money,
+    parse_amount,
+    verdicts_of,
+)
 from bot.domain.states import ActionStatus, DraftStatus
 from bot.events import DecisionAction, ReviewDecision
+from bot.identity import refund_owner
 from bot.policy import Policy, PolicyStore
 from bot.ports import DecisionOutcome, EditForm
 from bot.store import Database, records, utcnow
+from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import outbox as outbox_rows
 from bot.store.records import AuditLine, StoredAction
 from bot.store.schema import Conversation, Draft
+from tools.orders import OrderBackend
+from tools.refunds import OrderFacts
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +77,8 @@ class Effects:
     refresh: bool = True
     deliver: bool = False
     new_draft: str | None = None
-    extra: list[str] = field(default_factory=list)
+    #: The orders the draft's refunds name, fetched fresh before the transaction.
+    order_facts: dict[str, OrderFacts] = field(default_factory=dict)
 
 
 Handler = Callable[
@@ -79,9 +94,12 @@ def already(draft: DraftUnderReview) -> str:
 class ReviewDesk:
     """Applies agents' decisions to drafts (named after the place agents decide in)."""
 
-    def __init__(self, db: Database, policy: PolicyStore, on_decided: Callable[[str, Effects], None]) -> None:
+    def __init__(
+        self, db: Database, policy: PolicyStore, orders: OrderBackend, on_decided: Callable[[str, Effects], None]
+    ) -> None:
         self.db = db
         self.policy = policy
+        self.orders = orders
         self.on_decided = on_decided
         self._handlers: dict[DecisionAction, Handler] = {
             DecisionAction.APPROVE: self._approve,
@@ -130,6 +148,12 @@ class ReviewDesk:
         policy = self.policy.current
         now = utcnow()
         effects = Effects()
+        if decision.action in (DecisionAction.APPROVE, DecisionAction.EDIT):
+            # The shop is asked before the write transaction (it may be a remote service).
+            async with self.db.read() as conn:
+                proposed = await records.actions_of(conn, decision.draft_id, status=ActionStatus.PROPOSED)
+            if proposed:
+                effects.order_facts = await current_facts(self.orders, [a.params for a in proposed])
         async with self.db.write() as conn:
             draft = await self._load(conn, decision.draft_id)
             if draft is None:
@@ -278,10 +302,10 @@ class ReviewDesk:
                 return DecisionOutcome(False, "There is no single refund proposal whose amount could be edited.")
         first_of_two: list[StoredAction] = []
         approved: list[tuple[StoredAction, int, list[str]]] = []
-        for action in refunds:
+        amounts = [edited_amount if edited_amount is not None else amount_of(a.params) for a in refunds]
+        verdicts = await self._recheck(conn, draft, refunds, amounts, policy, now, effects)
+        for action, amount, verdict in zip(refunds, amounts, verdicts, strict=True):
             earlier = action.params.get("approved_amount_cents")
-            amount = edited_amount if edited_amount is not None else int(earlier or action.params["amount_cents"])
-            verdict = check_refund(action.params, amount, policy, now)
             if not verdict.allowed:
                 return DecisionOutcome(False, f"Refused: the refund {verdict.reason}. Nothing was sent.")
             if verdict.needs_manager and not is_manager(actor, policy):
@@ -335,6 +359,32 @@ class ReviewDesk:
             True,
             "Approved; the reply is on its way." if not refunds else "Approved; refund and reply are on their way.",
         )
+
+    async def _recheck(
+        self,
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        actions: list[StoredAction],
+        amounts: list[int],
+        policy: Policy,
+        now: datetime,
+        effects: Effects,
+    ) -> list[RefundVerdict]:
+        """THE refund rule over the draft's refunds together, as the orders are now."""
+        if not actions:
+            return []
+        conversation = await conversation_rows.load_conversation(conn, draft.conversation_id)
+        params = [a.params for a in actions]
+        batch = await check_draft_refunds(
+            conn,
+            effects.order_facts or await current_facts(self.orders, params),
+            policy,
+            checked_ids=[a.id for a in actions],
+            verified_customer_id=refund_owner(conversation, params),
+            refunds=[(a.params, amount) for a, amount in zip(actions, amounts, strict=True)],
+            now=now,
+        )
+        return verdicts_of(batch)
 
     async def edit_form(self, draft_id: str) -> EditForm | None:
         d = Draft.__table__.c

@@ -32,6 +32,14 @@ class ConversationState:
     summary_through: int
     facts: dict[str, Any]
     failed_drafts: int
+    verified_customer_id: str = ""
+    verified_via: str = ""
+    verify_attempts: int = 0
+    asker_email: str = ""
+
+    @property
+    def platform(self) -> str:
+        return self.thread.platform
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,7 @@ class StoredMessage:
     role: str
     text: str
     attachments: list[Any]
+    author_id: str = ""
 
 
 async def record_event(conn: AsyncConnection, event_id: str, now: datetime) -> bool:
@@ -152,6 +161,10 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
                 c.summary_through,
                 c.facts,
                 c.failed_drafts,
+                c.verified_customer_id,
+                c.verified_via,
+                c.verify_attempts,
+                c.asker_email,
             ).where(c.id == conversation_id)
         )
     ).one()
@@ -165,6 +178,10 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
         summary_through=row.summary_through,
         facts=dict(row.facts or {}),
         failed_drafts=row.failed_drafts,
+        verified_customer_id=row.verified_customer_id,
+        verified_via=row.verified_via,
+        verify_attempts=row.verify_attempts,
+        asker_email=row.asker_email,
     )
 
 
@@ -174,11 +191,11 @@ async def turns_since(
     """The turns not yet folded into the summary, up to the one being answered."""
     m = _messages.c
     rows = await conn.execute(
-        select(m.id, m.role, m.text, m.attachments)
+        select(m.id, m.role, m.text, m.attachments, m.author_id)
         .where(m.conversation_id == conversation_id, m.id > after_message_id, m.id <= upto_message_id)
         .order_by(m.id)
     )
-    return [StoredMessage(r.id, r.role, r.text, list(r.attachments or [])) for r in rows]
+    return [StoredMessage(r.id, r.role, r.text, list(r.attachments or []), r.author_id) for r in rows]
 
 
 async def images_of(conn: AsyncConnection, message_id: int) -> list[tuple[str, bytes]]:
@@ -196,10 +213,28 @@ async def save_summary(conn: AsyncConnection, conversation_id: str, summary: str
 
 
 async def save_facts(
-    conn: AsyncConnection, conversation_id: str, facts: dict[str, Any], failed_drafts: int, now: datetime
+    conn: AsyncConnection,
+    conversation_id: str,
+    facts: dict[str, Any],
+    failed_drafts: int,
+    now: datetime,
+    identity: dict[str, Any] | None = None,
 ) -> None:
+    """The conversation's facts after a draft, and what the tools established about who the
+    customer is (``identity``: columns of :func:`bot.identity.identity_values`), in one UPDATE."""
     await conn.execute(
         update(_conversations)
         .where(_conversations.c.id == conversation_id)
-        .values(facts=facts, failed_drafts=failed_drafts, updated_at=now)
+        .values(facts=facts, failed_drafts=failed_drafts, updated_at=now, **(identity or {}))
+    )
+
+
+async def note_asker_email(conn: AsyncConnection, conversation_id: str, author_id: str, email: str) -> None:
+    """Remember the platform profile e-mail of the conversation's customer (counted only when the
+    policy says so). Someone else writing in the thread never sets it."""
+    c = _conversations.c
+    await conn.execute(
+        update(_conversations)
+        .where(c.id == conversation_id, c.customer_id == author_id, c.asker_email != email[:320])
+        .values(asker_email=email[:320])
     )

@@ -90,6 +90,11 @@ class Conversation(Base):
     failed_drafts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Identity (bot/identity.py): the shop customer this conversation is verified as, and how.
+    verified_customer_id: Mapped[str] = mapped_column(String(200), default="")
+    verified_via: Mapped[str] = mapped_column(String(120), default="")
+    verify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    asker_email: Mapped[str] = mapped_column(String(320), default="")
 
     @property
     def thread_ref(self) -> ThreadRef:
@@ -157,6 +162,7 @@ class Draft(Base):
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    guard_flags: Mapped[list[Any]] = mapped_column(default=list)  # bot/verification.py, shown on the card
 
 
 Index("ix_drafts_work", Draft.status, Draft.lease_until)
