@@ -19,7 +19,7 @@ from bot.ports import ReviewCard
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from bot.ports import Core
+    from bot.ports import Core, PlatformAdapter, PlatformFactory
     from bot.settings import Settings
 
 PLATFORM = "eval"
@@ -169,6 +169,10 @@ class EvalPlatform:
     def cards(self) -> list[DeskCard]:
         return list(self.board.cards.values())
 
-    def factory(self) -> Callable[[Settings], EvalPlatform]:
+    def factory(self) -> PlatformFactory:
         """A :class:`bot.ports.PlatformFactory` handing out this very platform."""
-        return lambda _settings: self
+
+        def make(settings: Settings) -> PlatformAdapter | None:
+            return self
+
+        return make

@@ -58,8 +58,11 @@ def _png() -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
     )
 
 
@@ -198,7 +201,10 @@ class _Trial:
         """One customer turn: in through ``core.receive``, answered by one settled draft."""
         self._sent += 1
         self.customer_texts.append(text)
-        author_args: dict[str, Any] = {"id": self.case.customer.user_id, "display_name": self.case.customer.display_name}
+        author_args: dict[str, Any] = {
+            "id": self.case.customer.user_id,
+            "display_name": self.case.customer.display_name,
+        }
         if "email" in {f.name for f in dataclasses.fields(Author)} and self.case.customer.email:
             author_args["email"] = self.case.customer.email
         message = InboundMessage(
@@ -256,8 +262,7 @@ class _Trial:
             action = self._next_action()
             if action is None:
                 if defaulted:
-                    self.problems.append(f"turn {self._sent}: the draft stayed in review (approval refused)")
-                    return "stuck"
+                    return "stuck"  # every approval was refused: the draft stays in review
                 defaulted = True
                 action = ApproverAction.model_validate({"action": "approve", "as": self._default_agent()})
             await self.core.decide(await self._decision(draft_id, action))
@@ -277,9 +282,7 @@ class _Trial:
             if text is None:
                 form = await self.core.edit_form(draft_id)
                 text = form.text if form is not None else ""
-            return ReviewDecision(
-                draft_id, DecisionAction.EDIT, actor, edited_text=text, refund_amount=action.amount
-            )
+            return ReviewDecision(draft_id, DecisionAction.EDIT, actor, edited_text=text, refund_amount=action.amount)
         if action.action == "reject":
             return ReviewDecision(draft_id, DecisionAction.REJECT, actor, reason=action.reason or "rejected in eval")
         if action.action == "regenerate":
@@ -394,7 +397,7 @@ class Runner:
         if model in MODELS:
             assert self._scripted is not None
             return self._scripted.base_url, SecretStr("sk-eval-scripted")
-        settings = self.config.settings or Settings(_env_file=None)  # type: ignore[call-arg]
+        settings = self.config.settings or Settings(_env_file=None)
         key = settings.moonshot_api_key or SecretStr("")
         return settings.kimi_base_url, key
 
@@ -407,7 +410,7 @@ class Runner:
             except Exception as exc:
                 return self._broken(case, trial, f"the case's policy is invalid: {exc}", started)
             base_url, key = self._endpoint(self.config.model)
-            base = self.config.settings or Settings(_env_file=None)  # type: ignore[call-arg]
+            base = self.config.settings or Settings(_env_file=None)
             settings = base.model_copy(
                 update={
                     "moonshot_api_key": key,
@@ -489,7 +492,9 @@ class Runner:
             return
         for turn in case.turns:
             attachments = tuple(
-                Attachment(a.filename, a.content_type, len(PHOTO), data=PHOTO if a.content_type.startswith("image/") else None)
+                Attachment(
+                    a.filename, a.content_type, len(PHOTO), data=PHOTO if a.content_type.startswith("image/") else None
+                )
                 for a in turn.attachments
             )
             await run.say(turn.text, attachments)
