@@ -148,6 +148,18 @@ def shift_orders(rows: list[dict[str, Any]], clock: datetime, now: datetime) -> 
     return shifted
 
 
+def _linked(case: Case, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """With ``accounts_linked``, the customer's orders name their account on this platform (the
+    ``customer_accounts`` column of issue 8; dropped at import while the importer lacks it)."""
+    customer = case.customer
+    if not customer.accounts_linked or customer.customer_id is None:
+        return rows
+    account = f"{PLATFORM}:{customer.user_id}"
+    return [
+        {"customer_accounts": account, **row} if row.get("customer_id") == customer.customer_id else row for row in rows
+    ]
+
+
 def _clock(case: Case) -> datetime:
     return datetime.fromisoformat(case.clock.replace("Z", "+00:00"))
 
@@ -431,7 +443,9 @@ class Runner:
                 async with self._starting:
                     await self._database(workdir / "eval.db")
                     await bot.start()
-                rows = shift_orders(case.order_rows(self.config.cases_dir), _clock(case), datetime.now(UTC))
+                rows = shift_orders(
+                    _linked(case, case.order_rows(self.config.cases_dir)), _clock(case), datetime.now(UTC)
+                )
                 if rows:
                     orders_path = workdir / "orders.jsonl"
                     orders_path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
@@ -469,6 +483,12 @@ class Runner:
 
     def _write_policy(self, case: Case, workdir: Path) -> Policy:
         data = merged_policy(self.config.base_policy, case.policy)
+        # --model decides: a policy's per-task models would otherwise win over it.
+        data["models"] = {
+            **dict(data.get("models") or {}),
+            "drafting": self.config.model,
+            "summarizing": self.config.model,
+        }
         knowledge = dict(data.get("knowledge") or {})
         names = []
         (workdir / "knowledge").mkdir()
