@@ -150,7 +150,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("-k", type=int, default=1, help="trials per case (pass^1 .. pass^k); default 1")
     parser.add_argument(
-        "--model", default="scripted", help="a model id on KIMI_BASE_URL, or 'scripted' / 'rulebreaker' (default)"
+        "--model", default="scripted", help="a model id on KIMI_BASE_URL, or 'scripted' (the default) or 'rulebreaker'"
     )
     parser.add_argument("--simulator", help="a model that plays the customer from each case's simulated_customer")
     parser.add_argument("--policy", help="the base policy (default: policy.toml next to the cases file)")
