@@ -7,6 +7,11 @@ in through ``core.receive``; the runner waits for the card on its desk, performs
 action through ``core.decide`` and waits until the draft settles (the reply reached the channel,
 or the draft was rejected or failed) before the next turn.
 
+The core is touched only through ``Supportbot(settings, factories=...)`` (start, stop), the
+:class:`bot.ports.Core` surface (``receive``, ``decide``, ``edit_form``), the ports the platform
+implements, and the SQL tables (``bot.store`` models, read through the runner's own engine; the
+orders are imported into the trial's database before the bot starts).
+
 The clock: the core judges refund windows and delivery estimates against the wall clock, so a
 case's ``clock`` is made to hold by shifting every date of its orders by (now − clock) at import.
 Scoring re-checks refunds against the case's own (unshifted) dates and clock.
@@ -29,6 +34,7 @@ from typing import Any
 
 from pydantic import SecretStr
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.app import Supportbot
 from bot.evaluation.cases import ApproverAction, Case
@@ -38,9 +44,18 @@ from bot.evaluation.scripted import MODELS, STOP, ScriptedKimi
 from bot.events import Actor, Attachment, Author, DecisionAction, InboundMessage, MessageKind, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
 from bot.policy import Policy, parse_policy
-from bot.ports import CardState, ReviewCard
+from bot.ports import CardState, Core, ReviewCard
 from bot.settings import Settings
-from bot.store import Decision, Draft, ProposedAction, ToolCall, UsageRecord, create_engine, upgrade_database
+from bot.store import (
+    Decision,
+    Draft,
+    ProposedAction,
+    ToolCall,
+    UsageRecord,
+    create_engine,
+    sessionmaker,
+    upgrade_database,
+)
 from tools import import_orders
 from tools.importer import COLUMNS
 from tools.orders import order_refunds_table
@@ -185,9 +200,18 @@ class EvalConfig:
 class _Trial:
     """One trial of one case against a running bot."""
 
-    def __init__(self, case: Case, bot: Supportbot, platform: EvalPlatform, policy: Policy, config: EvalConfig) -> None:
+    def __init__(
+        self,
+        case: Case,
+        core: Core,
+        platform: EvalPlatform,
+        policy: Policy,
+        config: EvalConfig,
+        reads: async_sessionmaker[Any],
+    ) -> None:
         self.case = case
-        self.bot = bot
+        self.core = core
+        self.reads = reads
         self.platform = platform
         self.policy = policy
         self.config = config
@@ -198,11 +222,6 @@ class _Trial:
         self.thread = ThreadRef(PLATFORM, "W-EVAL", "C-EVAL", f"thread-{case.id}")
         self.handled: set[str] = set()
         self._sent = 0
-
-    @property
-    def core(self) -> Any:
-        assert self.bot.core is not None
-        return self.bot.core
 
     def _default_agent(self) -> str:
         if self.case.approver:
@@ -264,7 +283,7 @@ class _Trial:
         return self.actions.pop(0) if self.actions else None
 
     async def _status(self, draft_id: str) -> str:
-        async with self.core.reads() as session:
+        async with self.reads() as session:
             return str(await session.scalar(select(Draft.status).where(Draft.id == draft_id)))
 
     async def _review(self, draft_id: str) -> str:
@@ -319,10 +338,8 @@ class _Trial:
         self.problems.append(f"turn {self._sent}: the approved reply was not delivered")
 
     async def observe(self) -> Observation:
-        core = self.core
-        async with core.reads() as session:
+        async with self.reads() as session:
             drafts = list(await session.scalars(select(Draft)))
-            draft_ids = [d.id for d in drafts]
             calls = list(await session.scalars(select(ToolCall).order_by(ToolCall.id)))
             decisions = list(await session.scalars(select(Decision).order_by(Decision.id)))
             actions = list(await session.scalars(select(ProposedAction)))
@@ -361,7 +378,7 @@ class _Trial:
             tool_calls=tool_calls,
             refunds=rows,
             approved_text=approved_text,
-            escalated=any(d.escalation for d in drafts if d.id in draft_ids),
+            escalated=any(d.escalation for d in drafts),
             orders=self.case.order_rows(self.config.cases_dir),
             customer_texts=self.customer_texts,
             problems=self.problems,
@@ -439,33 +456,47 @@ class Runner:
             )
             platform = EvalPlatform()
             bot = Supportbot(settings, factories={PLATFORM: platform.factory()})
+            reads = create_engine(settings.database_url, read_only=True)
             try:
-                async with self._starting:
-                    await self._database(workdir / "eval.db")
-                    await bot.start()
-                rows = shift_orders(
-                    _linked(case, case.order_rows(self.config.cases_dir)), _clock(case), datetime.now(UTC)
-                )
-                if rows:
-                    orders_path = workdir / "orders.jsonl"
-                    orders_path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-                    await import_orders(bot.engine, orders_path)
-                run = _Trial(case, bot, platform, policy, self.config)
-                await self._converse(case, run)
-                await asyncio.wait_for(bot.core.drain(self.config.step_timeout), self.config.step_timeout + 5)  # type: ignore[union-attr]
+                try:
+                    await self._database(workdir, case)
+                    async with self._starting:
+                        await bot.start()
+                    assert bot.core is not None
+                    run = _Trial(case, bot.core, platform, policy, self.config, sessionmaker(reads))
+                    await self._converse(case, run)
+                finally:
+                    await bot.stop()  # lets background work (cards, dispatch) finish first
                 seen = await run.observe()
                 result = score(case, trial, seen, policy)
                 result.first_draft_seconds = run.first_draft
-                await self._usage(bot, result)
+                await self._usage(sessionmaker(reads), result)
             except Exception as exc:
                 return self._broken(case, trial, f"the trial crashed: {type(exc).__name__}: {exc}", started)
             finally:
-                await bot.stop()
+                await reads.dispose()
         result.seconds = time.perf_counter() - started
         return result
 
-    async def _database(self, path: Path) -> None:
-        """A fresh database file at ``path``: a copy of one migrated to the newest schema."""
+    async def _database(self, workdir: Path, case: Case) -> None:
+        """A fresh database: a copy of one migrated to the newest schema, with the case's orders."""
+        async with self._starting:
+            await self._migrated()
+        assert self._template is not None
+        path = workdir / "eval.db"
+        shutil.copyfile(self._template, path)
+        rows = shift_orders(_linked(case, case.order_rows(self.config.cases_dir)), _clock(case), datetime.now(UTC))
+        if not rows:
+            return
+        orders_path = workdir / "orders.jsonl"
+        orders_path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+        engine = create_engine(f"sqlite+aiosqlite:///{path}")
+        try:
+            await import_orders(engine, orders_path)
+        finally:
+            await engine.dispose()
+
+    async def _migrated(self) -> None:
         if self._template is None:
             self._template_dir = tempfile.TemporaryDirectory(prefix="supportbot-eval-schema-")
             template = Path(self._template_dir.name) / "schema.db"
@@ -475,7 +506,6 @@ class Runner:
             finally:
                 await engine.dispose()
             self._template = template
-        shutil.copyfile(self._template, path)
 
     @staticmethod
     def _broken(case: Case, trial: int, why: str, started: float) -> TrialResult:
@@ -552,9 +582,8 @@ class Runner:
             await client.aclose()
 
     @staticmethod
-    async def _usage(bot: Supportbot, result: TrialResult) -> None:
-        assert bot.core is not None
-        async with bot.core.reads() as session:
+    async def _usage(reads: async_sessionmaker[Any], result: TrialResult) -> None:
+        async with reads() as session:
             row = (
                 await session.execute(
                     select(
