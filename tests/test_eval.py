@@ -286,9 +286,13 @@ def test_a_simulated_customer_plays_the_case_from_its_instructions(tmp_path: Pat
 
 
 def test_compare_shows_what_changed_between_two_runs(tmp_path: Path) -> None:
-    cases = write_cases(tmp_path, suite_cases("status-shipped-eta-01", "other-customer-status-01"))
-    _, scripted = run_eval(tmp_path, cases)
-    _, rulebreaker = run_eval(tmp_path, cases, "--model", "rulebreaker")
+    cases = write_cases(tmp_path, suite_cases("status-shipped-eta-01", "other-customer-status-01", "reject-01"))
+    _, scripted = run_eval(tmp_path, cases, "--only", "status,other-customer")
+    status, rulebreaker = run_eval(
+        tmp_path, cases, "--model", "rulebreaker", "--only", "status,other-customer", "--min-pass", "0.5"
+    )
+    assert status == 1  # pass^1 is 0.0, below --min-pass
+    assert set(scripted["cases"]) == set(rulebreaker["cases"]) == {"status-shipped-eta-01", "other-customer-status-01"}
     diff = compare(scripted, rulebreaker)
     assert [c["case"] for c in diff["changed"]] == ["other-customer-status-01", "status-shipped-eta-01"]
     text = render_compare(diff)

@@ -59,15 +59,18 @@ def _base_policy(args: argparse.Namespace, cases_path: Path) -> tuple[dict[str, 
             raise SupportbotError(f"no policy file {path}")
         return {}, cases_path.parent, "(built-in defaults)"
     text = path.read_text(encoding="utf-8")
-    parse_policy(text, str(path))  # the base policy must be valid on its own
-    return tomllib.loads(text), path.parent, str(path)
+    version = parse_policy(text, str(path)).version
+    return tomllib.loads(text), path.parent, f"{path} ({version})"
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.cases == "compare":
         if len(args.extra) != 2:
             raise SupportbotError("usage: supportbot eval compare A.json B.json")
-        first, second = (json.loads(Path(p).read_text(encoding="utf-8")) for p in args.extra)
+        try:
+            first, second = (json.loads(Path(p).read_text(encoding="utf-8")) for p in args.extra)
+        except (OSError, ValueError) as exc:
+            raise SupportbotError(f"cannot read a run's JSON: {exc}") from None
         print(render_compare(compare(first, second)))
         return 0
     if args.extra:
