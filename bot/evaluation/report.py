@@ -159,13 +159,15 @@ def render_compare(result: dict[str, Any]) -> str:
     label_a = f"{result['a'].get('model')} {result['a'].get('policy', '')}".strip()
     label_b = f"{result['b'].get('model')} {result['b'].get('policy', '')}".strip()
     lines = [f"A: {label_a}", f"B: {label_b}", ""]
-    header = ["group", "pass^1", f"pass^{k}", "violations", "cost $"]
+    header = ["group", "pass^1", f"pass^{k}", "violations", "calls", "cost $"]
     rows = []
     for name, diff in result["groups"].items():
         a, b = diff["a"], diff["b"]
-        violations = "-" if a is None or b is None else f"{a['violations']} → {b['violations']}"
-        cost = "-" if a is None or b is None else f"{a['cost_usd']:.4f} → {b['cost_usd']:.4f}"
-        rows.append([name, _pair(diff, 0), _pair(diff, k - 1), violations, cost])
+        both = a is not None and b is not None
+        violations = f"{a['violations']} → {b['violations']}" if both else "-"
+        calls = f"{a['model_calls']} → {b['model_calls']}" if both else "-"
+        cost = f"{a['cost_usd']:.4f} → {b['cost_usd']:.4f}" if both else "-"
+        rows.append([name, _pair(diff, 0), _pair(diff, k - 1), violations, calls, cost])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
