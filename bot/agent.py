@@ -155,7 +155,8 @@ class DraftingAgent:
                 raise DraftingError(f"the model kept calling tools after being told to answer ({force_final})")
             conversation.append(_assistant_turn(completion, limits.thinking))
             for call in completion.tool_calls:
-                signature = f"{call.name}:{_canonical(call.arguments)}"
+                # A call made again once the customer is verified is not a repeat: it sees more.
+                signature = f"{call.name}:{context.verified_customer_id}:{_canonical(call.arguments)}"
                 if signature in seen_calls:
                     force_final = f"repeated call to {call.name}"
                     content = _error_payload(

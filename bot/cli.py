@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="print a conversation's audit trail")
     audit.add_argument("conversation", help="conversation id, thread key or draft id")
     audit.set_defaults(handler=_audit)
+    from bot.evaluation.cli import register as register_eval  # supportbot eval (issue 9)
+
+    register_eval(commands)
     for ep in entry_points(group="supportbot.commands"):
         register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
         register(commands)

@@ -87,13 +87,13 @@ async def test_bad_accounts_in_the_orders_file_are_named_and_nothing_is_imported
     path = tmp_path / "bad.csv"
     path.write_text(
         "order_id,customer_id,status,currency,total,placed_at,customer_accounts\n"
-        "X-1,C-9,shipped,USD,1,2026-11-01,telegram:42\n"
+        "X-1,C-9,shipped,USD,1,2026-11-01,Telegram 42\n"
         "X-2,,shipped,USD,1,2026-11-01,slack:U0NOBODY\n"
     )
     with pytest.raises(OrderImportError) as caught:
         await import_orders(engine, path)
     assert caught.value.problems == [
-        "line 2: customer_accounts: not an account such as slack:U0123 or discord:4567 ('telegram:42')",
+        "line 2: customer_accounts: not an account such as slack:U0123 or discord:4567 ('Telegram')",
         "line 3: customer_accounts: needs a customer_id on the same order",
     ]
     assert await linked_customer(engine, "slack:U0NOBODY") is None

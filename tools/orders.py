@@ -335,7 +335,8 @@ customer_accounts_table = Table(
     Column("linked_at", DateTime(timezone=True), nullable=False),
 )
 
-ACCOUNT_PATTERN = re.compile(r"(slack|discord):[A-Za-z0-9_.-]{1,140}")
+#: ``<platform>:<account id>``, the platform as its adapter names itself (slack, discord, playground).
+ACCOUNT_PATTERN = re.compile(r"[a-z][a-z0-9-]{1,31}:[A-Za-z0-9_.-]{1,140}")
 """A linked account as written in the orders file and on the command line."""
 
 
