@@ -19,7 +19,7 @@ from aiohttp import web
 
 from bot.dispatcher import OutboxDispatcher
 from bot.errors import ConfigError
-from bot.kimi import KimiClient
+from bot.llm.setup import start_client
 from bot.policy import Policy, PolicyStore
 from bot.ports import PlatformAdapter, PlatformFactory
 from bot.service import Copilot
@@ -93,13 +93,7 @@ class Supportbot:
             orders: OrderBackend = HttpOrderBackend(settings.orders_api_url, token)
         else:
             orders = SqlOrderBackend(self.engine, reads=read_engine)
-        kimi = KimiClient(
-            settings.kimi_base_url,
-            settings.moonshot_api_key,
-            timeout=settings.kimi_timeout_seconds,
-            max_retries=settings.kimi_max_retries,
-            max_concurrency=settings.kimi_max_concurrency,
-        )
+        kimi, _catalog = await start_client(settings, policy.current)  # kimi: limiter, breakers, models check
         core = Copilot(
             settings,
             self.engine,

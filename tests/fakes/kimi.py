@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import secrets
 import string
@@ -335,6 +336,12 @@ class FakeKimi:
     * ``chunk_delay`` – seconds slept between SSE events when streaming.
     * ``max_concurrency`` – when set, a completion arriving while this many are in flight gets the
       real 429 concurrency error.
+    * ``rpm`` / ``tpm`` – when set, the account's requests and tokens per ``limit_window`` seconds
+      (a sliding window, 60 s by default): a completion past either gets the real 429
+      ``rate_limit_reached_error`` (RPM with "please try again after N seconds", TPM with
+      ``current:..., limit:...``). TPM is pre-charged with prompt tokens + ``max_tokens`` (or the
+      model's default), as Moonshot does.
+    * ``rate_limited`` – how many 429 ``rate_limit_reached_error`` the account limits caused.
     * ``in_flight`` / ``max_in_flight`` – current and peak number of concurrent completions.
     * ``balance`` – the ``data`` of ``GET /v1/users/me/balance``.
     """
@@ -349,6 +356,12 @@ class FakeKimi:
         self.latency: float = 0.0
         self.chunk_delay: float = 0.0
         self.max_concurrency: int | None = None
+        self.rpm: int | None = None
+        self.tpm: int | None = None
+        self.limit_window: float = 60.0
+        self.rate_limited = 0
+        self._starts: list[float] = []
+        self._charges: list[tuple[float, int]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.balance: JSON = {
@@ -359,6 +372,7 @@ class FakeKimi:
         self.system_fingerprint = "fpv0_" + secrets.token_hex(4)
         self._script: list[Step] = []
         self._always: Fail | None = None
+        self._failing_models: dict[str, Fail] = {}
         self._prompt_cache: dict[str, list[bytes]] = {}
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -413,8 +427,14 @@ class FakeKimi:
         self._always = Fail(status, type, message, headers)
 
     def recover(self) -> None:
-        """Undo :meth:`fail_always`."""
+        """Undo :meth:`fail_always` and :meth:`fail_model`."""
         self._always = None
+        self._failing_models.clear()
+
+    def fail_model(self, model_id: str, failure: Fail) -> None:
+        """Answer every chat completion for ``model_id`` with ``failure`` until :meth:`recover`
+        (one model unwell while the others answer)."""
+        self._failing_models[model_id] = failure
 
     def retire(self, model_id: str) -> None:
         """Remove a model from the catalog, so requests for it get the real 404."""
@@ -533,19 +553,61 @@ class FakeKimi:
         self._check_auth(request)
         if self._always is not None:
             raise _ApiError(self._always.status, self._always.type, self._always.message, self._always.headers)
+        body = request[_RECORD].body
+        failing = self._failing_models.get(str(body.get("model"))) if isinstance(body, dict) else None
+        if failing is not None:
+            raise _ApiError(failing.status, failing.type, failing.message, failing.headers)
         if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
+            self.rate_limited += 1
             raise _ApiError(
                 429,
                 "rate_limit_reached_error",
                 f"Your account {ORG_ID}<{AK_ID}> request reached max organization concurrency: "
                 f"{self.max_concurrency}, please try again after 1 seconds",
             )
+        self._check_minute_limits(request[_RECORD].body)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await self._chat_inner(request)
         finally:
             self.in_flight -= 1
+
+    def _check_minute_limits(self, body: Any) -> None:
+        """RPM and TPM over a sliding window, checked when a request arrives; an accepted request
+        is charged at once (429s are not)."""
+        if self.rpm is None and self.tpm is None:
+            return
+        now = time.monotonic()
+        horizon = now - self.limit_window
+        self._starts = [t for t in self._starts if t > horizon]
+        self._charges = [(t, n) for t, n in self._charges if t > horizon]
+        if self.rpm is not None and len(self._starts) >= self.rpm:
+            self.rate_limited += 1
+            after = max(1, math.ceil(self._starts[0] + self.limit_window - now))
+            raise _ApiError(
+                429,
+                "rate_limit_reached_error",
+                f"Your account {ORG_ID}<{AK_ID}> request reached organization max RPM: {self.rpm}, "
+                f"please try again after {after} seconds",
+            )
+        charge = 0
+        if isinstance(body, dict):
+            spec = self.models.get(str(body.get("model")))
+            default_max = spec.default_max_tokens if spec else 1024
+            max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else default_max
+            charge = estimate_tokens(_prompt_bytes(body.get("messages"), body.get("tools"))) + int(max_tokens or 0)
+        current = sum(n for _, n in self._charges)
+        if self.tpm is not None and current + charge > self.tpm:
+            self.rate_limited += 1
+            raise _ApiError(
+                429,
+                "rate_limit_reached_error",
+                f"Your account {ORG_ID}<{AK_ID}> request reached organization TPM rate limit, "
+                f"current:{current + charge}, limit:{self.tpm}",
+            )
+        self._starts.append(now)
+        self._charges.append((now, charge))
 
     async def _chat_inner(self, request: web.Request) -> web.StreamResponse:
         hang: Hang | None = None
