@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import or_, select
 
 from bot.errors import ConfigError, ImportFailed, PolicyError, SupportbotError
+from bot.llm.commands import register as register_llm_commands
 from bot.logs import configure_logging
 from bot.policy import load_policy
 from bot.settings import load_settings
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="print a conversation's audit trail")
     audit.add_argument("conversation", help="conversation id, thread key or draft id")
     audit.set_defaults(handler=_audit)
+    register_llm_commands(commands)  # costs, models
     for ep in entry_points(group="supportbot.commands"):
         register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
         register(commands)
