@@ -64,7 +64,7 @@ def ideal_schedule(drafts: int, calls: int, concurrency: int, rpm: int, latency:
     last = 0.0
     while ready:
         at, draft, call = heapq.heappop(ready)
-        t = at
+        t = max(at, starts[-1] if starts else 0.0)  # starts never go back in time
         while True:
             running = [e for e in running if e > t]
             if len(running) >= concurrency:
