@@ -19,6 +19,7 @@ from aiohttp import web
 
 from bot.dispatcher import OutboxDispatcher
 from bot.errors import ConfigError
+from bot.llm.knowledge import KnowledgeSync, knowledge_paths
 from bot.llm.setup import start_client
 from bot.policy import Policy, PolicyStore
 from bot.ports import PlatformAdapter, PlatformFactory
@@ -36,11 +37,13 @@ def platform_factories() -> dict[str, PlatformFactory]:
     return {ep.name: ep.load() for ep in entry_points(group="supportbot.platforms")}
 
 
-def build_tools(policy: Policy, policy_path: Path, orders: OrderBackend) -> ToolRegistry:
+def build_tools(
+    policy: Policy, policy_path: Path, orders: OrderBackend, synced: KnowledgeBase | None = None
+) -> ToolRegistry:
     knowledge = None
     if policy.knowledge.files:
         base = policy_path.parent
-        knowledge = KnowledgeBase.from_files([base / name for name in policy.knowledge.files])
+        knowledge = synced or KnowledgeBase.from_files([base / name for name in policy.knowledge.files])
     return default_tools(orders, knowledge)
 
 
@@ -94,13 +97,19 @@ class Supportbot:
         else:
             orders = SqlOrderBackend(self.engine, reads=read_engine)
         kimi, _catalog = await start_client(settings, policy.current)  # kimi: limiter, breakers, models check
+        knowledge = KnowledgeSync(self.engine, kimi)  # kimi: knowledge files through the files API
+
+        def knowledge_files() -> list[Path]:
+            return knowledge_paths(settings.policy_file, policy.current.knowledge.files)
+
+        await knowledge.sync_if_changed(knowledge_files())
         core = Copilot(
             settings,
             self.engine,
             policy,
             kimi,
             orders,
-            lambda current: build_tools(current, settings.policy_file, orders),
+            lambda current: build_tools(current, settings.policy_file, orders, knowledge.base),
             read_engine,
         )
         self.core = core
@@ -126,6 +135,7 @@ class Supportbot:
         self.dispatcher = OutboxDispatcher(core)
         self._tasks.append(asyncio.create_task(self.dispatcher.run()))
         self._tasks.append(asyncio.create_task(policy.watch(settings.policy_reload_seconds, self._policy_rejected)))
+        self._tasks.append(asyncio.create_task(knowledge.watch(knowledge_files, settings.policy_reload_seconds)))
         await core.resume_drafting()
         log.info(
             "supportbot is up on %s:%d with %s; review desk: %s",

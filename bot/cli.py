@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="print a conversation's audit trail")
     audit.add_argument("conversation", help="conversation id, thread key or draft id")
     audit.set_defaults(handler=_audit)
-    register_llm_commands(commands)  # costs, models
+    register_llm_commands(commands)  # costs, models, knowledge
     for ep in entry_points(group="supportbot.commands"):
         register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
         register(commands)

@@ -1,4 +1,5 @@
-"""``supportbot costs`` and ``supportbot models``: what Kimi cost, and what it serves.
+"""``supportbot costs``, ``models`` and ``knowledge sync|search``: what Kimi cost, what it
+serves, and the knowledge files uploaded through its files API.
 
 ``costs`` reads the usage ledger (one row per model call) and prints totals by day and model
 with the share of prompt tokens served from Kimi's cache. ``models`` lists ``GET /v1/models``
@@ -120,6 +121,48 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _knowledge(args: argparse.Namespace) -> int:
+    from bot.llm.knowledge import KnowledgeSync, knowledge_paths
+    from bot.llm.setup import client_from_settings
+    from bot.policy import load_policy
+
+    settings = load_settings()
+    if settings.moonshot_api_key is None:
+        raise ConfigError("MOONSHOT_API_KEY is missing (the Kimi API key)")
+    policy = load_policy(settings.policy_file)
+
+    async def main() -> list[str]:
+        engine = create_engine(settings.database_url)
+        client = client_from_settings(settings)
+        try:
+            await upgrade_database(engine)
+            sync = KnowledgeSync(engine, client)
+            report = await sync.sync(knowledge_paths(settings.policy_file, policy.knowledge.files))
+            if args.knowledge_command == "sync":
+                return [
+                    f"{label}: {', '.join(names)}"
+                    for label, names in (
+                        ("uploaded", report.uploaded),
+                        ("unchanged", report.unchanged),
+                        ("deleted", report.deleted),
+                        ("indexed locally (Kimi unreachable)", report.local),
+                    )
+                    if names
+                ] or ["no knowledge files in the policy"]
+            lines = []
+            for passage in sync.base.search(args.query, limit=args.limit):
+                where = f"{passage.source} › {passage.heading}" if passage.heading else passage.source
+                lines += [f"## {where}", passage.text, ""]
+            return lines or [f"nothing found for {args.query!r}"]
+        finally:
+            await client.aclose()
+            await engine.dispose()
+
+    for line in asyncio.run(main()):
+        print(line)
+    return 0
+
+
 def register(commands: Any) -> None:
     """Add ``costs`` and ``models`` to the ``supportbot`` command line."""
     costs = commands.add_parser("costs", help="model spend by day and model, with the cache-hit share")
@@ -128,3 +171,13 @@ def register(commands: Any) -> None:
     commands.add_parser("models", help="the models Kimi serves: context length, image support").set_defaults(
         handler=_models
     )
+    knowledge = commands.add_parser("knowledge", help="knowledge files through Kimi's files API").add_subparsers(
+        dest="knowledge_command", required=True
+    )
+    knowledge.add_parser("sync", help="upload new or changed files, delete removed ones").set_defaults(
+        handler=_knowledge
+    )
+    search = knowledge.add_parser("search", help="the passages a query finds")
+    search.add_argument("query")
+    search.add_argument("--limit", type=int, default=3)
+    search.set_defaults(handler=_knowledge)

@@ -2,7 +2,8 @@
 
 The fake speaks the wire format described in ``/work/shared/reference/kimi-api.md``: the
 OpenAI-compatible ``/v1/chat/completions`` endpoint (JSON and SSE), ``/v1/models``,
-``/v1/tokenizers/estimate-token-count`` and ``/v1/users/me/balance``.  It validates requests the way
+``/v1/tokenizers/estimate-token-count``, ``/v1/users/me/balance`` and the files API (upload with
+``purpose=file-extract``, list, get, content, delete).  It validates requests the way
 the real API does (exact 400 texts for K2.5 fixed sampling, missing ``reasoning_content`` and so on)
 and answers with a deterministic "brain" unless a test scripts the next answers.
 
@@ -373,6 +374,9 @@ class FakeKimi:
         self._script: list[Step] = []
         self._always: Fail | None = None
         self._failing_models: dict[str, Fail] = {}
+        self.files: dict[str, JSON] = {}  # file id -> FileObject
+        self.file_bytes: dict[str, bytes] = {}
+        self.max_files = 1000
         self._prompt_cache: dict[str, list[bytes]] = {}
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -396,6 +400,11 @@ class FakeKimi:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/tokenizers/estimate-token-count", self._estimate)
         app.router.add_get("/v1/users/me/balance", self._balance)
+        app.router.add_post("/v1/files", self._file_upload)
+        app.router.add_get("/v1/files", self._file_list)
+        app.router.add_get("/v1/files/{file_id}", self._file_get)
+        app.router.add_delete("/v1/files/{file_id}", self._file_delete)
+        app.router.add_get("/v1/files/{file_id}/content", self._file_content)
         self._closing = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -546,6 +555,81 @@ class FakeKimi:
             raise _bad("Invalid request: messages must not be empty")  # invented
         total = estimate_tokens(_prompt_bytes(messages, body.get("tools")))
         return self._json(200, {"data": {"total_tokens": total}})
+
+    # ------------------------------------------------------------------ files (purpose=file-extract)
+
+    def _file(self, request: web.Request) -> JSON:
+        self._check_auth(request)
+        found = self.files.get(request.match_info["file_id"])
+        if found is None:
+            raise _ApiError(404, "resource_not_found_error", f"file {request.match_info['file_id']} not found")
+        return found
+
+    async def _file_upload(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        raw = request[_RECORD].raw
+        content_type = request.headers.get("Content-Type", "")
+        if not content_type.startswith("multipart/form-data"):
+            raise _bad("Invalid request: multipart/form-data expected")  # invented
+        fields: dict[str, tuple[str, bytes]] = {}
+        boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
+        for part in raw.split(b"--" + boundary):
+            head, sep, body = part.partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            disposition = re.search(rb'name="([^"]+)"(?:; filename="([^"]*)")?', head)
+            if disposition:
+                filename = (disposition.group(2) or b"").decode()
+                fields[disposition.group(1).decode()] = (filename, body.removesuffix(b"\r\n"))
+        purpose = fields.get("purpose", ("", b""))[1].decode()
+        if purpose != "file-extract":
+            raise _bad("Invalid purpose: only 'file-extract' accepted")
+        if "file" not in fields:
+            raise _bad("Invalid request: file is required")  # invented
+        filename, data = fields["file"]
+        if not data:
+            raise _bad("File size is zero, please confirm and re-upload the file")
+        if len(data) > 100 * 1024 * 1024:
+            raise _bad("File size is too large, max file size is 100MB, please confirm and re-upload the file")
+        if len(self.files) >= self.max_files:
+            raise _bad(
+                f"The number of files you have uploaded exceeded the max file count {self.max_files}, "
+                "please delete previous uploaded files"
+            )
+        file_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(20))
+        obj: JSON = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "ok",
+            "status_details": "",
+        }
+        self.files[file_id] = obj
+        self.file_bytes[file_id] = data
+        return self._json(200, obj)
+
+    async def _file_list(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        return self._json(200, {"object": "list", "data": list(self.files.values())})
+
+    async def _file_get(self, request: web.Request) -> web.Response:
+        return self._json(200, self._file(request))
+
+    async def _file_delete(self, request: web.Request) -> web.Response:
+        obj = self._file(request)
+        del self.files[obj["id"]]
+        self.file_bytes.pop(obj["id"], None)
+        return self._json(200, {"id": obj["id"], "object": "file", "deleted": True})
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        obj = self._file(request)
+        text = self.file_bytes[obj["id"]].decode("utf-8", errors="replace")
+        payload = {"content": text, "file_type": "text/plain", "filename": obj["filename"], "title": "", "type": "file"}
+        # The "internally agreed format": a JSON string, served as text.
+        return web.Response(status=200, text=json.dumps(payload, ensure_ascii=False), content_type="text/plain")
 
     # ------------------------------------------------------------------ chat completions
 
