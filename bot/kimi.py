@@ -263,11 +263,18 @@ class KimiClient:
     async def check_startup(self, configured: dict[str, str]) -> dict[str, ModelInfo]:
         """At start-up: the key works, every configured model exists and has a price.
         ``configured`` maps the setting that names a model (``KIMI_MODEL``) to its id. Raises
-        :class:`ConfigError` with the reason (and the available ids) otherwise."""
+        :class:`ConfigError` with the reason (and the available ids) otherwise. When Kimi cannot
+        be reached the check is skipped with a warning (an outage must not stop the start)."""
         try:
             catalog = await self.list_models(refresh=True)
         except KimiAuthError as exc:
             raise ConfigError(f"MOONSHOT_API_KEY was refused by Kimi at {self._http.base_url} ({exc})") from None
+        except KimiRetryableError as exc:
+            # Kimi unreachable or failing right now: start anyway (drafts wait and retry, the
+            # breaker watches); an outage must not keep the review desk from coming up.
+            log.warning("could not list Kimi's models at %s (%s); model check skipped", self._http.base_url, exc)
+            self.prices.check(list(configured.values()))
+            return {}
         except KimiError as exc:
             raise ConfigError(f"could not list Kimi's models at {self._http.base_url}: {exc}") from None
         check_configured(catalog, configured)
