@@ -216,6 +216,7 @@ class KimiClient:
         breakers: Breakers | None = None,
         prices: PriceTable | None = None,
         models_ttl: float = 86400.0,
+        exact_token_counts: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._api_key = api_key
@@ -235,6 +236,7 @@ class KimiClient:
         self._rate_limit_max_wait = rate_limit_max_wait
         self._default_max_tokens = default_max_tokens
         self._models_ttl = models_ttl
+        self._exact = exact_token_counts
         self._catalog: dict[str, ModelInfo] = {}
         self._catalog_at = 0.0
         self.rate_limited = 0  # 429 rate-limit answers seen (each one a limit we did not know)
@@ -371,7 +373,7 @@ class KimiClient:
         """One chat completion. ``on_delta(text_so_far)`` hears the answer's content as it streams
         (after a retry it starts again from the beginning, so show the latest text)."""
         max_tokens = max_tokens or self._default_max_tokens
-        charge = estimate_prompt_tokens(messages, tools) + max_tokens
+        charge = await self._prompt_charge(model, messages, tools) + max_tokens
         failures = overloads = 0
         waited = 0.0
         while True:
@@ -415,6 +417,21 @@ class KimiClient:
             else:
                 self.breakers[use].success()
                 return self._priced(completion, fallback=use != model)
+
+    async def _prompt_charge(
+        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> int:
+        """The prompt tokens a request charges against TPM: Kimi's own count when
+        ``exact_token_counts`` is on (the tools, which the endpoint may not count, estimated
+        locally on top), else the local estimate. A failed count falls back to the estimate."""
+        if not self._exact:
+            return estimate_prompt_tokens(messages, tools)
+        try:
+            exact = await self.count_tokens(model, messages)
+        except (KimiError, KeyError, TypeError, ValueError) as exc:
+            log.warning("Kimi's token count failed (%s); using the local estimate", exc)
+            return estimate_prompt_tokens(messages, tools)
+        return exact + (estimate_prompt_tokens([], tools) if tools else 0)
 
     def _priced(self, completion: Completion, *, fallback: bool) -> Completion:
         usage = completion.usage

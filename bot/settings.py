@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     kimi_default_price: str = ""  # JSON [hit, miss, out] for unlisted models; empty: refuse them at start-up
     kimi_web_search_fee_usd: float = 0.005
     kimi_check_models: bool = True  # GET /v1/models at start-up
+    kimi_exact_tokens: bool = False  # charge TPM with Kimi's token-count endpoint (one more request per call)
 
     database_url: str = "sqlite+aiosqlite:///./supportbot.db"
     policy_file: Path = Path("./policy.toml")

@@ -287,3 +287,15 @@ async def test_the_client_takes_an_httpx_transport_for_unit_tests() -> None:
     finally:
         await kimi_client.aclose()
     assert calls == ["/v1/tokenizers/estimate-token-count", "/v1/models"]
+
+
+async def test_with_exact_counts_tpm_is_charged_with_kimis_own_token_count(kimi: FakeKimi) -> None:
+    limiter = AccountLimiter(max_concurrency=4, rpm=1000, tpm=10_000_000)
+    kimi_client = client(kimi, limiter, exact_token_counts=True)
+    try:
+        await kimi_client.chat(model="kimi-k2.5", messages=ask(1), max_tokens=100)
+    finally:
+        await kimi_client.aclose()
+    [estimate] = [r for r in kimi.requests if r.path.endswith("/tokenizers/estimate-token-count")]
+    assert estimate.response["data"]["total_tokens"] == kimi.prompt_tokens_for(ask(1))
+    assert limiter.tokens_in_window == kimi.prompt_tokens_for(ask(1)) + 100

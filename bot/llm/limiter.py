@@ -100,6 +100,12 @@ class AccountLimiter:
         return len(waiters) if waiters else 0
 
     @property
+    def tokens_in_window(self) -> int:
+        """Tokens charged by the requests started in the current window."""
+        self._expire(self._clock())
+        return self._tokens
+
+    @property
     def in_flight(self) -> int:
         return self._in_flight
 

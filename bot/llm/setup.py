@@ -31,6 +31,7 @@ def client_from_settings(settings: Settings) -> KimiClient:
         breakers=Breakers(
             failure_threshold=settings.kimi_breaker_failures, cooldown=settings.kimi_breaker_cooldown_seconds
         ),
+        exact_token_counts=settings.kimi_exact_tokens,
         prices=PriceTable.from_settings(
             settings.kimi_prices, settings.kimi_default_price, settings.kimi_web_search_fee_usd
         ),
