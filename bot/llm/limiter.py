@@ -14,7 +14,7 @@ a small margin for the way to Kimi. That never exceeds the limit in *any* 60-sec
 window Kimi counts in, and still lets a burst use the whole minute's allowance at once. A leaky
 bucket (aiolimiter) does not fit here: sized to the RPM it lets a burst plus the drain through
 (up to twice the RPM inside one window, which Kimi refuses); sized to be safe it spaces requests
-evenly and the 80-question burst of the issue ends 14 % after the ideal schedule.
+evenly and the 80-question burst of the issue ends 15 % after the ideal schedule.
 
 Several instances on one account: each takes its share (``KIMI_INSTANCES``) of the limits; see
 :meth:`AccountLimiter.shared`.
