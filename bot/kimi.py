@@ -244,6 +244,19 @@ class KimiClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def metrics(self) -> dict[str, float]:
+        """Figures for ``/metrics``: the account queue, 429s seen, breakers open (1 per model)."""
+        figures: dict[str, float] = {
+            "kimi_queue_waiting": self.limiter.queued,
+            "kimi_in_flight": self.limiter.in_flight,
+            "kimi_rate_limited_total": self.rate_limited,
+            "kimi_rate_limit_pauses_total": self.limiter.stats.pauses,
+            "kimi_queue_wait_p99_seconds": self.limiter.stats.percentile(99),
+        }
+        for model, state in self.breakers.states().items():
+            figures[f'kimi_breaker_open{{model="{model}"}}'] = 0.0 if state == "closed" else 1.0
+        return figures
+
     @property
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}

@@ -299,3 +299,22 @@ async def test_with_exact_counts_tpm_is_charged_with_kimis_own_token_count(kimi:
     [estimate] = [r for r in kimi.requests if r.path.endswith("/tokenizers/estimate-token-count")]
     assert estimate.response["data"]["total_tokens"] == kimi.prompt_tokens_for(ask(1))
     assert limiter.tokens_in_window == kimi.prompt_tokens_for(ask(1)) + 100
+
+
+async def test_instances_sharing_an_account_each_keep_to_their_share(kimi: FakeKimi) -> None:
+    # Two instances on one account of 2 concurrent / 4 per window: each takes half.
+    kimi.max_concurrency, kimi.rpm, kimi.limit_window, kimi.latency = 2, 4, WINDOW, 0.1
+    shares = [AccountLimiter.shared(max_concurrency=2, rpm=4, tpm=1000, instances=2, window=WINDOW) for _ in "ab"]
+    assert [(s.max_concurrency, s.rpm, s.tpm) for s in shares] == [(1, 2, 500)] * 2
+    shares = [AccountLimiter.shared(max_concurrency=2, rpm=4, tpm=10**7, instances=2, window=WINDOW) for _ in "ab"]
+    clients = [client(kimi, share) for share in shares]
+    try:
+        await asyncio.gather(
+            *(c.chat(model="kimi-k2.5", messages=ask(n)) for c in clients for n in range(3)), return_exceptions=False
+        )
+        assert kimi.rate_limited == 0 and kimi.max_in_flight <= 2
+        figures = clients[0].metrics()
+        assert figures["kimi_rate_limited_total"] == 0 and figures["kimi_queue_waiting"] == 0
+    finally:
+        for c in clients:
+            await c.aclose()

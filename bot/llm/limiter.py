@@ -75,6 +75,7 @@ class AccountLimiter:
         self._tokens = 0
         self._paused_until = 0.0
         self._in_flight = 0
+        self._waiting = 0
         self.stats = LimiterStats()
 
     @classmethod
@@ -95,9 +96,8 @@ class AccountLimiter:
 
     @property
     def queued(self) -> int:
-        """Requests waiting for their turn (not counting the one at the head)."""
-        waiters = getattr(self._queue, "_waiters", None)
-        return len(waiters) if waiters else 0
+        """Requests waiting for their turn (the head of the queue included)."""
+        return self._waiting
 
     @property
     def tokens_in_window(self) -> int:
@@ -118,17 +118,21 @@ class AccountLimiter:
     async def slot(self, tokens: int) -> AsyncIterator[None]:
         """Wait for the turn of a request that charges ``tokens`` (prompt estimate + max_tokens)."""
         queued_at = self._clock()
-        async with self._queue:
-            await self._slots.acquire()
-            try:
-                await self._wait_for_room(tokens)
-            except BaseException:
-                self._slots.release()
-                raise
-            now = self._clock()
-            self._starts.append(now)
-            self._charges.append((now, tokens))
-            self._tokens += tokens
+        self._waiting += 1
+        try:
+            async with self._queue:
+                await self._slots.acquire()
+                try:
+                    await self._wait_for_room(tokens)
+                except BaseException:
+                    self._slots.release()
+                    raise
+                now = self._clock()
+                self._starts.append(now)
+                self._charges.append((now, tokens))
+                self._tokens += tokens
+        finally:
+            self._waiting -= 1
         self.stats.waits.append(now - queued_at)
         self._in_flight += 1
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self._in_flight)
