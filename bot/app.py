@@ -187,6 +187,7 @@ class Supportbot:
         for name, value in sorted(self.core.metrics.items()):
             lines.append(f"# TYPE supportbot_{name}_total counter")
             lines.append(f"supportbot_{name}_total {value}")
+        lines += [f"supportbot_{name} {value:g}" for name, value in self.core.kimi.metrics().items()]  # kimi
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 

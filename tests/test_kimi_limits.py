@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -33,7 +34,8 @@ from bot.llm.setup import configured_models, start_client
 from bot.policy import Policy
 from bot.settings import load_settings
 from tests.fakes.kimi import Fail, FakeKimi, Reply
-from tests.harness import KIMI_KEY
+from tests.fakes.slack import FakeSlack
+from tests.harness import KIMI_KEY, running_bot
 
 WINDOW = 2.0
 
@@ -318,3 +320,13 @@ async def test_instances_sharing_an_account_each_keep_to_their_share(kimi: FakeK
     finally:
         for c in clients:
             await c.aclose()
+
+
+async def test_the_account_queue_and_breakers_show_on_metrics(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    async with running_bot(tmp_path, kimi, slack) as harness:
+        await harness.mention("where is #W2611340")
+        await harness.wait_cards(1)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{harness.url}/metrics")).text
+    assert "supportbot_kimi_rate_limited_total 0" in metrics
+    assert 'supportbot_kimi_breaker_open{model="kimi-k2.5"} 0' in metrics
