@@ -239,6 +239,7 @@ class KimiClient:
         self._exact = exact_token_counts
         self._catalog: dict[str, ModelInfo] = {}
         self._catalog_at = 0.0
+        self._catalog_failed_at = -1e9
         self.rate_limited = 0  # 429 rate-limit answers seen (each one a limit we did not know)
 
     async def aclose(self) -> None:
@@ -297,8 +298,19 @@ class KimiClient:
         return catalog
 
     async def supports_images(self, model: str) -> bool:
-        """Whether ``model`` takes image parts, from the (daily refreshed) catalog."""
-        info = (await self.list_models()).get(model)
+        """Whether ``model`` takes image parts, from the catalog (refreshed daily). When the
+        catalog cannot be had, images are sent (Kimi refuses them visibly if the model cannot
+        read them) and the catalog is asked again in a minute, not on every draft."""
+        if not self._catalog or time.monotonic() - self._catalog_at >= self._models_ttl:
+            if time.monotonic() - self._catalog_failed_at < 60:
+                return True
+            try:
+                await self.list_models(refresh=True)
+            except KimiError as exc:
+                self._catalog_failed_at = time.monotonic()
+                log.warning("could not refresh Kimi's model list (%s); sending images as the policy says", exc)
+                return True
+        info = self._catalog.get(model)
         return bool(info and info.supports_image_in)
 
     async def count_tokens(self, model: str, messages: list[dict[str, Any]]) -> int:

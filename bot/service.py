@@ -516,7 +516,7 @@ class Copilot:
                 turns=turns,
                 today=utcnow().date(),
                 instruction=draft.instruction,
-                vision=policy.models.vision,
+                vision=policy.models.vision and await self.kimi.supports_images(model),  # kimi: from /v1/models
             )
             result = await self.agent.draft(
                 messages,

@@ -293,3 +293,23 @@ async def test_a_prompt_over_the_context_window_is_retried_once_with_the_summary
     retried = chat_requests(kimi)[-1]["messages"]
     assert [m["content"] for m in retried[:2]] == ["instructions", history[1]["content"]]
     assert [m["content"] for m in retried[2:]] == ["customer 9", "support 9", "and now?", "Today is ..."]
+
+
+async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    from tests.fakes.discord import ALICE, SUPPORT_CHANNEL_ID, FakeDiscord
+
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    async with FakeDiscord() as discord:
+        overrides = {"discord_bot_token": discord.token, "discord_api_url": discord.api_url}
+        policy = '[models]\ndrafting = "kimi-k2-0905-preview"\n'
+        async with running_bot(tmp_path, kimi, slack, policy=policy, **overrides) as harness:
+            image = discord.serve_file("broken-mug.png", png, "image/png")
+            await discord.post_user_message(
+                SUPPORT_CHANNEL_ID, ALICE, "my mug arrived like this", mention_bot=True, attachments=[image]
+            )
+            [card] = await harness.wait_cards(1)
+            assert "broken-mug.png" in card_text(card)
+    user_turn = next(m for m in kimi.completions[0]["messages"] if m["role"] == "user")
+    assert isinstance(user_turn["content"], str), "kimi-k2-0905-preview is text-only: no image parts"
