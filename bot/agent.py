@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.errors import DraftingError, KimiContextTooLong, KimiModelNotFound, KimiRetryableError
-from bot.kimi import Completion, KimiClient, ToolCallRequest, Usage
+from bot.kimi import Completion, DeltaSink, KimiClient, ToolCallRequest, Usage
 from tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class DraftingAgent:
         context: ToolContext,
         tools: ToolRegistry,
         on_usage: UsageSink,
+        on_delta: DeltaSink | None = None,
     ) -> DraftResult:
         """Draft a reply. ``on_usage(model, usage)`` hears about every model call as it returns,
         so spent tokens are recorded even when the draft fails later.
@@ -109,8 +110,11 @@ class DraftingAgent:
         here the fallback also gets one try when the primary gave up on a transient failure or
         was retired while the bot runs.
         Quota, content filter and key errors are raised as they are (a fallback on the same
-        account cannot fix them)."""
-        run = functools.partial(self._run, limits=limits, context=context, tools=tools, on_usage=on_usage)
+        account cannot fix them). ``on_delta(text_so_far)`` sees each model call's answer as it
+        streams (a tool-calling step streams little or nothing; the final answer streams in full)."""
+        run = functools.partial(
+            self._run, limits=limits, context=context, tools=tools, on_usage=on_usage, on_delta=on_delta
+        )
         try:
             try:
                 return await run(messages, model=model)
@@ -136,6 +140,7 @@ class DraftingAgent:
         context: ToolContext,
         tools: ToolRegistry,
         on_usage: UsageSink,
+        on_delta: DeltaSink | None = None,
     ) -> DraftResult:
         conversation = list(messages)
         result = DraftResult(text="", model=model, usage=Usage())
@@ -152,6 +157,7 @@ class DraftingAgent:
                 tool_choice="none" if force_final and definitions else None,
                 thinking=limits.thinking,
                 max_tokens=limits.max_output_tokens,
+                on_delta=on_delta,
             )
             result.calls += 1
             result.usage = result.usage + completion.usage

@@ -313,3 +313,31 @@ async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(
             assert "broken-mug.png" in card_text(card)
     user_turn = next(m for m in kimi.completions[0]["messages"] if m["role"] == "user")
     assert isinstance(user_turn["content"], str), "kimi-k2-0905-preview is text-only: no image parts"
+
+
+async def test_the_core_can_watch_a_draft_form_as_kimi_streams_it(kimi: FakeKimi) -> None:
+    from pydantic import SecretStr
+
+    from bot.agent import AgentLimits, DraftingAgent
+    from bot.kimi import KimiClient
+    from tests.harness import KIMI_KEY
+    from tools import ToolContext, ToolRegistry
+
+    kimi.chunk_delay = 0.01
+    kimi.script(Reply("Your parcel left our warehouse this morning; UPS expects to deliver it on Friday."))
+    seen: list[str] = []
+    client = KimiClient(kimi.base_url, SecretStr(KIMI_KEY))
+    try:
+        result = await DraftingAgent(client).draft(
+            [{"role": "system", "content": "instructions"}, {"role": "user", "content": "where is it?"}],
+            model="kimi-k2.5",
+            fallback_model=None,
+            limits=AgentLimits(max_tool_steps=2, tool_timeout_seconds=1, thinking=False, max_output_tokens=512),
+            context=ToolContext(conversation_id="c1"),
+            tools=ToolRegistry(),
+            on_usage=lambda _model, _usage: None,
+            on_delta=seen.append,
+        )
+    finally:
+        await client.aclose()
+    assert len(seen) >= 4 and seen[0] != result.text and seen[-1] == result.text
