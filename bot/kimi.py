@@ -241,6 +241,7 @@ class KimiClient:
         self._catalog_at = 0.0
         self._catalog_failed_at = -1e9
         self.rate_limited = 0  # 429 rate-limit answers seen (each one a limit we did not know)
+        self.quota_exhausted_at: float | None = None  # time.time() of the last quota error; None once a call succeeds
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -437,9 +438,13 @@ class KimiClient:
                     raise
                 log.warning("Kimi call failed (attempt %d), retrying: %s", failures, exc)
                 await asyncio.sleep(self._backoff(failures))
+            except KimiQuotaExhausted:
+                self.quota_exhausted_at = time.time()
+                raise
             except KimiFatalError:
                 raise
             else:
+                self.quota_exhausted_at = None
                 self.breakers[use].success()
                 return self._priced(completion, fallback=use != model)
 

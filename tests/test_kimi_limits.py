@@ -142,14 +142,18 @@ async def test_a_429_for_a_limit_we_did_not_know_waits_as_kimi_says_without_spen
 async def test_each_failure_kimi_sends_has_its_own_class_and_is_not_retried(
     kimi: FakeKimi, failure: Fail, error: type[Exception]
 ) -> None:
-    kimi.script(failure, Reply("never reached"))
+    kimi.script(failure, Reply("after the fix"))
     kimi_client = client(kimi)
     try:
         with pytest.raises(error):
             await kimi_client.chat(model="kimi-k2.5", messages=ask(1))
+        assert len(kimi.requests) == 1
+        quota = error is KimiQuotaExhausted
+        assert (kimi_client.quota_exhausted_at is not None) == quota, "the core's cue for one alert card"
+        await kimi_client.chat(model="kimi-k2.5", messages=ask(2))
+        assert kimi_client.quota_exhausted_at is None
     finally:
         await kimi_client.aclose()
-    assert len(kimi.requests) == 1
 
 
 async def test_a_prompt_over_the_context_window_is_context_too_long(kimi: FakeKimi) -> None:
