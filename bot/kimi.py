@@ -414,6 +414,11 @@ class KimiClient:
             try:
                 async with self.limiter.slot(charge):
                     completion = await self._post(body, on_delta)
+            except KimiFatalError as exc:
+                self.breakers[use].success()  # the model answered: the request or the account is at fault
+                if isinstance(exc, KimiQuotaExhausted):
+                    self.quota_exhausted_at = time.time()
+                raise
             except KimiRateLimited as exc:
                 if exc.overloaded:
                     overloads += 1
@@ -438,15 +443,12 @@ class KimiClient:
                     raise
                 log.warning("Kimi call failed (attempt %d), retrying: %s", failures, exc)
                 await asyncio.sleep(self._backoff(failures))
-            except KimiQuotaExhausted:
-                self.quota_exhausted_at = time.time()
-                raise
-            except KimiFatalError:
-                raise
             else:
                 self.quota_exhausted_at = None
                 self.breakers[use].success()
                 return self._priced(completion, fallback=use != model)
+            finally:
+                self.breakers[use].no_verdict()  # a trial that ended without a verdict frees the next
 
     async def _prompt_charge(
         self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None

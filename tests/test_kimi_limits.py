@@ -334,3 +334,23 @@ async def test_the_account_queue_and_breakers_show_on_metrics(tmp_path: Path, ki
             metrics = (await http.get(f"{harness.url}/metrics")).text
     assert "supportbot_kimi_rate_limited_total 0" in metrics
     assert 'supportbot_kimi_breaker_open{model="kimi-k2.5"} 0' in metrics
+
+
+async def test_a_trial_call_that_kimi_refuses_for_the_request_still_closes_the_breaker(kimi: FakeKimi) -> None:
+    kimi.fail_model("kimi-k2.5", Fail.server_error())
+    breakers = Breakers(failure_threshold=1, cooldown=0.2)
+    kimi_client = client(kimi, breakers=breakers, max_retries=0)
+    try:
+        with pytest.raises(KimiServerError):
+            await kimi_client.chat(model="kimi-k2.5", messages=ask(1))
+        assert breakers["kimi-k2.5"].state is BreakerState.OPEN
+        kimi.recover()
+        while breakers["kimi-k2.5"].state is not BreakerState.HALF_OPEN:
+            await asyncio.sleep(0.05)
+        kimi.script(Fail.content_filter())
+        with pytest.raises(KimiContentFiltered):
+            await kimi_client.chat(model="kimi-k2.5", messages=ask(2))  # the trial: the model answered
+        assert breakers["kimi-k2.5"].state is BreakerState.CLOSED
+        assert (await kimi_client.chat(model="kimi-k2.5", messages=ask(3))).content
+    finally:
+        await kimi_client.aclose()

@@ -3,7 +3,9 @@
 Closed: calls go through; ``failure_threshold`` failures in a row open it. Open: calls are
 refused until ``cooldown`` seconds passed. Half-open: one trial call goes through; success
 closes the breaker, failure opens it for another cool-down. Only failures that say the model is
-unwell count (5xx, timeouts, overload); a rate limit of our own account or a bad request does not.
+unwell count (5xx, timeouts, overload); an answer that is an error of the request or the account
+(content filter, bad request, quota) shows the model is up and counts as a success; a rate limit
+of our own account gives no verdict.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ class CircuitBreaker:
     def success(self) -> None:
         self._failures = 0
         self._opened_at = None
+        self._trial = False
+
+    def no_verdict(self) -> None:
+        """The trial call ended without saying whether the model is well (cancelled, or our own
+        account's rate limit): let the next call be the trial."""
         self._trial = False
 
     def failure(self) -> None:
