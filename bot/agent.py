@@ -10,6 +10,7 @@ Nothing here moves money or posts anything.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -19,8 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bot.errors import DraftingError, KimiError
-from bot.kimi import Completion, KimiClient, ToolCallRequest, Usage
+from bot.errors import DraftingError, KimiContextTooLong, KimiModelNotFound, KimiRetryableError
+from bot.kimi import Completion, DeltaSink, KimiClient, ToolCallRequest, Usage
 from tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -99,20 +100,36 @@ class DraftingAgent:
         context: ToolContext,
         tools: ToolRegistry,
         on_usage: UsageSink,
+        on_delta: DeltaSink | None = None,
     ) -> DraftResult:
         """Draft a reply. ``on_usage(model, usage)`` hears about every model call as it returns,
-        so spent tokens are recorded even when the draft fails later."""
+        so spent tokens are recorded even when the draft fails later.
+
+        A prompt over the context window is cut to the summary and the last turns and tried once
+        more. The client already moves to ``fallback_model`` while the primary's breaker is open;
+        here the fallback also gets one try when the primary gave up on a transient failure or
+        was retired while the bot runs.
+        Quota, content filter and key errors are raised as they are (a fallback on the same
+        account cannot fix them). ``on_delta(text_so_far)`` sees each model call's answer as it
+        streams (a tool-calling step streams little or nothing; the final answer streams in full)."""
+        run = functools.partial(
+            self._run, limits=limits, context=context, tools=tools, on_usage=on_usage, on_delta=on_delta
+        )
         try:
-            return await self._run(
-                messages, model=model, limits=limits, context=context, tools=tools, on_usage=on_usage
-            )
-        except KimiError as exc:
+            try:
+                return await run(messages, model=model)
+            except KimiContextTooLong as exc:
+                shorter = shrink_to_recent(messages)
+                if len(shorter) >= len(messages):
+                    raise
+                log.warning("the prompt was over the context window (%s); retrying with the last turns", exc)
+                messages = shorter
+                return await run(messages, model=model)
+        except (KimiRetryableError, KimiModelNotFound) as exc:
             if not fallback_model or fallback_model == model:
                 raise
             log.warning("drafting with %s failed (%s); trying the fallback model %s", model, exc, fallback_model)
-            return await self._run(
-                messages, model=fallback_model, limits=limits, context=context, tools=tools, on_usage=on_usage
-            )
+            return await run(messages, model=fallback_model)
 
     async def _run(
         self,
@@ -123,6 +140,7 @@ class DraftingAgent:
         context: ToolContext,
         tools: ToolRegistry,
         on_usage: UsageSink,
+        on_delta: DeltaSink | None = None,
     ) -> DraftResult:
         conversation = list(messages)
         result = DraftResult(text="", model=model, usage=Usage())
@@ -139,6 +157,7 @@ class DraftingAgent:
                 tool_choice="none" if force_final and definitions else None,
                 thinking=limits.thinking,
                 max_tokens=limits.max_output_tokens,
+                on_delta=on_delta,
             )
             result.calls += 1
             result.usage = result.usage + completion.usage
@@ -217,6 +236,22 @@ class DraftingAgent:
         )
         result.tool_calls.append(record)
         return record
+
+
+def shrink_to_recent(messages: list[dict[str, Any]], keep_turns: int = 4) -> list[dict[str, Any]]:
+    """The prompt cut down after "context too long": the leading system messages (instructions,
+    knowledge, the summary), the last ``keep_turns`` turns and the closing system message."""
+    head: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("role") != "system":
+            break
+        head.append(message)
+    rest = messages[len(head) :]
+    tail = [rest.pop()] if rest and rest[-1].get("role") == "system" else []
+    recent = rest[-keep_turns:]
+    while recent and recent[0].get("role") != "user":
+        recent = recent[1:]  # start on a customer turn, never on an orphan tool result
+    return head + recent + tail
 
 
 def _canonical(arguments: str) -> str:

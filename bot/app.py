@@ -22,7 +22,8 @@ from aiohttp import web
 
 from bot.core.copilot import Copilot
 from bot.errors import ConfigError
-from bot.kimi import KimiClient
+from bot.llm.knowledge import KnowledgeSync, knowledge_paths
+from bot.llm.setup import start_client
 from bot.policy import Policy, PolicyStore
 from bot.ports import PlatformAdapter, PlatformFactory
 from bot.settings import Settings
@@ -41,11 +42,13 @@ def platform_factories() -> dict[str, PlatformFactory]:
     return {ep.name: ep.load() for ep in entry_points(group="supportbot.platforms")}
 
 
-def build_tools(policy: Policy, policy_path: Path, orders: OrderBackend) -> ToolRegistry:
+def build_tools(
+    policy: Policy, policy_path: Path, orders: OrderBackend, synced: KnowledgeBase | None = None
+) -> ToolRegistry:
     knowledge = None
     if policy.knowledge.files:
         base = policy_path.parent
-        knowledge = KnowledgeBase.from_files([base / name for name in policy.knowledge.files])
+        knowledge = synced or KnowledgeBase.from_files([base / name for name in policy.knowledge.files])
     return default_tools(orders, knowledge)
 
 
@@ -99,15 +102,20 @@ class Supportbot:
             orders: OrderBackend = HttpOrderBackend(settings.orders_api_url, token)
         else:
             orders = SqlOrderBackend(self.engine, reads=self.db.reads)
-        kimi = KimiClient(
-            settings.kimi_base_url,
-            settings.moonshot_api_key,
-            timeout=settings.kimi_timeout_seconds,
-            max_retries=settings.kimi_max_retries,
-            max_concurrency=settings.kimi_max_concurrency,
-        )
+        kimi, _catalog = await start_client(settings, policy.current)  # the limiter, breakers, models check
+        knowledge = KnowledgeSync(self.engine, kimi)  # knowledge files through Kimi's files API
+
+        def knowledge_files() -> list[Path]:
+            return knowledge_paths(settings.policy_file, policy.current.knowledge.files)
+
+        await knowledge.sync_if_changed(knowledge_files())
         core = Copilot(
-            settings, self.db, policy, kimi, orders, lambda current: build_tools(current, settings.policy_file, orders)
+            settings,
+            self.db,
+            policy,
+            kimi,
+            orders,
+            lambda current: build_tools(current, settings.policy_file, orders, knowledge.base),
         )
         self.core = core
         for platform in self.platforms:
@@ -138,6 +146,9 @@ class Supportbot:
             "policy-watcher", lambda: policy.watch(settings.policy_reload_seconds, core.policy_rejected)
         )
         core.supervisor.keep_running("platform-watchdog", self._watchdog)
+        core.supervisor.keep_running(
+            "knowledge-sync", lambda: knowledge.watch(knowledge_files, settings.policy_reload_seconds)
+        )
         self.ready = True
         log.info(
             "supportbot is up on %s:%d with %s; review desk: %s",
@@ -217,6 +228,7 @@ class Supportbot:
         for name, value in sorted(self.core.metrics.items()):
             lines.append(f"# TYPE supportbot_{name}_total counter")
             lines.append(f"supportbot_{name}_total {value}")
+        lines += [f"supportbot_{name} {value:g}" for name, value in self.core.kimi.metrics().items()]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import or_, select
 
 from bot.errors import ConfigError, ImportFailed, PolicyError, SupportbotError
+from bot.llm.commands import register as register_llm_commands
 from bot.logs import configure_logging
 from bot.policy import load_policy
 from bot.settings import load_settings
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.evaluation.cli import register as register_eval  # supportbot eval (issue 9)
 
     register_eval(commands)
+    register_llm_commands(commands)  # costs, models, knowledge
     for ep in entry_points(group="supportbot.commands"):
         register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
         register(commands)

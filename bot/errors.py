@@ -5,9 +5,20 @@
     SupportbotError
     ├── ConfigError            settings missing or invalid at start-up (names each variable)
     ├── PolicyError            the policy file is invalid (each problem names line and field)
-    ├── KimiError              the model API failed
-    │   ├── KimiRetryableError     429 rate limit / overload, 5xx, timeouts (retried with backoff)
-    │   └── KimiFatalError         bad key, quota exhausted, content filter, bad request (not retried)
+    ├── KimiError              the model API failed (``kind`` is Moonshot's ``error.type``)
+    │   ├── KimiRetryableError     transient: the client retries it
+    │   │   ├── KimiRateLimited        429 rate_limit_reached_error / engine_overloaded_error: wait as
+    │   │   │                          Kimi says (``retry_after``) plus jitter; spends no retry budget
+    │   │   ├── KimiServerError        5xx, a malformed or cut stream: exponential backoff
+    │   │   ├── KimiTimeout            timeouts and connection failures: exponential backoff
+    │   │   └── KimiCircuitOpen        the model's breaker is open and no fallback can take the call
+    │   └── KimiFatalError         retrying cannot fix it
+    │       ├── KimiQuotaExhausted     exceeded_current_quota_error: alert, drafts wait or fail visibly
+    │       ├── KimiContentFiltered    content_filter: the draft fails with that reason on its card
+    │       ├── KimiContextTooLong     prompt + max_tokens over the window: shrink the prompt, retry once
+    │       ├── KimiAuthError          401/403: bad key (fatal at start-up)
+    │       ├── KimiModelNotFound      404: the model id does not exist (start-up lists the ids)
+    │       └── KimiBadRequest         any other 400
     ├── DraftingError          the drafting loop could not produce a draft
     └── ImportFailed           ``supportbot orders import`` rejected a file (nothing imported)
 
@@ -47,7 +58,7 @@ class KimiError(SupportbotError):
 
 
 class KimiRetryableError(KimiError):
-    """A transient failure: rate limit, overload, server error or timeout."""
+    """A transient failure; ``retry_after`` is the wait Kimi named, when it named one."""
 
     def __init__(
         self, message: str, *, status: int | None = None, kind: str = "", retry_after: float | None = None
@@ -56,8 +67,55 @@ class KimiRetryableError(KimiError):
         self.retry_after = retry_after
 
 
+class KimiRateLimited(KimiRetryableError):
+    """The account hit a limit (``rate_limit_reached_error``) or Kimi is overloaded
+    (``engine_overloaded_error``). Waiting fixes it; it never spends a draft's retry budget."""
+
+    @property
+    def overloaded(self) -> bool:
+        return self.kind == "engine_overloaded_error"
+
+
+class KimiServerError(KimiRetryableError):
+    """A 5xx, or a body or stream that was malformed or cut short."""
+
+
+class KimiTimeout(KimiRetryableError):
+    """No answer in time, or Kimi could not be reached."""
+
+
+class KimiCircuitOpen(KimiRetryableError):
+    """The model failed repeatedly and is skipped for a cool-down; no fallback could take over.
+    ``retry_after`` is when the breaker lets a trial call through."""
+
+
 class KimiFatalError(KimiError):
     """A failure retrying cannot fix: authentication, quota, content filter, bad request."""
+
+
+class KimiQuotaExhausted(KimiFatalError):
+    """The account's balance or quota is used up (``exceeded_current_quota_error``, 429 or 403).
+    The core raises one alert card (at most hourly); drafts wait or fail visibly."""
+
+
+class KimiContentFiltered(KimiFatalError):
+    """Kimi's moderation rejected the input or the output (400 ``content_filter``)."""
+
+
+class KimiContextTooLong(KimiFatalError):
+    """The prompt plus ``max_tokens`` exceeds the model's context window."""
+
+
+class KimiAuthError(KimiFatalError):
+    """The API key is wrong, for another platform (.ai vs .cn) or not allowed (401/403)."""
+
+
+class KimiModelNotFound(KimiFatalError):
+    """The model id does not exist or the key may not use it (404 ``resource_not_found_error``)."""
+
+
+class KimiBadRequest(KimiFatalError):
+    """Kimi rejected the request (400 ``invalid_request_error``) for another reason."""
 
 
 class DraftingError(SupportbotError):

@@ -1,11 +1,18 @@
-"""An async client for Kimi (Moonshot's OpenAI-compatible chat completions API), streamed.
+"""An async client for Kimi (Moonshot's OpenAI-compatible API): chat completions (streamed),
+models, token estimates.
 
 It follows the K2.5 rules: no sampling parameters are sent (K2.5 fixes temperature, top_p, n
 and the penalties and rejects other values); assistant tool-call turns carry their
-``reasoning_content`` back; tool-call ids are opaque and echoed as returned. 429s and 5xx are
-told apart by Moonshot's ``error.type``: rate limits and overload are retried after the wait
-the message names ("please try again after N seconds"), or Retry-After, or exponential backoff
-with jitter; quota exhaustion, bad keys, content filtering and bad requests are not.
+``reasoning_content`` back; tool-call ids are opaque and echoed as returned.
+
+Every request waits its turn in the account's :class:`~bot.llm.limiter.AccountLimiter`
+(concurrency, RPM, TPM counted as prompt estimate + ``max_tokens``, a FIFO queue), so a burst
+queues instead of drawing 429s. Failures are classified into :mod:`bot.errors` by Moonshot's
+``error.type`` first: a rate limit pauses the whole limiter for the wait Kimi names ("please try
+again after N seconds") plus jitter and never spends the call's retry budget; overload, 5xx and
+timeouts back off exponentially and count against the model's circuit breaker; quota, content
+filter, context length, key and request errors are not retried. When the model's breaker is
+open, the call goes to ``fallback_model`` and :attr:`Completion.model` says so.
 """
 
 from __future__ import annotations
@@ -15,58 +22,88 @@ import json
 import logging
 import random
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from bot.errors import KimiError, KimiFatalError, KimiRetryableError
+from bot.errors import (
+    ConfigError,
+    KimiAuthError,
+    KimiBadRequest,
+    KimiCircuitOpen,
+    KimiContentFiltered,
+    KimiContextTooLong,
+    KimiError,
+    KimiFatalError,
+    KimiModelNotFound,
+    KimiQuotaExhausted,
+    KimiRateLimited,
+    KimiRetryableError,
+    KimiServerError,
+    KimiTimeout,
+)
+from bot.llm.breaker import Breakers
+from bot.llm.limiter import AccountLimiter
+from bot.llm.models import ModelInfo, check_configured
+from bot.llm.pricing import PriceTable
 
 log = logging.getLogger(__name__)
 
 _RETRY_HINT = re.compile(r"after (\d+(?:\.\d+)?) seconds?")
-_RETRYABLE_TYPES = {
-    "rate_limit_reached_error",
-    "engine_overloaded_error",
-    "server_error",
-    "unexpected_output",
-}
+_RATE_LIMITED_TYPES = {"rate_limit_reached_error", "engine_overloaded_error"}
+_SERVER_TYPES = {"server_error", "unexpected_output"}
+_AUTH_TYPES = {"invalid_authentication_error", "incorrect_api_key_error", "permission_denied_error"}
+_CONTEXT_TEXTS = ("exceeded model token limit", "input token length too long")
+_DEFAULT_PRICES = PriceTable()
 
-# USD per million tokens: (input cache hit, input cache miss, output). Unknown models cost 0.
-PRICES_PER_MTOK: dict[str, tuple[float, float, float]] = {
-    "kimi-k2.5": (0.10, 0.60, 3.00),
-    "kimi-k2.6": (0.16, 0.95, 4.00),
-    "kimi-k2-0905-preview": (0.15, 0.60, 2.50),
-    "kimi-k2-turbo-preview": (0.15, 1.15, 8.00),
-    "kimi-k2-thinking": (0.15, 0.60, 2.50),
-    "kimi-k3": (0.30, 3.00, 15.00),
-    "moonshot-v1-8k": (0.20, 0.20, 2.00),
-    "moonshot-v1-32k": (1.00, 1.00, 3.00),
-    "moonshot-v1-128k": (2.00, 2.00, 5.00),
-}
+#: Tier-1 limits are 50 concurrent, 200 RPM, 2,000,000 TPM (README); the defaults keep 10 % spare.
+DEFAULT_MAX_CONCURRENCY = 45
+DEFAULT_RPM = 180
+DEFAULT_TPM = 1_800_000
+DEFAULT_MAX_TOKENS = 16384
+
+DeltaSink = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token usage of one call (``cached_tokens`` are the prompt tokens served from cache)."""
+    """Token usage of one call (``cached_tokens`` are the prompt tokens served from cache).
+    ``cost`` is the price in micro-USD when the client priced it from its configured table."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cost: int | None = None
+
+    def _priced(self) -> int | None:
+        if self.cost is not None:
+            return self.cost
+        return 0 if not (self.prompt_tokens or self.completion_tokens) else None
 
     def __add__(self, other: Usage) -> Usage:
+        a, b = self._priced(), other._priced()
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.cached_tokens + other.cached_tokens,
+            None if a is None or b is None else a + b,
         )
 
     def cost_microusd(self, model: str) -> int:
-        hit, miss, out = PRICES_PER_MTOK.get(model, (0.0, 0.0, 0.0))
-        uncached = max(self.prompt_tokens - self.cached_tokens, 0)
-        return round(self.cached_tokens * hit + uncached * miss + self.completion_tokens * out)
+        """The configured price when the client priced the call; otherwise the default table's
+        price of ``model`` (which never charges nothing)."""
+        if self.cost is not None:
+            return self.cost
+        return _DEFAULT_PRICES.microusd(
+            model,
+            prompt_tokens=self.prompt_tokens,
+            cached_tokens=self.cached_tokens,
+            completion_tokens=self.completion_tokens,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +117,15 @@ class ToolCallRequest:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One chat completion: the assistant message as returned, parsed for convenience."""
+    """One chat completion: the assistant message as returned, parsed for convenience.
+    ``model`` is the model that wrote it; ``fallback`` is true when the primary was skipped."""
 
     message: dict[str, Any]
     finish_reason: str
     model: str
     usage: Usage
     tool_calls: tuple[ToolCallRequest, ...] = field(default_factory=tuple)
+    fallback: bool = False
 
     @property
     def content(self) -> str:
@@ -103,34 +142,59 @@ def _parse_usage(raw: Any) -> Usage:
     return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0), int(cached or 0))
 
 
-def _classify(response: httpx.Response) -> KimiError:
-    """Turn an error response into the right exception, by Moonshot's error type first."""
-    kind, message = "", response.text[:300]
+def estimate_prompt_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
+    """A local, deliberately high estimate: one token per three UTF-8 bytes of the JSON (English
+    runs about four bytes a token, Chinese about three), used to charge TPM before the call."""
+    raw = json.dumps([tools or [], messages], ensure_ascii=False).encode()
+    return len(raw) // 3 + 1
+
+
+def classify(status: int, body_text: str, retry_after_header: str = "") -> KimiError:
+    """Turn an error response into the right :mod:`bot.errors` class, by ``error.type`` first
+    (Moonshot sends quota exhaustion as 429 and as 403)."""
+    kind, message = "", body_text[:300]
     try:
-        body = response.json()
+        body = json.loads(body_text)
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
             kind = str(error.get("type") or "")
             message = str(error.get("message") or message)
     except ValueError:
         pass
-    status = response.status_code
     text = f"Kimi API error {status} {kind}: {message}".strip()
+    lowered = message.lower()
     if kind == "exceeded_current_quota_error":
-        return KimiFatalError(text, status=status, kind=kind)
-    if status == 429 or status >= 500 or kind in _RETRYABLE_TYPES:
+        return KimiQuotaExhausted(text, status=status, kind=kind)
+    if kind == "content_filter":
+        return KimiContentFiltered(text, status=status, kind=kind)
+    if kind in _RATE_LIMITED_TYPES or (status == 429 and not kind):
         retry_after: float | None = None
         hint = _RETRY_HINT.search(message)
         if hint:
             retry_after = float(hint.group(1))
-        elif response.headers.get("retry-after", "").replace(".", "", 1).isdigit():
-            retry_after = float(response.headers["retry-after"])
-        return KimiRetryableError(text, status=status, kind=kind, retry_after=retry_after)
-    return KimiFatalError(text, status=status, kind=kind)
+        elif retry_after_header.replace(".", "", 1).isdigit():
+            retry_after = float(retry_after_header)
+        return KimiRateLimited(text, status=status, kind=kind or "rate_limit_reached_error", retry_after=retry_after)
+    if status >= 500 or kind in _SERVER_TYPES:
+        return KimiServerError(text, status=status, kind=kind)
+    if status in (401, 403) or kind in _AUTH_TYPES:
+        return KimiAuthError(text, status=status, kind=kind)
+    if status == 404 or kind == "resource_not_found_error":
+        return KimiModelNotFound(text, status=status, kind=kind)
+    if any(t in lowered for t in _CONTEXT_TEXTS):
+        return KimiContextTooLong(text, status=status, kind=kind)
+    if status == 429:
+        return KimiRateLimited(text, status=status, kind=kind)
+    return KimiBadRequest(text, status=status, kind=kind)
+
+
+def _classify(response: httpx.Response) -> KimiError:
+    return classify(response.status_code, response.text, response.headers.get("retry-after", ""))
 
 
 class KimiClient:
-    """Chat completions with tools against ``base_url`` (``KIMI_BASE_URL``)."""
+    """Chat completions with tools against ``base_url`` (``KIMI_BASE_URL``), one limiter for the
+    account, a circuit breaker per model, prices from a table."""
 
     def __init__(
         self,
@@ -139,29 +203,187 @@ class KimiClient:
         *,
         timeout: float = 120.0,
         max_retries: int = 4,
-        max_concurrency: int = 8,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        rpm: int = DEFAULT_RPM,
+        tpm: int = DEFAULT_TPM,
+        limiter: AccountLimiter | None = None,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        rate_limit_jitter: float = 0.5,
+        rate_limit_max_wait: float = 600.0,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        fallback_model: str | None = None,
+        breakers: Breakers | None = None,
+        prices: PriceTable | None = None,
+        models_ttl: float = 86400.0,
+        exact_token_counts: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._api_key = api_key
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
         )
+        self.limiter = limiter or AccountLimiter(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
+        self.breakers = breakers or Breakers()
+        self.prices = prices or PriceTable()
+        self.fallback_model = fallback_model or None
         self._max_retries = max_retries
-        self._slots = asyncio.Semaphore(max_concurrency)
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
+        self._jitter = rate_limit_jitter
+        self._rate_limit_max_wait = rate_limit_max_wait
+        self._default_max_tokens = default_max_tokens
+        self._models_ttl = models_ttl
+        self._exact = exact_token_counts
+        self._catalog: dict[str, ModelInfo] = {}
+        self._catalog_at = 0.0
+        self._catalog_failed_at = -1e9
+        self.rate_limited = 0  # 429 rate-limit answers seen (each one a limit we did not know)
+        self.quota_exhausted_at: float | None = None  # time.time() of the last quota error; None once a call succeeds
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, KimiRetryableError) and error.retry_after is not None:
-            return min(error.retry_after, self._backoff_max) + random.uniform(0, 0.25)
-        exponential = self._backoff_base * 2 ** (state.attempt_number - 1)
+    def metrics(self) -> dict[str, float]:
+        """Figures for ``/metrics``: the account queue, 429s seen, breakers open (1 per model)."""
+        figures: dict[str, float] = {
+            "kimi_queue_waiting": self.limiter.queued,
+            "kimi_in_flight": self.limiter.in_flight,
+            "kimi_rate_limited_total": self.rate_limited,
+            "kimi_rate_limit_pauses_total": self.limiter.stats.pauses,
+            "kimi_queue_wait_p99_seconds": self.limiter.stats.percentile(99),
+        }
+        for model, state in self.breakers.states().items():
+            figures[f'kimi_breaker_open{{model="{model}"}}'] = 0.0 if state == "closed" else 1.0
+        return figures
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+
+    # ------------------------------------------------------------------ models
+
+    async def list_models(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
+        """``GET /v1/models``, cached for ``models_ttl`` (a day by default)."""
+        if not refresh and self._catalog and time.monotonic() - self._catalog_at < self._models_ttl:
+            return dict(self._catalog)
+        response = await self._request("GET", "models")
+        data = response.json().get("data") if isinstance(response.json(), dict) else None
+        catalog = {
+            info.id: info for info in (ModelInfo.from_json(m) for m in data or [] if isinstance(m, dict)) if info.id
+        }
+        self._catalog, self._catalog_at = catalog, time.monotonic()
+        return dict(catalog)
+
+    async def check_startup(self, configured: dict[str, str]) -> dict[str, ModelInfo]:
+        """At start-up: the key works, every configured model exists and has a price.
+        ``configured`` maps the setting that names a model (``KIMI_MODEL``) to its id. Raises
+        :class:`ConfigError` with the reason (and the available ids) otherwise. When Kimi cannot
+        be reached the check is skipped with a warning (an outage must not stop the start)."""
+        try:
+            catalog = await self.list_models(refresh=True)
+        except KimiAuthError as exc:
+            raise ConfigError(f"MOONSHOT_API_KEY was refused by Kimi at {self._http.base_url} ({exc})") from None
+        except KimiRetryableError as exc:
+            # Kimi unreachable or failing right now: start anyway (drafts wait and retry, the
+            # breaker watches); an outage must not keep the review desk from coming up.
+            log.warning("could not list Kimi's models at %s (%s); model check skipped", self._http.base_url, exc)
+            self.prices.check(list(configured.values()))
+            return {}
+        except KimiError as exc:
+            raise ConfigError(f"could not list Kimi's models at {self._http.base_url}: {exc}") from None
+        check_configured(catalog, configured)
+        self.prices.check(list(configured.values()))
+        return catalog
+
+    async def supports_images(self, model: str) -> bool:
+        """Whether ``model`` takes image parts, from the catalog (refreshed daily). When the
+        catalog cannot be had, images are sent (Kimi refuses them visibly if the model cannot
+        read them) and the catalog is asked again in a minute, not on every draft."""
+        if not self._catalog or time.monotonic() - self._catalog_at >= self._models_ttl:
+            if time.monotonic() - self._catalog_failed_at < 60:
+                return True
+            try:
+                await self.list_models(refresh=True)
+            except KimiError as exc:
+                self._catalog_failed_at = time.monotonic()
+                log.warning("could not refresh Kimi's model list (%s); sending images as the policy says", exc)
+                return True
+        info = self._catalog.get(model)
+        return bool(info and info.supports_image_in)
+
+    async def count_tokens(self, model: str, messages: list[dict[str, Any]]) -> int:
+        """Kimi's exact count (``POST /v1/tokenizers/estimate-token-count``), for budgets and
+        TPM where an estimate is not good enough."""
+        response = await self._request(
+            "POST", "tokenizers/estimate-token-count", json={"model": model, "messages": messages}
+        )
+        body = response.json()
+        return int(body["data"]["total_tokens"])
+
+    # ------------------------------------------------------------------ files
+
+    async def upload_file(self, filename: str, data: bytes, *, purpose: str = "file-extract") -> dict[str, Any]:
+        """``POST /v1/files``: the FileObject (``id``, ``status`` "ok"/"ready" or "error")."""
+        response = await self._request("POST", "files", files={"file": (filename, data)}, data={"purpose": purpose})
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def file_text(self, file_id: str) -> str:
+        """``GET /v1/files/{id}/content``: the extracted text. Kimi answers with a JSON string in an
+        "internally agreed format" (``{"content": ..., "filename": ...}``); plain text is taken as is."""
+        response = await self._request("GET", f"files/{file_id}/content")
+        try:
+            body = json.loads(response.text)
+        except ValueError:
+            return response.text
+        if isinstance(body, dict) and isinstance(body.get("content"), str):
+            return str(body["content"])
+        return response.text
+
+    async def delete_file(self, file_id: str) -> None:
+        """``DELETE /v1/files/{id}``; a file already gone is not an error."""
+        try:
+            await self._request("DELETE", f"files/{file_id}")
+        except KimiModelNotFound:
+            return
+
+    async def list_files(self) -> list[dict[str, Any]]:
+        response = await self._request("GET", "files")
+        data = response.json().get("data")
+        return [f for f in data or [] if isinstance(f, dict)]
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, headers=self._headers, **kwargs)
+        except httpx.TimeoutException:
+            raise KimiTimeout("Kimi API timed out", kind="timeout") from None
+        except httpx.TransportError as exc:
+            raise KimiTimeout(f"Kimi API unreachable: {type(exc).__name__}", kind="network") from None
+        if response.status_code != 200:
+            raise _classify(response)
+        return response
+
+    # ------------------------------------------------------------------ chat
+
+    def _backoff(self, attempt: int) -> float:
+        exponential = self._backoff_base * 2 ** (attempt - 1)
         return float(min(self._backoff_max, exponential) * random.uniform(0.5, 1.0))
+
+    def _pick(self, model: str) -> str:
+        if self.breakers[model].allow():
+            return model
+        fallback = self.fallback_model
+        if fallback and fallback != model and self.breakers[fallback].allow():
+            return fallback
+        raise KimiCircuitOpen(
+            f"Kimi model {model} is failing and skipped for a cool-down"
+            + (f"; the fallback {fallback} is failing too" if fallback and fallback != model else ""),
+            kind="circuit_open",
+            retry_after=self.breakers[model].retry_after(),
+        )
 
     async def chat(
         self,
@@ -172,52 +394,113 @@ class KimiClient:
         tool_choice: str | None = None,
         thinking: bool | None = None,
         max_tokens: int | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
-        """One chat completion, retried on transient failures."""
-        body: dict[str, Any] = {"model": model, "messages": messages}
-        if tools:
-            body["tools"] = tools
-            if tool_choice:
-                body["tool_choice"] = tool_choice
-        if thinking is not None and model.startswith("kimi-k2."):
-            body["thinking"] = {"type": "enabled" if thinking else "disabled"}
-        if max_tokens:
-            body["max_tokens"] = max_tokens
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(KimiRetryableError),
-            stop=stop_after_attempt(self._max_retries + 1),
-            wait=self._wait,
-            reraise=True,
-            before_sleep=lambda s: log.warning(
-                "Kimi call failed (attempt %d), retrying: %s",
-                s.attempt_number,
-                s.outcome.exception() if s.outcome else "",
-            ),
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._post(body)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """One chat completion. ``on_delta(text_so_far)`` hears the answer's content as it streams
+        (after a retry it starts again from the beginning, so show the latest text)."""
+        max_tokens = max_tokens or self._default_max_tokens
+        charge = await self._prompt_charge(model, messages, tools) + max_tokens
+        failures = overloads = 0
+        waited = 0.0
+        while True:
+            use = self._pick(model)
+            body: dict[str, Any] = {"model": use, "messages": messages, "max_tokens": max_tokens}
+            if tools:
+                body["tools"] = tools
+                if tool_choice:
+                    body["tool_choice"] = tool_choice
+            if thinking is not None and use.startswith("kimi-k2."):
+                body["thinking"] = {"type": "enabled" if thinking else "disabled"}
+            try:
+                async with self.limiter.slot(charge):
+                    completion = await self._post(body, on_delta)
+            except KimiFatalError as exc:
+                self.breakers[use].success()  # the model answered: the request or the account is at fault
+                if isinstance(exc, KimiQuotaExhausted):
+                    self.quota_exhausted_at = time.time()
+                raise
+            except KimiRateLimited as exc:
+                if exc.overloaded:
+                    overloads += 1
+                    self.breakers[use].failure()
+                    wait = exc.retry_after if exc.retry_after is not None else self._backoff(overloads)
+                else:
+                    self.rate_limited += 1
+                    wait = exc.retry_after if exc.retry_after is not None else 2.0
+                wait += random.uniform(0, self._jitter)
+                if waited + wait > self._rate_limit_max_wait:
+                    raise
+                waited += wait
+                log.warning("Kimi said wait (%s); the account's queue pauses %.1f s", exc.kind, wait)
+                if exc.overloaded:
+                    await asyncio.sleep(wait)
+                else:
+                    self.limiter.pause(wait)
+            except KimiRetryableError as exc:
+                self.breakers[use].failure()
+                failures += 1
+                if failures > self._max_retries:
+                    raise
+                log.warning("Kimi call failed (attempt %d), retrying: %s", failures, exc)
+                await asyncio.sleep(self._backoff(failures))
+            else:
+                self.quota_exhausted_at = None
+                self.breakers[use].success()
+                return self._priced(completion, fallback=use != model)
+            finally:
+                self.breakers[use].no_verdict()  # a trial that ended without a verdict frees the next
 
-    async def _post(self, body: dict[str, Any]) -> Completion:
+    async def _prompt_charge(
+        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> int:
+        """The prompt tokens a request charges against TPM: Kimi's own count when
+        ``exact_token_counts`` is on (the tools, which the endpoint may not count, estimated
+        locally on top), else the local estimate. A failed count falls back to the estimate."""
+        if not self._exact:
+            return estimate_prompt_tokens(messages, tools)
+        try:
+            exact = await self.count_tokens(model, messages)
+        except (KimiError, KeyError, TypeError, ValueError) as exc:
+            log.warning("Kimi's token count failed (%s); using the local estimate", exc)
+            return estimate_prompt_tokens(messages, tools)
+        return exact + (estimate_prompt_tokens([], tools) if tools else 0)
+
+    def _priced(self, completion: Completion, *, fallback: bool) -> Completion:
+        usage = completion.usage
+        cost = self.prices.microusd(
+            completion.model,
+            prompt_tokens=usage.prompt_tokens,
+            cached_tokens=usage.cached_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
+        searches = sum(1 for call in completion.tool_calls if call.name == "$web_search")
+        cost += searches * self.prices.web_search_fee_microusd
+        return Completion(
+            message=completion.message,
+            finish_reason=completion.finish_reason,
+            model=completion.model,
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, cost),
+            tool_calls=completion.tool_calls,
+            fallback=fallback,
+        )
+
+    async def _post(self, body: dict[str, Any], on_delta: DeltaSink | None) -> Completion:
         """One streamed request. Streaming keeps long generations alive through gateways that
         cut idle connections, and the timeout applies between chunks, not to the whole answer."""
-        headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
         request = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        async with self._slots:
-            try:
-                async with self._http.stream("POST", "chat/completions", json=request, headers=headers) as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        raise _classify(response)
-                    return await _read_stream(response, str(body["model"]))
-            except httpx.TimeoutException:
-                raise KimiRetryableError("Kimi API timed out", kind="timeout") from None
-            except httpx.TransportError as exc:
-                raise KimiRetryableError(f"Kimi API unreachable: {type(exc).__name__}", kind="network") from None
+        try:
+            async with self._http.stream("POST", "chat/completions", json=request, headers=self._headers) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _classify(response)
+                return await _read_stream(response, str(body["model"]), on_delta)
+        except httpx.TimeoutException:
+            raise KimiTimeout("Kimi API timed out", kind="timeout") from None
+        except httpx.TransportError as exc:
+            raise KimiTimeout(f"Kimi API unreachable: {type(exc).__name__}", kind="network") from None
 
 
-async def _read_stream(response: httpx.Response, model: str) -> Completion:
+async def _read_stream(response: httpx.Response, model: str, on_delta: DeltaSink | None = None) -> Completion:
     """Assemble a completion from server-sent events. Usage may sit on the finish chunk's
     choice or in a last ``choices: []`` chunk; only ``data: [DONE]`` marks a complete answer."""
     content: list[str] = []
@@ -234,14 +517,12 @@ async def _read_stream(response: httpx.Response, model: str) -> Completion:
         try:
             chunk = json.loads(payload)
         except ValueError:
-            raise KimiRetryableError("Kimi API sent a malformed stream", kind="malformed") from None
+            raise KimiServerError("Kimi API sent a malformed stream", kind="malformed") from None
         if not isinstance(chunk, dict):
-            raise KimiRetryableError("Kimi API sent a malformed stream", kind="malformed")
+            raise KimiServerError("Kimi API sent a malformed stream", kind="malformed")
         if isinstance(chunk.get("error"), dict):
             error = chunk["error"]
-            raise KimiRetryableError(
-                f"Kimi API error in stream: {error.get('message', '')}", kind=str(error.get("type", ""))
-            )
+            raise classify(500, json.dumps({"error": error}))  # an unknown in-stream error counts as a 5xx
         model = str(chunk.get("model") or model)
         if chunk.get("usage"):
             usage = _parse_usage(chunk["usage"])
@@ -252,7 +533,10 @@ async def _read_stream(response: httpx.Response, model: str) -> Completion:
                 usage = _parse_usage(choice["usage"])
             finish_reason = str(choice.get("finish_reason") or finish_reason)
             delta = choice.get("delta") or {}
-            content.append(str(delta.get("content") or ""))
+            piece = str(delta.get("content") or "")
+            content.append(piece)
+            if piece and on_delta is not None:
+                on_delta("".join(content))
             reasoning.append(str(delta.get("reasoning_content") or ""))
             for fragment in delta.get("tool_calls") or []:
                 call = calls.setdefault(
@@ -264,7 +548,7 @@ async def _read_stream(response: httpx.Response, model: str) -> Completion:
                 call["name"] = function.get("name") or call["name"]
                 call["arguments"] += function.get("arguments") or ""
     if not done:
-        raise KimiRetryableError("Kimi API stream ended before [DONE]", kind="incomplete")
+        raise KimiServerError("Kimi API stream ended before [DONE]", kind="incomplete")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
     if any(reasoning):
         message["reasoning_content"] = "".join(reasoning)

@@ -2,7 +2,8 @@
 
 1. system: the policy's instructions (no timestamps, no ids: byte-identical between turns);
 2. the tool definitions (sent as ``tools``, in a stable order);
-3. system: the rolling summary (changes only when it is refreshed, in batches);
+3. system: the rolling summary (changes only when it is refreshed, in batches), or its segments
+   oldest first (a refresh that appends a segment keeps the earlier ones cached);
 4. the recent turns verbatim (append-only between summary refreshes), then the new message;
 5. a short volatile tail: the structured facts (order ids, refunds, the customer), today's date
    and an agent's regenerate instruction. Facts change whenever a new order id comes up, so they
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -88,17 +90,23 @@ def _user_content(turn: Turn, vision: bool) -> str | list[dict[str, Any]]:
 def build_messages(
     policy: Policy,
     *,
-    summary: str,
+    summary: str | Sequence[str],
     facts: dict[str, Any],
     turns: list[Turn],
     today: date,
     instruction: str | None = None,
     vision: bool = False,
 ) -> list[dict[str, Any]]:
-    """The messages of one drafting request."""
+    """The messages of one drafting request.
+
+    ``summary`` is the rolling summary, or its segments oldest first: each segment is its own
+    system message, so a refresh that appends a segment (instead of rewriting one summary) keeps
+    everything before it byte-identical and in Kimi's prefix cache."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt(policy)}]
-    if summary:
-        messages.append({"role": "system", "content": "Summary of the earlier conversation:\n" + summary.strip()})
+    segments = [summary] if isinstance(summary, str) else list(summary)
+    for index, segment in enumerate(s for s in segments if s.strip()):
+        head = "Summary of the earlier conversation:\n" if index == 0 else "Summary, continued:\n"
+        messages.append({"role": "system", "content": head + segment.strip()})
     for turn in turns:
         if turn.role == "assistant":
             if turn.text.strip():

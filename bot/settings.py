@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -32,7 +32,20 @@ class Settings(BaseSettings):
     kimi_fallback_model: str | None = None
     kimi_timeout_seconds: float = 120.0
     kimi_max_retries: int = 4
-    kimi_max_concurrency: int = 8
+    # The account's limits (README: tiers). Defaults: 90 % of tier 1 (50 / 200 / 2,000,000).
+    kimi_max_concurrency: int = Field(45, ge=1)
+    kimi_rpm: int = Field(180, ge=1)
+    kimi_tpm: int = Field(1_800_000, ge=1)
+    kimi_instances: int = Field(1, ge=1)  # instances sharing one account: each takes 1/N of the limits
+    kimi_max_tokens: int = Field(16384, ge=1)  # sent when a caller names none (TPM charges it)
+    kimi_rate_limit_max_wait_seconds: float = 600.0
+    kimi_breaker_failures: int = Field(5, ge=1)
+    kimi_breaker_cooldown_seconds: float = 30.0
+    kimi_prices: str = ""  # JSON {"model": [cache_hit, cache_miss, output]} USD per 1M, over the defaults
+    kimi_default_price: str = ""  # JSON [hit, miss, out] for unlisted models; empty: refuse them at start-up
+    kimi_web_search_fee_usd: float = 0.005
+    kimi_check_models: bool = True  # GET /v1/models at start-up
+    kimi_exact_tokens: bool = False  # charge TPM with Kimi's token-count endpoint (one more request per call)
 
     database_url: str = "sqlite+aiosqlite:///./supportbot.db"
     policy_file: Path = Path("./policy.toml")

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select
 
+from bot.errors import ConfigError
 from bot.prompt import untrusted
 from bot.store import UsageRecord, sessionmaker
 from tests.fakes.kimi import CallTools, Fail, FakeKimi, Reply
@@ -110,14 +111,24 @@ async def test_a_slow_shop_backend_times_out_and_the_card_says_so(
         assert "get_order_status failed: timeout" in card_text(card)
 
 
-async def test_the_fallback_model_drafts_when_the_main_model_is_gone(
+async def test_the_fallback_model_drafts_when_the_main_model_is_retired_while_running(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
-    kimi.retire("kimi-k2.5")
     async with running_bot(tmp_path, kimi, slack, kimi_fallback_model="kimi-k2.6") as harness:
+        kimi.retire("kimi-k2.5")
         await harness.mention("where is #W2611340")
         [card] = await harness.wait_cards(1)
         assert "kimi-k2.6" in card_text(card) and "approve_draft" in card_text(card)
+
+
+async def test_a_model_kimi_does_not_serve_stops_the_start_with_the_ids_it_does(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    kimi.retire("kimi-k2.5")
+    with pytest.raises(ConfigError) as caught:
+        async with running_bot(tmp_path, kimi, slack):
+            pass
+    assert "KIMI_MODEL=kimi-k2.5" in str(caught.value) and "kimi-k2.6" in str(caught.value)
 
 
 async def test_quota_exhaustion_is_not_retried(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
@@ -213,3 +224,121 @@ async def test_knowledge_files_named_by_the_policy_are_searchable(
         tool_result = next(m for m in kimi.completions[1]["messages"] if m["role"] == "tool")
         assert "within 30 days for a full refund" in tool_result["content"]
         assert "`search_knowledge`" in card_text(card)
+
+
+async def test_a_burst_of_questions_under_the_accounts_concurrency_lands_every_card_without_a_429(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    kimi.max_concurrency, kimi.latency = 2, 0.2
+    async with running_bot(tmp_path, kimi, slack, kimi_max_concurrency=2) as harness:
+        for n in range(6):
+            await harness.mention(f"question {n}: where is #W2611340?")
+        cards = await harness.wait_cards(6, timeout=30)
+        assert all("approve_draft" in card_text(card) for card in cards)
+    assert kimi.rate_limited == 0 and kimi.max_in_flight <= 2
+
+
+async def test_a_draft_kimi_filters_fails_with_that_reason_on_its_card(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with running_bot(tmp_path, kimi, slack) as harness:
+        kimi.script(Fail.content_filter())
+        await harness.mention("something Kimi's moderation refuses")
+        [card] = await harness.wait_cards(1)
+        assert "Drafting failed" in card_text(card) and "content_filter" in card_text(card)
+    assert len(chat_requests(kimi)) == 1, "a filtered request is not retried"
+
+
+async def test_while_the_primary_model_is_down_the_fallback_writes_and_the_card_says_so(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    kimi.fail_model("kimi-k2.5", Fail.server_error())
+    async with running_bot(
+        tmp_path, kimi, slack, kimi_fallback_model="kimi-k2-0905-preview", kimi_breaker_failures=1
+    ) as harness:
+        await harness.mention("hello, are you open on Sunday?")
+        [card] = await harness.wait_cards(1)
+        assert "kimi-k2-0905-preview" in card_text(card) and "approve_draft" in card_text(card)
+
+
+async def test_a_prompt_over_the_context_window_is_retried_once_with_the_summary_and_the_last_turns(
+    kimi: FakeKimi,
+) -> None:
+    from pydantic import SecretStr
+
+    from bot.agent import AgentLimits, DraftingAgent
+    from bot.kimi import KimiClient
+    from tests.harness import KIMI_KEY
+    from tools import ToolContext, ToolRegistry
+
+    history: list[dict[str, str]] = [{"role": "system", "content": "instructions"}]
+    history += [{"role": "system", "content": "Summary of the earlier conversation:\nthe mug is late"}]
+    for n in range(10):
+        history += [{"role": "user", "content": f"customer {n}"}, {"role": "assistant", "content": f"support {n}"}]
+    history += [{"role": "user", "content": "and now?"}, {"role": "system", "content": "Today is ..."}]
+    kimi.script(Fail(400, "invalid_request_error", "Invalid request: Your request exceeded model token limit: 8192"))
+    client = KimiClient(kimi.base_url, SecretStr(KIMI_KEY))
+    try:
+        result = await DraftingAgent(client).draft(
+            history,
+            model="kimi-k2.5",
+            fallback_model=None,
+            limits=AgentLimits(max_tool_steps=2, tool_timeout_seconds=1, thinking=False, max_output_tokens=512),
+            context=ToolContext(conversation_id="c1"),
+            tools=ToolRegistry(),
+            on_usage=lambda _model, _usage: None,
+        )
+    finally:
+        await client.aclose()
+    assert result.text
+    retried = chat_requests(kimi)[-1]["messages"]
+    assert [m["content"] for m in retried[:2]] == ["instructions", history[1]["content"]]
+    assert [m["content"] for m in retried[2:]] == ["customer 9", "support 9", "and now?", "Today is ..."]
+
+
+async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    from tests.fakes.discord import ALICE, SUPPORT_CHANNEL_ID, FakeDiscord
+
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    async with FakeDiscord() as discord:
+        overrides = {"discord_bot_token": discord.token, "discord_api_url": discord.api_url}
+        policy = '[models]\ndrafting = "kimi-k2-0905-preview"\n'
+        async with running_bot(tmp_path, kimi, slack, policy=policy, **overrides) as harness:
+            image = discord.serve_file("broken-mug.png", png, "image/png")
+            await discord.post_user_message(
+                SUPPORT_CHANNEL_ID, ALICE, "my mug arrived like this", mention_bot=True, attachments=[image]
+            )
+            [card] = await harness.wait_cards(1)
+            assert "broken-mug.png" in card_text(card)
+    user_turn = next(m for m in kimi.completions[0]["messages"] if m["role"] == "user")
+    assert isinstance(user_turn["content"], str), "kimi-k2-0905-preview is text-only: no image parts"
+
+
+async def test_the_core_can_watch_a_draft_form_as_kimi_streams_it(kimi: FakeKimi) -> None:
+    from pydantic import SecretStr
+
+    from bot.agent import AgentLimits, DraftingAgent
+    from bot.kimi import KimiClient
+    from tests.harness import KIMI_KEY
+    from tools import ToolContext, ToolRegistry
+
+    kimi.chunk_delay = 0.01
+    kimi.script(Reply("Your parcel left our warehouse this morning; UPS expects to deliver it on Friday."))
+    seen: list[str] = []
+    client = KimiClient(kimi.base_url, SecretStr(KIMI_KEY))
+    try:
+        result = await DraftingAgent(client).draft(
+            [{"role": "system", "content": "instructions"}, {"role": "user", "content": "where is it?"}],
+            model="kimi-k2.5",
+            fallback_model=None,
+            limits=AgentLimits(max_tool_steps=2, tool_timeout_seconds=1, thinking=False, max_output_tokens=512),
+            context=ToolContext(conversation_id="c1"),
+            tools=ToolRegistry(),
+            on_usage=lambda _model, _usage: None,
+            on_delta=seen.append,
+        )
+    finally:
+        await client.aclose()
+    assert len(seen) >= 4 and seen[0] != result.text and seen[-1] == result.text

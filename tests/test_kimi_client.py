@@ -7,7 +7,7 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from bot.errors import KimiFatalError, KimiRetryableError
+from bot.errors import KimiCircuitOpen, KimiFatalError
 from bot.kimi import KimiClient
 from tests.fakes.kimi import CallTools, Fail, FakeKimi, Hang, Malformed, Reply
 from tests.harness import KIMI_KEY
@@ -97,12 +97,12 @@ async def test_failures_retrying_cannot_fix_are_not_retried(
     assert KIMI_KEY not in str(caught.value)
 
 
-async def test_overload_is_retried_until_the_limit(kimi: FakeKimi) -> None:
+async def test_persistent_overload_waits_without_spending_retries_until_the_breaker_opens(kimi: FakeKimi) -> None:
     kimi.fail_always(429, "engine_overloaded_error", "The engine is currently overloaded, please try again later")
-    kimi_client = client(kimi, max_retries=2)
+    kimi_client = client(kimi, max_retries=0)
     try:
-        with pytest.raises(KimiRetryableError):
+        with pytest.raises(KimiCircuitOpen):
             await kimi_client.chat(model="kimi-k2.5", messages=ASK)
     finally:
         await kimi_client.aclose()
-    assert len(kimi.requests) == 3
+    assert len(kimi.requests) == kimi_client.breakers.failure_threshold

@@ -74,3 +74,38 @@ async def test_the_prompt_prefix_stays_byte_identical_between_refreshes(
         assert len(earlier) >= 2
         assert second["messages"][: len(earlier)] == earlier, "earlier turns are replayed unchanged"
         assert second["tools"] == first["tools"]
+
+
+def test_a_summary_refresh_that_appends_a_segment_keeps_the_earlier_prompt_cached() -> None:
+    from datetime import date
+
+    from bot.policy import Policy
+    from bot.prompt import Turn, build_messages
+    from tests.fakes.kimi import _common_prefix, _prompt_bytes
+
+    policy, today = Policy(), date(2026, 12, 2)
+    first = build_messages(
+        policy, summary=["Ana's mug #W1 is late."], facts={}, turns=[Turn("customer", "any news?")], today=today
+    )
+    appended = build_messages(
+        policy,
+        summary=["Ana's mug #W1 is late.", "She asked for office delivery; address given."],
+        facts={},
+        turns=[Turn("customer", "and now?")],
+        today=today,
+    )
+    rewritten = build_messages(
+        policy,
+        summary="Ana's mug #W1 is late. She asked for office delivery; address given.",
+        facts={},
+        turns=[Turn("customer", "and now?")],
+        today=today,
+    )
+    old = _prompt_bytes(first, None)
+    through_segment = len(_prompt_bytes(first[:2], None)) - 1  # up to the end of the first segment
+    assert _common_prefix(old, _prompt_bytes(appended, None)) >= through_segment
+    assert _common_prefix(old, _prompt_bytes(rewritten, None)) < through_segment
+    assert [m["content"].split("\n")[0] for m in appended[1:3]] == [
+        "Summary of the earlier conversation:",
+        "Summary, continued:",
+    ]

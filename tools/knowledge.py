@@ -1,15 +1,21 @@
 """The team's help texts as a searchable knowledge base, and the ``search_knowledge`` tool.
 
-Markdown or plain-text files are split into passages at blank lines; each passage remembers its
-file and the heading above it. Search is deliberately simple and deterministic: lower-cased
-words, stop words dropped, light suffix folding (``refunds``, ``refunded`` → ``refund``);
-passages rank by how many distinct query words they contain (heading included), then by how
-often, then by their place in the files.
+Markdown or plain-text files (or the text Kimi's files API extracted from them) are split into
+passages at blank lines; each passage remembers its file and the heading above it. The passages
+are indexed in an in-memory SQLite FTS5 table (built into Python's sqlite3) over deterministic
+terms: lower-cased words, stop words dropped, light suffix folding (``refunds``, ``refunded`` →
+``refund``). FTS5 finds the passages sharing any term with a query; they rank by how many
+distinct query terms they contain (heading included), then how often, then their place in the
+files. The index is small and in memory: a query is CPU only and never waits on I/O.
+
+:meth:`KnowledgeBase.replace` swaps the passages in place, so a tool holding the knowledge base
+sees a re-synced file without being rebuilt.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +27,7 @@ from pydantic import BaseModel, Field
 from tools._args import ARGS_CONFIG
 from tools.base import Tool, ToolContext, ToolResult
 
-__all__ = ["KnowledgeBase", "Passage", "SearchKnowledge", "SearchKnowledgeArgs"]
+__all__ = ["KnowledgeBase", "Passage", "SearchKnowledge", "SearchKnowledgeArgs", "passages_of"]
 
 MAX_PASSAGE_CHARS = 800
 """Longer passages are cut (at a word boundary) to this many characters in search results."""
@@ -120,17 +126,20 @@ def _shorten(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
 
 
 class KnowledgeBase:
-    """Passages of help text, searchable by keyword."""
+    """Passages of help text, searchable by keyword (FTS5, BM25 ranking)."""
 
     def __init__(self, passages: Iterable[Passage]) -> None:
-        self._passages = list(passages)
-        self._terms = [Counter(_terms(f"{p.heading}\n{p.text}")) for p in self._passages]
+        self._passages: list[Passage] = []
+        self._terms: list[Counter[str]] = []
+        self._index = sqlite3.connect(":memory:", check_same_thread=False)
+        self._index.execute("CREATE VIRTUAL TABLE passages USING fts5(heading, body, tokenize='unicode61')")
+        self.replace(passages)
 
     @classmethod
     def from_files(cls, paths: Iterable[str | Path]) -> KnowledgeBase:
         """Load markdown or text files (UTF-8). Raises ``ValueError`` naming a file that cannot
         be read or is not UTF-8 text."""
-        passages: list[Passage] = []
+        texts: list[tuple[str, str]] = []
         for raw_path in paths:
             path = Path(raw_path)
             try:
@@ -139,24 +148,50 @@ class KnowledgeBase:
                 raise ValueError(f"knowledge file {path} is not UTF-8 text") from None
             except OSError as exc:
                 raise ValueError(f"knowledge file {path} cannot be read: {exc.strerror}") from None
-            passages.extend(_split(path.name, text))
-        return cls(passages)
+            texts.append((path.name, text))
+        return cls.from_texts(texts)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[tuple[str, str]]) -> KnowledgeBase:
+        """Passages of ``(source name, text)`` pairs, e.g. text extracted by Kimi's files API."""
+        return cls(passages_of(texts))
+
+    def replace(self, passages: Iterable[Passage]) -> None:
+        """Swap every passage for ``passages`` and re-index them."""
+        self._passages = list(passages)
+        self._terms = [Counter(_terms(f"{p.heading}\n{p.text}")) for p in self._passages]
+        with self._index:
+            self._index.execute("DELETE FROM passages")
+            self._index.executemany(
+                "INSERT INTO passages (rowid, heading, body) VALUES (?, ?, ?)",
+                [(i, " ".join(_terms(p.heading)), " ".join(_terms(p.text))) for i, p in enumerate(self._passages)],
+            )
 
     def __len__(self) -> int:
         return len(self._passages)
 
     def search(self, query: str, limit: int = 3) -> list[Passage]:
-        """The best ``limit`` passages sharing at least one word with ``query``, best first."""
-        wanted = set(_terms(query))
+        """The best ``limit`` passages sharing at least one term with ``query``, best first."""
+        wanted = sorted(set(_terms(query)))
         if not wanted:
             return []
+        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in wanted)
+        rows = self._index.execute("SELECT rowid FROM passages WHERE passages MATCH ?", (match,)).fetchall()
         scored = []
-        for index, counts in enumerate(self._terms):
+        for (rowid,) in rows:
+            counts = self._terms[int(rowid)]
             matched = [term for term in wanted if term in counts]
-            if matched:
-                scored.append((-len(matched), -sum(counts[t] for t in matched), index))
+            scored.append((-len(matched), -sum(counts[t] for t in matched), int(rowid)))
         scored.sort()
-        return [self._passages[index] for _, _, index in scored[:limit]]
+        return [self._passages[index] for *_, index in scored[:limit]]
+
+
+def passages_of(texts: Iterable[tuple[str, str]]) -> list[Passage]:
+    """The passages of ``(source name, text)`` pairs, in order."""
+    passages: list[Passage] = []
+    for source, text in texts:
+        passages.extend(_split(source, text))
+    return passages
 
 
 class SearchKnowledgeArgs(BaseModel):

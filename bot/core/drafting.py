@@ -165,7 +165,7 @@ class Drafting:
                 turns=prompt_turns,
                 today=utcnow().date(),
                 instruction=claimed.instruction,
-                vision=policy.models.vision,
+                vision=policy.models.vision and await self.memory.kimi.supports_images(model),
             )
             result = await self.agent.draft(
                 messages,

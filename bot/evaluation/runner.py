@@ -422,6 +422,9 @@ class Runner:
                 self._template = None
         return sorted(results, key=lambda r: ([c.id for c in cases].index(r.case_id), r.trial))
 
+    def _scripted_url(self) -> str | None:
+        return self._scripted.base_url if self._scripted is not None else None
+
     def _endpoint(self, model: str) -> tuple[str, SecretStr]:
         if model in MODELS:
             assert self._scripted is not None
@@ -452,6 +455,13 @@ class Runner:
                     "orders_backend": "sql",
                     "host": "127.0.0.1",
                     "port": 0,
+                    # The scripted models cost nothing, and say so: a price of 0 is configured,
+                    # never assumed (a real model keeps the configured prices).
+                    **(
+                        {"kimi_prices": json.dumps({m: [0, 0, 0] for m in MODELS})}
+                        if base_url == self._scripted_url()
+                        else {}
+                    ),
                 }
             )
             platform = EvalPlatform()

@@ -80,10 +80,22 @@ class Database:
         async with self.reads.connect() as conn:
             yield conn
 
-    async def dispose(self) -> None:
+    async def dispose(self, grace: float = 5.0) -> None:
+        """Close the pools, after (up to ``grace`` seconds) the transactions still running
+        (a click decided during shutdown) have returned their connections: a connection closed
+        under a transaction would leave SQLite locked for the next process."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._checked_out() and loop.time() < deadline:  # noqa: ASYNC110 - a pool has no event to wait on
+            await asyncio.sleep(0.02)
         if self.reads is not self.engine:
             await self.reads.dispose()
         await self.engine.dispose()
+
+    def _checked_out(self) -> int:
+        pool = self.engine.sync_engine.pool
+        checked_out = getattr(pool, "checkedout", None)
+        return int(checked_out()) if callable(checked_out) else 0
 
 
 _MIGRATING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()

@@ -255,6 +255,18 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class KnowledgeFile(Base):
+    """A knowledge file uploaded to Kimi's files API once per content (bot.llm.knowledge)."""
+
+    __tablename__ = "knowledge_files"
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the bytes
+    name: Mapped[str] = mapped_column(String(255))
+    file_id: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AuditEvent(Base):
     """The audit trail: every message, draft, tool call, decision and executed action."""
 

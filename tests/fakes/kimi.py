@@ -2,7 +2,8 @@
 
 The fake speaks the wire format described in ``/work/shared/reference/kimi-api.md``: the
 OpenAI-compatible ``/v1/chat/completions`` endpoint (JSON and SSE), ``/v1/models``,
-``/v1/tokenizers/estimate-token-count`` and ``/v1/users/me/balance``.  It validates requests the way
+``/v1/tokenizers/estimate-token-count``, ``/v1/users/me/balance`` and the files API (upload with
+``purpose=file-extract``, list, get, content, delete).  It validates requests the way
 the real API does (exact 400 texts for K2.5 fixed sampling, missing ``reasoning_content`` and so on)
 and answers with a deterministic "brain" unless a test scripts the next answers.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import secrets
 import string
@@ -335,6 +337,12 @@ class FakeKimi:
     * ``chunk_delay`` – seconds slept between SSE events when streaming.
     * ``max_concurrency`` – when set, a completion arriving while this many are in flight gets the
       real 429 concurrency error.
+    * ``rpm`` / ``tpm`` – when set, the account's requests and tokens per ``limit_window`` seconds
+      (a sliding window, 60 s by default): a completion past either gets the real 429
+      ``rate_limit_reached_error`` (RPM with "please try again after N seconds", TPM with
+      ``current:..., limit:...``). TPM is pre-charged with prompt tokens + ``max_tokens`` (or the
+      model's default), as Moonshot does.
+    * ``rate_limited`` – how many 429 ``rate_limit_reached_error`` the account limits caused.
     * ``in_flight`` / ``max_in_flight`` – current and peak number of concurrent completions.
     * ``balance`` – the ``data`` of ``GET /v1/users/me/balance``.
     """
@@ -349,6 +357,12 @@ class FakeKimi:
         self.latency: float = 0.0
         self.chunk_delay: float = 0.0
         self.max_concurrency: int | None = None
+        self.rpm: int | None = None
+        self.tpm: int | None = None
+        self.limit_window: float = 60.0
+        self.rate_limited = 0
+        self._starts: list[float] = []
+        self._charges: list[tuple[float, int]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.balance: JSON = {
@@ -359,6 +373,10 @@ class FakeKimi:
         self.system_fingerprint = "fpv0_" + secrets.token_hex(4)
         self._script: list[Step] = []
         self._always: Fail | None = None
+        self._failing_models: dict[str, Fail] = {}
+        self.files: dict[str, JSON] = {}  # file id -> FileObject
+        self.file_bytes: dict[str, bytes] = {}
+        self.max_files = 1000
         self._prompt_cache: dict[str, list[bytes]] = {}
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -382,6 +400,11 @@ class FakeKimi:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/tokenizers/estimate-token-count", self._estimate)
         app.router.add_get("/v1/users/me/balance", self._balance)
+        app.router.add_post("/v1/files", self._file_upload)
+        app.router.add_get("/v1/files", self._file_list)
+        app.router.add_get("/v1/files/{file_id}", self._file_get)
+        app.router.add_delete("/v1/files/{file_id}", self._file_delete)
+        app.router.add_get("/v1/files/{file_id}/content", self._file_content)
         self._closing = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -413,8 +436,14 @@ class FakeKimi:
         self._always = Fail(status, type, message, headers)
 
     def recover(self) -> None:
-        """Undo :meth:`fail_always`."""
+        """Undo :meth:`fail_always` and :meth:`fail_model`."""
         self._always = None
+        self._failing_models.clear()
+
+    def fail_model(self, model_id: str, failure: Fail) -> None:
+        """Answer every chat completion for ``model_id`` with ``failure`` until :meth:`recover`
+        (one model unwell while the others answer)."""
+        self._failing_models[model_id] = failure
 
     def retire(self, model_id: str) -> None:
         """Remove a model from the catalog, so requests for it get the real 404."""
@@ -527,25 +556,142 @@ class FakeKimi:
         total = estimate_tokens(_prompt_bytes(messages, body.get("tools")))
         return self._json(200, {"data": {"total_tokens": total}})
 
+    # ------------------------------------------------------------------ files (purpose=file-extract)
+
+    def _file(self, request: web.Request) -> JSON:
+        self._check_auth(request)
+        found = self.files.get(request.match_info["file_id"])
+        if found is None:
+            raise _ApiError(404, "resource_not_found_error", f"file {request.match_info['file_id']} not found")
+        return found
+
+    async def _file_upload(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        raw = request[_RECORD].raw
+        content_type = request.headers.get("Content-Type", "")
+        if not content_type.startswith("multipart/form-data"):
+            raise _bad("Invalid request: multipart/form-data expected")  # invented
+        fields: dict[str, tuple[str, bytes]] = {}
+        boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
+        for part in raw.split(b"--" + boundary):
+            head, sep, body = part.partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            disposition = re.search(rb'name="([^"]+)"(?:; filename="([^"]*)")?', head)
+            if disposition:
+                filename = (disposition.group(2) or b"").decode()
+                fields[disposition.group(1).decode()] = (filename, body.removesuffix(b"\r\n"))
+        purpose = fields.get("purpose", ("", b""))[1].decode()
+        if purpose != "file-extract":
+            raise _bad("Invalid purpose: only 'file-extract' accepted")
+        if "file" not in fields:
+            raise _bad("Invalid request: file is required")  # invented
+        filename, data = fields["file"]
+        if not data:
+            raise _bad("File size is zero, please confirm and re-upload the file")
+        if len(data) > 100 * 1024 * 1024:
+            raise _bad("File size is too large, max file size is 100MB, please confirm and re-upload the file")
+        if len(self.files) >= self.max_files:
+            raise _bad(
+                f"The number of files you have uploaded exceeded the max file count {self.max_files}, "
+                "please delete previous uploaded files"
+            )
+        file_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(20))
+        obj: JSON = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "ok",
+            "status_details": "",
+        }
+        self.files[file_id] = obj
+        self.file_bytes[file_id] = data
+        return self._json(200, obj)
+
+    async def _file_list(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        return self._json(200, {"object": "list", "data": list(self.files.values())})
+
+    async def _file_get(self, request: web.Request) -> web.Response:
+        return self._json(200, self._file(request))
+
+    async def _file_delete(self, request: web.Request) -> web.Response:
+        obj = self._file(request)
+        del self.files[obj["id"]]
+        self.file_bytes.pop(obj["id"], None)
+        return self._json(200, {"id": obj["id"], "object": "file", "deleted": True})
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        obj = self._file(request)
+        text = self.file_bytes[obj["id"]].decode("utf-8", errors="replace")
+        payload = {"content": text, "file_type": "text/plain", "filename": obj["filename"], "title": "", "type": "file"}
+        # The "internally agreed format": a JSON string, served as text.
+        return web.Response(status=200, text=json.dumps(payload, ensure_ascii=False), content_type="text/plain")
+
     # ------------------------------------------------------------------ chat completions
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self._check_auth(request)
         if self._always is not None:
             raise _ApiError(self._always.status, self._always.type, self._always.message, self._always.headers)
+        body = request[_RECORD].body
+        failing = self._failing_models.get(str(body.get("model"))) if isinstance(body, dict) else None
+        if failing is not None:
+            raise _ApiError(failing.status, failing.type, failing.message, failing.headers)
         if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
+            self.rate_limited += 1
             raise _ApiError(
                 429,
                 "rate_limit_reached_error",
                 f"Your account {ORG_ID}<{AK_ID}> request reached max organization concurrency: "
                 f"{self.max_concurrency}, please try again after 1 seconds",
             )
+        self._check_minute_limits(request[_RECORD].body)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await self._chat_inner(request)
         finally:
             self.in_flight -= 1
+
+    def _check_minute_limits(self, body: Any) -> None:
+        """RPM and TPM over a sliding window, checked when a request arrives; an accepted request
+        is charged at once (429s are not)."""
+        if self.rpm is None and self.tpm is None:
+            return
+        now = time.monotonic()
+        horizon = now - self.limit_window
+        self._starts = [t for t in self._starts if t > horizon]
+        self._charges = [(t, n) for t, n in self._charges if t > horizon]
+        if self.rpm is not None and len(self._starts) >= self.rpm:
+            self.rate_limited += 1
+            after = max(1, math.ceil(self._starts[0] + self.limit_window - now))
+            raise _ApiError(
+                429,
+                "rate_limit_reached_error",
+                f"Your account {ORG_ID}<{AK_ID}> request reached organization max RPM: {self.rpm}, "
+                f"please try again after {after} seconds",
+            )
+        charge = 0
+        if isinstance(body, dict):
+            spec = self.models.get(str(body.get("model")))
+            default_max = spec.default_max_tokens if spec else 1024
+            max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else default_max
+            charge = estimate_tokens(_prompt_bytes(body.get("messages"), body.get("tools"))) + int(max_tokens or 0)
+        current = sum(n for _, n in self._charges)
+        if self.tpm is not None and current + charge > self.tpm:
+            self.rate_limited += 1
+            raise _ApiError(
+                429,
+                "rate_limit_reached_error",
+                f"Your account {ORG_ID}<{AK_ID}> request reached organization TPM rate limit, "
+                f"current:{current + charge}, limit:{self.tpm}",
+            )
+        self._starts.append(now)
+        self._charges.append((now, charge))
 
     async def _chat_inner(self, request: web.Request) -> web.StreamResponse:
         hang: Hang | None = None
