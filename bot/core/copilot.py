@@ -188,16 +188,11 @@ class Copilot:
             return max(0.0, deadline - loop.time())
 
         while left() > 0:
-            await self.supervisor.drain(left(), names=_one_shot)
+            await self.supervisor.drain(left())
             if self.drafting.idle():
                 await self.dispatcher.settle(left())
-                await self.supervisor.drain(left(), names=_one_shot)
+                await self.supervisor.drain(left())
                 if self.drafting.idle() and not self.dispatcher.in_flight:
                     return
             await asyncio.sleep(0.01)
 
-
-def _one_shot(name: str) -> bool:
-    return not name.startswith(
-        ("drafting-worker", "lease-renewal", "sweeper", "dispatcher", "policy-watcher", "platform-watchdog")
-    )

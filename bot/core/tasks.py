@@ -21,6 +21,7 @@ class Supervisor:
 
     def __init__(self, counters: Counter[str] | None = None) -> None:
         self._tasks: dict[asyncio.Task[Any], str] = {}
+        self._loops: set[asyncio.Task[Any]] = set()
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.closed = False
 
@@ -33,6 +34,7 @@ class Supervisor:
 
     def _done(self, task: asyncio.Task[Any], name: str, context: dict[str, object]) -> None:
         self._tasks.pop(task, None)
+        self._loops.discard(task)
         if task.cancelled():
             return
         error = task.exception()
@@ -56,18 +58,19 @@ class Supervisor:
                     log.exception("%s failed; restarting it in %.1f s", name, backoff)
                     await asyncio.sleep(backoff)
 
-        self.spawn(name, forever())
+        self._loops.add(self.spawn(name, forever()))
 
     @property
     def busy(self) -> int:
-        return len(self._tasks)
+        """One-shot work still running."""
+        return len(set(self._tasks) - self._loops)
 
-    async def drain(self, timeout: float, *, names: Callable[[str], bool] | None = None) -> None:
+    async def drain(self, timeout: float) -> None:
         """Wait (up to ``timeout``) for one-shot work to finish; loops are not waited for."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            pending = {t for t, n in self._tasks.items() if names is None or names(n)}
+            pending = set(self._tasks) - self._loops
             remaining = deadline - loop.time()
             if not pending or remaining <= 0:
                 return
