@@ -217,6 +217,9 @@ class Copilot:
         amount = money(int(allowed[0].params["amount_cents"])) if len(allowed) == 1 else None
         return EditForm(draft_id=draft_id, text=draft.edited_text or draft.text, refund_amount=amount)
 
+    async def reload_policy(self) -> bool:
+        return await self.policy.reload_if_changed(self.policy_rejected)
+
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
         policy = self.policy.current
         actor = decision.actor
