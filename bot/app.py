@@ -71,7 +71,10 @@ class Supportbot:
             if platform is not None:
                 self.platforms.append(platform)
         if not self.platforms and not half_configured:
-            problems.append("no platform is configured: set SLACK_BOT_TOKEN and friends, or DISCORD_BOT_TOKEN")
+            problems.append(
+                "no platform is configured: set SLACK_BOT_TOKEN and friends, or DISCORD_BOT_TOKEN"
+                " (or PLAYGROUND_ENABLED=true for the local playground)"
+            )
         desks = [p.review_desk for p in self.platforms if p.review_desk is not None]
         if self.platforms and not desks:
             problems.append("no review desk: set SLACK_REVIEW_CHANNEL (or DISCORD_REVIEW_CHANNEL)")

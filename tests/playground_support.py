@@ -28,7 +28,9 @@ HEADER = {"X-Playground": "1"}
 
 
 @contextlib.asynccontextmanager
-async def playground_bot(tmp_path: Path, kimi: FakeKimi, policy: str | None = None, **overrides: Any) -> AsyncIterator[Supportbot]:
+async def playground_bot(
+    tmp_path: Path, kimi: FakeKimi, policy: str | None = None, **overrides: Any
+) -> AsyncIterator[Supportbot]:
     """``supportbot run`` with only the Kimi key (and the fake's URL): the playground serves."""
     if policy is not None:
         (tmp_path / "policy.toml").write_text(policy)

@@ -51,8 +51,8 @@ def desk_pane(state: PlaygroundState, *, has_desk: bool) -> str:
 
 def render_card(ref: str, card: ReviewCard) -> str:
     parts = [
-        f'<p><b>{escape(card.asked_by)}</b> asked in {escape(card.where)}:</p>',
-        f'<blockquote>{escape(card.customer_text)}</blockquote>',
+        f"<p><b>{escape(card.asked_by)}</b> asked in {escape(card.where)}:</p>",
+        f"<blockquote>{escape(card.customer_text)}</blockquote>",
     ]
     if card.attachments:
         parts.append(f'<p class="meta">Attachments: {escape(", ".join(card.attachments))}</p>')
@@ -118,7 +118,7 @@ def edit_form(form: EditForm) -> str:
         )
     return (
         f'<form class="edit-form" data-draft="{draft}"><textarea name="edited_text" rows="6">'
-        f"{escape(form.text)}</textarea>{refund}<button type=\"submit\">Approve &amp; send edited</button></form>"
+        f'{escape(form.text)}</textarea>{refund}<button type="submit">Approve &amp; send edited</button></form>'
     )
 
 
