@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot import metrics
 from bot.dispatcher import OutboxDispatcher
 from bot.errors import ConfigError
 from bot.kimi import KimiClient
@@ -180,13 +181,10 @@ class Supportbot:
             {"ok": ok, "database": "reachable" if ok else "unreachable"}, status=200 if ok else 503
         )
 
-    async def _metrics(self, _request: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.Response:
         assert self.core is not None
-        lines = []
-        for name, value in sorted(self.core.metrics.items()):
-            lines.append(f"# TYPE supportbot_{name}_total counter")
-            lines.append(f"supportbot_{name}_total {value}")
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        core = self.core  # bot/metrics.py: the process, the step histograms, the backlog read at scrape time
+        return await metrics.handler(lambda: metrics.store_backlog(core.reads), lambda: core.metrics)(request)
 
 
 async def serve(settings: Settings) -> None:
