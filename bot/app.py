@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot import metrics
+from bot import logs, metrics
 from bot.dispatcher import OutboxDispatcher
 from bot.errors import ConfigError
 from bot.kimi import KimiClient
@@ -90,6 +90,7 @@ class Supportbot:
         await upgrade_database(self.engine)
         read_engine = reader_engine(self.engine)
         policy = PolicyStore(settings.policy_file)
+        logs.follow_policy(lambda: policy.current.logs.redact_personal_data)  # bot/logs.py
         if settings.orders_backend == "http":
             if not settings.orders_api_url:
                 raise ConfigError("ORDERS_BACKEND=http needs ORDERS_API_URL")
@@ -137,12 +138,20 @@ class Supportbot:
         self._tasks.append(asyncio.create_task(self.dispatcher.run()))
         self._tasks.append(asyncio.create_task(policy.watch(settings.policy_reload_seconds, self._policy_rejected)))
         await core.resume_drafting()
-        log.info(
-            "supportbot is up on %s:%d with %s; review desk: %s",
-            settings.host,
-            self.port,
-            ", ".join(p.name for p in self.platforms),
-            core.desk.name if core.desk else "none",
+        logs.log_startup(  # bot/logs.py: one line saying what is in force
+            log,
+            address=f"{settings.host}:{self.port}",
+            policy_file=str(settings.policy_file),
+            policy_version=policy.current.version,
+            policy_found=settings.policy_file.exists(),
+            platforms=[p.name for p in self.platforms],
+            desk=core.desk.name if core.desk else "none",
+            models={
+                "default": settings.kimi_model,
+                "fallback": settings.kimi_fallback_model or "",
+                "drafting": policy.current.models.drafting,
+                "summarizing": policy.current.models.summarizing,
+            },
         )
 
     async def _policy_rejected(self, error: Any) -> None:
