@@ -5,8 +5,9 @@ other web sites out)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ import httpx
 import pytest
 
 from adapters.playground import PlaygroundPlatform
+from adapters.playground.platform import is_local
 from bot.app import Supportbot
 from tests.fakes.kimi import CallTools, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
-from tests.harness import REVIEW_CHANNEL, running_bot
+from tests.harness import REVIEW_CHANNEL, running_bot, settings_for, wait_until
 from tests.playground_support import HEADER, playground_bot
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -29,6 +31,15 @@ def playground_of(bot: Supportbot) -> PlaygroundPlatform:
 
 def client_for(bot: Supportbot) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=f"http://127.0.0.1:{bot.port}", headers=HEADER, timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def client_for_stopping(tmp_path: Path, kimi: FakeKimi) -> AsyncIterator[tuple[Supportbot, httpx.AsyncClient]]:
+    """A playground bot the test stops itself."""
+    bot = Supportbot(settings_for(tmp_path, kimi, None))
+    await bot.start()
+    async with client_for(bot) as client:
+        yield bot, client
 
 
 async def state_when(client: httpx.AsyncClient, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -182,3 +193,30 @@ async def test_with_a_platform_and_no_token_there_is_no_playground(
         assert not any(isinstance(p, PlaygroundPlatform) for p in harness.bot.platforms)
         async with httpx.AsyncClient(base_url=harness.url) as client:
             assert (await client.get("/")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("remote", "local"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("127.0.0.2", True),
+        ("192.168.1.20", False),
+        ("10.0.0.1", False),
+        (None, False),
+    ],
+)
+def test_without_a_token_only_this_machine_is_answered(remote: str | None, local: bool) -> None:
+    assert is_local(remote) is local
+
+
+async def test_a_page_waiting_for_news_is_let_go_when_the_bot_stops(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with client_for_stopping(tmp_path, kimi) as (bot, client):
+        version = (await client.get("/playground/api/state")).json()["version"]
+        waiting = asyncio.create_task(client.get("/playground/api/state", params={"since": version}))
+        await wait_until(lambda: [1] if playground_of(bot).state.waiting else [], 1, 10)
+        started = asyncio.get_running_loop().time()
+        await bot.stop()
+        response = await asyncio.wait_for(waiting, 10)
+        assert response.status_code == 200
+        assert asyncio.get_running_loop().time() - started < 5, "the 20 s long poll did not hold the shutdown"

@@ -6,7 +6,8 @@ the customer pane becomes an :class:`bot.events.InboundMessage`, a click on a ca
 :class:`bot.events.ReviewDecision`; the core's replies and cards land back here. With no chat
 platform configured it opens by itself (``supportbot run`` with only ``MOONSHOT_API_KEY``);
 next to Slack or Discord it is there only with ``PLAYGROUND_TOKEN`` (cards then go to that
-platform's review desk, and the policy editor checks without saving).
+platform's review desk, and the policy editor checks without saving). Without a token it
+answers only requests from this machine (loopback), whatever ``HOST`` it listens on.
 
 Every request that changes something must carry the ``X-Playground`` header, which a
 cross-site form cannot send, so another web page cannot drive a local playground.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import os
 import uuid
@@ -118,6 +120,7 @@ class PlaygroundPlatform:
 
     async def stop(self) -> None:
         self._core = None
+        await self.state.close()
 
     # -- CustomerChannel ------------------------------------------------------------------
 
@@ -164,6 +167,10 @@ class PlaygroundPlatform:
                 raise web.HTTPServiceUnavailable(text="the bot is starting")
             if self.token and not self._authorised(request):
                 raise web.HTTPForbidden(text="the playground needs ?token=PLAYGROUND_TOKEN")
+            if not self.token and not is_local(request.remote):
+                raise web.HTTPForbidden(
+                    text="without PLAYGROUND_TOKEN the playground answers only on this machine (localhost)"
+                )
             if request.path != "/" and request.headers.get("X-Playground") != "1":
                 raise web.HTTPForbidden(text="missing X-Playground header")
             response = await handler(request)
@@ -314,6 +321,14 @@ class PlaygroundPlatform:
         if not outcome.ok:
             return _answer(False, f"policy {version} saved, but: {outcome.message}")
         return _answer(True, f"policy {version} saved; drafting the pending conversation again")
+
+
+def is_local(remote: str | None) -> bool:
+    """A request from this machine (the open playground answers no one else)."""
+    try:
+        return remote is not None and ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _text(value: object) -> str | None:

@@ -54,6 +54,8 @@ class PlaygroundState:
         self.cards: dict[str, ReviewCard] = {}  # card ref -> the latest card
         self.notices: list[str] = []
         self.version = 0
+        self.closed = False
+        self.waiting = 0  # pages waiting for a change right now
         self._changed = asyncio.Condition()
         self._numbers = itertools.count(1)
         self.current = self.new_thread()
@@ -85,10 +87,20 @@ class PlaygroundState:
 
     async def wait_change(self, since: int, timeout: float) -> int:
         """Return once :attr:`version` is past ``since`` (or ``timeout`` seconds passed)."""
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.version > since), timeout)
+        self.waiting += 1
+        try:
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait_for(lambda: self.version > since or self.closed), timeout)
+        finally:
+            self.waiting -= 1
         return self.version
+
+    async def close(self) -> None:
+        """Wake every waiting page (the server is stopping)."""
+        self.closed = True
+        async with self._changed:
+            self._changed.notify_all()
 
 
 def now() -> datetime:
