@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -22,6 +24,18 @@ async def scrape(harness: Harness) -> dict[str, list[Sample]]:
     return {family.name: family.samples for family in families}
 
 
+async def scrape_when(
+    harness: Harness, check: Callable[[dict[str, list[Sample]]], bool], timeout: float = 10
+) -> dict[str, list[Sample]]:
+    """Scrape until ``check`` holds (the dispatcher counts a reply just after recording it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        samples = await scrape(harness)
+        if check(samples) or asyncio.get_running_loop().time() > deadline:
+            return samples
+        await asyncio.sleep(0.05)
+
+
 def value(samples: dict[str, list[Sample]], family: str, sample: str | None = None, **labels: str) -> float:
     for found in samples[family]:
         if found.name == (sample or family) and all(found.labels.get(k) == v for k, v in labels.items()):
@@ -30,12 +44,15 @@ def value(samples: dict[str, list[Sample]], family: str, sample: str | None = No
 
 
 async def test_an_operator_scrapes_the_process_the_backlog_and_the_core_counters(harness: Harness) -> None:
-    await harness.mention("where is #W2611340")
+    envelope = await harness.mention("where is #W2611340")
     cards = await harness.wait_cards(1)
     await harness.click("approve_draft", draft_id_of(cards[0]))
+    await harness.wait_replies(envelope["event"]["ts"])
     await harness.settle()
 
-    samples = await scrape(harness)
+    samples = await scrape_when(
+        harness, lambda s: value(s, "supportbot_replies_sent", "supportbot_replies_sent_total") == 1
+    )
 
     assert value(samples, "process_resident_memory_bytes") > 0
     assert value(samples, "process_cpu_seconds", "process_cpu_seconds_total") > 0
