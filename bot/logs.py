@@ -152,7 +152,7 @@ class TextFormatter(logging.Formatter):
 
 def _text_value(value: Any) -> str:
     text = str(value)
-    return json.dumps(text, ensure_ascii=False) if not text or any(c in text for c in " \"=\n") else text
+    return json.dumps(text, ensure_ascii=False) if not text or any(c in text for c in ' "=\n') else text
 
 
 class _DropHarmless(logging.Filter):
