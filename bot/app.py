@@ -193,7 +193,7 @@ class Supportbot:
     async def _metrics(self, request: web.Request) -> web.Response:
         assert self.core is not None
         core = self.core  # bot/metrics.py: the process, the step histograms, the backlog read at scrape time
-        return await metrics.handler(lambda: metrics.store_backlog(core.reads), lambda: core.metrics)(request)
+        return await metrics.handler(lambda: metrics.store_backlog(core.read_engine), lambda: core.metrics)(request)
 
 
 async def serve(settings: Settings) -> None:

@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -185,20 +185,21 @@ class Backlog:
 BacklogSource = Callable[[], Awaitable[Backlog]]
 
 
-async def store_backlog(sessions: async_sessionmaker[AsyncSession]) -> Backlog:
-    """Read the backlog from SQL: outbox rows not sent yet, drafts still drafting."""
+async def store_backlog(engine: AsyncEngine) -> Backlog:
+    """Read the backlog from SQL (a reader engine will do): outbox rows not sent yet, drafts
+    still being written."""
     from bot.store import Draft, OutboxItem
 
-    async with sessions() as session:
+    async with engine.connect() as conn:
         outbox = (
-            await session.execute(
+            await conn.execute(
                 select(func.count(), func.min(OutboxItem.created_at)).where(
                     OutboxItem.status.in_(("pending", "sending"))
                 )
             )
         ).one()
         drafting = (
-            await session.execute(select(func.count(), func.min(Draft.created_at)).where(Draft.status == "drafting"))
+            await conn.execute(select(func.count(), func.min(Draft.created_at)).where(Draft.status == "drafting"))
         ).one()
     return Backlog(int(outbox[0]), outbox[1], int(drafting[0]), drafting[1])
 

@@ -80,6 +80,7 @@ class PlaygroundPlatform:
         self._with_desk = with_desk
         self._core: Core | None = None
         self._keys: dict[str, str] = {}
+        self._card_keys: dict[str, str] = {}
 
     # -- PlatformAdapter ------------------------------------------------------------------
 
@@ -118,6 +119,14 @@ class PlaygroundPlatform:
         else:
             log.info("no chat platform is configured: the playground is open at %s", where)
 
+    @property
+    def connected(self) -> bool:
+        """Nothing to connect to: live once started."""
+        return self._core is not None
+
+    async def reconnect(self) -> None:
+        """Nothing can die here; the app's watchdog may still ask."""
+
     async def stop(self) -> None:
         self._core = None
         await self.state.close()
@@ -145,11 +154,20 @@ class PlaygroundPlatform:
 
     # -- ReviewDesk -----------------------------------------------------------------------
 
-    async def post_card(self, card: ReviewCard) -> str:
+    async def post_card(self, card: ReviewCard, *, idempotency_key: str = "") -> str:
+        existing = self._card_keys.get(idempotency_key) if idempotency_key else None
+        if existing is not None:
+            return existing
         ref = f"card-{len(self.state.cards) + 1}-{card.draft_id[:8]}"
         self.state.cards[ref] = card
+        if idempotency_key:
+            self._card_keys[idempotency_key] = ref
         await self.state.changed()
         return ref
+
+    async def find_card(self, idempotency_key: str) -> str | None:
+        """A card already posted with this key (the rebuilt core's crash recovery asks)."""
+        return self._card_keys.get(idempotency_key)
 
     async def update_card(self, ref: str, card: ReviewCard) -> None:
         self.state.cards[ref] = card
