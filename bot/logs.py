@@ -26,10 +26,12 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.errors import ConfigError
 from bot.settings import Settings
 
 EVENT_FIELDS = "supportbot_fields"
@@ -172,10 +174,20 @@ def secret_values(settings: Settings) -> list[str]:
     ] + [value for name, value in os.environ.items() if name.endswith(("_TOKEN", "_SECRET", "_KEY")) and value]
 
 
+class LogSettings(BaseSettings):
+    """``LOG_FORMAT`` (environment or ``.env``), read apart from the core's settings."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    log_format: Literal["json", "text"] = "text"
+
+
 def log_format() -> str:
-    """``LOG_FORMAT``: ``json`` or ``text`` (default)."""
-    value = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
-    return value if value in {"json", "text"} else "text"
+    """``LOG_FORMAT``: ``json`` or ``text`` (default). A ConfigError for anything else."""
+    try:
+        return LogSettings().log_format
+    except ValidationError:
+        raise ConfigError("LOG_FORMAT must be json or text") from None
 
 
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:

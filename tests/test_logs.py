@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot import logs
+from bot.errors import ConfigError
 from bot.policy import PolicyStore
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
@@ -127,3 +128,18 @@ async def test_slack_starts_without_bolt_s_token_warning_and_says_what_is_in_for
     assert started[0]["model_default"] == "kimi-k2.5"
     assert started[0]["model_summarizing"] == "kimi-k2-turbo-preview"
     assert SLACK_TOKEN not in text and KIMI_KEY not in text
+
+
+def test_log_format_comes_from_the_env_file_too_and_a_typo_is_a_configuration_error(
+    tmp_path: Path, output: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    (tmp_path / ".env").write_text("LOG_FORMAT=json\n")
+    logs.configure_logging(settings_for(tmp_path, FakeKimi(api_key=KIMI_KEY), None), stream=output)
+    logs.log_event(log, "card_posted", draft="d-2")
+    assert lines(output)[0]["event"] == "card_posted"
+
+    monkeypatch.setenv("LOG_FORMAT", "yaml")
+    with pytest.raises(ConfigError, match="LOG_FORMAT must be json or text"):
+        logs.configure_logging(settings_for(tmp_path, FakeKimi(api_key=KIMI_KEY), None), stream=output)

@@ -57,5 +57,8 @@ async def test_a_newcomer_asks_as_a_customer_approves_the_card_and_sees_the_repl
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             if os.environ.get(SCREENSHOT_TO):
                 shutil.copy(shot, os.environ[SCREENSHOT_TO])
+
+            await page.fill("#policy", '[refunds]\nmax_amount = "lots"\n')
+            await expect(page.locator("#policy-result")).to_contain_text("line 2: refunds.max_amount")
         finally:
             await browser.close()
