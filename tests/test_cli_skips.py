@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_a_run_without_postgresql_names_the_skip_and_how_to_enable_it() -> None:
     env = {k: v for k, v in os.environ.items() if k != "SUPPORTBOT_TEST_POSTGRES_URL"}
+    env["SUPPORTBOT_TEST_POSTGRES"] = "off"  # a local supportbot_test database would be picked up
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_postgres.py"],
         cwd=ROOT,
