@@ -9,8 +9,8 @@ database that is down is a :class:`DatabaseUnavailable` (exit code 1).
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
+import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,26 +54,31 @@ def check_url(url: str) -> URL:
 
 
 def _check_sqlite_path(parsed: URL) -> None:
+    """The file must be writable, or its folder must let the bot create it. Tried for real (a
+    file opened, or a temporary one created and removed): permission bits lie to root and on
+    read-only mounts."""
     database = parsed.database or ""
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     path = Path(database)
     folder = path.parent if str(path.parent) else Path(".")
+    fix = "give the bot's user write access there, or set DATABASE_URL"
     if path.exists():
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise ConfigError(
-                f"cannot write the SQLite file {path}: give the bot's user write access, or set DATABASE_URL"
-            )
+        try:
+            with path.open("r+b"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"cannot write the SQLite file {path}: {exc.strerror}: {fix}") from None
         return
     if not folder.is_dir():
         raise ConfigError(
             f"cannot create the SQLite file {path}: the folder {folder} does not exist: create it, or set DATABASE_URL"
         )
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"cannot create the SQLite file {path}: the folder {folder} is not writable: "
-            "give the bot's user write access, or set DATABASE_URL"
-        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".supportbot-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot create the SQLite file {path}: the folder {folder}: {exc.strerror}: {fix}") from None
 
 
 def describe(parsed: URL, exc: BaseException) -> str:

@@ -109,7 +109,11 @@ async def test_a_newcomer_with_only_a_kimi_key_gets_the_playground_and_a_whole_c
         ("postgresql://bot:pw-9d8c7b@db.example/db", "write postgresql+asyncpg://bot:***@db.example/db", EXIT_CONFIG),
         ("not a url", "is not a database URL", EXIT_CONFIG),
         ("sqlite+aiosqlite:////no/such/folder/bot.db", "the folder /no/such/folder does not exist", EXIT_CONFIG),
-        ("sqlite+aiosqlite:////proc/bot.db", "cannot open the SQLite database /proc/bot.db", EXIT_CONFIG),
+        (
+            "sqlite+aiosqlite:////proc/bot.db",
+            "cannot create the SQLite file /proc/bot.db: the folder /proc",
+            EXIT_CONFIG,
+        ),
     ],
 )
 @pytest.mark.parametrize("command", [("db", "upgrade"), ("run",)])
