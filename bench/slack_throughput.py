@@ -369,8 +369,8 @@ async def bench(args: argparse.Namespace) -> int:
 
 
 def metric(metrics: str, name: str) -> int:
-    found = re.search(rf"^supportbot_{name}_total (\d+)$", metrics, re.MULTILINE)
-    return int(found.group(1)) if found else 0
+    found = re.search(rf"^supportbot_{name}_total (\d+(?:\.\d+)?)$", metrics, re.MULTILINE)  # prometheus: "3.0"
+    return int(float(found.group(1))) if found else 0
 
 
 def report(

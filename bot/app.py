@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot import logs, metrics
 from bot.core.copilot import Copilot
 from bot.errors import ConfigError
 from bot.llm.knowledge import KnowledgeSync, knowledge_paths
@@ -80,7 +81,10 @@ class Supportbot:
             if platform is not None:
                 self.platforms.append(platform)
         if not self.platforms and not half_configured:
-            problems.append("no platform is configured: set SLACK_BOT_TOKEN and friends, or DISCORD_BOT_TOKEN")
+            problems.append(
+                "no platform is configured: set SLACK_BOT_TOKEN and friends, or DISCORD_BOT_TOKEN"
+                " (or PLAYGROUND_ENABLED=true for the local playground)"
+            )
         desks = [p.review_desk for p in self.platforms if p.review_desk is not None]
         if self.platforms and not desks:
             problems.append("no review desk: set SLACK_REVIEW_CHANNEL (or DISCORD_REVIEW_CHANNEL)")
@@ -95,6 +99,7 @@ class Supportbot:
         await upgrade_database(self.engine)
         self.db = Database(self.engine)
         policy = PolicyStore(settings.policy_file)
+        logs.follow_policy(lambda: policy.current.logs.redact_personal_data)
         if settings.orders_backend == "http":
             if not settings.orders_api_url:
                 raise ConfigError("ORDERS_BACKEND=http needs ORDERS_API_URL")
@@ -150,12 +155,20 @@ class Supportbot:
             "knowledge-sync", lambda: knowledge.watch(knowledge_files, settings.policy_reload_seconds)
         )
         self.ready = True
-        log.info(
-            "supportbot is up on %s:%d with %s; review desk: %s",
-            settings.host,
-            self.port,
-            ", ".join(p.name for p in self.platforms),
-            core.desk.name if core.desk else "none",
+        logs.log_startup(  # one line saying what is in force
+            log,
+            address=f"{settings.host}:{self.port}",
+            policy_file=str(settings.policy_file),
+            policy_version=policy.current.version,
+            policy_found=settings.policy_file.exists(),
+            platforms=[p.name for p in self.platforms],
+            desk=core.desk.name if core.desk else "none",
+            models={
+                "default": settings.kimi_model,
+                "fallback": settings.kimi_fallback_model or "",
+                "drafting": policy.current.models.drafting,
+                "summarizing": policy.current.models.summarizing,
+            },
         )
 
     @web.middleware
@@ -222,14 +235,13 @@ class Supportbot:
         }
         return web.json_response(body, status=200 if ok else 503)
 
-    async def _metrics(self, _request: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """The process, the step histograms, the backlog (read at scrape time) and the counters."""
         assert self.core is not None
-        lines = []
-        for name, value in sorted(self.core.metrics.items()):
-            lines.append(f"# TYPE supportbot_{name}_total counter")
-            lines.append(f"supportbot_{name}_total {value}")
-        lines += [f"supportbot_{name} {value:g}" for name, value in self.core.kimi.metrics().items()]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        core = self.core
+        return await metrics.handler(
+            lambda: metrics.store_backlog(core.db.reads), lambda: core.metrics, core.kimi.metrics
+        )(request)
 
 
 def _connected(platform: PlatformAdapter) -> bool:

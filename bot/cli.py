@@ -5,12 +5,18 @@
 (``slack:U0123``, ``discord:4567``) to a shop customer; ``policy check FILE`` validates a policy file; ``audit
 CONVERSATION`` prints a conversation's audit trail. Adapters add their own commands through the
 ``supportbot.commands`` entry-point group (e.g. ``supportbot discord invite-url``).
+``conversations`` lists recent conversations with their state.
+
+Exit codes: 0 ok, 1 runtime failure (a database that is down, a rejected file, no such
+conversation), 2 usage (a wrong command line), 3 configuration (settings, policy file,
+DATABASE_URL). Errors are one line (or one line per problem) on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -18,6 +24,15 @@ from pathlib import Path
 
 from sqlalchemy import or_, select
 
+from bot.cli_ops import (
+    EXIT_CONFIG,
+    EXIT_RUNTIME,
+    add_conversations_command,
+    add_run_command,
+    conversation_by_short_id,
+    package_version,
+)
+from bot.dbcheck import preflight_then
 from bot.errors import ConfigError, ImportFailed, PolicyError, SupportbotError
 from bot.llm.commands import register as register_llm_commands
 from bot.logs import configure_logging
@@ -31,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings)
-    asyncio.run(serve(settings))
+    asyncio.run(preflight_then(settings, serve(settings)))
     return 0
 
 
@@ -45,7 +60,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    asyncio.run(main())
+    asyncio.run(preflight_then(settings, main()))
     print("database is at the newest schema")
     return 0
 
@@ -66,7 +81,7 @@ def _orders_import(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    count = asyncio.run(main())
+    count = asyncio.run(preflight_then(settings, main()))
     print(f"imported {count} orders from {path}")
     return 0
 
@@ -119,6 +134,8 @@ def _audit(args: argparse.Namespace) -> int:
                         select(Draft.conversation_id).where(Draft.id == args.conversation)
                     )
                 if conversation_id is None:
+                    conversation_id = await conversation_by_short_id(session, args.conversation)
+                if conversation_id is None:
                     raise SupportbotError(f"no conversation, thread key or draft {args.conversation!r}")
                 events = await session.scalars(
                     select(AuditEvent).where(AuditEvent.conversation_id == conversation_id).order_by(AuditEvent.id)
@@ -131,15 +148,20 @@ def _audit(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    for line in asyncio.run(main()):
+    for line in asyncio.run(preflight_then(settings, main())):
         print(line)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="supportbot", description="A support copilot: Kimi drafts, humans approve.")
+    parser = argparse.ArgumentParser(
+        prog="supportbot",
+        description="A support copilot: Kimi drafts, humans approve.",
+        epilog="exit codes: 0 ok, 1 runtime failure, 2 usage, 3 configuration",
+    )
+    parser.add_argument("--version", action="version", version=f"supportbot {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="start everything that is configured").set_defaults(handler=_run)
+    add_run_command(commands, _run)
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="migrate to the newest schema").set_defaults(handler=_db_upgrade)
     orders = commands.add_parser("orders", help="the embedded order store").add_subparsers(
@@ -162,12 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(handler=_policy_check)
     audit = commands.add_parser("audit", help="print a conversation's audit trail")
-    audit.add_argument("conversation", help="conversation id, thread key or draft id")
+    audit.add_argument(
+        "conversation", help="conversation id, thread key or draft id (the short id on a card, e.g. 1a2b3c4d, will do)"
+    )
     audit.set_defaults(handler=_audit)
     from bot.evaluation.cli import register as register_eval  # supportbot eval (issue 9)
 
     register_eval(commands)
     register_llm_commands(commands)  # costs, models, knowledge
+    add_conversations_command(commands)
     for ep in entry_points(group="supportbot.commands"):
         register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
         register(commands)
@@ -182,12 +207,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{exc.path}: invalid policy", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
-        return 1
-    except (ConfigError, ImportFailed, SupportbotError) as exc:
+        return EXIT_CONFIG
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except (ImportFailed, SupportbotError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"error: cannot listen: {exc.strerror}: another program has the port; set PORT", file=sys.stderr)
+            return EXIT_CONFIG
+        raise
 
 
 if __name__ == "__main__":

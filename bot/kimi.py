@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from bot import metrics
 from bot.errors import (
     ConfigError,
     KimiAuthError,
@@ -411,15 +412,19 @@ class KimiClient:
                     body["tool_choice"] = tool_choice
             if thinking is not None and use.startswith("kimi-k2."):
                 body["thinking"] = {"type": "enabled" if thinking else "disabled"}
+            started = time.perf_counter()
             try:
                 async with self.limiter.slot(charge):
+                    started = time.perf_counter()  # the latency is Kimi's, not the queue's
                     completion = await self._post(body, on_delta)
             except KimiFatalError as exc:
+                metrics.kimi_error(use, exc.kind or type(exc).__name__)
                 self.breakers[use].success()  # the model answered: the request or the account is at fault
                 if isinstance(exc, KimiQuotaExhausted):
                     self.quota_exhausted_at = time.time()
                 raise
             except KimiRateLimited as exc:
+                metrics.kimi_error(use, exc.kind or type(exc).__name__)
                 if exc.overloaded:
                     overloads += 1
                     self.breakers[use].failure()
@@ -437,6 +442,7 @@ class KimiClient:
                 else:
                     self.limiter.pause(wait)
             except KimiRetryableError as exc:
+                metrics.kimi_error(use, exc.kind or type(exc).__name__)
                 self.breakers[use].failure()
                 failures += 1
                 if failures > self._max_retries:
@@ -446,6 +452,14 @@ class KimiClient:
             else:
                 self.quota_exhausted_at = None
                 self.breakers[use].success()
+                usage = completion.usage
+                metrics.kimi_call(
+                    completion.model or use,
+                    time.perf_counter() - started,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    cached_tokens=usage.cached_tokens,
+                )
                 return self._priced(completion, fallback=use != model)
             finally:
                 self.breakers[use].no_verdict()  # a trial that ended without a verdict frees the next

@@ -160,6 +160,12 @@ class KnowledgeSection(_Section):
     files: tuple[str, ...] = ()
 
 
+class LogsSection(_Section):
+    """What the bot's own logs may hold (see bot/logs.py)."""
+
+    redact_personal_data: bool = False
+
+
 class Policy(_Section):
     """The whole policy file."""
 
@@ -173,6 +179,7 @@ class Policy(_Section):
     escalation: EscalationSection = EscalationSection()
     channels: ChannelsSection = ChannelsSection()
     knowledge: KnowledgeSection = KnowledgeSection()
+    logs: LogsSection = LogsSection()
 
     @property
     def version(self) -> str:

@@ -163,6 +163,11 @@ class Core(Protocol):
 
     async def edit_form(self, draft_id: str) -> EditForm | None: ...
 
+    async def reload_policy(self) -> bool:
+        """Take up an edited policy file now rather than at the next poll (the playground's
+        policy editor). True when a new policy is in force; a bad file keeps the old one."""
+        ...
+
 
 class PlatformAdapter(Protocol):
     """One chat platform. Adapters translate; they hold no business rules."""

@@ -1,10 +1,19 @@
-"""Shared fixtures: fakes on loopback and the real bot started against them."""
+"""Shared fixtures: fakes on loopback and the real bot started against them.
+
+PostgreSQL tests run when ``SUPPORTBOT_TEST_POSTGRES_URL`` is set (``.ci/run`` sets it) or,
+without it, when a local server answers with a database named ``supportbot_test`` (the tests
+drop and create tables, so no other database is ever picked up by itself):
+``createdb supportbot_test`` is enough on a developer's machine with a local server, and
+``SUPPORTBOT_TEST_POSTGRES=off`` turns the look-up off.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import os
+import socket
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +24,39 @@ from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, running_bot
 from tools.orders import metadata
+
+LOCAL_POSTGRES = ("127.0.0.1", 5432)
+LOCAL_TEST_DATABASE = "supportbot_test"
+
+
+def local_postgres_url() -> str | None:
+    """The local ``supportbot_test`` database when a server on 127.0.0.1:5432 lets us in."""
+    try:
+        with socket.create_connection(LOCAL_POSTGRES, timeout=0.3):
+            pass
+    except OSError:
+        return None
+    user = os.environ.get("PGUSER") or os.environ.get("USER") or "postgres"
+    url = f"postgresql+asyncpg://{user}@{LOCAL_POSTGRES[0]}:{LOCAL_POSTGRES[1]}/{LOCAL_TEST_DATABASE}"
+
+    async def reachable() -> bool:
+        engine = create_async_engine(url)
+        try:
+            async with asyncio.timeout(3), engine.connect():
+                return True
+        except Exception:
+            return False
+        finally:
+            await engine.dispose()
+
+    return url if asyncio.run(reachable()) else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL") and os.environ.get("SUPPORTBOT_TEST_POSTGRES") != "off":
+        found = local_postgres_url()
+        if found:
+            os.environ["SUPPORTBOT_TEST_POSTGRES_URL"] = found
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +90,10 @@ async def order_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     else:
         url = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL")
         if not url:
-            pytest.skip("no PostgreSQL: set SUPPORTBOT_TEST_POSTGRES_URL (.ci/run starts a server and sets it)")
+            pytest.skip(
+                "no PostgreSQL: set SUPPORTBOT_TEST_POSTGRES_URL, or createdb supportbot_test on a local server"
+                " (.ci/run starts one)"
+            )
         engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.drop_all)
@@ -73,3 +118,17 @@ async def slack() -> AsyncIterator[FakeSlack]:
 async def harness(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[Harness]:
     async with running_bot(tmp_path, kimi, slack) as running:
         yield running
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line naming what was skipped and how to enable it (each skip reason says how)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: Counter[str] = Counter()
+    for report in skipped:
+        longrepr = getattr(report, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    parts = "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common())
+    terminalreporter.write_line(f"skipped {len(skipped)} tests: {parts}", yellow=True)

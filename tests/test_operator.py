@@ -111,7 +111,8 @@ def test_an_operator_who_half_configured_slack_is_told_every_missing_variable_at
 
 
 def test_an_operator_who_configured_no_platform_is_told_how_to_add_one(tmp_path: Path) -> None:
-    result = supportbot(tmp_path, "run", MOONSHOT_API_KEY=KIMI_KEY)
+    # With the playground on (the default) this would open it: see tests/test_cli.py.
+    result = supportbot(tmp_path, "run", MOONSHOT_API_KEY=KIMI_KEY, PLAYGROUND_ENABLED="false")
 
     assert_clean_error(result)
     assert "no platform" in result.stderr
@@ -120,7 +121,7 @@ def test_an_operator_who_configured_no_platform_is_told_how_to_add_one(tmp_path:
 
 
 def test_an_operator_who_set_nothing_hears_about_the_key_and_the_platform_at_once(tmp_path: Path) -> None:
-    result = supportbot(tmp_path, "run")
+    result = supportbot(tmp_path, "run", PLAYGROUND_ENABLED="false")
 
     assert_clean_error(result)
     assert "MOONSHOT_API_KEY" in result.stderr

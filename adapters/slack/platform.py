@@ -34,6 +34,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import cards
+from adapters.slack.mrkdwn import to_mrkdwn
 from bot.errors import ConfigError
 from bot.events import (
     Actor,
@@ -404,7 +405,7 @@ class SlackPlatform:
         response = await self.client.chat_postMessage(
             channel=thread.channel,
             thread_ts=None if thread.thread == FLAT_DM else thread.thread,
-            text=_safe_reply(text),
+            text=_safe_reply(to_mrkdwn(text)),  # the model writes Markdown; Slack reads mrkdwn
             unfurl_links=False,
             metadata={"event_type": "supportbot_reply", "event_payload": {"key": idempotency_key}},
         )

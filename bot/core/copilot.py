@@ -45,8 +45,6 @@ METRICS = (
     "replies_sent",
     "sends_failed",
     "refunds_executed",
-    "platform_errors",
-    "task_failures",
 )
 
 
@@ -70,7 +68,7 @@ class Copilot:
         self.orders = orders
         self.metrics: Counter[str] = Counter(dict.fromkeys(METRICS, 0))
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
-        self.supervisor = Supervisor(self.metrics)
+        self.supervisor = Supervisor()
         self.channels: dict[str, CustomerChannel] = {}
         lease = timedelta(seconds=settings.work_lease_seconds)
         self.leases = LeaseKeeper(db, self.owner, lease)
@@ -156,6 +154,10 @@ class Copilot:
     async def edit_form(self, draft_id: str) -> EditForm | None:
         return await self.decisions.edit_form(draft_id)
 
+    async def reload_policy(self) -> bool:
+        """Take up an edited policy file now (the playground's editor); a bad file keeps the old."""
+        return await self.policy.reload_if_changed(self.policy_rejected)
+
     # -- hand-offs between rooms ----------------------------------------------------------
 
     def _received(self, received: Received) -> None:
@@ -195,4 +197,3 @@ class Copilot:
                 if self.drafting.idle() and not self.dispatcher.in_flight:
                     return
             await asyncio.sleep(0.01)
-

@@ -15,14 +15,16 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import select
 
+from bot import metrics
 from bot.approval import refusal_at_execution
 from bot.domain.states import ActionStatus, DraftStatus
 from bot.events import ThreadRef
+from bot.logs import log_event
 from bot.policy import PolicyStore
 from bot.ports import CustomerChannel
 from bot.store import Database, records, utcnow
@@ -109,7 +111,7 @@ class Dispatcher:
         try:
             await self._deliver(item)
         except Exception:
-            self.counters["task_failures"] += 1
+            metrics.background_failure("deliver")
             log.exception("delivering draft %s failed; it is retried when its lease expires", item.draft_id)
         finally:
             self._in_flight.pop(item.id, None)
@@ -133,7 +135,7 @@ class Dispatcher:
                     async with self.db.write() as conn:
                         await outbox_rows.renew(conn, list(self._in_flight), self.owner, utcnow() + self.lease)
                 except Exception:
-                    self.counters["task_failures"] += 1
+                    metrics.background_failure("outbox-lease-renewal")
                     log.exception("renewing outbox leases failed")
 
     async def _deliver(self, item: ClaimedReply) -> None:
@@ -141,7 +143,7 @@ class Dispatcher:
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
-                    select(d.conversation_id, c.platform, c.workspace, c.channel, c.thread)
+                    select(d.conversation_id, d.decided_at, c.platform, c.workspace, c.channel, c.thread)
                     .join(Conversation.__table__, c.id == d.conversation_id)
                     .where(d.id == item.draft_id)
                 )
@@ -177,7 +179,7 @@ class Dispatcher:
             message_id = existing or await channel.post_reply(thread, item.text, idempotency_key=key)
         except Exception as exc:
             log.warning("posting draft %s failed (attempt %d): %s", item.draft_id, item.attempts, exc)
-            self.counters["platform_errors"] += 1
+            metrics.platform_error(thread.platform, "post_reply")
             if item.attempts >= MAX_ATTEMPTS:
                 await self._fail(item, conversation_id, f"the platform refused the reply ({type(exc).__name__})")
             else:
@@ -199,6 +201,19 @@ class Dispatcher:
                 now,
             )
         self.counters["replies_sent"] += 1
+        decided_at = (
+            row.decided_at if row.decided_at is None or row.decided_at.tzinfo else row.decided_at.replace(tzinfo=UTC)
+        )
+        metrics.delivered(decided_at)
+        log_event(
+            log,
+            "reply_sent",
+            conversation=conversation_id,
+            draft=item.draft_id,
+            platform=thread.platform,
+            message=message_id,
+            attempts=item.attempts,
+        )
         await self._refresh_card(item.draft_id)
 
     async def _execute(self, conversation_id: str, action: StoredAction) -> ToolError | None:
@@ -251,6 +266,15 @@ class Dispatcher:
             )
         if error is None:
             self.counters["refunds_executed"] += 1
+            log_event(
+                log,
+                "refund_executed",
+                conversation=conversation_id,
+                draft=action.draft_id,
+                order=str(params["order_id"]),
+                amount_cents=amount,
+                refund=result.get("refund_id"),
+            )
         return error
 
     async def _retry(self, item: ClaimedReply, error: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bot import identity, verification
+from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundVerdict, check_draft_refunds, facts_from_params, money, verdicts_of
 from bot.cards import CardSource
@@ -31,6 +31,7 @@ from bot.core.tasks import Supervisor
 from bot.domain.states import ActionStatus, DraftStatus
 from bot.errors import DraftingError, KimiError
 from bot.kimi import Usage
+from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel, ToolLookup
 from bot.prompt import build_messages
@@ -111,7 +112,7 @@ class Drafting:
             try:
                 await self.draft(draft_id)
             except Exception:
-                self.counters["task_failures"] += 1
+                metrics.background_failure("drafting")
                 log.exception("drafting %s failed unexpectedly", draft_id)
             finally:
                 self._working -= 1
@@ -453,6 +454,18 @@ class Drafting:
                 await conversation_rows.save_facts(conn, conversation.id, facts, 0, now, known)
             await records.add_audit(conn, audit, now)
         self.counters["drafts_ready"] += 1
+        metrics.draft_ready(claimed.created_at)
+        log_event(
+            log,
+            "draft_ready",
+            conversation=conversation.id,
+            draft=draft_id,
+            platform=conversation.thread.platform,
+            model=result.model,
+            tool_calls=len(result.tool_calls),
+            proposals=len(actions),
+            flags=len(guard_flags),
+        )
         source = self._source(
             claimed,
             conversation,
@@ -467,7 +480,8 @@ class Drafting:
             identity=identity.card_line(conversation_now, self._author(claimed, turns)),
             flags=tuple(guard_flags),
         )
-        await self.publisher.publish(source, version)
+        if await self.publisher.publish(source, version):
+            metrics.card_posted(claimed.created_at)
         channel = self.channels.get(conversation.thread.platform)
         if channel is not None:
             self.supervisor.spawn(

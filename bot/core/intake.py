@@ -8,7 +8,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot import metrics
 from bot.events import InboundMessage, MessageKind, ThreadRef
+from bot.logs import log_event
 from bot.policy import PolicyStore
 from bot.store import Database, utcnow
 from bot.store import conversations as conversation_rows
@@ -46,12 +48,21 @@ class Intake:
         redelivery) or comes from a channel the policy does not watch: nothing is done."""
         if not self.watched(message):
             self.counters["messages_ignored_unwatched"] += 1
+            metrics.event_received("ignored")
             return False
+        try:
+            return await self._record(message)
+        except Exception:
+            metrics.event_received("failed")
+            raise
+
+    async def _record(self, message: InboundMessage) -> bool:
         text = message.text[:MAX_CUSTOMER_TEXT]
         now = utcnow()
         async with self.db.write() as conn:
             if not await conversation_rows.record_event(conn, message.event_id, now):
                 self.counters["events_duplicate"] += 1
+                metrics.event_received("duplicate")
                 return False
             conversation_id = await conversation_rows.upsert_conversation(conn, message, now)
             if message.author.email:
@@ -65,6 +76,17 @@ class Intake:
                 now,
             )
         self.counters["events_received"] += 1
+        metrics.event_received("accepted")
+        log_event(
+            log,
+            "message_received",
+            conversation=conversation_id,
+            draft=draft_id,
+            platform=message.thread.platform,
+            event_id=message.event_id,
+            kind=str(message.kind),
+            author=message.author.id,
+        )
         self.on_received(Received(draft_id, tuple(superseded)))
         return True
 

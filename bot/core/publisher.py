@@ -14,9 +14,10 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from bot import identity
+from bot import identity, metrics
 from bot.cards import CardSource, build_card
 from bot.domain.states import DraftStatus
+from bot.logs import log_event
 from bot.policy import PolicyStore
 from bot.ports import ReviewCard, ReviewDesk, ToolLookup
 from bot.store import Database, records, utcnow
@@ -54,13 +55,13 @@ class CardPublisher:
     def card(self, source: CardSource, desk_name: str) -> ReviewCard:
         return build_card(source, self.policy.current, desk_name)
 
-    async def publish(self, source: CardSource, version: int, *, adopt: bool = False) -> None:
+    async def publish(self, source: CardSource, version: int, *, adopt: bool = False) -> bool:
         """Show a card for a draft whose lease this worker holds, then release the lease.
         ``adopt``: an earlier post may have reached the desk; look for it first."""
         desk = self.desk
         if desk is None:
             log.error("no review desk is configured: draft %s waits in the database", source.draft_id)
-            return
+            return False
         card = self.card(source, desk.name)
         key = card_key(source.draft_id)
         try:
@@ -73,14 +74,16 @@ class CardPublisher:
                 self.counters["cards_posted"] += 1
         except Exception:
             log.exception("posting the card of draft %s failed; it will be retried", source.draft_id)
-            self.counters["platform_errors"] += 1
+            metrics.platform_error(desk.name, "post_card")
             async with self.db.write() as conn:
                 await draft_rows.postpone(conn, source.draft_id, self.owner, utcnow() + RETRY_AFTER)
-            return
+            return False
         async with self.db.write() as conn:
             current = await draft_rows.card_posted(conn, source.draft_id, self.owner, desk.name, ref, version)
+        log_event(log, "card_posted", draft=source.draft_id, platform=desk.name, card=ref, adopted=adopt)
         if current is not None and current > version:
             await self.refresh(source.draft_id)  # a click or a newer message changed it meanwhile
+        return True
 
     async def recover(self, draft_id: str) -> None:
         """Post (or adopt) the card of a draft whose card never made it to the desk."""
@@ -106,7 +109,7 @@ class CardPublisher:
             await desk.update_card(ref, self.card(source, desk.name))
         except Exception:
             log.exception("updating the card of draft %s failed; it will be retried", draft_id)
-            self.counters["platform_errors"] += 1
+            metrics.platform_error(desk.name, "update_card")
             return
         async with self.db.write() as conn:
             await draft_rows.card_shown(conn, draft_id, version)

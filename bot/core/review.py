@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot import metrics
 from bot.approval import (
     RefundVerdict,
     amount_of,
@@ -30,6 +31,7 @@ from bot.approval import (
 from bot.domain.states import ActionStatus, DraftStatus
 from bot.events import DecisionAction, ReviewDecision
 from bot.identity import refund_owner
+from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
 from bot.ports import DecisionOutcome, EditForm
 from bot.store import Database, records, utcnow
@@ -165,12 +167,17 @@ class ReviewDesk:
             else:
                 outcome = await self._handlers[decision.action](conn, draft, decision, policy, now, effects)
             await self._record(conn, draft, decision, outcome, now)
-        log.info(
-            "decision %s on draft %s by %s: %s",
-            decision.action,
-            decision.draft_id,
-            decision.actor.display_name or decision.actor.id,
-            outcome.message,
+        metrics.decided(str(decision.action), outcome.ok)
+        log_event(
+            log,
+            "decision",
+            conversation=draft.conversation_id,
+            draft=draft.id,
+            platform=decision.actor.platform,
+            action=str(decision.action),
+            actor=decision.actor.id,
+            accepted=outcome.ok,
+            outcome=outcome.message,
         )
         self.on_decided(draft.id, effects)
         return outcome

@@ -1,6 +1,7 @@
 """The supervisor: every piece of background work runs through it, so none ends unobserved.
 
-A failure is logged with the work's name and context and counted (``task_failures``); a
+A failure is logged with the work's name and context and counted
+(``supportbot_background_failures_total``); a
 long-running loop that fails is restarted after a short back-off. Like bolt-python's lazy
 listener runner, the caller hands the work over and the supervisor owns its outcome.
 """
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+
+from bot import metrics
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +21,9 @@ log = logging.getLogger(__name__)
 class Supervisor:
     """Owns background tasks: one-shot work (:meth:`spawn`) and loops (:meth:`keep_running`)."""
 
-    def __init__(self, counters: Counter[str] | None = None) -> None:
+    def __init__(self) -> None:
         self._tasks: dict[asyncio.Task[Any], str] = {}
         self._loops: set[asyncio.Task[Any]] = set()
-        self.counters: Counter[str] = counters if counters is not None else Counter()
         self.closed = False
 
     def spawn(self, name: str, work: Coroutine[Any, Any, Any], **context: object) -> asyncio.Task[Any]:
@@ -39,7 +40,7 @@ class Supervisor:
             return
         error = task.exception()
         if error is not None:
-            self.counters["task_failures"] += 1
+            metrics.background_failure(name)
             details = " ".join(f"{k}={v}" for k, v in context.items())
             log.error("background work %s failed %s", name, details, exc_info=error)
 
@@ -54,7 +55,7 @@ class Supervisor:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    self.counters["task_failures"] += 1
+                    metrics.background_failure(name)
                     log.exception("%s failed; restarting it in %.1f s", name, backoff)
                     await asyncio.sleep(backoff)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -32,6 +32,7 @@ class ClaimedDraft:
     message_id: int
     instruction: str | None
     revision: int
+    created_at: datetime
 
 
 async def insert_draft(
@@ -115,12 +116,13 @@ async def claim_drafting(
             update(_drafts)
             .where(d.id == draft_id, d.status == DraftStatus.DRAFTING, _lease_free(now))
             .values(lease_owner=owner, lease_until=now + lease)
-            .returning(d.id, d.conversation_id, d.message_id, d.instruction, d.revision)
+            .returning(d.id, d.conversation_id, d.message_id, d.instruction, d.revision, d.created_at)
         )
     ).first()
     if row is None:
         return None
-    return ClaimedDraft(row.id, row.conversation_id, row.message_id, row.instruction, row.revision)
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    return ClaimedDraft(row.id, row.conversation_id, row.message_id, row.instruction, row.revision, created)
 
 
 async def claim_for_card(conn: AsyncConnection, draft_id: str, owner: str, now: datetime, lease: timedelta) -> bool:

@@ -1,0 +1,209 @@
+"""The operator's parts of the command line: ``run --help`` listing the settings,
+``conversations``, short ids, ``--version`` and the exit codes.
+
+Kept apart from :mod:`bot.cli` so that other commands can grow there without touching these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.errors import SupportbotError
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+SHORT_ID_MIN = 6
+_SHORT_ID = re.compile(r"[0-9a-zA-Z]+")
+
+#: What each setting means, for ``supportbot run --help`` (names are part of the interface).
+SETTING_HELP: dict[str, str] = {
+    "moonshot_api_key": "Kimi API key (required)",
+    "kimi_base_url": "Kimi API base URL (China: https://api.moonshot.cn/v1)",
+    "kimi_model": "default model id",
+    "kimi_fallback_model": "model used while the default one fails",
+    "kimi_timeout_seconds": "timeout of one Kimi call",
+    "kimi_max_retries": "retries on 429 / 5xx / timeouts",
+    "kimi_max_concurrency": "Kimi calls in flight at once",
+    "database_url": "sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB",
+    "policy_file": "the managers' policy file (TOML), reloaded when it changes",
+    "policy_reload_seconds": "how often the policy file is checked",
+    "slack_bot_token": "Slack bot token xoxb-… (enables Slack)",
+    "slack_signing_secret": "Slack signing secret (HTTP mode)",
+    "slack_app_token": "Slack app token xapp-… (Socket Mode instead of HTTP mode)",
+    "slack_api_url": "Slack Web API URL (a proxy, or a test server)",
+    "slack_review_channel": "Slack channel id where agents review drafts",
+    "discord_bot_token": "Discord bot token (enables Discord)",
+    "discord_api_url": "Discord API URL",
+    "discord_review_channel": "Discord staff channel id to review drafts in instead of Slack",
+    "discord_pending_indicator": "reaction, typing or none while a draft is reviewed",
+    "orders_backend": "sql (the embedded order store) or http (your shop's API)",
+    "orders_api_url": "the shop API for ORDERS_BACKEND=http",
+    "orders_api_token": "its bearer token",
+    "host": "address the HTTP server listens on",
+    "port": "its port (/slack/events, /healthz, /metrics, the playground at /)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+#: Settings read outside :class:`bot.settings.Settings` (logging, the playground, secrets).
+OTHER_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("LOG_FORMAT", "text", "text, or json (one JSON object a line; the Docker image's default)"),
+    ("PLAYGROUND_ENABLED", "true", "open the local playground when no chat platform is configured"),
+    ("PLAYGROUND_TOKEN", "", "serve the playground next to a platform, to those who know this token"),
+    ("SUPPORTBOT_SECRETS_DIR", "/run/secrets", "a folder with one file per secret variable"),
+)
+
+
+def package_version() -> str:
+    try:
+        return version("supportbot")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def settings_help() -> str:
+    """Every setting with its default, for the ``run`` command's help."""
+    from pydantic import SecretStr
+
+    from bot.settings import Settings
+
+    rows: list[tuple[str, str, str]] = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        secret = "SecretStr" in str(field.annotation) or isinstance(default, SecretStr)
+        shown = "" if default is None or secret else str(default)
+        rows.append((name.upper(), shown, SETTING_HELP.get(name, "") + (" (secret)" if secret else "")))
+    rows.extend(OTHER_SETTINGS)
+    width = max(len(name) for name, _, _ in rows)
+    lines = ["settings (environment variables, a .env file, or files in SUPPORTBOT_SECRETS_DIR):"]
+    for name, default, meaning in rows:
+        suffix = f" [default: {default}]" if default else ""
+        lines.append(f"  {name:<{width}}  {meaning}{suffix}")
+    lines.append("")
+    lines.append("With only MOONSHOT_API_KEY set, the playground opens on http://localhost:8080/.")
+    lines.append("exit codes: 0 ok, 1 runtime failure, 2 usage, 3 configuration")
+    return "\n".join(lines)
+
+
+def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], handler: Callable[..., int]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="start everything that is configured",
+        description="Start the bot: every configured platform, the outbox dispatcher, the policy watcher and the "
+        "HTTP server.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.set_defaults(handler=handler)
+
+
+# -- short ids -----------------------------------------------------------------------------
+
+
+async def conversation_by_short_id(session: AsyncSession, short: str) -> str | None:
+    """The conversation a short id (the first characters of a draft or conversation id, as a
+    card shows them) names; None when nothing matches; an error when several do."""
+    from bot.store import Conversation, Draft
+
+    if len(short) < SHORT_ID_MIN or not _SHORT_ID.fullmatch(short):
+        return None
+    found = set(await session.scalars(select(Draft.conversation_id).where(Draft.id.startswith(short)).limit(50)))
+    found |= set(await session.scalars(select(Conversation.id).where(Conversation.id.startswith(short)).limit(50)))
+    if len(found) > 1:
+        raise SupportbotError(f"the short id {short!r} matches {len(found)} conversations: give more characters")
+    return next(iter(found), None)
+
+
+# -- supportbot conversations --------------------------------------------------------------
+
+STATES = ("drafting", "awaiting_review", "approved", "edited", "rejected", "superseded", "failed", "sent", "none")
+SCAN = 2000
+
+
+def add_conversations_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    listing = commands.add_parser(
+        "conversations",
+        help="recent conversations with their state",
+        description="Recent conversations, newest first, with the state of their latest draft. "
+        "Pass the short id to `supportbot audit` for the whole trail.",
+    )
+    listing.add_argument("--state", choices=STATES, help="only conversations whose latest draft is in this state")
+    listing.add_argument("--platform", help="only this platform (slack, discord, playground)")
+    listing.add_argument("--customer", help="only customers whose name or id contains this")
+    listing.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
+    listing.set_defaults(handler=_conversations)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _conversations(args: argparse.Namespace) -> int:
+    from bot.dbcheck import preflight_then
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    rows = asyncio.run(preflight_then(settings, recent_conversations(settings.database_url, args)))
+    if not rows:
+        print("no conversations" + (" match" if args.state or args.platform or args.customer else " yet"))
+        return EXIT_OK
+    print(f"{'ID':<8}  {'UPDATED (UTC)':<16}  {'STATE':<15}  {'PLATFORM':<10}  {'CUSTOMER':<20}  WHERE")
+    for row in rows:
+        print(
+            f"{row['id'][:8]:<8}  {row['updated']:%Y-%m-%d %H:%M}  {row['state']:<15}  {row['platform']:<10}  "
+            f"{row['customer'][:20]:<20}  {row['where'][:60]}"
+        )
+    return EXIT_OK
+
+
+async def recent_conversations(database_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The rows ``supportbot conversations`` prints (newest first, filtered)."""
+    from bot.store import Conversation, Draft, create_engine, sessionmaker
+
+    engine = create_engine(database_url)
+    try:
+        async with sessionmaker(engine)() as session:
+            query = select(Conversation).order_by(Conversation.updated_at.desc()).limit(SCAN)
+            if args.platform:
+                query = query.where(Conversation.platform == args.platform)
+            conversations = list(await session.scalars(query))
+            rows: list[dict[str, Any]] = []
+            for conversation in conversations:
+                customer = conversation.customer_name or conversation.customer_id
+                if args.customer and args.customer.lower() not in f"{customer} {conversation.customer_id}".lower():
+                    continue
+                latest = await session.scalar(
+                    select(Draft.status)
+                    .where(Draft.conversation_id == conversation.id)
+                    .order_by(Draft.created_at.desc(), Draft.revision.desc())
+                    .limit(1)
+                )
+                state = latest or "none"
+                if args.state and state != args.state:
+                    continue
+                rows.append(
+                    {
+                        "id": conversation.id,
+                        "updated": conversation.updated_at,
+                        "state": state,
+                        "platform": conversation.platform,
+                        "customer": customer,
+                        "where": conversation.location or conversation.thread_key,
+                    }
+                )
+                if len(rows) >= args.limit:
+                    break
+            return rows
+    finally:
+        await engine.dispose()
