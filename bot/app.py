@@ -244,6 +244,20 @@ class Supportbot:
         )(request)
 
 
+def _log_tasks() -> None:
+    """Log where every task of the process is waiting (an operator's ``kill -USR1``): the chain
+    of coroutines each one is suspended in, innermost last."""
+    for task in asyncio.all_tasks():
+        chain: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None and len(chain) < 30:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        log.warning("task %s waits in:\n  %s", task.get_name(), "\n  ".join(chain))
+
+
 def _connected(platform: PlatformAdapter) -> bool:
     return bool(getattr(platform, "connected", True))
 
@@ -256,6 +270,8 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGUSR1, _log_tasks)  # kill -USR1: what is every task waiting on
     try:
         await bot.start()
         await stop.wait()

@@ -68,7 +68,7 @@ class BotProcess:
             "SUPPORTBOT_SECRETS_DIR": str(home / "no-secrets-here"),
             "MOONSHOT_API_KEY": KIMI_KEY,
             "KIMI_BASE_URL": kimi_url,
-            "KIMI_TIMEOUT_SECONDS": "30",
+            "KIMI_TIMEOUT_SECONDS": "4",
             "DATABASE_URL": self.database_url,
             "POLICY_FILE": str(home / "policy.toml"),
             "SLACK_BOT_TOKEN": SLACK_TOKEN,

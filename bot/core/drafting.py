@@ -29,7 +29,13 @@ from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
 from bot.core.tasks import Supervisor
 from bot.domain.states import ActionStatus, DraftStatus
-from bot.errors import DraftingError, KimiError
+from bot.errors import (
+    DraftingError,
+    KimiCircuitOpen,
+    KimiContentFiltered,
+    KimiError,
+    KimiQuotaExhausted,
+)
 from bot.kimi import Usage
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
@@ -48,6 +54,17 @@ from tools import ToolContext, ToolRegistry
 log = logging.getLogger(__name__)
 
 ORDER_TOOLS = ("get_order_status", "check_refund_eligibility", "propose_refund")
+QUOTA_ALERT_EVERY = 3600.0
+COOL_DOWN_DEFAULT = 30.0
+
+
+def failure_reason(error: Exception) -> str:
+    """What the failed draft's card says."""
+    if isinstance(error, KimiQuotaExhausted):
+        return f"Kimi's quota for this account is used up; please answer by hand ({error})"
+    if isinstance(error, KimiContentFiltered):
+        return f"Kimi's content filter refused this conversation; please answer by hand ({error})"
+    return str(error)
 
 
 def _order_id(arguments: str) -> str:
@@ -87,6 +104,7 @@ class Drafting:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._working = 0
+        self._quota_alerted_at: float | None = None
 
     def submit(self, draft_id: str) -> None:
         """Queue a draft (again): a no-op when it is already queued here."""
@@ -182,9 +200,21 @@ class Drafting:
                 on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
                 context=ctx,
             )
+        except KimiCircuitOpen as exc:
+            # The model is cooling down and no fallback can take the call: the draft waits in SQL
+            # (its lease free again after the cool-down), it does not fail.
+            wait = exc.retry_after or COOL_DOWN_DEFAULT
+            log.warning("draft %s waits %.0f s: %s", claimed.id, wait, exc)
+            now = utcnow()
+            async with self.db.write() as conn:
+                await records.add_usage(conn, self._usage_rows(conversation.id, claimed.id, spent, now))
+                await draft_rows.postpone(conn, claimed.id, self.leases.owner, now + timedelta(seconds=wait))
+            return
         except (KimiError, DraftingError) as exc:
             self.counters["drafts_failed"] += 1
-            await self._finish_failed(claimed, conversation, turns, str(exc), model, spent)
+            if isinstance(exc, KimiQuotaExhausted):
+                await self._quota_alert()
+            await self._finish_failed(claimed, conversation, turns, failure_reason(exc), model, spent)
             return
         await self._finish_ok(claimed, conversation, turns, result, policy, spent, ctx)
 
@@ -298,6 +328,17 @@ class Drafting:
             }
             for r in result.tool_calls
         ]
+
+    async def _quota_alert(self) -> None:
+        """One alert on the review desk, at most hourly, while Kimi says the quota is used up."""
+        now = asyncio.get_running_loop().time()
+        if self._quota_alerted_at is not None and now - self._quota_alerted_at < QUOTA_ALERT_EVERY:
+            return
+        self._quota_alerted_at = now
+        await self.publisher.notice(
+            ":rotating_light: Kimi says this account's quota is used up: drafts fail (each card says so) "
+            "until the balance is topped up. Customers' messages are kept; regenerate their drafts after."
+        )
 
     def _source(
         self, claimed: ClaimedDraft, conversation: ConversationState, turns: list[StoredMessage], **values: Any
