@@ -128,8 +128,15 @@ class ReviewDesk(Protocol):
 
     name: str
 
-    async def post_card(self, card: ReviewCard) -> str:
-        """Show a new card; return an opaque reference to it for later updates."""
+    async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
+        """Show a new card carrying ``idempotency_key``; return an opaque reference to it for
+        later updates."""
+        ...
+
+    async def find_card(self, idempotency_key: str) -> str | None:
+        """The reference of a card already posted with this key (searched in the review
+        channel's recent history), as :meth:`post_card` returned it; None when there is none.
+        The core calls it before posting again after a crash."""
         ...
 
     async def update_card(self, ref: str, card: ReviewCard) -> None: ...
@@ -173,7 +180,18 @@ class PlatformAdapter(Protocol):
         """HTTP routes this adapter serves on the bot's HTTP server (e.g. ``/slack/events``)."""
         ...
 
+    @property
+    def connected(self) -> bool:
+        """Started and the platform connection is live (for Slack HTTP mode: started and
+        ``auth.test`` passed; Socket Mode: the socket is open; Discord: the gateway is connected,
+        READY, and its task alive)."""
+        ...
+
     async def start(self, core: Core) -> None: ...
+
+    async def reconnect(self) -> None:
+        """Restart what died (the app's watchdog calls it while :attr:`connected` stays False)."""
+        ...
 
     async def stop(self) -> None: ...
 

@@ -855,7 +855,7 @@ class Copilot:
             return
         card = built[0]
         try:
-            ref = await desk.post_card(card)
+            ref = await desk.post_card(card, idempotency_key=f"card:{draft_id}")  # slack-edge: key
         except Exception:
             log.exception("posting the card of draft %s failed; it will be retried", draft_id)
             async with self.sessions.begin() as session:
