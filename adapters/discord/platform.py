@@ -92,6 +92,28 @@ class DiscordPlatform:
         """None: Discord events arrive over the gateway WebSocket, not over HTTP."""
         return ()
 
+    @property
+    def connected(self) -> bool:
+        """Started, READY, the gateway task alive and every shard's WebSocket open. A gateway
+        task that ended (a fatal close code, an error) makes this False until :meth:`reconnect`."""
+        client, gateway = self._client, self._gateway
+        if client is None or gateway is None or gateway.done():
+            return False
+        if client.is_closed() or not client.is_ready():
+            return False
+        return all(not shard.is_closed() for shard in client.shards.values())
+
+    async def reconnect(self) -> None:
+        """Start a fresh client when the gateway died (a live one is left alone)."""
+        core = self._core
+        if core is None:
+            raise RuntimeError("the Discord adapter is not started")
+        if self.connected:
+            return
+        log.warning("the Discord gateway is down; connecting again")
+        await self.stop()
+        await self.start(core)
+
     async def start(self, core: Core) -> None:
         """Log in and connect; return once ready. Raises :class:`ConfigError` when the token is
         rejected, the privileged intents are not enabled, or Discord is not ready in time."""

@@ -216,6 +216,7 @@ class FakeDiscord:
             ("GET", re.compile(r"/gateway/bot"), self._get_gateway_bot),
             ("GET", re.compile(r"/channels/(?P<channel>\d+)"), self._get_channel),
             ("POST", re.compile(r"/channels/(?P<channel>\d+)/messages"), self._create_message),
+            ("GET", re.compile(r"/channels/(?P<channel>\d+)/messages"), self._get_messages),
             ("GET", re.compile(r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)"), self._get_message),
             (
                 "PATCH",
@@ -361,6 +362,12 @@ class FakeDiscord:
     @property
     def connected(self) -> bool:
         return any(not s.ws.closed for s in self._sessions)
+
+    async def drop_gateway(self, code: int = 4000, reason: str = "Unknown error.") -> None:
+        """Close every gateway session with ``code`` (4000 "unknown error" by default), as
+        Discord does when something went wrong on its side."""
+        for session in list(self._sessions):
+            await session.ws.close(code=code, message=reason.encode())
 
     async def dispatch(self, event: str, data: JSON) -> None:
         """Send a DISPATCH (op 0) to every identified gateway session."""
@@ -681,6 +688,34 @@ class FakeDiscord:
         if channel is None:
             return _json({"message": "Unknown Channel", "code": 10003}, 404)
         return _json(channel)
+
+    async def _get_messages(self, request: web.Request, match: re.Match[str], body: Any) -> web.Response:
+        """GET /channels/{id}/messages: newest first, ``limit`` 1-100 (default 50), paged with
+        ``before`` / ``after``. Like Discord, fetched messages carry no ``nonce`` (only the
+        create answer and the gateway's MESSAGE_CREATE do)."""
+        channel_id = match["channel"]
+        if channel_id not in self.channels:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        try:
+            limit = int(request.query.get("limit", "50"))
+            before = int(request.query["before"]) if "before" in request.query else None
+            after = int(request.query["after"]) if "after" in request.query else None
+        except ValueError:
+            return _json({"message": "Invalid Form Body", "code": 50035}, 400)
+        if not 1 <= limit <= 100:
+            return _json({"message": "Invalid Form Body", "code": 50035}, 400)
+        found = [
+            m
+            for m in self.messages.values()
+            if m["channel_id"] == channel_id
+            and (before is None or int(m["id"]) < before)
+            and (after is None or int(m["id"]) > after)
+        ]
+        found.sort(key=lambda m: int(m["id"]), reverse=after is None)
+        page = found[:limit]
+        if after is not None:
+            page.reverse()
+        return _json([{k: v for k, v in _public(m).items() if k != "nonce"} for m in page])
 
     async def _get_message(self, request: web.Request, match: re.Match[str], body: Any) -> web.Response:
         message = self.messages.get(match["message"])
