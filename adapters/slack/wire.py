@@ -135,14 +135,14 @@ def parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
         except ValueError:
             raise NotASlackRequest("the form's payload is not JSON") from None
         if not isinstance(payload, dict):
-            raise NotASlackRequest(f"the form's payload is a JSON {_kind(payload)}, not an object")
+            raise NotASlackRequest(f"the form's payload is {_json_kind(payload)}, not an object")
         return payload
     try:
         body = json.loads(text)
     except ValueError:
         raise NotASlackRequest("the body is neither JSON nor a form") from None
     if not isinstance(body, dict):
-        raise NotASlackRequest(f"the body is a JSON {_kind(body)}, not an object")
+        raise NotASlackRequest(f"the body is {_json_kind(body)}, not an object")
     return body
 
 
@@ -152,7 +152,7 @@ def check_envelope(body: dict[str, Any]) -> None:
     if kind == "event_callback":
         event = body.get("event")
         if not isinstance(event, dict):
-            raise MalformedPayload(f"event is a {_kind(event)}, not an object")
+            raise MalformedPayload(f"event is {_kind(event)}, not an object")
         if not isinstance(event.get("type"), str):
             raise MalformedPayload("event.type is missing")
         _optional_str(event, "user", "event.user")
@@ -171,7 +171,7 @@ def check_envelope(body: dict[str, Any]) -> None:
     for key in ("team", "user", "channel", "container", "enterprise"):
         value = body.get(key)
         if value is not None and not isinstance(value, dict | str):
-            raise MalformedPayload(f"{key} is a {_kind(value)}")
+            raise MalformedPayload(f"{key} is {_kind(value)}")
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def check_envelope(body: dict[str, Any]) -> None:
 def parse_event_callback(body: dict[str, Any]) -> EventCallback:
     event = body.get("event")
     if not isinstance(event, dict):
-        raise MalformedPayload(f"event is a {_kind(event)}, not an object")
+        raise MalformedPayload(f"event is {_kind(event)}, not an object")
     return EventCallback(
         type=str(body.get("type") or ""),
         event_id=_str(body, "event_id", "event_id"),
@@ -197,7 +197,7 @@ def parse_message_event(event: dict[str, Any]) -> MessageEvent:
     if files_raw is None:
         files_raw = []
     if not isinstance(files_raw, list):
-        raise MalformedPayload(f"event.files is a {_kind(files_raw)}, not a list")
+        raise MalformedPayload(f"event.files is {_kind(files_raw)}, not a list")
     parsed: MessageEvent = MessageEvent(
         type=_str(event, "type", "event.type"),
         channel=_str(event, "channel", "event.channel"),
@@ -219,7 +219,7 @@ def parse_message_event(event: dict[str, Any]) -> MessageEvent:
 def _file(item: Any, index: int) -> FileObject:
     where = f"event.files[{index}]"
     if not isinstance(item, dict):
-        raise MalformedPayload(f"{where} is a {_kind(item)}, not an object")
+        raise MalformedPayload(f"{where} is {_kind(item)}, not an object")
     size = item.get("size", 0)
     if size is None:
         size = 0
@@ -271,7 +271,7 @@ def parse_view_submission(body: dict[str, Any]) -> ViewSubmission:
     except ValueError:
         raise MalformedPayload("view.private_metadata is not JSON") from None
     if not isinstance(meta, dict):
-        raise MalformedPayload(f"view.private_metadata is a JSON {_kind(meta)}, not an object")
+        raise MalformedPayload(f"view.private_metadata is {_json_kind(meta)}, not an object")
     draft_id = _str(meta, "draft_id", "view.private_metadata.draft_id")
     if not draft_id:
         raise MalformedPayload("view.private_metadata carries no draft_id")
@@ -329,9 +329,17 @@ def card_key_of(message: Any, event_type: str) -> str | None:
 
 
 def _kind(value: Any) -> str:
+    """What a JSON value is, with its article: "an array", "null", "a string"..."""
     if value is None:
         return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+
+
+def _json_kind(value: Any) -> str:
+    """The same, as a JSON document: "a JSON array", "JSON null"..."""
+    if value is None:
+        return "JSON null"
+    return "a JSON " + _kind(value).split(" ", 1)[1]
 
 
 def _str(obj: dict[str, Any], key: str, where: str) -> str:
@@ -339,7 +347,7 @@ def _str(obj: dict[str, Any], key: str, where: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise MalformedPayload(f"{where} is a {_kind(value)}, not a string")
+        raise MalformedPayload(f"{where} is {_kind(value)}, not a string")
     return value
 
 
@@ -355,7 +363,7 @@ def _timestamp(obj: dict[str, Any], key: str, where: str, *, required: bool = Fa
             raise MalformedPayload(f"{where} is missing")
         return ""
     if not isinstance(value, str):
-        raise MalformedPayload(f"{where} is a {_kind(value)}, not a timestamp string")
+        raise MalformedPayload(f"{where} is {_kind(value)}, not a timestamp string")
     try:
         number = float(value)
     except ValueError:

@@ -353,6 +353,9 @@ class FakeSlack:
       ``warning: metadata_too_large`` (what Slack does); True: the call fails with that error.
     * ``strict`` – True: ``reactions.add``/``chat.getPermalink`` on unknown messages fail with
       ``message_not_found``, and ``users.info`` on unknown users with ``user_not_found``.
+    * ``scopes`` – the bot token's OAuth scopes (sent back in ``x-oauth-scopes``). Without
+      ``users:read.email``, ``users.info`` leaves ``profile.email`` out, as Slack does; without
+      ``users:read`` it fails with ``missing_scope``.
     """
 
     def __init__(
@@ -373,6 +376,7 @@ class FakeSlack:
         self.app_id = app_id
         self.team_domain = team_domain
         self.strict = strict
+        self.scopes: set[str] = set(_SCOPES.split(","))
         self.strict_metadata = False
         self.max_text_length = 40_000
         self.max_blocks_text = 13_200
@@ -511,6 +515,10 @@ class FakeSlack:
         if error is None:
             error = "ratelimited" if status == 429 else "fatal_error"
         self._faults.append(_Fault(method, status, error, retry_after if status == 429 else None, times))
+
+    def clear_faults(self) -> None:
+        """Forget every fault still pending from :meth:`fail_next`."""
+        self._faults.clear()
 
     def messages_in(self, channel: str, thread_ts: str | None = None) -> list[JSON]:
         """Stored messages in ts order: the whole channel, or one thread (parent first)."""
@@ -673,7 +681,7 @@ class FakeSlack:
         call = SlackCall(method, params, dict(request.headers), request.method)
         self.calls.append(call)
 
-        headers = {"x-oauth-scopes": _SCOPES, "x-accepted-oauth-scopes": ""}
+        headers = {"x-oauth-scopes": ",".join(sorted(self.scopes)), "x-accepted-oauth-scopes": ""}
         status = 200
         try:
             self._check_auth(request, params)
@@ -1105,12 +1113,16 @@ class FakeSlack:
         return {"channel": {"id": channel}}
 
     def _user_json(self, user_id: str, include_locale: bool) -> JSON:
-        user = {k: v for k, v in self.users[user_id].items() if k != "_locale"}
+        user = _copy({k: v for k, v in self.users[user_id].items() if k != "_locale"})
+        if "users:read.email" not in self.scopes:
+            user["profile"].pop("email", None)
         if include_locale:
             user["locale"] = self.users[user_id]["_locale"]
         return _copy(user)
 
     def _users_info(self, params: JSON) -> JSON:
+        if "users:read" not in self.scopes:
+            raise _SlackError("missing_scope")
         user_id = params.get("user")
         if not isinstance(user_id, str) or not user_id:
             raise _SlackError("user_not_found")
