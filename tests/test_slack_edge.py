@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -371,12 +372,32 @@ async def test_the_profile_email_reaches_the_author_and_is_cached(edge: Edge) ->
 async def test_without_the_email_scope_the_email_is_empty_and_that_is_logged_once(
     edge: Edge, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     edge.slack.scopes.discard("users:read.email")
     await edge.sender.event(app_mention("<@UBOT> hi", user="U222"))
     await edge.sender.event(app_mention("<@UBOT> hi", user="U333"))
     assert [m.author.email for m in edge.core.received] == ["", ""]
-    told = [w for w in edge_warnings(caplog) if "users:read.email" in w]
+    told = [r.getMessage() for r in caplog.records if "users:read.email" in r.getMessage()]
     assert len(told) == 1, told
+    assert "slack-manifest-email-match.yaml" in told[0]
+
+
+def _bot_scopes(path: str) -> list[str]:
+    lines = (Path(__file__).parent.parent / path).read_text().splitlines()
+    start = lines.index("    bot:") + 1
+    scopes = []
+    for line in lines[start:]:
+        if not line.startswith("      - "):
+            break
+        scopes.append(line.split("#")[0].strip()[2:].strip())
+    return scopes
+
+
+def test_only_the_email_match_manifest_asks_for_the_email_scope() -> None:
+    base = _bot_scopes("deploy/slack-manifest.yaml")
+    assert base == _bot_scopes("deploy/slack-manifest-socket-mode.yaml")
+    assert "users:read.email" not in base
+    assert _bot_scopes("deploy/slack-manifest-email-match.yaml") == [*base, "users:read", "users:read.email"]
 
 
 async def test_a_missing_scope_error_leaves_the_email_empty(edge: Edge) -> None:

@@ -72,7 +72,7 @@ class SlackDirectory:
     def _no_email(self, why: str) -> None:
         if not self._told_no_email:
             self._told_no_email = True
-            log.warning(
+            log.info(
                 "Slack e-mails are not available (%s); Author.email stays empty. E-mail matching needs the "
                 "users:read.email scope: see deploy/slack-manifest-email-match.yaml",
                 why,
