@@ -6,6 +6,7 @@ business rules are not what these tests are about."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -110,8 +111,8 @@ async def slack() -> AsyncIterator[FakeSlack]:
         yield fake
 
 
-@pytest.fixture
-async def edge(slack: FakeSlack) -> AsyncIterator[Edge]:
+@contextlib.asynccontextmanager
+async def serving(slack: FakeSlack) -> AsyncIterator[Edge]:
     """The Slack adapter serving /slack/events on loopback, started on an EdgeCore. Any task
     exception left unretrieved fails the test."""
     loop = asyncio.get_running_loop()
@@ -137,6 +138,12 @@ async def edge(slack: FakeSlack) -> AsyncIterator[Edge]:
         gc.collect()
         loop.set_exception_handler(None)
     assert not errors, f"unobserved task failures: {errors}"
+
+
+@pytest.fixture
+async def edge(slack: FakeSlack) -> AsyncIterator[Edge]:
+    async with serving(slack) as running:
+        yield running
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -398,6 +405,19 @@ def test_only_the_email_match_manifest_asks_for_the_email_scope() -> None:
     assert base == _bot_scopes("deploy/slack-manifest-socket-mode.yaml")
     assert "users:read.email" not in base
     assert _bot_scopes("deploy/slack-manifest-email-match.yaml") == [*base, "users:read", "users:read.email"]
+
+
+async def test_a_token_without_the_email_scope_never_asks_users_info(
+    slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    slack.scopes -= {"users:read", "users:read.email"}
+    async with serving(slack) as edge:
+        for user in ("U222", "U333"):
+            assert (await edge.sender.event(app_mention("<@UBOT> hi", user=user))).status_code == 200
+    assert [m.author.email for m in edge.core.received] == ["", ""]
+    assert not slack.calls_to("users.info")
+    assert len([r for r in caplog.records if "users:read.email" in r.getMessage()]) == 1
 
 
 async def test_a_missing_scope_error_leaves_the_email_empty(edge: Edge) -> None:

@@ -40,10 +40,22 @@ class SlackDirectory:
         self._groups: tuple[float, dict[str, frozenset[str]]] = (float("-inf"), {})
         self._told_no_email = False
         self._told_no_groups = False
+        self._email_scope = True
+
+    def grant(self, scopes: str | None) -> None:
+        """The token's scopes, as Slack sends them in ``x-oauth-scopes`` (None: unknown). Without
+        ``users:read.email`` no ``users.info`` is asked at all: the e-mail is known to be hidden."""
+        if scopes is None:
+            self._email_scope = True
+            return
+        granted = {scope.strip() for scope in scopes.split(",")}
+        self._email_scope = {"users:read", "users:read.email"} <= granted
+        if not self._email_scope:
+            self._no_email("the bot token lacks users:read / users:read.email")
 
     async def email_of(self, user_id: str) -> str:
         """The user's profile e-mail, or "" when Slack does not share it (never raises)."""
-        if not user_id:
+        if not user_id or not self._email_scope:
             return ""
         cached = self._emails.get(user_id)
         now = time.monotonic()

@@ -196,6 +196,7 @@ class SlackPlatform:
                 f"cannot reach the Slack API at {self.settings.slack_api_url} ({type(exc).__name__})"
             ) from None
         self.bot_user_id = str(identity.get("user_id", ""))
+        self.directory.grant(identity.headers.get("x-oauth-scopes") if identity.headers else None)
         self._authenticated = True
 
     async def _open_socket(self) -> None:
