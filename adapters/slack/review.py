@@ -85,7 +85,7 @@ class SlackReview:
         click = wire.parse_block_actions(body)
         user, draft_id = click["user"]["id"], click["actions"][0]["value"]
         channel = click["channel_id"] or self._review_channel
-        outcome = await self._decide(user, lambda actor: ReviewDecision(draft_id, action, actor))
+        outcome = await self._decide(user, draft_id, lambda actor: ReviewDecision(draft_id, action, actor))
         await ack()
         self._leave_message(context, outcome, channel, user, draft_id, COULD_NOT_RECORD)
 
@@ -93,16 +93,15 @@ class SlackReview:
         wire.parse_block_actions(body)  # a malformed click is answered by on_error
         await ack()
 
-    async def _decide(self, user: str, decision: Callable[[Actor], ReviewDecision]) -> DecisionOutcome | None:
-        """The core's outcome, or None when the decision could not be recorded in time."""
-        draft_id = "?"
+    async def _decide(
+        self, user: str, draft_id: str, decision: Callable[[Actor], ReviewDecision]
+    ) -> DecisionOutcome | None:
+        """The core's outcome, or None when the decision could not be recorded in time (the
+        clicker's groups are looked up within the same bound)."""
 
         async def run() -> DecisionOutcome:
-            nonlocal draft_id
             actor = Actor("slack", user, f"<@{user}>", await self._directory.groups_of(user))
-            made = decision(actor)
-            draft_id = made.draft_id
-            return await self._core().decide(made)
+            return await self._core().decide(decision(actor))
 
         try:
             return await asyncio.wait_for(run(), self._decide_timeout)
@@ -218,7 +217,7 @@ class SlackReview:
         decision: Callable[[Actor], ReviewDecision],
     ) -> None:
         user = submitted["user"]["id"]
-        outcome = await self._decide(user, decision)
+        outcome = await self._decide(user, submitted["metadata"]["draft_id"], decision)
         if outcome is None:
             await ack(response_action="errors", errors={block: COULD_NOT_RECORD_FORM})
             return

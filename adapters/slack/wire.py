@@ -155,8 +155,10 @@ def check_envelope(body: dict[str, Any]) -> None:
             raise MalformedPayload(f"event is {_kind(event)}, not an object")
         if not isinstance(event.get("type"), str):
             raise MalformedPayload("event.type is missing")
-        _optional_str(event, "user", "event.user")
-        _optional_str(event, "channel", "event.channel")
+        for key in ("user", "channel"):  # an id, or an object in events such as channel_created
+            value = event.get(key)
+            if value is not None and not isinstance(value, str | dict):
+                raise MalformedPayload(f"event.{key} is {_kind(value)}")
         _optional_str(event, "bot_id", "event.bot_id")
         _optional_str(event, "subtype", "event.subtype")
     elif kind == "block_actions":
