@@ -12,7 +12,10 @@ import pytest
 
 from adapters.discord import DiscordPlatform
 from adapters.discord.review import card_nonce
+from adapters.discord.settings import DiscordSettings
+from bot.errors import ConfigError
 from bot.ports import CardState
+from bot.settings import Settings
 from tests.fakes.discord import ALICE, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.test_discord_adapter import RecordingCore, discord_settings, make_platform, sample_card
 
@@ -118,3 +121,16 @@ async def test_connected_is_false_before_start_and_after_stop(core: RecordingCor
     await adapter.reconnect()  # a live gateway is left alone
     await adapter.stop()
     assert not adapter.connected
+
+
+def test_the_adapter_settings_come_from_the_same_variables() -> None:
+    assert DiscordSettings.from_settings(Settings(_env_file=None)) is None  # type: ignore[call-arg]
+    own = DiscordSettings.from_settings(
+        Settings(_env_file=None, discord_bot_token="tok-1", discord_review_channel=" 42 ")  # type: ignore[call-arg]
+    )
+    assert own is not None and own.review_channel_id == 42 and own.pending_indicator == "reaction"
+    assert "tok-1" not in repr(own)
+    with pytest.raises(ConfigError, match="DISCORD_REVIEW_CHANNEL"):
+        DiscordSettings.from_settings(
+            Settings(_env_file=None, discord_bot_token="tok-1", discord_review_channel="#staff")  # type: ignore[call-arg]
+        )

@@ -21,6 +21,8 @@ from aiohttp import web
 
 from adapters.slack.platform import SlackPlatform
 from adapters.slack.review import COULD_NOT_RECORD, COULD_NOT_RECORD_FORM
+from adapters.slack.settings import SlackSettings
+from bot.errors import ConfigError
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
 from bot.ports import CardState, DecisionOutcome, EditForm, ReviewCard
 from bot.settings import Settings
@@ -493,3 +495,18 @@ async def test_a_malformed_envelope_over_the_socket_is_acked_and_ignored(
     warned = edge_warnings(caplog)
     assert any("event is an array, not an object" in w for w in warned), warned
     assert any("event.ts is not a number" in w for w in warned), warned
+
+
+# -------------------------------------------------------------------------------------- settings
+
+
+def test_the_adapter_settings_come_from_the_same_variables() -> None:
+    assert SlackSettings.from_settings(Settings(_env_file=None)) is None  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET, SLACK_REVIEW_CHANNEL"):
+        SlackSettings.from_settings(Settings(_env_file=None, slack_bot_token="xoxb-1"))  # type: ignore[call-arg]
+    socket = SlackSettings.from_settings(
+        Settings(_env_file=None, slack_bot_token="xoxb-1", slack_app_token="xapp-1", slack_review_channel="C9")  # type: ignore[call-arg]
+    )
+    assert socket is not None and socket.socket_mode and socket.signing_secret is None
+    assert socket.review_channel == "C9" and socket.api_url == "https://slack.com/api/"
+    assert "xoxb-1" not in repr(socket), "secrets never show"

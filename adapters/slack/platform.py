@@ -41,6 +41,7 @@ from adapters.slack.directory import SlackDirectory
 from adapters.slack.intake import SlackIntake
 from adapters.slack.outbound import SlackOutbound
 from adapters.slack.review import SlackReview, describe
+from adapters.slack.settings import SlackSettings
 from bot.errors import ConfigError
 from bot.ports import Core
 from bot.settings import Settings
@@ -69,14 +70,18 @@ class SlackPlatform:
 
     name = "slack"
 
-    def __init__(self, settings: Settings) -> None:
-        assert settings.slack_bot_token is not None
+    def __init__(self, settings: SlackSettings | Settings) -> None:
+        if isinstance(settings, Settings):
+            own = SlackSettings.from_settings(settings)
+            if own is None:
+                raise ConfigError("Slack is not configured: set SLACK_BOT_TOKEN and friends")
+            settings = own
         self.settings = settings
-        self._token = settings.slack_bot_token
+        self._token = settings.bot_token
         # One connection pool for every Web API call (Bolt's per-request clients share it too).
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.client = AsyncWebClient(
-            token=self._token.get_secret_value(), base_url=settings.slack_api_url, session=self._http
+            token=self._token.get_secret_value(), base_url=settings.api_url, session=self._http
         )
         self.client.retry_handlers.extend(
             [
@@ -85,8 +90,8 @@ class SlackPlatform:
                 AsyncConnectionErrorRetryHandler(max_retry_count=2),
             ]
         )
-        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
-        self._verifier = SignatureVerifier(secret) if secret and settings.slack_app_token is None else None
+        secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
+        self._verifier = SignatureVerifier(secret) if secret and not settings.socket_mode else None
         # Slack gets its 200 only once a customer message is stored, so a failure (say the
         # database is down) is a 500 that Slack retries instead of a lost message. A click is
         # decided before its ack (adapters.slack.review).
@@ -94,12 +99,12 @@ class SlackPlatform:
         # deep-copies for lazy listeners) has no shared session: an aiohttp session cannot be
         # copied. Every call the adapter makes goes through ``self.client``.
         self.app = AsyncApp(
-            client=AsyncWebClient(token=self._token.get_secret_value(), base_url=settings.slack_api_url),
+            client=AsyncWebClient(token=self._token.get_secret_value(), base_url=settings.api_url),
             signing_secret=secret,
-            request_verification_enabled=settings.slack_app_token is None,
+            request_verification_enabled=not settings.socket_mode,
             process_before_response=True,
         )
-        self.review_channel = settings.slack_review_channel
+        self.review_channel = settings.review_channel
         self.bot_user_id = ""
         self._core: Core | None = None
         self._authenticated = False
@@ -118,15 +123,8 @@ class SlackPlatform:
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackPlatform | None:
         """None when Slack is not configured; ConfigError naming what is missing when half is."""
-        if not (settings.slack_bot_token or settings.slack_signing_secret or settings.slack_app_token):
-            return None
-        needed = ["slack_bot_token"]
-        if settings.slack_app_token is None:
-            needed.append("slack_signing_secret")
-        if not settings.discord_review_channel:
-            needed.append("slack_review_channel")
-        settings.require("Slack", needed)
-        return cls(settings)
+        own = SlackSettings.from_settings(settings)
+        return None if own is None else cls(own)
 
     # -- PlatformAdapter ------------------------------------------------------------------
 
@@ -140,7 +138,7 @@ class SlackPlatform:
 
     @property
     def socket_mode(self) -> bool:
-        return self.settings.slack_app_token is not None
+        return self.settings.socket_mode
 
     @property
     def connected(self) -> bool:
@@ -192,16 +190,14 @@ class SlackPlatform:
         except SlackApiError as exc:
             raise ConfigError(f"Slack rejected SLACK_BOT_TOKEN: {exc.response.get('error')}") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConfigError(
-                f"cannot reach the Slack API at {self.settings.slack_api_url} ({type(exc).__name__})"
-            ) from None
+            raise ConfigError(f"cannot reach the Slack API at {self.settings.api_url} ({type(exc).__name__})") from None
         self.bot_user_id = str(identity.get("user_id", ""))
         self.directory.grant(identity.headers.get("x-oauth-scopes") if identity.headers else None)
         self._authenticated = True
 
     async def _open_socket(self) -> None:
-        assert self.settings.slack_app_token is not None
-        socket = CheckedSocketModeHandler(self.app, self.settings.slack_app_token.get_secret_value())
+        assert self.settings.app_token is not None
+        socket = CheckedSocketModeHandler(self.app, self.settings.app_token.get_secret_value())
         self._socket = socket
         client: Any = socket.client  # slack_sdk's Socket Mode client is not typed
         await client.connect()
