@@ -236,6 +236,8 @@ async def test_a_forged_signature_stays_401_even_for_a_malformed_body(edge: Edge
         assert response.status_code == 401
     stale = sign("null", SIGNING_SECRET, int(time.time()) - 600, "application/json")
     assert (await edge.sender.raw("null", stale)).status_code == 401
+    for headers in ({}, {"X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=00"}):
+        assert (await edge.sender.raw("{}", {"Content-Type": "application/json", **headers})).status_code == 401
 
 
 async def test_a_well_formed_mention_still_reaches_the_core(edge: Edge) -> None:
@@ -330,6 +332,15 @@ async def test_a_failing_ephemeral_after_the_ack_is_logged_with_its_context(
     await until(lambda: any("could not tell" in r.getMessage() for r in caplog.records), what="the failure log")
     [logged] = [r.getMessage() for r in caplog.records if "could not tell" in r.getMessage()]
     assert "U333" in logged and "d-11" in logged and "channel_not_found" in logged
+
+
+async def test_stop_waits_for_an_outcome_still_on_its_way(edge: Edge) -> None:
+    # Slack rate-limits the ephemeral once (Retry-After: 1 s); the bot is stopped meanwhile.
+    edge.core.outcome = DecisionOutcome(ok=False, message="Already rejected by <@U444>.")
+    edge.slack.fail_next("chat.postEphemeral", status=429, retry_after=1)
+    assert (await edge.sender.action(block_actions("approve_draft", "d-13", user="U333"))).status_code == 200
+    await edge.platform.stop()
+    assert [c.status for c in edge.slack.calls_to("chat.postEphemeral")] == [429, 200], "told before stopping"
 
 
 async def test_edit_opens_the_modal_after_the_ack(edge: Edge) -> None:

@@ -39,6 +39,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import wire
 from adapters.slack.directory import SlackDirectory
 from adapters.slack.intake import SlackIntake
+from adapters.slack.lazy import SupervisedLazyListenerRunner
 from adapters.slack.outbound import SlackOutbound
 from adapters.slack.review import SlackReview, describe
 from adapters.slack.settings import SlackSettings
@@ -47,6 +48,9 @@ from bot.ports import Core
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: How long ``stop`` waits for work after an ack (an ephemeral, a modal) still in flight.
+LAZY_DRAIN_SECONDS = 5.0
 
 
 class CheckedSocketModeHandler(AsyncSocketModeHandler):
@@ -104,6 +108,8 @@ class SlackPlatform:
             request_verification_enabled=not settings.socket_mode,
             process_before_response=True,
         )
+        self._lazy = SupervisedLazyListenerRunner(log)
+        self.app.listener_runner.lazy_listener_runner = self._lazy
         self.review_channel = settings.review_channel
         self.bot_user_id = ""
         self._core: Core | None = None
@@ -180,6 +186,7 @@ class SlackPlatform:
     async def stop(self) -> None:
         self._authenticated = False
         await self._close_socket()
+        await self._lazy.drain(LAZY_DRAIN_SECONDS)  # ephemerals and modals still on their way
         self._core = None
         await self._http.close()
 
@@ -215,13 +222,18 @@ class SlackPlatform:
 
     # -- the door ---------------------------------------------------------------------------
 
+    def _signed(self, raw: bytes, request: web.Request) -> bool:
+        """Slack's ``v0`` signature over the exact body, within the 5-minute window."""
+        assert self._verifier is not None
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not timestamp.isdigit() or not signature:
+            return False
+        return self._verifier.is_valid(raw, timestamp, signature)
+
     async def _handle_http(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        if self._verifier is not None and not self._verifier.is_valid(
-            raw,
-            request.headers.get("X-Slack-Request-Timestamp", ""),
-            request.headers.get("X-Slack-Signature", ""),
-        ):
+        if self._verifier is not None and not self._signed(raw, request):
             return web.json_response({"error": "invalid request"}, status=401)
         body: dict[str, Any] | None = None
         try:
