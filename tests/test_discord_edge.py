@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from adapters.discord import DiscordPlatform
-from adapters.discord.review import card_nonce
+from adapters.discord.review import COULD_NOT_RECORD, card_nonce
 from adapters.discord.settings import DiscordSettings
 from bot.errors import ConfigError
-from bot.ports import CardState
+from bot.events import ReviewDecision
+from bot.ports import CardState, DecisionOutcome
 from bot.settings import Settings
-from tests.fakes.discord import ALICE, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
+from tests.fakes.discord import ALICE, BOB, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.test_discord_adapter import RecordingCore, discord_settings, make_platform, sample_card
 
 
@@ -134,3 +135,32 @@ def test_the_adapter_settings_come_from_the_same_variables() -> None:
         DiscordSettings.from_settings(
             Settings(_env_file=None, discord_bot_token="tok-1", discord_review_channel="#staff")  # type: ignore[call-arg]
         )
+
+
+class FailingCore(RecordingCore):
+    """A core whose database is down: every decision fails."""
+
+    async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
+        self.decisions.append(decision)
+        raise RuntimeError("database is locked")
+
+
+async def test_a_click_whose_decision_cannot_be_recorded_tells_the_clicker(
+    fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    core = FailingCore(discord_settings(fake))
+    adapter = make_platform(core.settings)
+    await adapter.start(core)
+    try:
+        assert adapter.review_desk is not None
+        ref = await adapter.review_desk.post_card(sample_card("d-34"), idempotency_key="card:d-34")
+        click = await fake.click(ref.split(":")[1], "supportbot:approve:d-34", BOB)
+        await until(lambda: bool(click.followups), what="the ephemeral followup")
+    finally:
+        await adapter.stop()
+    [followup] = click.followups
+    assert followup["content"] == COULD_NOT_RECORD and followup["flags"] & 64
+    [card] = [m for m in fake.messages_in(REVIEW_CHANNEL_ID) if m["embeds"]]
+    assert card["embeds"][0]["title"] == "Draft awaiting review", "the card is left as it is"
+    logged = [r.getMessage() for r in caplog.records if "could not be recorded" in r.getMessage()]
+    assert logged and "d-34" in logged[0] and BOB.id in logged[0]

@@ -50,6 +50,9 @@ _DESCRIPTION_RESERVE = 2000
 _MIN_FIELD_LIMIT = 128
 #: Core calls made before answering a click (the edit form) must leave room in Discord's 3 s.
 EDIT_FORM_TIMEOUT_SECONDS = 2.0
+#: A click is acknowledged (deferred) first; the core's decision is awaited this long at most.
+DECIDE_TIMEOUT_SECONDS = 10.0
+COULD_NOT_RECORD = "Could not record your decision, please click again."
 
 _BUTTONS: dict[DecisionAction, tuple[str, discord.ButtonStyle]] = {
     DecisionAction.APPROVE: ("Approve", discord.ButtonStyle.success),
@@ -346,17 +349,30 @@ class ReviewInteractions:
 
     async def _decide(self, interaction: discord.Interaction[Any], decision: ReviewDecision) -> None:
         try:
-            outcome = await self._core().decide(decision)
+            outcome = await asyncio.wait_for(self._core().decide(decision), DECIDE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.error(
+                "the decision of %s on draft %s was not recorded within %.0f s",
+                decision.actor.id,
+                decision.draft_id,
+                DECIDE_TIMEOUT_SECONDS,
+            )
+            outcome = DecisionOutcome(ok=False, message=COULD_NOT_RECORD)
         except Exception:
-            log.exception("deciding %s on draft %s failed", decision.action, decision.draft_id)
-            outcome = DecisionOutcome(ok=False, message="Something went wrong; your decision was not applied.")
+            log.exception(
+                "the decision (%s) of %s on draft %s could not be recorded",
+                decision.action,
+                decision.actor.id,
+                decision.draft_id,
+            )
+            outcome = DecisionOutcome(ok=False, message=COULD_NOT_RECORD)
         if outcome.ok and not outcome.message:
             return
         text = outcome.message or "Your decision could not be applied."
         try:
             await interaction.followup.send(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
         except discord.HTTPException as exc:
-            log.warning("could not tell %s the outcome: %s", interaction.user, exc)
+            log.warning("could not tell %s the outcome on draft %s: %s", decision.actor.id, decision.draft_id, exc)
 
 
 class DiscordReviewDesk:
