@@ -164,3 +164,24 @@ async def test_a_click_whose_decision_cannot_be_recorded_tells_the_clicker(
     assert card["embeds"][0]["title"] == "Draft awaiting review", "the card is left as it is"
     logged = [r.getMessage() for r in caplog.records if "could not be recorded" in r.getMessage()]
     assert logged and "d-34" in logged[0] and BOB.id in logged[0]
+
+
+async def test_the_fake_serves_channel_history_as_discord_does(fake: FakeDiscord) -> None:
+    import httpx
+
+    posted = [await fake.post_user_message(REVIEW_CHANNEL_ID, ALICE, f"m{index}") for index in range(5)]
+    headers = {"Authorization": f"Bot {fake.token}"}
+    url = f"{fake.api_url}/channels/{REVIEW_CHANNEL_ID}/messages"
+    async with httpx.AsyncClient(headers=headers) as http:
+        sent = await http.post(url, json={"content": "m5", "nonce": "n-1", "enforce_nonce": True})
+        assert sent.json()["nonce"] == "n-1", "the create answer carries the nonce"
+        newest = (await http.get(url, params={"limit": 2})).json()
+        older = (await http.get(url, params={"limit": 2, "before": newest[-1]["id"]})).json()
+        after = (await http.get(url, params={"limit": 2, "after": posted[0]["id"]})).json()
+        assert (await http.get(url, params={"limit": 101})).status_code == 400
+        assert (await http.get(f"{fake.api_url}/channels/1/messages")).status_code == 404
+        assert (await http.get(url, headers={"Authorization": "Bot wrong"})).status_code == 401
+    assert [m["content"] for m in newest] == ["m5", "m4"], "newest first"
+    assert [m["content"] for m in older] == ["m3", "m2"]
+    assert [m["content"] for m in after] == ["m2", "m1"], "the oldest after the id, newest first"
+    assert all("nonce" not in m for m in newest + older + after), "fetched messages carry no nonce"

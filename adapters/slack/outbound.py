@@ -70,7 +70,7 @@ class SlackOutbound:
                 channel=thread.channel, ts=thread.thread, include_all_metadata=True, limit=200
             )
         for message in response.get("messages") or []:
-            if wire.card_key_of(message, REPLY_EVENT) == idempotency_key:
+            if wire.metadata_key_of(message, REPLY_EVENT) == idempotency_key:
                 return str(message.get("ts"))
         return None
 
@@ -107,7 +107,7 @@ class SlackOutbound:
                 channel=channel, include_all_metadata=True, limit=100, cursor=cursor or None
             )
             for message in response.get("messages") or []:
-                if wire.card_key_of(message, CARD_EVENT) == idempotency_key:
+                if wire.metadata_key_of(message, CARD_EVENT) == idempotency_key:
                     return f"{channel}:{message['ts']}"
             cursor = str((response.get("response_metadata") or {}).get("next_cursor") or "")
             if not cursor:

@@ -315,7 +315,7 @@ def parse_user_info(response: Any) -> UserInfo:
     return UserInfo(id=_str(user, "id", "user.id"), email=email if isinstance(email, str) else "")
 
 
-def card_key_of(message: Any, event_type: str) -> str | None:
+def metadata_key_of(message: Any, event_type: str) -> str | None:
     """The key in a history message's metadata, when it carries our ``event_type``."""
     if not isinstance(message, dict):
         return None
