@@ -26,7 +26,7 @@ from bot.errors import ConfigError
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
 from bot.ports import CardState, DecisionOutcome, EditForm, ReviewCard
 from bot.settings import Settings
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import EMAIL_SCOPES, FakeSlack
 from tests.fakes.slack_payloads import (
     SlackSender,
     action_body,
@@ -144,6 +144,14 @@ async def serving(slack: FakeSlack) -> AsyncIterator[Edge]:
 
 @pytest.fixture
 async def edge(slack: FakeSlack) -> AsyncIterator[Edge]:
+    async with serving(slack) as running:
+        yield running
+
+
+@pytest.fixture
+async def email_edge(slack: FakeSlack) -> AsyncIterator[Edge]:
+    """The same, in a workspace that installed the app from slack-manifest-email-match.yaml."""
+    slack.scopes |= EMAIL_SCOPES
     async with serving(slack) as running:
         yield running
 
@@ -381,7 +389,8 @@ async def test_a_card_whose_reference_was_lost_is_found_by_its_key(edge: Edge) -
 # ------------------------------------------------------------------------------------------ e-mail
 
 
-async def test_the_profile_email_reaches_the_author_and_is_cached(edge: Edge) -> None:
+async def test_the_profile_email_reaches_the_author_and_is_cached(email_edge: Edge) -> None:
+    edge = email_edge
     await edge.sender.event(app_mention("<@UBOT> where is my order?", user="U222"))
     await edge.sender.event(app_mention("<@UBOT> and the second one?", user="U222"))
     first, second = edge.core.received
@@ -389,11 +398,12 @@ async def test_the_profile_email_reaches_the_author_and_is_cached(edge: Edge) ->
     assert len(edge.slack.calls_to("users.info")) == 1, "one users.info per user while cached"
 
 
-async def test_without_the_email_scope_the_email_is_empty_and_that_is_logged_once(
-    edge: Edge, caplog: pytest.LogCaptureFixture
+async def test_a_profile_without_an_email_leaves_it_empty_and_that_is_logged_once(
+    email_edge: Edge, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    edge.slack.scopes.discard("users:read.email")
+    edge = email_edge
+    edge.slack.scopes.discard("users:read.email")  # the scope went away after start: no profile.email
     await edge.sender.event(app_mention("<@UBOT> hi", user="U222"))
     await edge.sender.event(app_mention("<@UBOT> hi", user="U333"))
     assert [m.author.email for m in edge.core.received] == ["", ""]
@@ -424,7 +434,7 @@ async def test_a_token_without_the_email_scope_never_asks_users_info(
     slack: FakeSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    slack.scopes -= {"users:read", "users:read.email"}
+    assert not slack.scopes & EMAIL_SCOPES, "installed from the default manifest"
     async with serving(slack) as edge:
         for user in ("U222", "U333"):
             assert (await edge.sender.event(app_mention("<@UBOT> hi", user=user))).status_code == 200
@@ -433,7 +443,8 @@ async def test_a_token_without_the_email_scope_never_asks_users_info(
     assert len([r for r in caplog.records if "users:read.email" in r.getMessage()]) == 1
 
 
-async def test_a_missing_scope_error_leaves_the_email_empty(edge: Edge) -> None:
+async def test_a_missing_scope_error_leaves_the_email_empty(email_edge: Edge) -> None:
+    edge = email_edge
     edge.slack.scopes.discard("users:read")
     assert (await edge.sender.event(app_mention("<@UBOT> hi", user="U222"))).status_code == 200
     [received] = edge.core.received

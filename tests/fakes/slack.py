@@ -29,7 +29,7 @@ from aiohttp import web
 
 from tests.fakes.slack_payloads import next_ts, observe_ts
 
-__all__ = ["FakeSlack", "SlackCall", "WebhookPost", "validate_blocks", "validate_view"]
+__all__ = ["EMAIL_SCOPES", "FakeSlack", "SlackCall", "WebhookPost", "validate_blocks", "validate_view"]
 
 JSON: TypeAlias = dict[str, Any]
 
@@ -79,10 +79,14 @@ _ELEMENT_TYPES = {
     "users_select",
     "workflow_button",
 }
+#: The bot token's scopes by default: what ``deploy/slack-manifest.yaml`` asks for (plus a few
+#: read scopes), so no ``users:read`` / ``users:read.email``: add them to ``FakeSlack.scopes`` for a
+#: workspace installed from ``deploy/slack-manifest-email-match.yaml``.
 _SCOPES = (
     "app_mentions:read,channels:history,groups:history,im:history,chat:write,reactions:write,"
-    "users:read,users:read.email,channels:read,groups:read,usergroups:read,im:write"
+    "channels:read,groups:read,usergroups:read,im:write,files:read"
 )
+EMAIL_SCOPES = frozenset({"users:read", "users:read.email"})
 
 
 @dataclass
@@ -1133,6 +1137,8 @@ class FakeSlack:
         return {"user": self._user_json(user_id, _truthy(params.get("include_locale")))}
 
     def _lookup_by_email(self, params: JSON) -> JSON:
+        if "users:read.email" not in self.scopes:
+            raise _SlackError("missing_scope")
         email = params.get("email")
         for user_id, user in self.users.items():
             if email and user["profile"].get("email") == email:
