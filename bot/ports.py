@@ -129,14 +129,11 @@ class ReviewDesk(Protocol):
     name: str
 
     async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
-        """Show a new card carrying ``idempotency_key``; return an opaque reference to it for
-        later updates."""
+        """Show a new card carrying ``idempotency_key``; return an opaque reference to it."""
         ...
 
     async def find_card(self, idempotency_key: str) -> str | None:
-        """The reference of a card already posted with this key (searched in the review
-        channel's recent history), as :meth:`post_card` returned it; None when there is none.
-        The core calls it before posting again after a crash."""
+        """The reference of a card already posted with this key, if any (crash recovery)."""
         ...
 
     async def update_card(self, ref: str, card: ReviewCard) -> None: ...
@@ -182,16 +179,14 @@ class PlatformAdapter(Protocol):
 
     @property
     def connected(self) -> bool:
-        """Started and the platform connection is live (for Slack HTTP mode: started and
-        ``auth.test`` passed; Socket Mode: the socket is open; Discord: the gateway is connected,
-        READY, and its task alive)."""
+        """Started, and the connection to the platform is live."""
+        ...
+
+    async def reconnect(self) -> None:
+        """Restart what died (the app's watchdog calls this when ``connected`` stays False)."""
         ...
 
     async def start(self, core: Core) -> None: ...
-
-    async def reconnect(self) -> None:
-        """Restart what died (the app's watchdog calls it while :attr:`connected` stays False)."""
-        ...
 
     async def stop(self) -> None: ...
 

@@ -389,7 +389,7 @@ async def test_card_is_posted_with_buttons_and_updated_without(
     desk = platform.review_desk
     assert desk is not None
 
-    ref = await desk.post_card(sample_card(), idempotency_key="card:d-1")
+    ref = await desk.post_card(sample_card(), idempotency_key="card-test")
 
     [post] = fake.calls_to("POST", rf"/channels/{REVIEW_CHANNEL_ID}/messages")
     message_id = ref.split(":")[1]
@@ -422,7 +422,7 @@ async def test_click_after_a_restart_reaches_the_core(fake: FakeDiscord, core: R
     before = make_platform(core.settings)
     await before.start(core)
     assert before.review_desk is not None
-    ref = await before.review_desk.post_card(sample_card("draft-42"), idempotency_key="card:draft-42")
+    ref = await before.review_desk.post_card(sample_card("draft-42"), idempotency_key="card-test")
     await before.stop()
     assert not fake.connected
 
@@ -450,7 +450,7 @@ async def test_click_is_deferred_before_the_core_decides(
     fake: FakeDiscord, core: RecordingCore, platform: DiscordPlatform
 ) -> None:
     assert platform.review_desk is not None
-    ref = await platform.review_desk.post_card(sample_card("d-slow"), idempotency_key="card:d-slow")
+    ref = await platform.review_desk.post_card(sample_card("d-slow"), idempotency_key="card-test")
     core.gate = asyncio.Event()
 
     click = await fake.click(ref.split(":")[1], "supportbot:reject:d-slow", BOB)
@@ -468,7 +468,7 @@ async def test_refused_decision_is_shown_to_the_clicker_only(
     fake: FakeDiscord, core: RecordingCore, platform: DiscordPlatform
 ) -> None:
     assert platform.review_desk is not None
-    ref = await platform.review_desk.post_card(sample_card("d-2"), idempotency_key="card:d-2")
+    ref = await platform.review_desk.post_card(sample_card("d-2"), idempotency_key="card-test")
     core.outcome = DecisionOutcome(ok=False, message="Only managers may approve refunds over $100.")
 
     click = await fake.click(ref.split(":")[1], "supportbot:approve:d-2", BOB)
@@ -484,7 +484,7 @@ async def test_edit_modal_is_prefilled_and_its_submission_carries_the_edit(
     fake: FakeDiscord, core: RecordingCore, platform: DiscordPlatform
 ) -> None:
     assert platform.review_desk is not None
-    ref = await platform.review_desk.post_card(sample_card("d-3"), idempotency_key="card:d-3")
+    ref = await platform.review_desk.post_card(sample_card("d-3"), idempotency_key="card-test")
     core.forms["d-3"] = EditForm("d-3", "Sorry! A refund of $320.00 is on its way.", refund_amount="320.00")
 
     click = await fake.click(ref.split(":")[1], "supportbot:edit:d-3", BOB)
@@ -510,7 +510,7 @@ async def test_edit_without_refund_has_no_amount_field(
     fake: FakeDiscord, core: RecordingCore, platform: DiscordPlatform
 ) -> None:
     assert platform.review_desk is not None
-    ref = await platform.review_desk.post_card(sample_card("d-4"), idempotency_key="card:d-4")
+    ref = await platform.review_desk.post_card(sample_card("d-4"), idempotency_key="card-test")
     core.forms["d-4"] = EditForm("d-4", "Your order ships today.")
 
     click = await fake.click(ref.split(":")[1], "supportbot:edit:d-4", BOB)
@@ -527,7 +527,7 @@ async def test_regenerate_modal_carries_the_instruction(
     fake: FakeDiscord, core: RecordingCore, platform: DiscordPlatform
 ) -> None:
     assert platform.review_desk is not None
-    ref = await platform.review_desk.post_card(sample_card("d-5"), idempotency_key="card:d-5")
+    ref = await platform.review_desk.post_card(sample_card("d-5"), idempotency_key="card-test")
 
     click = await fake.click(ref.split(":")[1], "supportbot:regenerate:d-5", BOB)
     await fake.wait_for_response(click)
@@ -542,7 +542,7 @@ async def test_edit_of_a_vanished_draft_answers_ephemerally(
     fake: FakeDiscord, core: RecordingCore, platform: DiscordPlatform
 ) -> None:
     assert platform.review_desk is not None
-    ref = await platform.review_desk.post_card(sample_card("d-gone"), idempotency_key="card:d-gone")
+    ref = await platform.review_desk.post_card(sample_card("d-gone"), idempotency_key="card-test")
 
     click = await fake.click(ref.split(":")[1], "supportbot:edit:d-gone", BOB)
     response = await fake.wait_for_response(click)

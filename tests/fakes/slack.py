@@ -520,16 +520,16 @@ class FakeSlack:
             error = "ratelimited" if status == 429 else "fatal_error"
         self._faults.append(_Fault(method, status, error, retry_after if status == 429 else None, times))
 
-    def clear_faults(self) -> None:
-        """Forget every fault still pending from :meth:`fail_next`."""
-        self._faults.clear()
-
     def messages_in(self, channel: str, thread_ts: str | None = None) -> list[JSON]:
         """Stored messages in ts order: the whole channel, or one thread (parent first)."""
         stored = sorted(self._messages.get(channel, []), key=lambda m: float(m["ts"]))
         if thread_ts is None:
             return stored
         return [m for m in stored if m["ts"] == thread_ts or m.get("thread_ts") == thread_ts]
+
+    def clear_faults(self) -> None:
+        """Forget every fault still pending from :meth:`fail_next`."""
+        self._faults.clear()
 
     def find_message(self, channel: str, ts: str) -> JSON | None:
         return next((m for m in self._messages.get(channel, []) if m["ts"] == ts), None)
