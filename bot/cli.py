@@ -86,6 +86,15 @@ def _orders_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _account(text: str) -> str:
+    """A chat account as ``supportbot customers link`` takes it (a usage error otherwise)."""
+    from tools.orders import ACCOUNT_PATTERN
+
+    if not ACCOUNT_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not an account such as slack:U0123 or discord:4567 ({text!r})")
+    return text
+
+
 def _customers_link(args: argparse.Namespace) -> int:
     from tools import ToolError
     from tools.orders import link_account
@@ -174,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="customers_command", required=True
     )
     link = customers.add_parser("link", help="link a chat account to a shop customer (guards: identity)")
-    link.add_argument("account", help="slack:U0123 or discord:4567")
+    link.add_argument("account", type=_account, help="slack:U0123 or discord:4567")
     link.add_argument("customer_id", help="the shop's customer id, as in the orders file")
     link.set_defaults(handler=_customers_link)
     policy = commands.add_parser("policy", help="the managers' policy file").add_subparsers(

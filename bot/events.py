@@ -37,7 +37,8 @@ class ThreadRef:
 
 @dataclass(frozen=True, slots=True)
 class Author:
-    """Who wrote a message, as the platform identifies them."""
+    """Who wrote a message, as the platform identifies them. ``email`` is the platform
+    profile's e-mail when the platform shares it (Slack with ``users:read.email``), else empty."""
 
     id: str
     display_name: str = ""

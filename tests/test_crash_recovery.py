@@ -17,7 +17,7 @@ from bot.store import create_engine
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention, block_actions
-from tests.harness import CUSTOMER_CHANNEL, KIMI_KEY, REVIEW_CHANNEL, SLACK_TOKEN, draft_id_of
+from tests.harness import CUSTOMER_CHANNEL, KIMI_KEY, REVIEW_CHANNEL, SLACK_TOKEN, draft_id_of, sample_orders
 from tests.processes import BotProcess, poll, seed_orders
 from tools.orders import order_refunds_table
 
@@ -40,7 +40,11 @@ async def slack() -> AsyncIterator[FakeSlack]:
 async def bot(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[BotProcess]:
     (tmp_path / "policy.toml").write_text('[refunds]\nmax_amount = "500.00"\nmanager_threshold = "400.00"\n')
     process = BotProcess(tmp_path, kimi.base_url, slack)
-    await seed_orders(process.database_url, tmp_path / "orders.jsonl")
+    rows = sample_orders()
+    for row in rows:
+        if row["order_id"] == "40021":  # Ana writes from Slack as U444: her account is linked
+            row["customer_accounts"] = "slack:U444"
+    await seed_orders(process.database_url, tmp_path / "orders.jsonl", rows)
     await process.start()
     try:
         yield process
@@ -56,8 +60,8 @@ def replies_in(slack: FakeSlack, thread_ts: str) -> list[object]:
     ]
 
 
-async def ask(bot: BotProcess, text: str) -> str:
-    envelope = app_mention(f"<@UBOT> {text}")
+async def ask(bot: BotProcess, text: str, user: str = "U222") -> str:
+    envelope = app_mention(f"<@UBOT> {text}", user=user)
     assert (await bot.sender.event(envelope)).status_code == 200
     return str(envelope["event"]["ts"])
 
@@ -143,7 +147,7 @@ async def test_killed_after_the_refund_before_the_reply_the_refund_runs_once_and
         CallTools([("propose_refund", {"order_id": "40021", "amount": "20.00", "reason": "arrived scratched"})]),
         Reply("I'm sorry about the scratch; we are refunding 20.00 USD."),
     )
-    thread_ts = await ask(bot, "my chair 40021 arrived scratched, can I get 20 back?")
+    thread_ts = await ask(bot, "my chair 40021 arrived scratched, can I get 20 back?", user="U444")
     [card] = await poll(bot.cards, "the card")
     slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == CUSTOMER_CHANNEL)
     await approve(bot, draft_id_of(card))

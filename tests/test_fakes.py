@@ -389,6 +389,9 @@ async def test_slack_faults_updates_reactions_and_webhooks(slack: FakeSlack, cli
         await client.reactions_add(channel="C111", timestamp=customer["ts"], name="eyes")
     slack.usergroups = {"S123": ["U1"]}
     assert (await client.usergroups_users_list(usergroup="S123"))["users"] == ["U1"]
+    with pytest.raises(SlackApiError, match="missing_scope"):  # the default manifest has no users:read
+        await client.users_info(user="U333")
+    slack.scopes |= {"users:read", "users:read.email"}  # installed from slack-manifest-email-match.yaml
     assert (await client.users_info(user="U333"))["user"]["profile"]["email"] == "alice@support.example"
     calls = await slack.wait_for("chat.postMessage", count=2, where=lambda p: p["channel"] == "C111")
     assert len(calls) == 3 and not any(c.ok for c in calls)

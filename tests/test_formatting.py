@@ -9,7 +9,7 @@ import pytest
 
 from adapters.slack.mrkdwn import to_mrkdwn
 from tests.fakes.discord import ALICE, BOT_ID, SUPPORT_CHANNEL_ID, FakeDiscord
-from tests.fakes.kimi import FakeKimi, Reply
+from tests.fakes.kimi import CallTools, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import Harness, draft_id_of, running_bot, wait_until
 
@@ -21,6 +21,11 @@ REPLY = (
     "1. wait two days\n"
     "2. write back if it is late"
 )
+
+
+# The model looks the order up first: a reply naming an order and a tracking number no tool
+# returned would be flagged by the verification pass and regenerated.
+LOOK_UP = CallTools([("get_order_status", {"order_id": "#W2611340"})])
 
 
 @pytest.mark.parametrize(
@@ -59,7 +64,7 @@ def test_a_model_s_text_can_never_ping_or_disguise_a_link(markdown: str, mrkdwn:
 
 
 async def test_an_approved_reply_reaches_slack_as_mrkdwn(harness: Harness) -> None:
-    harness.kimi.script(Reply(REPLY))
+    harness.kimi.script(LOOK_UP, Reply(REPLY))
     envelope = await harness.mention("where is my order?")
     [card] = await harness.wait_cards(1)
     await harness.click("approve_draft", draft_id_of(card))
@@ -84,7 +89,7 @@ async def discord() -> AsyncIterator[FakeDiscord]:
 async def test_an_approved_reply_reaches_discord_as_the_markdown_it_is(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
 ) -> None:
-    kimi.script(Reply(REPLY))
+    kimi.script(LOOK_UP, Reply(REPLY))
     overrides = {"discord_bot_token": discord.token, "discord_api_url": discord.api_url}
     async with running_bot(tmp_path, kimi, slack, **overrides) as harness:
         asked = await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, "where is my order?", mention_bot=True)

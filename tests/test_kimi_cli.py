@@ -72,4 +72,4 @@ async def test_models_lists_what_the_key_can_use_with_context_and_image_support(
     v1 = next(line for line in out.splitlines() if line.startswith("moonshot-v1-8k "))
     assert "8,192" in v1 and "yes" not in v1
     code, _, err = await supportbot("models", env={"MOONSHOT_API_KEY": "sk-wrong", "KIMI_BASE_URL": kimi.base_url})
-    assert code == 2 and "MOONSHOT_API_KEY was refused" in err
+    assert code == 3 and "MOONSHOT_API_KEY was refused" in err  # a configuration error

@@ -14,6 +14,7 @@ from adapters.discord.client import DEFAULT_GUILD_READY_TIMEOUT, SupportbotClien
 from adapters.discord.inbound import MessageIntake
 from adapters.discord.outbound import DiscordCustomerChannel, PendingMarkers
 from adapters.discord.review import DiscordReviewDesk, ReviewButton, ReviewInteractions
+from adapters.discord.settings import DiscordSettings
 from bot.errors import ConfigError
 from bot.events import DecisionAction
 from bot.ports import Core
@@ -47,16 +48,20 @@ class DiscordPlatform:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DiscordSettings | Settings,
         *,
         ready_timeout: float = DEFAULT_READY_TIMEOUT,
         guild_ready_timeout: float = DEFAULT_GUILD_READY_TIMEOUT,
     ) -> None:
-        if settings.discord_bot_token is None or not settings.discord_bot_token.get_secret_value():
-            raise ConfigError("discord is enabled but these settings are missing: DISCORD_BOT_TOKEN")
-        self._token = settings.discord_bot_token.get_secret_value()
-        self._api_url = settings.discord_api_url.rstrip("/")
-        self._review_channel_id = _review_channel_id(settings.discord_review_channel)
+        if not isinstance(settings, DiscordSettings):
+            own = DiscordSettings.from_settings(settings)
+            if own is None:
+                raise ConfigError("discord is enabled but these settings are missing: DISCORD_BOT_TOKEN")
+            settings = own
+        self.settings = settings
+        self._token = settings.bot_token.get_secret_value()
+        self._api_url = settings.api_url
+        self._review_channel_id = settings.review_channel_id
         self._ready_timeout = ready_timeout
         self._guild_ready_timeout = guild_ready_timeout
         self._client: SupportbotClient | None = None
@@ -65,9 +70,7 @@ class DiscordPlatform:
         pending = PendingMarkers()
         self._intake = MessageIntake(pending, self._review_channel_id)
         self._interactions = ReviewInteractions(self._require_core)
-        self._customer_channel = DiscordCustomerChannel(
-            self._require_client, pending, settings.discord_pending_indicator
-        )
+        self._customer_channel = DiscordCustomerChannel(self._require_client, pending, settings.pending_indicator)
         self._review_desk = (
             DiscordReviewDesk(self._require_client, self._review_channel_id)
             if self._review_channel_id is not None
@@ -91,6 +94,28 @@ class DiscordPlatform:
     def routes(self) -> Sequence[web.RouteDef]:
         """None: Discord events arrive over the gateway WebSocket, not over HTTP."""
         return ()
+
+    @property
+    def connected(self) -> bool:
+        """Started, READY, the gateway task alive and every shard's WebSocket open. A gateway
+        task that ended (a fatal close code, an error) makes this False until :meth:`reconnect`."""
+        client, gateway = self._client, self._gateway
+        if client is None or gateway is None or gateway.done():
+            return False
+        if client.is_closed() or not client.is_ready():
+            return False
+        return all(not shard.is_closed() for shard in client.shards.values())
+
+    async def reconnect(self) -> None:
+        """Start a fresh client when the gateway died (a live one is left alone)."""
+        core = self._core
+        if core is None:
+            raise RuntimeError("the Discord adapter is not started")
+        if self.connected:
+            return
+        log.warning("the Discord gateway is down; connecting again")
+        await self.stop()
+        await self.start(core)
 
     async def start(self, core: Core) -> None:
         """Log in and connect; return once ready. Raises :class:`ConfigError` when the token is
@@ -202,20 +227,8 @@ class DiscordPlatform:
 
 def create(settings: Settings) -> DiscordPlatform | None:
     """The ``supportbot.platforms`` factory: None when ``DISCORD_BOT_TOKEN`` is not set."""
-    if settings.discord_bot_token is None or not settings.discord_bot_token.get_secret_value():
-        return None
-    return DiscordPlatform(settings)
-
-
-def _review_channel_id(value: str | None) -> int | None:
-    if value is None or not value.strip():
-        return None
-    if not value.strip().isdigit():
-        raise ConfigError(
-            f"DISCORD_REVIEW_CHANNEL must be a channel id (a number: enable Developer Mode, then "
-            f"right-click the channel > Copy Channel ID), got {value!r}"
-        )
-    return int(value.strip())
+    own = DiscordSettings.from_settings(settings)
+    return None if own is None else DiscordPlatform(own)
 
 
 def _log_gateway_end(task: asyncio.Task[None]) -> None:

@@ -12,15 +12,17 @@ The adapter decides nothing: every click becomes a :class:`ReviewDecision` for
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
 import discord
 
 from adapters.discord.client import SupportbotClient
-from adapters.discord.outbound import ClientSource, split_message
+from adapters.discord.outbound import NONCE_LENGTH, ClientSource, split_message
 from bot.events import Actor, DecisionAction, ReviewDecision
 from bot.ports import CardState, Core, DecisionOutcome, ReviewCard
 
@@ -36,6 +38,11 @@ _DRAFT_ID = re.compile(DRAFT_ID_PATTERN)
 EMBED_DESCRIPTION_LIMIT = 4096
 EMBED_FIELD_LIMIT = 1024
 EMBED_TOTAL_LIMIT = 6000
+FOOTER_LIMIT = 2048
+_KEY_MARK = "key "
+#: How many recent messages of the review channel :meth:`DiscordReviewDesk.find_card` reads.
+CARD_SEARCH_LIMIT = 200
+_KEY_MEMORY = 4096
 TEXT_INPUT_LIMIT = 4000
 CUSTOM_ID_LIMIT = 100
 #: Room kept for the description (customer message and draft) when fields are long.
@@ -43,6 +50,9 @@ _DESCRIPTION_RESERVE = 2000
 _MIN_FIELD_LIMIT = 128
 #: Core calls made before answering a click (the edit form) must leave room in Discord's 3 s.
 EDIT_FORM_TIMEOUT_SECONDS = 2.0
+#: A click is acknowledged (deferred) first; the core's decision is awaited this long at most.
+DECIDE_TIMEOUT_SECONDS = 10.0
+COULD_NOT_RECORD = "Could not record your decision, please click again."
 
 _BUTTONS: dict[DecisionAction, tuple[str, discord.ButtonStyle]] = {
     DecisionAction.APPROVE: ("Approve", discord.ButtonStyle.success),
@@ -106,14 +116,17 @@ def review_buttons(card: ReviewCard) -> discord.ui.View | None:
     return view
 
 
-def render_card(card: ReviewCard) -> discord.Embed:
+def render_card(card: ReviewCard, key: str = "") -> discord.Embed:
     """Render a :class:`ReviewCard` as one embed within Discord's embed limits (long fields
-    are shortened first so the customer message and the draft keep most of the room)."""
+    are shortened first so the customer message and the draft keep most of the room). The
+    card's idempotency ``key`` goes last in the footer, where :func:`card_key_of` finds it."""
     title, colour = _STATE_LOOK.get(card.state, (card.state.value, discord.Colour.default()))
     embed = discord.Embed(title=title, colour=colour)
     fields = _card_fields(card)
     footer = f"draft {card.draft_id} · revision {card.revision}" + (f" · {card.model}" if card.model else "")
-    embed.set_footer(text=footer[:2048])
+    if key:
+        footer = f"{footer[: FOOTER_LIMIT - len(key) - len(_KEY_MARK) - 3]} · {_KEY_MARK}{key}"
+    embed.set_footer(text=footer[:FOOTER_LIMIT])
     limit = EMBED_FIELD_LIMIT
     while limit > _MIN_FIELD_LIMIT and len(embed) + sum(
         len(name) + min(len(value), limit) for name, value, _ in fields
@@ -123,6 +136,22 @@ def render_card(card: ReviewCard) -> discord.Embed:
         embed.add_field(name=name, value=_clip(value, limit), inline=inline)
     embed.description = _description(card, EMBED_TOTAL_LIMIT - len(embed) - 16)
     return embed
+
+
+def card_nonce(idempotency_key: str) -> str:
+    """The nonce a card is posted with: a retried post within Discord's nonce window returns
+    the card already created instead of a second one (``enforce_nonce``)."""
+    return hashlib.sha256(f"card\x00{idempotency_key}".encode()).hexdigest()[:NONCE_LENGTH]
+
+
+def card_key_of(message: discord.Message) -> str | None:
+    """The idempotency key in a card's embed footer, when the message is one of our cards."""
+    for embed in message.embeds:
+        footer = embed.footer.text or ""
+        _, mark, key = footer.rpartition(f" · {_KEY_MARK}")
+        if mark and key:
+            return key
+    return None
 
 
 def _card_fields(card: ReviewCard) -> list[tuple[str, str, bool]]:
@@ -324,32 +353,59 @@ class ReviewInteractions:
 
     async def _decide(self, interaction: discord.Interaction[Any], decision: ReviewDecision) -> None:
         try:
-            outcome = await self._core().decide(decision)
+            outcome = await asyncio.wait_for(self._core().decide(decision), DECIDE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.error(
+                "the decision of %s on draft %s was not recorded within %.0f s",
+                decision.actor.id,
+                decision.draft_id,
+                DECIDE_TIMEOUT_SECONDS,
+            )
+            outcome = DecisionOutcome(ok=False, message=COULD_NOT_RECORD)
         except Exception:
-            log.exception("deciding %s on draft %s failed", decision.action, decision.draft_id)
-            outcome = DecisionOutcome(ok=False, message="Something went wrong; your decision was not applied.")
+            log.exception(
+                "the decision (%s) of %s on draft %s could not be recorded",
+                decision.action,
+                decision.actor.id,
+                decision.draft_id,
+            )
+            outcome = DecisionOutcome(ok=False, message=COULD_NOT_RECORD)
         if outcome.ok and not outcome.message:
             return
         text = outcome.message or "Your decision could not be applied."
         try:
             await interaction.followup.send(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
         except discord.HTTPException as exc:
-            log.warning("could not tell %s the outcome: %s", interaction.user, exc)
+            log.warning("could not tell %s the outcome on draft %s: %s", decision.actor.id, decision.draft_id, exc)
 
 
 class DiscordReviewDesk:
-    """Cards in the staff channel ``DISCORD_REVIEW_CHANNEL``; refs are ``"<channel>:<message>"``."""
+    """Cards in the staff channel ``DISCORD_REVIEW_CHANNEL``; refs are ``"<channel>:<message>"``.
+
+    A card is posted with a nonce derived from its idempotency key (``enforce_nonce``: a retry
+    within Discord's window returns the same message) and carries the key in its embed footer,
+    so :meth:`find_card` recognises it in the channel's history after a restart (fetched
+    messages carry no nonce). Updates keep the key while this process remembers it.
+    """
 
     name = "discord"
 
     def __init__(self, client: ClientSource, channel_id: int) -> None:
         self._client = client
         self.channel_id = channel_id
+        self._keys: OrderedDict[str, str] = OrderedDict()
+
+    def _remember(self, draft_id: str, key: str) -> None:
+        self._keys[draft_id] = key
+        self._keys.move_to_end(draft_id)
+        while len(self._keys) > _KEY_MEMORY:
+            self._keys.popitem(last=False)
 
     async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         channel = self._client().get_partial_messageable(self.channel_id)
         view = review_buttons(card)
-        embed = render_card(card)
+        embed = render_card(card, idempotency_key)
+        nonce = card_nonce(idempotency_key)
         content, mentions = None, discord.AllowedMentions.none()
         if card.escalation and card.on_call.isdigit():
             # Tag the on-call role, and only that role.
@@ -358,12 +414,20 @@ class DiscordReviewDesk:
                 everyone=False, users=False, roles=[discord.Object(id=int(card.on_call))]
             )
         if view is None:
-            message = await channel.send(content, embed=embed, allowed_mentions=mentions)
+            message = await channel.send(content, embed=embed, allowed_mentions=mentions, nonce=nonce)
         else:
-            message = await channel.send(content, embed=embed, view=view, allowed_mentions=mentions)
+            message = await channel.send(content, embed=embed, view=view, allowed_mentions=mentions, nonce=nonce)
+        self._remember(card.draft_id, idempotency_key)
         return f"{self.channel_id}:{message.id}"
 
     async def find_card(self, idempotency_key: str) -> str | None:
+        """The ref of the card carrying this key among the channel's recent messages."""
+        client = self._client()
+        channel = client.get_partial_messageable(self.channel_id)
+        me = client.user.id if client.user is not None else None
+        async for message in channel.history(limit=CARD_SEARCH_LIMIT):
+            if (me is None or message.author.id == me) and card_key_of(message) == idempotency_key:
+                return f"{self.channel_id}:{message.id}"
         return None
 
     async def update_card(self, ref: str, card: ReviewCard) -> None:
@@ -372,7 +436,7 @@ class DiscordReviewDesk:
             raise ValueError(f"not a Discord card reference: {ref!r}")
         channel = self._client().get_partial_messageable(int(channel_id))
         message = channel.get_partial_message(int(message_id))
-        await message.edit(embed=render_card(card), view=review_buttons(card))
+        await message.edit(embed=render_card(card, self._keys.get(card.draft_id, "")), view=review_buttons(card))
 
     async def post_notice(self, text: str) -> None:
         channel = self._client().get_partial_messageable(self.channel_id)

@@ -1,73 +1,72 @@
-"""The Slack adapter: Bolt (AsyncApp) in HTTP mode at ``/slack/events``, or Socket Mode when
-``SLACK_APP_TOKEN`` is set.
+"""The Slack adapter's lifecycle: Bolt (AsyncApp) in HTTP mode at ``/slack/events``, or Socket
+Mode when ``SLACK_APP_TOKEN`` is set.
 
-Translation only. Events become :class:`bot.events.InboundMessage`; button clicks and modal
-submissions become :class:`bot.events.ReviewDecision`; review cards are rendered as Block Kit.
-An event is acknowledged as soon as the customer's message is stored (milliseconds; drafting
-runs in the background), so Slack retries anything the bot could not keep. Clicks are
-acknowledged first and decided in the background.
+Each job has its own module: :mod:`~adapters.slack.wire` (payload types and parsers),
+:mod:`~adapters.slack.intake` (customer messages, the ignore middleware),
+:mod:`~adapters.slack.review` (clicks, modals, ``app.error``), :mod:`~adapters.slack.outbound`
+(replies and cards), :mod:`~adapters.slack.cards` (Block Kit). This module builds them, checks
+each request at the door, and starts, watches and stops the connection.
+
+At the door (HTTP): a forged or stale signature is 401; a body that is no Slack request (a JSON
+array or ``null``, not JSON at all) is 400; a signed request whose envelope is malformed (an
+``event`` that is not an object, a click without ``actions``) is 200 and ignored, logged once
+with the reason, so Slack does not send it again. Socket Mode envelopes pass the same check.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-import re
-import time
-from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-import httpx
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import cards
-from adapters.slack.mrkdwn import to_mrkdwn
+from adapters.slack import wire
+from adapters.slack.directory import SlackDirectory
+from adapters.slack.intake import SlackIntake
+from adapters.slack.lazy import SupervisedLazyListenerRunner
+from adapters.slack.outbound import SlackOutbound
+from adapters.slack.review import SlackReview, describe
+from adapters.slack.settings import SlackSettings
 from bot.errors import ConfigError
-from bot.events import (
-    Actor,
-    Attachment,
-    Author,
-    DecisionAction,
-    InboundMessage,
-    MessageKind,
-    ReviewDecision,
-    ThreadRef,
-)
-from bot.ports import Core, ReviewCard
+from bot.ports import Core
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FLAT_DM = "-"
-IGNORED_SUBTYPES = {
-    "message_changed",
-    "message_deleted",
-    "bot_message",
-    "channel_join",
-    "channel_leave",
-    "message_replied",
-}
-MAX_IMAGE_BYTES = 5 * 1024 * 1024
-GROUPS_TTL = 60.0
-PENDING_REACTION = "eyes"
+#: How long ``stop`` waits for work after an ack (an ephemeral, a modal) still in flight.
+LAZY_DRAIN_SECONDS = 5.0
 
 
-def _safe_reply(text: str) -> str:
-    """A model's text can never ping a channel or a group from the bot's account."""
-    return re.sub(r"<!(channel|here|everyone|subteam\^[^>]*)>", r"@\1", text).replace("<!", "&lt;!")
+class CheckedSocketModeHandler(AsyncSocketModeHandler):
+    """Bolt's Socket Mode handler with the same door check as HTTP mode: a malformed envelope
+    is acknowledged (so Slack does not resend it), logged once, and goes no further."""
+
+    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        try:
+            if not isinstance(req.payload, dict):
+                raise wire.MalformedPayload("the envelope's payload is not an object")
+            wire.check_envelope(req.payload)
+        except wire.MalformedPayload as exc:
+            log.warning("ignored a malformed Slack %s over the socket: %s", describe(req.payload), exc.reason)
+            await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            return
+        await super().handle(client, req)
 
 
 class SlackPlatform:
@@ -75,14 +74,18 @@ class SlackPlatform:
 
     name = "slack"
 
-    def __init__(self, settings: Settings) -> None:
-        assert settings.slack_bot_token is not None
+    def __init__(self, settings: SlackSettings | Settings) -> None:
+        if isinstance(settings, Settings):
+            own = SlackSettings.from_settings(settings)
+            if own is None:
+                raise ConfigError("Slack is not configured: set SLACK_BOT_TOKEN and friends")
+            settings = own
         self.settings = settings
-        self._token = settings.slack_bot_token
+        self._token = settings.bot_token
         # One connection pool for every Web API call (Bolt's per-request clients share it too).
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.client = AsyncWebClient(
-            token=self._token.get_secret_value(), base_url=settings.slack_api_url, session=self._http
+            token=self._token.get_secret_value(), base_url=settings.api_url, session=self._http
         )
         self.client.retry_handlers.extend(
             [
@@ -91,351 +94,160 @@ class SlackPlatform:
                 AsyncConnectionErrorRetryHandler(max_retry_count=2),
             ]
         )
-        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
+        self._verifier = SignatureVerifier(secret) if secret and not settings.socket_mode else None
         # Slack gets its 200 only once a customer message is stored, so a failure (say the
-        # database is down) is a 500 that Slack retries instead of a lost message. Clicks are
-        # acknowledged first and decided in the background.
+        # database is down) is a 500 that Slack retries instead of a lost message. A click is
+        # decided before its ack (adapters.slack.review).
+        # Bolt's own client (auth.test once, and the per-request clients it builds and
+        # deep-copies for lazy listeners) has no shared session: an aiohttp session cannot be
+        # copied. Every call the adapter makes goes through ``self.client``.
         self.app = AsyncApp(
-            client=self.client,
+            client=AsyncWebClient(token=self._token.get_secret_value(), base_url=settings.api_url),
             signing_secret=secret,
-            request_verification_enabled=settings.slack_app_token is None,
+            request_verification_enabled=not settings.socket_mode,
             process_before_response=True,
         )
-        self._background: set[asyncio.Task[Any]] = set()
-        self.review_channel = settings.slack_review_channel
+        self._lazy = SupervisedLazyListenerRunner(log)
+        self.app.listener_runner.lazy_listener_runner = self._lazy
+        self.review_channel = settings.review_channel
         self.bot_user_id = ""
         self._core: Core | None = None
-        self._socket: Any = None
-        self._groups: tuple[float, dict[str, set[str]]] = (0.0, {})
-        self._register()
+        self._authenticated = False
+        self._socket: CheckedSocketModeHandler | None = None
+        self.directory = SlackDirectory(self.client)
+        self._outbound = SlackOutbound(self.client, self.review_channel)
+        self._intake = SlackIntake(
+            core=self._require_core, directory=self.directory, token=self._token, bot_user_id=lambda: self.bot_user_id
+        )
+        self._review = SlackReview(
+            core=self._require_core, client=self.client, directory=self.directory, review_channel=self.review_channel
+        )
+        self._intake.register(self.app, self.review_channel)
+        self._review.register(self.app)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackPlatform | None:
         """None when Slack is not configured; ConfigError naming what is missing when half is."""
-        if not (settings.slack_bot_token or settings.slack_signing_secret or settings.slack_app_token):
-            return None
-        needed = ["slack_bot_token"]
-        if settings.slack_app_token is None:
-            needed.append("slack_signing_secret")
-        if not settings.discord_review_channel:
-            needed.append("slack_review_channel")
-        settings.require("Slack", needed)
-        return cls(settings)
+        own = SlackSettings.from_settings(settings)
+        return None if own is None else cls(own)
 
     # -- PlatformAdapter ------------------------------------------------------------------
 
     @property
-    def customer_channel(self) -> SlackPlatform:
-        return self
+    def customer_channel(self) -> SlackOutbound:
+        return self._outbound
 
     @property
-    def review_desk(self) -> SlackPlatform | None:
-        return self if self.review_channel else None
+    def review_desk(self) -> SlackOutbound | None:
+        return self._outbound if self.review_channel else None
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.settings.socket_mode
+
+    @property
+    def connected(self) -> bool:
+        """HTTP mode: started and ``auth.test`` passed. Socket Mode: the socket is open."""
+        if self._core is None or not self._authenticated:
+            return False
+        if not self.socket_mode:
+            return True
+        socket = self._socket.client if self._socket is not None else None
+        return bool(
+            socket is not None
+            and not socket.closed
+            and not socket.stale
+            and socket.current_session is not None
+            and not socket.current_session.closed
+        )
 
     def routes(self) -> Sequence[web.RouteDef]:
-        if self.settings.slack_app_token is not None:
+        if self.socket_mode:
             return []
         return [web.post("/slack/events", self._handle_http)]
 
     async def start(self, core: Core) -> None:
         self._core = core
+        await self._authenticate()
+        if self.socket_mode:
+            await self._open_socket()
+
+    async def reconnect(self) -> None:
+        """Check the token again and, in Socket Mode, open a fresh socket."""
+        if self._core is None:
+            raise RuntimeError("the Slack adapter is not started")
+        if not self._authenticated:
+            await self._authenticate()
+        if self.socket_mode and not self.connected:
+            await self._close_socket()
+            await self._open_socket()
+
+    async def stop(self) -> None:
+        self._authenticated = False
+        await self._close_socket()
+        await self._lazy.drain(LAZY_DRAIN_SECONDS)  # ephemerals and modals still on their way
+        self._core = None
+        await self._http.close()
+
+    async def _authenticate(self) -> None:
+        self._authenticated = False
         try:
             identity = await self.client.auth_test()
         except SlackApiError as exc:
             raise ConfigError(f"Slack rejected SLACK_BOT_TOKEN: {exc.response.get('error')}") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConfigError(
-                f"cannot reach the Slack API at {self.settings.slack_api_url} ({type(exc).__name__})"
-            ) from None
+            raise ConfigError(f"cannot reach the Slack API at {self.settings.api_url} ({type(exc).__name__})") from None
         self.bot_user_id = str(identity.get("user_id", ""))
-        if self.settings.slack_app_token is not None:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+        self.directory.grant(identity.headers.get("x-oauth-scopes") if identity.headers else None)
+        self._authenticated = True
 
-            self._socket = AsyncSocketModeHandler(self.app, self.settings.slack_app_token.get_secret_value())
-            await self._socket.connect_async()
+    async def _open_socket(self) -> None:
+        assert self.settings.app_token is not None
+        socket = CheckedSocketModeHandler(self.app, self.settings.app_token.get_secret_value())
+        self._socket = socket
+        client: Any = socket.client  # slack_sdk's Socket Mode client is not typed
+        await client.connect()
 
-    async def stop(self) -> None:
-        if self._socket is not None:
-            await self._socket.close_async()
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=10)
-        await self._http.close()
+    async def _close_socket(self) -> None:
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            client: Any = socket.client
+            await client.close()
+
+    def _require_core(self) -> Core:
+        if self._core is None:
+            raise RuntimeError("the Slack adapter is not started")
+        return self._core
+
+    # -- the door ---------------------------------------------------------------------------
+
+    def _signed(self, raw: bytes, request: web.Request) -> bool:
+        """Slack's ``v0`` signature over the exact body, within the 5-minute window."""
+        assert self._verifier is not None
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not timestamp.isdigit() or not signature:
+            return False
+        return self._verifier.is_valid(raw, timestamp, signature)
 
     async def _handle_http(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if self._verifier is not None and not self._signed(raw, request):
+            return web.json_response({"error": "invalid request"}, status=401)
+        body: dict[str, Any] | None = None
+        try:
+            body = wire.parse_body(raw, request.content_type)
+            wire.check_envelope(body)
+        except wire.NotASlackRequest as exc:
+            log.warning("refused a Slack request: %s", exc.reason)
+            return web.json_response({"error": "malformed request"}, status=400)
+        except wire.MalformedPayload as exc:
+            log.warning("ignored a malformed Slack %s: %s", describe(body), exc.reason)
+            return web.Response(status=200, text="")
         try:
             bolt_request = await to_bolt_request(request)
-        except ValueError:  # a body that is neither JSON nor a form: nobody signed that
+        except ValueError:  # defensive: the checks above let nothing through that Bolt cannot parse
             return web.json_response({"error": "malformed request"}, status=400)
         bolt_response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
-
-    # -- inbound --------------------------------------------------------------------------
-
-    def _register(self) -> None:
-        app = self.app
-        app.event("app_mention")(self._on_mention)
-        app.event("message")(self._on_message)
-        app.action(cards.APPROVE)(self._on_approve)
-        app.action(cards.REJECT)(self._on_reject)
-        app.action(cards.EDIT)(self._on_edit)
-        app.action(cards.REGENERATE)(self._on_regenerate)
-        app.view(cards.EDIT_MODAL)(self._on_edit_submit)
-        app.view(cards.REGENERATE_MODAL)(self._on_regenerate_submit)
-
-    @property
-    def core(self) -> Core:
-        assert self._core is not None, "the Slack adapter is not started"
-        return self._core
-
-    def _strip_mention(self, text: str) -> str:
-        if self.bot_user_id:
-            text = text.replace(f"<@{self.bot_user_id}>", "")
-        return text.strip()
-
-    async def _translate(self, event: dict[str, Any], body: dict[str, Any], kind: MessageKind) -> InboundMessage:
-        channel = str(event.get("channel", ""))
-        team = str(event.get("team") or body.get("team_id") or "")
-        ts = str(event.get("ts", ""))
-        if kind is MessageKind.DIRECT:
-            thread = str(event.get("thread_ts") or FLAT_DM)
-            where = "Slack · direct message"
-        else:
-            thread = str(event.get("thread_ts") or ts)
-            where = ("Slack Connect" if body.get("is_ext_shared_channel") else "Slack") + f" · <#{channel}>"
-        user = str(event.get("user", ""))
-        sent_at = datetime.fromtimestamp(float(ts), UTC) if ts else datetime.now(UTC)
-        return InboundMessage(
-            event_id=f"slack:{body.get('event_id') or ts}",
-            thread=ThreadRef("slack", team, channel, thread),
-            message_id=ts,
-            author=Author(user, f"<@{user}>"),
-            text=self._strip_mention(str(event.get("text", ""))),
-            kind=kind,
-            sent_at=sent_at,
-            attachments=tuple([await self._attachment(f) for f in event.get("files") or []]),
-            location=where,
-        )
-
-    async def _attachment(self, file: dict[str, Any]) -> Attachment:
-        content_type = str(file.get("mimetype") or "application/octet-stream")
-        size = int(file.get("size") or 0)
-        url = str(file.get("url_private") or "")
-        data = None
-        if content_type.startswith("image/") and url and 0 < size <= MAX_IMAGE_BYTES:
-            try:
-                async with httpx.AsyncClient(timeout=2) as http:  # the event is acked after this
-                    response = await http.get(
-                        url, headers={"Authorization": f"Bearer {self._token.get_secret_value()}"}
-                    )
-                if response.status_code == 200 and len(response.content) <= MAX_IMAGE_BYTES:
-                    data = response.content
-            except httpx.HTTPError as exc:
-                log.warning("could not download the image %s: %s", file.get("name"), type(exc).__name__)
-        return Attachment(str(file.get("name") or "file"), content_type, size, url, data)
-
-    def _ignored(self, event: dict[str, Any]) -> bool:
-        """Bots, edits, deletions, and the agents' own review channel are not customers."""
-        return bool(
-            event.get("bot_id")
-            or event.get("subtype") in IGNORED_SUBTYPES
-            or not event.get("user")
-            or (self.review_channel and event.get("channel") == self.review_channel)
-        )
-
-    async def _on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        if self._ignored(event):
-            return
-        await self.core.receive(await self._translate(event, body, MessageKind.MENTION))
-
-    async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        if self._ignored(event):
-            return
-        if event.get("channel_type") == "im":
-            await self.core.receive(await self._translate(event, body, MessageKind.DIRECT))
-            return
-        if self.bot_user_id and f"<@{self.bot_user_id}>" in str(event.get("text", "")):
-            return  # the app_mention event carries this one
-        thread_ts = event.get("thread_ts")
-        if not thread_ts or thread_ts == event.get("ts"):
-            return
-        message = await self._translate(event, body, MessageKind.FOLLOW_UP)
-        if await self.core.has_conversation(message.thread):
-            await self.core.receive(message)
-
-    # -- review desk: clicks --------------------------------------------------------------
-
-    async def _actor(self, user: dict[str, Any]) -> Actor:
-        user_id = str(user.get("id", ""))
-        return Actor("slack", user_id, f"<@{user_id}>", frozenset(await self._groups_of(user_id)))
-
-    async def _groups_of(self, user_id: str) -> set[str]:
-        fetched_at, groups = self._groups
-        if time.monotonic() - fetched_at > GROUPS_TTL:
-            try:
-                response = await self.client.usergroups_list(include_users=True)
-                groups = {str(g["id"]): set(g.get("users") or []) for g in response.get("usergroups") or []}
-            except SlackApiError as exc:
-                log.info(
-                    "user groups unavailable (%s); approver lists use user ids only",
-                    exc.response.get("error"),
-                )
-                groups = {}
-            self._groups = (time.monotonic(), groups)
-        return {group for group, members in groups.items() if user_id in members}
-
-    async def _decide(
-        self, body: dict[str, Any], action: DecisionAction, channel: str | None = None, **extra: Any
-    ) -> None:
-        draft_id = str(extra.pop("draft_id", None) or body["actions"][0]["value"])
-        actor = await self._actor(body.get("user") or {})
-        outcome = await self.core.decide(ReviewDecision(draft_id=draft_id, action=action, actor=actor, **extra))
-        channel = channel or (body.get("container") or {}).get("channel_id") or self.review_channel
-        if outcome.message and channel:
-            try:
-                await self.client.chat_postEphemeral(channel=channel, user=actor.id, text=outcome.message)
-            except SlackApiError as exc:
-                log.warning("could not tell %s the outcome: %s", actor.id, exc.response.get("error"))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Work after an ack: Slack's 3-second budget is for the ack alone."""
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _on_approve(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        self._spawn(self._decide(body, DecisionAction.APPROVE))
-
-    async def _on_reject(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        self._spawn(self._decide(body, DecisionAction.REJECT))
-
-    async def _on_edit(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        self._spawn(self._open_edit_modal(body))
-
-    async def _open_edit_modal(self, body: dict[str, Any]) -> None:
-        draft_id = str(body["actions"][0]["value"])
-        form = await self.core.edit_form(draft_id)
-        channel = str((body.get("container") or {}).get("channel_id") or self.review_channel or "")
-        if form is None:
-            return
-        await self.client.views_open(
-            trigger_id=body["trigger_id"],
-            view=cards.edit_modal(draft_id, form.text, form.refund_amount, channel),
-        )
-
-    async def _on_regenerate(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        self._spawn(self._open_regenerate_modal(body))
-
-    async def _open_regenerate_modal(self, body: dict[str, Any]) -> None:
-        channel = str((body.get("container") or {}).get("channel_id") or self.review_channel or "")
-        await self.client.views_open(
-            trigger_id=body["trigger_id"],
-            view=cards.regenerate_modal(str(body["actions"][0]["value"]), channel),
-        )
-
-    @staticmethod
-    def _modal_value(view: dict[str, Any], block: str, action: str) -> str | None:
-        value = ((view.get("state") or {}).get("values") or {}).get(block, {}).get(action, {}).get("value")
-        return None if value is None else str(value)
-
-    async def _on_edit_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        text = (self._modal_value(view, "draft_block", "draft_input") or "").strip()
-        if not text:
-            await ack(response_action="errors", errors={"draft_block": "The reply cannot be empty."})
-            return
-        await ack()
-        meta = json.loads(view.get("private_metadata") or "{}")
-        self._spawn(
-            self._decide(
-                body,
-                DecisionAction.EDIT,
-                channel=meta.get("channel"),
-                draft_id=meta.get("draft_id"),
-                edited_text=text,
-                refund_amount=self._modal_value(view, "refund_block", "refund_input"),
-            )
-        )
-
-    async def _on_regenerate_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        await ack()
-        meta = json.loads(view.get("private_metadata") or "{}")
-        self._spawn(
-            self._decide(
-                body,
-                DecisionAction.REGENERATE,
-                channel=meta.get("channel"),
-                draft_id=meta.get("draft_id"),
-                instruction=self._modal_value(view, "instruction_block", "instruction_input"),
-            )
-        )
-
-    # -- ReviewDesk -----------------------------------------------------------------------
-
-    async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
-        assert self.review_channel
-        response = await self.client.chat_postMessage(
-            channel=self.review_channel,
-            text=cards.card_fallback_text(card),
-            blocks=cards.card_blocks(card),
-            metadata={"event_type": "supportbot_card", "event_payload": {"key": idempotency_key}},
-        )
-        return f"{response['channel']}:{response['ts']}"
-
-    async def find_card(self, idempotency_key: str) -> str | None:
-        return None
-
-    async def update_card(self, ref: str, card: ReviewCard) -> None:
-        channel, ts = ref.split(":", 1)
-        await self.client.chat_update(
-            channel=channel, ts=ts, text=cards.card_fallback_text(card), blocks=cards.card_blocks(card)
-        )
-
-    async def post_notice(self, text: str) -> None:
-        if self.review_channel:
-            await self.client.chat_postMessage(channel=self.review_channel, text=text)
-
-    # -- CustomerChannel ------------------------------------------------------------------
-
-    platform = "slack"
-
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
-        response = await self.client.chat_postMessage(
-            channel=thread.channel,
-            thread_ts=None if thread.thread == FLAT_DM else thread.thread,
-            text=_safe_reply(to_mrkdwn(text)),  # the model writes Markdown; Slack reads mrkdwn
-            unfurl_links=False,
-            metadata={"event_type": "supportbot_reply", "event_payload": {"key": idempotency_key}},
-        )
-        if thread.thread != FLAT_DM:
-            with contextlib.suppress(SlackApiError):  # the answer is there: the "being reviewed" marker goes
-                await self.client.reactions_remove(
-                    channel=thread.channel, timestamp=thread.thread, name=PENDING_REACTION
-                )
-        return str(response["ts"])
-
-    async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
-        if thread.thread == FLAT_DM:
-            response = await self.client.conversations_history(
-                channel=thread.channel, include_all_metadata=True, limit=100
-            )
-        else:
-            response = await self.client.conversations_replies(
-                channel=thread.channel, ts=thread.thread, include_all_metadata=True, limit=200
-            )
-        for message in response.get("messages") or []:
-            payload = (message.get("metadata") or {}).get("event_payload") or {}
-            if payload.get("key") == idempotency_key:
-                return str(message.get("ts"))
-        return None
-
-    async def show_pending(self, thread: ThreadRef) -> None:
-        if thread.thread == FLAT_DM:
-            return
-        try:
-            await self.client.reactions_add(channel=thread.channel, timestamp=thread.thread, name=PENDING_REACTION)
-        except SlackApiError as exc:
-            if exc.response.get("error") != "already_reacted":
-                raise

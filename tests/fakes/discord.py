@@ -195,6 +195,8 @@ class FakeDiscord:
         self.nonce_window_seconds = nonce_window_seconds
         self.calls: list[RecordedCall] = []
         self.identifies: list[JSON] = []
+        #: When set, READY waits until the event is set (a gateway that is slow to get ready).
+        self.ready_gate: asyncio.Event | None = None
         self.dispatched: list[JSON] = []
         self.channels: dict[str, JSON] = {}
         self.messages: dict[str, JSON] = {}
@@ -216,6 +218,7 @@ class FakeDiscord:
             ("GET", re.compile(r"/gateway/bot"), self._get_gateway_bot),
             ("GET", re.compile(r"/channels/(?P<channel>\d+)"), self._get_channel),
             ("POST", re.compile(r"/channels/(?P<channel>\d+)/messages"), self._create_message),
+            ("GET", re.compile(r"/channels/(?P<channel>\d+)/messages"), self._get_messages),
             ("GET", re.compile(r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)"), self._get_message),
             (
                 "PATCH",
@@ -361,6 +364,12 @@ class FakeDiscord:
     @property
     def connected(self) -> bool:
         return any(not s.ws.closed for s in self._sessions)
+
+    async def drop_gateway(self, code: int = 4000, reason: str = "Unknown error.") -> None:
+        """Close every gateway session with ``code`` (4000 "unknown error" by default), as
+        Discord does when something went wrong on its side."""
+        for session in list(self._sessions):
+            await session.ws.close(code=code, message=reason.encode())
 
     async def dispatch(self, event: str, data: JSON) -> None:
         """Send a DISPATCH (op 0) to every identified gateway session."""
@@ -682,6 +691,34 @@ class FakeDiscord:
             return _json({"message": "Unknown Channel", "code": 10003}, 404)
         return _json(channel)
 
+    async def _get_messages(self, request: web.Request, match: re.Match[str], body: Any) -> web.Response:
+        """GET /channels/{id}/messages: newest first, ``limit`` 1-100 (default 50), paged with
+        ``before`` / ``after``. Like Discord, fetched messages carry no ``nonce`` (only the
+        create answer and the gateway's MESSAGE_CREATE do)."""
+        channel_id = match["channel"]
+        if channel_id not in self.channels:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        try:
+            limit = int(request.query.get("limit", "50"))
+            before = int(request.query["before"]) if "before" in request.query else None
+            after = int(request.query["after"]) if "after" in request.query else None
+        except ValueError:
+            return _json({"message": "Invalid Form Body", "code": 50035}, 400)
+        if not 1 <= limit <= 100:
+            return _json({"message": "Invalid Form Body", "code": 50035}, 400)
+        found = [
+            m
+            for m in self.messages.values()
+            if m["channel_id"] == channel_id
+            and (before is None or int(m["id"]) < before)
+            and (after is None or int(m["id"]) > after)
+        ]
+        found.sort(key=lambda m: int(m["id"]), reverse=after is None)
+        page = found[:limit]
+        if after is not None:
+            page.reverse()
+        return _json([{k: v for k, v in _public(m).items() if k != "nonce"} for m in page])
+
     async def _get_message(self, request: web.Request, match: re.Match[str], body: Any) -> web.Response:
         message = self.messages.get(match["message"])
         if message is None or message["channel_id"] != match["channel"]:
@@ -886,6 +923,8 @@ class FakeDiscord:
         return ws
 
     async def _ready(self, session: _Session) -> None:
+        if self.ready_gate is not None:
+            await self.ready_gate.wait()  # a slow start-up: READY only once the test opens the gate
         ready = {
             "v": 10,
             "user": {**BOT_USER.payload(), "verified": True, "mfa_enabled": False, "flags": 0},

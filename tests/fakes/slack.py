@@ -29,7 +29,7 @@ from aiohttp import web
 
 from tests.fakes.slack_payloads import next_ts, observe_ts
 
-__all__ = ["FakeSlack", "SlackCall", "WebhookPost", "validate_blocks", "validate_view"]
+__all__ = ["EMAIL_SCOPES", "FakeSlack", "SlackCall", "WebhookPost", "validate_blocks", "validate_view"]
 
 JSON: TypeAlias = dict[str, Any]
 
@@ -79,10 +79,14 @@ _ELEMENT_TYPES = {
     "users_select",
     "workflow_button",
 }
+#: The bot token's scopes by default: what ``deploy/slack-manifest.yaml`` asks for (plus a few
+#: read scopes), so no ``users:read`` / ``users:read.email``: add them to ``FakeSlack.scopes`` for a
+#: workspace installed from ``deploy/slack-manifest-email-match.yaml``.
 _SCOPES = (
     "app_mentions:read,channels:history,groups:history,im:history,chat:write,reactions:write,"
-    "users:read,users:read.email,channels:read,groups:read,usergroups:read,im:write"
+    "channels:read,groups:read,usergroups:read,im:write,files:read"
 )
+EMAIL_SCOPES = frozenset({"users:read", "users:read.email"})
 
 
 @dataclass
@@ -353,6 +357,9 @@ class FakeSlack:
       ``warning: metadata_too_large`` (what Slack does); True: the call fails with that error.
     * ``strict`` – True: ``reactions.add``/``chat.getPermalink`` on unknown messages fail with
       ``message_not_found``, and ``users.info`` on unknown users with ``user_not_found``.
+    * ``scopes`` – the bot token's OAuth scopes (sent back in ``x-oauth-scopes``). Without
+      ``users:read.email``, ``users.info`` leaves ``profile.email`` out, as Slack does; without
+      ``users:read`` it fails with ``missing_scope``.
     """
 
     def __init__(
@@ -373,6 +380,7 @@ class FakeSlack:
         self.app_id = app_id
         self.team_domain = team_domain
         self.strict = strict
+        self.scopes: set[str] = set(_SCOPES.split(","))
         self.strict_metadata = False
         self.max_text_length = 40_000
         self.max_blocks_text = 13_200
@@ -532,6 +540,10 @@ class FakeSlack:
             return stored
         return [m for m in stored if m["ts"] == thread_ts or m.get("thread_ts") == thread_ts]
 
+    def clear_faults(self) -> None:
+        """Forget every fault still pending from :meth:`fail_next`."""
+        self._faults.clear()
+
     def find_message(self, channel: str, ts: str) -> JSON | None:
         return next((m for m in self._messages.get(channel, []) if m["ts"] == ts), None)
 
@@ -686,7 +698,7 @@ class FakeSlack:
         call = SlackCall(method, params, dict(request.headers), request.method)
         self.calls.append(call)
 
-        headers = {"x-oauth-scopes": _SCOPES, "x-accepted-oauth-scopes": ""}
+        headers = {"x-oauth-scopes": ",".join(sorted(self.scopes)), "x-accepted-oauth-scopes": ""}
         status = 200
         try:
             self._check_auth(request, params)
@@ -1121,12 +1133,16 @@ class FakeSlack:
         return {"channel": {"id": channel}}
 
     def _user_json(self, user_id: str, include_locale: bool) -> JSON:
-        user = {k: v for k, v in self.users[user_id].items() if k != "_locale"}
+        user = _copy({k: v for k, v in self.users[user_id].items() if k != "_locale"})
+        if "users:read.email" not in self.scopes:
+            user["profile"].pop("email", None)
         if include_locale:
             user["locale"] = self.users[user_id]["_locale"]
         return _copy(user)
 
     def _users_info(self, params: JSON) -> JSON:
+        if "users:read" not in self.scopes:
+            raise _SlackError("missing_scope")
         user_id = params.get("user")
         if not isinstance(user_id, str) or not user_id:
             raise _SlackError("user_not_found")
@@ -1137,6 +1153,8 @@ class FakeSlack:
         return {"user": self._user_json(user_id, _truthy(params.get("include_locale")))}
 
     def _lookup_by_email(self, params: JSON) -> JSON:
+        if "users:read.email" not in self.scopes:
+            raise _SlackError("missing_scope")
         email = params.get("email")
         for user_id, user in self.users.items():
             if email and user["profile"].get("email") == email:

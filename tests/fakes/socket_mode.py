@@ -244,6 +244,12 @@ class SocketModeSlack(FakeSlack):
             }
         )
 
+    async def drop_connections(self) -> None:
+        """Close every open socket from Slack's side (a network cut, a Slack restart)."""
+        for connection in self.connections:
+            if not connection.ws.closed:
+                await connection.ws.close()
+
     def acked(self, envelope_id: str) -> list[JSON]:
         return [a for a in self.acks if a.get("envelope_id") == envelope_id]
 

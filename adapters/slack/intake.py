@@ -1,0 +1,165 @@
+"""Customer messages from Slack: the listeners, and the middleware that drops what is no
+customer's message (bots, edits, deletions, the agents' own review channel) before any
+listener runs, the way Bolt's ``ignoring_self_events`` middleware does.
+
+A message event is acknowledged once the core has stored it (Bolt runs with
+``process_before_response``), so anything the bot could not keep is retried by Slack. A
+payload that is malformed is a :class:`adapters.slack.wire.MalformedPayload`, answered 200 by
+the app's error handler (:mod:`adapters.slack.review`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+
+from adapters.slack import wire
+from adapters.slack.directory import SlackDirectory
+from bot.events import Attachment, Author, InboundMessage, MessageKind, ThreadRef
+from bot.ports import Core
+
+log = logging.getLogger(__name__)
+
+#: A direct message's conversation when it is not in a thread (Slack DMs are flat).
+FLAT_DM = "-"
+IGNORED_SUBTYPES = frozenset(
+    {
+        "message_changed",
+        "message_deleted",
+        "bot_message",
+        "channel_join",
+        "channel_leave",
+        "message_replied",
+    }
+)
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+#: Downloading an image happens before the ack: it is bounded by this.
+IMAGE_TIMEOUT = 2.0
+
+
+def ignored_reason(event: dict[str, Any], review_channel: str | None) -> str | None:
+    """Why an event is not a customer's message, or None when it is one."""
+    if event.get("type") not in ("message", "app_mention"):
+        return None
+    if event.get("bot_id"):
+        return "a bot's message"
+    if event.get("subtype") in IGNORED_SUBTYPES:
+        return f"a {event.get('subtype')} event"
+    if not event.get("user"):
+        return "no user"
+    if review_channel and event.get("channel") == review_channel:
+        return "the review channel"
+    return None
+
+
+def ignore_non_customers(review_channel: str | None) -> Callable[..., Awaitable[BoltResponse | None]]:
+    """A global Bolt middleware: ignored events are acknowledged (200) and go no further."""
+
+    async def ignore_non_customers(body: dict[str, Any], next_: Callable[[], Awaitable[None]]) -> BoltResponse | None:
+        event = body.get("event")
+        if body.get("type") == "event_callback" and isinstance(event, dict):
+            reason = ignored_reason(event, review_channel)
+            if reason is not None:
+                log.debug("ignored Slack event %s: %s", body.get("event_id"), reason)
+                return BoltResponse(status=200, body="")
+        await next_()
+        return None
+
+    return ignore_non_customers
+
+
+class SlackIntake:
+    """Translates customer events into :class:`InboundMessage` for the core."""
+
+    def __init__(
+        self,
+        *,
+        core: Callable[[], Core],
+        directory: SlackDirectory,
+        token: SecretStr,
+        bot_user_id: Callable[[], str],
+    ) -> None:
+        self._core = core
+        self._directory = directory
+        self._token = token
+        self._bot_user_id = bot_user_id
+
+    def register(self, app: AsyncApp, review_channel: str | None) -> None:
+        app.middleware(ignore_non_customers(review_channel))
+        app.event("app_mention")(self.on_mention)
+        app.event("message")(self.on_message)
+
+    async def on_mention(self, body: dict[str, Any]) -> None:
+        envelope = wire.parse_event_callback(body)
+        event = wire.parse_message_event(envelope["event"])
+        await self._core().receive(await self.translate(envelope, event, MessageKind.MENTION))
+
+    async def on_message(self, body: dict[str, Any]) -> None:
+        envelope = wire.parse_event_callback(body)
+        event = wire.parse_message_event(envelope["event"])
+        core = self._core()
+        if event.get("channel_type") == "im":
+            await core.receive(await self.translate(envelope, event, MessageKind.DIRECT))
+            return
+        bot = self._bot_user_id()
+        if bot and f"<@{bot}>" in event["text"]:
+            return  # the app_mention event carries this one
+        thread_ts = event.get("thread_ts")
+        if not thread_ts or thread_ts == event["ts"]:
+            return
+        message = await self.translate(envelope, event, MessageKind.FOLLOW_UP)
+        if await core.has_conversation(message.thread):
+            await core.receive(message)
+
+    def _strip_mention(self, text: str) -> str:
+        bot = self._bot_user_id()
+        if bot:
+            text = text.replace(f"<@{bot}>", "")
+        return text.strip()
+
+    async def translate(
+        self, envelope: wire.EventCallback, event: wire.MessageEvent, kind: MessageKind
+    ) -> InboundMessage:
+        channel = event["channel"]
+        team = event.get("team") or envelope["team_id"]
+        ts = event["ts"]
+        if kind is MessageKind.DIRECT:
+            thread = event.get("thread_ts") or FLAT_DM
+            where = "Slack · direct message"
+        else:
+            thread = event.get("thread_ts") or ts
+            where = ("Slack Connect" if envelope["is_ext_shared_channel"] else "Slack") + f" · <#{channel}>"
+        user = event["user"]
+        return InboundMessage(
+            event_id=f"slack:{envelope['event_id'] or ts}",
+            thread=ThreadRef("slack", team, channel, thread),
+            message_id=ts,
+            author=Author(user, f"<@{user}>", await self._directory.email_of(user)),
+            text=self._strip_mention(event["text"]),
+            kind=kind,
+            sent_at=datetime.fromtimestamp(float(ts), UTC),
+            attachments=tuple([await self._attachment(f) for f in event["files"]]),
+            location=where,
+        )
+
+    async def _attachment(self, file: wire.FileObject) -> Attachment:
+        content_type, size, url = file["mimetype"], file["size"], file["url_private"]
+        data = None
+        if content_type.startswith("image/") and url and 0 < size <= MAX_IMAGE_BYTES:
+            try:
+                async with httpx.AsyncClient(timeout=IMAGE_TIMEOUT) as http:  # the event is acked after this
+                    response = await http.get(
+                        url, headers={"Authorization": f"Bearer {self._token.get_secret_value()}"}
+                    )
+                if response.status_code == 200 and len(response.content) <= MAX_IMAGE_BYTES:
+                    data = response.content
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                log.warning("could not download the image %s: %s", file["name"], type(exc).__name__)
+        return Attachment(file["name"], content_type, size, url, data)

@@ -1,0 +1,126 @@
+"""What the bot posts in Slack: approved replies in customer threads (the
+:class:`bot.ports.CustomerChannel` port) and review cards (the :class:`bot.ports.ReviewDesk`
+port).
+
+Replies and cards both carry their idempotency key in message metadata (``supportbot_reply`` /
+``supportbot_card``), so after a crash the core can ask whether the post already happened:
+:meth:`SlackOutbound.find_reply` reads the thread, :meth:`SlackOutbound.find_card` the review
+channel's recent history, both with ``include_all_metadata``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import cards, wire
+from adapters.slack.intake import FLAT_DM
+from adapters.slack.mrkdwn import to_mrkdwn
+from bot.events import ThreadRef
+from bot.ports import ReviewCard
+
+PENDING_REACTION = "eyes"
+REPLY_EVENT = "supportbot_reply"
+CARD_EVENT = "supportbot_card"
+#: How far back :meth:`SlackOutbound.find_card` looks: pages of 100 messages of the review channel.
+CARD_SEARCH_PAGES = 3
+
+
+def safe_reply(text: str) -> str:
+    """A model's text can never ping a channel or a group from the bot's account."""
+    return re.sub(r"<!(channel|here|everyone|subteam\^[^>]*)>", r"@\1", text).replace("<!", "&lt;!")
+
+
+class SlackOutbound:
+    """Posts replies and cards through one Web API client."""
+
+    platform = "slack"
+    name = "slack"
+
+    def __init__(self, client: AsyncWebClient, review_channel: str | None) -> None:
+        self._client = client
+        self.review_channel = review_channel
+
+    # -- CustomerChannel --------------------------------------------------------------------
+
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+        response = await self._client.chat_postMessage(
+            channel=thread.channel,
+            thread_ts=None if thread.thread == FLAT_DM else thread.thread,
+            text=safe_reply(to_mrkdwn(text)),  # the model writes Markdown; Slack reads mrkdwn
+            unfurl_links=False,
+            metadata={"event_type": REPLY_EVENT, "event_payload": {"key": idempotency_key}},
+        )
+        if thread.thread != FLAT_DM:
+            with contextlib.suppress(SlackApiError):  # the answer is there: the "being reviewed" marker goes
+                await self._client.reactions_remove(
+                    channel=thread.channel, timestamp=thread.thread, name=PENDING_REACTION
+                )
+        return str(response["ts"])
+
+    async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
+        if thread.thread == FLAT_DM:
+            response = await self._client.conversations_history(
+                channel=thread.channel, include_all_metadata=True, limit=100
+            )
+        else:
+            response = await self._client.conversations_replies(
+                channel=thread.channel, ts=thread.thread, include_all_metadata=True, limit=200
+            )
+        for message in response.get("messages") or []:
+            if wire.metadata_key_of(message, REPLY_EVENT) == idempotency_key:
+                return str(message.get("ts"))
+        return None
+
+    async def show_pending(self, thread: ThreadRef) -> None:
+        if thread.thread == FLAT_DM:
+            return
+        try:
+            await self._client.reactions_add(channel=thread.channel, timestamp=thread.thread, name=PENDING_REACTION)
+        except SlackApiError as exc:
+            if exc.response.get("error") != "already_reacted":
+                raise
+
+    # -- ReviewDesk -------------------------------------------------------------------------
+
+    def _channel(self) -> str:
+        if not self.review_channel:
+            raise RuntimeError("no Slack review channel is configured (SLACK_REVIEW_CHANNEL)")
+        return self.review_channel
+
+    async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
+        response = await self._client.chat_postMessage(
+            channel=self._channel(),
+            text=cards.card_fallback_text(card),
+            blocks=cards.card_blocks(card),
+            metadata={"event_type": CARD_EVENT, "event_payload": {"key": idempotency_key}},
+        )
+        return f"{response['channel']}:{response['ts']}"
+
+    async def find_card(self, idempotency_key: str) -> str | None:
+        channel = self._channel()
+        cursor = ""
+        for _ in range(CARD_SEARCH_PAGES):
+            response = await self._client.conversations_history(
+                channel=channel, include_all_metadata=True, limit=100, cursor=cursor or None
+            )
+            for message in response.get("messages") or []:
+                if wire.metadata_key_of(message, CARD_EVENT) == idempotency_key:
+                    return f"{channel}:{message['ts']}"
+            cursor = str((response.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                break
+        return None
+
+    async def update_card(self, ref: str, card: ReviewCard) -> None:
+        channel, ts = ref.split(":", 1)
+        await self._client.chat_update(
+            channel=channel, ts=ts, text=cards.card_fallback_text(card), blocks=cards.card_blocks(card)
+        )
+
+    async def post_notice(self, text: str) -> None:
+        if self.review_channel:
+            await self._client.chat_postMessage(channel=self.review_channel, text=text)

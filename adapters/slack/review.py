@@ -1,0 +1,251 @@
+"""The review desk's input side in Slack: card clicks, modal submissions, and the app's one
+error handler.
+
+A click is **decided before its ack**: the Approve/Reject handler awaits
+:meth:`bot.ports.Core.decide` for at most :data:`DECIDE_TIMEOUT` seconds, then acks. When the
+decision could not be recorded (an error, or no answer in time) the clicker is told at once,
+ephemerally, "could not record your decision, please click again", and the card stays as it is,
+which is the truth. A modal submission follows the same rule and, on failure, answers with
+``response_action: errors`` so the modal stays open and says why.
+
+Work after the ack (the ephemeral outcome, ``views.open`` for Edit and Regenerate) runs as a Bolt
+*lazy listener*; each one logs its own failure with the draft id and the user, so nothing ends as
+an unobserved task. Listener and middleware errors reach :meth:`SlackReview.on_error`
+(``app.error``): a malformed payload is answered 200 and logged once with its reason; any other
+error is logged with its context and keeps Bolt's 500, so Slack retries an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import cards, wire
+from adapters.slack.directory import SlackDirectory
+from bot.events import Actor, DecisionAction, ReviewDecision
+from bot.ports import Core, DecisionOutcome
+
+log = logging.getLogger(__name__)
+
+#: How long a click waits for the core's decision before its ack (Slack allows 3 s in all).
+DECIDE_TIMEOUT = 2.0
+#: The edit form is loaded before ``views.open``, whose trigger expires 3 s after the click.
+EDIT_FORM_TIMEOUT = 2.0
+COULD_NOT_RECORD = "Could not record your decision, please click again."
+COULD_NOT_RECORD_FORM = "Could not record your decision, please submit again."
+#: The context key a handler leaves for the lazy listener that tells the clicker.
+TELL = "supportbot_tell"
+
+
+class SlackReview:
+    """Card clicks and modal submissions become :class:`ReviewDecision` s for the core."""
+
+    def __init__(
+        self,
+        *,
+        core: Callable[[], Core],
+        client: AsyncWebClient,
+        directory: SlackDirectory,
+        review_channel: str | None,
+        decide_timeout: float = DECIDE_TIMEOUT,
+    ) -> None:
+        self._core = core
+        self._client = client
+        self._directory = directory
+        self._review_channel = review_channel or ""
+        self._decide_timeout = decide_timeout
+
+    def register(self, app: AsyncApp) -> None:
+        app.action(cards.APPROVE)(ack=self.approve, lazy=[self.tell_clicker])
+        app.action(cards.REJECT)(ack=self.reject, lazy=[self.tell_clicker])
+        app.action(cards.EDIT)(ack=self.ack_click, lazy=[self.open_edit_modal])
+        app.action(cards.REGENERATE)(ack=self.ack_click, lazy=[self.open_regenerate_modal])
+        app.view(cards.EDIT_MODAL)(ack=self.submit_edit, lazy=[self.tell_clicker])
+        app.view(cards.REGENERATE_MODAL)(ack=self.submit_regenerate, lazy=[self.tell_clicker])
+        app.error(self.on_error)
+
+    # -- clicks -----------------------------------------------------------------------------
+
+    async def approve(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        await self._click(ack, body, context, DecisionAction.APPROVE)
+
+    async def reject(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        await self._click(ack, body, context, DecisionAction.REJECT)
+
+    async def _click(
+        self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext, action: DecisionAction
+    ) -> None:
+        click = wire.parse_block_actions(body)
+        user, draft_id = click["user"]["id"], click["actions"][0]["value"]
+        channel = click["channel_id"] or self._review_channel
+        outcome = await self._decide(user, draft_id, lambda actor: ReviewDecision(draft_id, action, actor))
+        await ack()
+        self._leave_message(context, outcome, channel, user, draft_id, COULD_NOT_RECORD)
+
+    async def ack_click(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        wire.parse_block_actions(body)  # a malformed click is answered by on_error
+        await ack()
+
+    async def _decide(
+        self, user: str, draft_id: str, decision: Callable[[Actor], ReviewDecision]
+    ) -> DecisionOutcome | None:
+        """The core's outcome, or None when the decision could not be recorded in time (the
+        clicker's groups are looked up within the same bound)."""
+
+        async def run() -> DecisionOutcome:
+            actor = Actor("slack", user, f"<@{user}>", await self._directory.groups_of(user))
+            return await self._core().decide(decision(actor))
+
+        try:
+            return await asyncio.wait_for(run(), self._decide_timeout)
+        except TimeoutError:
+            log.error(
+                "the decision of %s on draft %s was not recorded within %.1f s", user, draft_id, self._decide_timeout
+            )
+        except Exception:
+            log.exception("the decision of %s on draft %s could not be recorded", user, draft_id)
+        return None
+
+    @staticmethod
+    def _leave_message(
+        context: AsyncBoltContext,
+        outcome: DecisionOutcome | None,
+        channel: str,
+        user: str,
+        draft_id: str,
+        failure: str,
+    ) -> None:
+        text = failure if outcome is None else outcome.message
+        if text and channel:
+            context[TELL] = {"channel": channel, "user": user, "text": text, "draft_id": draft_id}
+
+    async def tell_clicker(self, context: AsyncBoltContext) -> None:
+        """Lazy: the ephemeral outcome ("already approved by @x"), after the ack."""
+        tell = context.get(TELL)
+        if not isinstance(tell, dict):
+            return
+        try:
+            await self._client.chat_postEphemeral(channel=tell["channel"], user=tell["user"], text=tell["text"])
+        except Exception as exc:
+            error = exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
+            log.warning(
+                "could not tell %s the outcome on draft %s (%r): %s",
+                tell["user"],
+                tell["draft_id"],
+                tell["text"],
+                error,
+            )
+
+    # -- modals -----------------------------------------------------------------------------
+
+    async def open_edit_modal(self, body: dict[str, Any]) -> None:
+        """Lazy: load the edit form and open the modal (the trigger lives 3 s)."""
+        click = wire.parse_block_actions(body)
+        user, draft_id = click["user"]["id"], click["actions"][0]["value"]
+        try:
+            form = await asyncio.wait_for(self._core().edit_form(draft_id), EDIT_FORM_TIMEOUT)
+            if form is None:
+                await self._client.chat_postEphemeral(
+                    channel=click["channel_id"] or self._review_channel,
+                    user=user,
+                    text="This draft can no longer be edited.",
+                )
+                return
+            channel = click["channel_id"] or self._review_channel
+            await self._client.views_open(
+                trigger_id=click["trigger_id"], view=cards.edit_modal(draft_id, form.text, form.refund_amount, channel)
+            )
+        except Exception:
+            log.exception("could not open the edit form of draft %s for %s", draft_id, user)
+
+    async def open_regenerate_modal(self, body: dict[str, Any]) -> None:
+        """Lazy: open the Regenerate modal."""
+        click = wire.parse_block_actions(body)
+        user, draft_id = click["user"]["id"], click["actions"][0]["value"]
+        try:
+            await self._client.views_open(
+                trigger_id=click["trigger_id"],
+                view=cards.regenerate_modal(draft_id, click["channel_id"] or self._review_channel),
+            )
+        except Exception:
+            log.exception("could not open the regenerate form of draft %s for %s", draft_id, user)
+
+    async def submit_edit(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        submitted = wire.parse_view_submission(body)
+        values = submitted["values"]
+        text = (values.get("draft_block", {}).get("draft_input") or "").strip()
+        if not text:
+            await ack(response_action="errors", errors={"draft_block": "The reply cannot be empty."})
+            return
+        refund = values.get("refund_block", {}).get("refund_input")
+        await self._submit(
+            ack,
+            context,
+            submitted,
+            "draft_block",
+            lambda actor: ReviewDecision(
+                submitted["metadata"]["draft_id"], DecisionAction.EDIT, actor, edited_text=text, refund_amount=refund
+            ),
+        )
+
+    async def submit_regenerate(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        submitted = wire.parse_view_submission(body)
+        instruction = submitted["values"].get("instruction_block", {}).get("instruction_input")
+        await self._submit(
+            ack,
+            context,
+            submitted,
+            "instruction_block",
+            lambda actor: ReviewDecision(
+                submitted["metadata"]["draft_id"], DecisionAction.REGENERATE, actor, instruction=instruction
+            ),
+        )
+
+    async def _submit(
+        self,
+        ack: AsyncAck,
+        context: AsyncBoltContext,
+        submitted: wire.ViewSubmission,
+        block: str,
+        decision: Callable[[Actor], ReviewDecision],
+    ) -> None:
+        user = submitted["user"]["id"]
+        outcome = await self._decide(user, submitted["metadata"]["draft_id"], decision)
+        if outcome is None:
+            await ack(response_action="errors", errors={block: COULD_NOT_RECORD_FORM})
+            return
+        await ack()
+        meta = submitted["metadata"]
+        self._leave_message(context, outcome, meta["channel"] or self._review_channel, user, meta["draft_id"], "")
+
+    # -- errors -----------------------------------------------------------------------------
+
+    async def on_error(self, error: Exception, body: Any) -> BoltResponse | None:
+        """``app.error``: a malformed payload is ignored with a 200; anything else keeps Bolt's
+        500 (Slack retries an event) and is logged with what the request was about."""
+        if isinstance(error, wire.MalformedPayload):
+            log.warning("ignored a malformed Slack %s: %s", describe(body), error.reason)
+            return BoltResponse(status=200, body="")
+        log.error("handling a Slack %s failed: %s", describe(body), error, exc_info=error)
+        return None
+
+
+def describe(body: Any) -> str:
+    """A short, secret-free description of a request for the logs."""
+    if not isinstance(body, dict):
+        return "request"
+    kind = str(body.get("type") or "request")
+    if kind == "event_callback":
+        event = body.get("event")
+        event_type = event.get("type") if isinstance(event, dict) else None
+        return f"event {body.get('event_id', '?')} ({event_type})"
+    user = body.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    return f"{kind} from {user_id or '?'}"
