@@ -17,23 +17,11 @@ from bot.store import create_engine
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention, block_actions
-from tests.harness import CUSTOMER_CHANNEL, KIMI_KEY, REVIEW_CHANNEL, SLACK_TOKEN, draft_id_of, sample_orders
+from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, draft_id_of, sample_orders
 from tests.processes import BotProcess, poll, seed_orders
 from tools.orders import order_refunds_table
 
 RECOVERY_SECONDS = 20.0
-
-
-@pytest.fixture
-async def kimi() -> AsyncIterator[FakeKimi]:
-    async with FakeKimi(api_key=KIMI_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(bot_token=SLACK_TOKEN) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -13,12 +13,10 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +36,8 @@ from tests.harness import (
     SLACK_TOKEN,
     card_text,
     draft_id_of,
-    sample_orders,
 )
+from tests.processes import free_port, poll, seed_orders
 
 BIN = Path(sys.executable).parent
 SUPPORTBOT = str(BIN / "supportbot")
@@ -257,36 +255,7 @@ class CanaryRun:
     sent_elsewhere: str  # every Slack call's parameters and every Kimi request body
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
-
-async def poll(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def seed_orders(database_url: str, path: Path) -> None:
-    """The shop's orders, loaded in-process (``orders import`` has its own test; a second
-    subprocess here would only cost time)."""
-    from bot.store import create_engine, upgrade_database
-    from tools import import_orders
-
-    path.write_text("\n".join(json.dumps(row) for row in sample_orders()) + "\n")
-    engine = create_engine(database_url)
-    try:
-        await upgrade_database(engine)
-        await import_orders(engine, path)
-    finally:
-        await engine.dispose()
 
 
 async def drive_canary(home: Path) -> CanaryRun:
