@@ -71,7 +71,7 @@ async def test_killed_while_the_model_is_thinking_the_draft_is_written_after_the
 ) -> None:
     kimi.script(Hang(60))
     await ask(bot, "where is my order #W2611340?")
-    await poll(lambda: kimi.requests, "the model call")
+    await poll(lambda: [r for r in kimi.requests if r.path.endswith("/chat/completions")], "the model call")
     started = await restart(bot)
 
     [card] = await poll(bot.cards, "the card after the restart", timeout=RECOVERY_SECONDS)

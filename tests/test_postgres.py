@@ -17,10 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import Supportbot
-from tests.fakes.kimi import FakeKimi
+from tests.fakes.kimi import FakeKimi, Hang
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions
-from tests.harness import REVIEW_CHANNEL, SIGNING_SECRET, Harness, draft_id_of, settings_for
+from tests.harness import REVIEW_CHANNEL, SIGNING_SECRET, Harness, card_text, draft_id_of, settings_for, wait_until
 
 SERVER = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL", "")
 pytestmark = pytest.mark.skipif(not SERVER, reason="set SUPPORTBOT_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
@@ -70,10 +70,34 @@ async def test_two_instances_share_the_work_and_post_once(
         for instance in instances:
             assert instance.core is not None
             await instance.core.settle(5)
-            await instance.dispatcher.deliver_due()
-        await asyncio.sleep(0.5)
         assert len(first.replies(thread_ts)) == 1
         assert len(first.cards()) == 1
     finally:
         for instance in instances:
             await instance.stop()
+
+
+async def test_work_an_instance_dropped_mid_draft_is_finished_by_the_other_once_its_lease_expires(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
+) -> None:
+    settings = settings_for(tmp_path, kimi, slack, database_url=database, work_lease_seconds=1.0, sweep_seconds=0.2)
+    dying, survivor = Supportbot(settings), Supportbot(settings)
+    await dying.start()
+    await survivor.start()
+    try:
+        first = Harness(dying, slack, kimi, tmp_path)
+        await first.import_orders()
+        kimi.script(Hang(30))  # the dying instance's model call never returns
+        sender = SlackSender(f"http://127.0.0.1:{dying.port}/slack/events", SIGNING_SECRET)
+        assert (await sender.event(app_mention("<@UBOT> where is my order #W2611340?"))).status_code == 200
+        await wait_until(lambda: [r for r in kimi.requests if r.path.endswith("/chat/completions")])
+        assert dying.core is not None
+        await dying.core.close()  # the instance is gone; its lease is left behind in PostgreSQL
+        [card] = await Harness(survivor, slack, kimi, tmp_path).wait_cards(1, timeout=15)
+        assert "approve_draft" in card_text(card)
+        assert survivor.core is not None
+        await survivor.core.settle(5)
+        assert len(first.cards()) == 1
+    finally:
+        await dying.stop()
+        await survivor.stop()

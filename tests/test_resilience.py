@@ -156,3 +156,20 @@ async def test_slack_gets_its_200_only_once_the_message_is_stored(harness: Harne
     reader.close()
     await releasing
     assert stored == [("where is #W2611340",)], "acknowledged means durable: a crash now loses nothing"
+
+
+async def test_one_hanging_reply_post_never_holds_back_another_threads_reply(harness: Harness) -> None:
+    first = await harness.mention("where is #W2611340")
+    [card_a] = await harness.wait_cards(1)
+    second = await harness.mention("and my order 40021?", user="U444")
+    cards = await harness.wait_cards(2)
+    card_b = next(c for c in cards if c is not card_a)
+    thread_a, thread_b = first["event"]["ts"], second["event"]["ts"]
+    # Slack takes the first reply and then never answers (a stuck connection).
+    harness.slack.stall_next("chat.postMessage", 20, where=lambda p: p.get("thread_ts") == thread_a)
+    await harness.click("approve_draft", draft_id_of(card_a))
+    await harness.wait_replies(thread_a)
+    await harness.click("approve_draft", draft_id_of(card_b))
+    [reply_b] = await harness.wait_replies(thread_b, timeout=5)
+    assert reply_b.status == 200
+    assert harness.replies(thread_a)[0].status == 200 and len(harness.replies(thread_a)) == 1
