@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 class CardState(StrEnum):
     """What a review card shows; the adapter renders buttons only for ``AWAITING_REVIEW``."""
 
+    DRAFTING = "drafting"  # the draft is forming on the card (streamed); no buttons yet
     AWAITING_REVIEW = "awaiting_review"
     APPROVED = "approved"
     EDITED = "edited"

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # its worker lives; after a crash another worker takes it over once the lease expires.
     work_lease_seconds: float = 10.0
     sweep_seconds: float = 1.0
+    # The draft forms on its review card as Kimi streams it, updated at most every
+    # STREAM_UPDATE_SECONDS (Slack's chat.update and Discord's edits are rate-limited).
+    stream_drafts_to_card: bool = False
+    stream_update_seconds: float = 1.0
     drafting_concurrency: int = 32
     delivery_concurrency: int = 8
 

@@ -62,6 +62,7 @@ _BUTTONS: dict[DecisionAction, tuple[str, discord.ButtonStyle]] = {
 }
 
 _STATE_LOOK: dict[CardState, tuple[str, discord.Colour]] = {
+    CardState.DRAFTING: ("Kimi is writing this draft…", discord.Colour.greyple()),
     CardState.AWAITING_REVIEW: ("Draft awaiting review", discord.Colour.blurple()),
     CardState.APPROVED: ("Approved", discord.Colour.green()),
     CardState.EDITED: ("Edited and approved", discord.Colour.teal()),

@@ -14,6 +14,7 @@ APPROVE, EDIT, REJECT, REGENERATE = "approve_draft", "edit_draft", "reject_draft
 EDIT_MODAL, REGENERATE_MODAL = "edit_draft_modal", "regenerate_draft_modal"
 
 _STATE_LINES = {
+    CardState.DRAFTING: ":hourglass_flowing_sand: Kimi is writing this draft; the buttons come when it is done.",
     CardState.APPROVED: ":white_check_mark: Approved by {who}{when}; sending…",
     CardState.EDITED: ":pencil2: Edited and approved by {who}{when}; sending…",
     CardState.SENT: ":incoming_envelope: Approved by {who}{when} and sent to the customer.",

@@ -9,6 +9,7 @@ publishes the card from what it holds, still under the lease.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -175,6 +176,7 @@ class Drafting:
         if budget:
             await self._finish_failed(claimed, conversation, turns, budget, model, spent)
             return
+        stream: CardStream | None = None
         try:
             summary, prompt_turns = await self.memory.prepare(conversation, turns, images, policy, spent)
             messages = build_messages(
@@ -186,6 +188,7 @@ class Drafting:
                 instruction=claimed.instruction,
                 vision=policy.models.vision and await self.memory.kimi.supports_images(model),
             )
+            stream = await self._open_stream(claimed, conversation, turns)
             result = await self.agent.draft(
                 messages,
                 model=model,
@@ -199,8 +202,10 @@ class Drafting:
                 tools=self.tools(policy),
                 on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
                 context=ctx,
+                on_delta=stream.delta if stream is not None else None,
             )
         except KimiCircuitOpen as exc:
+            await _close(stream)
             # The model is cooling down and no fallback can take the call: the draft waits in SQL
             # (its lease free again after the cool-down), it does not fail.
             wait = exc.retry_after or COOL_DOWN_DEFAULT
@@ -211,12 +216,21 @@ class Drafting:
                 await draft_rows.postpone(conn, claimed.id, self.leases.owner, now + timedelta(seconds=wait))
             return
         except (KimiError, DraftingError) as exc:
+            await _close(stream)
             self.counters["drafts_failed"] += 1
             if isinstance(exc, KimiQuotaExhausted):
                 await self._quota_alert()
-            await self._finish_failed(claimed, conversation, turns, failure_reason(exc), model, spent)
+            await self._finish_failed(
+                claimed, conversation, turns, failure_reason(exc), model, spent, ref=stream.ref if stream else None
+            )
             return
-        await self._finish_ok(claimed, conversation, turns, result, policy, spent, ctx)
+        except BaseException:
+            await _close(stream)  # the caller fails the draft; the forming card stops here
+            raise
+        await _close(stream)
+        await self._finish_ok(
+            claimed, conversation, turns, result, policy, spent, ctx, ref=stream.ref if stream else None
+        )
 
     async def _budget_exhausted(self, policy: Policy) -> str:
         if policy.limits.daily_budget_usd <= 0:
@@ -249,6 +263,21 @@ class Drafting:
             }
             for purpose, model, usage in spent
         ]
+
+    async def _open_stream(
+        self, claimed: ClaimedDraft, conversation: ConversationState, turns: list[StoredMessage]
+    ) -> CardStream | None:
+        """With ``STREAM_DRAFTS_TO_CARD``, a card that fills in as Kimi streams the draft."""
+        if not self.settings.stream_drafts_to_card:
+            return None
+        source = self._source(claimed, conversation, turns, status=DraftStatus.DRAFTING)
+        retried = utcnow() - claimed.created_at > self.lease  # an earlier attempt may have opened it
+        ref = await self.publisher.open(source, adopt=retried)
+        if ref is None:
+            return None
+        stream = CardStream(self.publisher, ref, source, self.settings.stream_update_seconds)
+        stream.task = self.supervisor.spawn("card-stream", stream.run(), draft=claimed.id)
+        return stream
 
     @staticmethod
     def _author(claimed: ClaimedDraft, turns: list[StoredMessage]) -> str:
@@ -363,6 +392,8 @@ class Drafting:
         policy: Policy,
         spent: list[tuple[str, str, Usage]],
         ctx: ToolContext,
+        *,
+        ref: str | None = None,
     ) -> None:
         text = fit(result.text, policy.limits.max_reply_chars)
         notices = [f"The draft was cut to {policy.limits.max_reply_chars} characters."] if text != result.text else []
@@ -521,7 +552,7 @@ class Drafting:
             identity=identity.card_line(conversation_now, self._author(claimed, turns)),
             flags=tuple(guard_flags),
         )
-        if await self.publisher.publish(source, version):
+        if await self.publisher.publish(source, version, ref=ref):
             metrics.card_posted(claimed.created_at)
         channel = self.channels.get(conversation.thread.platform)
         if channel is not None:
@@ -537,6 +568,8 @@ class Drafting:
         failure: str,
         model: str,
         spent: list[tuple[str, str, Usage]],
+        *,
+        ref: str | None = None,
     ) -> None:
         policy = self.policy.current
         failed = conversation.failed_drafts + 1
@@ -569,7 +602,42 @@ class Drafting:
             model=model,
             escalation=escalation,
         )
-        await self.publisher.publish(source, version)
+        await self.publisher.publish(source, version, ref=ref)
 
 
 LEASE_DEFAULT = timedelta(seconds=10)
+
+
+class CardStream:
+    """Pushes the draft as Kimi streams it onto its open card, at most every ``every`` seconds."""
+
+    def __init__(self, publisher: CardPublisher, ref: str, source: CardSource, every: float) -> None:
+        self.publisher = publisher
+        self.ref = ref
+        self.source = source
+        self.every = every
+        self.latest = ""
+        self.task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def delta(self, text_so_far: str) -> None:
+        self.latest = text_so_far
+        self._changed.set()
+
+    async def run(self) -> None:
+        shown = ""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            if self.latest != shown:
+                shown = self.latest
+                self.source.text = shown + " …"
+                await self.publisher.show_progress(self.ref, self.source)
+            await asyncio.sleep(self.every)
+
+
+async def _close(stream: CardStream | None) -> None:
+    if stream is not None and stream.task is not None:
+        stream.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stream.task

@@ -55,9 +55,40 @@ class CardPublisher:
     def card(self, source: CardSource, desk_name: str) -> ReviewCard:
         return build_card(source, self.policy.current, desk_name)
 
-    async def publish(self, source: CardSource, version: int, *, adopt: bool = False) -> bool:
+    async def open(self, source: CardSource, *, adopt: bool) -> str | None:
+        """Put a card up while the draft is still being written (it fills in as Kimi streams);
+        the reference is recorded when the draft is done. None: no card yet (it is posted then).
+        ``adopt``: a card from an earlier, interrupted attempt may be there; take it over."""
+        desk = self.desk
+        if desk is None:
+            return None
+        key = card_key(source.draft_id)
+        try:
+            ref = await desk.find_card(key) if adopt else None
+            if ref is not None:
+                await desk.update_card(ref, self.card(source, desk.name))
+                return ref
+            return await desk.post_card(self.card(source, desk.name), idempotency_key=key)
+        except Exception:
+            log.exception("opening the card of draft %s failed; it is posted when the draft is done", source.draft_id)
+            metrics.platform_error(desk.name, "post_card")
+            return None
+
+    async def show_progress(self, ref: str, source: CardSource) -> None:
+        """The draft so far on its open card (best effort: the final card follows anyway)."""
+        desk = self.desk
+        if desk is None:
+            return
+        try:
+            await desk.update_card(ref, self.card(source, desk.name))
+        except Exception:
+            log.warning("updating the forming card of draft %s failed", source.draft_id, exc_info=True)
+            metrics.platform_error(desk.name, "update_card")
+
+    async def publish(self, source: CardSource, version: int, *, adopt: bool = False, ref: str | None = None) -> bool:
         """Show a card for a draft whose lease this worker holds, then release the lease.
-        ``adopt``: an earlier post may have reached the desk; look for it first."""
+        ``adopt``: an earlier post may have reached the desk; look for it first. ``ref``: the
+        card opened while the draft was being written, which this updates."""
         desk = self.desk
         if desk is None:
             log.error("no review desk is configured: draft %s waits in the database", source.draft_id)
@@ -65,10 +96,12 @@ class CardPublisher:
         card = self.card(source, desk.name)
         key = card_key(source.draft_id)
         try:
-            ref = await desk.find_card(key) if adopt else None
+            if ref is None and adopt:
+                ref = await desk.find_card(key)
+                if ref is not None:
+                    self.counters["cards_adopted"] += 1
             if ref is not None:
                 await desk.update_card(ref, card)
-                self.counters["cards_adopted"] += 1
             else:
                 ref = await desk.post_card(card, idempotency_key=key)
                 self.counters["cards_posted"] += 1
