@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a platform may stay disconnected before the watchdog reconnects it.
 RECONNECT_AFTER = 5.0
+#: The longest one phase of a shutdown may take.
+STOP_PHASE_SECONDS = 15.0
 
 
 def platform_factories() -> dict[str, PlatformFactory]:
@@ -200,23 +202,22 @@ class Supportbot:
 
     async def stop(self) -> None:
         """Stop taking traffic first (platforms, then the HTTP server, letting in-flight acks
-        finish), then the background rooms, then the clients and the database."""
+        finish), then the background rooms, then the clients and the database. Every phase is
+        bounded: a phase that does not end in time is logged with where its tasks wait and left
+        behind, so a shutdown never hangs (what it leaves is resumed from SQL by the next run)."""
         self.ready = False
         for platform in self.platforms:
-            try:
-                await platform.stop()
-            except Exception:
-                log.exception("stopping %s failed", platform.name)
+            await _bounded(f"stopping {platform.name}", platform.stop(), STOP_PHASE_SECONDS)
         if self._runner is not None:
-            await self._runner.cleanup()
+            await _bounded("stopping the HTTP server", self._runner.cleanup(), STOP_PHASE_SECONDS)
         if self.core is not None:
-            await self.core.close()
-            await self.core.kimi.aclose()
+            await _bounded("stopping the background work", self.core.close(), STOP_PHASE_SECONDS)
+            await _bounded("closing the Kimi client", self.core.kimi.aclose(), STOP_PHASE_SECONDS)
             close = getattr(self.core.orders, "aclose", None)
             if close is not None:
-                await close()
+                await _bounded("closing the shop backend", close(), STOP_PHASE_SECONDS)
         if hasattr(self, "db"):
-            await self.db.dispose()
+            await _bounded("closing the database", self.db.dispose(), STOP_PHASE_SECONDS)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         """Liveness: the process answers."""
@@ -242,6 +243,20 @@ class Supportbot:
         return await metrics.handler(
             lambda: metrics.store_backlog(core.db.reads), lambda: core.metrics, core.kimi.metrics
         )(request)
+
+
+async def _bounded(phase: str, work: Coroutine[Any, Any, Any], seconds: float) -> None:
+    """Run one shutdown phase for at most ``seconds``; a failure or an overrun is logged, and the
+    shutdown goes on."""
+    task = asyncio.ensure_future(work)
+    done, _pending = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        log.error("%s took longer than %.0f s; going on without it", phase, seconds)
+        _log_tasks()
+        task.cancel()
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", phase, exc_info=task.exception())
 
 
 def _log_tasks() -> None:
