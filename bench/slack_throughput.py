@@ -206,6 +206,11 @@ def bot_environment(tmp: Path, kimi: FakeKimi, slack: FakeSlack, port: int) -> d
         "LOG_LEVEL": "WARNING",
         "SUPPORTBOT_SECRETS_DIR": str(tmp / "no-secrets"),
         "PYTHONUNBUFFERED": "1",
+        # The fake Kimi has no account limits: measure the bot, not the account limiter (whose
+        # tier-1 defaults would cap this load at 180 requests a minute).
+        "KIMI_RPM": "1000000",
+        "KIMI_TPM": "1000000000",
+        "KIMI_MAX_CONCURRENCY": "1000",
     }
     return env
 

@@ -40,8 +40,9 @@ DRAFT_TRANSITIONS: dict[DraftStatus, frozenset[DraftStatus]] = {
 
 #: Drafts a newer customer message supersedes.
 OPEN_DRAFT_STATES = (DraftStatus.DRAFTING, DraftStatus.AWAITING_REVIEW)
-#: Drafts whose card must be on the review desk.
-CARD_STATES = frozenset(DraftStatus) - {DraftStatus.DRAFTING}
+#: Drafts whose card must be on the review desk (a draft superseded before it had a card, by a
+#: newer message or by the verification pass's one retry, never needs one).
+CARD_STATES = frozenset(DraftStatus) - {DraftStatus.DRAFTING, DraftStatus.SUPERSEDED}
 
 
 class OutboxStatus(StrEnum):
