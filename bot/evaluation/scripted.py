@@ -600,7 +600,20 @@ class ScriptedKimi:
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "supportbot-eval"} for m in MODELS]}
+            {
+                "object": "list",
+                "data": [
+                    # As Kimi's catalog says it: the scripted models read images (the vision path).
+                    {
+                        "id": m,
+                        "object": "model",
+                        "owned_by": "supportbot-eval",
+                        "context_length": 262144,
+                        "supports_image_in": True,
+                    }
+                    for m in MODELS
+                ],
+            }
         )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
