@@ -111,7 +111,7 @@ def _customers_link(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    asyncio.run(main())
+    asyncio.run(preflight_then(settings, main()))
     print(f"{args.account} is now customer {args.customer_id}")
     return 0
 
@@ -129,7 +129,7 @@ def _audit(args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def main() -> list[str]:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, read_only=True)  # never waits on the bot's writer
         try:
             sessions = sessionmaker(engine)
             async with sessions() as session:

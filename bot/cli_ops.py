@@ -171,7 +171,7 @@ async def recent_conversations(database_url: str, args: argparse.Namespace) -> l
     """The rows ``supportbot conversations`` prints (newest first, filtered)."""
     from bot.store import Conversation, Draft, create_engine, sessionmaker
 
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, read_only=True)  # never waits on the bot's writer
     try:
         async with sessionmaker(engine)() as session:
             query = select(Conversation).order_by(Conversation.updated_at.desc()).limit(SCAN)

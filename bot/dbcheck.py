@@ -86,6 +86,11 @@ def describe(parsed: URL, exc: BaseException) -> str:
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     name = type(cause).__name__
+    if parsed.get_backend_name() == "sqlite" and "locked" in str(cause):
+        return (
+            f"the SQLite database {parsed.database} stayed locked by another writer for 30 s: "
+            "another supportbot process may be busy or stuck; try again, or use PostgreSQL for several processes"
+        )
     if parsed.get_backend_name() == "sqlite":
         return (
             f"cannot open the SQLite database {parsed.database}: {cause}: "

@@ -255,9 +255,6 @@ class CanaryRun:
     sent_elsewhere: str  # every Slack call's parameters and every Kimi request body
 
 
-
-
-
 async def drive_canary(home: Path) -> CanaryRun:
     database_url = sqlite_url(home / "supportbot.db")
     await seed_orders(database_url, home / "orders.jsonl")

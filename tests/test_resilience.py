@@ -4,14 +4,15 @@ timeouts, DMs and Slack Connect, and malformed requests."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from bot.app import Supportbot
-from bot.store import Draft, OutboxItem, sessionmaker, utcnow
+from bot.store import Database, Draft, OutboxItem, create_engine, sessionmaker, utcnow
 from tests.fakes.kimi import FakeKimi, Hang
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import message, sign
@@ -173,3 +174,43 @@ async def test_one_hanging_reply_post_never_holds_back_another_threads_reply(har
     [reply_b] = await harness.wait_replies(thread_b, timeout=5)
     assert reply_b.status == 200
     assert harness.replies(thread_a)[0].status == 200 and len(harness.replies(thread_a)) == 1
+
+
+async def test_a_write_cut_off_by_cancellation_leaves_the_database_free_for_the_next_writer(tmp_path: Path) -> None:
+    """A shutdown (or a timed-out step) cancels a task inside its transaction. SQLAlchemy drops
+    that connection; SQLite must not keep its write lock, or every later writer in the process
+    (and an operator's ``supportbot`` command beside it) fails with "database is locked"."""
+    path = tmp_path / "supportbot.db"
+    db = Database(create_engine(f"sqlite+aiosqlite:///{path}"))
+    async with db.write() as conn:
+        await conn.execute(text("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER)"))
+        await conn.execute(text("INSERT INTO counter VALUES (1, 0)"))
+
+    async def a_long_write() -> None:
+        async with db.write() as conn:
+            for _ in range(200):
+                await conn.execute(text("UPDATE counter SET n = n + 1 WHERE id = 1 RETURNING n"))
+
+    def the_lock_is_free() -> bool:
+        probe = sqlite3.connect(path, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            probe.close()
+        return True
+
+    try:
+        for attempt in range(60):
+            writing = asyncio.create_task(a_long_write())
+            await asyncio.sleep(0.001 * (attempt % 7))  # cut off at a different statement each time
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+            assert the_lock_is_free(), f"locked after the write cancelled on attempt {attempt}"
+        async with db.write() as conn:
+            n = (await conn.execute(text("UPDATE counter SET n = n + 1 RETURNING n"))).scalar_one()
+        assert n >= 1, "the database still takes writes"
+    finally:
+        await db.dispose()

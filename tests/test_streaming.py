@@ -19,9 +19,7 @@ async def test_a_streamed_draft_forms_on_its_card_and_gets_its_buttons_when_comp
 ) -> None:
     kimi.chunk_delay = 0.03  # about two seconds of streaming
     kimi.script(Reply(ANSWER))
-    async with running_bot(
-        tmp_path, kimi, slack, stream_drafts_to_card=True, stream_update_seconds=0.3
-    ) as harness:
+    async with running_bot(tmp_path, kimi, slack, stream_drafts_to_card=True, stream_update_seconds=0.3) as harness:
         await harness.mention("hello, any news?")
         [opened] = await wait_until(
             lambda: [

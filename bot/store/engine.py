@@ -45,6 +45,15 @@ def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
         def _begin(conn: Any) -> None:
             conn.exec_driver_sql(begin)
 
+        @event.listens_for(engine.sync_engine, "invalidate")
+        def _roll_back_before_closing(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
+            # A task cancelled inside a transaction (a shutdown, a timeout) makes SQLAlchemy
+            # close the connection unreturned. Its unfinished statement keeps the SQLite
+            # connection open as a "zombie" that holds the write lock until garbage collection:
+            # every later writer in the process would wait and fail "database is locked".
+            with contextlib.suppress(Exception):
+                dbapi_connection.rollback()
+
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
