@@ -110,8 +110,11 @@ async def test_malformed_or_unsigned_requests_do_nothing(harness: Harness) -> No
     async with httpx.AsyncClient() as client:
         unsigned = await client.post(f"{harness.url}/slack/events", content=b"{}")
     assert unsigned.status_code == 401
-    await asyncio.sleep(0.2)
-    assert not harness.cards() and not [r for r in harness.kimi.requests if r.path.endswith("/chat/completions")]
+    # A genuine question afterwards gets its card: the rejected requests had their chance before it.
+    await harness.mention("is the shop open on Sunday?")
+    [card] = await harness.wait_cards(1)
+    await harness.settle()
+    assert len(harness.cards()) == 1 and "Sunday" in card_text(card)
 
 
 async def test_a_card_slack_got_but_the_bot_never_recorded_is_adopted_not_posted_twice(

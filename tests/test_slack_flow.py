@@ -4,6 +4,7 @@ an agent's button, posted once. The real bot over HTTP; fake Slack and Kimi on l
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from sqlalchemy import func, select
@@ -70,7 +71,6 @@ async def test_three_simultaneous_approvals_post_one_reply(harness: Harness) -> 
     assert len(told) == 2, told
     await harness.wait_replies(envelope["event"]["ts"])
     await harness.settle()
-    await asyncio.sleep(0.3)
     assert len(harness.replies(envelope["event"]["ts"])) == 1
 
 
@@ -121,8 +121,12 @@ async def test_forged_and_stale_signatures_get_401(harness: Harness) -> None:
     assert (await harness.sender.raw(body, forged)).status_code == 401
     stale = sign(body, SIGNING_SECRET, int(time.time()) - 600, "application/json")
     assert (await harness.sender.raw(body, stale)).status_code == 401
-    await asyncio.sleep(0.2)
-    assert not harness.kimi.completions and not harness.cards()
+    # A genuine question afterwards gets its card: the refused ones had their chance before it.
+    await harness.mention("is the shop open on Sunday?")
+    [card] = await harness.wait_cards(1)
+    await harness.settle()
+    assert len(harness.cards()) == 1 and "Sunday" in card_text(card)
+    assert "40021" not in json.dumps(harness.kimi.completions)
 
 
 async def test_kimi_rate_limit_then_success_still_drafts(harness: Harness) -> None:
