@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.app import Supportbot
 from bot.settings import Settings
@@ -18,6 +18,8 @@ from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions, message, view_submission
 from tools import import_orders
+
+T = TypeVar("T")
 
 KIMI_KEY = "sk-canary-kimi-9f8e7d6c5b4a"
 SLACK_TOKEN = "xoxb-canary-slack-1234567890"
@@ -213,14 +215,31 @@ async def running_bot(
         await bot.stop()
 
 
-async def wait_until(fetch: Callable[[], list[Any]], count: int = 1, timeout: float = 10.0) -> list[Any]:
+async def until(check: Callable[[], T], what: str = "condition", timeout: float = 15.0) -> T:
+    """Poll ``check`` until it returns something truthy, and return that; fail after ``timeout``."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        found = fetch()
-        if len(found) >= count:
+    while True:
+        found = check()
+        if found:
             return found
+        if asyncio.get_running_loop().time() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
-    raise AssertionError(f"expected {count}, saw {len(fetch())}")
+
+
+async def wait_until(fetch: Callable[[], list[Any]], count: int = 1, timeout: float = 10.0) -> list[Any]:
+    """Wait until ``fetch`` returns at least ``count`` items, and return them."""
+    found: list[Any] = []
+
+    def enough() -> bool:
+        found[:] = fetch()
+        return len(found) >= count
+
+    try:
+        await until(enough, f"{count} item(s)", timeout)
+    except AssertionError:
+        raise AssertionError(f"expected {count}, saw {len(fetch())}") from None
+    return found
 
 
 def draft_id_of(card_call: Any) -> str:

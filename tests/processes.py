@@ -8,9 +8,9 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,30 @@ from tests.harness import KIMI_KEY, REVIEW_CHANNEL, SIGNING_SECRET, SLACK_TOKEN,
 
 BIN = Path(sys.executable).parent
 SUPPORTBOT = str(BIN / "supportbot")
+
+
+def operator_env(home: Path, **variables: str) -> dict[str, str]:
+    """PATH, HOME and exactly the variables under test. SUPPORTBOT_SECRETS_DIR points at a
+    directory that does not exist, so a /run/secrets on the test machine cannot leak in."""
+    return {
+        "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "HOME": str(home),
+        "SUPPORTBOT_SECRETS_DIR": str(home / "no-secrets-here"),
+        **variables,
+    }
+
+
+def supportbot(cwd: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Run one installed ``supportbot`` command in ``cwd`` with only ``variables`` set."""
+    return subprocess.run(
+        [SUPPORTBOT, *args],
+        cwd=cwd,
+        env=operator_env(cwd, **variables),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def free_port() -> int:
@@ -44,17 +68,6 @@ async def seed_orders(database_url: str, path: Path, rows: list[dict[str, Any]] 
         await engine.dispose()
 
 
-async def poll(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 class BotProcess:
     """One ``supportbot run`` process at a time in ``home``, against the given fakes."""
 
@@ -62,24 +75,22 @@ class BotProcess:
         self.home = home
         self.port = free_port()
         self.database_url = f"sqlite+aiosqlite:///{home / 'supportbot.db'}"
-        self.env = {
-            "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
-            "HOME": str(home),
-            "SUPPORTBOT_SECRETS_DIR": str(home / "no-secrets-here"),
-            "MOONSHOT_API_KEY": KIMI_KEY,
-            "KIMI_BASE_URL": kimi_url,
-            "KIMI_TIMEOUT_SECONDS": "4",
-            "DATABASE_URL": self.database_url,
-            "POLICY_FILE": str(home / "policy.toml"),
-            "SLACK_BOT_TOKEN": SLACK_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.base_url,
-            "SLACK_REVIEW_CHANNEL": REVIEW_CHANNEL,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "WORK_LEASE_SECONDS": "6",
+        self.env = operator_env(
+            home,
+            MOONSHOT_API_KEY=KIMI_KEY,
+            KIMI_BASE_URL=kimi_url,
+            KIMI_TIMEOUT_SECONDS="4",
+            DATABASE_URL=self.database_url,
+            POLICY_FILE=str(home / "policy.toml"),
+            SLACK_BOT_TOKEN=SLACK_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack.base_url,
+            SLACK_REVIEW_CHANNEL=REVIEW_CHANNEL,
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            WORK_LEASE_SECONDS="6",
             **variables,
-        }
+        )
         self.slack = slack
         self.base = f"http://127.0.0.1:{self.port}"
         self.sender = SlackSender(f"{self.base}/slack/events", SIGNING_SECRET, mirror_to=slack)

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,44 +18,15 @@ from bot.settings import Settings
 from tests.fakes.kimi import FakeKimi
 from tests.harness import KIMI_KEY
 from tests.playground_support import HEADER, playground_bot
+from tests.processes import SUPPORTBOT, free_port, operator_env, supportbot
 from tests.test_playground import client_for, playground_of, state_when
-
-BIN = Path(sys.executable).parent
-SUPPORTBOT = str(BIN / "supportbot")
-
-
-def env_for(home: Path, **variables: str) -> dict[str, str]:
-    return {
-        "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
-        "HOME": str(home),
-        "SUPPORTBOT_SECRETS_DIR": str(home / "no-secrets-here"),
-        **variables,
-    }
-
-
-def supportbot(cwd: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SUPPORTBOT, *args],
-        cwd=cwd,
-        env=env_for(cwd, **variables),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_a_newcomer_with_only_a_kimi_key_gets_the_playground_and_a_whole_conversation(
     tmp_path: Path, kimi: FakeKimi
 ) -> None:
     port = free_port()
-    env = env_for(
+    env = operator_env(
         tmp_path,
         MOONSHOT_API_KEY=KIMI_KEY,
         KIMI_BASE_URL=kimi.base_url,

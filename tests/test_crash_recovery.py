@@ -16,8 +16,8 @@ from bot.store import create_engine
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention, block_actions
-from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, draft_id_of, sample_orders
-from tests.processes import BotProcess, poll, seed_orders
+from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, draft_id_of, sample_orders, until
+from tests.processes import BotProcess, seed_orders
 from tools.orders import order_refunds_table
 
 RECOVERY_SECONDS = 20.0
@@ -70,14 +70,14 @@ async def test_killed_while_the_model_is_thinking_the_draft_is_written_after_the
 ) -> None:
     kimi.script(Hang(60))
     await ask(bot, "where is my order #W2611340?")
-    await poll(lambda: [r for r in kimi.requests if r.path.endswith("/chat/completions")], "the model call")
+    await until(lambda: [r for r in kimi.requests if r.path.endswith("/chat/completions")], "the model call")
     started = await restart(bot)
 
-    [card] = await poll(bot.cards, "the card after the restart", timeout=RECOVERY_SECONDS)
+    [card] = await until(bot.cards, "the card after the restart", timeout=RECOVERY_SECONDS)
     assert time.monotonic() - started < RECOVERY_SECONDS
     assert "approve_draft" in str(card.params["blocks"])
     await approve(bot, draft_id_of(card))
-    await poll(
+    await until(
         lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == CUSTOMER_CHANNEL],
         "the reply",
     )
@@ -89,19 +89,19 @@ async def test_killed_while_the_card_is_on_its_way_the_card_is_adopted_not_doubl
 ) -> None:
     slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == REVIEW_CHANNEL)
     await ask(bot, "where is my order #W2611340?")
-    [card] = await poll(bot.cards, "the card reaching Slack")
+    [card] = await until(bot.cards, "the card reaching Slack")
     started = await restart(bot)
 
     # The restarted bot finds the card by its key and takes it over (updates it), never posts a second.
     draft_id = draft_id_of(card)
     await approve(bot, draft_id)
-    await poll(
+    await until(
         lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == CUSTOMER_CHANNEL],
         "the reply",
         timeout=RECOVERY_SECONDS,
     )
     assert time.monotonic() - started < RECOVERY_SECONDS
-    await poll(
+    await until(
         lambda: [c for c in slack.calls_to("chat.update") if draft_id[:8] in str(c.params.get("blocks"))],
         "the card updated after the approval",
     )
@@ -112,14 +112,14 @@ async def test_killed_right_after_a_clicks_ack_the_reply_is_posted_once(
     bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
     thread_ts = await ask(bot, "where is my order #W2611340?")
-    [card] = await poll(bot.cards, "the card")
+    [card] = await until(bot.cards, "the card")
     await approve(bot, draft_id_of(card))  # acknowledged: Slack will never send it again
     started = await restart(bot)
 
-    await poll(lambda: replies_in(slack, thread_ts), "the reply", timeout=RECOVERY_SECONDS)
+    await until(lambda: replies_in(slack, thread_ts), "the reply", timeout=RECOVERY_SECONDS)
     assert time.monotonic() - started < RECOVERY_SECONDS
     # The restarted bot must not post it again: wait for the card to settle, then count.
-    await poll(
+    await until(
         lambda: [c for c in slack.calls_to("chat.update") if "sent to the customer" in str(c.params)],
         "the card saying it was sent",
         timeout=RECOVERY_SECONDS,
@@ -135,13 +135,13 @@ async def test_killed_after_the_refund_before_the_reply_the_refund_runs_once_and
         Reply("I'm sorry about the scratch; we are refunding 20.00 USD."),
     )
     thread_ts = await ask(bot, "my chair 40021 arrived scratched, can I get 20 back?", user="U444")
-    [card] = await poll(bot.cards, "the card")
+    [card] = await until(bot.cards, "the card")
     slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == CUSTOMER_CHANNEL)
     await approve(bot, draft_id_of(card))
-    await poll(lambda: replies_in(slack, thread_ts), "the reply reaching Slack")
+    await until(lambda: replies_in(slack, thread_ts), "the reply reaching Slack")
     started = await restart(bot)
 
-    await poll(
+    await until(
         lambda: [c for c in slack.calls_to("chat.update") if "sent to the customer" in str(c.params)],
         "the card saying it was sent",
         timeout=RECOVERY_SECONDS,

@@ -43,6 +43,7 @@ from tests.fakes.discord import (
     SUPPORT_CHANNEL_ID,
     FakeDiscord,
 )
+from tests.harness import until
 
 NO_MENTIONS: dict[str, list[str]] = {"parse": []}
 
@@ -90,20 +91,12 @@ class RecordingCore:
         return self.forms.get(draft_id)
 
     async def wait_for_messages(self, count: int, timeout: float = 5.0) -> list[InboundMessage]:
-        await _until(lambda: len(self.received) >= count, timeout, f"{count} message(s), got {self.received}")
+        await until(lambda: len(self.received) >= count, f"{count} message(s), got {self.received}", timeout)
         return self.received
 
     async def wait_for_decisions(self, count: int, timeout: float = 5.0) -> list[ReviewDecision]:
-        await _until(lambda: len(self.decided) >= count, timeout, f"{count} decision(s), got {self.decisions}")
+        await until(lambda: len(self.decided) >= count, f"{count} decision(s), got {self.decisions}", timeout)
         return self.decided
-
-
-async def _until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def make_platform(settings: Settings) -> DiscordPlatform:
@@ -473,7 +466,7 @@ async def test_refused_decision_is_shown_to_the_clicker_only(
 
     click = await fake.click(ref.split(":")[1], "supportbot:approve:d-2", BOB)
     await core.wait_for_decisions(1)
-    await _until(lambda: click.followups, 5.0, "an ephemeral followup")
+    await until(lambda: click.followups, "an ephemeral followup", 5.0)
 
     [followup] = click.followups
     assert followup["content"] == "Only managers may approve refunds over $100."

@@ -4,9 +4,7 @@ noticed (``connected`` False) and brought back by ``reconnect``."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,15 +16,8 @@ from bot.events import ReviewDecision
 from bot.ports import CardState, DecisionOutcome
 from bot.settings import Settings
 from tests.fakes.discord import ALICE, BOB, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
+from tests.harness import until
 from tests.test_discord_adapter import RecordingCore, discord_settings, make_platform, sample_card
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.test_operator import sqlite_url, supportbot
+from tests.processes import supportbot
+from tests.test_operator import sqlite_url
 from tools import OrderImportError, SqlOrderBackend, ToolContext, ToolError, import_orders
 from tools.order_tools import (
     CheckRefundEligibility,

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,39 +34,15 @@ from tests.harness import (
     SLACK_TOKEN,
     card_text,
     draft_id_of,
+    until,
 )
-from tests.processes import free_port, poll, seed_orders
+from tests.processes import SUPPORTBOT, free_port, operator_env, seed_orders, supportbot
 
-BIN = Path(sys.executable).parent
-SUPPORTBOT = str(BIN / "supportbot")
 SECRETS = {"Kimi API key": KIMI_KEY, "Slack bot token": SLACK_TOKEN, "Slack signing secret": SIGNING_SECRET}
 
 
 # --------------------------------------------------------------------------------------------------
 # Running the command as an operator does
-
-
-def operator_env(home: Path, **variables: str) -> dict[str, str]:
-    """PATH, HOME and exactly the variables under test. SUPPORTBOT_SECRETS_DIR points at a
-    directory that does not exist, so a /run/secrets on the test machine cannot leak in."""
-    return {
-        "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
-        "HOME": str(home),
-        "SUPPORTBOT_SECRETS_DIR": str(home / "no-secrets-here"),
-        **variables,
-    }
-
-
-def supportbot(cwd: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SUPPORTBOT, *args],
-        cwd=cwd,
-        env=operator_env(cwd, **variables),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def sqlite_url(path: Path) -> str:
@@ -307,7 +281,7 @@ async def drive_canary(home: Path) -> CanaryRun:
             sender = SlackSender(f"{base}/slack/events", SIGNING_SECRET, mirror_to=slack)
             mention = app_mention("<@UBOT> Hi, where is my order #W2611340?")
             assert (await sender.event(mention)).status_code == 200
-            [card] = await poll(cards, "the review card")
+            [card] = await until(cards, "the review card")
             draft_id = draft_id_of(card)
             click = block_actions("approve_draft", draft_id, user="U333", channel=REVIEW_CHANNEL)
             assert (await sender.action(click)).status_code == 200
@@ -322,7 +296,7 @@ async def drive_canary(home: Path) -> CanaryRun:
             # Kimi rejects the key on the next conversation: a failure card, no crash.
             kimi.script(Fail(401, "invalid_authentication_error", "Invalid Authentication"))
             assert (await sender.event(app_mention("<@UBOT> can I return order 40021?"))).status_code == 200
-            both = await poll(lambda: cards() if len(cards()) >= 2 else [], "the failure card")
+            both = await until(lambda: cards() if len(cards()) >= 2 else [], "the failure card")
             async with httpx.AsyncClient() as client:
                 assert (await client.get(f"{base}/metrics")).status_code == 200
         finally:

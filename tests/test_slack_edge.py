@@ -11,7 +11,7 @@ import gc
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from tests.fakes.slack_payloads import (
     view_submission,
 )
 from tests.fakes.socket_mode import SocketModeSlack, events_api_envelope
-from tests.harness import REVIEW_CHANNEL, SIGNING_SECRET, SLACK_TOKEN
+from tests.harness import REVIEW_CHANNEL, SIGNING_SECRET, SLACK_TOKEN, until
 
 APP_TOKEN = "xapp-1-A111-edge-app-token"
 
@@ -97,14 +97,6 @@ class Edge:
 
     async def post(self, body: str, content_type: str | None = None) -> Any:
         return await self.sender.raw(body, sign(body, SIGNING_SECRET, content_type=content_type))
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
