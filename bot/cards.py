@@ -10,7 +10,7 @@ from datetime import datetime
 from bot.approval import money
 from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
 from bot.policy import Policy
-from bot.ports import CardState, ProposalView, ReviewCard, ToolLookup
+from bot.ports import ProposalView, ReviewCard, ToolLookup
 from bot.store.records import StoredAction
 
 
@@ -77,7 +77,7 @@ def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard
     sent_text = source.outbox[1] if source.outbox is not None and source.outbox[0] is OutboxStatus.SENT else ""
     return ReviewCard(
         draft_id=source.draft_id,
-        state=CardState(source.status.value),
+        state=source.status,
         asked_by=source.asked_by,
         where=source.where,
         customer_text=source.customer_text,

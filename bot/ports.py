@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
+from bot.domain.states import DraftStatus
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
 
 if TYPE_CHECKING:
@@ -22,18 +22,9 @@ if TYPE_CHECKING:
     from bot.settings import Settings
 
 
-class CardState(StrEnum):
-    """What a review card shows; the adapter renders buttons only for ``AWAITING_REVIEW``."""
-
-    DRAFTING = "drafting"  # the draft is forming on the card (streamed); no buttons yet
-    AWAITING_REVIEW = "awaiting_review"
-    APPROVED = "approved"
-    EDITED = "edited"
-    REJECTED = "rejected"
-    SUPERSEDED = "superseded"
-    FAILED = "failed"
-    SENT = "sent"
-    SEND_FAILED = "send_failed"
+#: What a review card shows: the draft's state. The adapter renders buttons only for
+#: ``AWAITING_REVIEW``; ``DRAFTING`` is a draft still forming on the card (streamed).
+CardState = DraftStatus
 
 
 @dataclass(frozen=True, slots=True)
