@@ -58,9 +58,9 @@ from tests.fakes.slack import FakeSlack
 from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, draft_id_of, settings_for
 
 SUMMARY_PREFIX = "Summarize the earlier part"
-MEMORY_HEAD = "Summary of the earlier conversation:"
-FACTS_HEAD = "\n\nFacts established in this conversation"
+SUMMARY_HEADS = ("Summary of the earlier conversation:", "Summary, continued:")
 SUMMARY_WORDS = 120  # what bot.prompt.SUMMARY_INSTRUCTIONS asks the model for
+SEGMENT_WORDS = 60  # and bot.prompt.CONTINUE_INSTRUCTIONS for an appended segment
 SHOWN_TURNS = (1, 5, 10, 20, 30, 40, 50, 60)
 
 #: What the customer writes, in order (cycled). Some lines name an order: the fake model then calls
@@ -111,6 +111,7 @@ class TurnFigures:
     drafting_cached_tokens: int  # what the fake served from its cache (1,024-byte prefix blocks)
     summary_prompt_tokens: int
     summary_cached_tokens: int
+    uncached: dict[str, float]  # drafting requests' uncached tokens by cause (see uncached_parts)
 
 
 def cached_tokens_of(kimi: FakeKimi, body: dict[str, Any]) -> int:
@@ -120,31 +121,36 @@ def cached_tokens_of(kimi: FakeKimi, body: dict[str, Any]) -> int:
     return 0
 
 
-def split_summary(messages: list[dict[str, Any]]) -> tuple[int, str]:
-    """The index of the memory message and the rolling summary in it (-1, "" without one)."""
+def summary_parts(messages: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+    """The summary's segments in the prompt: (message index, heading, segment text)."""
+    parts = []
     for index, message in enumerate(messages):
         content = message.get("content")
-        if message.get("role") == "system" and isinstance(content, str) and content.startswith(MEMORY_HEAD):
-            summary, _, _ = content[len(MEMORY_HEAD) :].partition(FACTS_HEAD)
-            return index, summary.strip()
-    return -1, ""
+        if message.get("role") != "system" or not isinstance(content, str):
+            continue
+        for head in SUMMARY_HEADS:
+            if content.startswith(head):
+                parts.append((index, head, content[len(head) :].strip()))
+    return parts
+
+
+def summary_text(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(text for _, _, text in summary_parts(messages))
 
 
 def capped_summary_tokens(kimi: FakeKimi, request: dict[str, Any]) -> int:
     """The request's tokens had its summary been no longer than the instructions ask.
 
     The fake model "summarises" by echoing its input (cut at the request's max_tokens), so its
-    summaries grow far past the 120 words a real model is told to write; this figure shows what
-    the bot's layout costs with a summary of the requested size.
+    summaries grow far past the words a real model is told to write; this figure shows what the
+    bot's layout costs with a summary of the requested size (120 words, appended segments 60).
     """
     messages = [dict(m) for m in request["messages"]]
-    index, summary = split_summary(messages)
-    if index >= 0 and summary:
-        words = summary.split()
-        if len(words) > SUMMARY_WORDS:
-            messages[index]["content"] = str(messages[index]["content"]).replace(
-                summary, " ".join(words[:SUMMARY_WORDS]), 1
-            )
+    for n, (index, head, text) in enumerate(summary_parts(messages)):
+        words = text.split()
+        limit = SUMMARY_WORDS if n == 0 else SEGMENT_WORDS
+        if len(words) > limit:
+            messages[index]["content"] = head + "\n" + " ".join(words[:limit])
     return kimi.prompt_tokens_for(messages, request.get("tools"))
 
 
@@ -155,6 +161,30 @@ def naive_tokens(kimi: FakeKimi, request: dict[str, Any], history: list[tuple[st
     naive += [{"role": role, "content": text} for role, text in history]
     naive.append(messages[-1])
     return kimi.prompt_tokens_for(naive, request.get("tools"))
+
+
+def uncached_parts(earlier: Sequence[bytes], request: dict[str, Any], new_from: int, cached: int) -> dict[str, float]:
+    """Why a drafting request's tokens were not served from the cache, in tokens by cause.
+
+    ``rounding``: matched bytes lost in the partial 1,024-byte block where the match with the
+    best earlier prompt ends; ``new``: messages that did not exist before this request (from
+    index ``new_from``: the approved reply and the new message, or a tool call and its results);
+    ``tail``: the closing system message (facts, date); ``relaid``: anything else past the match,
+    content an earlier prompt had but not at this position (a summary refresh re-lays the turns).
+    """
+    messages, tools = request["messages"], request.get("tools")
+    prompt = _prompt_bytes(messages, tools)
+    best = max((_common_prefix(e, prompt) for e in earlier), default=0)
+    ends = [len(_prompt_bytes(messages[: k + 1], tools)) - 1 for k in range(len(messages))]
+    tail = max((k for k, m in enumerate(messages) if m.get("role") == "system" and k >= new_from), default=-1)
+    parts = {"rounding": best / 4 - cached, "new": 0.0, "tail": 0.0, "relaid": 0.0}
+    start = len(_prompt_bytes([], tools)) - 1
+    for k, end in enumerate(ends):
+        missed = max(0, end - max(start, best)) / 4
+        parts["tail" if k == tail else "new" if k >= new_from else "relaid"] += missed
+        start = end
+    parts["relaid"] += max(0, len(prompt) - max(start, best)) / 4
+    return parts
 
 
 async def converse(args: argparse.Namespace, tmp: Path) -> tuple[list[TurnFigures], MemorySection, float]:
@@ -196,10 +226,24 @@ async def converse(args: argparse.Namespace, tmp: Path) -> tuple[list[TurnFigure
                 if not drafting:
                     raise RuntimeError(f"turn {turn}: the bot sent no drafting request")
                 first = drafting[0]
+                uncached: dict[str, float] = {}
+                if turn > 1:
+                    for n, body in enumerate(drafting):
+                        at = kimi.completions.index(body)
+                        earlier = [_prompt_bytes(b["messages"], b.get("tools")) for b in kimi.completions[:at]]
+                        messages = body["messages"]
+                        # The first request's new messages: the reply approved last turn and the new
+                        # message; a tool follow-up's: what it appended to the request before it.
+                        last_user = max(k for k, m in enumerate(messages) if m.get("role") == "user")
+                        new_from = len(drafting[n - 1]["messages"]) if n else max(0, last_user - 1)
+                        for cause, tokens in uncached_parts(
+                            earlier, body, new_from, cached_tokens_of(kimi, body)
+                        ).items():
+                            uncached[cause] = uncached.get(cause, 0.0) + tokens
                 prompt = _prompt_bytes(first["messages"], first.get("tools"))
                 share = math.nan if previous is None else _common_prefix(previous, prompt) / len(prompt)
                 previous = prompt
-                _, summary = split_summary(first["messages"])
+                summary = summary_text(first["messages"])
                 figures.append(
                     TurnFigures(
                         turn=turn,
@@ -220,6 +264,7 @@ async def converse(args: argparse.Namespace, tmp: Path) -> tuple[list[TurnFigure
                             kimi.prompt_tokens_for(b["messages"], b.get("tools")) for b in requests if is_summary(b)
                         ),
                         summary_cached_tokens=sum(cached_tokens_of(kimi, b) for b in requests if is_summary(b)),
+                        uncached=uncached,
                     )
                 )
         finally:
@@ -299,6 +344,7 @@ def report(figures: Sequence[TurnFigures], memory: MemorySection, elapsed: float
     )
 
     follow = [f for f in figures if f.turn > 1]
+    report_uncached(follow)
     hit_share = sum(f.drafting_cached_tokens for f in follow) / max(1, sum(f.drafting_prompt_tokens for f in follow))
     hit_share_all = sum(f.drafting_cached_tokens + f.summary_cached_tokens for f in follow) / max(
         1, sum(f.drafting_prompt_tokens + f.summary_prompt_tokens for f in follow)
@@ -348,6 +394,42 @@ def report(figures: Sequence[TurnFigures], memory: MemorySection, elapsed: float
                 ],
                 ["every request incl. tool follow-ups and summaries (tokens)", str(all_total), ""],
                 ["wall time of the conversation", f"{elapsed:.1f} s", ""],
+            ],
+        )
+    )
+
+
+def report_uncached(follow: Sequence[TurnFigures]) -> None:
+    total = sum(f.drafting_prompt_tokens for f in follow) or 1
+    cached = sum(f.drafting_cached_tokens for f in follow)
+    part = {cause: sum(f.uncached.get(cause, 0.0) for f in follow) for cause in ("rounding", "new", "tail", "relaid")}
+    print("\n### Where the follow-up drafting prompt tokens went (turns 2..)\n")
+    print(
+        markdown_table(
+            ["part", "tokens", "share"],
+            [
+                ["served from the cache", cached, pct(cached / total)],
+                [
+                    "block rounding: matched, but in the partial 1,024-byte block",
+                    round(part["rounding"]),
+                    pct(part["rounding"] / total),
+                ],
+                [
+                    "new text: the approved reply and the new message; tool calls and results",
+                    round(part["new"]),
+                    pct(part["new"] / total),
+                ],
+                ["volatile tail: facts, date, closing instruction", round(part["tail"]), pct(part["tail"] / total)],
+                [
+                    "re-laid: earlier content at a new position (summary refreshes)",
+                    round(part["relaid"]),
+                    pct(part["relaid"] / total),
+                ],
+                [
+                    "ceiling for any layout at these prompt sizes (100 % - rounding - new text)",
+                    "",
+                    pct(1 - (part["rounding"] + part["new"]) / total),
+                ],
             ],
         )
     )

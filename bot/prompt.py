@@ -127,9 +127,19 @@ SUMMARY_INSTRUCTIONS = (
     "At most 120 words. Plain text."
 )
 
+CONTINUE_INSTRUCTIONS = (
+    "Summarize the earlier part of a customer-support conversation for the agent who continues it, "
+    "continuing the summary so far: write only what the new turns add (what the customer wants, what was "
+    "checked, promised or refused, open questions), without repeating the summary so far. "
+    "At most 60 words. Plain text."
+)
 
-def summary_messages(previous_summary: str, turns: list[Turn]) -> list[dict[str, Any]]:
-    """The request that folds older turns into the rolling summary."""
+
+def summary_messages(previous: Sequence[str], turns: list[Turn], *, continuing: bool = False) -> list[dict[str, Any]]:
+    """The request that folds older turns into the summary: a rewrite of the whole summary, or
+    (``continuing``) only a new segment to append to ``previous``."""
     transcript = "\n".join(f"{'Customer' if t.role == 'customer' else 'Support'}: {t.text}" for t in turns)
-    body = (f"Summary so far:\n{previous_summary}\n\n" if previous_summary else "") + f"Turns to fold in:\n{transcript}"
-    return [{"role": "system", "content": SUMMARY_INSTRUCTIONS}, {"role": "user", "content": body}]
+    so_far = "\n".join(s.strip() for s in previous if s.strip())
+    body = (f"Summary so far:\n{so_far}\n\n" if so_far else "") + f"Turns to fold in:\n{transcript}"
+    instructions = CONTINUE_INSTRUCTIONS if continuing and so_far else SUMMARY_INSTRUCTIONS
+    return [{"role": "system", "content": instructions}, {"role": "user", "content": body}]

@@ -3,10 +3,12 @@ last K turns verbatim; structured facts (order ids, refunds, the customer) survi
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
 
+from bot.core.memory import MAX_SUMMARY_CHARS
 from bot.prompt import untrusted
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
@@ -76,36 +78,45 @@ async def test_the_prompt_prefix_stays_byte_identical_between_refreshes(
         assert second["tools"] == first["tools"]
 
 
-def test_a_summary_refresh_that_appends_a_segment_keeps_the_earlier_prompt_cached() -> None:
-    from datetime import date
-
-    from bot.policy import Policy
-    from bot.prompt import Turn, build_messages
-    from tests.fakes.kimi import _common_prefix, _prompt_bytes
-
-    policy, today = Policy(), date(2026, 12, 2)
-    first = build_messages(
-        policy, summary=["Ana's mug #W1 is late."], facts={}, turns=[Turn("customer", "any news?")], today=today
-    )
-    appended = build_messages(
-        policy,
-        summary=["Ana's mug #W1 is late.", "She asked for office delivery; address given."],
-        facts={},
-        turns=[Turn("customer", "and now?")],
-        today=today,
-    )
-    rewritten = build_messages(
-        policy,
-        summary="Ana's mug #W1 is late. She asked for office delivery; address given.",
-        facts={},
-        turns=[Turn("customer", "and now?")],
-        today=today,
-    )
-    old = _prompt_bytes(first, None)
-    through_segment = len(_prompt_bytes(first[:2], None)) - 1  # up to the end of the first segment
-    assert _common_prefix(old, _prompt_bytes(appended, None)) >= through_segment
-    assert _common_prefix(old, _prompt_bytes(rewritten, None)) < through_segment
-    assert [m["content"].split("\n")[0] for m in appended[1:3]] == [
-        "Summary of the earlier conversation:",
-        "Summary, continued:",
+def summary_messages_of(body: dict[str, Any]) -> list[str]:
+    return [
+        str(m["content"])
+        for m in body["messages"]
+        if m["role"] == "system" and str(m["content"]).startswith(("Summary of the earlier", "Summary, continued"))
     ]
+
+
+async def test_a_summary_refresh_appends_a_segment_and_the_earlier_ones_stay_byte_identical(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    """A long thread: each refresh adds a segment after the earlier ones (which Kimi has cached),
+    until the summary would outgrow its cap; then it is rewritten into one, once."""
+    async with running_bot(tmp_path, kimi, slack, policy=POLICY) as harness:
+        envelope = await harness.mention("where is my order #W2611340? " + "It is a birthday present. " * 8)
+        thread_ts = envelope["event"]["ts"]
+        [card] = await harness.wait_cards(1)
+        await harness.click("approve_draft", draft_id_of(card))
+        await harness.wait_replies(thread_ts, 1)
+
+        seen: list[tuple[str, list[str]]] = []  # (how the summary was refreshed, the next prompt's summary)
+        for n in range(2, 12):
+            before = len(kimi.completions)
+            await turn(harness, thread_ts, f"question {n}: " + "could you check the delivery once more? " * 6, n)
+            new = kimi.completions[before:]
+            refresh = [b for b in new if is_summary_request(b)]
+            if refresh:
+                how = "append" if "continuing the summary so far" in refresh[0]["messages"][0]["content"] else "rewrite"
+                drafting = next(b for b in new if not is_summary_request(b))
+                seen.append((how, summary_messages_of(drafting)))
+            if [how for how, _ in seen].count("rewrite") >= 2:
+                break
+
+    hows = [how for how, _ in seen]
+    assert hows[0] == "rewrite" and "append" in hows and hows.count("rewrite") >= 2, hows
+    for (_, before), (how, after) in itertools.pairwise(seen):
+        if how == "append":
+            assert after[: len(before)] == before, "the earlier segments are replayed byte for byte"
+            assert len(after) == len(before) + 1 and after[-1].startswith("Summary, continued:")
+        else:
+            assert len(after) == 1 and after[0].startswith("Summary of the earlier conversation:")
+        assert sum(len(m) for m in after) < MAX_SUMMARY_CHARS + 100 * len(after), "the summary keeps to its cap"

@@ -1,5 +1,10 @@
 """Conversation memory: a rolling summary of older turns, folded in batches, and the recent
-turns verbatim. Facts (order ids, refunds, the customer) live on the conversation."""
+turns verbatim. Facts (order ids, refunds, the customer) live on the conversation.
+
+The summary is a list of segments, oldest first, each its own system message in the prompt. A
+refresh appends a segment about the turns it folds, so the segments before it stay byte-identical
+and in Kimi's prefix cache; only when the segments would outgrow ``MAX_SUMMARY_CHARS`` is the
+whole summary rewritten into one (compaction), which re-lays the prompt once."""
 
 from __future__ import annotations
 
@@ -14,7 +19,18 @@ from bot.store import Database, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store.conversations import ConversationState, StoredMessage
 
-MAX_SUMMARY_CHARS = 1200
+#: The whole summary, all segments together.
+MAX_SUMMARY_CHARS = 1600
+#: One appended segment, and a compacted summary (room for two segments after it).
+MAX_SEGMENT_CHARS = 400
+MAX_COMPACTED_CHARS = 800
+#: Separates the segments in the stored summary; never part of model output (stripped from it).
+SEGMENT_BREAK = "\n\x1e\n"
+
+
+def summary_segments(stored: str) -> list[str]:
+    """The stored summary's segments, oldest first (a summary stored before segments is one)."""
+    return [s for s in stored.split(SEGMENT_BREAK) if s.strip()]
 
 
 class Memory:
@@ -33,23 +49,31 @@ class Memory:
         images: list[tuple[str, bytes]],
         policy: Policy,
         spent: list[tuple[str, str, Usage]],
-    ) -> tuple[str, list[Turn]]:
-        """The summary and the verbatim turns (images on the newest) for one prompt."""
-        summary = conversation.summary
+    ) -> tuple[list[str], list[Turn]]:
+        """The summary's segments and the verbatim turns (images on the newest) for one prompt."""
+        segments = summary_segments(conversation.summary)
         keep = policy.memory.keep_recent_turns
         if len(turns) >= policy.memory.summarize_after_turns:
             fold, turns = turns[:-keep], turns[-keep:]
+            continuing = bool(segments) and sum(map(len, segments)) + MAX_SEGMENT_CHARS <= MAX_SUMMARY_CHARS
             model = policy.models.summarizing or self.settings.kimi_model
             completion = await self.kimi.chat(
                 model=model,
-                messages=summary_messages(summary, [Turn(r.role, r.text) for r in fold]),
+                messages=summary_messages(segments, [Turn(r.role, r.text) for r in fold], continuing=continuing),
                 thinking=False if model.startswith("kimi-k2.") else None,
                 max_tokens=400,
             )
             spent.append(("summarizing", completion.model or model, completion.usage))
-            summary = fit(completion.content.strip(), MAX_SUMMARY_CHARS) or summary
+            written = completion.content.replace("\x1e", " ").strip()
+            if written:
+                if continuing:
+                    segments.append(fit(written, MAX_SEGMENT_CHARS))
+                else:
+                    segments = [fit(written, MAX_COMPACTED_CHARS)]
             async with self.db.write() as conn:
-                await conversation_rows.save_summary(conn, conversation.id, summary, fold[-1].id, utcnow())
+                await conversation_rows.save_summary(
+                    conn, conversation.id, SEGMENT_BREAK.join(segments), fold[-1].id, utcnow()
+                )
             self.counters["summaries"] += 1
         newest = turns[-1].id if turns else None
-        return summary, [Turn(role=r.role, text=r.text, images=tuple(images) if r.id == newest else ()) for r in turns]
+        return segments, [Turn(role=r.role, text=r.text, images=tuple(images) if r.id == newest else ()) for r in turns]
