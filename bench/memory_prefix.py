@@ -362,6 +362,13 @@ def report(figures: Sequence[TurnFigures], memory: MemorySection, elapsed: float
             ["figure", "value", "goal"],
             [
                 ["turn 50 / turn 5 prompt tokens", f"{growth:.2f}", goal(growth <= 1.3, "<= 1.3")],
+                [
+                    "largest / smallest first drafting prompt, turns 5..",
+                    f"{max(f.tokens for f in figures[4:]) / min(f.tokens for f in figures[4:]):.2f}"
+                    if len(figures) > 4
+                    else "-",
+                    "",
+                ],
                 ["naive turn 50 / turn 5", f"{ratio(figures, 50, 5, 'naive_tokens'):.2f}", ""],
                 [
                     f"turn 50 / turn 5 with a {SUMMARY_WORDS}-word summary",

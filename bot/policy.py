@@ -78,7 +78,7 @@ class LimitsSection(_Section):
 class MemorySection(_Section):
     """When older turns are folded into the rolling summary."""
 
-    summarize_after_turns: Annotated[int, Field(ge=2, le=200)] = 12
+    summarize_after_turns: Annotated[int, Field(ge=2, le=200)] = 24
     keep_recent_turns: Annotated[int, Field(ge=1, le=100)] = 6
 
     @model_validator(mode="after")
