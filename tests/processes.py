@@ -48,6 +48,28 @@ def supportbot(cwd: Path, *args: str, **variables: str) -> subprocess.CompletedP
     )
 
 
+def slack_bot_env(
+    home: Path, kimi_url: str, slack: FakeSlack, port: int, database_url: str, **variables: str
+) -> dict[str, str]:
+    """The environment of a ``supportbot run`` on the fake Kimi and the fake Slack, on 127.0.0.1."""
+    return operator_env(
+        home,
+        **{
+            "MOONSHOT_API_KEY": KIMI_KEY,
+            "KIMI_BASE_URL": kimi_url,
+            "DATABASE_URL": database_url,
+            "POLICY_FILE": str(home / "policy.toml"),
+            "SLACK_BOT_TOKEN": SLACK_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.base_url,
+            "SLACK_REVIEW_CHANNEL": REVIEW_CHANNEL,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            **variables,
+        },
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -75,19 +97,13 @@ class BotProcess:
         self.home = home
         self.port = free_port()
         self.database_url = f"sqlite+aiosqlite:///{home / 'supportbot.db'}"
-        self.env = operator_env(
+        self.env = slack_bot_env(
             home,
-            MOONSHOT_API_KEY=KIMI_KEY,
-            KIMI_BASE_URL=kimi_url,
+            kimi_url,
+            slack,
+            self.port,
+            self.database_url,
             KIMI_TIMEOUT_SECONDS="4",
-            DATABASE_URL=self.database_url,
-            POLICY_FILE=str(home / "policy.toml"),
-            SLACK_BOT_TOKEN=SLACK_TOKEN,
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_API_URL=slack.base_url,
-            SLACK_REVIEW_CHANNEL=REVIEW_CHANNEL,
-            HOST="127.0.0.1",
-            PORT=str(self.port),
             WORK_LEASE_SECONDS="6",
             **variables,
         )

@@ -36,7 +36,7 @@ from tests.harness import (
     draft_id_of,
     until,
 )
-from tests.processes import SUPPORTBOT, free_port, operator_env, seed_orders, supportbot
+from tests.processes import SUPPORTBOT, free_port, seed_orders, slack_bot_env, supportbot
 
 SECRETS = {"Kimi API key": KIMI_KEY, "Slack bot token": SLACK_TOKEN, "Slack signing secret": SIGNING_SECRET}
 
@@ -236,21 +236,7 @@ async def drive_canary(home: Path) -> CanaryRun:
     stdout_path, stderr_path = home / "run.stdout", home / "run.stderr"
     async with FakeKimi(api_key=KIMI_KEY) as kimi, FakeSlack(bot_token=SLACK_TOKEN) as slack:
         port = free_port()
-        env = operator_env(
-            home,
-            MOONSHOT_API_KEY=KIMI_KEY,
-            KIMI_BASE_URL=kimi.base_url,
-            KIMI_TIMEOUT_SECONDS="5",
-            DATABASE_URL=database_url,
-            POLICY_FILE=str(home / "policy.toml"),
-            SLACK_BOT_TOKEN=SLACK_TOKEN,
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_API_URL=slack.base_url,
-            SLACK_REVIEW_CHANNEL=REVIEW_CHANNEL,
-            HOST="127.0.0.1",
-            PORT=str(port),
-            LOG_LEVEL="DEBUG",
-        )
+        env = slack_bot_env(home, kimi.base_url, slack, port, database_url, KIMI_TIMEOUT_SECONDS="5", LOG_LEVEL="DEBUG")
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
             process = await asyncio.create_subprocess_exec(SUPPORTBOT, "run", cwd=home, env=env, stdout=out, stderr=err)
         try:
