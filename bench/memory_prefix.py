@@ -25,7 +25,8 @@ ones, and for the turn's first drafting request computes:
 
 It also prints, turn by turn, the cache-hit share of every drafting request of the turn (the
 fake's ``cached_tokens`` over its ``prompt_tokens``, cached in 1,024-byte prefix blocks), and the
-share over all follow-up turns (issue 10's goal: >= 90 %).
+share over all follow-up turns (issue 10's goal: >= 90 %), where the uncached tokens went, and
+what the whole conversation cost by the bot's own usage ledger (``supportbot costs``).
 
 It prints a table for turns 1, 5, 10, 20, ..., 60 and the figures the issue sets goals for:
 turn 50 / turn 5 prompt tokens (goal <= 1.3), the naive ratio, the mean prefix share on follow-up
@@ -52,6 +53,7 @@ from typing import Any
 
 from bench._common import markdown_table, median
 from bot.app import Supportbot
+from bot.llm.commands import CostLine, cost_lines
 from bot.policy import MemorySection, load_policy
 from tests.fakes.kimi import FakeKimi, _common_prefix, _prompt_bytes, estimate_tokens
 from tests.fakes.slack import FakeSlack
@@ -187,7 +189,9 @@ def uncached_parts(earlier: Sequence[bytes], request: dict[str, Any], new_from: 
     return parts
 
 
-async def converse(args: argparse.Namespace, tmp: Path) -> tuple[list[TurnFigures], MemorySection, float]:
+async def converse(
+    args: argparse.Namespace, tmp: Path
+) -> tuple[list[TurnFigures], MemorySection, float, list[CostLine]]:
     memory = MemorySection()
     after = args.summarize_after or memory.summarize_after_turns
     keep = args.keep_recent or memory.keep_recent_turns
@@ -267,10 +271,11 @@ async def converse(args: argparse.Namespace, tmp: Path) -> tuple[list[TurnFigure
                         uncached=uncached,
                     )
                 )
+            costs = await cost_lines(bot.engine, days=1)  # the bot's own usage ledger, priced as in production
         finally:
             elapsed = time.perf_counter() - started
             await bot.stop()
-    return figures, effective, elapsed
+    return figures, effective, elapsed, costs
 
 
 def ratio(figures: Sequence[TurnFigures], a: int, b: int, field: str = "tokens") -> float:
@@ -292,7 +297,7 @@ def goal(ok: bool, text: str) -> str:
     return f"{text} ({'met' if ok else 'NOT met'})"
 
 
-def report(figures: Sequence[TurnFigures], memory: MemorySection, elapsed: float) -> None:
+def report(figures: Sequence[TurnFigures], memory: MemorySection, elapsed: float, costs: Sequence[CostLine]) -> None:
     refreshes = [f.turn for f in figures if f.summary_requests]
     print(
         f"## Memory and prefix cache: {len(figures)} turns, [memory] summarize_after_turns = "
@@ -400,6 +405,13 @@ def report(figures: Sequence[TurnFigures], memory: MemorySection, elapsed: float
                     "",
                 ],
                 ["every request incl. tool follow-ups and summaries (tokens)", str(all_total), ""],
+                [
+                    "cost of the conversation, every call (the bot's usage ledger)",
+                    f"{sum(c.cost_microusd for c in costs) / 1e6:.4f} USD, "
+                    f"{sum(c.cached_tokens for c in costs) / max(1, sum(c.prompt_tokens for c in costs)):.1%} "
+                    "of prompt tokens cached",
+                    "",
+                ],
                 ["wall time of the conversation", f"{elapsed:.1f} s", ""],
             ],
         )
@@ -444,8 +456,8 @@ def report_uncached(follow: Sequence[TurnFigures]) -> None:
 
 async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="supportbot-bench-") as tmpdir:
-        figures, memory, elapsed = await asyncio.wait_for(converse(args, Path(tmpdir)), args.deadline)
-    report(figures, memory, elapsed)
+        figures, memory, elapsed, costs = await asyncio.wait_for(converse(args, Path(tmpdir)), args.deadline)
+    report(figures, memory, elapsed, costs)
     return 0
 
 
