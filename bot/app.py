@@ -66,6 +66,7 @@ class Supportbot:
         self._runner: web.AppRunner | None = None
         self.port = settings.port
         self.ready = False
+        self.stopping = False
         self._platform_routes: set[str] = set()
 
     def _configure_platforms(self) -> None:
@@ -201,10 +202,23 @@ class Supportbot:
                         await reconnect()
 
     async def stop(self) -> None:
-        """Stop taking traffic first (platforms, then the HTTP server, letting in-flight acks
-        finish), then the background rooms, then the clients and the database. Every phase is
-        bounded: a phase that does not end in time is logged with where its tasks wait and left
-        behind, so a shutdown never hangs (what it leaves is resumed from SQL by the next run)."""
+        """Wind down first: ``/readyz`` turns 503 (a load balancer sends traffic elsewhere), no
+        new draft or delivery starts, and what is in flight gets ``SHUTDOWN_GRACE_SECONDS`` to
+        finish while the platforms are still connected (what arrives meanwhile is still recorded).
+        Then stop taking traffic (platforms, then the HTTP server, letting in-flight acks finish),
+        cancel the background rooms, close the clients and the database. Every phase is bounded:
+        a phase that does not end in time is logged with where its tasks wait and left behind, so a
+        shutdown never hangs (what it leaves is resumed from SQL by the next run)."""
+        self.stopping = True
+        if self.core is not None and self.ready:
+            core, grace = self.core, self.settings.shutdown_grace_seconds
+
+            async def wind_down() -> None:
+                log.info("stopping: work in flight has %.0f s to finish", grace)
+                if not await core.wind_down(grace):
+                    log.warning("stopping: what is still in flight after %.0f s is left to the next run", grace)
+
+            await _bounded("finishing the work in flight", wind_down(), grace + 1.0)
         self.ready = False
         for platform in self.platforms:
             await _bounded(f"stopping {platform.name}", platform.stop(), STOP_PHASE_SECONDS)
@@ -227,10 +241,11 @@ class Supportbot:
         """Readiness: started, the database answers, and every platform is connected."""
         database = await database_reachable(self.engine) if hasattr(self, "engine") else False
         platforms = {p.name: _connected(p) for p in self.platforms}
-        ok = self.ready and database and all(platforms.values())
+        ok = self.ready and not self.stopping and database and all(platforms.values())
         body: dict[str, Any] = {
             "ok": ok,
             "started": self.ready,
+            "stopping": self.stopping,
             "database": "reachable" if database else "unreachable",
             "platforms": {name: "connected" if up else "disconnected" for name, up in platforms.items()},
         }

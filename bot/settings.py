@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # its worker lives; after a crash another worker takes it over once the lease expires.
     work_lease_seconds: float = 10.0
     sweep_seconds: float = 1.0
+    # On SIGTERM, work in flight gets this long to finish before it is cancelled (and resumed by
+    # the next run); keep it under the orchestrator's kill timeout (Docker's is 10 s by default).
+    shutdown_grace_seconds: float = Field(8.0, ge=0)
     # The draft forms on its review card as Kimi streams it, updated at most every
     # STREAM_UPDATE_SECONDS (Slack's chat.update and Discord's edits are rate-limited).
     stream_drafts_to_card: bool = False

@@ -1,10 +1,13 @@
 """Kill -9 at the worst moments: the real ``supportbot run`` is killed while the model call is
 in flight, while a card post is in flight, right after a click's ack, and after a refund but
 before its reply; restarted at once, it finishes the work within 20 s, and nothing is lost or
-done twice."""
+done twice. Stopped gracefully (SIGTERM, as ``docker stop`` does), it first finishes what is in
+flight within ``SHUTDOWN_GRACE_SECONDS`` and leaves the rest to the next run."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,16 +26,31 @@ from tools.orders import order_refunds_table
 RECOVERY_SECONDS = 20.0
 
 
-@pytest.fixture
-async def bot(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[BotProcess]:
-    (tmp_path / "policy.toml").write_text('[refunds]\nmax_amount = "500.00"\nmanager_threshold = "400.00"\n')
-    process = BotProcess(tmp_path, kimi.base_url, slack)
+async def launch(home: Path, kimi: FakeKimi, slack: FakeSlack, **variables: str) -> BotProcess:
+    (home / "policy.toml").write_text('[refunds]\nmax_amount = "500.00"\nmanager_threshold = "400.00"\n')
+    process = BotProcess(home, kimi.base_url, slack, **variables)
     rows = sample_orders()
     for row in rows:
         if row["order_id"] == "40021":  # Ana writes from Slack as U444: her account is linked
             row["customer_accounts"] = "slack:U444"
-    await seed_orders(process.database_url, tmp_path / "orders.jsonl", rows)
+    await seed_orders(process.database_url, home / "orders.jsonl", rows)
     await process.start()
+    return process
+
+
+@pytest.fixture
+async def bot(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[BotProcess]:
+    process = await launch(tmp_path, kimi, slack)
+    try:
+        yield process
+    finally:
+        await process.stop()
+
+
+@pytest.fixture
+async def impatient_bot(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[BotProcess]:
+    """A bot whose operator gives work in flight one second to finish on SIGTERM."""
+    process = await launch(tmp_path, kimi, slack, SHUTDOWN_GRACE_SECONDS="1")
     try:
         yield process
     finally:
@@ -155,3 +173,56 @@ async def test_killed_after_the_refund_before_the_reply_the_refund_runs_once_and
     finally:
         await engine.dispose()
     assert refunds == 1
+
+
+def completions(kimi: FakeKimi) -> list[object]:
+    return [r for r in kimi.requests if r.path.endswith("/chat/completions")]
+
+
+async def sigterm(bot: BotProcess, timeout: float) -> float:
+    """Stop the bot as ``docker stop`` does; returns how long it took to exit."""
+    assert bot.process is not None
+    started = time.monotonic()
+    bot.process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(bot.process.wait(), timeout)
+    assert bot.process.returncode == 0, bot.stderr_path.read_text()
+    return time.monotonic() - started
+
+
+async def test_stopped_while_the_model_is_thinking_the_draft_is_finished_before_the_process_exits(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    kimi.latency = 2.0
+    thread_ts = await ask(bot, "where is my order #W2611340?")
+    await until(lambda: completions(kimi), "the model call")
+    await sigterm(bot, timeout=15)
+
+    # The draft was finished and its card posted while the process wound down, not cut off.
+    [card] = bot.cards()
+    assert "approve_draft" in str(card.params["blocks"])
+    assert "stopping: work in flight has 8 s to finish" in bot.stderr_path.read_text()
+    calls = len(completions(kimi))  # the model's calls for this draft (a tool call, then the reply)
+    kimi.latency = 0.0
+    await bot.start()
+    await approve(bot, draft_id_of(card))
+    await until(lambda: replies_in(slack, thread_ts), "the reply, posted by the next run")
+    assert len(completions(kimi)) == calls, "the next run did not write the draft again"
+    assert len(bot.cards()) == 1
+
+
+async def test_stopped_with_a_draft_that_outlasts_the_grace_the_process_exits_in_time_and_the_next_run_writes_it(
+    impatient_bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    kimi.script(Hang(60))
+    await ask(impatient_bot, "where is my order #W2611340?")
+    await until(lambda: completions(kimi), "the model call")
+    took = await sigterm(impatient_bot, timeout=15)
+
+    assert took < 6, f"a 1 s grace, then the bounded shutdown phases; it took {took:.1f} s"
+    assert impatient_bot.cards() == []
+    assert "is left to the next run" in impatient_bot.stderr_path.read_text()
+    started = time.monotonic()
+    await impatient_bot.start()
+    [card] = await until(impatient_bot.cards, "the card, written by the next run", timeout=RECOVERY_SECONDS)
+    assert time.monotonic() - started < RECOVERY_SECONDS
+    assert "approve_draft" in str(card.params["blocks"])

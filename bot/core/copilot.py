@@ -137,6 +137,23 @@ class Copilot:
         self.supervisor.keep_running("sweeper", self.sweeper.run)
         self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
 
+    async def wind_down(self, grace: float) -> bool:
+        """A graceful stop's first phase: start no new draft or delivery and give what is in
+        flight (drafts being written, replies being posted, card updates) up to ``grace`` seconds
+        to finish, so a SIGTERM does not waste a model call the next run would make again. What is
+        still running after that is cancelled by :meth:`close` and resumed from SQL by the next
+        run. True when everything finished in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
+        drafted = await self.drafting.wind_down(left())
+        delivered = await self.dispatcher.wind_down(left())
+        await self.supervisor.drain(left())  # card posts and updates the drafts started
+        return drafted and delivered and self.supervisor.busy == 0
+
     async def close(self) -> None:
         await self.supervisor.close()
 

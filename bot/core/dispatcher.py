@@ -69,6 +69,7 @@ class Dispatcher:
         self._refresh_card = refresh_card
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._winding_down = False
         self.passes = 0
 
     def wake(self) -> None:
@@ -94,10 +95,18 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(renewing, *self._in_flight.values(), return_exceptions=True)
 
+    async def wind_down(self, timeout: float) -> bool:
+        """Claim nothing more (what is due stays in the outbox for the next run) and wait up to
+        ``timeout`` for the replies being posted; True when none is left."""
+        self._winding_down = True
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight.values()), timeout=timeout)
+        return not self._in_flight
+
     async def deliver_due(self) -> int:
         """Claim what is due (up to the free slots) and start delivering it; returns how many."""
         free = self.concurrency - len(self._in_flight)
-        if free <= 0:
+        if free <= 0 or self._winding_down:
             return 0
         async with self.db.write() as conn:
             claimed = await outbox_rows.claim_due(conn, self.owner, utcnow(), self.lease, free)

@@ -105,6 +105,9 @@ class Drafting:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._working = 0
+        self._none_working = asyncio.Event()
+        self._none_working.set()
+        self._winding_down = False
         self._quota_alerted_at: float | None = None
 
     def submit(self, draft_id: str) -> None:
@@ -124,10 +127,22 @@ class Drafting:
     def idle(self) -> bool:
         return not self._queued and self._working == 0
 
+    async def wind_down(self, timeout: float) -> bool:
+        """Start no more drafts (the queued ones stay queued in SQL for the next run) and wait up
+        to ``timeout`` for those being written; True when none is left."""
+        self._winding_down = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._none_working.wait(), timeout)
+        return self._working == 0
+
     async def _work(self) -> None:
         while True:
             draft_id = await self._queue.get()
+            if self._winding_down:
+                self._queued.discard(draft_id)
+                continue
             self._working += 1
+            self._none_working.clear()
             try:
                 await self.draft(draft_id)
             except Exception:
@@ -136,6 +151,8 @@ class Drafting:
             finally:
                 self._working -= 1
                 self._queued.discard(draft_id)
+                if self._working == 0:
+                    self._none_working.set()
 
     async def draft(self, draft_id: str) -> None:
         """Draft ``draft_id`` if nobody live is, and put its card in front of the agents."""
