@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -179,11 +180,16 @@ def completions(kimi: FakeKimi) -> list[object]:
     return [r for r in kimi.requests if r.path.endswith("/chat/completions")]
 
 
-async def sigterm(bot: BotProcess, timeout: float) -> float:
-    """Stop the bot as ``docker stop`` does; returns how long it took to exit."""
+async def sigterm(
+    bot: BotProcess, timeout: float, *, while_stopping: Callable[[], Awaitable[None]] | None = None
+) -> float:
+    """Stop the bot as ``docker stop`` does (and run ``while_stopping`` meanwhile); returns how
+    long it took to exit."""
     assert bot.process is not None
     started = time.monotonic()
     bot.process.send_signal(signal.SIGTERM)
+    if while_stopping is not None:
+        await while_stopping()
     await asyncio.wait_for(bot.process.wait(), timeout)
     assert bot.process.returncode == 0, bot.stderr_path.read_text()
     return time.monotonic() - started
@@ -195,7 +201,14 @@ async def test_stopped_while_the_model_is_thinking_the_draft_is_finished_before_
     kimi.latency = 2.0
     thread_ts = await ask(bot, "where is my order #W2611340?")
     await until(lambda: completions(kimi), "the model call")
-    await sigterm(bot, timeout=15)
+
+    async def load_balancer_looks() -> None:  # traffic should go elsewhere as soon as the stop begins
+        async with httpx.AsyncClient(timeout=1) as client:
+            while (response := await client.get(f"{bot.base}/readyz")).status_code == 200:
+                await asyncio.sleep(0.05)
+        assert response.status_code == 503 and response.json()["stopping"] is True
+
+    await sigterm(bot, timeout=15, while_stopping=load_balancer_looks)
 
     # The draft was finished and its card posted while the process wound down, not cut off.
     [card] = bot.cards()
