@@ -23,6 +23,7 @@ from aiohttp import web
 from bot import logs, metrics
 from bot.core.copilot import Copilot
 from bot.errors import ConfigError
+from bot.kimi import KimiClient
 from bot.llm.knowledge import KnowledgeSync, knowledge_paths
 from bot.llm.setup import start_client
 from bot.policy import Policy, PolicyStore
@@ -68,6 +69,8 @@ class Supportbot:
         self.ready = False
         self.stopping = False
         self._platform_routes: set[str] = set()
+        self._kimi: KimiClient | None = None
+        self._orders: OrderBackend | None = None
 
     def _configure_platforms(self) -> None:
         problems: list[str] = []
@@ -95,6 +98,15 @@ class Supportbot:
             raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
 
     async def start(self) -> None:
+        """Start everything, or raise (:class:`ConfigError` for a setting, a key or a model that is
+        wrong) having released whatever was already taken: the database, the clients, the server."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         self._configure_platforms()
         settings = self.settings
         assert settings.moonshot_api_key is not None
@@ -110,7 +122,9 @@ class Supportbot:
             orders: OrderBackend = HttpOrderBackend(settings.orders_api_url, token)
         else:
             orders = SqlOrderBackend(self.engine, reads=self.db.reads)
+        self._orders = orders
         kimi, _catalog = await start_client(settings, policy.current)  # the limiter, breakers, models check
+        self._kimi = kimi
         knowledge = KnowledgeSync(self.engine, kimi)  # knowledge files through Kimi's files API
 
         def knowledge_files() -> list[Path]:
@@ -209,6 +223,8 @@ class Supportbot:
         cancel the background rooms, close the clients and the database. Every phase is bounded:
         a phase that does not end in time is logged with where its tasks wait and left behind, so a
         shutdown never hangs (what it leaves is resumed from SQL by the next run)."""
+        if self.stopping:
+            return
         self.stopping = True
         if self.core is not None and self.ready:
             core, grace = self.core, self.settings.shutdown_grace_seconds
@@ -226,12 +242,15 @@ class Supportbot:
             await _bounded("stopping the HTTP server", self._runner.cleanup(), STOP_PHASE_SECONDS)
         if self.core is not None:
             await _bounded("stopping the background work", self.core.close(), STOP_PHASE_SECONDS)
-            await _bounded("closing the Kimi client", self.core.kimi.aclose(), STOP_PHASE_SECONDS)
-            close = getattr(self.core.orders, "aclose", None)
-            if close is not None:
-                await _bounded("closing the shop backend", close(), STOP_PHASE_SECONDS)
+        if self._kimi is not None:
+            await _bounded("closing the Kimi client", self._kimi.aclose(), STOP_PHASE_SECONDS)
+        close = getattr(self._orders, "aclose", None)
+        if close is not None:
+            await _bounded("closing the shop backend", close(), STOP_PHASE_SECONDS)
         if hasattr(self, "db"):
             await _bounded("closing the database", self.db.dispose(), STOP_PHASE_SECONDS)
+        elif hasattr(self, "engine"):  # the schema upgrade failed
+            await _bounded("closing the database", self.engine.dispose(), STOP_PHASE_SECONDS)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         """Liveness: the process answers."""
