@@ -33,7 +33,12 @@ shutdown. Nothing leaves 127.0.0.1.
 
 Run from the repository root::
 
-    python -m bench.slack_throughput [--n 300] [--concurrency 20] [--kimi-latency 0]
+    python -m bench.slack_throughput [--n 300] [--concurrency 20] [--kimi-latency 0] [--socket-mode]
+
+``--socket-mode`` delivers the events over a Socket Mode WebSocket instead (the bot gets
+``SLACK_APP_TOKEN`` and no signing secret; ``tests.fakes.socket_mode.SocketModeSlack``); the ack
+latency is then from sending the envelope to the bot's ack on the socket (the fake notices an ack
+within 10 ms).
 
 ``--profile FILE`` runs the bot under cProfile (slower; inspect with ``pstats``) to see where its
 CPU time goes.
@@ -68,6 +73,7 @@ from bench._common import fmt_ms, free_port, markdown_table, median, percentile
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention, event_body, sign
+from tests.fakes.socket_mode import SocketModeSlack
 from tests.harness import KIMI_KEY, REVIEW_CHANNEL, SIGNING_SECRET, SLACK_TOKEN, sample_orders
 
 MARKER_RE = re.compile(r"bm\d{5}q")
@@ -198,7 +204,11 @@ def bot_environment(tmp: Path, kimi: FakeKimi, slack: FakeSlack, port: int) -> d
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
         "POLICY_FILE": str(tmp / "none.toml"),
         "SLACK_BOT_TOKEN": SLACK_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        **(
+            {"SLACK_APP_TOKEN": slack.app_token}
+            if isinstance(slack, SocketModeSlack)
+            else {"SLACK_SIGNING_SECRET": SIGNING_SECRET}
+        ),
         "SLACK_API_URL": slack.base_url,
         "SLACK_REVIEW_CHANNEL": REVIEW_CHANNEL,
         "HOST": "127.0.0.1",
@@ -238,6 +248,8 @@ async def send_one(
 ) -> Sample:
     text, marker = question(index)
     envelope = app_mention(f"<@UBOT> {text}")
+    if isinstance(slack, SocketModeSlack):
+        return await send_over_socket(slack, watch, envelope, marker, timeout)
     slack.ingest_event(envelope)  # as SlackSender(mirror_to=...) does: the fake knows the message
     body = event_body(envelope)
     headers = sign(body, SIGNING_SECRET, content_type="application/json")
@@ -247,6 +259,24 @@ async def send_one(
         response = await client.post(url, content=body, headers=headers)
         status = response.status_code
     except httpx.HTTPError:
+        status = 0
+    acked = time.perf_counter()
+    if status == 200:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), timeout)
+    return Sample(marker, sent, acked, status, watch.arrivals.get(marker))
+
+
+async def send_over_socket(
+    slack: SocketModeSlack, watch: CardWatch, envelope: dict[str, Any], marker: str, timeout: float
+) -> Sample:
+    arrived = watch.expect(marker)
+    sent = time.perf_counter()
+    envelope_id = await slack.send_event(envelope)  # mirrors the message into the fake, too
+    try:
+        await slack.wait_ack(envelope_id, timeout=10.0)
+        status = 200
+    except AssertionError:
         status = 0
     acked = time.perf_counter()
     if status == 200:
@@ -303,7 +333,12 @@ async def bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="supportbot-bench-") as tmpdir:
         tmp = Path(tmpdir)
         kimi = TimedKimi(api_key=KIMI_KEY)
-        async with kimi, FakeSlack(bot_token=SLACK_TOKEN) as slack:
+        fake_slack = (
+            SocketModeSlack(bot_token=SLACK_TOKEN, app_token="xapp-1-bench")
+            if args.socket_mode
+            else FakeSlack(bot_token=SLACK_TOKEN)
+        )
+        async with kimi, fake_slack as slack:
             kimi.latency = args.kimi_latency
             watch = CardWatch(slack)
             port = free_port()
@@ -317,6 +352,8 @@ async def bench(args: argparse.Namespace) -> int:
             base = f"http://127.0.0.1:{port}"
             try:
                 startup = await wait_healthy(f"{base}/healthz", proc, args.startup_timeout)
+                if isinstance(slack, SocketModeSlack):
+                    await slack.wait_connected(timeout=args.startup_timeout)
                 orders = tmp / "orders.jsonl"
                 orders.write_text("".join(json.dumps(row) + "\n" for row in sample_orders()))
                 imported = await asyncio.to_thread(
@@ -410,7 +447,8 @@ def report(
     warm_cards = [s.to_card for s in warm if s.card is not None]
 
     print(
-        f"## Slack throughput: N={len(samples)} events, concurrency {args.concurrency}, "
+        f"## Slack throughput ({'Socket Mode' if args.socket_mode else 'HTTP mode'}): N={len(samples)} events, "
+        f"concurrency {args.concurrency}, "
         f"fake Kimi latency {args.kimi_latency * 1000:.0f} ms, warm-up {len(warm)} (excluded)\n"
     )
     rows: list[list[object]] = [
@@ -462,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile", metavar="FILE", help="run the bot under cProfile and write the stats to FILE (slower)"
     )
     parser.add_argument("--startup-timeout", type=float, default=20.0, help="seconds to wait for /healthz")
+    parser.add_argument("--socket-mode", action="store_true", help="deliver the events over Socket Mode")
     args = parser.parse_args(argv)
     if args.n < 1 or args.concurrency < 1 or args.warmup < 0:
         parser.error("--n and --concurrency must be positive, --warmup not negative")
