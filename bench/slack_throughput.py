@@ -248,41 +248,39 @@ async def send_one(
 ) -> Sample:
     text, marker = question(index)
     envelope = app_mention(f"<@UBOT> {text}")
+    arrived = watch.expect(marker)
+    sent = time.perf_counter()
     if isinstance(slack, SocketModeSlack):
-        return await send_over_socket(slack, watch, envelope, marker, timeout)
+        status = await deliver_over_socket(slack, envelope)
+    else:
+        status = await post_signed(client, url, slack, envelope)
+    acked = time.perf_counter()
+    if status == 200:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), timeout)
+    return Sample(marker, sent, acked, status, watch.arrivals.get(marker))
+
+
+async def post_signed(client: httpx.AsyncClient, url: str, slack: FakeSlack, envelope: dict[str, Any]) -> int:
+    """HTTP mode: POST the signed event; the ack is the response (0: no answer)."""
     slack.ingest_event(envelope)  # as SlackSender(mirror_to=...) does: the fake knows the message
     body = event_body(envelope)
     headers = sign(body, SIGNING_SECRET, content_type="application/json")
-    arrived = watch.expect(marker)
-    sent = time.perf_counter()
     try:
         response = await client.post(url, content=body, headers=headers)
-        status = response.status_code
     except httpx.HTTPError:
-        status = 0
-    acked = time.perf_counter()
-    if status == 200:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(arrived.wait(), timeout)
-    return Sample(marker, sent, acked, status, watch.arrivals.get(marker))
+        return 0
+    return response.status_code
 
 
-async def send_over_socket(
-    slack: SocketModeSlack, watch: CardWatch, envelope: dict[str, Any], marker: str, timeout: float
-) -> Sample:
-    arrived = watch.expect(marker)
-    sent = time.perf_counter()
+async def deliver_over_socket(slack: SocketModeSlack, envelope: dict[str, Any]) -> int:
+    """Socket Mode: send the envelope on the socket; the ack is the bot's reply on it (200, else 0)."""
     envelope_id = await slack.send_event(envelope)  # mirrors the message into the fake, too
     try:
         await slack.wait_ack(envelope_id, timeout=10.0)
-        status = 200
     except AssertionError:
-        status = 0
-    acked = time.perf_counter()
-    if status == 200:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(arrived.wait(), timeout)
-    return Sample(marker, sent, acked, status, watch.arrivals.get(marker))
+        return 0
+    return 200
 
 
 async def run_load(
