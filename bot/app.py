@@ -242,6 +242,7 @@ class Supportbot:
             await _bounded("stopping the HTTP server", self._runner.cleanup(), STOP_PHASE_SECONDS)
         if self.core is not None:
             await _bounded("stopping the background work", self.core.close(), STOP_PHASE_SECONDS)
+            await _bounded("handing back the work cut off", self._hand_back(self.core), STOP_PHASE_SECONDS)
         if self._kimi is not None:
             await _bounded("closing the Kimi client", self._kimi.aclose(), STOP_PHASE_SECONDS)
         close = getattr(self._orders, "aclose", None)
@@ -251,6 +252,12 @@ class Supportbot:
             await _bounded("closing the database", self.db.dispose(), STOP_PHASE_SECONDS)
         elif hasattr(self, "engine"):  # the schema upgrade failed
             await _bounded("closing the database", self.engine.dispose(), STOP_PHASE_SECONDS)
+
+    @staticmethod
+    async def _hand_back(core: Copilot) -> None:
+        drafts, replies = await core.leases.hand_back()
+        if drafts or replies:
+            log.info("stopping: handed back %d draft(s) and %d reply(ies) to the next run", drafts, replies)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         """Liveness: the process answers."""

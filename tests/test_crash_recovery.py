@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.store import create_engine
+from bot.store.schema import Draft
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention, block_actions
@@ -233,9 +234,39 @@ async def test_stopped_with_a_draft_that_outlasts_the_grace_the_process_exits_in
 
     assert took < 6, f"a 1 s grace, then the bounded shutdown phases; it took {took:.1f} s"
     assert impatient_bot.cards() == []
-    assert "is left to the next run" in impatient_bot.stderr_path.read_text()
+    log = impatient_bot.stderr_path.read_text()
+    assert "is left to the next run" in log
+    # Its lease was handed back on the way out: the next run need not wait for it to expire.
+    assert "handed back 1 draft(s)" in log
+    engine = create_engine(impatient_bot.database_url)
+    try:
+        async with engine.connect() as conn:
+            holders = (await conn.execute(select(Draft.lease_owner, Draft.lease_until))).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(h) for h in holders] == [("", None)]
     started = time.monotonic()
     await impatient_bot.start()
     [card] = await until(impatient_bot.cards, "the card, written by the next run", timeout=RECOVERY_SECONDS)
     assert time.monotonic() - started < RECOVERY_SECONDS
     assert "approve_draft" in str(card.params["blocks"])
+
+
+async def test_stopped_while_the_reply_post_hangs_the_next_run_finds_it_at_once_and_posts_nothing_twice(
+    impatient_bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    thread_ts = await ask(impatient_bot, "where is my order #W2611340?")
+    [card] = await until(impatient_bot.cards, "the card")
+    slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == CUSTOMER_CHANNEL)
+    await approve(impatient_bot, draft_id_of(card))
+    await until(lambda: replies_in(slack, thread_ts), "the reply reaching Slack (its answer hangs)")
+    await sigterm(impatient_bot, timeout=15)
+
+    assert "handed back 0 draft(s) and 1 reply(ies)" in impatient_bot.stderr_path.read_text()
+    await impatient_bot.start()
+    await until(
+        lambda: [c for c in slack.calls_to("chat.update") if "sent to the customer" in str(c.params)],
+        "the card saying it was sent",
+        timeout=RECOVERY_SECONDS,
+    )
+    assert len(replies_in(slack, thread_ts)) == 1, "found by its metadata, not posted again"

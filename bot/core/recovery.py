@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from bot.store import Database, utcnow
 from bot.store import drafts as draft_rows
+from bot.store import outbox as outbox_rows
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,15 @@ class LeaseKeeper:
             yield
         finally:
             self._held.discard(draft_id)
+
+    async def hand_back(self) -> tuple[int, int]:
+        """Free every draft and reply this worker still holds, once its work was cancelled, so
+        the next worker (a restart, another instance) takes them at once instead of when the
+        leases expire; returns (drafts, replies)."""
+        async with self.db.write() as conn:
+            drafts = await draft_rows.release_all(conn, self.owner)
+            replies = await outbox_rows.release_all(conn, self.owner, utcnow())
+        return drafts, replies
 
     async def renew_forever(self) -> None:
         interval = self.lease.total_seconds() / 3

@@ -162,6 +162,14 @@ async def finish(
     return None if row is None else int(row.version)
 
 
+async def release_all(conn: AsyncConnection, owner: str) -> int:
+    """Give up every lease ``owner`` holds (a stop, after its work was cancelled); returns how many."""
+    result = await conn.execute(
+        update(_drafts).where(d.lease_owner == owner).values(lease_owner="", lease_until=None).returning(d.id)
+    )
+    return len(result.all())
+
+
 async def release(conn: AsyncConnection, draft_id: str, owner: str) -> None:
     await conn.execute(
         update(_drafts).where(d.id == draft_id, d.lease_owner == owner).values(lease_owner="", lease_until=None)

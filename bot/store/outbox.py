@@ -98,6 +98,18 @@ async def renew(conn: AsyncConnection, ids: Sequence[int], owner: str, until: da
         )
 
 
+async def release_all(conn: AsyncConnection, owner: str, now: datetime) -> int:
+    """Make the replies ``owner`` was posting due again at once (a stop, after its work was
+    cancelled; the next worker looks for a post that did reach the platform); returns how many."""
+    result = await conn.execute(
+        update(_outbox)
+        .where(o.claimed_by == owner, o.status == OutboxStatus.SENDING)
+        .values(lease_until=now)
+        .returning(o.id)
+    )
+    return len(result.all())
+
+
 async def mark_sent(conn: AsyncConnection, item_id: int, owner: str, message_id: str, now: datetime) -> bool:
     result = await conn.execute(
         update(_outbox)
