@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -215,11 +216,13 @@ async def running_bot(
         await bot.stop()
 
 
-async def until(check: Callable[[], T], what: str = "condition", timeout: float = 15.0) -> T:
-    """Poll ``check`` until it returns something truthy, and return that; fail after ``timeout``."""
+async def until(check: Callable[[], T | Awaitable[T]], what: str = "condition", timeout: float = 15.0) -> T:
+    """Poll ``check`` (a function, or a coroutine function such as an HTTP probe) until it returns
+    something truthy, and return that; fail after ``timeout``."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        found = check()
+        result = check()
+        found = await result if inspect.isawaitable(result) else result
         if found:
             return found
         if asyncio.get_running_loop().time() >= deadline:

@@ -205,8 +205,12 @@ async def test_stopped_while_the_model_is_thinking_the_draft_is_finished_before_
 
     async def load_balancer_looks() -> None:  # traffic should go elsewhere as soon as the stop begins
         async with httpx.AsyncClient(timeout=1) as client:
-            while (response := await client.get(f"{bot.base}/readyz")).status_code == 200:
-                await asyncio.sleep(0.05)
+
+            async def not_ready() -> httpx.Response | None:
+                response = await client.get(f"{bot.base}/readyz")
+                return response if response.status_code != 200 else None
+
+            response = await until(not_ready, "/readyz to stop answering 200")
         assert response.status_code == 503 and response.json()["stopping"] is True
 
     await sigterm(bot, timeout=15, while_stopping=load_balancer_looks)
