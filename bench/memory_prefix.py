@@ -19,7 +19,7 @@ ones, and for the turn's first drafting request computes:
   turn's first drafting prompt, as a share of this prompt's length (what an automatic prefix cache
   can reuse);
 * the naive figure: the tokens of the same request with every turn so far verbatim (the system
-  prompt, all customer and support messages, the request's closing instruction, the same tools)
+  prompt, all customer and support messages, the request's newest message, the same tools)
   and no summary, i.e. what a bot without memory management would send;
 * the cached tokens the fake reported (256-token blocks matched against every earlier prompt).
 
@@ -46,6 +46,7 @@ import math
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,7 @@ class TurnFigures:
     summary_prompt_tokens: int
     summary_cached_tokens: int
     uncached: dict[str, float]  # drafting requests' uncached tokens by cause (see uncached_parts)
+    stable_tokens: int = 0  # the system prompt and the tool definitions (the policy's share)
 
 
 def cached_tokens_of(kimi: FakeKimi, body: dict[str, Any]) -> int:
@@ -171,14 +173,17 @@ def uncached_parts(earlier: Sequence[bytes], request: dict[str, Any], new_from: 
     ``rounding``: matched bytes lost in the partial 1,024-byte block where the match with the
     best earlier prompt ends; ``new``: messages that did not exist before this request (from
     index ``new_from``: the approved reply and the new message, or a tool call and its results);
-    ``tail``: the closing system message (facts, date); ``relaid``: anything else past the match,
+    ``tail``: a closing system message after the newest customer message (facts, date, an
+    instruction; the bot sends one only when something changed); ``relaid``: anything else past the match,
     content an earlier prompt had but not at this position (a summary refresh re-lays the turns).
     """
     messages, tools = request["messages"], request.get("tools")
     prompt = _prompt_bytes(messages, tools)
     best = max((_common_prefix(e, prompt) for e in earlier), default=0)
     ends = [len(_prompt_bytes(messages[: k + 1], tools)) - 1 for k in range(len(messages))]
-    tail = max((k for k, m in enumerate(messages) if m.get("role") == "system" and k >= new_from), default=-1)
+    last_user = max((k for k, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    closing = messages[last_user + 1] if last_user + 1 < len(messages) else {}
+    tail = last_user + 1 if closing.get("role") == "system" else -1
     parts = {"rounding": best / 4 - cached, "new": 0.0, "tail": 0.0, "relaid": 0.0}
     start = len(_prompt_bytes([], tools)) - 1
     for k, end in enumerate(ends):
@@ -195,7 +200,14 @@ async def converse(
     memory = MemorySection()
     after = args.summarize_after or memory.summarize_after_turns
     keep = args.keep_recent or memory.keep_recent_turns
-    (tmp / "policy.toml").write_text(f"[memory]\nsummarize_after_turns = {after}\nkeep_recent_turns = {keep}\n")
+    own = args.policy.read_text(encoding="utf-8") if args.policy else ""
+    if "memory" in tomllib.loads(own):
+        if args.summarize_after or args.keep_recent:
+            raise SystemExit(f"{args.policy} has a [memory] section: edit it instead of passing the flags")
+        (tmp / "policy.toml").write_text(own)
+    else:
+        memory_section = f"[memory]\nsummarize_after_turns = {after}\nkeep_recent_turns = {keep}\n"
+        (tmp / "policy.toml").write_text(own + "\n" + memory_section)
     effective = load_policy(tmp / "policy.toml").memory
 
     figures: list[TurnFigures] = []
@@ -236,10 +248,11 @@ async def converse(
                         at = kimi.completions.index(body)
                         earlier = [_prompt_bytes(b["messages"], b.get("tools")) for b in kimi.completions[:at]]
                         messages = body["messages"]
-                        # The first request's new messages: the reply approved last turn and the new
-                        # message; a tool follow-up's: what it appended to the request before it.
-                        last_user = max(k for k, m in enumerate(messages) if m.get("role") == "user")
-                        new_from = len(drafting[n - 1]["messages"]) if n else max(0, last_user - 1)
+                        # The first request's new messages: what follows the previous customer message
+                        # (a fact note, the reply approved last turn, the new message); a tool
+                        # follow-up's: what it appended to the request before it.
+                        users = [k for k, m in enumerate(messages) if m.get("role") == "user"]
+                        new_from = len(drafting[n - 1]["messages"]) if n else (users[-2] + 1 if len(users) > 1 else 0)
                         for cause, tokens in uncached_parts(
                             earlier, body, new_from, cached_tokens_of(kimi, body)
                         ).items():
@@ -269,6 +282,7 @@ async def converse(
                         ),
                         summary_cached_tokens=sum(cached_tokens_of(kimi, b) for b in requests if is_summary(b)),
                         uncached=uncached,
+                        stable_tokens=kimi.prompt_tokens_for(first["messages"][:1], first.get("tools")),
                     )
                 )
             costs = await cost_lines(bot.engine, days=1)  # the bot's own usage ledger, priced as in production
@@ -297,12 +311,22 @@ def goal(ok: bool, text: str) -> str:
     return f"{text} ({'met' if ok else 'NOT met'})"
 
 
-def report(figures: Sequence[TurnFigures], memory: MemorySection, elapsed: float, costs: Sequence[CostLine]) -> None:
+def report(
+    figures: Sequence[TurnFigures],
+    memory: MemorySection,
+    elapsed: float,
+    costs: Sequence[CostLine],
+    policy: Path | None = None,
+) -> None:
     refreshes = [f.turn for f in figures if f.summary_requests]
     print(
         f"## Memory and prefix cache: {len(figures)} turns, [memory] summarize_after_turns = "
         f"{memory.summarize_after_turns}, keep_recent_turns = {memory.keep_recent_turns} "
         "(counted in stored messages: customer and support)\n"
+    )
+    print(
+        f"Policy: {policy or 'the built-in defaults'}; system prompt and tool definitions "
+        f"{figures[0].stable_tokens} tokens.\n"
     )
     headers = [
         "turn",
@@ -438,7 +462,11 @@ def report_uncached(follow: Sequence[TurnFigures]) -> None:
                     round(part["new"]),
                     pct(part["new"] / total),
                 ],
-                ["volatile tail: facts, date, closing instruction", round(part["tail"]), pct(part["tail"] / total)],
+                [
+                    "closing note: facts, date, instruction (sent only when changed)",
+                    round(part["tail"]),
+                    pct(part["tail"] / total),
+                ],
                 [
                     "re-laid: earlier content at a new position (summary refreshes)",
                     round(part["relaid"]),
@@ -457,7 +485,7 @@ def report_uncached(follow: Sequence[TurnFigures]) -> None:
 async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="supportbot-bench-") as tmpdir:
         figures, memory, elapsed, costs = await asyncio.wait_for(converse(args, Path(tmpdir)), args.deadline)
-    report(figures, memory, elapsed, costs)
+    report(figures, memory, elapsed, costs, args.policy)
     return 0
 
 
@@ -467,6 +495,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--summarize-after", type=int, default=0, help="[memory] summarize_after_turns")
     parser.add_argument("--keep-recent", type=int, default=0, help="[memory] keep_recent_turns")
     parser.add_argument("--deadline", type=float, default=80.0, help="seconds the whole run may take")
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        help="measure with this policy file (e.g. bench/storefront_policy.toml, or your own); "
+        "its [memory] section, if any, replaces the flags",
+    )
     args = parser.parse_args(argv)
     if args.turns < 1:
         parser.error("--turns must be positive")

@@ -240,7 +240,7 @@ class DraftingAgent:
 
 def shrink_to_recent(messages: list[dict[str, Any]], keep_turns: int = 4) -> list[dict[str, Any]]:
     """The prompt cut down after "context too long": the leading system messages (instructions,
-    knowledge, the summary), the last ``keep_turns`` turns and the closing system message."""
+    knowledge, the summary, the facts), the last ``keep_turns`` turns and the closing system message."""
     head: list[dict[str, Any]] = []
     for message in messages:
         if message.get("role") != "system":
@@ -251,7 +251,10 @@ def shrink_to_recent(messages: list[dict[str, Any]], keep_turns: int = 4) -> lis
     recent = rest[-keep_turns:]
     while recent and recent[0].get("role") != "user":
         recent = recent[1:]  # start on a customer turn, never on an orphan tool result
-    return head + recent + tail
+    dropped = rest[: len(rest) - len(recent)]
+    # A system message among the turns is a fact note; the newest one dropped still holds.
+    noted = [m for m in dropped if m.get("role") == "system"][-1:]
+    return head + noted + recent + tail
 
 
 def _canonical(arguments: str) -> str:

@@ -5,9 +5,13 @@
 3. system: the rolling summary (changes only when it is refreshed, in batches), or its segments
    oldest first (a refresh that appends a segment keeps the earlier ones cached);
 4. the recent turns verbatim (append-only between summary refreshes), then the new message;
-5. a short volatile tail: the structured facts (order ids, refunds, the customer), today's date
-   and an agent's regenerate instruction. Facts change whenever a new order id comes up, so they
-   sit after the turns: that way they never break the cached prefix.
+   The structured facts (order ids, refunds, the customer) sit among the turns, append-only: each
+   change is a system message right after the customer message whose draft established it, and
+   the facts as they stood before the verbatim turns sit after the summary. A new order id adds
+   one short message and re-sends nothing, where facts in the tail were re-sent on every turn;
+   The date works the same way: "Today is ..." comes before the first customer message of a day;
+5. a tail only when needed: an agent's regenerate instruction, today's date when no message was
+   written today, the facts when no note shows them (a conversation from before notes).
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ class Turn:
     role: str
     text: str
     images: tuple[tuple[str, bytes], ...] = ()
+    #: The stored message's id (0 when not stored): fact notes are keyed to it.
+    id: int = 0
+    #: The day (UTC) a customer message was written: the prompt notes each new day before it.
+    sent: date | None = None
 
 
 def system_prompt(policy: Policy) -> str:
@@ -57,11 +65,14 @@ def system_prompt(policy: Policy) -> str:
     )
 
 
+FACTS_HEAD = "Facts established in this conversation (authoritative; a later list replaces an earlier one):"
+
+
 def facts_block(facts: dict[str, Any]) -> str:
     """The facts that must survive summarisation, rendered deterministically."""
     lines: list[str] = []
     if facts:
-        lines.append("Facts established in this conversation (authoritative):")
+        lines.append(FACTS_HEAD)
         for key in sorted(facts):
             lines.append(f"- {key}: {json.dumps(facts[key], sort_keys=True, ensure_ascii=False)}")
     return "\n".join(lines).strip()
@@ -93,6 +104,7 @@ def build_messages(
     summary: str | Sequence[str],
     facts: dict[str, Any],
     turns: list[Turn],
+    fact_notes: Sequence[tuple[int, dict[str, Any]]] = (),
     today: date,
     instruction: str | None = None,
     vision: bool = False,
@@ -101,23 +113,49 @@ def build_messages(
 
     ``summary`` is the rolling summary, or its segments oldest first: each segment is its own
     system message, so a refresh that appends a segment (instead of rewriting one summary) keeps
-    everything before it byte-identical and in Kimi's prefix cache."""
+    everything before it byte-identical and in Kimi's prefix cache.
+
+    ``fact_notes`` are (customer message id, facts) in the order they were established: the
+    newest one before ``turns`` follows the summary, the others follow their message. The day a
+    customer message was written ("Today is ...") comes before the first message of each day.
+    Nothing follows the newest message unless something changed since: facts no note shows,
+    a new day (``today``), or the reviewing agent's ``instruction``."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt(policy)}]
     segments = [summary] if isinstance(summary, str) else list(summary)
     for index, segment in enumerate(s for s in segments if s.strip()):
         head = "Summary of the earlier conversation:\n" if index == 0 else "Summary, continued:\n"
         messages.append({"role": "system", "content": head + segment.strip()})
+    first = turns[0].id if turns else 0
+    shown: dict[str, Any] = {}
+
+    def note(noted: dict[str, Any]) -> None:
+        nonlocal shown
+        if noted and noted != shown:
+            messages.append({"role": "system", "content": facts_block(noted)})
+            shown = noted
+
+    note(next((noted for at, noted in reversed(fact_notes) if at < first), {}))
+    at_turn = {at: noted for at, noted in fact_notes if at >= first}
+    day: date | None = None
     for turn in turns:
         if turn.role == "assistant":
             if turn.text.strip():
                 messages.append({"role": "assistant", "content": turn.text})
-        else:
-            messages.append({"role": "user", "content": _user_content(turn, vision)})
-    tail = facts_block(facts)
-    tail += ("\n\n" if tail else "") + f"Today is {today.isoformat()}. Draft the next reply to the customer."
+            continue
+        if turn.sent is not None and turn.sent != day:
+            messages.append({"role": "system", "content": f"Today is {turn.sent.isoformat()}."})
+            day = turn.sent
+        messages.append({"role": "user", "content": _user_content(turn, vision)})
+        note(at_turn.get(turn.id, {}))
+    tail: list[str] = []
+    if facts != shown:
+        tail.append(facts_block(facts))
+    if today != day:
+        tail.append(f"Today is {today.isoformat()}.")
     if instruction:
-        tail += f"\nThe reviewing agent asks for this draft: {instruction.strip()}"
-    messages.append({"role": "system", "content": tail})
+        tail.append(f"The reviewing agent asks for this draft: {instruction.strip()}")
+    if tail:
+        messages.append({"role": "system", "content": "\n\n".join(tail)})
     return messages
 
 

@@ -275,6 +275,8 @@ async def test_a_prompt_over_the_context_window_is_retried_once_with_the_summary
     history += [{"role": "system", "content": "Summary of the earlier conversation:\nthe mug is late"}]
     for n in range(10):
         history += [{"role": "user", "content": f"customer {n}"}, {"role": "assistant", "content": f"support {n}"}]
+        if n in (2, 5):  # the drafts of turns 2 and 5 learnt facts: a note follows those messages
+            history.insert(-1, {"role": "system", "content": f"Facts established in this conversation: as of turn {n}"})
     history += [{"role": "user", "content": "and now?"}, {"role": "system", "content": "Today is ..."}]
     kimi.script(Fail(400, "invalid_request_error", "Invalid request: Your request exceeded model token limit: 8192"))
     client = KimiClient(kimi.base_url, SecretStr(KIMI_KEY))
@@ -293,7 +295,13 @@ async def test_a_prompt_over_the_context_window_is_retried_once_with_the_summary
     assert result.text
     retried = chat_requests(kimi)[-1]["messages"]
     assert [m["content"] for m in retried[:2]] == ["instructions", history[1]["content"]]
-    assert [m["content"] for m in retried[2:]] == ["customer 9", "support 9", "and now?", "Today is ..."]
+    assert [m["content"] for m in retried[2:]] == [
+        "Facts established in this conversation: as of turn 5",  # the newest facts hold, the older note goes
+        "customer 9",
+        "support 9",
+        "and now?",
+        "Today is ...",
+    ]
 
 
 async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.memory import MAX_SUMMARY_CHARS
-from bot.prompt import untrusted
+from bot.prompt import FACTS_HEAD, untrusted
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.harness import Harness, draft_id_of, running_bot
@@ -53,7 +53,9 @@ async def test_older_turns_fold_into_a_summary_and_facts_survive(
         drafting = [b for b in kimi.completions if not is_summary_request(b)][-1]
         messages = drafting["messages"]
         assert messages[1]["content"].startswith("Summary of the earlier conversation:")
-        assert '- order_ids: ["#W2611340"]' in messages[-1]["content"], "the order id survives as a structured fact"
+        notes = [str(m["content"]) for m in messages[2:] if m["role"] == "system"]
+        assert notes and notes[0].startswith(FACTS_HEAD), "the facts as they stood follow the summary"
+        assert '- order_ids: ["#W2611340"]' in notes[0], "the order id survives as a structured fact"
         verbatim = [m for m in messages if m["role"] in ("user", "assistant")]
         assert [m["role"] for m in verbatim] == ["assistant", "user"], "only the last K=2 turns stay verbatim"
         assert verbatim[-1]["content"] == untrusted("one more thing: can I return the mugs later?")
@@ -71,11 +73,51 @@ async def test_the_prompt_prefix_stays_byte_identical_between_refreshes(
         await harness.click("approve_draft", draft_id_of(card))
         await harness.wait_replies(thread_ts, 1)
         await turn(harness, thread_ts, "and the invoice?", 2)
-        first, second = [b for b in kimi.completions if b["messages"][-2]["role"] == "user"][-2:]
-        earlier = first["messages"][:-1]  # everything but the volatile tail
+        first, second = [b for b in kimi.completions if b["messages"][-1]["role"] == "user"][-2:]
+        earlier = first["messages"]
         assert len(earlier) >= 2
         assert second["messages"][: len(earlier)] == earlier, "earlier turns are replayed unchanged"
         assert second["tools"] == first["tools"]
+
+
+def first_drafting_requests(kimi: FakeKimi) -> list[list[dict[str, Any]]]:
+    """The messages of each turn's first drafting request (it ends on the newest customer message)."""
+    return [
+        b["messages"] for b in kimi.completions if not is_summary_request(b) and b["messages"][-1]["role"] == "user"
+    ]
+
+
+async def test_a_new_order_id_adds_a_fact_note_after_its_message_and_resends_nothing(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    """The customer asks about one order, then names another: each draft that learns an order id
+    leaves a note of the facts right after the message it answered. The next prompt replays the
+    previous one byte for byte and adds the note, and the closing tail carries no facts."""
+    async with running_bot(tmp_path, kimi, slack) as harness:
+        await harness.import_orders()
+        envelope = await harness.mention("hello, where is order 40021?")
+        thread_ts = envelope["event"]["ts"]
+        [card] = await harness.wait_cards(1)
+        await harness.click("approve_draft", draft_id_of(card))
+        await harness.wait_replies(thread_ts, 1)
+        await turn(harness, thread_ts, "and my other order, #W2611340?", 2)
+        await turn(harness, thread_ts, "thanks, that is all", 3)
+
+    first, second, third = first_drafting_requests(kimi)[-3:]
+    assert not any(FACTS_HEAD in str(m["content"]) for m in first), "nothing is known before the first draft"
+    assert third[: len(second)] == second, "the earlier prompt is replayed unchanged"
+    assert second[: len(first)] == first
+    notes = [
+        (k, str(m["content"])) for k, m in enumerate(third) if m["role"] == "system" and FACTS_HEAD in m["content"]
+    ]
+    assert len(notes) == 2, "one note per change of the facts"
+    users = [k for k, m in enumerate(third) if m["role"] == "user"]
+    assert [k for k, _ in notes] == [users[0] + 1, users[1] + 1], "each note follows the message it answers"
+    assert '"40021"' in notes[0][1] and "#W2611340" not in notes[0][1]
+    assert '"40021"' in notes[1][1] and "#W2611340" in notes[1][1]
+    days = [k for k, m in enumerate(third) if m["role"] == "system" and str(m["content"]).startswith("Today is ")]
+    assert days == [users[0] - 1], "the day is noted once, before its first message"
+    assert third[-1]["role"] == "user", "nothing changed since: no closing note after the newest message"
 
 
 def summary_messages_of(body: dict[str, Any]) -> list[str]:
@@ -120,3 +162,30 @@ async def test_a_summary_refresh_appends_a_segment_and_the_earlier_ones_stay_byt
         else:
             assert len(after) == 1 and after[0].startswith("Summary of the earlier conversation:")
         assert sum(len(m) for m in after) < MAX_SUMMARY_CHARS + 100 * len(after), "the summary keeps to its cap"
+
+
+def test_a_thread_that_runs_over_two_days_notes_each_day_once_and_a_late_draft_says_today() -> None:
+    """Turns carry the day they were written: the prompt says "Today is ..." before the first
+    message of each day and nowhere else, so the history stays append-only; a draft written on a
+    later day than the newest message (a regenerate the next morning) says today at the end."""
+    from datetime import date
+
+    from bot.policy import Policy
+    from bot.prompt import Turn, build_messages
+
+    monday, tuesday, wednesday = date(2026, 12, 7), date(2026, 12, 8), date(2026, 12, 9)
+    turns = [
+        Turn("customer", "where is my mug?", id=1, sent=monday),
+        Turn("assistant", "on its way", id=2),
+        Turn("customer", "and the lid?", id=3, sent=monday),
+        Turn("assistant", "also", id=4),
+        Turn("customer", "still nothing today", id=5, sent=tuesday),
+    ]
+    on_tuesday = build_messages(Policy(), summary="", facts={}, turns=turns, today=tuesday)
+    days = [m["content"] for m in on_tuesday if m["role"] == "system" and m["content"].startswith("Today is")]
+    assert days == ["Today is 2026-12-07.", "Today is 2026-12-08."]
+    assert on_tuesday[-1] == {"role": "user", "content": untrusted("still nothing today")}
+
+    regenerated = build_messages(Policy(), summary="", facts={}, turns=turns, today=wednesday, instruction="shorter")
+    assert regenerated[: len(on_tuesday)] == on_tuesday, "a late draft only adds a closing note"
+    assert regenerated[-1]["content"] == "Today is 2026-12-09.\n\nThe reviewing agent asks for this draft: shorter"

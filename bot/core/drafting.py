@@ -25,7 +25,7 @@ from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundVerdict, check_draft_refunds, facts_from_params, money, verdicts_of
 from bot.cards import CardSource
 from bot.core.drafting_text import escalation_reasons, fit
-from bot.core.memory import Memory
+from bot.core.memory import Memory, noted
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
 from bot.core.tasks import Supervisor
@@ -200,6 +200,7 @@ class Drafting:
                 policy,
                 summary=summary,
                 facts=conversation.facts,
+                fact_notes=conversation.fact_notes,
                 turns=prompt_turns,
                 today=utcnow().date(),
                 instruction=claimed.instruction,
@@ -540,7 +541,10 @@ class Drafting:
                 ],
             )
             if facts != conversation.facts or conversation.failed_drafts or known:
-                await conversation_rows.save_facts(conn, conversation.id, facts, 0, now, known)
+                notes = None
+                if facts != conversation.facts:
+                    notes = noted(conversation.fact_notes, claimed.message_id, facts, conversation.summary_through)
+                await conversation_rows.save_facts(conn, conversation.id, facts, 0, now, known, notes)
             await records.add_audit(conn, audit, now)
         self.counters["drafts_ready"] += 1
         metrics.draft_ready(claimed.created_at)

@@ -9,6 +9,8 @@ whole summary rewritten into one (compaction), which re-lays the prompt once."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 from bot.core.drafting_text import fit
 from bot.kimi import KimiClient, Usage
@@ -24,6 +26,8 @@ MAX_SUMMARY_CHARS = 1600
 #: One appended segment, and a compacted summary (room for two segments after it).
 MAX_SEGMENT_CHARS = 400
 MAX_COMPACTED_CHARS = 800
+#: Fact notes kept on a conversation (facts change a few times a thread; each note is a full list).
+MAX_FACT_NOTES = 30
 #: Separates the segments in the stored summary; never part of model output (stripped from it).
 SEGMENT_BREAK = "\n\x1e\n"
 
@@ -76,4 +80,24 @@ class Memory:
                 )
             self.counters["summaries"] += 1
         newest = turns[-1].id if turns else None
-        return segments, [Turn(role=r.role, text=r.text, images=tuple(images) if r.id == newest else ()) for r in turns]
+        return segments, [
+            Turn(
+                role=r.role,
+                text=r.text,
+                images=tuple(images) if r.id == newest else (),
+                id=r.id,
+                sent=r.created_at.date() if r.created_at is not None and r.role == "customer" else None,
+            )
+            for r in turns
+        ]
+
+
+def noted(
+    notes: Sequence[tuple[int, dict[str, Any]]], message_id: int, facts: dict[str, Any], summary_through: int
+) -> list[tuple[int, dict[str, Any]]]:
+    """``notes`` with the facts a draft of ``message_id`` left: the notes of the verbatim turns
+    and the newest one before them (what the prompt shows), at most ``MAX_FACT_NOTES``."""
+    kept = [(at, f) for at, f in notes if at != message_id] + [(message_id, facts)]
+    kept.sort(key=lambda note: note[0])
+    before = [note for note in kept if note[0] <= summary_through][-1:]
+    return (before + [note for note in kept if note[0] > summary_through])[-MAX_FACT_NOTES:]

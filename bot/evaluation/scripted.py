@@ -205,20 +205,30 @@ class _Request:
         ]
 
 
+#: How the bot heads a list of facts (bot.prompt.FACTS_HEAD); the newest list is the current one.
+FACTS_PREFIX = "Facts established in this conversation"
+
+
 def _parse(body: dict[str, Any]) -> _Request:
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-    tail = max((i for i, m in enumerate(messages) if m.get("role") == "system"), default=-1)
+    # The newest customer message ends the conversation; what follows is this draft's own work
+    # (a closing note, its tool calls and their results).
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages) - 1)
     user_texts, image = [], False
-    for message in messages[: tail if tail >= 0 else len(messages)]:
+    for message in messages[: last_user + 1]:
         if message.get("role") == "user":
             text, has_image = _text_of(message.get("content"))
             user_texts.append(text)
             image = has_image  # the newest user message decides
     facts: dict[str, Any] = {}
     system = ""
-    if tail >= 0:
-        tail_text = str(messages[tail].get("content") or "")
-        for line in tail_text.splitlines():
+    noted = [
+        str(m.get("content") or "")
+        for m in messages
+        if m.get("role") == "system" and str(m.get("content") or "").startswith(FACTS_PREFIX)
+    ]
+    if noted:  # the newest list of facts replaces the earlier ones
+        for line in noted[-1].splitlines():
             match = re.match(r"^- (\w+): (.*)$", line)
             if match:
                 try:
@@ -229,7 +239,7 @@ def _parse(body: dict[str, Any]) -> _Request:
         system = str(messages[0].get("content") or "")
     calls: dict[str, tuple[str, dict[str, Any]]] = {}
     results: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-    for message in messages[tail + 1 :]:
+    for message in messages[last_user + 1 :]:
         for call in message.get("tool_calls") or []:
             function = call.get("function") or {}
             try:

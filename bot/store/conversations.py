@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,8 @@ class ConversationState:
     verified_via: str = ""
     verify_attempts: int = 0
     asker_email: str = ""
+    #: (customer message id, facts as the draft answering it left them), oldest first.
+    fact_notes: tuple[tuple[int, dict[str, Any]], ...] = ()
 
     @property
     def platform(self) -> str:
@@ -51,6 +54,7 @@ class StoredMessage:
     text: str
     attachments: list[Any]
     author_id: str = ""
+    created_at: datetime | None = None
 
 
 async def record_event(conn: AsyncConnection, event_id: str, now: datetime) -> bool:
@@ -80,6 +84,7 @@ async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, no
         "summary": "",
         "summary_through": 0,
         "facts": {},
+        "fact_notes": [],
         "failed_drafts": 0,
         "created_at": now,
         "updated_at": now,
@@ -165,6 +170,7 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
                 c.verified_via,
                 c.verify_attempts,
                 c.asker_email,
+                c.fact_notes,
             ).where(c.id == conversation_id)
         )
     ).one()
@@ -182,6 +188,7 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
         verified_via=row.verified_via,
         verify_attempts=row.verify_attempts,
         asker_email=row.asker_email,
+        fact_notes=tuple((int(at), dict(facts)) for at, facts in row.fact_notes or []),
     )
 
 
@@ -191,11 +198,11 @@ async def turns_since(
     """The turns not yet folded into the summary, up to the one being answered."""
     m = _messages.c
     rows = await conn.execute(
-        select(m.id, m.role, m.text, m.attachments, m.author_id)
+        select(m.id, m.role, m.text, m.attachments, m.author_id, m.created_at)
         .where(m.conversation_id == conversation_id, m.id > after_message_id, m.id <= upto_message_id)
         .order_by(m.id)
     )
-    return [StoredMessage(r.id, r.role, r.text, list(r.attachments or []), r.author_id) for r in rows]
+    return [StoredMessage(r.id, r.role, r.text, list(r.attachments or []), r.author_id, r.created_at) for r in rows]
 
 
 async def images_of(conn: AsyncConnection, message_id: int) -> list[tuple[str, bytes]]:
@@ -219,13 +226,16 @@ async def save_facts(
     failed_drafts: int,
     now: datetime,
     identity: dict[str, Any] | None = None,
+    fact_notes: Sequence[tuple[int, dict[str, Any]]] | None = None,
 ) -> None:
-    """The conversation's facts after a draft, and what the tools established about who the
-    customer is (``identity``: columns of :func:`bot.identity.identity_values`), in one UPDATE."""
+    """The conversation's facts after a draft, where they changed (``fact_notes``, when they did)
+    and what the tools established about who the customer is (``identity``: columns of
+    :func:`bot.identity.identity_values`), in one UPDATE."""
+    notes = {} if fact_notes is None else {"fact_notes": [[at, noted] for at, noted in fact_notes]}
     await conn.execute(
         update(_conversations)
         .where(_conversations.c.id == conversation_id)
-        .values(facts=facts, failed_drafts=failed_drafts, updated_at=now, **(identity or {}))
+        .values(facts=facts, failed_drafts=failed_drafts, updated_at=now, **notes, **(identity or {}))
     )
 
 

@@ -87,6 +87,9 @@ class Conversation(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     summary_through: Mapped[int] = mapped_column(Integer, default=0)
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # [[message id, facts], ...]: the facts as each draft left them, keyed to the customer message
+    # it answered, so the prompt shows each change where it happened (append-only, cache-friendly).
+    fact_notes: Mapped[list[Any]] = mapped_column(default=list)
     failed_drafts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
