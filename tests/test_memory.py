@@ -189,3 +189,24 @@ def test_a_thread_that_runs_over_two_days_notes_each_day_once_and_a_late_draft_s
     regenerated = build_messages(Policy(), summary="", facts={}, turns=turns, today=wednesday, instruction="shorter")
     assert regenerated[: len(on_tuesday)] == on_tuesday, "a late draft only adds a closing note"
     assert regenerated[-1]["content"] == "Today is 2026-12-09.\n\nThe reviewing agent asks for this draft: shorter"
+
+
+def test_a_conversation_from_before_fact_notes_keeps_its_facts_in_the_closing_note() -> None:
+    """A thread stored before notes existed has facts but no note: they still reach the model,
+    after the newest message, until its next draft leaves a note."""
+    from datetime import date
+
+    from bot.policy import Policy
+    from bot.prompt import Turn, build_messages
+
+    today = date(2026, 12, 7)
+    facts = {"order_ids": ["#W2611340"]}
+    turns = [Turn("customer", "any news?", id=7, sent=today)]
+    legacy = build_messages(Policy(), summary="old summary", facts=facts, turns=turns, today=today)
+    assert legacy[-1]["role"] == "system" and '- order_ids: ["#W2611340"]' in legacy[-1]["content"]
+
+    noted = build_messages(
+        Policy(), summary="old summary", facts=facts, fact_notes=[(3, facts)], turns=turns, today=today
+    )
+    assert noted[-1]["role"] == "user", "once a note shows the facts, nothing follows the newest message"
+    assert '- order_ids: ["#W2611340"]' in noted[2]["content"], "the note of the folded turns follows the summary"
