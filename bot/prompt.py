@@ -8,7 +8,7 @@
    The structured facts (order ids, refunds, the customer) sit among the turns, append-only: each
    change is a system message right after the customer message whose draft established it, and
    the facts as they stood before the verbatim turns sit after the summary. A new order id adds
-   one short message and re-sends nothing, where facts in the tail were re-sent on every turn;
+   one short message and re-sends nothing, where facts in the tail were re-sent on every turn.
    The date works the same way: "Today is ..." comes before the first customer message of a day;
 5. a tail only when needed: an agent's regenerate instruction, today's date when no message was
    written today, the facts when no note shows them (a conversation from before notes).

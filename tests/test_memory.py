@@ -21,6 +21,16 @@ def is_summary_request(body: dict[str, Any]) -> bool:
     return str(body["messages"][0]["content"]).startswith("Summarize the earlier part")
 
 
+async def opening_turn(harness: Harness, text: str) -> str:
+    """The customer mentions the bot, the card appears, the agent approves; the thread's ts."""
+    envelope = await harness.mention(text)
+    thread_ts = str(envelope["event"]["ts"])
+    [card] = await harness.wait_cards(1)
+    await harness.click("approve_draft", draft_id_of(card))
+    await harness.wait_replies(thread_ts, 1)
+    return thread_ts
+
+
 async def turn(harness: Harness, thread_ts: str, text: str, n: int) -> None:
     """The customer writes, a card appears, the agent approves, the reply is posted."""
     if n == 1:
@@ -35,11 +45,7 @@ async def test_older_turns_fold_into_a_summary_and_facts_survive(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
     async with running_bot(tmp_path, kimi, slack, policy=POLICY) as harness:
-        envelope = await harness.mention("where is my order #W2611340?")
-        thread_ts = envelope["event"]["ts"]
-        [card] = await harness.wait_cards(1)
-        await harness.click("approve_draft", draft_id_of(card))
-        await harness.wait_replies(thread_ts, 1)
+        thread_ts = await opening_turn(harness, "where is my order #W2611340?")
         await turn(harness, thread_ts, "thanks! is it insured?", 2)
         assert not any(is_summary_request(b) for b in kimi.completions), "no summary before the threshold"
 
@@ -67,11 +73,7 @@ async def test_the_prompt_prefix_stays_byte_identical_between_refreshes(
 ) -> None:
     policy = "[memory]\nsummarize_after_turns = 20\nkeep_recent_turns = 4\n"
     async with running_bot(tmp_path, kimi, slack, policy=policy) as harness:
-        envelope = await harness.mention("hello, a question about order 40021")
-        thread_ts = envelope["event"]["ts"]
-        [card] = await harness.wait_cards(1)
-        await harness.click("approve_draft", draft_id_of(card))
-        await harness.wait_replies(thread_ts, 1)
+        thread_ts = await opening_turn(harness, "hello, a question about order 40021")
         await turn(harness, thread_ts, "and the invoice?", 2)
         first, second = [b for b in kimi.completions if b["messages"][-1]["role"] == "user"][-2:]
         earlier = first["messages"]
@@ -95,11 +97,7 @@ async def test_a_new_order_id_adds_a_fact_note_after_its_message_and_resends_not
     previous one byte for byte and adds the note, and the closing tail carries no facts."""
     async with running_bot(tmp_path, kimi, slack) as harness:
         await harness.import_orders()
-        envelope = await harness.mention("hello, where is order 40021?")
-        thread_ts = envelope["event"]["ts"]
-        [card] = await harness.wait_cards(1)
-        await harness.click("approve_draft", draft_id_of(card))
-        await harness.wait_replies(thread_ts, 1)
+        thread_ts = await opening_turn(harness, "hello, where is order 40021?")
         await turn(harness, thread_ts, "and my other order, #W2611340?", 2)
         await turn(harness, thread_ts, "thanks, that is all", 3)
 
@@ -134,11 +132,7 @@ async def test_a_summary_refresh_appends_a_segment_and_the_earlier_ones_stay_byt
     """A long thread: each refresh adds a segment after the earlier ones (which Kimi has cached),
     until the summary would outgrow its cap; then it is rewritten into one, once."""
     async with running_bot(tmp_path, kimi, slack, policy=POLICY) as harness:
-        envelope = await harness.mention("where is my order #W2611340? " + "It is a birthday present. " * 8)
-        thread_ts = envelope["event"]["ts"]
-        [card] = await harness.wait_cards(1)
-        await harness.click("approve_draft", draft_id_of(card))
-        await harness.wait_replies(thread_ts, 1)
+        thread_ts = await opening_turn(harness, "where is my order #W2611340? " + "It is a birthday present. " * 8)
 
         seen: list[tuple[str, list[str]]] = []  # (how the summary was refreshed, the next prompt's summary)
         for n in range(2, 12):

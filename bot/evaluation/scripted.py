@@ -39,6 +39,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.prompt import FACTS_HEAD
+
 __all__ = ["MODELS", "ScriptedKimi", "plan_reply"]
 
 MODELS = ("scripted", "rulebreaker", "scripted-customer")
@@ -205,10 +207,6 @@ class _Request:
         ]
 
 
-#: How the bot heads a list of facts (bot.prompt.FACTS_HEAD); the newest list is the current one.
-FACTS_PREFIX = "Facts established in this conversation"
-
-
 def _parse(body: dict[str, Any]) -> _Request:
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     # The newest customer message ends the conversation; what follows is this draft's own work
@@ -225,9 +223,9 @@ def _parse(body: dict[str, Any]) -> _Request:
     noted = [
         str(m.get("content") or "")
         for m in messages
-        if m.get("role") == "system" and str(m.get("content") or "").startswith(FACTS_PREFIX)
+        if m.get("role") == "system" and str(m.get("content") or "").startswith(FACTS_HEAD)
     ]
-    if noted:  # the newest list of facts replaces the earlier ones
+    if noted:  # the newest list of facts (the bot's notes) replaces the earlier ones
         for line in noted[-1].splitlines():
             match = re.match(r"^- (\w+): (.*)$", line)
             if match:
