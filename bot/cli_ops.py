@@ -22,34 +22,6 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 SHORT_ID_MIN = 6
 _SHORT_ID = re.compile(r"[0-9a-zA-Z]+")
 
-#: What each setting means, for ``supportbot run --help`` (names are part of the interface).
-SETTING_HELP: dict[str, str] = {
-    "moonshot_api_key": "Kimi API key (required)",
-    "kimi_base_url": "Kimi API base URL (China: https://api.moonshot.cn/v1)",
-    "kimi_model": "default model id",
-    "kimi_fallback_model": "model used while the default one fails",
-    "kimi_timeout_seconds": "timeout of one Kimi call",
-    "kimi_max_retries": "retries on 429 / 5xx / timeouts",
-    "kimi_max_concurrency": "Kimi calls in flight at once",
-    "database_url": "sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB",
-    "policy_file": "the managers' policy file (TOML), reloaded when it changes",
-    "policy_reload_seconds": "how often the policy file is checked",
-    "slack_bot_token": "Slack bot token xoxb-… (enables Slack)",
-    "slack_signing_secret": "Slack signing secret (HTTP mode)",
-    "slack_app_token": "Slack app token xapp-… (Socket Mode instead of HTTP mode)",
-    "slack_api_url": "Slack Web API URL (a proxy, or a test server)",
-    "slack_review_channel": "Slack channel id where agents review drafts",
-    "discord_bot_token": "Discord bot token (enables Discord)",
-    "discord_api_url": "Discord API URL",
-    "discord_review_channel": "Discord staff channel id to review drafts in instead of Slack",
-    "discord_pending_indicator": "reaction, typing or none while a draft is reviewed",
-    "orders_backend": "sql (the embedded order store) or http (your shop's API)",
-    "orders_api_url": "the shop API for ORDERS_BACKEND=http",
-    "orders_api_token": "its bearer token",
-    "host": "address the HTTP server listens on",
-    "port": "its port (/slack/events, /healthz, /metrics, the playground at /)",
-    "log_level": "DEBUG, INFO, WARNING or ERROR",
-}
 #: Settings read outside :class:`bot.settings.Settings` (logging, the playground, secrets).
 OTHER_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("LOG_FORMAT", "text", "text, or json (one JSON object a line; the Docker image's default)"),
@@ -66,6 +38,15 @@ def package_version() -> str:
         return "unknown"
 
 
+def _shown_default(value: object) -> str:
+    """A default as an operator writes it: ``true``, ``120``, ``0.005``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def settings_help() -> str:
     """Every setting with its default, for the ``run`` command's help."""
     from pydantic import SecretStr
@@ -76,8 +57,8 @@ def settings_help() -> str:
     for name, field in Settings.model_fields.items():
         default = field.default
         secret = "SecretStr" in str(field.annotation) or isinstance(default, SecretStr)
-        shown = "" if default is None or secret else str(default)
-        rows.append((name.upper(), shown, SETTING_HELP.get(name, "") + (" (secret)" if secret else "")))
+        shown = "" if default is None or secret else _shown_default(default)
+        rows.append((name.upper(), shown, (field.description or "") + (" (secret)" if secret else "")))
     rows.extend(OTHER_SETTINGS)
     width = max(len(name) for name, _, _ in rows)
     lines = ["settings (environment variables, a .env file, or files in SUPPORTBOT_SECRETS_DIR):"]

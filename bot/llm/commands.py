@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, SupportbotError
 from bot.llm.models import format_catalog
 from bot.settings import load_settings
 from bot.store import UsageRecord, create_engine, sessionmaker, upgrade_database
@@ -111,8 +111,8 @@ def _models(args: argparse.Namespace) -> int:
             return format_catalog(await client.list_models(refresh=True))
         except KimiAuthError as exc:
             raise ConfigError(f"MOONSHOT_API_KEY was refused by Kimi ({exc})") from None
-        except KimiError as exc:
-            raise ConfigError(f"could not list Kimi's models: {exc}") from None
+        except KimiError as exc:  # Kimi unreachable or failing: a runtime failure, not the configuration's
+            raise SupportbotError(f"could not list Kimi's models: {exc}") from None
         finally:
             await client.aclose()
 
