@@ -9,6 +9,7 @@ database that is down is a :class:`DatabaseUnavailable` (exit code 1).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 import tempfile
 from collections.abc import Coroutine
@@ -60,7 +61,7 @@ def check_url(url: str) -> URL:
 
 def _asyncpg_installed() -> bool:
     try:
-        import asyncpg  # noqa: F401
+        importlib.import_module("asyncpg")
     except ImportError:
         return False
     return True
