@@ -11,12 +11,12 @@ import asyncio
 import re
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import SupportbotError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 SHORT_ID_MIN = 6
@@ -71,13 +71,28 @@ def settings_help() -> str:
     return "\n".join(lines)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose epilog may be computed only when its help is shown
+    (``epilog_factory``): ``run --help`` lists every setting, which needs pydantic, and no other
+    command should pay for that."""
+
+    def __init__(self, *args: Any, epilog_factory: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epilog_factory = epilog_factory
+
+    def format_help(self) -> str:
+        if self._epilog_factory is not None:
+            self.epilog, self._epilog_factory = self._epilog_factory(), None
+        return super().format_help()
+
+
 def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], handler: Callable[..., int]) -> None:
     run = commands.add_parser(
         "run",
         help="start everything that is configured",
         description="Start the bot: every configured platform, the outbox dispatcher, the policy watcher and the "
         "HTTP server.",
-        epilog=settings_help(),
+        epilog_factory=settings_help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.set_defaults(handler=handler)
@@ -89,6 +104,8 @@ def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
 async def conversation_by_short_id(session: AsyncSession, short: str) -> str | None:
     """The conversation a short id (the first characters of a draft or conversation id, as a
     card shows them) names; None when nothing matches; an error when several do."""
+    from sqlalchemy import select
+
     from bot.store import Conversation, Draft
 
     if len(short) < SHORT_ID_MIN or not _SHORT_ID.fullmatch(short):
@@ -150,6 +167,8 @@ def _conversations(args: argparse.Namespace) -> int:
 
 async def recent_conversations(database_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The rows ``supportbot conversations`` prints (newest first, filtered)."""
+    from sqlalchemy import select
+
     from bot.store import Conversation, Draft, create_engine, sessionmaker
 
     engine = create_engine(database_url, read_only=True)  # never waits on the bot's writer

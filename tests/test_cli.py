@@ -197,3 +197,20 @@ def test_models_with_kimi_unreachable_is_a_runtime_failure_not_a_configuration_e
     assert result.returncode == EXIT_RUNTIME, result.stderr
     assert "could not list Kimi's models" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_the_command_line_builds_without_the_heavy_libraries(tmp_path: Path) -> None:
+    """``supportbot --help`` and a usage error are answered from argparse alone: SQLAlchemy,
+    pydantic, the platforms' SDKs and the HTTP stacks are imported by the command that runs
+    (bench.cli_startup measures the CPU time)."""
+    probe = (
+        "import sys; from bot.cli import build_parser; build_parser().format_help(); "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(done.stdout.split())
+    heavy = {"sqlalchemy", "pydantic", "pydantic_settings", "discord", "slack_bolt", "slack_sdk", "aiohttp", "httpx"}
+    assert loaded & heavy == set()
+    assert "bot" in loaded
