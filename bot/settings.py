@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # STREAM_UPDATE_SECONDS (Slack's chat.update and Discord's edits are rate-limited).
     stream_drafts_to_card: bool = False
     stream_update_seconds: float = 1.0
+    # A customer's image is downloaded by the drafting worker within this many seconds in all
+    # (however slowly its host sends), else the card says it was not downloaded.
+    file_download_seconds: float = Field(10.0, gt=0)
     drafting_concurrency: int = 32
     delivery_concurrency: int = 8
 
@@ -70,11 +73,15 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_review_channel: str | None = None
+    # Where Slack serves files (url_private_download); the bot token is sent there and nowhere else.
+    slack_files_url: str = "https://files.slack.com"
 
     discord_bot_token: SecretStr | None = None
     discord_api_url: str = "https://discord.com/api/v10"
     discord_review_channel: str | None = None
     discord_pending_indicator: str = "reaction"
+    # Discord's CDN, where attachments are downloaded from (space- or comma-separated); no other host.
+    discord_cdn_urls: str = "https://cdn.discordapp.com https://media.discordapp.net"
 
     orders_backend: str = "sql"
     orders_api_url: str | None = None
