@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from bot.core.files import MAX_FILE_BYTES
@@ -23,7 +24,8 @@ from tests.fakes.files import FakeFileHost
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
-from tests.harness import SLACK_TOKEN, Harness, card_text, running_bot, until
+from tests.harness import SLACK_TOKEN, Harness, card_text, running_bot, until, wait_until
+from tests.processes import BotProcess, seed_orders
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -80,6 +82,42 @@ async def test_the_slack_token_goes_only_to_slacks_file_host_and_other_files_are
     assert request.authorization == f"Bearer {SLACK_TOKEN}"
     [image] = image_parts(kimi)
     assert image["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+async def test_the_installed_bot_sends_no_token_abroad_and_stays_small_on_a_300_mib_body(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, files_host: FakeFileHost, foreign: FakeFileHost
+) -> None:
+    """The findings as they were found: ``supportbot run`` against loopback hosts."""
+    elsewhere = foreign.slack_file("receipt.png", PNG, "image/png")
+    huge = files_host.slack_file("huge.png", b"", "image/png", claimed_size=1024, body_bytes=300 * 1024 * 1024)
+    bot = BotProcess(tmp_path, kimi.base_url, slack, SLACK_FILES_URL=files_host.origin)
+    await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
+    await bot.start()
+    peak = 0
+
+    async def sample(rss: psutil.Process) -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, rss.memory_info().rss)
+            await asyncio.sleep(0.02)
+
+    try:
+        assert bot.process is not None
+        process = psutil.Process(bot.process.pid)
+        baseline = process.memory_info().rss
+        sampler = asyncio.create_task(sample(process))
+        envelope = app_mention("<@UBOT> my mug from #W2611340 arrived like this", files=[elsewhere, huge])
+        assert (await bot.sender.event(envelope)).status_code == 200
+        [card] = await wait_until(bot.cards, timeout=20)
+        sampler.cancel()
+    finally:
+        await bot.stop()
+    text = card_text(card)
+    assert "receipt.png: not downloaded (not on Slack's file host)" in text
+    assert "huge.png: not downloaded (over 5 MB)" in text
+    assert foreign.requests == []
+    assert [r.authorization for r in files_host.requests] == [f"Bearer {SLACK_TOKEN}"]
+    assert peak - baseline < 64 * 1024 * 1024, f"RSS grew by {(peak - baseline) >> 20} MiB"
 
 
 async def test_a_body_larger_than_claimed_stops_at_the_cap_and_the_card_says_so(
