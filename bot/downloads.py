@@ -50,14 +50,14 @@ class FileHost:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def at(cls, name: str, urls: Iterable[str], headers: Mapping[str, str] | None = None) -> FileHost:
-        """A host serving from ``urls`` (``https://files.slack.com``); :class:`ConfigError` for a
-        URL that is not plain http(s)."""
+    def at(cls, name: str, urls: Iterable[str], *, setting: str, headers: Mapping[str, str] | None = None) -> FileHost:
+        """A host serving from ``urls`` (``https://files.slack.com``); :class:`ConfigError` naming
+        ``setting`` for a URL that is not plain http(s)."""
         origins = set()
         for url in urls:
             found = origin_of(url.strip())
             if not found:
-                raise ConfigError(f"{name}: {url!r} is not an http(s) URL such as https://files.slack.com")
+                raise ConfigError(f"{setting}: {url!r} is not an http(s) URL (write it as https://host)")
             origins.add(found)
         return cls(name, frozenset(origins), dict(headers or {}))
 

@@ -18,14 +18,15 @@ from typing import Any
 import psutil
 import pytest
 
+from bot.cli_ops import EXIT_CONFIG
 from bot.core.files import MAX_FILE_BYTES
 from tests.fakes.discord import ALICE, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.files import FakeFileHost
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
-from tests.harness import SLACK_TOKEN, Harness, card_text, running_bot, until, wait_until
-from tests.processes import BotProcess, seed_orders
+from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, card_text, running_bot, until, wait_until
+from tests.processes import BotProcess, seed_orders, supportbot
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -199,3 +200,19 @@ async def test_discord_files_come_only_from_its_cdn_and_a_failed_one_shows_on_th
     assert "label.png: not downloaded (Discord's CDN answered HTTP 404)" in text
     assert foreign.requests == []
     assert len(image_parts(kimi)) == 1
+
+
+def test_a_file_host_setting_that_is_no_http_url_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    result = supportbot(
+        tmp_path,
+        "run",
+        MOONSHOT_API_KEY=KIMI_KEY,
+        SLACK_BOT_TOKEN=SLACK_TOKEN,
+        SLACK_SIGNING_SECRET="secret",
+        SLACK_REVIEW_CHANNEL="C999",
+        SLACK_FILES_URL="files.slack.com",
+        KIMI_CHECK_MODELS="false",
+    )
+    assert result.returncode == EXIT_CONFIG
+    assert "SLACK_FILES_URL: 'files.slack.com' is not an http(s) URL (write it as https://host)" in result.stderr
+    assert "Traceback" not in result.stderr and SLACK_TOKEN not in result.stderr

@@ -69,7 +69,7 @@ class DiscordPlatform:
         self._gateway: asyncio.Task[None] | None = None
         self._core: Core | None = None
         # Discord's CDN links are signed: no token goes with them, and no other host is asked.
-        self._files = FileHost.at("Discord's CDN", settings.cdn_urls)
+        self._files = FileHost.at("Discord's CDN", settings.cdn_urls, setting="DISCORD_CDN_URLS")
         pending = PendingMarkers()
         self._intake = MessageIntake(pending, self._review_channel_id)
         self._interactions = ReviewInteractions(self._require_core)

@@ -83,6 +83,13 @@ class SlackPlatform:
             settings = own
         self.settings = settings
         self._token = settings.bot_token
+        # Files are fetched with the bot token, so only from Slack's own file host.
+        self._files = FileHost.at(
+            "Slack's file host",
+            [settings.files_url],
+            setting="SLACK_FILES_URL",
+            headers={"Authorization": f"Bearer {self._token.get_secret_value()}"},
+        )
         # One connection pool for every Web API call (Bolt's per-request clients share it too).
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.client = AsyncWebClient(
@@ -116,10 +123,6 @@ class SlackPlatform:
         self._core: Core | None = None
         self._authenticated = False
         self._socket: CheckedSocketModeHandler | None = None
-        # Files are fetched with the bot token, so only from Slack's own file host.
-        self._files = FileHost.at(
-            "Slack's file host", [settings.files_url], {"Authorization": f"Bearer {self._token.get_secret_value()}"}
-        )
         self.directory = SlackDirectory(self.client)
         self._outbound = SlackOutbound(self.client, self.review_channel)
         self._intake = SlackIntake(
