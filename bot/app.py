@@ -142,6 +142,9 @@ class Supportbot:
         self.core = core
         for platform in self.platforms:
             core.add_channel(platform.customer_channel)
+            files = platform.files
+            if files is not None:
+                core.add_files(platform.name, files)
             desk = platform.review_desk
             if desk is not None:
                 core.add_desk(desk, preferred=platform.name == "discord" and bool(settings.discord_review_channel))

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     )
     stream_drafts_to_card: bool = Field(False, description="show the draft forming on its card as Kimi streams it")
     stream_update_seconds: float = Field(1.0, description="the streamed card is updated at most this often")
+    file_download_seconds: float = Field(
+        10.0, gt=0, description="the most one message's images may take to download in all; then the card says so"
+    )
     drafting_concurrency: int = Field(32, description="drafts written at once (the backlog waits in SQL)")
     delivery_concurrency: int = Field(8, description="replies posted at once (in order within a thread)")
 
@@ -94,6 +97,9 @@ class Settings(BaseSettings):
     )
     slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API (a proxy, or a test server)")
     slack_review_channel: str | None = Field(None, description="Slack channel id where agents review drafts")
+    slack_files_url: str = Field(
+        "https://files.slack.com", description="where Slack serves files; the bot token is sent there and nowhere else"
+    )
 
     discord_bot_token: SecretStr | None = Field(None, description="Discord bot token (enables Discord)")
     discord_api_url: str = Field(
@@ -104,6 +110,10 @@ class Settings(BaseSettings):
     )
     discord_pending_indicator: str = Field(
         "reaction", description="what the customer sees while a draft waits: reaction, typing or none"
+    )
+    discord_cdn_urls: str = Field(
+        "https://cdn.discordapp.com https://media.discordapp.net",
+        description="Discord's CDN origins (space- or comma-separated), the only hosts attachments come from",
     )
 
     orders_backend: str = Field("sql", description="sql (the embedded order store) or http (your shop's API)")

@@ -93,6 +93,11 @@ class PlaygroundPlatform:
         return self if self._with_desk else None
 
     @property
+    def files(self) -> None:
+        """None: the page uploads an image's bytes with the message, nothing is downloaded."""
+        return None
+
+    @property
     def can_apply_policy(self) -> bool:
         """Saving the policy file is for a playground of its own, not one next to live customers."""
         return self._with_desk and not self.token

@@ -25,7 +25,7 @@ from bot.errors import PolicyError
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
-from bot.ports import CustomerChannel, DecisionOutcome, EditForm, ReviewDesk
+from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
 from bot.settings import Settings
 from bot.store import Database
 from tools import ToolRegistry
@@ -115,6 +115,10 @@ class Copilot:
 
     def add_channel(self, channel: CustomerChannel) -> None:
         self.channels[channel.platform] = channel
+
+    def add_files(self, platform: str, fetcher: FileFetcher) -> None:
+        """How drafting downloads ``platform``'s attachments (see :mod:`bot.core.files`)."""
+        self.drafting.files.add(platform, fetcher)
 
     def add_desk(self, desk: ReviewDesk, *, preferred: bool = False) -> None:
         self.publisher.add_desk(desk, preferred=preferred)

@@ -66,6 +66,17 @@ class ActionStatus(StrEnum):
     SUPERSEDED = "superseded"
 
 
+class FileStatus(StrEnum):
+    """A customer's file: ``pending → fetched | failed`` (an image on the platform's file host,
+    downloaded by the drafting worker), or ``listed`` (only named on the card: not an image, or an
+    external file). A file stored by an older instance has no status: it was handled at the ack."""
+
+    PENDING = "pending"
+    FETCHED = "fetched"
+    FAILED = "failed"
+    LISTED = "listed"
+
+
 def check_transition(current: DraftStatus, target: DraftStatus) -> None:
     """Raise ``ValueError`` when ``current → target`` is not an allowed move."""
     if target not in DRAFT_TRANSITIONS[current]:
