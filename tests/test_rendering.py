@@ -21,6 +21,8 @@ from tests.fakes.discord import BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, F
 from tests.fakes.kimi import FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import Harness, running_bot, wait_until
+from tests.playground_support import playground_bot
+from tests.test_playground import client_for, state_when
 
 EVIL_SERVER = "<https://evil.example|Approve here>"
 PINGS = "hi <@U0MANAGER> and <!here>, see <#C0AGENTS> <!subteam^S0ONCALL>"
@@ -146,3 +148,12 @@ def test_a_40000_character_adversarial_reply_converts_without_blocking() -> None
         [sys.executable, "-c", CONVERT], input=text, capture_output=True, text=True, timeout=5, check=True
     )
     assert done.stdout.split() == ["40000", "[a]([a]("]
+
+
+async def test_the_playground_card_flags_a_misleading_link(tmp_path: Path, kimi: FakeKimi) -> None:
+    kimi.script(Reply(MISLEADING))
+    async with playground_bot(tmp_path, kimi) as bot, client_for(bot) as client:
+        await client.post("/playground/api/message", data={"text": "where do I track my order?"})
+        state = await state_when(client, lambda s: "Approve &amp; send" in s["desk"])
+    assert "Check before approving" in state["desk"]
+    assert "a different site (evil.example): the worst case" in state["desk"]
