@@ -1,5 +1,7 @@
 """Markdown → Slack mrkdwn on pathological inputs (issue 17): milliseconds per size, ours against
-markdown-to-mrkdwn (the library used before) when it is installed.
+markdown-to-mrkdwn (the library used before) when it is installed; and, at the largest size, the
+two other passes every draft goes through: the verification pass's link check and the Discord
+desk's escaping.
 
 Each input repeats one pattern that makes a backtracking regex rescan the rest of the line (an
 unclosed link ``[a](``, an image, brackets, emphasis that never closes, many short lines, many
@@ -17,7 +19,9 @@ import multiprocessing
 import time
 from collections.abc import Callable
 
+from adapters.discord.markup import literal
 from adapters.slack.mrkdwn import to_mrkdwn
+from bot.verification import link_flags
 
 PATTERNS: dict[str, str] = {
     "ordinary reply": "Hi **Kim**, your order `#W1` shipped: [track it](https://ups.example/t?n=1).\n- a\n- b\n\n",
@@ -73,13 +77,17 @@ def main() -> None:
     parser.add_argument("--library", action="store_true", help="also time markdown-to-mrkdwn at the smallest size")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    largest = max(sizes)
     head = "| input | " + " | ".join(f"{n:,} ch (ms)" for n in sizes) + " |"
+    head += f" link check {largest:,} ch (ms) | Discord escape {largest:,} ch (ms) |"
     if args.library:
         head += f" library at {sizes[0]:,} ch (ms) |"
     print(head)
-    print("|---" * (len(sizes) + 1 + args.library) + "|")
+    print("|---" * (len(sizes) + 3 + args.library) + "|")
     for name, pattern in PATTERNS.items():
         row = [f"{min(_ms(to_mrkdwn, _sample(pattern, n)) for _ in range(3)):.1f}" for n in sizes]
+        for other in (lambda text: "".join(link_flags(text)), literal):
+            row.append(f"{min(_ms(other, _sample(pattern, largest)) for _ in range(3)):.1f}")
         if args.library:
             row.append(_library_bounded(_sample(pattern, sizes[0])))
         print(f"| {name} | " + " | ".join(row) + " |")

@@ -67,6 +67,8 @@ def to_mrkdwn(markdown: str) -> str:
 def _fenced_parts(text: str) -> list[tuple[bool, str]]:
     """The text cut into prose and fenced code (``` lines), in one pass over its lines; an
     unclosed fence runs to the end, as in CommonMark."""
+    if "```" not in text:
+        return [(False, text)]
     parts: list[tuple[bool, str]] = []
     lines: list[str] = []
     in_code = False
@@ -127,6 +129,8 @@ def _link(match: re.Match[str]) -> str:
 def _tables(text: str, keep: Callable[[str], str]) -> str:
     """Markdown tables (a ``|`` header line, a ``|---|`` line, ``|`` rows) as a bold header
     line (kept from the emphasis passes) and ``a | b`` rows, in one pass over the lines."""
+    if "|" not in text:
+        return text
     lines = text.split("\n")
     out: list[str] = []
     index = 0
