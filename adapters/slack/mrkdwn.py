@@ -120,6 +120,8 @@ def _prose(text: str) -> str:
 
 def _link(match: re.Match[str]) -> str:
     image, label, url = match.group(1), match.group(2), match.group(3)
+    if url.startswith("&lt;") and url.endswith("&gt;"):
+        url = url[4:-4]  # [text](<url>), escaped by now
     if not url.lower().startswith(_SAFE_SCHEMES):
         return f"{label} ({url})" if label else url
     url = url.replace("|", "%7C")
