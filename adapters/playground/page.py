@@ -56,6 +56,11 @@ def render_card(ref: str, card: ReviewCard) -> str:
     ]
     if card.attachments:
         parts.append(f'<p class="meta">Attachments: {escape(", ".join(card.attachments))}</p>')
+    if card.identity:
+        parts.append(f'<p class="meta">{escape(card.identity)}</p>')
+    if card.flags:
+        items = "".join(f"<li>{escape(flag)}</li>" for flag in card.flags)
+        parts.append(f'<div class="flag">🛑 <b>Check before approving:</b><ul>{items}</ul></div>')
     if card.escalation:
         tag = f"@{escape(card.on_call)} " if card.on_call else ""
         parts.append(f'<p class="flag">🚨 {tag}Escalation: {escape(card.escalation)}</p>')
