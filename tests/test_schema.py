@@ -34,6 +34,7 @@ from tests.harness import Harness
 
 BEFORE_STATE_CHECKS = "0005_fact_notes"
 _QUOTED = re.compile(r"'([^']*)'")
+LITERAL = {"literal_binds": True}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -64,7 +65,7 @@ def _differences(sync_conn: Any) -> list[Any]:
     for metadata in ALL_METADATA:
         for table in metadata.sorted_tables:
             modelled = {
-                (str(c.name), frozenset(_QUOTED.findall(str(c.sqltext.compile(compile_kwargs={"literal_binds": True})))))
+                (str(c.name), frozenset(_QUOTED.findall(str(c.sqltext.compile(compile_kwargs=LITERAL)))))
                 for c in table.constraints
                 if isinstance(c, CheckConstraint)
             }
