@@ -226,10 +226,11 @@ async def refusal_at_execution(
         for action, verdict in zip(actions, batch.verdicts, strict=True):
             if not verdict.allowed:
                 reasons.append(verdict.reason)
-                await record_rows.update_action(
+                await record_rows.move_action(
                     conn,
                     action.id,
-                    status=ActionStatus.FAILED,
+                    ActionStatus.APPROVED,
+                    ActionStatus.FAILED,
                     result={"error": f"refused at execution: {verdict.reason}"},
                 )
     return "; ".join(reasons)

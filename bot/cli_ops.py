@@ -13,6 +13,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from bot.domain.states import DraftStatus
 from bot.errors import SupportbotError
 
 if TYPE_CHECKING:
@@ -119,7 +120,9 @@ async def conversation_by_short_id(session: AsyncSession, short: str) -> str | N
 
 # -- supportbot conversations --------------------------------------------------------------
 
-STATES = ("drafting", "awaiting_review", "approved", "edited", "rejected", "superseded", "failed", "sent", "none")
+#: A draft's states, and "none" for conversations without a draft yet.
+NO_DRAFT = "none"
+STATES = (*(state.value for state in DraftStatus), NO_DRAFT)
 SCAN = 2000
 
 
@@ -130,7 +133,11 @@ def add_conversations_command(commands: argparse._SubParsersAction[argparse.Argu
         description="Recent conversations, newest first, with the state of their latest draft. "
         "Pass the short id to `supportbot audit` for the whole trail.",
     )
-    listing.add_argument("--state", choices=STATES, help="only conversations whose latest draft is in this state")
+    listing.add_argument(
+        "--state",
+        choices=STATES,
+        help=f"only conversations whose latest draft is in this state ({NO_DRAFT!r}: no draft yet)",
+    )
     listing.add_argument("--platform", help="only this platform (slack, discord, playground)")
     listing.add_argument("--customer", help="only customers whose name or id contains this")
     listing.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
@@ -189,7 +196,7 @@ async def recent_conversations(database_url: str, args: argparse.Namespace) -> l
                     .order_by(Draft.created_at.desc(), Draft.revision.desc())
                     .limit(1)
                 )
-                state = latest or "none"
+                state = latest or NO_DRAFT
                 if args.state and state != args.state:
                     continue
                 rows.append(

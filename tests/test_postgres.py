@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import Supportbot
 from tests.fakes.files import FakeFileHost
@@ -34,20 +30,6 @@ from tests.harness import (
 
 SERVER = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL", "")
 pytestmark = pytest.mark.skipif(not SERVER, reason="set SUPPORTBOT_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    name = f"supportbot_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(SERVER, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield SERVER.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 async def test_two_instances_share_the_work_and_post_once(

@@ -235,7 +235,7 @@ class ReviewDesk:
         )
         if not moved:
             return DecisionOutcome(False, already(draft))
-        await records.set_actions_status(conn, draft.id, ActionStatus.PROPOSED, ActionStatus.REJECTED)
+        await records.move_actions_of(conn, [draft.id], ActionStatus.PROPOSED, ActionStatus.REJECTED)
         await records.add_audit(
             conn,
             [AuditLine(draft.conversation_id, draft.id, "reject", decision.actor.id, decision.reason or "rejected")],
@@ -264,7 +264,7 @@ class ReviewDesk:
         )
         if not moved:
             return DecisionOutcome(False, already(draft))
-        await records.set_actions_status(conn, draft.id, ActionStatus.PROPOSED, ActionStatus.SUPERSEDED)
+        await records.move_actions_of(conn, [draft.id], ActionStatus.PROPOSED, ActionStatus.SUPERSEDED)
         effects.new_draft = await draft_rows.insert_draft(
             conn,
             draft.conversation_id,
@@ -328,7 +328,7 @@ class ReviewDesk:
             approved.append((action, amount, approvers))
         if first_of_two:
             for action, amount, _approvers in approved:
-                await records.update_action(
+                await records.amend_proposal(
                     conn,
                     action.id,
                     params={**action.params, "approved_amount_cents": amount},
@@ -350,10 +350,11 @@ class ReviewDesk:
         if not await draft_rows.transition(conn, draft.id, DraftStatus.AWAITING_REVIEW, target, now, **values):
             return DecisionOutcome(False, already(draft))
         for action, amount, approvers in approved:
-            await records.update_action(
+            await records.move_action(
                 conn,
                 action.id,
-                status=ActionStatus.APPROVED,
+                ActionStatus.PROPOSED,
+                ActionStatus.APPROVED,
                 params={**action.params, "approved_amount_cents": amount},
                 approvals=[*approvers, actor.id],
             )
