@@ -307,7 +307,8 @@ def knowledge_problems(policy: Policy, folder: Path, secrets: Secrets, source: s
             continue
         hidden = hidden_part(name, folder)
         if hidden is not None:
-            problems.append(f"{where}: {name} is a hidden file ({hidden}); hidden files are never knowledge")
+            detail = "" if hidden == name else f" ({hidden})"
+            problems.append(f"{where}: {name} is a hidden file{detail}; hidden files are never knowledge")
             continue
         if not target.is_file():
             problems.append(f"{where}: no such file: {name}")
