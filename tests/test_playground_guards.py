@@ -52,7 +52,7 @@ async def test_a_dns_rebinding_page_and_other_web_sites_are_refused_and_the_page
     tmp_path: Path, kimi: FakeKimi
 ) -> None:
     async with (
-        playground_run(tmp_path, kimi) as bot,
+        playground_run(tmp_path, kimi, PLAYGROUND_ALLOWED_HOSTS="support.example.com") as bot,
         httpx.AsyncClient(base_url=bot.base, headers=HEADER, timeout=30) as client,
     ):
         rebound = {"Host": f"evil.example:{bot.port}"}  # evil.example re-pointed at 127.0.0.1
@@ -62,9 +62,10 @@ async def test_a_dns_rebinding_page_and_other_web_sites_are_refused_and_the_page
         assert (await client.get("/playground/api/state", headers=rebound)).status_code == 403
         forged = await client.post("/playground/api/message", data={"text": "rebound hello"}, headers=rebound)
         assert forged.status_code == 403
-        assert (await client.get("/", headers={"Host": f"localhost:{bot.port + 1}"})).status_code == 403
+        assert (await client.get("/", headers={"Host": f"localhost.evil.example:{bot.port}"})).status_code == 403
+        assert (await client.get("/", headers={"Host": "127.0.0.2"})).status_code == 403, "not the address served"
 
-        for host in (f"127.0.0.1:{bot.port}", f"localhost:{bot.port}", f"[::1]:{bot.port}"):
+        for host in (f"127.0.0.1:{bot.port}", f"localhost:{bot.port}", f"[::1]:{bot.port}", "localhost:9000"):
             assert (await client.get("/", headers={"Host": host})).status_code == 200, host
 
         for origin in ("http://evil.example", f"http://localhost:{bot.port + 1}", "null"):
@@ -72,6 +73,11 @@ async def test_a_dns_rebinding_page_and_other_web_sites_are_refused_and_the_page
                 "/playground/api/message", data={"text": "cross-site hello"}, headers={"Origin": origin}
             )
             assert crossed.status_code == 403 and "cross-origin" in crossed.text, origin
+        behind_a_proxy = {"Host": "support.example.com", "X-Forwarded-Proto": "https"}  # TLS ends at the proxy
+        proxied = await client.post(
+            "/playground/api/thread", headers={**behind_a_proxy, "Origin": "https://support.example.com"}
+        )
+        assert proxied.json()["ok"], proxied.text
         same = await client.post(
             "/playground/api/message",
             data={"text": "same-origin hello"},

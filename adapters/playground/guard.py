@@ -1,8 +1,10 @@
 """What keeps other web pages out of the playground, request by request.
 
-- ``Host`` must name this server: localhost, 127.0.0.1, [::1], the configured ``HOST`` (on the
-  port the request came in on) or a name in ``PLAYGROUND_ALLOWED_HOSTS``. A DNS-rebinding page
-  (``evil.example`` re-pointed at 127.0.0.1) sends its own name and is refused.
+- ``Host`` must name this server: localhost, 127.0.0.1, [::1], the configured ``HOST``, the
+  address the connection came in on, or a name in ``PLAYGROUND_ALLOWED_HOSTS``. A DNS-rebinding
+  page (``evil.example`` re-pointed at 127.0.0.1) sends its own name and is refused. (The port
+  is not compared: a published container port differs from the one served, and a page on another
+  local port is another origin, refused by the Origin check and the browser.)
 - A request that changes something and carries an ``Origin`` must come from the page's own
   origin (scheme, host and port).
 - With ``PLAYGROUND_TOKEN`` the browser holds a session cookie derived from the token (an HMAC
@@ -72,21 +74,19 @@ class HostGuard:
         self.extra_names = frozenset(name.lower() for name in extra_hosts)
 
     def host_refusal(self, request: web.Request) -> str | None:
-        """Why this request's ``Host`` is not one of this server's names, or None."""
+        """Why this request's ``Host`` is not one of this server's names, or None. The address
+        the connection came in on counts too (``http://192.0.2.7:8080/``): a rebinding page
+        always sends its own DNS name, never an address."""
         host = request.headers.get("Host")
         if host is None:
             return None  # not from a browser (every browser sends Host)
         parts = _parts(f"//{host}")
         name = parts.hostname if parts is not None else None
-        if parts is not None and name is not None:
-            if name in self.extra_names:
-                return None
-            if name in self.local_names and parts.port in (None, _served_port(request)):
-                return None
+        if name is not None and (name in self.local_names or name in self.extra_names or name == _served_at(request)):
+            return None
         return (
-            f"the playground answers only as http://localhost:{_served_port(request) or ''}/ "
-            f"(Host {host!r} is not this server: DNS rebinding refused; "
-            "a reverse proxy's name goes into PLAYGROUND_ALLOWED_HOSTS)"
+            f"Host {host!r} is not this playground's address (DNS rebinding refused): open it as "
+            "http://localhost:PORT/, or name the host in PLAYGROUND_ALLOWED_HOSTS (a reverse proxy's name)"
         )
 
     def origin_refusal(self, request: web.Request) -> str | None:
@@ -110,9 +110,10 @@ def _same_origin(a: SplitResult, b: SplitResult) -> bool:
     return (a.scheme, a.hostname, port(a)) == (b.scheme, b.hostname, port(b))
 
 
-def _served_port(request: web.Request) -> int | None:
+def _served_at(request: web.Request) -> str | None:
+    """The address of the socket the request came in on (``192.0.2.7``, ``::1``)."""
     sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
-    return int(sockname[1]) if isinstance(sockname, tuple) and len(sockname) > 1 else None
+    return str(sockname[0]).split("%")[0].lower() if isinstance(sockname, tuple) and sockname else None
 
 
 def without_token(request: web.Request) -> str:
