@@ -28,6 +28,7 @@ from bot.llm.knowledge import KnowledgeSync, knowledge_paths
 from bot.llm.setup import start_client
 from bot.policy import Policy, PolicyStore
 from bot.ports import PlatformAdapter, PlatformFactory
+from bot.secret_values import configured_secrets
 from bot.settings import Settings
 from bot.store import Database, create_engine, database_reachable, upgrade_database
 from tools import KnowledgeBase, ToolRegistry, default_tools
@@ -51,8 +52,11 @@ def build_tools(
 ) -> ToolRegistry:
     knowledge = None
     if policy.knowledge.files:
-        base = policy_path.parent
-        knowledge = synced or KnowledgeBase.from_files([base / name for name in policy.knowledge.files])
+        knowledge = (
+            synced
+            if synced is not None
+            else KnowledgeBase.from_files(knowledge_paths(policy_path, policy.knowledge.files))
+        )
     return default_tools(orders, knowledge)
 
 
@@ -113,7 +117,8 @@ class Supportbot:
         self.engine = create_engine(settings.database_url)
         await upgrade_database(self.engine)
         self.db = Database(self.engine)
-        policy = PolicyStore(settings.policy_file)
+        secrets = configured_secrets(settings)  # no knowledge file may hold one
+        policy = PolicyStore(settings.policy_file, secrets=secrets)
         logs.follow_policy(lambda: policy.current.logs.redact_personal_data)
         if settings.orders_backend == "http":
             if not settings.orders_api_url:
@@ -125,7 +130,7 @@ class Supportbot:
         self._orders = orders
         kimi, _catalog = await start_client(settings, policy.current)  # the limiter, breakers, models check
         self._kimi = kimi
-        knowledge = KnowledgeSync(self.engine, kimi)  # knowledge files through Kimi's files API
+        knowledge = KnowledgeSync(self.engine, kimi, secrets=secrets)  # knowledge files through Kimi's files API
 
         def knowledge_files() -> list[Path]:
             return knowledge_paths(settings.policy_file, policy.current.knowledge.files)

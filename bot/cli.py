@@ -35,9 +35,6 @@ from bot.cli_ops import (
 from bot.errors import ConfigError, ImportFailed, PolicyError, SupportbotError
 from bot.llm.commands import register as register_llm_commands
 
-# Each command imports what it needs when it runs (SQLAlchemy, pydantic, the store, the platforms'
-# SDKs), so ``supportbot --help`` and a usage error stay fast: tests/test_cli.py keeps it so.
-
 
 def _run(args: argparse.Namespace) -> int:
     from bot.app import serve
@@ -129,11 +126,17 @@ def _customers_link(args: argparse.Namespace) -> int:
 
 def _policy_check(args: argparse.Namespace) -> int:
     from bot.policy import load_policy
+    from bot.secret_values import configured_secrets
+    from bot.settings import Settings, load_settings
 
     path = Path(args.file)
     if not path.exists():
         raise PolicyError(str(path), ["file not found"])
-    policy = load_policy(path)
+    try:
+        settings: Settings | None = load_settings()
+    except ConfigError:
+        settings = None  # checking a policy needs no working settings; the secrets named in the environment still count
+    policy = load_policy(path, configured_secrets(settings))
     print(f"{path}: OK (policy version {policy.version})")
     return 0
 
@@ -235,9 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except PolicyError as exc:
-        print(f"{exc.path}: invalid policy", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        if len(exc.problems) == 1:
+            print(f"{exc.path}: invalid policy: {exc.problems[0]}", file=sys.stderr)
+        else:
+            print(f"{exc.path}: invalid policy", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -28,6 +28,8 @@ OTHER_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("LOG_FORMAT", "text", "text, or json (one JSON object a line; the Docker image's default)"),
     ("PLAYGROUND_ENABLED", "true", "open the local playground when no chat platform is configured"),
     ("PLAYGROUND_TOKEN", "", "serve the playground next to a platform, to those who know this token"),
+    ("PLAYGROUND_APPROVER", "", "approver id (from the policy's lists) the token's holder decides as next to a desk"),
+    ("PLAYGROUND_ALLOWED_HOSTS", "", "host names the playground also answers to (a reverse proxy's), comma-separated"),
     ("SUPPORTBOT_SECRETS_DIR", "/run/secrets", "a folder with one file per secret variable"),
 )
 

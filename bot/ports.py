@@ -19,6 +19,7 @@ from bot.events import InboundMessage, ReviewDecision, ThreadRef
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from bot.errors import PolicyError
     from bot.settings import Settings
 
 
@@ -168,9 +169,10 @@ class Core(Protocol):
 
     async def edit_form(self, draft_id: str) -> EditForm | None: ...
 
-    async def reload_policy(self) -> bool:
+    async def reload_policy(self) -> PolicyError | None:
         """Take up an edited policy file now rather than at the next poll (the playground's
-        policy editor). True when a new policy is in force; a bad file keeps the old one."""
+        policy editor). None when the file's policy is in force; else why it was refused (the
+        previous policy stays)."""
         ...
 
 

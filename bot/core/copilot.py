@@ -122,6 +122,7 @@ class Copilot:
 
     def add_desk(self, desk: ReviewDesk, *, preferred: bool = False) -> None:
         self.publisher.add_desk(desk, preferred=preferred)
+        self.decisions.desks.add(desk.name)
 
     @property
     def desk(self) -> ReviewDesk | None:
@@ -175,9 +176,11 @@ class Copilot:
     async def edit_form(self, draft_id: str) -> EditForm | None:
         return await self.decisions.edit_form(draft_id)
 
-    async def reload_policy(self) -> bool:
-        """Take up an edited policy file now (the playground's editor); a bad file keeps the old."""
-        return await self.policy.reload_if_changed(self.policy_rejected)
+    async def reload_policy(self) -> PolicyError | None:
+        """Take up an edited policy file now (the playground's editor); a bad file keeps the old
+        and its refusal is returned."""
+        await self.policy.reload_if_changed(self.policy_rejected)
+        return self.policy.refused
 
     # -- hand-offs between rooms ----------------------------------------------------------
 

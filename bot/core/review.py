@@ -103,6 +103,7 @@ class ReviewDesk:
         self.policy = policy
         self.orders = orders
         self.on_decided = on_decided
+        self.desks: set[str] = set()  # platforms with a review desk: a click there is from the review channel
         self._handlers: dict[DecisionAction, Handler] = {
             DecisionAction.APPROVE: self._approve,
             DecisionAction.EDIT: self._approve,
@@ -160,8 +161,9 @@ class ReviewDesk:
             draft = await self._load(conn, decision.draft_id)
             if draft is None:
                 return DecisionOutcome(False, "This draft does not exist (any more).")
-            if not may_approve(decision.actor, policy):
-                outcome = DecisionOutcome(False, "You are not on the policy's approver list for drafts.")
+            on_desk = decision.actor.platform in self.desks
+            if not may_approve(decision.actor, policy, on_desk=on_desk):
+                outcome = DecisionOutcome(False, _not_an_approver(on_desk))
             elif draft.status is not DraftStatus.AWAITING_REVIEW:
                 outcome = DecisionOutcome(False, already(draft))
             else:
@@ -403,3 +405,12 @@ class ReviewDesk:
             refunds = [a for a in await records.actions_of(conn, draft_id) if a.allowed]
         amount = money(refunds[0].amount_cents) if len(refunds) == 1 else None
         return EditForm(draft_id=draft_id, text=row.edited_text or row.text, refund_amount=amount)
+
+
+def _not_an_approver(on_desk: bool) -> str:
+    if on_desk:
+        return "You are not on the policy's approver list for drafts."
+    return (
+        "Away from the review desk only an approver the policy names ([approvers] agents or managers) may decide;"
+        " decide on the review desk instead."
+    )

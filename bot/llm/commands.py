@@ -131,20 +131,22 @@ def _knowledge(args: argparse.Namespace) -> int:
     from bot.llm.knowledge import KnowledgeSync, knowledge_paths
     from bot.llm.setup import client_from_settings
     from bot.policy import load_policy
+    from bot.secret_values import configured_secrets
     from bot.settings import load_settings
     from bot.store import create_engine, upgrade_database
 
     settings = load_settings()
     if settings.moonshot_api_key is None:
         raise ConfigError("MOONSHOT_API_KEY is missing (the Kimi API key)")
-    policy = load_policy(settings.policy_file)
+    secrets = configured_secrets(settings)
+    policy = load_policy(settings.policy_file, secrets)
 
     async def main() -> list[str]:
         engine = create_engine(settings.database_url)
         client = client_from_settings(settings)
         try:
             await upgrade_database(engine)
-            sync = KnowledgeSync(engine, client)
+            sync = KnowledgeSync(engine, client, secrets=secrets)
             report = await sync.sync(knowledge_paths(settings.policy_file, policy.knowledge.files))
             if args.knowledge_command == "sync":
                 return [
