@@ -11,6 +11,8 @@ At the door (HTTP): a forged or stale signature is 401; a body that is no Slack 
 array or ``null``, not JSON at all) is 400; a signed request whose envelope is malformed (an
 ``event`` that is not an object, a click without ``actions``) is 200 and ignored, logged once
 with the reason, so Slack does not send it again. Socket Mode envelopes pass the same check.
+A request no listener takes (a reaction, a slash command, another app's button) is 200 as well,
+over HTTP and the socket alike (``app.error`` in :mod:`~adapters.slack.review`).
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ class SlackPlatform:
             signing_secret=secret,
             request_verification_enabled=not settings.socket_mode,
             process_before_response=True,
+            # A request no listener takes goes to ``app.error`` (adapters.slack.review), which
+            # answers it 200: Bolt's own answer is a 404 that Slack retries and shows users.
+            raise_error_for_unhandled_request=True,
         )
         self._lazy = SupervisedLazyListenerRunner(log)
         self.app.listener_runner.lazy_listener_runner = self._lazy

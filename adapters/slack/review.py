@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -42,6 +43,8 @@ COULD_NOT_RECORD = "Could not record your decision, please click again."
 COULD_NOT_RECORD_FORM = "Could not record your decision, please submit again."
 #: The context key a handler leaves for the lazy listener that tells the clicker.
 TELL = "supportbot_tell"
+#: How many request types without a listener are remembered, to name each at INFO only once.
+IGNORED_KINDS_REMEMBERED = 256
 
 
 class SlackReview:
@@ -61,6 +64,7 @@ class SlackReview:
         self._directory = directory
         self._review_channel = review_channel or ""
         self._decide_timeout = decide_timeout
+        self._ignored_kinds: set[str] = set()
 
     def register(self, app: AsyncApp) -> None:
         app.action(cards.APPROVE)(ack=self.approve, lazy=[self.tell_clicker])
@@ -228,13 +232,49 @@ class SlackReview:
     # -- errors -----------------------------------------------------------------------------
 
     async def on_error(self, error: Exception, body: Any) -> BoltResponse | None:
-        """``app.error``: a malformed payload is ignored with a 200; anything else keeps Bolt's
-        500 (Slack retries an event) and is logged with what the request was about."""
+        """``app.error``: a request no listener takes (a reaction, a slash command, a click on
+        another app's button) and a malformed payload are ignored with a 200, so Slack neither
+        retries nor shows the user an error; anything else keeps Bolt's 500 (Slack retries an
+        event) and is logged with what the request was about."""
+        if isinstance(error, BoltUnhandledRequestError):
+            self._log_ignored(kind_of(body))
+            return BoltResponse(status=200, body="")
         if isinstance(error, wire.MalformedPayload):
             log.warning("ignored a malformed Slack %s: %s", describe(body), error.reason)
             return BoltResponse(status=200, body="")
         log.error("handling a Slack %s failed: %s", describe(body), error, exc_info=error)
         return None
+
+    def _log_ignored(self, kind: str) -> None:
+        """Each kind is named at INFO the first time, at DEBUG after (a flood of reactions is
+        one line, not thousands)."""
+        if kind in self._ignored_kinds or len(self._ignored_kinds) >= IGNORED_KINDS_REMEMBERED:
+            log.debug("ignored a Slack %s: the bot has no listener for it", kind)
+            return
+        self._ignored_kinds.add(kind)
+        log.info("ignored a Slack %s: the bot has no listener for it (said once per kind)", kind)
+
+
+def kind_of(body: Any) -> str:
+    """What kind of request this is, for the log: ``reaction_added event``, ``slash command
+    /deploy``, ``block_actions request (action approve)``..."""
+    if not isinstance(body, dict):
+        return "request"
+    kind = body.get("type")
+    if kind == "event_callback":
+        event = body.get("event")
+        event_type = event.get("type") if isinstance(event, dict) else None
+        subtype = event.get("subtype") if isinstance(event, dict) else None
+        return f"{event_type}{f'/{subtype}' if isinstance(subtype, str) else ''} event"
+    if kind is None and isinstance(body.get("command"), str):
+        return f"slash command {body['command'][:40]}"
+    actions = body.get("actions")
+    first = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
+    action = first.get("action_id") or body.get("callback_id")
+    view = body.get("view")
+    if action is None and isinstance(view, dict):
+        action = view.get("callback_id")
+    return f"{str(kind)[:40]} request" + (f" ({str(action)[:40]})" if action else "")
 
 
 def describe(body: Any) -> str:
