@@ -1,5 +1,5 @@
 """JSON that comes from outside (a signed Slack payload, an operator's orders file), parsed so
-that no shape of it can crash the reader.
+that no shape of it can crash the reader, and quoted briefly in error messages.
 
 ``json.loads`` raises :class:`RecursionError`, not :class:`ValueError`, for an array or object
 nested deeper than Python's recursion limit (``[[[[...``), so a handler that catches
@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+#: How much of a value from outside an error message quotes.
+QUOTED_CHARACTERS = 40
 
 #: Deeper than any real payload: Slack's Block Kit nests about fifteen levels, an order's
 #: items three.
@@ -35,6 +38,14 @@ def loads(text: str | bytes, **options: Any) -> Any:
     if depth(value) > MAX_DEPTH:
         raise NestedTooDeeply()
     return value
+
+
+def quoted(text: str) -> str:
+    """``repr(text)``, cut to :data:`QUOTED_CHARACTERS` so an error about a megabyte-long value
+    stays one short line."""
+    if len(text) <= QUOTED_CHARACTERS:
+        return repr(text)
+    return f"{text[:QUOTED_CHARACTERS]!r}… ({len(text)} characters)"
 
 
 def depth(value: Any) -> int:
