@@ -11,7 +11,7 @@ import pytest
 from adapters.discord import DiscordPlatform
 from adapters.discord.review import COULD_NOT_RECORD, card_nonce
 from adapters.discord.settings import DiscordSettings
-from bot.errors import ConfigError
+from bot.errors import ConfigError, PlatformRateLimited
 from bot.events import ReviewDecision
 from bot.ports import CardState, DecisionOutcome
 from bot.settings import Settings
@@ -73,6 +73,18 @@ async def test_a_retried_card_post_returns_the_card_already_there(fake: FakeDisc
     assert again == first
     cards = [m for m in fake.messages_in(REVIEW_CHANNEL_ID) if m["embeds"]]
     assert len(cards) == 1
+
+
+async def test_a_rate_limit_too_long_to_sit_through_reaches_the_core_as_platform_rate_limited(
+    fake: FakeDiscord, platform: DiscordPlatform
+) -> None:
+    assert platform.review_desk is not None
+    fake.rate_limit_next("POST", rf"/channels/{REVIEW_CHANNEL_ID}/messages", retry_after=61)  # above the 60 s we wait
+    with pytest.raises(PlatformRateLimited) as limited:
+        await platform.review_desk.post_card(sample_card("d-34"), idempotency_key="card:d-34")
+    assert limited.value.retry_after == 61
+    await platform.review_desk.post_card(sample_card("d-34"), idempotency_key="card:d-34")  # the core's retry
+    assert len([m for m in fake.messages_in(REVIEW_CHANNEL_ID) if m["embeds"]]) == 1
 
 
 async def test_an_updated_card_keeps_its_key(fake: FakeDiscord, platform: DiscordPlatform) -> None:
