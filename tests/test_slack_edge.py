@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from adapters.slack.platform import SlackPlatform
-from adapters.slack.review import COULD_NOT_RECORD, COULD_NOT_RECORD_FORM
+from adapters.slack.review import COULD_NOT_RECORD, COULD_NOT_RECORD_FORM, UNREADABLE_FORM
 from adapters.slack.settings import SlackSettings
 from bot.errors import ConfigError
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
@@ -266,6 +266,22 @@ async def test_a_signed_but_malformed_payload_is_answered_without_a_500_or_a_tra
     told = [w for w in edge_warnings(caplog) if reason in w]
     assert len(told) == 1, f"logged once, with the reason {reason!r}: {edge_warnings(caplog)}"
     assert not edge.core.received and not edge.core.decisions
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_modal_view(private_metadata=["d-1"]), id="metadata-a-list"),
+        pytest.param(_modal_view(private_metadata=None), id="metadata-absent"),
+        pytest.param(_modal("{not json"), id="metadata-not-json"),
+    ],
+)
+async def test_our_modal_submitted_malformed_stays_open_and_says_so(edge: Edge, body: str) -> None:
+    response = await edge.post(body)
+
+    assert response.status_code == 200
+    assert response.json() == {"response_action": "errors", "errors": {"draft_block": UNREADABLE_FORM}}
+    assert not edge.core.decisions
 
 
 async def test_a_forged_signature_stays_401_even_for_a_malformed_body(edge: Edge) -> None:

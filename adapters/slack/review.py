@@ -11,13 +11,16 @@ which is the truth. A modal submission follows the same rule and, on failure, an
 Work after the ack (the ephemeral outcome, ``views.open`` for Edit and Regenerate) runs as a Bolt
 *lazy listener*; each one logs its own failure with the draft id and the user, so nothing ends as
 an unobserved task. Listener and middleware errors reach :meth:`SlackReview.on_error`
-(``app.error``): a malformed payload is answered 200 and logged once with its reason; any other
-error is logged with its context and keeps Bolt's 500, so Slack retries an event.
+(``app.error``): a request no listener takes is answered 200 and named once at INFO; a malformed
+payload is answered 200 and logged once with its reason (a submission of our modal keeps it open
+with an error saying so); any other error is logged with its context and keeps Bolt's 500, so
+Slack retries an event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +44,9 @@ DECIDE_TIMEOUT = 2.0
 EDIT_FORM_TIMEOUT = 2.0
 COULD_NOT_RECORD = "Could not record your decision, please click again."
 COULD_NOT_RECORD_FORM = "Could not record your decision, please submit again."
+UNREADABLE_FORM = "This form could not be read. Close it and click the button on the card again."
+#: The input block of each of our modals that carries a form-level error.
+FORM_BLOCKS = {cards.EDIT_MODAL: "draft_block", cards.REGENERATE_MODAL: "instruction_block"}
 #: The context key a handler leaves for the lazy listener that tells the clicker.
 TELL = "supportbot_tell"
 #: How many request types without a listener are remembered, to name each at INFO only once.
@@ -241,7 +247,7 @@ class SlackReview:
             return BoltResponse(status=200, body="")
         if isinstance(error, wire.MalformedPayload):
             log.warning("ignored a malformed Slack %s: %s", describe(body), error.reason)
-            return BoltResponse(status=200, body="")
+            return unreadable_form_answer(body) or BoltResponse(status=200, body="")
         log.error("handling a Slack %s failed: %s", describe(body), error, exc_info=error)
         return None
 
@@ -253,6 +259,19 @@ class SlackReview:
             return
         self._ignored_kinds.add(kind)
         log.info("ignored a Slack %s: the bot has no listener for it (said once per kind)", kind)
+
+
+def unreadable_form_answer(body: Any) -> BoltResponse | None:
+    """For one of our modals submitted malformed: ``response_action: errors`` on its input
+    block, so the modal stays open and tells the agent, instead of closing as if the decision
+    had been taken. None for anything else."""
+    view = body.get("view") if isinstance(body, dict) and body.get("type") == "view_submission" else None
+    callback_id = view.get("callback_id") if isinstance(view, dict) else None
+    block = FORM_BLOCKS.get(callback_id) if isinstance(callback_id, str) else None
+    if block is None:
+        return None
+    answer = {"response_action": "errors", "errors": {block: UNREADABLE_FORM}}
+    return BoltResponse(status=200, body=json.dumps(answer), headers={"content-type": "application/json"})
 
 
 def kind_of(body: Any) -> str:
