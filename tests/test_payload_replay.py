@@ -7,6 +7,7 @@ a customer, and a genuine message sent afterwards still gets its card."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.parse
@@ -100,15 +101,40 @@ async def ask_genuinely(bot: BotProcess, text: str) -> None:
     await until(lambda: len(bot.cards()) > before and text in card_text(bot.cards()[-1]), "the genuine card")
 
 
-@pytest.fixture
-async def http_bot(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[BotProcess]:
-    bot = BotProcess(tmp_path, kimi.base_url, slack)
-    await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
+@contextlib.asynccontextmanager
+async def running(bot: BotProcess) -> AsyncIterator[BotProcess]:
+    """``bot`` started on the sample orders, stopped (SIGTERM) on the way out."""
+    await seed_orders(bot.database_url, bot.home / "orders.jsonl")
     await bot.start()
     try:
         yield bot
     finally:
         await bot.stop()
+
+
+@contextlib.asynccontextmanager
+async def with_discord(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> AsyncIterator[tuple[BotProcess, FakeDiscord]]:
+    """The bot on Slack and on the fake Discord gateway."""
+    async with FakeDiscord() as discord:
+        bot = BotProcess(
+            tmp_path, kimi.base_url, slack, DISCORD_BOT_TOKEN=discord.token, DISCORD_API_URL=discord.api_url
+        )
+        async with running(bot):
+            yield bot, discord
+
+
+async def member_asks(bot: BotProcess, discord: FakeDiscord, question: str) -> None:
+    """A guild member mentions the bot in #support: its card arrives."""
+    await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> {question}", mention_bot=True)
+    await until(lambda: any(question in card_text(c) for c in bot.cards()), f"the card of {question!r}", timeout=20)
+
+
+@pytest.fixture
+async def http_bot(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[BotProcess]:
+    async with running(BotProcess(tmp_path, kimi.base_url, slack)) as bot:
+        yield bot
 
 
 async def test_every_slack_request_type_over_http_is_answered_2xx_and_a_genuine_message_still_gets_its_card(
@@ -136,10 +162,7 @@ async def test_every_slack_envelope_over_socket_mode_is_acked_and_a_genuine_mess
     tmp_path: Path, kimi: FakeKimi
 ) -> None:
     async with SocketModeSlack(bot_token=SLACK_TOKEN, app_token=APP_TOKEN) as slack:
-        bot = BotProcess(tmp_path, kimi.base_url, slack, SLACK_APP_TOKEN=APP_TOKEN)
-        await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
-        await bot.start()
-        try:
+        async with running(BotProcess(tmp_path, kimi.base_url, slack, SLACK_APP_TOKEN=APP_TOKEN)) as bot:
             await slack.wait_connected()
             replayed = [(name, p) for name, p in SLACK if p.get("type") != "url_verification"]  # HTTP only
             sent = [await slack.send(socket_envelope(payload)) for _, payload in replayed]
@@ -154,8 +177,6 @@ async def test_every_slack_envelope_over_socket_mode_is_acked_and_a_genuine_mess
             before = len(bot.cards())
             await slack.send_event(app_mention(f"<@UBOT> {genuine}", user="U777"))
             await until(lambda: len(bot.cards()) > before and genuine in card_text(bot.cards()[-1]), "the card")
-        finally:
-            await bot.stop()
         assert_clean(bot)
         assert_nothing_said_to_customers(slack, replayed, genuine)
 
@@ -163,60 +184,39 @@ async def test_every_slack_envelope_over_socket_mode_is_acked_and_a_genuine_mess
 async def test_discord_gateway_replay_keeps_the_connection_and_a_members_message_still_gets_its_card(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
-    async with FakeDiscord() as discord:
-        bot = BotProcess(
-            tmp_path, kimi.base_url, slack, DISCORD_BOT_TOKEN=discord.token, DISCORD_API_URL=discord.api_url
-        )
-        await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
-        await bot.start()
-        try:
-            for _, dispatch in DISCORD:
-                await discord.dispatch(dispatch["t"], dispatch["d"])
-            genuine = f"where is my order 40021? (after the gateway replay {time.time()})"
-            await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> {genuine}", mention_bot=True)
-            await until(lambda: any(genuine in card_text(c) for c in bot.cards()), "the member's card", timeout=20)
-        finally:
-            await bot.stop()
-        assert len(discord.identifies) == 1 and not discord.resumes, "one session, never dropped"
-        assert_clean(bot)
-        # A MESSAGE_CREATE without guild_id is a direct message: the documentation's examples are
-        # customers writing to the bot, so their cards are right. Nothing else gets one.
-        direct = [
-            d["d"]["content"].split("<")[0]  # the card escapes what follows (a channel mention)
-            for _, d in DISCORD
-            if d["t"] == "MESSAGE_CREATE" and "guild_id" not in d["d"]
-        ]
-        for card in bot.cards():
-            assert any(text in card_text(card) for text in [genuine, *direct]), card_text(card)[:300]
-        assert not discord.calls_to("POST", r"/channels/\d+/messages$"), "nothing said on Discord"
-        assert not discord.calls_to("POST", r"/interactions/"), "no answer to another app's interaction"
+    genuine = f"where is my order 40021? (after the gateway replay {time.time()})"
+    async with with_discord(tmp_path, kimi, slack) as (bot, discord):
+        for _, dispatch in DISCORD:
+            await discord.dispatch(dispatch["t"], dispatch["d"])
+        await member_asks(bot, discord, genuine)
+    assert len(discord.identifies) == 1 and not discord.resumes, "one session, never dropped"
+    assert_clean(bot)
+    # A MESSAGE_CREATE without guild_id is a direct message: the documentation's examples are
+    # customers writing to the bot, so their cards are right. Nothing else gets one.
+    direct = [
+        d["d"]["content"].split("<")[0]  # the card escapes what follows (a channel mention)
+        for _, d in DISCORD
+        if d["t"] == "MESSAGE_CREATE" and "guild_id" not in d["d"]
+    ]
+    for card in bot.cards():
+        assert any(text in card_text(card) for text in [genuine, *direct]), card_text(card)[:300]
+    assert not discord.calls_to("POST", r"/channels/\d+/messages$"), "nothing said on Discord"
+    assert not discord.calls_to("POST", r"/interactions/"), "no answer to another app's interaction"
 
 
 async def test_a_gateway_event_discord_py_cannot_read_is_skipped_with_one_warning_even_after_a_resume(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
     unreadable = {"id": "1500000000000000001", "content": "no channel, no author"}  # MESSAGE_CREATE needs both
-    async with FakeDiscord() as discord:
-        bot = BotProcess(
-            tmp_path, kimi.base_url, slack, DISCORD_BOT_TOKEN=discord.token, DISCORD_API_URL=discord.api_url
-        )
-        await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
-        await bot.start()
-        try:
-            await discord.dispatch("MESSAGE_CREATE", unreadable)
-            first = f"where is my order 40021? ({time.time()})"
-            await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> {first}", mention_bot=True)
-            await until(lambda: any(first in card_text(c) for c in bot.cards()), "the first card", timeout=20)
+    async with with_discord(tmp_path, kimi, slack) as (bot, discord):
+        await discord.dispatch("MESSAGE_CREATE", unreadable)
+        await member_asks(bot, discord, f"where is my order 40021? ({time.time()})")
 
-            await discord.drop_gateway()  # Discord restarts a node: discord.py RESUMEs
-            await until(lambda: discord.resumes and discord.connected, "the resumed session")
-            await discord.dispatch("MESSAGE_CREATE", unreadable)
-            second = f"and order 40022? ({time.time()})"
-            await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> {second}", mention_bot=True)
-            await until(lambda: any(second in card_text(c) for c in bot.cards()), "the second card", timeout=20)
-        finally:
-            await bot.stop()
-        assert (len(discord.identifies), len(discord.resumes)) == (1, 1), "only the resume Discord asked for"
-        assert_clean(bot)
-        skipped = [line for line in bot.stderr_path.read_text().splitlines() if "skipped a Discord" in line]
-        assert len(skipped) == 2 and all(" WARNING " in line and "MESSAGE_CREATE" in line for line in skipped)
+        await discord.drop_gateway()  # Discord restarts a node: discord.py RESUMEs
+        await until(lambda: discord.resumes and discord.connected, "the resumed session")
+        await discord.dispatch("MESSAGE_CREATE", unreadable)
+        await member_asks(bot, discord, f"and order 40022? ({time.time()})")
+    assert (len(discord.identifies), len(discord.resumes)) == (1, 1), "only the resume Discord asked for"
+    assert_clean(bot)
+    skipped = [line for line in bot.stderr_path.read_text().splitlines() if "skipped a Discord" in line]
+    assert len(skipped) == 2 and all(" WARNING " in line and "MESSAGE_CREATE" in line for line in skipped)
