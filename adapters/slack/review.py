@@ -276,24 +276,31 @@ def unreadable_form_answer(body: Any) -> BoltResponse | None:
 
 def kind_of(body: Any) -> str:
     """What kind of request this is, for the log: ``reaction_added event``, ``slash command
-    /deploy``, ``block_actions request (action approve)``..."""
+    /deploy``, ``block_actions request (approve)``... Each name is cut short and kept on one
+    line (another app's action id is whatever that app chose)."""
     if not isinstance(body, dict):
         return "request"
     kind = body.get("type")
     if kind == "event_callback":
-        event = body.get("event")
-        event_type = event.get("type") if isinstance(event, dict) else None
-        subtype = event.get("subtype") if isinstance(event, dict) else None
-        return f"{event_type}{f'/{subtype}' if isinstance(subtype, str) else ''} event"
-    if kind is None and isinstance(body.get("command"), str):
-        return f"slash command {body['command'][:40]}"
+        event = _object(body.get("event"))
+        subtype = event.get("subtype")
+        return f"{_name(event.get('type'))}{f'/{_name(subtype)}' if subtype else ''} event"
+    if kind is None and body.get("command"):
+        return f"slash command {_name(body['command'])}"
     actions = body.get("actions")
     first = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
-    action = first.get("action_id") or body.get("callback_id")
-    view = body.get("view")
-    if action is None and isinstance(view, dict):
-        action = view.get("callback_id")
-    return f"{str(kind)[:40]} request" + (f" ({str(action)[:40]})" if action else "")
+    view = _object(body.get("view"))
+    action = first.get("action_id") or body.get("callback_id") or view.get("callback_id")
+    return f"{_name(kind)} request" + (f" ({_name(action)})" if action else "")
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _name(value: Any) -> str:
+    """A name from a payload as one short line."""
+    return " ".join(str(value).split())[:40] or "?"
 
 
 def describe(body: Any) -> str:
