@@ -247,6 +247,15 @@ MALFORMED = [
         id="body-deeply-nested",
     ),
     pytest.param("payload=" + "%5B" * DEEP + "%5D" * DEEP, 400, "nested too deeply", id="form-payload-deeply-nested"),
+    pytest.param(
+        event_body({**app_mention("x"), "authorizations": "T1"}), 200, "Bolt cannot read it", id="authorizations-text"
+    ),
+    pytest.param(
+        action_body({**view_submission("edit_draft_modal", "{}", {}), "response_urls": 5}),
+        200,
+        "Bolt cannot read it",
+        id="response-urls-a-number",
+    ),
     pytest.param("[1, 2, 3]", 400, "a JSON array", id="body-a-json-array"),
     pytest.param("null", 400, "the body is JSON null", id="body-null"),
     pytest.param("hello", 400, "neither JSON nor a form", id="body-not-json"),
@@ -446,6 +455,20 @@ async def test_edit_opens_the_modal_after_the_ack(edge: Edge) -> None:
     assert json.loads(view["private_metadata"])["draft_id"] == "d-12"
 
 
+async def test_an_expired_trigger_on_edit_is_one_warning_with_slacks_word(
+    edge: Edge, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge.slack.fail_next("views.open", error="expired_trigger_id")
+    response = await edge.sender.action(block_actions("edit_draft", "d-13", user="U333"))
+    assert response.status_code == 200
+    await edge.slack.wait_for("views.open")
+    await edge.platform.stop()  # waits for the lazy listener that tried
+    assert not tracebacks(caplog)
+    assert [w for w in edge_warnings(caplog) if "expired_trigger_id" in w] == [
+        "could not open the edit form of draft d-13 for U333: expired_trigger_id"
+    ]
+
+
 # ----------------------------------------------------------------------------------------- cards
 
 
@@ -596,6 +619,9 @@ async def test_a_malformed_envelope_over_the_socket_is_acked_and_ignored(
         late_ts["event"]["ts"] = "yesterday"
         envelope_id = await socket_slack.send(events_api_envelope(late_ts))
         await socket_slack.wait_ack(envelope_id)
+        unreadable = {**app_mention("<@UBOT> hi"), "authorizations": 7}  # Bolt takes len() of it
+        envelope_id = await socket_slack.send(events_api_envelope(unreadable))
+        await socket_slack.wait_ack(envelope_id)
     finally:
         await platform.stop()
     assert not core.received
@@ -603,6 +629,7 @@ async def test_a_malformed_envelope_over_the_socket_is_acked_and_ignored(
     warned = edge_warnings(caplog)
     assert any("event is an array, not an object" in w for w in warned), warned
     assert any("event.ts is not a number" in w for w in warned), warned
+    assert any("Bolt cannot read it (TypeError" in w for w in warned), warned
 
 
 # -------------------------------------------------------------------------------------- settings

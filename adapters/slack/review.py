@@ -144,7 +144,7 @@ class SlackReview:
         try:
             await self._client.chat_postEphemeral(channel=tell["channel"], user=tell["user"], text=tell["text"])
         except Exception as exc:
-            error = exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
+            error = slack_error(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
             log.warning(
                 "could not tell %s the outcome on draft %s (%r): %s",
                 tell["user"],
@@ -172,6 +172,8 @@ class SlackReview:
             await self._client.views_open(
                 trigger_id=click["trigger_id"], view=cards.edit_modal(draft_id, form.text, form.refund_amount, channel)
             )
+        except SlackApiError as exc:  # an expired trigger, a channel the bot left: Slack's word is enough
+            log.warning("could not open the edit form of draft %s for %s: %s", draft_id, user, slack_error(exc))
         except Exception:
             log.exception("could not open the edit form of draft %s for %s", draft_id, user)
 
@@ -184,6 +186,8 @@ class SlackReview:
                 trigger_id=click["trigger_id"],
                 view=cards.regenerate_modal(draft_id, click["channel_id"] or self._review_channel),
             )
+        except SlackApiError as exc:
+            log.warning("could not open the regenerate form of draft %s for %s: %s", draft_id, user, slack_error(exc))
         except Exception:
             log.exception("could not open the regenerate form of draft %s for %s", draft_id, user)
 
@@ -259,6 +263,12 @@ class SlackReview:
             return
         self._ignored_kinds.add(kind)
         log.info("ignored a Slack %s: the bot has no listener for it (said once per kind)", kind)
+
+
+def slack_error(error: SlackApiError) -> str:
+    """Slack's error code (``expired_trigger_id``...), or the HTTP status when it sent none."""
+    response = error.response
+    return str(response.get("error") or f"HTTP {response.status_code}")
 
 
 def unreadable_form_answer(body: Any) -> BoltResponse | None:
