@@ -169,6 +169,21 @@ async def test_a_click_whose_decision_cannot_be_recorded_tells_the_clicker(
     assert logged and "d-34" in logged[0] and BOB.id in logged[0]
 
 
+async def test_a_click_discord_no_longer_knows_is_one_warning_not_a_traceback(
+    fake: FakeDiscord, platform: DiscordPlatform, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert platform.review_desk is not None
+    ref = await platform.review_desk.post_card(sample_card("d-35"), idempotency_key="card:d-35")
+    click = await fake.click(ref.split(":")[1], "supportbot:approve:d-35", BOB)
+    await fake.wait_for_response(click)
+    expired = {**click.payload, "id": fake.next_id()}  # Discord forgets an interaction after 3 s (10062)
+    await fake.dispatch("INTERACTION_CREATE", expired)
+
+    told = await until(lambda: [r for r in caplog.records if "Unknown interaction" in r.getMessage()], "the warning")
+    assert [(r.levelname, r.exc_info) for r in told] == [("WARNING", None)]
+    assert "approve on draft d-35" in told[0].getMessage()
+
+
 async def test_the_fake_serves_channel_history_as_discord_does(fake: FakeDiscord) -> None:
     import httpx
 

@@ -125,10 +125,11 @@ async def with_discord(
             yield bot, discord
 
 
-async def member_asks(bot: BotProcess, discord: FakeDiscord, question: str) -> None:
-    """A guild member mentions the bot in #support: its card arrives."""
-    await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> {question}", mention_bot=True)
+async def member_asks(bot: BotProcess, discord: FakeDiscord, question: str) -> JSON:
+    """A guild member mentions the bot in #support: its card arrives. Returns the message."""
+    sent = await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> {question}", mention_bot=True)
     await until(lambda: any(question in card_text(c) for c in bot.cards()), f"the card of {question!r}", timeout=20)
+    return sent
 
 
 @pytest.fixture
@@ -210,7 +211,9 @@ async def test_a_gateway_event_discord_py_cannot_read_is_skipped_with_one_warnin
     unreadable = {"id": "1500000000000000001", "content": "no channel, no author"}  # MESSAGE_CREATE needs both
     async with with_discord(tmp_path, kimi, slack) as (bot, discord):
         await discord.dispatch("MESSAGE_CREATE", unreadable)
-        await member_asks(bot, discord, f"where is my order 40021? ({time.time()})")
+        sent = await member_asks(bot, discord, f"where is my order 40021? ({time.time()})")
+        # discord.py reads this one but keeps a type it does not know as it came (a list).
+        await discord.dispatch("MESSAGE_CREATE", {**sent, "id": discord.next_id(), "type": [0]})
 
         await discord.drop_gateway()  # Discord restarts a node: discord.py RESUMEs
         await until(lambda: discord.resumes and discord.connected, "the resumed session")
