@@ -70,8 +70,10 @@ def customer_texts(replayed: list[tuple[str, JSON]]) -> set[str]:
         if not isinstance(event, dict) or event.get("subtype") or event.get("bot_id"):
             continue
         if event.get("type") == "app_mention" or event.get("channel_type") == "im":
-            texts.add(str(event.get("text", "")).split(">", 1)[-1].strip())
-    return texts
+            text = str(event.get("text", ""))
+            texts.add(text.split(">", 1)[-1].strip())  # after a mention of the bot, which the card drops
+            texts.add(text.replace("<", "&lt;").replace(">", "&gt;"))  # a mention of another user, escaped
+    return texts - {""}
 
 
 def assert_clean(bot: BotProcess) -> None:
