@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bot.domain.outcome import ToolCallRecord
 from bot.errors import DraftingError, KimiContextTooLong, KimiModelNotFound, KimiRetryableError
 from bot.kimi import Completion, DeltaSink, KimiClient, ToolCallRequest, Usage
 from tools import ToolContext, ToolError, ToolRegistry
@@ -29,18 +30,6 @@ log = logging.getLogger(__name__)
 MAX_TOOL_RESULT_CHARS = 6000
 
 UsageSink = Callable[[str, Usage], None]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallRecord:
-    """One tool call as the audit log and the review card see it."""
-
-    name: str
-    arguments: str
-    result: str
-    summary: str
-    error: str
-    duration_ms: int
 
 
 @dataclass(slots=True)

@@ -9,8 +9,9 @@ move: when a draft finishes, when an agent approves, and right before the execut
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -29,25 +30,7 @@ from bot.store.records import StoredAction
 from tools import ToolError
 from tools.order_tools import order_facts
 from tools.orders import OrderBackend
-from tools.refunds import DraftVerdict, OrderFacts, RefundLimits, RefundRequest, check_refunds
-
-
-@dataclass(frozen=True, slots=True)
-class RefundVerdict:
-    """The policy's verdict on one refund of a draft (the draft-level thresholds included)."""
-
-    allowed: bool
-    reason: str
-    needs_manager: bool = False
-    needs_two_approvers: bool = False
-    description: str = ""
-
-    def describe(self) -> str:
-        if self.description:
-            return self.description
-        if not self.allowed:
-            return f"refused by policy: {self.reason}"
-        return "within policy"
+from tools.refunds import OrderFacts, RefundLimits, RefundRequest, RefundVerdict, check_refunds
 
 
 def money(cents: int, currency: str = "") -> str:
@@ -119,21 +102,20 @@ async def current_facts(backend: OrderBackend, proposals: Sequence[dict[str, Any
     return orders
 
 
-async def check_draft_refunds(
-    conn: AsyncConnection,
-    orders: Mapping[str, OrderFacts],
-    policy: Policy,
-    *,
-    checked_ids: Sequence[str] = (),
-    verified_customer_id: str,
-    refunds: Sequence[tuple[dict[str, Any], int]],
-    now: datetime,
-) -> DraftVerdict:
-    """THE refund rule over one draft's refunds (``(params, amount)`` each, in order), with the
-    orders' facts, what other refunds (not ``checked_ids``, the rows being checked) were
-    approved and not yet executed, and what the customer was refunded or approved today."""
-    pending: dict[str, int] = {}
-    today = 0
+@dataclass(frozen=True, slots=True)
+class RefundHistory:
+    """What other refunds stand for, as THE rule counts them: approved and not yet executed,
+    per order, and what the verified customer was refunded or approved today."""
+
+    pending_cents: dict[str, int] = field(default_factory=dict)
+    customer_today_cents: int = 0
+
+
+async def refund_history(
+    conn: AsyncConnection, *, checked_ids: Sequence[str] = (), verified_customer_id: str, now: datetime
+) -> RefundHistory:
+    """The other refunds (not ``checked_ids``, the rows being checked) as they are now."""
+    history = RefundHistory()
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     a = ProposedAction.__table__.c
     others = await conn.execute(
@@ -143,12 +125,13 @@ async def check_draft_refunds(
             a.status.in_((ActionStatus.APPROVED, ActionStatus.EXECUTED)),
         )
     )
+    today = 0
     for action in others:
         params = dict(action.params or {})
         amount = amount_of(params)
         if action.status == ActionStatus.APPROVED:
             order_id = str(params.get("order_id", ""))
-            pending[order_id] = pending.get(order_id, 0) + amount
+            history.pending_cents[order_id] = history.pending_cents.get(order_id, 0) + amount
         same_customer = verified_customer_id and params.get("customer_id") == verified_customer_id
         executed_at = action.executed_at
         if executed_at is not None and executed_at.tzinfo is None:
@@ -156,33 +139,49 @@ async def check_draft_refunds(
         executed_today = executed_at is not None and executed_at >= start
         if same_customer and (action.status == ActionStatus.APPROVED or executed_today):
             today += amount
+    return dataclasses.replace(history, customer_today_cents=today)
+
+
+def judge_refunds(
+    orders: Mapping[str, OrderFacts],
+    policy: Policy,
+    history: RefundHistory,
+    *,
+    verified_customer_id: str,
+    refunds: Sequence[tuple[dict[str, Any], int]],
+    now: datetime,
+) -> tuple[RefundVerdict, ...]:
+    """THE refund rule over one draft's refunds (``(params, amount)`` each, in order), with the
+    orders' facts and the other refunds' ``history``: one final verdict per refund."""
     requests = [
         RefundRequest(str(p.get("order_id", "")), amount, tuple(str(i) for i in p.get("items") or ()))
         for p, amount in refunds
     ]
-    return check_refunds(
+    batch = check_refunds(
         requests,
         orders,
         limits_of(policy),
         now,
         verified_customer_id=verified_customer_id or None,
-        pending_cents=pending,
-        customer_today_cents=today,
+        pending_cents=history.pending_cents,
+        customer_today_cents=history.customer_today_cents,
     )
+    return batch.final()
 
 
-def verdicts_of(batch: DraftVerdict) -> list[RefundVerdict]:
-    """One verdict per refund, each carrying the draft-level thresholds."""
-    return [
-        RefundVerdict(
-            allowed=v.allowed,
-            reason=v.reason,
-            needs_manager=v.allowed and (batch.needs_manager or v.needs_manager),
-            needs_two_approvers=v.allowed and batch.needs_two_approvers,
-            description=batch.describe(i),
-        )
-        for i, v in enumerate(batch.verdicts)
-    ]
+async def check_draft_refunds(
+    conn: AsyncConnection,
+    orders: Mapping[str, OrderFacts],
+    policy: Policy,
+    *,
+    checked_ids: Sequence[str] = (),
+    verified_customer_id: str,
+    refunds: Sequence[tuple[dict[str, Any], int]],
+    now: datetime,
+) -> tuple[RefundVerdict, ...]:
+    """:func:`judge_refunds` with the history read in ``conn`` (at approval and execution)."""
+    history = await refund_history(conn, checked_ids=checked_ids, verified_customer_id=verified_customer_id, now=now)
+    return judge_refunds(orders, policy, history, verified_customer_id=verified_customer_id, refunds=refunds, now=now)
 
 
 def _listed(actor: Actor, ids: tuple[str, ...]) -> bool:
@@ -213,7 +212,7 @@ async def refusal_at_execution(
     approved refunds may not run ("" when they may); refused actions are marked so."""
     orders = await current_facts(backend, [a.params for a in actions])  # before any write lock
     async with db.write() as conn:
-        batch = await check_draft_refunds(
+        verdicts = await check_draft_refunds(
             conn,
             orders,
             policy,
@@ -223,7 +222,7 @@ async def refusal_at_execution(
             now=now,
         )
         reasons = []
-        for action, verdict in zip(actions, batch.verdicts, strict=True):
+        for action, verdict in zip(actions, verdicts, strict=True):
             if not verdict.allowed:
                 reasons.append(verdict.reason)
                 await record_rows.update_action(

@@ -107,11 +107,21 @@ class Eligibility:
 
 @dataclass(frozen=True, slots=True)
 class RefundVerdict:
-    """The rule's verdict on one refund of a draft."""
+    """The rule's verdict on one refund of a draft. :meth:`DraftVerdict.final` adds what the
+    draft's refunds together need (a manager, two approvers) and the card's line."""
 
     allowed: bool
     reason: str
     needs_manager: bool = False
+    needs_two_approvers: bool = False
+    description: str = ""
+
+    def describe(self) -> str:
+        if self.description:
+            return self.description
+        if not self.allowed:
+            return f"refused by policy: {self.reason}"
+        return "within policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +148,19 @@ class DraftVerdict:
         if self.needs_manager or verdict.needs_manager:
             extra.append("needs a manager" + (f": {verdict.reason}" if verdict.needs_manager else ""))
         return "within policy" + (f" ({'; '.join(extra)})" if extra else "")
+
+    def final(self) -> tuple[RefundVerdict, ...]:
+        """One verdict per refund, each carrying the draft-level thresholds and its card line."""
+        return tuple(
+            RefundVerdict(
+                allowed=v.allowed,
+                reason=v.reason,
+                needs_manager=v.allowed and (self.needs_manager or v.needs_manager),
+                needs_two_approvers=v.allowed and self.needs_two_approvers,
+                description=self.describe(i),
+            )
+            for i, v in enumerate(self.verdicts)
+        )
 
 
 def eligibility(order: OrderFacts, limits: RefundLimits, now: datetime) -> Eligibility:

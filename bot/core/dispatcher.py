@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from bot import metrics
 from bot.approval import refusal_at_execution
+from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, DraftStatus
 from bot.events import ThreadRef
 from bot.logs import log_event
@@ -32,7 +33,7 @@ from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import outbox as outbox_rows
 from bot.store.outbox import ClaimedReply
-from bot.store.records import AuditLine, StoredAction
+from bot.store.records import StoredAction
 from bot.store.schema import Conversation, Draft
 from tools import ToolError
 from tools.orders import OrderBackend

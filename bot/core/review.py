@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import metrics
 from bot.approval import (
-    RefundVerdict,
     amount_of,
     check_draft_refunds,
     current_facts,
@@ -26,8 +25,8 @@ from bot.approval import (
     may_approve,
     money,
     parse_amount,
-    verdicts_of,
 )
+from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, DraftStatus
 from bot.events import DecisionAction, ReviewDecision
 from bot.identity import refund_owner
@@ -38,10 +37,10 @@ from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import outbox as outbox_rows
-from bot.store.records import AuditLine, StoredAction
+from bot.store.records import StoredAction
 from bot.store.schema import Conversation, Draft
 from tools.orders import OrderBackend
-from tools.refunds import OrderFacts
+from tools.refunds import OrderFacts, RefundVerdict
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +381,7 @@ class ReviewDesk:
             return []
         conversation = await conversation_rows.load_conversation(conn, draft.conversation_id)
         params = [a.params for a in actions]
-        batch = await check_draft_refunds(
+        verdicts = await check_draft_refunds(
             conn,
             effects.order_facts or await current_facts(self.orders, params),
             policy,
@@ -391,7 +390,7 @@ class ReviewDesk:
             refunds=[(a.params, amount) for a, amount in zip(actions, amounts, strict=True)],
             now=now,
         )
-        return verdicts_of(batch)
+        return list(verdicts)
 
     async def edit_form(self, draft_id: str) -> EditForm | None:
         d = Draft.__table__.c

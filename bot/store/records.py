@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus
 from bot.store.schema import AuditEvent, Decision, ProposedAction, ToolCall, UsageRecord, table_of
 
@@ -19,18 +20,6 @@ _tool_calls = table_of(ToolCall)
 _usage = table_of(UsageRecord)
 _decisions = table_of(Decision)
 _actions = table_of(ProposedAction)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditLine:
-    """One line of the audit trail."""
-
-    conversation_id: str
-    draft_id: str | None
-    kind: str
-    actor: str
-    summary: str
-    detail: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +72,25 @@ async def add_usage(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> No
         await conn.execute(_usage.insert(), list(rows))
 
 
-async def add_actions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(_actions.insert(), list(rows))
+async def add_actions(conn: AsyncConnection, actions: Sequence[StoredAction], now: datetime) -> None:
+    if actions:
+        await conn.execute(_actions.insert(), [_action_row(a, now) for a in actions])
+
+
+def _action_row(action: StoredAction, now: datetime) -> dict[str, Any]:
+    return {
+        "id": action.id,
+        "draft_id": action.draft_id,
+        "kind": action.kind,
+        "params": action.params,
+        "status": action.status,
+        "allowed": action.allowed,
+        "verdict": action.verdict,
+        "approvals": list(action.approvals),
+        "idempotency_key": action.idempotency_key,
+        "result": action.result,
+        "created_at": now,
+    }
 
 
 async def add_decision(conn: AsyncConnection, values: dict[str, Any]) -> None:
