@@ -13,8 +13,6 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,26 +24,12 @@ from bot.policy import Policy
 from bot.store import Database, ProposedAction
 from bot.store import records as record_rows
 from bot.store.conversations import ConversationState
+from bot.store.proposals import proposal_of
 from bot.store.records import StoredAction
 from tools import ToolError
 from tools.order_tools import order_facts
 from tools.orders import OrderBackend
-from tools.refunds import OrderFacts, RefundLimits, RefundRequest, RefundVerdict, check_refunds
-
-
-def money(cents: int, currency: str = "") -> str:
-    return f"{cents / 100:,.2f}" + (f" {currency}" if currency else "")
-
-
-def parse_amount(text: str) -> int | None:
-    """A decimal amount typed by an agent ("12.50") in cents, or None when it is not one."""
-    try:
-        value = Decimal(text.strip().replace(",", ""))
-    except InvalidOperation:
-        return None
-    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
-        return None
-    return int(value * 100)
+from tools.refunds import OrderFacts, RefundLimits, RefundProposal, RefundRequest, RefundVerdict, check_refunds
 
 
 def limits_of(policy: Policy) -> RefundLimits:
@@ -61,41 +45,19 @@ def limits_of(policy: Policy) -> RefundLimits:
     )
 
 
-def facts_from_params(params: dict[str, Any]) -> OrderFacts:
-    """The order facts a proposal recorded when it was made (used when the shop is unreachable)."""
-    delivered = params.get("delivered_at")
-    total = int(params.get("total_cents", params.get("refundable_cents", 0)))
-    prices = params.get("item_prices") or {}
-    return OrderFacts(
-        order_id=str(params.get("order_id", "")),
-        customer_id=params.get("customer_id"),
-        status=str(params.get("order_status", "")),
-        currency=str(params.get("currency", "")),
-        total_cents=total,
-        refunded_cents=max(total - int(params.get("refundable_cents", 0)), 0),
-        delivered_at=datetime.fromisoformat(str(delivered)) if delivered else None,
-        items={str(sku): (int(v[0]), int(v[1])) for sku, v in prices.items()},
-    )
-
-
-def amount_of(params: dict[str, Any]) -> int:
-    """The amount a refund action stands for: what an agent approved, else what was proposed."""
-    return int(params.get("approved_amount_cents") or params.get("amount_cents", 0))
-
-
-async def current_facts(backend: OrderBackend, proposals: Sequence[dict[str, Any]]) -> dict[str, OrderFacts]:
+async def current_facts(backend: OrderBackend, proposals: Sequence[RefundProposal]) -> dict[str, OrderFacts]:
     """The orders a draft's refunds name, fetched fresh from the shop; when the shop cannot be
     reached, the facts recorded with the proposal (the backend still refuses an over-refund).
     An order that no longer exists is left out (its refunds are refused)."""
     orders: dict[str, OrderFacts] = {}
-    for params in proposals:
-        order_id = str(params.get("order_id", ""))
+    for proposal in proposals:
+        order_id = proposal.order_id
         if order_id in orders:
             continue
         try:
             order = await backend.get_order(order_id)
         except ToolError:
-            orders[order_id] = facts_from_params(params)
+            orders[order_id] = proposal.order
             continue
         if order is not None:
             orders[order_id] = order_facts(order)
@@ -127,12 +89,12 @@ async def refund_history(
     )
     today = 0
     for action in others:
-        params = dict(action.params or {})
-        amount = amount_of(params)
+        refund = proposal_of(action.params or {})
+        amount = refund.due.cents
         if action.status == ActionStatus.APPROVED:
-            order_id = str(params.get("order_id", ""))
-            history.pending_cents[order_id] = history.pending_cents.get(order_id, 0) + amount
-        same_customer = verified_customer_id and params.get("customer_id") == verified_customer_id
+            pending = history.pending_cents
+            pending[refund.order_id] = pending.get(refund.order_id, 0) + amount
+        same_customer = verified_customer_id and refund.order.customer_id == verified_customer_id
         executed_at = action.executed_at
         if executed_at is not None and executed_at.tzinfo is None:
             executed_at = executed_at.replace(tzinfo=start.tzinfo)
@@ -148,17 +110,13 @@ def judge_refunds(
     history: RefundHistory,
     *,
     verified_customer_id: str,
-    refunds: Sequence[tuple[dict[str, Any], int]],
+    refunds: Sequence[RefundRequest],
     now: datetime,
 ) -> tuple[RefundVerdict, ...]:
-    """THE refund rule over one draft's refunds (``(params, amount)`` each, in order), with the
-    orders' facts and the other refunds' ``history``: one final verdict per refund."""
-    requests = [
-        RefundRequest(str(p.get("order_id", "")), amount, tuple(str(i) for i in p.get("items") or ()))
-        for p, amount in refunds
-    ]
+    """THE refund rule over one draft's refunds (in order), with the orders' facts and the other
+    refunds' ``history``: one final verdict per refund."""
     batch = check_refunds(
-        requests,
+        refunds,
         orders,
         limits_of(policy),
         now,
@@ -176,7 +134,7 @@ async def check_draft_refunds(
     *,
     checked_ids: Sequence[str] = (),
     verified_customer_id: str,
-    refunds: Sequence[tuple[dict[str, Any], int]],
+    refunds: Sequence[RefundRequest],
     now: datetime,
 ) -> tuple[RefundVerdict, ...]:
     """:func:`judge_refunds` with the history read in ``conn`` (at approval and execution)."""
@@ -210,15 +168,16 @@ async def refusal_at_execution(
 ) -> str:
     """THE refund rule once more, right before the executor moves money. Returns why the
     approved refunds may not run ("" when they may); refused actions are marked so."""
-    orders = await current_facts(backend, [a.params for a in actions])  # before any write lock
+    proposals = [a.proposal for a in actions]
+    orders = await current_facts(backend, proposals)  # before any write lock
     async with db.write() as conn:
         verdicts = await check_draft_refunds(
             conn,
             orders,
             policy,
             checked_ids=[a.id for a in actions],
-            verified_customer_id=refund_owner(conversation, [a.params for a in actions]),
-            refunds=[(a.params, amount_of(a.params)) for a in actions],
+            verified_customer_id=refund_owner(conversation, proposals),
+            refunds=[p.request() for p in proposals],
             now=now,
         )
         reasons = []

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.approval import money
 from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
 from bot.policy import Policy
 from bot.ports import ProposalView, ReviewCard, ToolLookup
 from bot.store.records import StoredAction
+from tools.money import Money
 
 
 @dataclass(slots=True)
@@ -42,19 +42,17 @@ class CardSource:
 
 def proposal_summary(action: StoredAction) -> str:
     """One line saying what the refund is and what its verdict relied on."""
-    p = action.params
-    text = f"Refund {money(action.amount_cents, str(p.get('currency', '')))} on order {p.get('order_id')}"
-    if p.get("reason"):
-        text += f": {p['reason']}"
+    refund, order = action.proposal, action.proposal.order
+    text = f"Refund {refund.due} on order {refund.order_id}"
+    if refund.reason:
+        text += f": {refund.reason}"
     relied = []
-    if p.get("order_status"):
-        relied.append(f"status {p['order_status']}")
-    if p.get("delivered_at"):
-        relied.append(f"delivered {str(p['delivered_at'])[:10]}")
-    if "refundable_cents" in p:
-        relied.append(f"refundable {money(int(p['refundable_cents']))}")
-    if relied:
-        text += f" (relied on: {', '.join(relied)})"
+    if order.status:
+        relied.append(f"status {order.status}")
+    if order.delivered_at:
+        relied.append(f"delivered {order.delivered_at.isoformat()[:10]}")
+    relied.append(f"refundable {Money.of_cents(order.refundable_cents).format()}")
+    text += f" (relied on: {', '.join(relied)})"
     if action.result.get("error"):
         text += f" — failed: {action.result['error']}"
     elif action.result.get("refund_id"):

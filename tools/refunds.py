@@ -21,17 +21,17 @@ What the rule holds, whatever the model wrote:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
 
-from tools.money import format_amount
+from tools.money import Money
 
 __all__ = [
     "DraftVerdict",
     "Eligibility",
     "OrderFacts",
     "RefundLimits",
+    "RefundProposal",
     "RefundRequest",
     "RefundVerdict",
     "check_refunds",
@@ -69,18 +69,37 @@ class OrderFacts:
     def refundable_cents(self) -> int:
         return max(self.total_cents - self.refunded_cents, 0)
 
-    def as_params(self) -> dict[str, Any]:
-        """The facts as JSON-safe proposal parameters (what the card shows as "relied on")."""
-        return {
-            "order_id": self.order_id,
-            "customer_id": self.customer_id,
-            "order_status": self.status,
-            "currency": self.currency,
-            "total_cents": self.total_cents,
-            "refundable_cents": self.refundable_cents,
-            "delivered_at": self.delivered_at.isoformat() if self.delivered_at else None,
-            "item_prices": {sku: [qty, price] for sku, (qty, price) in self.items.items()},
-        }
+
+@dataclass(frozen=True, slots=True)
+class RefundProposal:
+    """A refund the model proposed: on which order (as it was when proposed: what the card shows
+    as "relied on" and what the rule falls back to when the shop cannot be reached), how much,
+    why, for which items, who asked and who code had verified them as. ``approved`` is the
+    amount an agent approved (it may differ); :attr:`due` is THE amount the refund stands for."""
+
+    order: OrderFacts
+    amount: Money
+    reason: str = ""
+    items: tuple[str, ...] = ()
+    asked_by: str = ""
+    asker_verified_as: str = ""
+    approved: Money | None = None
+
+    @property
+    def order_id(self) -> str:
+        return self.order.order_id
+
+    @property
+    def due(self) -> Money:
+        """What the refund stands for: what an agent approved, else what was proposed."""
+        return self.approved if self.approved is not None else self.amount
+
+    def approve(self, amount: Money) -> RefundProposal:
+        return replace(self, approved=amount)
+
+    def request(self, amount: Money | None = None) -> RefundRequest:
+        """The rule's view of this refund, for ``amount`` (default: :attr:`due`)."""
+        return RefundRequest(self.order_id, (amount or self.due).cents, self.items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +209,10 @@ def eligibility(order: OrderFacts, limits: RefundLimits, now: datetime) -> Eligi
         needs_manager = True
         blockers.append("the delivery date is unknown, so the refund window cannot be checked: needs a manager")
         reasons.append(blockers[-1])
-    refunded = f"{format_amount(order.refunded_cents)} {order.currency}"
+    refunded = _money(order.refunded_cents, order.currency)
     if order.refundable_cents > 0:
         reasons.append(
-            f"{format_amount(order.refundable_cents)} {order.currency} is still refundable ({refunded} refunded so far)"
+            f"{_money(order.refundable_cents, order.currency)} is still refundable ({refunded} refunded so far)"
         )
     else:
         blockers.append(f"nothing is left to refund ({refunded} refunded)")
@@ -218,7 +237,7 @@ def items_cap_cents(order: OrderFacts, skus: Sequence[str]) -> int | None:
 
 
 def _money(cents: int, currency: str) -> str:
-    return f"{format_amount(cents)} {currency}".strip()
+    return Money.of_cents(cents, currency).format()
 
 
 def check_refunds(

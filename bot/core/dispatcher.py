@@ -228,11 +228,10 @@ class Dispatcher:
 
     async def _execute(self, conversation_id: str, action: StoredAction) -> ToolError | None:
         """Carry out one approved refund, idempotently. Returns the error, if any."""
-        params = action.params
-        amount = action.amount_cents
+        refund = action.proposal
         try:
             receipt = await self.orders.execute_refund(
-                str(params["order_id"]), amount, str(params.get("reason", "")), action.idempotency_key
+                refund.order_id, refund.due.cents, refund.reason, action.idempotency_key
             )
         except ToolError as exc:
             error: ToolError | None = exc
@@ -248,9 +247,9 @@ class Dispatcher:
             status = ActionStatus.EXECUTED
         now = utcnow()
         summary = (
-            f"refund {amount / 100:.2f} on {params['order_id']} executed as {result.get('refund_id')}"
+            f"refund {refund.due.format(currency=False)} on {refund.order_id} executed as {result.get('refund_id')}"
             if error is None
-            else f"refund on {params['order_id']} failed: {result['error']}"
+            else f"refund on {refund.order_id} failed: {result['error']}"
         )
         async with self.db.write() as conn:
             await records.update_action(
@@ -281,8 +280,8 @@ class Dispatcher:
                 "refund_executed",
                 conversation=conversation_id,
                 draft=action.draft_id,
-                order=str(params["order_id"]),
-                amount_cents=amount,
+                order=refund.order_id,
+                amount_cents=refund.due.cents,
                 refund=result.get("refund_id"),
             )
         return error

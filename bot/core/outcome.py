@@ -17,7 +17,7 @@ from typing import Any
 
 from bot import identity, verification
 from bot.agent import DraftResult
-from bot.approval import RefundHistory, facts_from_params, judge_refunds, money
+from bot.approval import RefundHistory, judge_refunds
 from bot.core.drafting_text import escalation_reasons, fit
 from bot.core.memory import noted
 from bot.domain.outcome import AuditLine, FactsUpdate, Failed, PlannedRefund, Ready, Retry, Spend
@@ -147,14 +147,14 @@ def _refunds(
     if not result.proposals:
         return ()
     verdicts = judge_refunds(
-        {str(p.get("order_id")): facts_from_params(p) for p in result.proposals},
+        {p.order_id: p.order for p in result.proposals},
         policy,
         history or RefundHistory(),
         verified_customer_id=ctx.verified_customer_id or "",
-        refunds=[(p, int(p.get("amount_cents", 0))) for p in result.proposals],
+        refunds=[p.request() for p in result.proposals],
         now=now,
     )
-    return tuple(PlannedRefund(dict(p), v) for p, v in zip(result.proposals, verdicts, strict=True))
+    return tuple(PlannedRefund(p, v) for p, v in zip(result.proposals, verdicts, strict=True))
 
 
 def _order_id(arguments: str) -> str:
@@ -177,8 +177,8 @@ def _facts_after(
     refunds_fact = list(facts.get("refunds", []))
     refunds_fact.extend(
         {
-            "order_id": r.params.get("order_id"),
-            "amount": money(int(r.params.get("amount_cents", 0))),
+            "order_id": r.proposal.order_id,
+            "amount": r.proposal.amount.format(currency=False),
             "status": "proposed" if r.verdict.allowed else "refused by policy",
         }
         for r in refunds
@@ -206,8 +206,7 @@ def _audit(run: DraftRun, result: DraftResult, refunds: Sequence[PlannedRefund],
             draft_id,
             "proposal",
             "model",
-            f"refund {money(int(r.params.get('amount_cents', 0)))} on {r.params.get('order_id')}: "
-            f"{r.verdict.describe()}",
+            f"refund {r.proposal.amount.format(currency=False)} on {r.proposal.order_id}: {r.verdict.describe()}",
         )
         for r in refunds
     ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain.states import ActionStatus, DraftStatus
-from tools.refunds import RefundVerdict
+from tools.refunds import RefundProposal, RefundVerdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ class Spend:
 class PlannedRefund:
     """A refund the model proposed, with the policy's verdict on it (taken over the whole draft)."""
 
-    params: dict[str, Any]
+    proposal: RefundProposal
     verdict: RefundVerdict
 
     @property

@@ -119,8 +119,8 @@ async def _add_actions(conn: AsyncConnection, draft_id: str, outcome: Ready, now
             StoredAction(
                 id=action_id,
                 draft_id=draft_id,
-                kind=str(refund.params.get("kind", "refund")),
-                params=refund.params,
+                kind="refund",
+                proposal=refund.proposal,
                 status=refund.status,
                 allowed=refund.verdict.allowed,
                 verdict=refund.verdict.describe(),

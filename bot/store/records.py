@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus
+from bot.store.proposals import params_of, proposal_of
 from bot.store.schema import AuditEvent, Decision, ProposedAction, ToolCall, UsageRecord, table_of
+from tools.refunds import RefundProposal
 
 _audit = table_of(AuditEvent)
 _tool_calls = table_of(ToolCall)
@@ -24,22 +26,18 @@ _actions = table_of(ProposedAction)
 
 @dataclass(frozen=True, slots=True)
 class StoredAction:
-    """A proposed side effect as stored."""
+    """A proposed side effect as stored: a refund, its verdict, approvals and result."""
 
     id: str
     draft_id: str
     kind: str
-    params: dict[str, Any]
+    proposal: RefundProposal
     status: ActionStatus
     allowed: bool
     verdict: str
     approvals: list[str]
     idempotency_key: str
     result: dict[str, Any]
-
-    @property
-    def amount_cents(self) -> int:
-        return int(self.params.get("approved_amount_cents", self.params.get("amount_cents", 0)))
 
 
 async def add_audit(conn: AsyncConnection, lines: Sequence[AuditLine], now: datetime) -> None:
@@ -82,7 +80,7 @@ def _action_row(action: StoredAction, now: datetime) -> dict[str, Any]:
         "id": action.id,
         "draft_id": action.draft_id,
         "kind": action.kind,
-        "params": action.params,
+        "params": params_of(action.proposal),
         "status": action.status,
         "allowed": action.allowed,
         "verdict": action.verdict,
@@ -102,7 +100,7 @@ def _action(row: Any) -> StoredAction:
         id=row.id,
         draft_id=row.draft_id,
         kind=row.kind,
-        params=dict(row.params or {}),
+        proposal=proposal_of(row.params or {}),
         status=ActionStatus(row.status),
         allowed=bool(row.allowed),
         verdict=row.verdict,
@@ -121,7 +119,12 @@ async def actions_of(conn: AsyncConnection, draft_id: str, *, status: ActionStat
     return [_action(r) for r in rows]
 
 
-async def update_action(conn: AsyncConnection, action_id: str, **values: Any) -> None:
+async def update_action(
+    conn: AsyncConnection, action_id: str, *, proposal: RefundProposal | None = None, **values: Any
+) -> None:
+    """Change an action's columns; ``proposal``: the refund as it now stands (an approved amount)."""
+    if proposal is not None:
+        values["params"] = params_of(proposal)
     await conn.execute(update(_actions).where(_actions.c.id == action_id).values(**values))
 
 
