@@ -13,26 +13,28 @@ import logging
 import re
 import tomllib
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import PolicyError
+from tools.money import Money
 
 log = logging.getLogger(__name__)
 
 
 def _cents(value: Any) -> int:
-    """Parse a money amount ("50", "49.90", 50, 49.9) into cents."""
+    """A policy amount ("50", "49.90", 50, or a TOML float such as 49.9) in cents."""
+    if isinstance(value, float):
+        value = Decimal(str(value))
     try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"not an amount: {value!r}") from None
-    if amount < 0 or amount != amount.quantize(Decimal("0.01")):
-        raise ValueError(f"must be a non-negative amount with at most 2 decimals: {value!r}")
-    return int(amount * 100)
+        if not isinstance(value, str | int | Decimal):
+            raise ValueError("not a string or number")
+        return Money.parse(value).cents
+    except ValueError:
+        raise ValueError(f"must be a non-negative amount with at most 2 decimals: {value!r}") from None
 
 
 Cents = Annotated[int, Field(ge=0)]
