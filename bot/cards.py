@@ -1,43 +1,20 @@
-"""The review card, built from what the core already holds: a pure function of the draft's
-facts and the policy, used right after drafting (nothing re-read) and on every refresh."""
+"""The review card: ONE builder for a fresh card and a refresh.
+
+:func:`build_card` turns a :class:`bot.store.cards.CardSource` (the draft as its card shows it,
+just recorded by drafting or read back by :func:`bot.store.cards.load_card`; its conversation;
+the message it answers; the reply's outbox row) into the :class:`bot.ports.ReviewCard` every
+desk renders (Slack, Discord, the playground, the evaluation's desk). Pure: nothing here reads
+the database."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-
+from bot import identity
 from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
 from bot.policy import Policy
 from bot.ports import ProposalView, ReviewCard, ToolLookup
+from bot.store.cards import CardSource
 from bot.store.records import StoredAction
 from tools.money import Money
-
-
-@dataclass(slots=True)
-class CardSource:
-    """Everything a card shows about one draft."""
-
-    draft_id: str
-    status: DraftStatus
-    revision: int
-    asked_by: str
-    where: str
-    customer_text: str
-    text: str = ""
-    edited_text: str | None = None
-    model: str = ""
-    failure: str = ""
-    notice: str = ""
-    escalation: str = ""
-    decided_by: str = ""
-    decided_at: datetime | None = None
-    attachments: tuple[str, ...] = ()
-    lookups: tuple[ToolLookup, ...] = ()
-    actions: Sequence[StoredAction] = field(default_factory=tuple)
-    outbox: tuple[OutboxStatus, str, str] | None = None
-    identity: str = ""
-    flags: tuple[str, ...] = ()
 
 
 def proposal_summary(action: StoredAction) -> str:
@@ -62,41 +39,47 @@ def proposal_summary(action: StoredAction) -> str:
 
 def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard:
     """The card for ``source`` as the desk named ``desk_name`` shows it."""
-    notices = [source.notice] if source.notice else []
-    if source.status is DraftStatus.AWAITING_REVIEW and any(
-        a.approvals and a.status is ActionStatus.PROPOSED for a in source.actions
-    ):
-        notices.append("One approval recorded; a second approver is needed.")
-    if source.outbox is not None and source.outbox[0] is OutboxStatus.FAILED:
-        notices.append(f"Sending failed: {source.outbox[2]}. Nothing was sent to the customer.")
+    draft, conversation, trigger = source.draft, source.conversation, source.trigger
     on_call = ""
-    if source.escalation:
+    if draft.escalation:
         on_call = policy.escalation.on_call_slack if desk_name == "slack" else policy.escalation.on_call_discord
-    sent_text = source.outbox[1] if source.outbox is not None and source.outbox[0] is OutboxStatus.SENT else ""
+    sent = source.outbox is not None and source.outbox[0] is OutboxStatus.SENT
     return ReviewCard(
-        draft_id=source.draft_id,
-        state=source.status,
-        asked_by=source.asked_by,
-        where=source.where,
-        customer_text=source.customer_text,
-        draft_text=source.edited_text or source.text,
-        revision=source.revision,
-        model=source.model,
-        lookups=source.lookups,
+        draft_id=draft.id,
+        state=draft.status,
+        asked_by=conversation.customer_name or conversation.customer_id,
+        where=conversation.location or conversation.thread.key,
+        customer_text=trigger.text if trigger else "",
+        draft_text=draft.edited_text or draft.text,
+        revision=draft.revision,
+        model=draft.model,
+        lookups=tuple(ToolLookup(c.name, c.summary, ok=not c.error) for c in draft.calls),
         proposals=tuple(
             ProposalView(
                 kind=a.kind, summary=proposal_summary(a), verdict=a.verdict, allowed=a.allowed, status=a.status.value
             )
-            for a in source.actions
+            for a in draft.actions
         ),
-        attachments=source.attachments,
-        failure=source.failure,
-        notice=" ".join(notices),
-        escalation=source.escalation,
+        attachments=tuple(str(a.get("filename", "")) for a in (trigger.attachments if trigger else [])),
+        failure=draft.failure,
+        notice=_notice(source),
+        escalation=draft.escalation,
         on_call=on_call,
-        decided_by=source.decided_by,
-        decided_at=source.decided_at,
-        sent_text=sent_text,
-        identity=source.identity,
-        flags=source.flags,
+        decided_by=draft.decided_by,
+        decided_at=draft.decided_at,
+        sent_text=source.outbox[1] if source.outbox is not None and sent else "",
+        identity=identity.card_line(conversation, trigger.author_id if trigger else ""),
+        flags=draft.guard_flags,
     )
+
+
+def _notice(source: CardSource) -> str:
+    draft = source.draft
+    notices = [draft.notice] if draft.notice else []
+    if draft.status is DraftStatus.AWAITING_REVIEW and any(
+        a.approvals and a.status is ActionStatus.PROPOSED for a in draft.actions
+    ):
+        notices.append("One approval recorded; a second approver is needed.")
+    if source.outbox is not None and source.outbox[0] is OutboxStatus.FAILED:
+        notices.append(f"Sending failed: {source.outbox[2]}. Nothing was sent to the customer.")
+    return " ".join(notices)

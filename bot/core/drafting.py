@@ -15,15 +15,14 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundHistory, refund_history
-from bot.cards import CardSource
 from bot.core.memory import Memory
-from bot.core.outcome import DraftRun, draft_text, plan, plan_failed, spends
+from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, spends
 from bot.core.pool import WorkerPool
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
@@ -40,12 +39,13 @@ from bot.errors import (
 from bot.kimi import Usage
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
-from bot.ports import CustomerChannel, ToolLookup
+from bot.ports import CustomerChannel
 from bot.prompt import build_messages
 from bot.settings import Settings
 from bot.store import Database, outcomes, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
+from bot.store.cards import CardSource, DraftCard
 from bot.store.conversations import ConversationState, StoredMessage
 from bot.store.drafts import ClaimedDraft
 from tools import ToolContext, ToolRegistry
@@ -65,9 +65,9 @@ def failure_reason(error: Exception) -> str:
     return str(error)
 
 
-def _author(claimed: ClaimedDraft, turns: list[StoredMessage]) -> str:
-    """Who wrote the message the draft answers ("" when it is not the newest turn)."""
-    return turns[-1].author_id if turns and turns[-1].id == claimed.message_id else ""
+def _trigger(claimed: ClaimedDraft, turns: list[StoredMessage]) -> StoredMessage | None:
+    """The message the draft answers (None when it is not the newest turn read)."""
+    return turns[-1] if turns and turns[-1].id == claimed.message_id else None
 
 
 class Drafting:
@@ -117,7 +117,8 @@ class Drafting:
                 await conversation_rows.images_of(conn, claimed.message_id) if turns and turns[-1].attachments else []
             )
             policy = self.policy.current
-            asker = await identity.resolve(conn, conversation, policy, _author(claimed, turns))
+            trigger = _trigger(claimed, turns)
+            asker = await identity.resolve(conn, conversation, policy, trigger.author_id if trigger else "")
         ctx = identity.tool_context(conversation, policy, asker)
         with self.leases.hold(draft_id):
             try:
@@ -125,7 +126,7 @@ class Drafting:
             except Exception as exc:
                 log.exception("drafting %s failed unexpectedly", draft_id)
                 failure = f"internal error while drafting ({type(exc).__name__})"
-                await self._finish_failed(self._run_of(claimed, conversation, turns, ctx, []), turns, failure, "")
+                await self._finish_failed(self._run_of(claimed, conversation, turns, ctx, []), failure, "")
 
     async def _draft(
         self,
@@ -140,11 +141,11 @@ class Drafting:
         spent: list[tuple[str, str, Usage]] = []
         budget = await self._budget_exhausted(policy)
         if budget:
-            await self._finish_failed(self._run_of(claimed, conversation, turns, ctx, spent), turns, budget, model)
+            await self._finish_failed(self._run_of(claimed, conversation, turns, ctx, spent), budget, model)
             return
         stream: CardStream | None = None
         try:
-            stream = await self._open_stream(claimed, conversation, turns)
+            stream = await self._open_stream(claimed, conversation, _trigger(claimed, turns))
             result = await self._run(claimed, conversation, turns, images, ctx, policy, model, spent, stream)
         except KimiCircuitOpen as exc:
             await _close(stream)
@@ -156,14 +157,14 @@ class Drafting:
             if isinstance(exc, KimiQuotaExhausted):
                 await self._quota_alert()
             run = self._run_of(claimed, conversation, turns, ctx, spent)
-            await self._finish_failed(run, turns, failure_reason(exc), model, ref=stream.ref if stream else None)
+            await self._finish_failed(run, failure_reason(exc), model, ref=stream.ref if stream else None)
             return
         except BaseException:
             await _close(stream)  # the caller fails the draft; the forming card stops here
             raise
         await _close(stream)
         run = self._run_of(claimed, conversation, turns, ctx, spent)
-        await self._finish_ok(run, turns, result, policy, ref=stream.ref if stream else None)
+        await self._finish_ok(run, result, policy, ref=stream.ref if stream else None)
 
     async def _run(
         self,
@@ -227,12 +228,13 @@ class Drafting:
         return ""
 
     async def _open_stream(
-        self, claimed: ClaimedDraft, conversation: ConversationState, turns: list[StoredMessage]
+        self, claimed: ClaimedDraft, conversation: ConversationState, trigger: StoredMessage | None
     ) -> CardStream | None:
         """With ``STREAM_DRAFTS_TO_CARD``, a card that fills in as Kimi streams the draft."""
         if not self.settings.stream_drafts_to_card:
             return None
-        source = self._source(claimed, conversation, turns, status=DraftStatus.DRAFTING)
+        draft = DraftCard(claimed.id, DraftStatus.DRAFTING, claimed.revision)
+        source = CardSource(draft, conversation, trigger)
         retried = utcnow() - claimed.created_at > self.lease  # an earlier attempt may have opened it
         ref = await self.publisher.open(source, adopt=retried)
         if ref is None:
@@ -249,8 +251,7 @@ class Drafting:
         ctx: ToolContext,
         spent: list[tuple[str, str, Usage]],
     ) -> DraftRun:
-        trigger_text = turns[-1].text if turns else ""
-        return DraftRun(claimed, conversation, trigger_text, _author(claimed, turns), ctx, spends(spent))
+        return DraftRun(claimed, conversation, _trigger(claimed, turns), ctx, spends(spent))
 
     async def _verify(
         self, conversation: ConversationState, result: DraftResult, ctx: ToolContext, text: str
@@ -286,23 +287,7 @@ class Drafting:
             "until the balance is topped up. Customers' messages are kept; regenerate their drafts after."
         )
 
-    def _source(
-        self, claimed: ClaimedDraft, conversation: ConversationState, turns: list[StoredMessage], **values: Any
-    ) -> CardSource:
-        trigger = turns[-1] if turns and turns[-1].id == claimed.message_id else None
-        return CardSource(
-            draft_id=claimed.id,
-            revision=claimed.revision,
-            asked_by=conversation.customer_name or conversation.customer_id,
-            where=conversation.location or conversation.thread.key,
-            customer_text=trigger.text if trigger else "",
-            attachments=tuple(str(a.get("filename", "")) for a in (trigger.attachments if trigger else [])),
-            **values,
-        )
-
-    async def _finish_ok(
-        self, run: DraftRun, turns: list[StoredMessage], result: DraftResult, policy: Policy, *, ref: str | None
-    ) -> None:
+    async def _finish_ok(self, run: DraftRun, result: DraftResult, policy: Policy, *, ref: str | None) -> None:
         """Verify, plan, record; then the card."""
         claimed, conversation = run.claimed, run.conversation
         flags = await self._verify(conversation, result, run.ctx, draft_text(result, policy))
@@ -314,7 +299,7 @@ class Drafting:
             if recorded.new_draft is not None:
                 self.pool.submit(recorded.new_draft)
             return
-        if recorded.version is None:
+        if recorded.card is None:
             return  # superseded while drafting: a newer draft follows
         self.counters["drafts_ready"] += 1
         metrics.draft_ready(claimed.created_at)
@@ -326,24 +311,11 @@ class Drafting:
             platform=conversation.thread.platform,
             model=outcome.model,
             tool_calls=len(outcome.tool_calls),
-            proposals=len(recorded.actions),
+            proposals=len(recorded.card.actions),
             flags=len(outcome.flags),
         )
-        source = self._source(
-            claimed,
-            conversation,
-            turns,
-            status=DraftStatus.AWAITING_REVIEW,
-            text=outcome.text,
-            model=outcome.model,
-            notice=outcome.notice,
-            escalation=outcome.escalation,
-            lookups=tuple(ToolLookup(r.name, r.summary, ok=not r.error) for r in outcome.tool_calls),
-            actions=recorded.actions,
-            identity=outcome.identity_line,
-            flags=outcome.flags,
-        )
-        if await self.publisher.publish(source, recorded.version, ref=ref):
+        source = CardSource(recorded.card, conversation_after(run, outcome), run.trigger)
+        if await self.publisher.publish(source, recorded.card.version, ref=ref):
             metrics.card_posted(claimed.created_at)
         channel = self.channels.get(conversation.thread.platform)
         if channel is not None:
@@ -351,24 +323,14 @@ class Drafting:
                 "show-pending", channel.show_pending(conversation.thread), thread=conversation.thread.key
             )
 
-    async def _finish_failed(
-        self, run: DraftRun, turns: list[StoredMessage], failure: str, model: str, *, ref: str | None = None
-    ) -> None:
+    async def _finish_failed(self, run: DraftRun, failure: str, model: str, *, ref: str | None = None) -> None:
         outcome = plan_failed(run, failure, model, self.policy.current)
         recorded = await self._record(run.claimed, outcome, utcnow())
-        if recorded.version is None:
+        if recorded.card is None:
             return
         log.warning("draft %s failed: %s", run.claimed.id, failure)
-        source = self._source(
-            run.claimed,
-            run.conversation,
-            turns,
-            status=DraftStatus.FAILED,
-            failure=outcome.failure,
-            model=model,
-            escalation=outcome.escalation,
-        )
-        await self.publisher.publish(source, recorded.version, ref=ref)
+        source = CardSource(recorded.card, run.conversation, run.trigger)
+        await self.publisher.publish(source, recorded.card.version, ref=ref)
 
 
 LEASE_DEFAULT = timedelta(seconds=10)
@@ -397,7 +359,7 @@ class CardStream:
             self._changed.clear()
             if self.latest != shown:
                 shown = self.latest
-                self.source.text = shown + " …"
+                self.source = replace(self.source, draft=replace(self.source.draft, text=shown + " …"))
                 await self.publisher.show_progress(self.ref, self.source)
             await asyncio.sleep(self.every)
 

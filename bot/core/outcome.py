@@ -23,7 +23,7 @@ from bot.core.memory import noted
 from bot.domain.outcome import AuditLine, FactsUpdate, Failed, PlannedRefund, Ready, Retry, Spend
 from bot.kimi import Usage
 from bot.policy import Policy
-from bot.store.conversations import ConversationState
+from bot.store.conversations import ConversationState, StoredMessage
 from bot.store.drafts import ClaimedDraft
 from tools import ToolContext
 
@@ -33,14 +33,18 @@ ORDER_TOOLS = ("get_order_status", "check_refund_eligibility", "propose_refund")
 @dataclass(frozen=True, slots=True)
 class DraftRun:
     """One drafting run as the planner sees it: the draft, its conversation, the message it
-    answers (its text and author), the tools' context after the run and what the run spent."""
+    answers (None when it is not among the turns read), the tools' context after the run and
+    what the run spent."""
 
     claimed: ClaimedDraft
     conversation: ConversationState
-    trigger_text: str
-    author: str
+    trigger: StoredMessage | None
     ctx: ToolContext
     spent: tuple[Spend, ...] = ()
+
+    @property
+    def trigger_text(self) -> str:
+        return self.trigger.text if self.trigger else ""
 
 
 def spends(spent: Sequence[tuple[str, str, Usage]]) -> tuple[Spend, ...]:
@@ -89,7 +93,6 @@ def plan(
         refunds=refunds,
         tool_calls=tuple(result.tool_calls),
         facts=update,
-        identity_line=identity.card_line(replace(run.conversation, **known), run.author),  # type: ignore[arg-type]
         audit=_audit(run, result, refunds, text),
         spent=run.spent,
     )
@@ -211,3 +214,9 @@ def _audit(run: DraftRun, result: DraftResult, refunds: Sequence[PlannedRefund],
         for r in refunds
     ]
     return (*calls, *proposals, AuditLine(c, draft_id, "draft", "model", text[:200]))
+
+
+def conversation_after(run: DraftRun, outcome: Ready | Retry | Failed) -> ConversationState:
+    """The conversation as the outcome leaves it (who the customer is verified as)."""
+    known = outcome.facts.identity if outcome.facts is not None else {}
+    return replace(run.conversation, **known)  # type: ignore[arg-type]

@@ -88,7 +88,6 @@ class Ready:
     refunds: tuple[PlannedRefund, ...]
     tool_calls: tuple[ToolCallRecord, ...]
     facts: FactsUpdate | None
-    identity_line: str
     audit: tuple[AuditLine, ...]
     spent: tuple[Spend, ...] = ()
 

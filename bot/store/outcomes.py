@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.outcome import DraftOutcome, FactsUpdate, Failed, Ready, Retry, Spend, ToolCallRecord
 from bot.store import conversations, drafts, records
+from bot.store.cards import CallLine, DraftCard, draft_card
 from bot.store.drafts import ClaimedDraft
 from bot.store.records import StoredAction
 from bot.store.schema import UsageRecord, new_id
@@ -24,11 +25,10 @@ from bot.store.schema import UsageRecord, new_id
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What storing an outcome did: the draft's new version (None: it was superseded while
-    drafting and nothing but the usage was kept), the actions it stored, the follow-up draft."""
+    """What storing an outcome did: the draft as its card now shows it (None: it was superseded
+    while drafting and nothing but the usage was kept), the follow-up draft of a retry."""
 
-    version: int | None
-    actions: tuple[StoredAction, ...] = ()
+    card: DraftCard | None
     new_draft: str | None = None
 
 
@@ -38,17 +38,18 @@ async def record(
     """Store ``outcome`` of the draft ``claimed`` whose lease ``owner`` holds. A ready or failed
     draft keeps its lease for its card; a superseded one (or one that was no longer ours)
     gives it back."""
-    version = await drafts.finish(conn, claimed.id, owner, outcome.status, _draft_values(outcome, now))
+    values = _draft_values(outcome, now)
+    version = await drafts.finish(conn, claimed.id, owner, outcome.status, values)
     await records.add_usage(conn, usage_rows(claimed, outcome.spent, now))
     if version is None or isinstance(outcome, Retry):
         await drafts.release(conn, claimed.id, owner)
     if version is None:
         return Recorded(None)
-    recorded = Recorded(version)
-    if isinstance(outcome, Ready):
-        recorded = Recorded(version, await _add_actions(conn, claimed.id, outcome, now))
-    if not isinstance(outcome, Failed):
-        await records.add_tool_calls(conn, _tool_call_rows(claimed.id, outcome.tool_calls, now))
+    actions = await _add_actions(conn, claimed.id, outcome, now) if isinstance(outcome, Ready) else ()
+    calls = () if isinstance(outcome, Failed) else outcome.tool_calls
+    await records.add_tool_calls(conn, _tool_call_rows(claimed.id, calls, now))
+    columns = {**values, "id": claimed.id, "status": outcome.status, "revision": claimed.revision, "version": version}
+    recorded = Recorded(draft_card(columns, tuple(CallLine(c.name, c.summary, c.error) for c in calls), actions))
     if isinstance(outcome, Retry):
         fresh = await drafts.insert_draft(
             conn,
@@ -58,7 +59,7 @@ async def record(
             revision=claimed.revision + 1,
             instruction=outcome.instruction,
         )
-        recorded = Recorded(version, new_draft=fresh)
+        recorded = Recorded(recorded.card, new_draft=fresh)
     if outcome.facts is not None:
         await _save_facts(conn, claimed.conversation_id, outcome.facts, now)
     await records.add_audit(conn, outcome.audit, now)
