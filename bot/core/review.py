@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import metrics
@@ -30,7 +29,7 @@ from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import outbox as outbox_rows
 from bot.store.records import StoredAction
-from bot.store.schema import Conversation, Draft
+from bot.store.reviews import DraftUnderReview, load_for_review, reply_text
 from tools.money import Money
 from tools.orders import OrderBackend
 from tools.refunds import OrderFacts, RefundVerdict
@@ -47,21 +46,6 @@ _ALREADY = {
     DraftStatus.DRAFTING: "still being drafted",
     DraftStatus.SEND_FAILED: "approved, but sending failed",
 }
-
-
-@dataclass(slots=True)
-class DraftUnderReview:
-    """The draft a decision is about, as read inside the decision's transaction."""
-
-    id: str
-    conversation_id: str
-    thread_key: str
-    message_id: int
-    status: DraftStatus
-    revision: int
-    text: str
-    edited_text: str | None
-    decided_by: str
 
 
 @dataclass(slots=True)
@@ -102,40 +86,6 @@ class ReviewDesk:
             DecisionAction.REGENERATE: self._regenerate,
         }
 
-    async def _load(self, conn: AsyncConnection, draft_id: str) -> DraftUnderReview | None:
-        d, c = Draft.__table__.c, Conversation.__table__.c
-        query = (
-            select(
-                d.id,
-                d.conversation_id,
-                c.thread_key,
-                d.message_id,
-                d.status,
-                d.revision,
-                d.text,
-                d.edited_text,
-                d.decided_by,
-            )
-            .join(Conversation.__table__, c.id == d.conversation_id)
-            .where(d.id == draft_id)
-        )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(of=Draft.__table__)
-        row = (await conn.execute(query)).first()
-        if row is None:
-            return None
-        return DraftUnderReview(
-            row.id,
-            row.conversation_id,
-            row.thread_key,
-            row.message_id,
-            DraftStatus(row.status),
-            row.revision,
-            row.text,
-            row.edited_text,
-            row.decided_by,
-        )
-
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
         """Apply one click. Raises when the decision could not be recorded (the database is
         unavailable): the adapter then tells the clicker to click again."""
@@ -149,7 +99,7 @@ class ReviewDesk:
             if proposed:
                 effects.order_facts = await current_facts(self.orders, [a.proposal for a in proposed])
         async with self.db.write() as conn:
-            draft = await self._load(conn, decision.draft_id)
+            draft = await load_for_review(conn, decision.draft_id)
             if draft is None:
                 return DecisionOutcome(False, "This draft does not exist (any more).")
             if not may_approve(decision.actor, policy):
@@ -382,14 +332,13 @@ class ReviewDesk:
         return list(verdicts)
 
     async def edit_form(self, draft_id: str) -> EditForm | None:
-        d = Draft.__table__.c
         async with self.db.read() as conn:
-            row = (await conn.execute(select(d.text, d.edited_text).where(d.id == draft_id))).first()
-            if row is None:
+            text = await reply_text(conn, draft_id)
+            if text is None:
                 return None
             refunds = [a for a in await records.actions_of(conn, draft_id) if a.allowed]
         amount = refunds[0].proposal.due.format(currency=False) if len(refunds) == 1 else None
-        return EditForm(draft_id=draft_id, text=row.edited_text or row.text, refund_amount=amount)
+        return EditForm(draft_id=draft_id, text=text, refund_amount=amount)
 
 
 class Refused(Exception):
