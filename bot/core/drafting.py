@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from bot import identity, metrics, verification
@@ -70,6 +70,26 @@ def _trigger(claimed: ClaimedDraft, turns: list[StoredMessage]) -> StoredMessage
     return turns[-1] if turns and turns[-1].id == claimed.message_id else None
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A draft this worker holds the lease of, with what its run needs (read when claiming):
+    its conversation, the turns since the summary, the images of the message it answers and
+    the tools' context."""
+
+    draft: ClaimedDraft
+    conversation: ConversationState
+    turns: list[StoredMessage]
+    images: list[tuple[str, bytes]]
+    ctx: ToolContext
+
+    @property
+    def trigger(self) -> StoredMessage | None:
+        return _trigger(self.draft, self.turns)
+
+    def run(self, spent: list[tuple[str, str, Usage]]) -> DraftRun:
+        return DraftRun(self.draft, self.conversation, self.trigger, self.ctx, spends(spent))
+
+
 class Drafting:
     """Drafting: claim a queued draft, run the model, verify; then plan and record the outcome
     and put its card up. Its :attr:`pool` of workers takes the queued ids."""
@@ -105,10 +125,23 @@ class Drafting:
 
     async def draft(self, draft_id: str) -> None:
         """Draft ``draft_id`` if nobody live is, and put its card in front of the agents."""
+        claim = await self._claim(draft_id)
+        if claim is None:
+            return
+        with self.leases.hold(draft_id):
+            try:
+                await self._draft(claim)
+            except Exception as exc:
+                log.exception("drafting %s failed unexpectedly", draft_id)
+                failure = f"internal error while drafting ({type(exc).__name__})"
+                await self._finish_failed(claim.run([]), failure, "")
+
+    async def _claim(self, draft_id: str) -> Claim | None:
+        """Take the draft's lease and read what its run needs, in one transaction."""
         async with self.db.write() as conn:
             claimed = await draft_rows.claim_drafting(conn, draft_id, self.leases.owner, utcnow(), self.lease)
             if claimed is None:
-                return
+                return None
             conversation = await conversation_rows.load_conversation(conn, claimed.conversation_id)
             turns = await conversation_rows.turns_since(
                 conn, conversation.id, conversation.summary_through, claimed.message_id
@@ -119,67 +152,48 @@ class Drafting:
             policy = self.policy.current
             trigger = _trigger(claimed, turns)
             asker = await identity.resolve(conn, conversation, policy, trigger.author_id if trigger else "")
-        ctx = identity.tool_context(conversation, policy, asker)
-        with self.leases.hold(draft_id):
-            try:
-                await self._draft(claimed, conversation, turns, images, ctx)
-            except Exception as exc:
-                log.exception("drafting %s failed unexpectedly", draft_id)
-                failure = f"internal error while drafting ({type(exc).__name__})"
-                await self._finish_failed(self._run_of(claimed, conversation, turns, ctx, []), failure, "")
+        return Claim(claimed, conversation, turns, images, identity.tool_context(conversation, policy, asker))
 
-    async def _draft(
-        self,
-        claimed: ClaimedDraft,
-        conversation: ConversationState,
-        turns: list[StoredMessage],
-        images: list[tuple[str, bytes]],
-        ctx: ToolContext,
-    ) -> None:
+    async def _draft(self, claim: Claim) -> None:
         policy = self.policy.current
         model = policy.models.drafting or self.settings.kimi_model
         spent: list[tuple[str, str, Usage]] = []
         budget = await self._budget_exhausted(policy)
         if budget:
-            await self._finish_failed(self._run_of(claimed, conversation, turns, ctx, spent), budget, model)
+            await self._finish_failed(claim.run(spent), budget, model)
             return
         stream: CardStream | None = None
         try:
-            stream = await self._open_stream(claimed, conversation, _trigger(claimed, turns))
-            result = await self._run(claimed, conversation, turns, images, ctx, policy, model, spent, stream)
+            stream = await self._open_stream(claim)
+            result = await self._run(claim, policy, model, spent, stream)
         except KimiCircuitOpen as exc:
             await _close(stream)
-            await self._postpone(claimed, exc, spends(spent))
+            await self._postpone(claim.draft, exc, spends(spent))
             return
         except (KimiError, DraftingError) as exc:
             await _close(stream)
             self.counters["drafts_failed"] += 1
             if isinstance(exc, KimiQuotaExhausted):
                 await self._quota_alert()
-            run = self._run_of(claimed, conversation, turns, ctx, spent)
-            await self._finish_failed(run, failure_reason(exc), model, ref=stream.ref if stream else None)
+            await self._finish_failed(claim.run(spent), failure_reason(exc), model, ref=stream.ref if stream else None)
             return
         except BaseException:
             await _close(stream)  # the caller fails the draft; the forming card stops here
             raise
         await _close(stream)
-        run = self._run_of(claimed, conversation, turns, ctx, spent)
-        await self._finish_ok(run, result, policy, ref=stream.ref if stream else None)
+        await self._finish_ok(claim.run(spent), result, policy, ref=stream.ref if stream else None)
 
     async def _run(
         self,
-        claimed: ClaimedDraft,
-        conversation: ConversationState,
-        turns: list[StoredMessage],
-        images: list[tuple[str, bytes]],
-        ctx: ToolContext,
+        claim: Claim,
         policy: Policy,
         model: str,
         spent: list[tuple[str, str, Usage]],
         stream: CardStream | None,
     ) -> DraftResult:
         """The tool loop over the prompt built from the conversation's memory."""
-        summary, prompt_turns = await self.memory.prepare(conversation, turns, images, policy, spent)
+        conversation = claim.conversation
+        summary, prompt_turns = await self.memory.prepare(conversation, claim.turns, claim.images, policy, spent)
         messages = build_messages(
             policy,
             summary=summary,
@@ -187,7 +201,7 @@ class Drafting:
             fact_notes=conversation.fact_notes,
             turns=prompt_turns,
             today=utcnow().date(),
-            instruction=claimed.instruction,
+            instruction=claim.draft.instruction,
             vision=policy.models.vision and await self.memory.kimi.supports_images(model),
         )
         return await self.agent.draft(
@@ -202,7 +216,7 @@ class Drafting:
             ),
             tools=self.tools(policy),
             on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
-            context=ctx,
+            context=claim.ctx,
             on_delta=stream.delta if stream is not None else None,
         )
 
@@ -227,14 +241,14 @@ class Drafting:
             return f"the daily model budget ({budget:.2f} USD) is used up; please answer by hand"
         return ""
 
-    async def _open_stream(
-        self, claimed: ClaimedDraft, conversation: ConversationState, trigger: StoredMessage | None
-    ) -> CardStream | None:
+    async def _open_stream(self, claim: Claim) -> CardStream | None:
         """With ``STREAM_DRAFTS_TO_CARD``, a card that fills in as Kimi streams the draft."""
         if not self.settings.stream_drafts_to_card:
             return None
-        draft = DraftCard(claimed.id, DraftStatus.DRAFTING, claimed.revision)
-        source = CardSource(draft, conversation, trigger)
+        claimed = claim.draft
+        source = CardSource(
+            DraftCard(claimed.id, DraftStatus.DRAFTING, claimed.revision), claim.conversation, claim.trigger
+        )
         retried = utcnow() - claimed.created_at > self.lease  # an earlier attempt may have opened it
         ref = await self.publisher.open(source, adopt=retried)
         if ref is None:
@@ -242,16 +256,6 @@ class Drafting:
         stream = CardStream(self.publisher, ref, source, self.settings.stream_update_seconds)
         stream.task = self.supervisor.spawn("card-stream", stream.run(), draft=claimed.id)
         return stream
-
-    @staticmethod
-    def _run_of(
-        claimed: ClaimedDraft,
-        conversation: ConversationState,
-        turns: list[StoredMessage],
-        ctx: ToolContext,
-        spent: list[tuple[str, str, Usage]],
-    ) -> DraftRun:
-        return DraftRun(claimed, conversation, _trigger(claimed, turns), ctx, spends(spent))
 
     async def _verify(
         self, conversation: ConversationState, result: DraftResult, ctx: ToolContext, text: str
