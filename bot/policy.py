@@ -254,8 +254,8 @@ def contradictions(policy: Policy, source: str = "") -> list[str]:
         threshold = int(getattr(r, name))
         if threshold > r.max_amount:
             problems.append(
-                f"{_at(source, 'refunds', name)}: refunds.{name}: {threshold / 100:.2f} is above "
-                f"refunds.max_amount {r.max_amount / 100:.2f}, so it could never apply"
+                f"{_at(source, 'refunds', name)}: refunds.{name}: {Money.of_cents(threshold)} is above "
+                f"refunds.max_amount {Money.of_cents(r.max_amount)}, so it could never apply"
             )
     return problems
 

@@ -209,10 +209,10 @@ def eligibility(order: OrderFacts, limits: RefundLimits, now: datetime) -> Eligi
         needs_manager = True
         blockers.append("the delivery date is unknown, so the refund window cannot be checked: needs a manager")
         reasons.append(blockers[-1])
-    refunded = _money(order.refunded_cents, order.currency)
+    refunded = Money.of_cents(order.refunded_cents, order.currency)
     if order.refundable_cents > 0:
         reasons.append(
-            f"{_money(order.refundable_cents, order.currency)} is still refundable ({refunded} refunded so far)"
+            f"{Money.of_cents(order.refundable_cents, order.currency)} is still refundable ({refunded} refunded so far)"
         )
     else:
         blockers.append(f"nothing is left to refund ({refunded} refunded)")
@@ -234,10 +234,6 @@ def items_cap_cents(order: OrderFacts, skus: Sequence[str]) -> int | None:
     if not skus:
         return None
     return sum(order.items[sku][0] * order.items[sku][1] if sku in order.items else 0 for sku in dict.fromkeys(skus))
-
-
-def _money(cents: int, currency: str) -> str:
-    return Money.of_cents(cents, currency).format()
 
 
 def check_refunds(
@@ -316,28 +312,29 @@ def _check_one(
     if cap is not None and amount > cap:
         return RefundVerdict(
             False,
-            f"{_money(amount, currency)} is above the price of the items it names ({_money(cap, currency)})",
+            f"{Money.of_cents(amount, currency)} is above the price of the items it names "
+            f"({Money.of_cents(cap, currency)})",
         )
     earlier = order.refunded_cents + pending.get(order.order_id, 0) + per_order.get(order.order_id, 0)
     if earlier + amount > order.total_cents:
         left = max(order.total_cents - earlier, 0)
         return RefundVerdict(
             False,
-            f"{_money(amount, currency)} is above the {_money(left, currency)} left on order {order.order_id} "
-            "after what was refunded, approved or proposed",
+            f"{Money.of_cents(amount, currency)} is above the {Money.of_cents(left, currency)} left on order "
+            f"{order.order_id} after what was refunded, approved or proposed",
         )
     if total + amount > limits.max_amount_cents:
         return RefundVerdict(
             False,
-            f"this draft's refunds would total {_money(total + amount, currency)}, above the policy maximum "
-            f"{_money(limits.max_amount_cents, currency)}",
+            f"this draft's refunds would total {Money.of_cents(total + amount, currency)}, above the policy maximum "
+            f"{Money.of_cents(limits.max_amount_cents, currency)}",
         )
     daily = limits.max_per_customer_per_day_cents
     if daily and customer_today + total + amount > daily:
         return RefundVerdict(
             False,
-            f"the customer's refunds today would total {_money(customer_today + total + amount, currency)}, above "
-            f"the daily limit {_money(daily, currency)}",
+            f"the customer's refunds today would total {Money.of_cents(customer_today + total + amount, currency)}, "
+            f"above the daily limit {Money.of_cents(daily, currency)}",
         )
     if facts.needs_manager:
         return RefundVerdict(True, "the delivery date is unknown", needs_manager=True)
