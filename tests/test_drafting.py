@@ -78,6 +78,7 @@ async def test_a_model_that_keeps_calling_tools_gives_a_failure_card(
         await harness.mention("where is 40021")
         [card] = await harness.wait_cards(1)
         assert "Drafting failed" in card_text(card) and "kept calling tools" in card_text(card)
+        assert "Unverified asker (slack:U222)" in card_text(card), "the first card is built as its refresh is"
         async with sessionmaker(harness.bot.engine)() as session:
             spent = await session.scalar(select(func.count()).select_from(UsageRecord))
         assert spent == 2, "the tokens of a failed draft are in the ledger too"

@@ -161,6 +161,36 @@ async def test_an_edited_amount_above_the_limit_is_refused(shop: Harness) -> Non
     assert await refunds_on(shop) == [4000]
 
 
+async def test_an_amount_typed_with_a_decimal_comma_is_refused_not_read_a_hundred_times_larger(
+    shop: Harness,
+) -> None:
+    model_proposes(shop, "50.00")
+    envelope = await shop.mention("the chair from 40021 is scratched, can I get something back?")
+    [card] = await shop.wait_cards(1)
+    draft_id = draft_id_of(card)
+
+    # "12,50" is not 1,250.00 (nor 12.50): the agent is told, nothing is approved.
+    await shop.submit(
+        "edit_draft_modal",
+        draft_id,
+        {"draft_block": {"draft_input": "We'll refund 12.50."}, "refund_block": {"refund_input": "12,50"}},
+        user="UMGR",
+    )
+    [told] = await wait_until(lambda: shop.ephemerals("UMGR"))
+    assert told == "'12,50' is not an amount."
+
+    await shop.submit(
+        "edit_draft_modal",
+        draft_id,
+        {"draft_block": {"draft_input": "We refunded 45.00."}, "refund_block": {"refund_input": "45.00"}},
+        user="UMGR",
+    )
+    [reply] = await shop.wait_replies(envelope["event"]["ts"])
+    assert reply.params["text"] == "We refunded 45.00."
+    await shop.settle()
+    assert await refunds_on(shop) == [4500]
+
+
 async def test_large_refunds_need_two_different_approvers(shop: Harness) -> None:
     model_proposes(shop, "300.00")
     envelope = await shop.mention("order 40021 never worked, full refund please")

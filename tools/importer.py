@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tools.base import ToolError
 from tools.json_input import loads, quoted
-from tools.money import format_amount, parse_amount
+from tools.money import Money
 from tools.orders import ACCOUNT_PATTERN, MAX_ORDER_ID_LENGTH, ORDER_STATUSES, customer_accounts_table, orders_table
 
 __all__ = ["COLUMNS", "REQUIRED_COLUMNS", "OrderImportError", "import_orders"]
@@ -296,7 +296,7 @@ def _check_row(line: int, raw: Mapping[str, object], problems: list[str]) -> dic
     total = _amount(values.get("total"), "total", bad)
     refunded = _amount(values.get("refunded"), "refunded", bad)
     if total is not None and refunded is not None and refunded > total:
-        bad("refunded", f"more than the total ({format_amount(refunded)} > {format_amount(total)})")
+        bad("refunded", f"more than the total ({Money.of_cents(refunded).format()} > {Money.of_cents(total).format()})")
     placed_at = _datetime(values.get("placed_at"), "placed_at", bad)
     delivered_at = _datetime(values.get("delivered_at"), "delivered_at", bad)
     estimated_delivery = _date(values.get("estimated_delivery"), "estimated_delivery", bad)
@@ -358,7 +358,7 @@ def _amount(value: object, field: str, bad: _Report) -> int | None:
         bad(field, f"not a decimal amount (found {_json_type(value)})")
         return None
     try:
-        return parse_amount(value)
+        return Money.parse(value).cents
     except ValueError as exc:
         bad(field, str(exc))
         return None
@@ -498,8 +498,8 @@ async def _totals_below_refunded(engine: AsyncEngine, rows: list[dict[str, Any]]
             )
             refunded.update({order_id: cents for order_id, cents in found.all()})
     return [
-        f"line {line}: total: {format_amount(row['total_cents'])} is below the "
-        f"{format_amount(refunded[row['order_id']])} already refunded on this order"
+        f"line {line}: total: {Money.of_cents(row['total_cents']).format()} is below the "
+        f"{Money.of_cents(refunded[row['order_id']]).format()} already refunded on this order"
         for line, row in zip(lines, rows, strict=True)
         if refunded.get(row["order_id"], 0) > row["total_cents"]
     ]

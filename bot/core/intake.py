@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from bot import metrics
 from bot.core.files import records_at_ack
+from bot.domain.outcome import AuditLine
 from bot.events import InboundMessage, MessageKind, ThreadRef
 from bot.logs import log_event
 from bot.policy import PolicyStore
 from bot.store import Database, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
-from bot.store.records import AuditLine, add_audit
+from bot.store.records import add_audit
 
 log = logging.getLogger(__name__)
 
