@@ -67,6 +67,10 @@ class FakeFileHost:
         await self._server.stop()
 
     @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
     def origin(self) -> str:
         """``SLACK_FILES_URL`` for the bot when this host plays Slack's file host."""
         return self._server.origin
