@@ -3,39 +3,13 @@ loopback (:mod:`.server`), its wire rules (:mod:`.wire`), the pluggable answers 
 faults and the models' brains (:mod:`.behaviours`, :mod:`.scripted`) — and the loopback-server
 lifecycle every fake shares (:mod:`.loopback`)."""
 
-from bot.evaluation.simulator.behaviours import (
-    ORDER_ID_RE,
-    CallTools,
-    Fail,
-    Hang,
-    Malformed,
-    Reply,
-    Step,
-    find_order_id,
-)
+from bot.evaluation.simulator.behaviours import CallTools, Fail, Hang, Malformed, Reply, Step, find_order_id
 from bot.evaluation.simulator.loopback import LoopbackServer
 from bot.evaluation.simulator.scripted import MODELS, STOP
 from bot.evaluation.simulator.server import KimiSimulator, RecordedRequest, ScriptedKimi
-from bot.evaluation.simulator.wire import KIMI_MODELS, ModelSpec, canonical_json, estimate_tokens, prompt_bytes
+from bot.evaluation.simulator.wire import KIMI_MODELS, ModelSpec, estimate_tokens, prompt_bytes
 
 __all__ = [
-    "KIMI_MODELS",
-    "MODELS",
-    "ORDER_ID_RE",
-    "STOP",
-    "CallTools",
-    "Fail",
-    "Hang",
-    "KimiSimulator",
-    "LoopbackServer",
-    "Malformed",
-    "ModelSpec",
-    "RecordedRequest",
-    "Reply",
-    "ScriptedKimi",
-    "Step",
-    "canonical_json",
-    "estimate_tokens",
-    "find_order_id",
-    "prompt_bytes",
-]
+    "KIMI_MODELS", "MODELS", "STOP", "CallTools", "Fail", "Hang", "KimiSimulator", "LoopbackServer", "Malformed",
+    "ModelSpec", "RecordedRequest", "Reply", "ScriptedKimi", "Step", "estimate_tokens", "find_order_id", "prompt_bytes",
+]  # fmt: skip
