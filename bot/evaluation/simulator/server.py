@@ -253,7 +253,7 @@ class KimiSimulator:
 
     def _check_auth(self, request: web.Request) -> None:
         given = request.headers.get("Authorization", "")
-        if given != f"Bearer {self.api_key}" and not (self.api_key is None and given.startswith("Bearer ")):
+        if not (given.startswith("Bearer ") if self.api_key is None else given == f"Bearer {self.api_key}"):
             raise ApiError(401, "invalid_authentication_error", "Invalid Authentication")
 
     def _spec(self, model: Any) -> ModelSpec:
@@ -473,7 +473,7 @@ class KimiSimulator:
             self.completions.append(body)
         if not stream:
             return _json(200, completion)
-        request[_RECORD].response = completion if self.record else None
+        request[_RECORD].response = completion
         return await self._stream(request, body, completion, output, thinking, hang)
 
     # ------------------------------------------------------------------ streaming
