@@ -12,6 +12,7 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from bot.errors import ConfigError
+from bot.evaluation.simulator import LoopbackServer
 from bot.prompt import untrusted
 from bot.store import UsageRecord, sessionmaker
 from tests.fakes.kimi import CallTools, Fail, FakeKimi, Reply
@@ -92,12 +93,8 @@ async def slow_shop() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/orders/{order_id}", order)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with LoopbackServer(app, shutdown_timeout=0.1) as server:
+        yield server.origin
 
 
 async def test_a_slow_shop_backend_times_out_and_the_card_says_so(

@@ -24,6 +24,7 @@ from adapters.slack.platform import SlackPlatform
 from adapters.slack.review import COULD_NOT_RECORD, COULD_NOT_RECORD_FORM, UNREADABLE_FORM
 from adapters.slack.settings import SlackSettings
 from bot.errors import ConfigError
+from bot.evaluation.simulator import LoopbackServer
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
 from bot.ports import CardState, DecisionOutcome, EditForm, ReviewCard
 from bot.settings import Settings
@@ -121,18 +122,15 @@ async def serving(slack: FakeSlack) -> AsyncIterator[Edge]:
     core = EdgeCore(settings)
     app = web.Application()
     app.add_routes(platform.routes())
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    server = LoopbackServer(app, handler_cancellation=False)
+    origin = await server.start()
     await platform.start(core)
-    sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", SIGNING_SECRET, mirror_to=slack)
+    sender = SlackSender(f"{origin}/slack/events", SIGNING_SECRET, mirror_to=slack)
     try:
         yield Edge(platform, core, slack, sender, errors)
     finally:
         await platform.stop()
-        await runner.cleanup()
+        await server.stop()
         gc.collect()
         loop.set_exception_handler(None)
     assert not errors, f"unobserved task failures: {errors}"

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.evaluation.simulator import LoopbackServer
 from tools import (
     HttpOrderBackend,
     KnowledgeBase,
@@ -435,14 +436,9 @@ class FakeShop:
 @pytest.fixture
 async def shop() -> AsyncIterator[FakeShop]:
     fake = FakeShop()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.base_url = f"http://{host}:{port}/api/"
-    yield fake
-    await runner.cleanup()
+    async with LoopbackServer(fake.app()) as server:
+        fake.base_url = f"{server.origin}/api/"
+        yield fake
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from bot.app import Supportbot
 from bot.evaluation.cases import ApproverAction, Case
 from bot.evaluation.platform import PLATFORM, EvalPlatform
 from bot.evaluation.scoring import Observation, RefundRow, TrialResult, score
-from bot.evaluation.scripted import MODELS, STOP, ScriptedKimi
+from bot.evaluation.simulator import MODELS, STOP, ScriptedKimi
 from bot.events import Actor, Attachment, Author, DecisionAction, InboundMessage, MessageKind, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
 from bot.policy import Policy, parse_policy

@@ -34,6 +34,8 @@ from typing import Any, TypeAlias
 
 from aiohttp import WSMsgType, web
 
+from bot.evaluation.simulator import LoopbackServer
+
 __all__ = [
     "AGENT_ROLE_ID",
     "ALICE",
@@ -211,7 +213,7 @@ class FakeDiscord:
         self._rate_limits: list[_RateLimit] = []
         self._sessions: list[_Session] = []
         self._counter = 0
-        self._runner: web.AppRunner | None = None
+        self._server: LoopbackServer | None = None
         self.port = 0
         self._routes: list[tuple[str, re.Pattern[str], _Handler]] = [
             ("GET", re.compile(r"/users/@me"), self._get_me),
@@ -271,18 +273,15 @@ class FakeDiscord:
         app.router.add_route("*", "/api/v10/{tail:.*}", self._api)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/cdn/{tail:.*}", self._cdn)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._server = LoopbackServer(app, handler_cancellation=False, shutdown_timeout=60.0)
+        await self._server.start()
+        self.port = self._server.port
 
     async def close(self) -> None:
         for session in list(self._sessions):
             await session.ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
 
     @property
     def api_url(self) -> str:
