@@ -77,7 +77,8 @@ def settings_help() -> str:
         default = field.default
         secret = "SecretStr" in str(field.annotation) or isinstance(default, SecretStr)
         shown = "" if default is None or secret else str(default)
-        rows.append((name.upper(), shown, SETTING_HELP.get(name, "") + (" (secret)" if secret else "")))
+        meaning = SETTING_HELP.get(name) or field.description or ""
+        rows.append((name.upper(), shown, meaning + (" (secret)" if secret else "")))
     rows.extend(OTHER_SETTINGS)
     width = max(len(name) for name, _, _ in rows)
     lines = ["settings (environment variables, a .env file, or files in SUPPORTBOT_SECRETS_DIR):"]

@@ -82,6 +82,46 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"  # noqa: S104 - a container serves on all interfaces
     port: int = 8080
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection whose request headers are not complete this long after its first byte"
+        " (or after it opened) is closed: a slow-loris cannot hold it.",
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request whose body has not fully arrived this long after its headers is closed.",
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Inbound connections held at once (both ports). At the cap a new one makes room by"
+        " closing the oldest with incomplete headers, then idle keep-alive ones, then slow bodies; never"
+        " one being answered. Lowered at start-up to what the open-files limit allows.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="When set, /metrics and the detailed /readyz are served on this port only (on"
+        " METRICS_HOST), not on PORT.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="The interface METRICS_PORT listens on: loopback, or an internal interface (never publish it).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="When set, /metrics and the detailed /readyz need 'Authorization: Bearer <token>'."
+        " With neither METRICS_PORT nor METRICS_TOKEN they answer loopback peers only (not forwarded requests).",
+    )
+    metrics_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="The SQL-backed figures of /metrics (backlog) and /readyz (database reachable) are"
+        " reused this long: a flood of scrapes runs at most one query per interval.",
+    )
     log_level: str = "INFO"
 
     @field_validator("discord_pending_indicator")
