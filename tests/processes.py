@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -93,8 +94,12 @@ async def seed_orders(database_url: str, path: Path, rows: list[dict[str, Any]] 
 class BotProcess:
     """One ``supportbot run`` process at a time in ``home``, against the given fakes."""
 
-    def __init__(self, home: Path, kimi_url: str, slack: FakeSlack, **variables: str) -> None:
+    def __init__(
+        self, home: Path, kimi_url: str, slack: FakeSlack, *, open_files: int | None = None, **variables: str
+    ) -> None:
+        """``open_files``: the process's open-files limit (soft and hard), as a host may set it."""
         self.home = home
+        self.open_files = open_files
         self.port = free_port()
         self.database_url = f"sqlite+aiosqlite:///{home / 'supportbot.db'}"
         self.env = slack_bot_env(
@@ -121,10 +126,14 @@ class BotProcess:
         self.runs += 1
         with (self.home / f"run{self.runs}.stdout").open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = await asyncio.create_subprocess_exec(
-                SUPPORTBOT, "run", cwd=self.home, env=self.env, stdout=out, stderr=err
+                SUPPORTBOT, "run", cwd=self.home, env=self.env, stdout=out, stderr=err, preexec_fn=self._limits
             )
         if wait_ready:
             await self.wait_ready()
+
+    def _limits(self) -> None:
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
