@@ -48,8 +48,9 @@ TICK_SECONDS = 0.25
 #: At most one line about closed connections per this many seconds.
 REPORT_SECONDS = 10.0
 #: Descriptors kept for everything but inbound connections: the database, the clients of Slack,
-#: Discord and Kimi, and the up to 128 sockets one accept pass takes before any is looked at.
-DESCRIPTOR_RESERVE = 256
+#: Discord and Kimi, and the sockets accepted before room is made for them (up to 128 per
+#: accept pass, a few passes while a flood is being closed).
+DESCRIPTOR_RESERVE = 512
 _ACCEPT_FAILED = "socket.accept() out of system resource"
 
 T = TypeVar("T")
@@ -180,6 +181,7 @@ class GuardedServer(Server):
         self._protocol_kwargs = protocol_kwargs
 
     def __call__(self) -> RequestHandler:
+        self._guard.arriving()
         return GuardedRequestHandler(self, self._guard, loop=self._protocol_loop, **self._protocol_kwargs)
 
     @staticmethod
@@ -231,6 +233,7 @@ class ConnectionGuard:
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
         self._open: dict[GuardedRequestHandler, None] = {}  # in arrival order
+        self._arriving = 0  # accepted, protocol made, not admitted yet
         self._closed: Counter[str] = Counter()  # since the last report
         self._reported_at = float("-inf")
         self._previous_handler: Any = None
@@ -244,20 +247,37 @@ class ConnectionGuard:
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
+    def arriving(self) -> None:
+        """A connection was accepted and its protocol is being made: make room for it now, a
+        loop iteration before it is admitted, so descriptors are freed as early as possible. Only
+        connections with incomplete headers go here: they rank before the newcomer anyway, while
+        an idle or slow-body one might rank after the other newcomers of the same pass."""
+        self._arriving += 1
+        asyncio.get_running_loop().call_soon(self._arrived)  # runs just before its connection_made
+        self._make_room(len(self._open) + self._arriving - self.limits.max_connections, headers_only=True)
+
+    def _arrived(self) -> None:
+        self._arriving -= 1
+
     def admit(self, connection: GuardedRequestHandler) -> None:
-        """A new connection: at the cap, close others to make room (a batch of them, so a flood
-        of connections does not rank every open one for each newcomer), or this one if every
-        other connection is being answered."""
+        """A new connection: closed at once if the server is still over its cap (every other
+        connection is being answered)."""
         self._open[connection] = None
         over = len(self._open) - self.limits.max_connections
-        if over <= 0:
-            return
-        batch = max(over, self.limits.max_connections // 50)
-        chosen = victims(((c, c.state) for c in self._open if c is not connection), batch)
-        if not chosen:
+        if over > 0 and self._make_room(over, keep=connection) == 0:
             self._close(connection, "full")
+
+    def _make_room(self, over: int, keep: GuardedRequestHandler | None = None, *, headers_only: bool = False) -> int:
+        """Close ``over`` connections in :func:`victims` order, or a batch of them (so a flood of
+        connections does not rank every open one for each newcomer); how many were closed."""
+        if over <= 0:
+            return 0
+        batch = max(over, self.limits.max_connections // 50)
+        states = ((c, c.state) for c in self._open if c is not keep)
+        chosen = victims(((c, s) for c, s in states if s.phase is Phase.HEADERS or not headers_only), batch)
         for victim in chosen:
             self._close(victim, "cap")
+        return len(chosen)
 
     def forget(self, connection: GuardedRequestHandler) -> None:
         self._open.pop(connection, None)

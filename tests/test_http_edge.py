@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,45 +26,7 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
 from tests.harness import Harness, running_bot, until
 from tests.processes import BotProcess, free_port
-
-#: How long one attacking connection may live, whatever happens.
-ATTACK_SECONDS = 20.0
-
-
-@dataclass
-class Loris:
-    """One attacking connection: it sends a request line, then a header line every ``every``
-    seconds, never the blank line that ends the headers. ``closed_after`` is how long after its
-    first byte the server closed it (None: still open when the attack ended)."""
-
-    port: int
-    every: float = 0.5
-    head: bytes = b"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    trickle: bool = True
-    closed_after: float | None = None
-
-    async def run(self) -> None:
-        try:
-            async with asyncio.timeout(ATTACK_SECONDS):
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                started = time.monotonic()
-                try:
-                    writer.write(self.head)
-                    while True:
-                        try:
-                            if await asyncio.wait_for(reader.read(1024), self.every) == b"":
-                                break  # EOF: the server closed it
-                        except TimeoutError:
-                            if self.trickle:
-                                writer.write(b"X-Slow: yes\r\n")
-                                await writer.drain()
-                    self.closed_after = time.monotonic() - started
-                except ConnectionError:
-                    self.closed_after = time.monotonic() - started
-                finally:
-                    writer.close()
-        except TimeoutError:
-            pass
+from tests.slowloris import Loris
 
 
 @pytest.fixture
