@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,31 +46,30 @@ class Probes:
     failures: int = 0
 
 
+async def timed(request: Awaitable[httpx.Response], seen: Probes, latencies: list[float]) -> None:
+    """Send one probe: its latency if it was answered 200, else one more failure."""
+    began = time.monotonic()
+    try:
+        ok = (await request).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if ok:
+        latencies.append(time.monotonic() - began)
+    else:
+        seen.failures += 1
+
+
 async def probe(bot: BotProcess, seconds: float) -> Probes:
     seen = Probes()
     deadline = time.monotonic() + seconds
     # A fresh connection per probe, as an orchestrator's health check opens one.
     async with httpx.AsyncClient(timeout=PROBE_TIMEOUT, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-        while time.monotonic() < deadline:
-            began = time.monotonic()
-            try:
-                ok = (await client.get(f"{bot.base}/healthz")).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                seen.healthz.append(time.monotonic() - began)
-            else:
-                seen.failures += 1
-            if len(seen.healthz) % 10 == 0:
-                began = time.monotonic()
-                try:
-                    acked = (await bot.sender.event(app_mention("<@UBOT> where is my order?"))).status_code == 200
-                except httpx.HTTPError:
-                    acked = False
-                if acked:
-                    seen.acks.append(time.monotonic() - began)
-                else:
-                    seen.failures += 1
+        for sent in itertools.count(1):
+            if time.monotonic() >= deadline:
+                break
+            await timed(client.get(f"{bot.base}/healthz"), seen, seen.healthz)
+            if sent % 10 == 0:
+                await timed(bot.sender.event(app_mention("<@UBOT> where is my order?")), seen, seen.acks)
             await asyncio.sleep(0.02)
     return seen
 
