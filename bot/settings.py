@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     def _backend(cls, value: str) -> str:
         if value not in {"sql", "http"}:
             raise ValueError("must be 'sql' or 'http'")
+        return value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _separate_metrics_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and value == info.data.get("port"):
+            raise ValueError("must differ from PORT (leave it unset to serve /metrics on PORT)")
         return value
 
     def require(self, platform: str, names: list[str]) -> None:

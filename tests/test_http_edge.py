@@ -25,7 +25,7 @@ from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
 from tests.harness import Harness, running_bot, until
-from tests.processes import BotProcess, free_port
+from tests.processes import BotProcess, free_port, supportbot
 from tests.slowloris import Loris
 
 
@@ -234,6 +234,13 @@ async def test_with_a_metrics_port_the_public_port_serves_no_metrics(launch: typ
     assert public_ready.status_code == 200 and public_ready.json() == {"ok": True}
     assert scraped.status_code == 200 and "supportbot_outbox_depth" in scraped.text
     assert detailed.status_code == 200 and detailed.json()["database"] == "reachable"
+
+
+def test_a_metrics_port_that_is_the_public_port_is_refused_at_start_up(tmp_path: Path) -> None:
+    result = supportbot(tmp_path, "run", PORT="9100", METRICS_PORT="9100")
+
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "METRICS_PORT: Value error, must differ from PORT" in result.stderr
 
 
 async def test_by_default_metrics_answer_loopback_peers_but_not_a_request_a_proxy_forwarded(
