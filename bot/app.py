@@ -35,6 +35,7 @@ from bot.operator_access import OperatorAccess, Verdict, refusal
 from bot.policy import Policy, PolicyStore
 from bot.ports import PlatformAdapter, PlatformFactory
 from bot.recent import Recent
+from bot.secret_values import configured_secrets
 from bot.settings import Settings
 from bot.store import Database, create_engine, database_reachable, upgrade_database
 from tools import KnowledgeBase, ToolRegistry, default_tools
@@ -58,8 +59,11 @@ def build_tools(
 ) -> ToolRegistry:
     knowledge = None
     if policy.knowledge.files:
-        base = policy_path.parent
-        knowledge = synced or KnowledgeBase.from_files([base / name for name in policy.knowledge.files])
+        knowledge = (
+            synced
+            if synced is not None
+            else KnowledgeBase.from_files(knowledge_paths(policy_path, policy.knowledge.files))
+        )
     return default_tools(orders, knowledge)
 
 
@@ -126,7 +130,8 @@ class Supportbot:
         self.engine = create_engine(settings.database_url)
         await upgrade_database(self.engine)
         self.db = Database(self.engine)
-        policy = PolicyStore(settings.policy_file)
+        secrets = configured_secrets(settings)  # no knowledge file may hold one
+        policy = PolicyStore(settings.policy_file, secrets=secrets)
         logs.follow_policy(lambda: policy.current.logs.redact_personal_data)
         if settings.orders_backend == "http":
             if not settings.orders_api_url:
@@ -138,7 +143,7 @@ class Supportbot:
         self._orders = orders
         kimi, _catalog = await start_client(settings, policy.current)  # the limiter, breakers, models check
         self._kimi = kimi
-        knowledge = KnowledgeSync(self.engine, kimi)  # knowledge files through Kimi's files API
+        knowledge = KnowledgeSync(self.engine, kimi, secrets=secrets)  # knowledge files through Kimi's files API
 
         def knowledge_files() -> list[Path]:
             return knowledge_paths(settings.policy_file, policy.current.knowledge.files)
@@ -155,6 +160,9 @@ class Supportbot:
         self.core = core
         for platform in self.platforms:
             core.add_channel(platform.customer_channel)
+            files = platform.files
+            if files is not None:
+                core.add_files(platform.name, files)
             desk = platform.review_desk
             if desk is not None:
                 core.add_desk(desk, preferred=platform.name == "discord" and bool(settings.discord_review_channel))

@@ -189,10 +189,14 @@ def _listed(actor: Actor, ids: tuple[str, ...]) -> bool:
     return actor.id in ids or bool(actor.groups & set(ids))
 
 
-def may_approve(actor: Actor, policy: Policy) -> bool:
-    """Anyone in the review channel, unless the policy names approvers (managers always may)."""
+def may_approve(actor: Actor, policy: Policy, *, on_desk: bool = True) -> bool:
+    """Anyone in the review channel, unless the policy names approvers (managers always may).
+
+    ``on_desk`` False: the decision comes from elsewhere than the review desk the card is on
+    (the playground next to Slack or Discord). No channel membership vouches for the one
+    deciding there, so only an approver the policy names by id may decide."""
     agents, managers = policy.approvers.agents, policy.approvers.managers
-    if not agents:
+    if not agents and on_desk:
         return True
     return _listed(actor, agents) or _listed(actor, managers)
 
@@ -226,10 +230,11 @@ async def refusal_at_execution(
         for action, verdict in zip(actions, batch.verdicts, strict=True):
             if not verdict.allowed:
                 reasons.append(verdict.reason)
-                await record_rows.update_action(
+                await record_rows.move_action(
                     conn,
                     action.id,
-                    status=ActionStatus.FAILED,
+                    ActionStatus.APPROVED,
+                    ActionStatus.FAILED,
                     result={"error": f"refused at execution: {verdict.reason}"},
                 )
     return "; ".join(reasons)

@@ -21,28 +21,26 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-
-from sqlalchemy import or_, select
+from typing import cast
 
 from bot.cli_ops import (
     EXIT_CONFIG,
     EXIT_RUNTIME,
+    CommandParser,
     add_conversations_command,
     add_run_command,
     conversation_by_short_id,
     package_version,
 )
-from bot.dbcheck import preflight_then
 from bot.errors import ConfigError, ImportFailed, PolicyError, SupportbotError
 from bot.llm.commands import register as register_llm_commands
-from bot.logs import configure_logging
-from bot.policy import load_policy
-from bot.settings import load_settings
-from bot.store import AuditEvent, Conversation, Draft, create_engine, sessionmaker, upgrade_database
 
 
 def _run(args: argparse.Namespace) -> int:
     from bot.app import serve
+    from bot.dbcheck import preflight_then
+    from bot.logs import configure_logging
+    from bot.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings)
@@ -51,6 +49,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
+    from bot.dbcheck import preflight_then
+    from bot.settings import load_settings
+    from bot.store import create_engine, upgrade_database
+
     settings = load_settings()
 
     async def main() -> None:
@@ -66,6 +68,9 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _orders_import(args: argparse.Namespace) -> int:
+    from bot.dbcheck import preflight_then
+    from bot.settings import load_settings
+    from bot.store import create_engine, upgrade_database
     from tools import OrderImportError, import_orders
 
     settings = load_settings()
@@ -96,6 +101,9 @@ def _account(text: str) -> str:
 
 
 def _customers_link(args: argparse.Namespace) -> int:
+    from bot.dbcheck import preflight_then
+    from bot.settings import load_settings
+    from bot.store import create_engine, upgrade_database
     from tools import ToolError
     from tools.orders import link_account
 
@@ -117,15 +125,29 @@ def _customers_link(args: argparse.Namespace) -> int:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
+    from bot.policy import load_policy
+    from bot.secret_values import configured_secrets
+    from bot.settings import Settings, load_settings
+
     path = Path(args.file)
     if not path.exists():
         raise PolicyError(str(path), ["file not found"])
-    policy = load_policy(path)
+    try:
+        settings: Settings | None = load_settings()
+    except ConfigError:
+        settings = None  # checking a policy needs no working settings; the secrets named in the environment still count
+    policy = load_policy(path, configured_secrets(settings))
     print(f"{path}: OK (policy version {policy.version})")
     return 0
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from sqlalchemy import or_, select
+
+    from bot.dbcheck import preflight_then
+    from bot.settings import load_settings
+    from bot.store import AuditEvent, Conversation, Draft, create_engine, sessionmaker
+
     settings = load_settings()
 
     async def main() -> list[str]:
@@ -169,7 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 runtime failure, 2 usage, 3 configuration",
     )
     parser.add_argument("--version", action="version", version=f"supportbot {package_version()}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, parser_class=CommandParser),
+    )
     add_run_command(commands, _run)
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="migrate to the newest schema").set_defaults(handler=_db_upgrade)
@@ -213,9 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except PolicyError as exc:
-        print(f"{exc.path}: invalid policy", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        if len(exc.problems) == 1:
+            print(f"{exc.path}: invalid policy: {exc.problems[0]}", file=sys.stderr)
+        else:
+            print(f"{exc.path}: invalid policy", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

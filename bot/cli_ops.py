@@ -11,50 +11,25 @@ import asyncio
 import re
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from bot.domain.states import DraftStatus
 from bot.errors import SupportbotError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 SHORT_ID_MIN = 6
 _SHORT_ID = re.compile(r"[0-9a-zA-Z]+")
 
-#: What each setting means, for ``supportbot run --help`` (names are part of the interface).
-SETTING_HELP: dict[str, str] = {
-    "moonshot_api_key": "Kimi API key (required)",
-    "kimi_base_url": "Kimi API base URL (China: https://api.moonshot.cn/v1)",
-    "kimi_model": "default model id",
-    "kimi_fallback_model": "model used while the default one fails",
-    "kimi_timeout_seconds": "timeout of one Kimi call",
-    "kimi_max_retries": "retries on 429 / 5xx / timeouts",
-    "kimi_max_concurrency": "Kimi calls in flight at once",
-    "database_url": "sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB",
-    "policy_file": "the managers' policy file (TOML), reloaded when it changes",
-    "policy_reload_seconds": "how often the policy file is checked",
-    "slack_bot_token": "Slack bot token xoxb-… (enables Slack)",
-    "slack_signing_secret": "Slack signing secret (HTTP mode)",
-    "slack_app_token": "Slack app token xapp-… (Socket Mode instead of HTTP mode)",
-    "slack_api_url": "Slack Web API URL (a proxy, or a test server)",
-    "slack_review_channel": "Slack channel id where agents review drafts",
-    "discord_bot_token": "Discord bot token (enables Discord)",
-    "discord_api_url": "Discord API URL",
-    "discord_review_channel": "Discord staff channel id to review drafts in instead of Slack",
-    "discord_pending_indicator": "reaction, typing or none while a draft is reviewed",
-    "orders_backend": "sql (the embedded order store) or http (your shop's API)",
-    "orders_api_url": "the shop API for ORDERS_BACKEND=http",
-    "orders_api_token": "its bearer token",
-    "host": "address the HTTP server listens on",
-    "port": "its port (/slack/events, /healthz, /metrics, the playground at /)",
-    "log_level": "DEBUG, INFO, WARNING or ERROR",
-}
 #: Settings read outside :class:`bot.settings.Settings` (logging, the playground, secrets).
 OTHER_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("LOG_FORMAT", "text", "text, or json (one JSON object a line; the Docker image's default)"),
     ("PLAYGROUND_ENABLED", "true", "open the local playground when no chat platform is configured"),
     ("PLAYGROUND_TOKEN", "", "serve the playground next to a platform, to those who know this token"),
+    ("PLAYGROUND_APPROVER", "", "approver id (from the policy's lists) the token's holder decides as next to a desk"),
+    ("PLAYGROUND_ALLOWED_HOSTS", "", "host names the playground also answers to (a reverse proxy's), comma-separated"),
     ("SUPPORTBOT_SECRETS_DIR", "/run/secrets", "a folder with one file per secret variable"),
 )
 
@@ -64,6 +39,15 @@ def package_version() -> str:
         return version("supportbot")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+def _shown_default(value: object) -> str:
+    """A default as an operator writes it: ``true``, ``120``, ``0.005``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def settings_help() -> str:
@@ -76,9 +60,8 @@ def settings_help() -> str:
     for name, field in Settings.model_fields.items():
         default = field.default
         secret = "SecretStr" in str(field.annotation) or isinstance(default, SecretStr)
-        shown = "" if default is None or secret else str(default)
-        meaning = SETTING_HELP.get(name) or field.description or ""
-        rows.append((name.upper(), shown, meaning + (" (secret)" if secret else "")))
+        shown = "" if default is None or secret else _shown_default(default)
+        rows.append((name.upper(), shown, (field.description or "") + (" (secret)" if secret else "")))
     rows.extend(OTHER_SETTINGS)
     width = max(len(name) for name, _, _ in rows)
     lines = ["settings (environment variables, a .env file, or files in SUPPORTBOT_SECRETS_DIR):"]
@@ -91,13 +74,28 @@ def settings_help() -> str:
     return "\n".join(lines)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose epilog may be computed only when its help is shown
+    (``epilog_factory``): ``run --help`` lists every setting, which needs pydantic, and no other
+    command should pay for that."""
+
+    def __init__(self, *args: Any, epilog_factory: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epilog_factory = epilog_factory
+
+    def format_help(self) -> str:
+        if self._epilog_factory is not None:
+            self.epilog, self._epilog_factory = self._epilog_factory(), None
+        return super().format_help()
+
+
 def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], handler: Callable[..., int]) -> None:
     run = commands.add_parser(
         "run",
         help="start everything that is configured",
         description="Start the bot: every configured platform, the outbox dispatcher, the policy watcher and the "
         "HTTP server.",
-        epilog=settings_help(),
+        epilog_factory=settings_help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.set_defaults(handler=handler)
@@ -109,6 +107,8 @@ def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
 async def conversation_by_short_id(session: AsyncSession, short: str) -> str | None:
     """The conversation a short id (the first characters of a draft or conversation id, as a
     card shows them) names; None when nothing matches; an error when several do."""
+    from sqlalchemy import select
+
     from bot.store import Conversation, Draft
 
     if len(short) < SHORT_ID_MIN or not _SHORT_ID.fullmatch(short):
@@ -122,7 +122,9 @@ async def conversation_by_short_id(session: AsyncSession, short: str) -> str | N
 
 # -- supportbot conversations --------------------------------------------------------------
 
-STATES = ("drafting", "awaiting_review", "approved", "edited", "rejected", "superseded", "failed", "sent", "none")
+#: A draft's states, and "none" for conversations without a draft yet.
+NO_DRAFT = "none"
+STATES = (*(state.value for state in DraftStatus), NO_DRAFT)
 SCAN = 2000
 
 
@@ -133,7 +135,11 @@ def add_conversations_command(commands: argparse._SubParsersAction[argparse.Argu
         description="Recent conversations, newest first, with the state of their latest draft. "
         "Pass the short id to `supportbot audit` for the whole trail.",
     )
-    listing.add_argument("--state", choices=STATES, help="only conversations whose latest draft is in this state")
+    listing.add_argument(
+        "--state",
+        choices=STATES,
+        help=f"only conversations whose latest draft is in this state ({NO_DRAFT!r}: no draft yet)",
+    )
     listing.add_argument("--platform", help="only this platform (slack, discord, playground)")
     listing.add_argument("--customer", help="only customers whose name or id contains this")
     listing.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
@@ -170,6 +176,8 @@ def _conversations(args: argparse.Namespace) -> int:
 
 async def recent_conversations(database_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The rows ``supportbot conversations`` prints (newest first, filtered)."""
+    from sqlalchemy import select
+
     from bot.store import Conversation, Draft, create_engine, sessionmaker
 
     engine = create_engine(database_url, read_only=True)  # never waits on the bot's writer
@@ -190,7 +198,7 @@ async def recent_conversations(database_url: str, args: argparse.Namespace) -> l
                     .order_by(Draft.created_at.desc(), Draft.revision.desc())
                     .limit(1)
                 )
-                state = latest or "none"
+                state = latest or NO_DRAFT
                 if args.state and state != args.state:
                     continue
                 rows.append(

@@ -9,6 +9,7 @@ database that is down is a :class:`DatabaseUnavailable` (exit code 1).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 import tempfile
 from collections.abc import Coroutine
@@ -50,7 +51,20 @@ def check_url(url: str) -> URL:
         raise ConfigError(f"DATABASE_URL {shown}: {parsed.get_backend_name()} is not supported: use {EXAMPLES}")
     if driver == "sqlite+aiosqlite":
         _check_sqlite_path(parsed)
+    elif not _asyncpg_installed():
+        raise ConfigError(
+            f"DATABASE_URL {shown}: PostgreSQL needs the asyncpg driver, which is not installed: "
+            "pip install 'supportbot[postgres]' (from a source tree: pip install -e '.[postgres]')"
+        )
     return parsed
+
+
+def _asyncpg_installed() -> bool:
+    try:
+        importlib.import_module("asyncpg")
+    except ImportError:
+        return False
+    return True
 
 
 def _check_sqlite_path(parsed: URL) -> None:

@@ -20,6 +20,7 @@
     │       ├── KimiModelNotFound      404: the model id does not exist (start-up lists the ids)
     │       └── KimiBadRequest         any other 400
     ├── DraftingError          the drafting loop could not produce a draft
+    ├── FileNotFetched         a customer's file was refused or not downloaded (``reason`` is for the card)
     └── ImportFailed           ``supportbot orders import`` rejected a file (nothing imported)
 
 Tool failures are :class:`tools.ToolError` (``tools/`` imports nothing of the core); the
@@ -120,6 +121,16 @@ class KimiBadRequest(KimiFatalError):
 
 class DraftingError(SupportbotError):
     """The drafting agent could not produce a reply (the model failed or broke the rules)."""
+
+
+class FileNotFetched(SupportbotError):
+    """A customer's file was not downloaded: refused (not on the platform's file host, over the
+    size cap, redirected) or failed (an HTTP error, the deadline). ``reason`` is what the review
+    card says after the file's name, e.g. ``"over 5 MB"``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ImportFailed(SupportbotError):

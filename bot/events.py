@@ -47,14 +47,19 @@ class Author:
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file on a customer message. Images are downloaded on arrival (``data``) since
-    platform URLs expire; other files are only listed on the review card."""
+    """A file on a customer message, as the platform describes it: ``size`` is what the platform
+    claims (never trusted), ``url`` where its own file host serves it. ``external`` marks a file
+    that lives elsewhere (a Slack link to Google Drive): it is only listed on the card. An adapter
+    that already holds the bytes (the playground's upload) passes them as ``data``; otherwise the
+    core downloads an image through the platform's :class:`bot.ports.FileFetcher` in the drafting
+    worker, never before the ack."""
 
     filename: str
     content_type: str = "application/octet-stream"
     size: int = 0
     url: str = ""
     data: bytes | None = None
+    external: bool = False
 
     @property
     def is_image(self) -> bool:

@@ -216,6 +216,7 @@ BacklogSource = Callable[[], Awaitable[Backlog]]
 async def store_backlog(engine: AsyncEngine) -> Backlog:
     """Read the backlog from SQL (a reader engine will do): outbox rows not sent yet, drafts
     still being written."""
+    from bot.domain.states import DraftStatus, OutboxStatus
     from bot.store import Draft, OutboxItem
 
     BACKLOG_READS.inc()
@@ -223,12 +224,14 @@ async def store_backlog(engine: AsyncEngine) -> Backlog:
         outbox = (
             await conn.execute(
                 select(func.count(), func.min(OutboxItem.created_at)).where(
-                    OutboxItem.status.in_(("pending", "sending"))
+                    OutboxItem.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING))
                 )
             )
         ).one()
         drafting = (
-            await conn.execute(select(func.count(), func.min(Draft.created_at)).where(Draft.status == "drafting"))
+            await conn.execute(
+                select(func.count(), func.min(Draft.created_at)).where(Draft.status == DraftStatus.DRAFTING)
+            )
         ).one()
     return Backlog(int(outbox[0]), outbox[1], int(drafting[0]), drafting[1])
 

@@ -3,6 +3,10 @@
 Validated at load; every problem names the line and the field. The bot runs on built-in
 defaults when the file is absent. :class:`PolicyStore` reloads the file while the bot runs and
 keeps the last good policy when an edit is invalid.
+
+Knowledge files are sent to Kimi and quoted in drafts, so a policy may name only files inside its
+own folder, never a hidden one (a path part starting with ".": ``.env``, ``.git/config``) and
+never one holding a configured secret (:mod:`bot.secret_values`).
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import PolicyError
+from bot.secret_values import Secrets, secret_in
 
 log = logging.getLogger(__name__)
+
+#: A policy is a page of settings; anything bigger is a mistake (or an attack on the parser).
+MAX_POLICY_BYTES = 256 * 1024
 
 
 def _cents(value: Any) -> int:
@@ -213,12 +221,21 @@ def _line_of(source: str, loc: tuple[str | int, ...]) -> int | None:
     return table_line
 
 
+def _too_large(size: int) -> str:
+    return f"file: too large for a policy ({size:,} bytes; at most {MAX_POLICY_BYTES:,})"
+
+
 def parse_policy(source: str, path: str = "policy.toml") -> Policy:
     """Validate a policy text. Raises :class:`PolicyError` listing every problem."""
+    size = len(source.encode("utf-8", errors="replace"))
+    if size > MAX_POLICY_BYTES:
+        raise PolicyError(path, [_too_large(size)])
     try:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(path, [f"not valid TOML: {exc}"]) from None
+    except RecursionError:  # tomllib recurses per nesting level: a = [[[[… exhausts the stack
+        raise PolicyError(path, ["not valid TOML: arrays or tables nested too deeply"]) from None
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
@@ -258,46 +275,89 @@ def contradictions(policy: Policy, source: str = "") -> list[str]:
     return problems
 
 
-def knowledge_outside(policy: Policy, folder: Path, source: str = "") -> list[str]:
-    """Knowledge files that are not inside the policy file's folder (``../../etc/passwd``)."""
+def hidden_part(name: str, folder: Path) -> str | None:
+    """The hidden part (".env", ".git") of a knowledge file's path as named or as it resolves
+    inside ``folder`` (a symlink ``faq.md -> .env``), or None."""
+    parts = [part for part in Path(name).parts if part not in (".", "..")]
+    target = (folder / name).resolve()
     root = folder.resolve()
+    if target.is_relative_to(root):
+        parts += target.relative_to(root).parts
+    return next((part for part in parts if part.startswith(".")), None)
+
+
+def knowledge_refusal(name: str, data: bytes, secrets: Secrets) -> str | None:
+    """Why a knowledge file's content may not go to Kimi (it holds a secret), or None."""
+    held = secret_in(data, secrets)
+    if held is not None:
+        return f"{name} holds the value of {held} (a secret must never reach Kimi or a draft)"
+    return None
+
+
+def knowledge_problems(policy: Policy, folder: Path, secrets: Secrets, source: str = "") -> list[str]:
+    """Each knowledge file that may not be used, and why: outside the policy's folder
+    (``../../etc/passwd``), hidden (``.env``), missing, unreadable, or holding a secret."""
+    root = folder.resolve()
+    where = f"{_at(source, 'knowledge', 'files')}: knowledge.files"
     problems = []
     for name in policy.knowledge.files:
-        target = (folder / name).resolve()
-        if not target.is_relative_to(root):
-            problems.append(
-                f"{_at(source, 'knowledge', 'files')}: knowledge.files: {name} is outside the policy's folder"
-            )
+        target = folder / name
+        if not target.resolve().is_relative_to(root):
+            problems.append(f"{where}: {name} is outside the policy's folder")
+            continue
+        hidden = hidden_part(name, folder)
+        if hidden is not None:
+            detail = "" if hidden == name else f" ({hidden})"
+            problems.append(f"{where}: {name} is a hidden file{detail}; hidden files are never knowledge")
+            continue
+        if not target.is_file():
+            problems.append(f"{where}: no such file: {name}")
+            continue
+        try:
+            data = target.read_bytes()
+        except OSError as exc:
+            problems.append(f"{where}: {name} cannot be read: {exc.strerror}")
+            continue
+        refusal = knowledge_refusal(name, data, secrets)
+        if refusal is not None:
+            problems.append(f"{where}: {refusal}")
     return problems
 
 
-def load_policy(path: Path) -> Policy:
-    """Load the policy file, or the built-in defaults when it does not exist."""
+def check_policy(source: str, path: Path, secrets: Secrets) -> Policy:
+    """Everything :func:`load_policy` checks, for a text not saved yet (the playground's editor):
+    the fields, and the knowledge files relative to ``path``'s folder."""
+    policy = parse_policy(source, str(path))
+    problems = knowledge_problems(policy, path.parent, secrets, source)
+    if problems:
+        raise PolicyError(str(path), problems)
+    return policy
+
+
+def load_policy(path: Path, secrets: Secrets | None = None) -> Policy:
+    """Load the policy file, or the built-in defaults when it does not exist. ``secrets``: the
+    configured secrets no knowledge file may hold (:func:`bot.secret_values.configured_secrets`)."""
     if not path.exists():
         return Policy()
     try:
+        size = path.stat().st_size
+        if size > MAX_POLICY_BYTES:
+            raise PolicyError(str(path), [_too_large(size)])
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(str(path), [f"cannot read the file: {exc}"]) from None
-    policy = parse_policy(source, str(path))
-    outside = knowledge_outside(policy, path.parent, source)
-    if outside:
-        raise PolicyError(str(path), outside)
-    missing = [name for name in policy.knowledge.files if not (path.parent / name).is_file()]
-    if missing:
-        line = _line_of(source, ("knowledge", "files"))
-        where = f"line {line}" if line else "file"
-        raise PolicyError(str(path), [f"{where}: knowledge.files: no such file: {name}" for name in missing])
-    return policy
+    return check_policy(source, path, secrets or {})
 
 
 class PolicyStore:
     """The live policy. ``current`` is always a valid policy; :meth:`watch` reloads the file
     when it changes and reports a bad edit once through ``on_error``."""
 
-    def __init__(self, path: Path, policy: Policy | None = None) -> None:
+    def __init__(self, path: Path, policy: Policy | None = None, secrets: Secrets | None = None) -> None:
         self.path = path
-        self.current = policy if policy is not None else load_policy(path)
+        self.secrets = secrets or {}
+        self.current = policy if policy is not None else load_policy(path, self.secrets)
+        self.refused: PolicyError | None = None  # why the file as it is now is not in force
         self._fingerprint = self._read_fingerprint()
 
     def _read_fingerprint(self) -> bytes | None:
@@ -313,12 +373,14 @@ class PolicyStore:
             return False
         self._fingerprint = fingerprint
         try:
-            policy = await asyncio.to_thread(load_policy, self.path)
+            policy = await asyncio.to_thread(load_policy, self.path, self.secrets)
         except PolicyError as exc:
             log.warning("policy reload failed, keeping the previous policy: %s", exc)
+            self.refused = exc
             await on_error(exc)
             return False
         self.current = policy
+        self.refused = None
         log.info("policy reloaded from %s (version %s)", self.path, policy.version)
         return True
 

@@ -19,6 +19,7 @@ from bot.events import InboundMessage, ReviewDecision, ThreadRef
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from bot.errors import PolicyError
     from bot.settings import Settings
 
 
@@ -139,6 +140,19 @@ class ReviewDesk(Protocol):
         ...
 
 
+class FileFetcher(Protocol):
+    """Reads a customer's file from its platform's own file host, with the platform's credential
+    (which stays in the adapter). The core decides which files to fetch, when, how many bytes at
+    most and for how long (it cancels a fetch at its deadline); see :mod:`bot.core.files`.
+    :class:`bot.downloads.FileHost` is the implementation both chat adapters use."""
+
+    async def fetch(self, url: str, *, max_bytes: int) -> bytes:
+        """The file's bytes. Raises :class:`bot.errors.FileNotFetched` when ``url`` is not on the
+        platform's file host (nothing is requested then), the host answers anything but 200 (a
+        redirect is never followed), or the body runs past ``max_bytes`` (reading stops there)."""
+        ...
+
+
 class Core(Protocol):
     """The surface of the core an adapter may call."""
 
@@ -155,9 +169,10 @@ class Core(Protocol):
 
     async def edit_form(self, draft_id: str) -> EditForm | None: ...
 
-    async def reload_policy(self) -> bool:
+    async def reload_policy(self) -> PolicyError | None:
         """Take up an edited policy file now rather than at the next poll (the playground's
-        policy editor). True when a new policy is in force; a bad file keeps the old one."""
+        policy editor). None when the file's policy is in force; else why it was refused (the
+        previous policy stays)."""
         ...
 
 
@@ -172,6 +187,12 @@ class PlatformAdapter(Protocol):
     @property
     def review_desk(self) -> ReviewDesk | None:
         """The adapter's review desk when its settings name a review channel, else None."""
+        ...
+
+    @property
+    def files(self) -> FileFetcher | None:
+        """How the core downloads this platform's attachments; None when it never needs to (the
+        adapter hands over the bytes itself, or its messages carry no files)."""
         ...
 
     def routes(self) -> Sequence[web.RouteDef]:

@@ -26,103 +26,139 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    moonshot_api_key: SecretStr | None = None
-    kimi_base_url: str = "https://api.moonshot.ai/v1"
-    kimi_model: str = "kimi-k2.5"
-    kimi_fallback_model: str | None = None
-    kimi_timeout_seconds: float = 120.0
-    kimi_max_retries: int = 4
+    moonshot_api_key: SecretStr | None = Field(None, description="Kimi API key (required)")
+    kimi_base_url: str = Field(
+        "https://api.moonshot.ai/v1", description="Kimi API base URL (China: https://api.moonshot.cn/v1)"
+    )
+    kimi_model: str = Field("kimi-k2.5", description="default model id (the policy may override it per task)")
+    kimi_fallback_model: str | None = Field(
+        None, description="model drafts go to while the default one's breaker is open"
+    )
+    kimi_timeout_seconds: float = Field(120.0, description="timeout between streamed chunks of one Kimi call")
+    kimi_max_retries: int = Field(
+        4, description="retries of one call on 5xx and timeouts (rate limits never spend them)"
+    )
     # The account's limits (README: tiers). Defaults: 90 % of tier 1 (50 / 200 / 2,000,000).
-    kimi_max_concurrency: int = Field(45, ge=1)
-    kimi_rpm: int = Field(180, ge=1)
-    kimi_tpm: int = Field(1_800_000, ge=1)
-    kimi_instances: int = Field(1, ge=1)  # instances sharing one account: each takes 1/N of the limits
-    kimi_max_tokens: int = Field(16384, ge=1)  # sent when a caller names none (TPM charges it)
-    kimi_rate_limit_max_wait_seconds: float = 600.0
-    kimi_breaker_failures: int = Field(5, ge=1)
-    kimi_breaker_cooldown_seconds: float = 30.0
-    kimi_prices: str = ""  # JSON {"model": [cache_hit, cache_miss, output]} USD per 1M, over the defaults
-    kimi_default_price: str = ""  # JSON [hit, miss, out] for unlisted models; empty: refuse them at start-up
-    kimi_web_search_fee_usd: float = 0.005
-    kimi_check_models: bool = True  # GET /v1/models at start-up
-    kimi_exact_tokens: bool = False  # charge TPM with Kimi's token-count endpoint (one more request per call)
+    kimi_max_concurrency: int = Field(45, ge=1, description="Kimi calls in flight at once (the account's limit)")
+    kimi_rpm: int = Field(180, ge=1, description="Kimi requests per minute the client keeps to")
+    kimi_tpm: int = Field(1_800_000, ge=1, description="Kimi tokens per minute the client keeps to")
+    kimi_instances: int = Field(
+        1, ge=1, description="instances sharing one Kimi account: each keeps to 1/N of the limits"
+    )
+    kimi_max_tokens: int = Field(
+        16384, ge=1, description="max_tokens sent when a caller names none (TPM is charged with it)"
+    )
+    kimi_rate_limit_max_wait_seconds: float = Field(
+        600.0, description="the longest one call waits out 429s before it fails"
+    )
+    kimi_breaker_failures: int = Field(5, ge=1, description="failures in a row that open a model's circuit breaker")
+    kimi_breaker_cooldown_seconds: float = Field(30.0, description="how long an open circuit breaker stays open")
+    kimi_prices: str = Field(
+        "", description='JSON {"model": [cache_hit, cache_miss, output]} USD per 1M tokens, over the built-in table'
+    )
+    kimi_default_price: str = Field(
+        "", description="JSON [hit, miss, output] for models without a price; empty: such a model stops the start"
+    )
+    kimi_web_search_fee_usd: float = Field(0.005, description="what one $web_search call costs")
+    kimi_check_models: bool = Field(True, description="check at start-up that every configured model exists")
+    kimi_exact_tokens: bool = Field(
+        False, description="charge TPM with Kimi's token-count endpoint instead of a local estimate (one more request)"
+    )
 
-    database_url: str = "sqlite+aiosqlite:///./supportbot.db"
-    policy_file: Path = Path("./policy.toml")
-    policy_reload_seconds: float = 2.0
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./supportbot.db",
+        description="sqlite+aiosqlite:///FILE, or postgresql+asyncpg://USER:PASSWORD@HOST/DB for several instances",
+    )
+    policy_file: Path = Field(
+        Path("./policy.toml"), description="the managers' policy file (TOML); built-in defaults when absent"
+    )
+    policy_reload_seconds: float = Field(2.0, description="how often the policy file is checked for changes")
 
-    # Work in flight (a draft, a card post, a reply) is leased for this long and renewed while
-    # its worker lives; after a crash another worker takes it over once the lease expires.
-    work_lease_seconds: float = 10.0
-    sweep_seconds: float = 1.0
-    # On SIGTERM, work in flight gets this long to finish before it is cancelled (and resumed by
-    # the next run); keep it under the orchestrator's kill timeout (Docker's is 10 s by default).
-    shutdown_grace_seconds: float = Field(8.0, ge=0)
-    # The draft forms on its review card as Kimi streams it, updated at most every
-    # STREAM_UPDATE_SECONDS (Slack's chat.update and Discord's edits are rate-limited).
-    stream_drafts_to_card: bool = False
-    stream_update_seconds: float = 1.0
-    drafting_concurrency: int = 32
-    delivery_concurrency: int = 8
+    work_lease_seconds: float = Field(
+        10.0,
+        description="how long work in flight is leased to its worker (renewed while it lives); resumed after a crash",
+    )
+    sweep_seconds: float = Field(1.0, description="how often the sweeper looks for expired work")
+    shutdown_grace_seconds: float = Field(
+        8.0, ge=0, description="on SIGTERM, how long work in flight gets to finish (keep it under the kill timeout)"
+    )
+    stream_drafts_to_card: bool = Field(False, description="show the draft forming on its card as Kimi streams it")
+    stream_update_seconds: float = Field(1.0, description="the streamed card is updated at most this often")
+    file_download_seconds: float = Field(
+        10.0, gt=0, description="the most one message's images may take to download in all; then the card says so"
+    )
+    drafting_concurrency: int = Field(32, description="drafts written at once (the backlog waits in SQL)")
+    delivery_concurrency: int = Field(8, description="replies posted at once (in order within a thread)")
 
-    slack_bot_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
-    slack_api_url: str = "https://slack.com/api/"
-    slack_review_channel: str | None = None
+    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token xoxb-… (enables Slack)")
+    slack_signing_secret: SecretStr | None = Field(None, description="Slack signing secret (HTTP mode)")
+    slack_app_token: SecretStr | None = Field(
+        None, description="Slack app token xapp-…: Socket Mode instead of HTTP mode"
+    )
+    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API (a proxy, or a test server)")
+    slack_review_channel: str | None = Field(None, description="Slack channel id where agents review drafts")
+    slack_files_url: str = Field(
+        "https://files.slack.com", description="where Slack serves files; the bot token is sent there and nowhere else"
+    )
 
-    discord_bot_token: SecretStr | None = None
-    discord_api_url: str = "https://discord.com/api/v10"
-    discord_review_channel: str | None = None
-    discord_pending_indicator: str = "reaction"
+    discord_bot_token: SecretStr | None = Field(None, description="Discord bot token (enables Discord)")
+    discord_api_url: str = Field(
+        "https://discord.com/api/v10", description="Discord REST API; the gateway URL is taken from it"
+    )
+    discord_review_channel: str | None = Field(
+        None, description="Discord staff channel id to review drafts in instead of Slack"
+    )
+    discord_pending_indicator: str = Field(
+        "reaction", description="what the customer sees while a draft waits: reaction, typing or none"
+    )
+    discord_cdn_urls: str = Field(
+        "https://cdn.discordapp.com https://media.discordapp.net",
+        description="Discord's CDN origins (space- or comma-separated), the only hosts attachments come from",
+    )
 
-    orders_backend: str = "sql"
-    orders_api_url: str | None = None
-    orders_api_token: SecretStr | None = None
+    orders_backend: str = Field("sql", description="sql (the embedded order store) or http (your shop's API)")
+    orders_api_url: str | None = Field(None, description="the shop API for ORDERS_BACKEND=http")
+    orders_api_token: SecretStr | None = Field(None, description="the shop API's bearer token")
 
-    host: str = "0.0.0.0"  # noqa: S104 - a container serves on all interfaces
-    port: int = 8080
+    host: str = Field("0.0.0.0", description="address the HTTP server listens on")  # noqa: S104 - a container serves on all interfaces
+    port: int = Field(8080, description="its port: /slack/events, /healthz, /readyz, /metrics, the playground")
     http_header_timeout_seconds: float = Field(
         10.0,
         gt=0,
-        description="A connection whose request headers are not complete this long after its first byte"
-        " (or after it opened) is closed: a slow-loris cannot hold it.",
+        description="a request whose headers are not complete this long after its first byte (or after the"
+        " connection opened) is closed: a slow-loris cannot hold a connection",
     )
     http_body_timeout_seconds: float = Field(
-        30.0,
-        gt=0,
-        description="A request whose body has not fully arrived this long after its headers is closed.",
+        30.0, gt=0, description="a request whose body has not fully arrived this long after its headers is closed"
     )
     http_max_connections: int = Field(
         1000,
         ge=1,
-        description="Inbound connections held at once (both ports). At the cap a new one makes room by"
-        " closing the oldest with incomplete headers, then idle keep-alive ones, then slow bodies; never"
-        " one being answered. Lowered at start-up to what the open-files limit allows.",
+        description="inbound connections held at once; at the cap a new one closes the oldest with incomplete"
+        " headers, then idle keep-alive ones, then slow bodies, never one being answered; lowered at start-up"
+        " to what the open-files limit allows",
     )
     metrics_port: int | None = Field(
         None,
         ge=0,
         le=65535,
-        description="When set, /metrics and the detailed /readyz are served on this port only (on"
-        " METRICS_HOST), not on PORT.",
+        description="serve /metrics and the detailed /readyz on this port only (on METRICS_HOST), not on PORT",
     )
     metrics_host: str = Field(
-        "127.0.0.1",
-        description="The interface METRICS_PORT listens on: loopback, or an internal interface (never publish it).",
+        "127.0.0.1", description="the interface METRICS_PORT listens on: loopback or an internal one (never publish it)"
     )
     metrics_token: SecretStr | None = Field(
         None,
-        description="When set, /metrics and the detailed /readyz need 'Authorization: Bearer <token>'."
-        " With neither METRICS_PORT nor METRICS_TOKEN they answer loopback peers only (not forwarded requests).",
+        description="/metrics and the detailed /readyz need Authorization: Bearer <token>; with neither this"
+        " nor METRICS_PORT they answer loopback peers only",
     )
     metrics_cache_seconds: float = Field(
         5.0,
         ge=0,
-        description="The SQL-backed figures of /metrics (backlog) and /readyz (database reachable) are"
-        " reused this long: a flood of scrapes runs at most one query per interval.",
+        description="how long the SQL-backed figures of /metrics and /readyz are reused: a flood of scrapes"
+        " runs one query per interval",
     )
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @field_validator("discord_pending_indicator")
     @classmethod

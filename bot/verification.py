@@ -12,7 +12,12 @@ Checks:
   at least 4 digits) comes from them too;
 * a claim that money moved ("your refund has been processed") matches an executed refund; with
   only a proposal it is flagged as a promise the agent has not made yet;
-* no personal data of another customer (kept from the model by the order tools) appears.
+* no personal data of another customer (kept from the model by the order tools) appears;
+* every link shows where it goes (:func:`link_flags`): a Markdown ``[label](url)`` or Slack
+  ``<url|label>`` whose label is not its own address is flagged, and a label that is itself an
+  address on another site (``[https://shop.example/orders](https://evil.example)``) is flagged as
+  the worst case. The customer sees only the label once the platform renders the link. Link
+  flags are shown but never regenerate the draft (a descriptive label is often meant).
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,6 +43,7 @@ __all__ = [
     "Evidence",
     "conversation_evidence",
     "draft_evidence",
+    "link_flags",
     "may_retry",
     "regenerated_notice",
     "retry_instruction",
@@ -52,6 +59,21 @@ _MONEY_MOVED = re.compile(
     r"|\bi(?:'ve| have)\s+(?:just\s+)?(refunded|credited|reimbursed|processed)\b",
     re.IGNORECASE,
 )
+
+# Links as the customer's platform renders them. Every repeated part is a negated class that stops
+# at the delimiter the pattern waits for, so a draft full of "[a](" is scanned in linear time.
+_MARKDOWN_LINK = re.compile(
+    r"\[([^\[\]\n]*)\]\(\s*<?([^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*)>?(?:\s+\"[^\"\n]*\")?\s*\)"
+)
+_SLACK_LINK = re.compile(r"<([^<>|\s]+)\|([^<>\n]*)>")
+# A label that reads as an address: an optional scheme, a host with a dotted name, then anything.
+_ADDRESS_LIKE = re.compile(
+    r"(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]+@)?((?:[a-z0-9-]+\.)+[a-z]{2,})(?::\d+)?(?:[/?#]\S*)?",
+    re.IGNORECASE,
+)
+#: Every link flag starts so; :func:`may_retry` does not regenerate a draft for these alone.
+LINK_FLAG_PREFIX = "Link: "
+_SHOWN = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +149,74 @@ def verify_draft(draft: str, evidence: Evidence) -> tuple[str, ...]:
         if value.casefold() in folded:
             flags.append("The draft contains personal data of another customer, which the tools withheld.")
             break
+    flags.extend(link_flags(draft))
     return tuple(dict.fromkeys(flags))
+
+
+def _links(draft: str) -> Iterator[tuple[str, str]]:
+    """``(label, target)`` of every Markdown and Slack-style link in the draft."""
+    for match in _MARKDOWN_LINK.finditer(draft):
+        yield match.group(1), match.group(2)
+    for match in _SLACK_LINK.finditer(draft):
+        yield match.group(2), match.group(1)
+
+
+def _host(address: str) -> str:
+    """The host an address points at, lower-case and without ``www.`` ("" when it has none)."""
+    if address.lower().startswith("mailto:"):
+        host = address.partition("@")[2].partition("?")[0]
+    elif re.match(r"[a-z][a-z0-9+-]*:(?!//)(?!\d)", address, re.IGNORECASE):
+        return ""  # javascript:, tel:, data:… name no host
+    else:
+        try:
+            host = urlsplit(address if "//" in address else f"//{address}").hostname or ""
+        except ValueError:
+            return ""
+    host = host.lower().rstrip(".")
+    return host.removeprefix("www.")
+
+
+def _same_address(label: str, target: str) -> bool:
+    def plain(address: str) -> str:
+        address = address.lower().removeprefix("mailto:")
+        address = re.sub(r"^[a-z][a-z0-9+.-]*://", "", address).removeprefix("www.")
+        return address.rstrip("/")
+
+    return plain(label) == plain(target)
+
+
+def _shown(text: str) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…")
+
+
+def link_flags(draft: str) -> list[str]:
+    """A flag for every link whose visible text is not where it goes (see the module's doc)."""
+    flags: list[str] = []
+    for raw_label, target in _links(draft):
+        label = raw_label.strip().strip("*_~`").strip()
+        if not target or _same_address(label, target):
+            continue
+        host = _host(target)
+        where = f" ({host})" if host else ""
+        address = _ADDRESS_LIKE.fullmatch(label)
+        if address is None:
+            flags.append(
+                f"{LINK_FLAG_PREFIX}the text {_shown(raw_label)} hides where the link goes: "
+                f"{_shown(target)}{where}. Check it before approving."
+            )
+        elif _host(label) != _host(target):
+            flags.append(
+                f"{LINK_FLAG_PREFIX}the text shows the address {_shown(label)} but the link opens "
+                f"{_shown(target)}, a different site{where}: the worst case of a misleading link (the "
+                "customer trusts one address and lands on another). Do not approve it as it is."
+            )
+        else:
+            flags.append(
+                f"{LINK_FLAG_PREFIX}the text shows the address {_shown(label)} but the link opens "
+                f"{_shown(target)} (the same site{where}, another page)."
+            )
+    return flags
 
 
 def draft_evidence(result: DraftResult, ctx: ToolContext) -> Evidence:
@@ -185,7 +274,10 @@ def regenerated_notice(instruction: str | None) -> str:
 def may_retry(flags: Sequence[str], result: DraftResult, revision: int, instruction: str | None) -> bool:
     """Whether a flagged draft is regenerated once with the reason. Not retried: a draft already
     regenerated or carrying an agent's instruction, and a draft whose run checked a customer's
-    identity (a retry must not spend verification attempts)."""
-    if not flags or any(c.name == "verify_customer" for c in result.tool_calls):
+    identity (a retry must not spend verification attempts), and a draft flagged only for its
+    links (a label other than the address is often meant; the agent judges it on the card)."""
+    if not any(not f.startswith(LINK_FLAG_PREFIX) for f in flags):
+        return False
+    if any(c.name == "verify_customer" for c in result.tool_calls):
         return False
     return revision == 1 and not instruction

@@ -13,11 +13,13 @@ import asyncio
 import gc
 import os
 import socket
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.fakes.kimi import FakeKimi
@@ -100,6 +102,24 @@ async def order_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         await conn.run_sync(metadata.create_all)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    """The URL of a fresh, empty database on the SUPPORTBOT_TEST_POSTGRES_URL server, dropped after."""
+    server = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL", "")
+    if not server:
+        pytest.skip("set SUPPORTBOT_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
+    name = f"supportbot_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
 
 
 @pytest.fixture

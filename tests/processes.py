@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,9 @@ def supportbot(cwd: Path, *args: str, **variables: str) -> subprocess.CompletedP
     )
 
 
-def slack_bot_env(
-    home: Path, kimi_url: str, slack: FakeSlack, port: int, database_url: str, **variables: str
-) -> dict[str, str]:
-    """The environment of a ``supportbot run`` on the fake Kimi and the fake Slack, on 127.0.0.1."""
+def playground_env(home: Path, kimi_url: str, port: int, database_url: str, **variables: str) -> dict[str, str]:
+    """The environment of a ``supportbot run`` with only the Kimi key (the fake's), on
+    127.0.0.1: no chat platform, so the playground opens by itself."""
     return operator_env(
         home,
         **{
@@ -60,12 +60,27 @@ def slack_bot_env(
             "KIMI_BASE_URL": kimi_url,
             "DATABASE_URL": database_url,
             "POLICY_FILE": str(home / "policy.toml"),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            **variables,
+        },
+    )
+
+
+def slack_bot_env(
+    home: Path, kimi_url: str, slack: FakeSlack, port: int, database_url: str, **variables: str
+) -> dict[str, str]:
+    """The environment of a ``supportbot run`` on the fake Kimi and the fake Slack, on 127.0.0.1."""
+    return playground_env(
+        home,
+        kimi_url,
+        port,
+        database_url,
+        **{
             "SLACK_BOT_TOKEN": SLACK_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack.base_url,
             "SLACK_REVIEW_CHANNEL": REVIEW_CHANNEL,
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
             **variables,
         },
     )
@@ -91,30 +106,18 @@ async def seed_orders(database_url: str, path: Path, rows: list[dict[str, Any]] 
         await engine.dispose()
 
 
-class BotProcess:
-    """One ``supportbot run`` process at a time in ``home``, against the given fakes."""
+class RunProcess:
+    """One ``supportbot run`` process at a time in ``home``; ``env`` makes its environment from
+    the port and the database URL (:func:`playground_env`, :func:`slack_bot_env`)."""
 
-    def __init__(
-        self, home: Path, kimi_url: str, slack: FakeSlack, *, open_files: int | None = None, **variables: str
-    ) -> None:
+    def __init__(self, home: Path, env: Callable[[int, str], dict[str, str]], *, open_files: int | None = None) -> None:
         """``open_files``: the process's open-files limit (soft and hard), as a host may set it."""
         self.home = home
         self.open_files = open_files
         self.port = free_port()
         self.database_url = f"sqlite+aiosqlite:///{home / 'supportbot.db'}"
-        self.env = slack_bot_env(
-            home,
-            kimi_url,
-            slack,
-            self.port,
-            self.database_url,
-            KIMI_TIMEOUT_SECONDS="4",
-            WORK_LEASE_SECONDS="6",
-            **variables,
-        )
-        self.slack = slack
+        self.env = env(self.port, self.database_url)
         self.base = f"http://127.0.0.1:{self.port}"
-        self.sender = SlackSender(f"{self.base}/slack/events", SIGNING_SECRET, mirror_to=slack)
         self.process: asyncio.subprocess.Process | None = None
         self.runs = 0
 
@@ -164,6 +167,30 @@ class BotProcess:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+
+
+class BotProcess(RunProcess):
+    """``supportbot run`` against the fake Kimi and the fake Slack."""
+
+    def __init__(
+        self, home: Path, kimi_url: str, slack: FakeSlack, *, open_files: int | None = None, **variables: str
+    ) -> None:
+        super().__init__(
+            home,
+            lambda port, database_url: slack_bot_env(
+                home,
+                kimi_url,
+                slack,
+                port,
+                database_url,
+                KIMI_TIMEOUT_SECONDS="4",
+                WORK_LEASE_SECONDS="6",
+                **variables,
+            ),
+            open_files=open_files,
+        )
+        self.slack = slack
+        self.sender = SlackSender(f"{self.base}/slack/events", SIGNING_SECRET, mirror_to=slack)
 
     def cards(self) -> list[Any]:
         return [

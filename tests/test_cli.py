@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -158,3 +160,57 @@ async def test_an_operator_lists_conversations_by_state_and_audits_one_by_the_ca
     assert "Where is my order #W2611340?" in audit.stdout and "approve" in audit.stdout
     unknown = await asyncio.to_thread(supportbot, tmp_path, "audit", "ffffffff", DATABASE_URL=url)
     assert unknown.returncode == EXIT_RUNTIME and "Traceback" not in unknown.stderr
+
+
+def test_a_postgresql_url_without_the_asyncpg_driver_is_one_line_naming_the_extra(tmp_path: Path) -> None:
+    """After the plain ``pip install -e .`` asyncpg is absent (it is the ``postgres`` extra); the
+    interpreter here has it, so this run hides it as a plain install would not have it."""
+    hide_asyncpg = (
+        "import sys; sys.modules['asyncpg'] = None; sys.argv = ['supportbot', 'db', 'upgrade']; "
+        "from bot.cli import main; sys.exit(main())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide_asyncpg],
+        cwd=tmp_path,
+        env=operator_env(tmp_path, DATABASE_URL="postgresql+asyncpg://bot:pw-9d8c7b@127.0.0.1:1/support"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "asyncpg driver, which is not installed" in result.stderr and "supportbot[postgres]" in result.stderr
+    assert "pw-9d8c7b" not in result.stderr
+
+
+def test_models_with_kimi_unreachable_is_a_runtime_failure_not_a_configuration_error(tmp_path: Path) -> None:
+    result = supportbot(
+        tmp_path,
+        "models",
+        MOONSHOT_API_KEY=KIMI_KEY,
+        KIMI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+        KIMI_MAX_RETRIES="0",
+    )
+
+    assert result.returncode == EXIT_RUNTIME, result.stderr
+    assert "could not list Kimi's models" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_the_command_line_builds_without_the_heavy_libraries(tmp_path: Path) -> None:
+    """``supportbot --help`` and a usage error are answered from argparse alone: SQLAlchemy,
+    pydantic, the platforms' SDKs and the HTTP stacks are imported by the command that runs
+    (bench.cli_startup measures the CPU time)."""
+    probe = (
+        "import sys; from bot.cli import build_parser; build_parser().format_help(); "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(done.stdout.split())
+    heavy = {"sqlalchemy", "pydantic", "pydantic_settings", "discord", "slack_bolt", "slack_sdk", "aiohttp", "httpx"}
+    assert loaded & heavy == set()
+    assert "bot" in loaded

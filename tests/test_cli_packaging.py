@@ -56,6 +56,10 @@ def test_compose_runs_postgres_a_migration_and_two_instances() -> None:
     assert "postgresql+asyncpg://" in compose
     assert 'command: ["db", "upgrade"]' in compose
     assert "service_completed_successfully" in compose and "service_healthy" in compose
+    instances = len(re.findall(r"^  bot-[0-9]+:$", compose, re.MULTILINE))
+    assert re.search(rf'KIMI_INSTANCES: "?{instances}"?$', compose, re.MULTILINE), (
+        "each instance must keep to its share of the Kimi account's limits"
+    )
 
 
 def _pins(lock: Path) -> dict[str, str]:

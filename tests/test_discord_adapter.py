@@ -19,7 +19,7 @@ from adapters.discord import (
     split_message,
 )
 from adapters.discord.outbound import reply_nonce
-from bot.errors import ConfigError
+from bot.errors import ConfigError, FileNotFetched
 from bot.events import (
     Actor,
     Author,
@@ -52,6 +52,7 @@ def discord_settings(fake: FakeDiscord, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "discord_bot_token": fake.token,
         "discord_api_url": fake.api_url,
+        "discord_cdn_urls": fake.cdn_url,
         "discord_review_channel": REVIEW_CHANNEL_ID,
         "discord_pending_indicator": "reaction",
     }
@@ -232,7 +233,7 @@ async def test_direct_message_is_a_direct_conversation(
     assert reply["content"] == "Yes, within 30 days."
 
 
-async def test_image_is_downloaded_and_pdf_only_listed(
+async def test_files_are_only_described_at_the_ack_and_fetched_later_from_the_cdn_alone(
     fake: FakeDiscord, core: RecordingCore, platform: DiscordPlatform
 ) -> None:
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -245,17 +246,28 @@ async def test_image_is_downloaded_and_pdf_only_listed(
 
     [received] = await core.wait_for_messages(1)
     shot, invoice = received.attachments
-    assert (shot.filename, shot.content_type, shot.size, shot.data) == (
+    assert (shot.filename, shot.content_type, shot.size, shot.url, shot.data) == (
         "error.png",
         "image/png",
         len(png),
-        png,
+        image["url"],
+        None,
     )
     assert shot.is_image
-    assert (invoice.filename, invoice.content_type, invoice.data) == ("invoice.pdf", "application/pdf", None)
-    assert invoice.url == pdf["url"]
-    assert fake.calls_to("GET", r"/cdn/attachments/.*/error\.png")
-    assert not fake.calls_to("GET", r"/cdn/attachments/.*/invoice\.pdf")
+    assert (invoice.filename, invoice.content_type, invoice.url, invoice.data) == (
+        "invoice.pdf",
+        "application/pdf",
+        pdf["url"],
+        None,
+    )
+    assert not fake.calls_to("GET", r"/cdn/attachments/.*"), "nothing is downloaded before the ack"
+
+    assert await platform.files.fetch(shot.url, max_bytes=1024) == png
+    with pytest.raises(FileNotFetched, match="over 1 KB"):
+        await platform.files.fetch(fake.serve_file("big.png", b"x" * 5000, "image/png")["url"], max_bytes=1024)
+    foreign = shot.url.replace(fake.cdn_url, "http://127.0.0.2:9")
+    with pytest.raises(FileNotFetched, match="not on Discord's CDN"):
+        await platform.files.fetch(foreign, max_bytes=1024)
 
 
 # ---------------------------------------------------------------------------------------- outbound

@@ -34,6 +34,7 @@ def discord_only(tmp_path: Path, kimi: FakeKimi, discord: FakeDiscord) -> Settin
         None,
         discord_bot_token=discord.token,
         discord_api_url=discord.api_url,
+        discord_cdn_urls=discord.cdn_url,
         discord_review_channel=REVIEW_CHANNEL_ID,
     )
 
@@ -45,7 +46,11 @@ def bot_messages(discord: FakeDiscord, channel: str) -> list[dict[str, Any]]:
 async def test_a_member_asks_on_discord_and_an_agent_approves_in_slack(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
 ) -> None:
-    overrides = {"discord_bot_token": discord.token, "discord_api_url": discord.api_url}
+    overrides = {
+        "discord_bot_token": discord.token,
+        "discord_api_url": discord.api_url,
+        "discord_cdn_urls": discord.cdn_url,
+    }
     async with running_bot(tmp_path, kimi, slack, **overrides) as harness:
         asked = await discord.post_user_message(
             SUPPORT_CHANNEL_ID, ALICE, "where is my order #W2611340?", mention_bot=True
@@ -67,7 +72,11 @@ async def test_a_member_asks_on_discord_and_an_agent_approves_in_slack(
 async def test_a_model_cannot_ping_everyone_on_discord(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
 ) -> None:
-    overrides = {"discord_bot_token": discord.token, "discord_api_url": discord.api_url}
+    overrides = {
+        "discord_bot_token": discord.token,
+        "discord_api_url": discord.api_url,
+        "discord_cdn_urls": discord.cdn_url,
+    }
     async with running_bot(tmp_path, kimi, slack, **overrides) as harness:
         kimi.script(Reply("@everyone the store is closed today, <@&1210000000000000002> too"))
         asked = await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, "is the shop open?", mention_bot=True)
@@ -127,7 +136,11 @@ def test_the_invite_url_names_the_application_from_the_token() -> None:
 async def test_an_image_a_member_attaches_reaches_the_model_and_other_files_are_listed(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
 ) -> None:
-    overrides = {"discord_bot_token": discord.token, "discord_api_url": discord.api_url}
+    overrides = {
+        "discord_bot_token": discord.token,
+        "discord_api_url": discord.api_url,
+        "discord_cdn_urls": discord.cdn_url,
+    }
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     async with running_bot(tmp_path, kimi, slack, **overrides) as harness:
         image = discord.serve_file("broken-mug.png", png, "image/png")

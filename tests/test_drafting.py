@@ -311,7 +311,11 @@ async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(
 
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     async with FakeDiscord() as discord:
-        overrides = {"discord_bot_token": discord.token, "discord_api_url": discord.api_url}
+        overrides = {
+            "discord_bot_token": discord.token,
+            "discord_api_url": discord.api_url,
+            "discord_cdn_urls": discord.cdn_url,
+        }
         policy = '[models]\ndrafting = "kimi-k2-0905-preview"\n'
         async with running_bot(tmp_path, kimi, slack, policy=policy, **overrides) as harness:
             image = discord.serve_file("broken-mug.png", png, "image/png")

@@ -43,6 +43,14 @@ LOOK_UP = CallTools([("get_order_status", {"order_id": "#W2611340"})])
         ("2 * 3 * 4 = 24", "2 * 3 * 4 = 24"),
         ("order_id and snake_case stay", "order_id and snake_case stay"),
         ("plain text passes", "plain text passes"),
+        ("~~gone~~ and ***both***", "~gone~ and *_both_*"),
+        ("- [ ] to do\n- [x] done", "• ☐ to do\n• ☑ done"),
+        ("| item | price |\n|---|---:|\n| mug | **12.50** |", "*item* | *price*\nmug | *12.50*"),
+        ("see [the guide](<https://acme.example/help>)", "see <https://acme.example/help|the guide>"),
+        ("![the mug](https://acme.example/mug.png)", "<https://acme.example/mug.png>"),
+        ("[wiki](https://en.example/wiki/Mug_(cup))", "<https://en.example/wiki/Mug_(cup)|wiki>"),
+        ("an unclosed [link](https://acme.example and *more", "an unclosed [link](https://acme.example and *more"),
+        ("---", "──────────"),
     ],
 )
 def test_markdown_becomes_slack_mrkdwn(markdown: str, mrkdwn: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -66,12 +67,17 @@ async def test_an_operator_scrapes_the_process_the_backlog_and_the_core_counters
 
 async def test_a_slow_model_shows_as_a_drafting_backlog_with_its_age(harness: Harness) -> None:
     harness.kimi.script(Hang(4.0))
+    asked = time.monotonic()
     await harness.mention("where is #W2611340")
 
     samples = await scrape(harness)
-
     assert value(samples, "supportbot_drafting_backlog") == 1
-    assert value(samples, "supportbot_drafting_oldest_age_seconds") >= 0
+    aged = await scrape_when(harness, lambda s: value(s, "supportbot_drafting_oldest_age_seconds") >= 1.0, timeout=3)
+
+    # The draft waiting since the mention is shown that old: not 0, not hours (a time zone slip).
+    age = value(aged, "supportbot_drafting_oldest_age_seconds")
+    assert 1.0 <= age <= time.monotonic() - asked + 0.5, age
+    assert value(aged, "supportbot_drafting_backlog") == 1, "still drafting while the model hangs"
     await harness.wait_cards(1)
     # The backlog is read at most once per METRICS_CACHE_SECONDS: it follows within that.
     after = await scrape_when(harness, lambda s: value(s, "supportbot_drafting_backlog") == 0)

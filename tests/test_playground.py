@@ -176,8 +176,9 @@ async def test_next_to_slack_the_playground_needs_the_token_and_its_cards_go_to_
         async with httpx.AsyncClient(base_url=harness.url, headers=HEADER) as client:
             assert (await client.get("/")).status_code == 403
             assert (await client.get("/", params={"token": "wrong"})).status_code == 403
-            opened = await client.get("/", params={"token": "pg-token-4242"})
+            opened = await client.get("/", params={"token": "pg-token-4242"}, follow_redirects=True)
             assert opened.status_code == 200 and "Review desk" not in opened.text
+            assert "token" not in str(opened.url), "the token left the address bar"
             sent = await client.post("/playground/api/message", data={"text": "Where is #W2611340?"})
             assert sent.json()["ok"], "the cookie set with the page lets the page's script in"
             refused = await client.post("/playground/api/policy/apply", data={"policy": ""})

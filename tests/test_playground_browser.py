@@ -23,6 +23,9 @@ async def test_a_newcomer_asks_as_a_customer_approves_the_card_and_sees_the_repl
         browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []  # a Content-Security-Policy violation is reported here
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
             await page.goto(f"http://127.0.0.1:{bot.port}/")
 
             await page.click("#orders")
@@ -60,5 +63,8 @@ async def test_a_newcomer_asks_as_a_customer_approves_the_card_and_sees_the_repl
 
             await page.fill("#policy", '[refunds]\nmax_amount = "lots"\n')
             await expect(page.locator("#policy-result")).to_contain_text("line 2: refunds.max_amount")
+            csp = [e for e in errors if "Content Security Policy" in e]
+            assert not csp, csp
+            assert await page.evaluate("getComputedStyle(document.querySelector('header')).display") == "flex"
         finally:
             await browser.close()

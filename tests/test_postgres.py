@@ -8,36 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import Supportbot
+from tests.fakes.files import FakeFileHost
 from tests.fakes.kimi import FakeKimi, Hang
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions
-from tests.harness import REVIEW_CHANNEL, SIGNING_SECRET, Harness, card_text, draft_id_of, settings_for, wait_until
+from tests.harness import (
+    REVIEW_CHANNEL,
+    SIGNING_SECRET,
+    SLACK_TOKEN,
+    Harness,
+    card_text,
+    draft_id_of,
+    settings_for,
+    wait_until,
+)
 
 SERVER = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL", "")
 pytestmark = pytest.mark.skipif(not SERVER, reason="set SUPPORTBOT_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    name = f"supportbot_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(SERVER, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield SERVER.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 async def test_two_instances_share_the_work_and_post_once(
@@ -101,3 +93,35 @@ async def test_work_an_instance_dropped_mid_draft_is_finished_by_the_other_once_
     finally:
         await dying.stop()
         await survivor.stop()
+
+
+async def test_an_image_is_downloaded_once_by_whichever_instance_drafts_it(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
+) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    async with FakeFileHost(token=SLACK_TOKEN) as files_host:
+        settings = settings_for(tmp_path, kimi, slack, database_url=database, slack_files_url=files_host.origin)
+        instances = [Supportbot(settings) for _ in range(2)]
+        for instance in instances:
+            await instance.start()
+        try:
+            first = Harness(instances[0], slack, kimi, tmp_path)
+            await first.import_orders()
+            envelope = app_mention(
+                "<@UBOT> my mug from #W2611340 arrived like this",
+                files=[files_host.slack_file("broken-mug.png", png, "image/png")],
+            )
+            senders = [SlackSender(f"http://127.0.0.1:{i.port}/slack/events", SIGNING_SECRET) for i in instances]
+            slack.ingest_event(envelope)
+            responses = await asyncio.gather(senders[0].event(envelope), senders[1].event(envelope, retry_num=1))
+            assert [r.status_code for r in responses] == [200, 200]
+            [card] = await first.wait_cards(1)
+            for instance in instances:
+                assert instance.core is not None
+                await instance.core.settle(5)
+        finally:
+            for instance in instances:
+                await instance.stop()
+    assert "broken-mug.png" in card_text(card) and "not downloaded" not in card_text(card)
+    assert len(files_host.requests) == 1
+    assert "data:image/png;base64," in str(kimi.completions[0]["messages"])

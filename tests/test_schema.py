@@ -1,18 +1,81 @@
 """The migrations are the schema: a fresh database upgraded with Alembic matches the models,
-and settings come from the places an operator puts them."""
+an older database upgraded keeps its rows, and settings come from the places an operator puts them."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import CheckConstraint, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
+from bot.errors import SupportbotError
 from bot.settings import load_settings
-from bot.store import ALL_METADATA, create_engine, upgrade_database
+from bot.store import (
+    ALL_METADATA,
+    Conversation,
+    Draft,
+    Message,
+    OutboxItem,
+    ProposedAction,
+    create_engine,
+    sessionmaker,
+    upgrade_database,
+)
 from tests.harness import Harness
+
+BEFORE_STATE_CHECKS = "0005_fact_notes"
+_QUOTED = re.compile(r"'([^']*)'")
+LITERAL = {"literal_binds": True}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a database with no tables: a SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    return str(request.getfixturevalue("database"))
+
+
+@pytest.fixture
+async def old_engine(empty_database: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(empty_database)
+    yield engine
+    await engine.dispose()
+
+
+def _differences(sync_conn: Any) -> list[Any]:
+    """What differs between the database and the models: Alembic's comparison (tables, columns,
+    types, indexes) and, which it leaves out, the CHECK constraints with the values they allow."""
+    context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+    found: list[Any] = [
+        d
+        for d in compare_metadata(context, list(ALL_METADATA))  # type: ignore[arg-type]
+        if not (d[0] == "remove_table" and d[1].name == "alembic_version")
+    ]
+    reflected = inspect(sync_conn)
+    for metadata in ALL_METADATA:
+        for table in metadata.sorted_tables:
+            modelled = {
+                (str(c.name), frozenset(_QUOTED.findall(str(c.sqltext.compile(compile_kwargs=LITERAL)))))
+                for c in table.constraints
+                if isinstance(c, CheckConstraint)
+            }
+            stored = {
+                (str(c["name"]), frozenset(_QUOTED.findall(c["sqltext"])))
+                for c in reflected.get_check_constraints(table.name)
+            }
+            if modelled != stored:
+                found.append(("checks", table.name, sorted(modelled - stored), sorted(stored - modelled)))
+    return found
 
 
 async def test_the_migrations_create_exactly_the_models_schema(tmp_path: Path) -> None:
@@ -20,14 +83,101 @@ async def test_the_migrations_create_exactly_the_models_schema(tmp_path: Path) -
     await upgrade_database(engine)
     await upgrade_database(engine)  # idempotent
 
-    def diff(sync_conn: Any) -> list[Any]:
-        context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
-        return list(compare_metadata(context, list(ALL_METADATA)))  # type: ignore[arg-type]
-
     async with engine.connect() as conn:
-        differences = await conn.run_sync(diff)
+        differences = await conn.run_sync(_differences)
     await engine.dispose()
-    assert [d for d in differences if not (d[0] == "remove_table" and d[1].name == "alembic_version")] == []
+    assert differences == []
+
+
+async def _database_at_0005_with_work_in_flight(engine: AsyncEngine) -> dict[str, Any]:
+    """A database an older version left behind: a reply approved with a refund, waiting in the
+    outbox; a sent one; one under review. Returns their ids."""
+    await upgrade_database(engine, BEFORE_STATE_CHECKS)
+    async with sessionmaker(engine).begin() as session:
+        conversation = Conversation(
+            thread_key="slack:T1:C1:1.0", platform="slack", workspace="T1", channel="C1", thread="1.0"
+        )
+        session.add(conversation)
+        await session.flush()
+        message = Message(conversation_id=conversation.id, role="customer", text="refund my order please")
+        session.add(message)
+        await session.flush()
+        drafts = {
+            status: Draft(conversation_id=conversation.id, message_id=message.id, status=status, text=str(status))
+            for status in (DraftStatus.APPROVED, DraftStatus.SENT, DraftStatus.AWAITING_REVIEW)
+        }
+        session.add_all(drafts.values())
+        await session.flush()
+        approved = drafts[DraftStatus.APPROVED]
+        action = ProposedAction(
+            draft_id=approved.id,
+            kind="refund",
+            params={"order_id": "#W1", "amount_cents": 500},
+            status=ActionStatus.APPROVED,
+            idempotency_key="refund-1",
+        )
+        outbox = OutboxItem(draft_id=approved.id, thread_key=conversation.thread_key, text="Refunded.")
+        session.add_all([action, outbox])
+        await session.flush()
+        return {
+            "approved": approved.id,
+            "sent": drafts[DraftStatus.SENT].id,
+            "waiting": drafts[DraftStatus.AWAITING_REVIEW].id,
+            "action": action.id,
+            "outbox": outbox.id,
+        }
+
+
+async def test_an_upgrade_keeps_the_work_in_flight_and_then_refuses_what_is_not_a_state(
+    old_engine: AsyncEngine,
+) -> None:
+    engine = old_engine
+    ids = await _database_at_0005_with_work_in_flight(engine)
+    async with engine.begin() as conn:  # hand-edited rows: near misses the upgrade can map
+        await conn.execute(text("UPDATE drafts SET status = ' Approved' WHERE id = :id"), {"id": ids["approved"]})
+        await conn.execute(text("UPDATE outbox SET status = 'PENDING' WHERE id = :id"), {"id": ids["outbox"]})
+
+    await upgrade_database(engine)
+
+    async with sessionmaker(engine)() as session:
+        drafts = {d.id: d.status for d in await session.scalars(select(Draft))}
+        action = await session.scalar(select(ProposedAction))
+        outbox = await session.scalar(select(OutboxItem))
+    assert drafts == {
+        ids["approved"]: DraftStatus.APPROVED,
+        ids["sent"]: DraftStatus.SENT,
+        ids["waiting"]: DraftStatus.AWAITING_REVIEW,
+    }
+    assert action is not None and outbox is not None
+    assert (action.draft_id, action.status, action.params["amount_cents"]) == (ids["approved"], "approved", 500)
+    assert (outbox.draft_id, outbox.status) == (ids["approved"], OutboxStatus.PENDING)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_differences) == [], "the upgraded database is the models' schema"
+
+    for table, row in (("drafts", ids["waiting"]), ("proposed_actions", ids["action"]), ("outbox", ids["outbox"])):
+        with pytest.raises(IntegrityError, match="ck_"):
+            async with engine.begin() as conn:  # around the models, as an older or buggy writer would
+                await conn.execute(text(f"UPDATE {table} SET status = 'archived' WHERE id = :id"), {"id": row})
+
+
+async def test_an_upgrade_stops_on_a_status_it_cannot_map_and_changes_nothing(old_engine: AsyncEngine) -> None:
+    engine = old_engine
+    ids = await _database_at_0005_with_work_in_flight(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE drafts SET status = 'on_hold' WHERE id = :id"), {"id": ids["waiting"]})
+        await conn.execute(text("UPDATE drafts SET status = ' Sent' WHERE id = :id"), {"id": ids["sent"]})
+
+    with pytest.raises(SupportbotError) as refused:
+        await upgrade_database(engine)
+
+    assert str(refused.value).startswith(
+        "cannot upgrade the database: drafts.status holds values that are not states: 'on_hold' (1 rows); "
+        "set them to one of drafting, awaiting_review,"
+    )
+    async with engine.connect() as conn:
+        assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == BEFORE_STATE_CHECKS
+        stored = dict((await conn.execute(text("SELECT id, status FROM drafts"))).all())
+    assert stored[ids["sent"]] == " Sent", "the upgrade rolled back whole"
 
 
 def test_secrets_come_from_a_secrets_directory(tmp_path: Path, monkeypatch: Any) -> None:

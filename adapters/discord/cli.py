@@ -6,9 +6,7 @@ import argparse
 import base64
 import binascii
 
-from adapters.discord.invite import invite_url
 from bot.errors import ConfigError
-from bot.settings import load_settings
 
 
 def application_id_from_token(token: str) -> str:
@@ -24,6 +22,9 @@ def application_id_from_token(token: str) -> str:
 
 
 def _invite(args: argparse.Namespace) -> int:
+    from adapters.discord.invite import invite_url  # discord.py is imported only when the command runs
+    from bot.settings import load_settings
+
     application_id = args.application_id
     if not application_id:
         token = load_settings().discord_bot_token

@@ -16,13 +16,11 @@ the staff review channel.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import mimetypes
 import re
 from typing import Final
 
-import aiohttp
 import discord
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -34,8 +32,6 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 DM_WORKSPACE = "@me"
-#: Images larger than this are listed on the card but not downloaded.
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 #: Minutes of inactivity before Discord hides the thread; a week covers a slow review.
 THREAD_AUTO_ARCHIVE_MINUTES: Final = 10080
 #: How often recording a customer message is tried before it is given up (and logged).
@@ -91,7 +87,7 @@ class MessageIntake:
             text=strip_mention(message.content, me.id),
             kind=kind,
             sent_at=message.created_at,
-            attachments=await collect_attachments(message),
+            attachments=collect_attachments(message),
             location=location,
         )
         await _receive_reliably(core, inbound)
@@ -178,17 +174,15 @@ def strip_mention(content: str, bot_id: int) -> str:
     return re.sub(rf"<@!?{bot_id}>", "", content).strip()
 
 
-async def collect_attachments(message: discord.Message) -> tuple[Attachment, ...]:
-    """List the files of ``message``; download images now, since Discord CDN URLs expire."""
-    return tuple(await asyncio.gather(*(_attachment(item) for item in message.attachments)))
-
-
-async def _attachment(item: discord.Attachment) -> Attachment:
-    content_type = item.content_type or mimetypes.guess_type(item.filename)[0] or "application/octet-stream"
-    data: bytes | None = None
-    if content_type.startswith("image/") and item.size <= MAX_IMAGE_BYTES:
-        try:
-            data = await item.read()
-        except (discord.HTTPException, aiohttp.ClientError) as exc:
-            log.warning("could not download attachment %s: %s", item.filename, exc)
-    return Attachment(filename=item.filename, content_type=content_type, size=item.size, url=item.url, data=data)
+def collect_attachments(message: discord.Message) -> tuple[Attachment, ...]:
+    """The files of ``message`` as Discord describes them; the core downloads the images later,
+    through :attr:`adapters.discord.platform.DiscordPlatform.files` (only from Discord's CDN)."""
+    return tuple(
+        Attachment(
+            filename=item.filename,
+            content_type=item.content_type or mimetypes.guess_type(item.filename)[0] or "application/octet-stream",
+            size=item.size,
+            url=item.url,
+        )
+        for item in message.attachments
+    )

@@ -15,6 +15,7 @@ from adapters.discord.inbound import MessageIntake
 from adapters.discord.outbound import DiscordCustomerChannel, PendingMarkers
 from adapters.discord.review import DiscordReviewDesk, ReviewButton, ReviewInteractions
 from adapters.discord.settings import DiscordSettings
+from bot.downloads import FileHost
 from bot.errors import ConfigError
 from bot.events import DecisionAction
 from bot.ports import Core
@@ -67,6 +68,8 @@ class DiscordPlatform:
         self._client: SupportbotClient | None = None
         self._gateway: asyncio.Task[None] | None = None
         self._core: Core | None = None
+        # Discord's CDN links are signed: no token goes with them, and no other host is asked.
+        self._files = FileHost.at("Discord's CDN", settings.cdn_urls, setting="DISCORD_CDN_URLS")
         pending = PendingMarkers()
         self._intake = MessageIntake(pending, self._review_channel_id)
         self._interactions = ReviewInteractions(self._require_core)
@@ -85,6 +88,10 @@ class DiscordPlatform:
     def review_desk(self) -> DiscordReviewDesk | None:
         """The staff-channel review desk when ``DISCORD_REVIEW_CHANNEL`` is set, else None."""
         return self._review_desk
+
+    @property
+    def files(self) -> FileHost:
+        return self._files
 
     @property
     def client(self) -> SupportbotClient | None:

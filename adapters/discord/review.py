@@ -5,6 +5,11 @@ draft id (``supportbot:approve:<draft>``), so a click on a card posted before a 
 still understood: nothing is kept in memory per card. Modal submissions are routed the same
 way, by their ``custom_id`` (``supportbot:edit-form:<draft>``), from ``on_interaction``.
 
+Everything on a card that a customer, the model, a tool or an agent wrote is shown literally
+(:mod:`adapters.discord.markup`): names, places and messages escaped, the draft and the sent text
+in code blocks, so a masked link, a spoiler or a heading shows as written; card messages allow
+no mentions except the on-call role of an escalation.
+
 The adapter decides nothing: every click becomes a :class:`ReviewDecision` for
 :meth:`Core.decide`, and the :class:`DecisionOutcome` message is shown to the clicker only.
 """
@@ -22,6 +27,7 @@ from typing import Any, Self
 import discord
 
 from adapters.discord.client import SupportbotClient
+from adapters.discord.markup import literal, verbatim
 from adapters.discord.outbound import NONCE_LENGTH, ClientSource, split_message
 from bot.events import Actor, DecisionAction, ReviewDecision
 from bot.ports import CardState, Core, DecisionOutcome, ReviewCard
@@ -33,6 +39,7 @@ BUTTON_TEMPLATE = rf"supportbot:(?P<action>approve|edit|reject|regenerate):(?P<d
 FORM_TEMPLATE = rf"supportbot:(?P<form>edit|regenerate)-form:(?P<draft>{DRAFT_ID_PATTERN})"
 _FORM_ID = re.compile(FORM_TEMPLATE)
 _DRAFT_ID = re.compile(DRAFT_ID_PATTERN)
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 #: Discord limits (embeds, text inputs, custom ids).
 EMBED_DESCRIPTION_LIMIT = 4096
@@ -53,6 +60,7 @@ EDIT_FORM_TIMEOUT_SECONDS = 2.0
 #: A click is acknowledged (deferred) first; the core's decision is awaited this long at most.
 DECIDE_TIMEOUT_SECONDS = 10.0
 COULD_NOT_RECORD = "Could not record your decision, please click again."
+SENT_TEXT = "Sent text"
 
 _BUTTONS: dict[DecisionAction, tuple[str, discord.ButtonStyle]] = {
     DecisionAction.APPROVE: ("Approve", discord.ButtonStyle.success),
@@ -134,7 +142,8 @@ def render_card(card: ReviewCard, key: str = "") -> discord.Embed:
     ) > (EMBED_TOTAL_LIMIT - _DESCRIPTION_RESERVE):
         limit -= 64
     for name, value, inline in fields:
-        embed.add_field(name=name, value=_clip(value, limit), inline=inline)
+        shown = verbatim(value, limit) if name == SENT_TEXT else _clip(value, limit)
+        embed.add_field(name=name, value=shown, inline=inline)
     embed.description = _description(card, EMBED_TOTAL_LIMIT - len(embed) - 16)
     return embed
 
@@ -156,50 +165,53 @@ def card_key_of(message: discord.Message) -> str | None:
 
 
 def _card_fields(card: ReviewCard) -> list[tuple[str, str, bool]]:
-    fields = [("Asked by", card.asked_by or "?", True), ("Where", card.where or "?", True)]
+    """The embed's fields; every value but the card's own markup is escaped (the sent text is
+    raw here and becomes a code block when the field is added)."""
+    fields = [("Asked by", literal(card.asked_by or "?"), True), ("Where", literal(card.where or "?"), True)]
     if card.identity:  # guards (issue 8): who is verified, and what the checks flagged
-        fields.append(("Identity", card.identity, False))
+        fields.append(("Identity", literal(card.identity), False))
     if card.flags:
-        fields.append(("🛑 Check before approving", "\n".join(f"• {flag}" for flag in card.flags), False))
+        fields.append(("🛑 Check before approving", "\n".join(f"• {literal(flag)}" for flag in card.flags), False))
     if card.lookups:
-        lines = [f"{'✅' if item.ok else '⚠️'} **{item.name}**: {item.summary}" for item in card.lookups]
+        lines = [f"{'✅' if item.ok else '⚠️'} {_tool(item.name)}: {literal(item.summary)}" for item in card.lookups]
         fields.append(("Tool lookups", "\n".join(lines), False))
     if card.proposals:
         lines = [
-            f"{'✅' if item.allowed else '⛔'} **{item.kind}** ({item.status}): {item.summary}\n↳ {item.verdict}"
+            f"{'✅' if item.allowed else '⛔'} **{literal(item.kind)}** ({literal(item.status)}): "
+            f"{literal(item.summary)}\n↳ {literal(item.verdict)}"
             for item in card.proposals
         ]
         fields.append(("Proposals", "\n".join(lines), False))
     if card.attachments:
-        fields.append(("Attachments", "\n".join(f"📎 {name}" for name in card.attachments), False))
+        fields.append(("Attachments", "\n".join(f"📎 {literal(name)}" for name in card.attachments), False))
     for name, text in (
         ("⚠️ Failure", card.failure),
         ("ℹ️ Notice", card.notice),
         ("🚨 Escalation", card.escalation),
     ):
         if text:
-            fields.append((name, text, False))
+            fields.append((name, literal(text), False))
     if card.sent_text and card.sent_text != card.draft_text:
-        fields.append(("Sent text", card.sent_text, False))
+        fields.append((SENT_TEXT, card.sent_text, False))
     if card.decided_by or card.decided_at:
         when = f" · <t:{int(card.decided_at.timestamp())}:f>" if card.decided_at else ""
-        fields.append(("Decided by", f"{card.decided_by or '?'}{when}", True))
+        fields.append(("Decided by", f"{literal(card.decided_by or '?')}{when}", True))
     return fields
+
+
+def _tool(name: str) -> str:
+    """A tool's name in inline code; a name the model made up that code cannot hold, escaped."""
+    return f"`{name}`" if _TOOL_NAME.fullmatch(name) else literal(name)
 
 
 def _description(card: ReviewCard, budget: int) -> str:
     budget = max(0, min(budget, EMBED_DESCRIPTION_LIMIT))
-    quoted = "\n".join(f"> {line}" for line in (card.customer_text or "(no text)").splitlines())
+    quoted = "\n".join(f"> {literal(line)}" for line in (card.customer_text or "(no text)").splitlines())
     customer = "**Customer message**\n" + _clip(quoted, max(200, budget // 3))
     if not card.draft_text:
         return _clip(customer, budget)
-    heading = "\n\n**Draft reply**\n"
-    room = budget - len(customer) - len(heading)
-    draft = card.draft_text
-    if len(draft) > room:
-        note = f"\n… (truncated: {len(draft)} characters in full)"
-        draft = draft[: max(0, room - len(note))] + note
-    return _clip(customer + heading + draft, budget)
+    heading = "\n\n**Draft reply** (as written: links and formatting shown literally)\n"
+    return customer + heading + verbatim(card.draft_text, budget - len(customer) - len(heading))
 
 
 def _clip(text: str, limit: int) -> str:
@@ -410,7 +422,7 @@ class DiscordReviewDesk:
         content, mentions = None, discord.AllowedMentions.none()
         if card.escalation and card.on_call.isdigit():
             # Tag the on-call role, and only that role.
-            content = f"<@&{card.on_call}> 🚨 {card.escalation}"[:2000]
+            content = f"<@&{card.on_call}> 🚨 {literal(card.escalation)}"[:2000]
             mentions = discord.AllowedMentions(
                 everyone=False, users=False, roles=[discord.Object(id=int(card.on_call))]
             )
@@ -437,7 +449,11 @@ class DiscordReviewDesk:
             raise ValueError(f"not a Discord card reference: {ref!r}")
         channel = self._client().get_partial_messageable(int(channel_id))
         message = channel.get_partial_message(int(message_id))
-        await message.edit(embed=render_card(card, self._keys.get(card.draft_id, "")), view=review_buttons(card))
+        await message.edit(
+            embed=render_card(card, self._keys.get(card.draft_id, "")),
+            view=review_buttons(card),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
 
     async def post_notice(self, text: str) -> None:
         channel = self._client().get_partial_messageable(self.channel_id)

@@ -1,5 +1,5 @@
 """The Discord adapter's own settings, read from the core :class:`bot.settings.Settings` (the
-environment names stay ``DISCORD_BOT_TOKEN``, ``DISCORD_API_URL``, ``DISCORD_REVIEW_CHANNEL``,
+environment names stay ``DISCORD_BOT_TOKEN``, ``DISCORD_API_URL``, ``DISCORD_CDN_URLS``, ``DISCORD_REVIEW_CHANNEL``,
 ``DISCORD_PENDING_INDICATOR``). The rest of the adapter reads only these."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ class DiscordSettings:
     api_url: str = "https://discord.com/api/v10"
     review_channel_id: int | None = None
     pending_indicator: str = "reaction"
+    #: Discord's CDN: attachments are downloaded from these origins only.
+    cdn_urls: tuple[str, ...] = ("https://cdn.discordapp.com", "https://media.discordapp.net")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiscordSettings | None:
@@ -40,6 +42,7 @@ class DiscordSettings:
             api_url=settings.discord_api_url.rstrip("/"),
             review_channel_id=review_channel_id(settings.discord_review_channel),
             pending_indicator=settings.discord_pending_indicator,
+            cdn_urls=tuple(settings.discord_cdn_urls.replace(",", " ").split()),
         )
 
 

@@ -56,6 +56,11 @@ def render_card(ref: str, card: ReviewCard) -> str:
     ]
     if card.attachments:
         parts.append(f'<p class="meta">Attachments: {escape(", ".join(card.attachments))}</p>')
+    if card.identity:
+        parts.append(f'<p class="meta">{escape(card.identity)}</p>')
+    if card.flags:
+        items = "".join(f"<li>{escape(flag)}</li>" for flag in card.flags)
+        parts.append(f'<div class="flag">🛑 <b>Check before approving:</b><ul>{items}</ul></div>')
     if card.escalation:
         tag = f"@{escape(card.on_call)} " if card.on_call else ""
         parts.append(f'<p class="flag">🚨 {tag}Escalation: {escape(card.escalation)}</p>')
@@ -146,41 +151,14 @@ def page(*, has_desk: bool, can_apply: bool, policy_text: str, policy_path: str)
         policy=escape(policy_text),
         policy_path=escape(policy_path),
         apply=apply,
-        script=_SCRIPT,
     )
 
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>supportbot playground</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 0; background: #f4f5f7; color: #1d1c1d; }}
-header {{ padding: 10px 16px; background: #3f0e40; color: #fff; display: flex; gap: 12px; align-items: center; }}
-header h1 {{ font-size: 17px; margin: 0; flex: 1; }}
-main {{ display: grid; grid-template-columns: 1fr 1fr; gap: 12px; padding: 12px; }}
-section {{ background: #fff; border-radius: 8px; padding: 10px 14px; box-shadow: 0 1px 2px #0002; }}
-h2 {{ font-size: 15px; margin: 4px 0 8px; }} h3 {{ font-size: 13px; color: #555; margin: 0 0 6px; }}
-.msg {{ margin: 6px 0; padding: 6px 10px; border-radius: 8px; max-width: 85%; white-space: pre-wrap; }}
-.msg.customer {{ background: #e8f0fe; margin-left: auto; }} .msg.support {{ background: #e6f4ea; }}
-.file {{ display: block; font-size: 12px; color: #555; }}
-.pending, .hint, .meta {{ color: #666; font-size: 12px; }}
-.card {{ border: 1px solid #ddd; border-left: 4px solid #1264a3; border-radius: 6px;
-  padding: 6px 10px; margin: 0 0 10px; }}
-.card.state-sent, .card.state-approved, .card.state-edited {{ border-left-color: #2eb67d; }}
-.card.state-rejected, .card.state-failed, .card.state-send_failed {{ border-left-color: #e01e5a; }}
-.card.state-superseded {{ opacity: .6; }}
-blockquote {{ margin: 0 0 6px; padding-left: 8px; border-left: 3px solid #ccc; white-space: pre-wrap; }}
-.draft {{ white-space: pre-wrap; background: #fafafa; padding: 6px; border-radius: 4px; }}
-.flag {{ color: #b00; }} .proposal {{ background: #fff8e1; padding: 6px; border-radius: 4px; margin: 4px 0; }}
-.lookups li.failed {{ color: #b00; }}
-.actions button, #compose button {{ margin: 4px 4px 0 0; }} .approve {{ background: #007a5a; color: #fff; }}
-.reject {{ background: #e01e5a; color: #fff; }}
-button {{ border: 1px solid #bbb; border-radius: 4px; padding: 4px 10px; cursor: pointer; background: #fff; }}
-textarea, input {{ font: inherit; width: 100%; box-sizing: border-box; }}
-.instruction {{ margin-top: 4px; }}
-#policy-side {{ grid-column: 1 / -1; }} #policy {{ font: 12px/1.35 monospace; height: 180px; }}
-.ok {{ color: #007a5a; }} .bad {{ color: #b00; }} #flash {{ color: #fff; }} #flash.error {{ color: #ffb3b3; }}
-</style></head>
+<link rel="stylesheet" href="/playground/static/playground.css">
+</head>
 <body>
 <header><h1>supportbot playground</h1>
 <button id="orders">Load sample orders</button><button id="new-thread">New conversation</button>
@@ -194,79 +172,6 @@ textarea, input {{ font: inherit; width: 100%; box-sizing: border-box; }}
 <textarea id="policy" spellcheck="false">{policy}</textarea>
 <div id="policy-result"></div>{apply}</section>
 </main>
-<script>{script}</script>
+<script src="/playground/static/playground.js"></script>
 </body></html>
-"""
-
-_SCRIPT = """
-const H = {'X-Playground': '1'};
-const $ = (id) => document.getElementById(id);
-let version = -1;
-function flash(text, error) { $('flash').textContent = text || ''; $('flash').className = error ? 'error' : ''; }
-async function post(path, body) {
-  const r = await fetch('/playground/api/' + path, {method: 'POST', headers: H, body: body});
-  const data = await r.json().catch(() => ({}));
-  const good = r.ok && data.ok !== false;
-  flash(good ? (data.message || '') : (data.message || r.statusText), !good);
-  return data;
-}
-async function refresh() {
-  const r = await fetch('/playground/api/state?since=' + version, {headers: H});
-  if (!r.ok) { flash('the bot is not answering'); return; }
-  const data = await r.json();
-  if (data.version === version) return;
-  version = data.version;
-  $('customer').innerHTML = data.customer;
-  if ($('desk')) {
-    const open = document.activeElement && document.activeElement.closest && document.activeElement.closest('#desk');
-    if (!open || !document.querySelector('.edit-form')) $('desk').innerHTML = data.desk;
-  }
-}
-async function loop() {
-  for (;;) { try { await refresh(); } catch (e) { await new Promise(r => setTimeout(r, 1000)); } }
-}
-$('compose').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const form = new FormData(e.target);
-  if (!form.get('text').trim() && !form.get('image').size) return;
-  await post('message', form);
-  e.target.reset();
-});
-$('orders').addEventListener('click', () => post('orders', new FormData()));
-$('new-thread').addEventListener('click', () => post('thread', new FormData()));
-document.addEventListener('click', async (e) => {
-  const b = e.target.closest('button');
-  if (!b) return;
-  if (b.dataset.action) {
-    const form = new FormData();
-    form.set('draft_id', b.dataset.draft); form.set('action', b.dataset.action);
-    const hint = document.querySelector('.instruction[data-for="' + b.dataset.draft + '"]');
-    if (hint && hint.value) form.set('instruction', hint.value);
-    await post('decide', form);
-  } else if (b.dataset.edit) {
-    const r = await fetch('/playground/api/edit/' + encodeURIComponent(b.dataset.edit), {headers: H});
-    $('edit-' + b.dataset.edit).innerHTML = await r.text();
-  }
-});
-document.addEventListener('submit', async (e) => {
-  if (!e.target.classList.contains('edit-form')) return;
-  e.preventDefault();
-  const form = new FormData(e.target);
-  form.set('draft_id', e.target.dataset.draft); form.set('action', 'edit');
-  e.target.remove();
-  await post('decide', form);
-  version = -1;
-});
-let timer = null;
-async function check() {
-  const form = new FormData(); form.set('policy', $('policy').value);
-  const r = await fetch('/playground/api/policy/check', {method: 'POST', headers: H, body: form});
-  $('policy-result').innerHTML = await r.text();
-}
-$('policy').addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(check, 300); });
-if ($('policy-apply')) $('policy-apply').addEventListener('click', async () => {
-  const form = new FormData(); form.set('policy', $('policy').value);
-  await post('policy/apply', form); check();
-});
-check(); loop();
 """

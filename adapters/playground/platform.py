@@ -6,17 +6,18 @@ the customer pane becomes an :class:`bot.events.InboundMessage`, a click on a ca
 :class:`bot.events.ReviewDecision`; the core's replies and cards land back here. With no chat
 platform configured it opens by itself (``supportbot run`` with only ``MOONSHOT_API_KEY``);
 next to Slack or Discord it is there only with ``PLAYGROUND_TOKEN`` (cards then go to that
-platform's review desk, and the policy editor checks without saving). Without a token it
-answers only requests from this machine (loopback), whatever ``HOST`` it listens on.
+platform's review desk, the policy editor checks without saving, and decisions are taken as
+``PLAYGROUND_APPROVER``, whom the core accepts only from the policy's approver lists). Without a
+token it answers only requests from this machine (loopback), whatever ``HOST`` it listens on.
 
-Every request that changes something must carry the ``X-Playground`` header, which a
-cross-site form cannot send, so another web page cannot drive a local playground.
+Every API request must carry the ``X-Playground`` header, which a cross-site form cannot send;
+:mod:`adapters.playground.guard` checks ``Host`` and ``Origin`` (DNS rebinding), keeps the
+token out of the cookie and the address bar, and adds the security headers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
 import os
@@ -27,21 +28,32 @@ from pathlib import Path
 from aiohttp import web
 
 from adapters.playground import page
+from adapters.playground.guard import (
+    SESSION_COOKIE,
+    HostGuard,
+    same_secret,
+    scheme_of,
+    session_value,
+    with_security_headers,
+    without_token,
+)
 from adapters.playground.settings import PlaygroundSettings
 from adapters.playground.state import PLATFORM, ChatLine, PlaygroundState, now
 from bot.errors import ImportFailed, PolicyError
 from bot.events import Actor, Attachment, Author, DecisionAction, InboundMessage, MessageKind, ReviewDecision, ThreadRef
-from bot.policy import parse_policy
+from bot.policy import check_policy
 from bot.ports import Core, ReviewCard
 from bot.samples import load_sample_orders
+from bot.secret_values import configured_secrets
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SAMPLE_ORDERS = Path(__file__).with_name("sample_orders.jsonl")
+STATIC = Path(__file__).with_name("static")
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 LONG_POLL_SECONDS = 20.0
-COOKIE = "playground_token"
 CUSTOMER = Author("playground-customer", "Playground customer")
 AGENT = Actor(PLATFORM, "playground-agent", "You (playground)")
 _OTHER_PLATFORMS = ("slack_bot_token", "slack_signing_secret", "slack_app_token", "discord_bot_token")
@@ -56,9 +68,9 @@ def create(settings: object) -> PlaygroundPlatform | None:
     own = PlaygroundSettings()
     token = own.token.get_secret_value() if own.token else ""
     if token:
-        return PlaygroundPlatform(settings, token=token, with_desk=not _other_platform(settings))
+        return PlaygroundPlatform(settings, own, token=token, with_desk=not _other_platform(settings))
     if own.enabled and not _other_platform(settings):
-        return PlaygroundPlatform(settings)
+        return PlaygroundPlatform(settings, own)
     return None
 
 
@@ -73,9 +85,17 @@ class PlaygroundPlatform:
     name = PLATFORM
     platform = PLATFORM
 
-    def __init__(self, settings: Settings, *, token: str = "", with_desk: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, own: PlaygroundSettings | None = None, *, token: str = "", with_desk: bool = True
+    ) -> None:
+        own = own if own is not None else PlaygroundSettings()
         self.settings = settings
         self.token = token
+        self._session = session_value(token) if token else ""
+        self._hosts = HostGuard(settings.host, own.allowed_hosts)
+        approver = own.approver.strip()
+        self.actor = Actor(PLATFORM, approver, f"{approver} (playground)") if approver else AGENT
+        self._secrets = {**configured_secrets(settings), **({"PLAYGROUND_TOKEN": token} if token else {})}
         self.state = PlaygroundState()
         self._with_desk = with_desk
         self._core: Core | None = None
@@ -93,6 +113,11 @@ class PlaygroundPlatform:
         return self if self._with_desk else None
 
     @property
+    def files(self) -> None:
+        """None: the page uploads an image's bytes with the message, nothing is downloaded."""
+        return None
+
+    @property
     def can_apply_policy(self) -> bool:
         """Saving the policy file is for a playground of its own, not one next to live customers."""
         return self._with_desk and not self.token
@@ -101,6 +126,7 @@ class PlaygroundPlatform:
         guard = self._guarded
         return [
             web.get("/", guard(self._page)),
+            web.get("/playground/static/{name}", guard(self._static)),
             web.get("/playground/api/state", guard(self._state)),
             web.get("/playground/api/edit/{draft_id}", guard(self._edit)),
             web.post("/playground/api/message", guard(self._message)),
@@ -181,26 +207,56 @@ class PlaygroundPlatform:
 
     def _guarded(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if self._core is None:
-                raise web.HTTPServiceUnavailable(text="the bot is starting")
-            if self.token and not self._authorised(request):
-                raise web.HTTPForbidden(text="the playground needs ?token=PLAYGROUND_TOKEN")
-            if not self.token and not is_local(request.remote):
-                raise web.HTTPForbidden(
-                    text="without PLAYGROUND_TOKEN the playground answers only on this machine (localhost)"
-                )
-            if request.path != "/" and request.headers.get("X-Playground") != "1":
-                raise web.HTTPForbidden(text="missing X-Playground header")
-            response = await handler(request)
-            if self.token and request.query.get("token"):
-                response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict")
-            return response
+            try:
+                return with_security_headers(await self._admit(request, handler))
+            except web.HTTPException as exc:
+                with_security_headers(exc)
+                raise
 
         return guarded
 
+    async def _admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._core is None:
+            raise web.HTTPServiceUnavailable(text="the bot is starting")
+        refusal = self._hosts.host_refusal(request)
+        if refusal is not None:
+            raise web.HTTPForbidden(text=refusal)
+        from_url = bool(self.token and request.query.get("token"))
+        if self.token and not self._authorised(request):
+            raise web.HTTPForbidden(text="the playground needs ?token=PLAYGROUND_TOKEN")
+        if not self.token and not is_local(request.remote):
+            raise web.HTTPForbidden(
+                text="without PLAYGROUND_TOKEN the playground answers only on this machine (localhost)"
+            )
+        if from_url and request.method == "GET":  # the token leaves the address bar (and history)
+            response: web.StreamResponse = web.Response(status=303, headers={"Location": without_token(request)})
+            self._set_session(request, response)
+            return response
+        refusal = self._hosts.origin_refusal(request)
+        if refusal is not None:
+            raise web.HTTPForbidden(text=refusal)
+        if request.path.startswith("/playground/api/") and request.headers.get("X-Playground") != "1":
+            raise web.HTTPForbidden(text="missing X-Playground header")
+        response = await handler(request)
+        if from_url:
+            self._set_session(request, response)
+        return response
+
     def _authorised(self, request: web.Request) -> bool:
-        offered = request.query.get("token") or request.cookies.get(COOKIE) or ""
-        return hmac.compare_digest(offered.encode(), self.token.encode())
+        offered = request.query.get("token")
+        if offered:
+            return same_secret(offered, self.token)
+        return same_secret(request.cookies.get(SESSION_COOKIE, ""), self._session)
+
+    def _set_session(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            self._session,
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=scheme_of(request) == "https",
+        )
 
     @property
     def core(self) -> Core:
@@ -217,6 +273,14 @@ class PlaygroundPlatform:
             has_desk=self._with_desk, can_apply=self.can_apply_policy, policy_text=text, policy_path=str(path)
         )
         return web.Response(text=html, content_type="text/html")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        kind = STATIC_TYPES.get(Path(name).suffix)
+        path = STATIC / name
+        if kind is None or path.parent != STATIC or not path.is_file():
+            raise web.HTTPNotFound(text="no such file")
+        return web.Response(body=await asyncio.to_thread(path.read_bytes), content_type=kind, charset="utf-8")
 
     async def _state(self, request: web.Request) -> web.Response:
         try:
@@ -278,7 +342,7 @@ class PlaygroundPlatform:
         decision = ReviewDecision(
             draft_id=str(form.get("draft_id", "")),
             action=action,
-            actor=AGENT,
+            actor=self.actor,
             edited_text=_text(form.get("edited_text")),
             instruction=_text(form.get("instruction")),
             refund_amount=_text(form.get("refund_amount")),
@@ -304,18 +368,16 @@ class PlaygroundPlatform:
 
     async def _policy_check(self, request: web.Request) -> web.Response:
         form = await request.post()
-        ok, version, problems = self._check(str(form.get("policy", "")))
-        return web.Response(text=page.policy_result(ok, version, problems), content_type="text/html")
+        ok, version, problems = await self._check(str(form.get("policy", "")))
+        html = page.policy_result(ok, version, problems)
+        return web.Response(text=html, content_type="text/html", status=200 if ok else 400)
 
-    def _check(self, text: str) -> tuple[bool, str, list[str]]:
-        path = self._policy_path()
+    async def _check(self, text: str) -> tuple[bool, str, list[str]]:
+        """The bot's own checks (:func:`bot.policy.check_policy`), knowledge files included."""
         try:
-            policy = parse_policy(text, str(path))
+            policy = await asyncio.to_thread(check_policy, text, self._policy_path(), self._secrets)
         except PolicyError as exc:
             return False, "", exc.problems
-        missing = [name for name in policy.knowledge.files if not (path.parent / name).is_file()]
-        if missing:
-            return False, "", [f"knowledge.files: no such file: {name}" for name in missing]
         return True, policy.version, []
 
     async def _policy_apply(self, request: web.Request) -> web.Response:
@@ -323,17 +385,23 @@ class PlaygroundPlatform:
             return _answer(False, "next to a live platform the playground does not save the policy", status=403)
         form = await request.post()
         text = str(form.get("policy", ""))
-        ok, version, problems = self._check(text)
+        ok, version, problems = await self._check(text)
         if not ok:
             return _answer(False, "not saved: " + "; ".join(problems), status=400)
-        await asyncio.to_thread(_write_atomically, self._policy_path(), text)
-        await self.core.reload_policy()
+        path = self._policy_path()
+        before = await asyncio.to_thread(_read_exactly, path)
+        await asyncio.to_thread(_write_atomically, path, text.encode("utf-8"))
+        refused = await self.core.reload_policy()
+        if refused is not None:  # the bot would not take it: the file goes back as it was
+            await asyncio.to_thread(_restore, path, before)
+            await self.core.reload_policy()
+            return _answer(False, "refused by the bot, not saved: " + "; ".join(refused.problems), status=400)
         pending = self.state.pending_card()
         if pending is None:
             return _answer(True, f"policy {version} saved; no conversation is waiting for review")
         outcome = await self.core.decide(
             ReviewDecision(
-                pending.draft_id, DecisionAction.REGENERATE, AGENT, instruction="run again under the edited policy"
+                pending.draft_id, DecisionAction.REGENERATE, self.actor, instruction="run again under the edited policy"
             )
         )
         if not outcome.ok:
@@ -366,7 +434,21 @@ def _read_policy(path: Path) -> str:
     return ""
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _read_exactly(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _restore(path: Path, before: bytes | None) -> None:
+    if before is None:
+        path.unlink(missing_ok=True)
+    else:
+        _write_atomically(path, before)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
+    temporary.write_bytes(data)
     temporary.replace(path)

@@ -1,5 +1,14 @@
 """Block Kit for review cards and modals. Rendering only: the card's content is decided by
-the core (:class:`bot.ports.ReviewCard`)."""
+the core (:class:`bot.ports.ReviewCard`).
+
+Every text on a card that a customer, a model, a tool or an agent wrote is escaped (``&``, ``<``,
+``>``: Slack's rule), in sections, context elements and the notification ``text`` alike, so a
+Discord nickname ``<!channel>`` or a server name ``<https://evil|Approve here>`` shows as written
+and pings or links nothing. The only live markup is the card's own: the on-call tag of an
+escalation (from the policy) and, for a Slack customer, the ``<@U…>`` / ``<#C…>`` this adapter's
+intake wrote itself (recognised by the whole location having the intake's exact shape, which no
+other platform's location has). The draft is shown verbatim in a code block: what the model wrote,
+masked links and all, not what a renderer would make of it."""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import json
 import re
 from typing import Any
 
+from adapters.slack.mrkdwn import escape
 from bot.ports import CardState, ReviewCard
 
 SECTION_LIMIT = 2900
@@ -27,14 +37,48 @@ _STATE_LINES = {
 }
 
 
-def escape(text: str) -> str:
-    """Slack mrkdwn escaping: customer or model text can never ping or link."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+#: The locations the Slack intake writes (``adapters.slack.intake``): only these are Slack's own.
+_SLACK_LOCATION = re.compile(r"Slack(?: Connect)? · (?:<#[A-Z0-9]+>|direct message)")
+_SLACK_USER = re.compile(r"<@[A-Z0-9]+>")
+_FENCE = "```"
+_BROKEN_FENCE = "`\u200b``"  # a ``` in the draft, shown without ending the preformatted block
+
+
+def _from_slack(card: ReviewCard) -> bool:
+    """Whether the asker and location are the intake's own Slack mention and channel link."""
+    return bool(_SLACK_LOCATION.fullmatch(card.where) and _SLACK_USER.fullmatch(card.asked_by))
+
+
+def _asker(card: ReviewCard) -> str:
+    return card.asked_by if _from_slack(card) else escape(card.asked_by)
+
+
+def _where(card: ReviewCard) -> str:
+    return card.where if _from_slack(card) else escape(card.where)
 
 
 def _name(name: str) -> str:
-    """A Slack user mention stays a mention; any other name is escaped text."""
-    return name if re.fullmatch(r"<@[A-Z0-9]+>", name) else escape(name)
+    """The deciding agent: a Slack click's actor is the mention ``<@U…>`` this desk wrote; any
+    other name is escaped text."""
+    return name if _SLACK_USER.fullmatch(name) else escape(name)
+
+
+def _verbatim(text: str) -> str:
+    """``text`` in a preformatted block, shown exactly as written (escaped; a ``` inside it
+    cannot close the block early)."""
+    return _FENCE + escape(text).replace(_FENCE, _BROKEN_FENCE) + _FENCE
+
+
+def _verbatim_chunks(text: str, limit: int) -> list[str]:
+    """``text`` as preformatted blocks of at most ``limit`` characters each once escaped."""
+    blocks: list[str] = []
+    for chunk in _chunks(text, limit):
+        shown = _verbatim(chunk)
+        if len(shown) > limit and len(chunk) > 1:
+            blocks.extend(_verbatim_chunks(chunk, max(1, len(chunk) // 2)) if limit > 1 else [shown])
+        else:
+            blocks.append(shown)
+    return blocks
 
 
 def _chunks(text: str, limit: int = SECTION_LIMIT) -> list[str]:
@@ -85,9 +129,7 @@ def _button(
 def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
     """The card as Block Kit (≤ 50 blocks, every section ≤ 3,000 characters)."""
     blocks: list[dict[str, Any]] = [
-        _section(
-            f"*{_name(card.asked_by)}* asked in {card.where}:\n{_quote(card.customer_text[: SECTION_LIMIT - 200])}"
-        )
+        _section(f"*{_asker(card)}* asked in {_where(card)}:\n{_quote(card.customer_text[: SECTION_LIMIT - 200])}")
     ]
     if card.attachments:
         blocks.append(
@@ -114,20 +156,21 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
         )
     if card.draft_text:
         label = "*Reply sent*" if card.state is CardState.SENT else "*Draft reply*"
-        for index, chunk in enumerate(_chunks(escape(card.draft_text))[:6]):
-            blocks.append(_section(f"{label}\n{chunk}" if index == 0 else chunk))
+        label += " (as written: links and formatting shown literally)"
+        for index, shown in enumerate(_verbatim_chunks(card.draft_text, SECTION_LIMIT - 100)[:6]):
+            blocks.append(_section(f"{label}\n{shown}" if index == 0 else shown))
     if card.lookups:
-        lines = [f"• `{lookup.name}`: {escape(lookup.summary)}" for lookup in card.lookups[:15]]
+        lines = [f"• `{escape(lookup.name)}`: {escape(lookup.summary)}" for lookup in card.lookups[:15]]
         blocks.append(_section("*Looked up*\n" + "\n".join(lines)))
     for proposal in card.proposals[:5]:
         icon = ":moneybag:" if proposal.allowed else ":no_entry:"
         blocks.append(
             _section(
-                f"{icon} *Proposed {proposal.kind}* ({proposal.status})\n{escape(proposal.summary)}\n"
+                f"{icon} *Proposed {escape(proposal.kind)}* ({escape(proposal.status)})\n{escape(proposal.summary)}\n"
                 f"_Policy: {escape(proposal.verdict)}_"
             )
         )
-    meta = f"Draft `{card.draft_id[:8]}` · rev {card.revision}" + (f" · {card.model}" if card.model else "")
+    meta = f"Draft `{card.draft_id[:8]}` · rev {card.revision}" + (f" · {escape(card.model)}" if card.model else "")
     if card.notice:
         meta += f" · {escape(card.notice)}"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": meta[:2900]}]})
@@ -168,7 +211,9 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
 
 
 def card_fallback_text(card: ReviewCard) -> str:
-    return f"Draft for {card.asked_by}: {card.state.value.replace('_', ' ')}"[:300]
+    """The message's ``text``: what notifications show, escaped like the blocks."""
+    asker = _asker(card) if len(card.asked_by) <= 200 else escape(card.asked_by[:200])
+    return f"Draft for {asker}: {card.state.value.replace('_', ' ')}"
 
 
 def edit_modal(draft_id: str, text: str, refund_amount: str | None, card_channel: str) -> dict[str, Any]:

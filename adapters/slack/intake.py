@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-from pydantic import SecretStr
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 
@@ -39,9 +37,6 @@ IGNORED_SUBTYPES = frozenset(
         "message_replied",
     }
 )
-MAX_IMAGE_BYTES = 5 * 1024 * 1024
-#: Downloading an image happens before the ack: it is bounded by this.
-IMAGE_TIMEOUT = 2.0
 
 
 def ignored_reason(event: dict[str, Any], review_channel: str | None) -> str | None:
@@ -83,12 +78,10 @@ class SlackIntake:
         *,
         core: Callable[[], Core],
         directory: SlackDirectory,
-        token: SecretStr,
         bot_user_id: Callable[[], str],
     ) -> None:
         self._core = core
         self._directory = directory
-        self._token = token
         self._bot_user_id = bot_user_id
 
     def register(self, app: AsyncApp, review_channel: str | None) -> None:
@@ -145,21 +138,18 @@ class SlackIntake:
             text=self._strip_mention(event["text"]),
             kind=kind,
             sent_at=datetime.fromtimestamp(float(ts), UTC),
-            attachments=tuple([await self._attachment(f) for f in event["files"]]),
+            attachments=tuple(self._attachment(f) for f in event["files"]),
             location=where,
         )
 
-    async def _attachment(self, file: wire.FileObject) -> Attachment:
-        content_type, size, url = file["mimetype"], file["size"], file["url_private"]
-        data = None
-        if content_type.startswith("image/") and url and 0 < size <= MAX_IMAGE_BYTES:
-            try:
-                async with httpx.AsyncClient(timeout=IMAGE_TIMEOUT) as http:  # the event is acked after this
-                    response = await http.get(
-                        url, headers={"Authorization": f"Bearer {self._token.get_secret_value()}"}
-                    )
-                if response.status_code == 200 and len(response.content) <= MAX_IMAGE_BYTES:
-                    data = response.content
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                log.warning("could not download the image %s: %s", file["name"], type(exc).__name__)
-        return Attachment(file["name"], content_type, size, url, data)
+    @staticmethod
+    def _attachment(file: wire.FileObject) -> Attachment:
+        """What Slack says about a file; the core downloads it later, through
+        :attr:`adapters.slack.platform.SlackPlatform.files` (only from Slack's file host)."""
+        return Attachment(
+            file["name"],
+            file["mimetype"],
+            file["size"],
+            file["url_private_download"] or file["url_private"],
+            external=file["external"],
+        )

@@ -18,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import cards, wire
 from adapters.slack.intake import FLAT_DM
-from adapters.slack.mrkdwn import to_mrkdwn
+from adapters.slack.mrkdwn import escape, to_mrkdwn
 from bot.events import ThreadRef
 from bot.ports import ReviewCard
 
@@ -122,5 +122,6 @@ class SlackOutbound:
         )
 
     async def post_notice(self, text: str) -> None:
+        # A notice may quote what others wrote (a policy file's bad value): shown, never pinging.
         if self.review_channel:
-            await self._client.chat_postMessage(channel=self.review_channel, text=text)
+            await self._client.chat_postMessage(channel=self.review_channel, text=escape(text))

@@ -43,6 +43,7 @@ from adapters.slack.lazy import SupervisedLazyListenerRunner
 from adapters.slack.outbound import SlackOutbound
 from adapters.slack.review import SlackReview, describe
 from adapters.slack.settings import SlackSettings
+from bot.downloads import FileHost
 from bot.errors import ConfigError
 from bot.ports import Core
 from bot.settings import Settings
@@ -82,6 +83,13 @@ class SlackPlatform:
             settings = own
         self.settings = settings
         self._token = settings.bot_token
+        # Files are fetched with the bot token, so only from Slack's own file host.
+        self._files = FileHost.at(
+            "Slack's file host",
+            [settings.files_url],
+            setting="SLACK_FILES_URL",
+            headers={"Authorization": f"Bearer {self._token.get_secret_value()}"},
+        )
         # One connection pool for every Web API call (Bolt's per-request clients share it too).
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.client = AsyncWebClient(
@@ -118,7 +126,7 @@ class SlackPlatform:
         self.directory = SlackDirectory(self.client)
         self._outbound = SlackOutbound(self.client, self.review_channel)
         self._intake = SlackIntake(
-            core=self._require_core, directory=self.directory, token=self._token, bot_user_id=lambda: self.bot_user_id
+            core=self._require_core, directory=self.directory, bot_user_id=lambda: self.bot_user_id
         )
         self._review = SlackReview(
             core=self._require_core, client=self.client, directory=self.directory, review_channel=self.review_channel
@@ -141,6 +149,10 @@ class SlackPlatform:
     @property
     def review_desk(self) -> SlackOutbound | None:
         return self._outbound if self.review_channel else None
+
+    @property
+    def files(self) -> FileHost:
+        return self._files
 
     @property
     def socket_mode(self) -> bool:

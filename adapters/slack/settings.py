@@ -1,6 +1,6 @@
 """The Slack adapter's own settings, read from the core :class:`bot.settings.Settings` (the
 environment names stay ``SLACK_BOT_TOKEN``, ``SLACK_SIGNING_SECRET``, ``SLACK_APP_TOKEN``,
-``SLACK_API_URL``, ``SLACK_REVIEW_CHANNEL``). The rest of the adapter reads only these."""
+``SLACK_API_URL``, ``SLACK_FILES_URL``, ``SLACK_REVIEW_CHANNEL``). The rest of the adapter reads only these."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ class SlackSettings:
 
     bot_token: SecretStr
     api_url: str = "https://slack.com/api/"
+    #: Slack's file host: files are downloaded (with the bot token) from here only.
+    files_url: str = "https://files.slack.com"
     signing_secret: SecretStr | None = None
     app_token: SecretStr | None = None
     review_channel: str | None = None
@@ -44,6 +46,7 @@ class SlackSettings:
         return cls(
             bot_token=settings.slack_bot_token,
             api_url=settings.slack_api_url,
+            files_url=settings.slack_files_url,
             signing_secret=settings.slack_signing_secret if settings.slack_app_token is None else None,
             app_token=settings.slack_app_token,
             review_channel=settings.slack_review_channel or None,

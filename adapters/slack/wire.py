@@ -40,6 +40,9 @@ class FileObject(TypedDict):
     mimetype: str
     size: int
     url_private: str
+    url_private_download: str
+    #: ``is_external`` or ``mode`` ``external`` / ``remote``: a link to a file kept elsewhere.
+    external: bool
 
 
 class MessageEvent(TypedDict):
@@ -232,6 +235,8 @@ def _file(item: Any, index: int) -> FileObject:
         mimetype=_str(item, "mimetype", f"{where}.mimetype") or "application/octet-stream",
         size=int(size),
         url_private=_str(item, "url_private", f"{where}.url_private"),
+        url_private_download=_str(item, "url_private_download", f"{where}.url_private_download"),
+        external=item.get("is_external") is True or _str(item, "mode", f"{where}.mode") in ("external", "remote"),
     )
 
 

@@ -25,7 +25,7 @@ from bot.errors import PolicyError
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
-from bot.ports import CustomerChannel, DecisionOutcome, EditForm, ReviewDesk
+from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
 from bot.settings import Settings
 from bot.store import Database
 from tools import ToolRegistry
@@ -116,8 +116,13 @@ class Copilot:
     def add_channel(self, channel: CustomerChannel) -> None:
         self.channels[channel.platform] = channel
 
+    def add_files(self, platform: str, fetcher: FileFetcher) -> None:
+        """How drafting downloads ``platform``'s attachments (see :mod:`bot.core.files`)."""
+        self.drafting.files.add(platform, fetcher)
+
     def add_desk(self, desk: ReviewDesk, *, preferred: bool = False) -> None:
         self.publisher.add_desk(desk, preferred=preferred)
+        self.decisions.desks.add(desk.name)
 
     @property
     def desk(self) -> ReviewDesk | None:
@@ -171,9 +176,11 @@ class Copilot:
     async def edit_form(self, draft_id: str) -> EditForm | None:
         return await self.decisions.edit_form(draft_id)
 
-    async def reload_policy(self) -> bool:
-        """Take up an edited policy file now (the playground's editor); a bad file keeps the old."""
-        return await self.policy.reload_if_changed(self.policy_rejected)
+    async def reload_policy(self) -> PolicyError | None:
+        """Take up an edited policy file now (the playground's editor); a bad file keeps the old
+        and its refusal is returned."""
+        await self.policy.reload_if_changed(self.policy_rejected)
+        return self.policy.refused
 
     # -- hand-offs between rooms ----------------------------------------------------------
 

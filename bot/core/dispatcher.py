@@ -252,13 +252,17 @@ class Dispatcher:
             else f"refund on {params['order_id']} failed: {result['error']}"
         )
         async with self.db.write() as conn:
-            await records.update_action(
-                conn,
-                action.id,
-                status=status,
-                result=result,
-                executed_at=now if status is ActionStatus.EXECUTED else None,
-            )
+            if status is ActionStatus.APPROVED:  # the backend was unavailable: tried again with the reply
+                await records.note_attempt(conn, action.id, result)
+            else:
+                await records.move_action(
+                    conn,
+                    action.id,
+                    ActionStatus.APPROVED,
+                    status,
+                    result=result,
+                    executed_at=now if status is ActionStatus.EXECUTED else None,
+                )
             await records.add_audit(
                 conn,
                 [
@@ -294,7 +298,8 @@ class Dispatcher:
     async def _fail(self, item: ClaimedReply, conversation_id: str, error: str) -> None:
         now = utcnow()
         async with self.db.write() as conn:
-            await outbox_rows.mark_failed(conn, item.id, error)
+            if not await outbox_rows.mark_failed(conn, item.id, self.owner, error):
+                return  # our lease expired and someone else took over
             status = await draft_rows.status_of(conn, item.draft_id)
             if status in (DraftStatus.APPROVED, DraftStatus.EDITED):
                 await draft_rows.transition(conn, item.draft_id, status, DraftStatus.SEND_FAILED, now)

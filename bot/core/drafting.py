@@ -25,6 +25,7 @@ from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundVerdict, check_draft_refunds, facts_from_params, money, verdicts_of
 from bot.cards import CardSource
 from bot.core.drafting_text import escalation_reasons, fit
+from bot.core.files import FileDownloads, card_lines
 from bot.core.memory import Memory, noted
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
@@ -109,6 +110,7 @@ class Drafting:
         self._none_working.set()
         self._winding_down = False
         self._quota_alerted_at: float | None = None
+        self.files = FileDownloads(db, settings.file_download_seconds)
 
     def submit(self, draft_id: str) -> None:
         """Queue a draft (again): a no-op when it is already queued here."""
@@ -172,6 +174,7 @@ class Drafting:
         ctx = identity.tool_context(conversation, policy, asker)
         with self.leases.hold(draft_id):
             try:
+                turns, images = await self.files.fetch_pending(claimed.message_id, turns, images)
                 await self._draft(claimed, conversation, turns, images, ctx)
             except Exception as exc:
                 log.exception("drafting %s failed unexpectedly", draft_id)
@@ -397,7 +400,7 @@ class Drafting:
             asked_by=conversation.customer_name or conversation.customer_id,
             where=conversation.location or conversation.thread.key,
             customer_text=trigger.text if trigger else "",
-            attachments=tuple(str(a.get("filename", "")) for a in (trigger.attachments if trigger else [])),
+            attachments=card_lines(trigger.attachments if trigger else []),
             **values,
         )
 

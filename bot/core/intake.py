@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot import metrics
+from bot.core.files import records_at_ack
 from bot.events import InboundMessage, MessageKind, ThreadRef
 from bot.logs import log_event
 from bot.policy import PolicyStore
@@ -67,7 +68,9 @@ class Intake:
             conversation_id = await conversation_rows.upsert_conversation(conn, message, now)
             if message.author.email:
                 await conversation_rows.note_asker_email(conn, conversation_id, message.author.id, message.author.email)
-            message_id = await conversation_rows.add_customer_message(conn, conversation_id, message, text, now)
+            message_id = await conversation_rows.add_customer_message(
+                conn, conversation_id, message, text, now, records_at_ack(message)
+            )
             superseded = await draft_rows.supersede_open(conn, conversation_id, "a newer customer message", now)
             draft_id = await draft_rows.insert_draft(conn, conversation_id, message_id, now)
             await add_audit(

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from bot import identity, metrics
 from bot.cards import CardSource, build_card
+from bot.core.files import card_lines
 from bot.domain.states import DraftStatus
 from bot.logs import log_event
 from bot.policy import PolicyStore
@@ -204,7 +205,7 @@ class CardPublisher:
             escalation=row.escalation,
             decided_by=row.decided_by,
             decided_at=row.decided_at,
-            attachments=tuple(str(a.get("filename", "")) for a in row.attachments or []),
+            attachments=card_lines(row.attachments or []),
             lookups=tuple(ToolLookup(t.name, t.summary, ok=not t.error) for t in calls),
             actions=actions,
             outbox=sent,

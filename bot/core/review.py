@@ -103,6 +103,7 @@ class ReviewDesk:
         self.policy = policy
         self.orders = orders
         self.on_decided = on_decided
+        self.desks: set[str] = set()  # platforms with a review desk: a click there is from the review channel
         self._handlers: dict[DecisionAction, Handler] = {
             DecisionAction.APPROVE: self._approve,
             DecisionAction.EDIT: self._approve,
@@ -160,8 +161,9 @@ class ReviewDesk:
             draft = await self._load(conn, decision.draft_id)
             if draft is None:
                 return DecisionOutcome(False, "This draft does not exist (any more).")
-            if not may_approve(decision.actor, policy):
-                outcome = DecisionOutcome(False, "You are not on the policy's approver list for drafts.")
+            on_desk = decision.actor.platform in self.desks
+            if not may_approve(decision.actor, policy, on_desk=on_desk):
+                outcome = DecisionOutcome(False, _not_an_approver(on_desk))
             elif draft.status is not DraftStatus.AWAITING_REVIEW:
                 outcome = DecisionOutcome(False, already(draft))
             else:
@@ -235,7 +237,7 @@ class ReviewDesk:
         )
         if not moved:
             return DecisionOutcome(False, already(draft))
-        await records.set_actions_status(conn, draft.id, ActionStatus.PROPOSED, ActionStatus.REJECTED)
+        await records.move_actions_of(conn, [draft.id], ActionStatus.PROPOSED, ActionStatus.REJECTED)
         await records.add_audit(
             conn,
             [AuditLine(draft.conversation_id, draft.id, "reject", decision.actor.id, decision.reason or "rejected")],
@@ -264,7 +266,7 @@ class ReviewDesk:
         )
         if not moved:
             return DecisionOutcome(False, already(draft))
-        await records.set_actions_status(conn, draft.id, ActionStatus.PROPOSED, ActionStatus.SUPERSEDED)
+        await records.move_actions_of(conn, [draft.id], ActionStatus.PROPOSED, ActionStatus.SUPERSEDED)
         effects.new_draft = await draft_rows.insert_draft(
             conn,
             draft.conversation_id,
@@ -328,7 +330,7 @@ class ReviewDesk:
             approved.append((action, amount, approvers))
         if first_of_two:
             for action, amount, _approvers in approved:
-                await records.update_action(
+                await records.amend_proposal(
                     conn,
                     action.id,
                     params={**action.params, "approved_amount_cents": amount},
@@ -350,10 +352,11 @@ class ReviewDesk:
         if not await draft_rows.transition(conn, draft.id, DraftStatus.AWAITING_REVIEW, target, now, **values):
             return DecisionOutcome(False, already(draft))
         for action, amount, approvers in approved:
-            await records.update_action(
+            await records.move_action(
                 conn,
                 action.id,
-                status=ActionStatus.APPROVED,
+                ActionStatus.PROPOSED,
+                ActionStatus.APPROVED,
                 params={**action.params, "approved_amount_cents": amount},
                 approvals=[*approvers, actor.id],
             )
@@ -402,3 +405,12 @@ class ReviewDesk:
             refunds = [a for a in await records.actions_of(conn, draft_id) if a.allowed]
         amount = money(refunds[0].amount_cents) if len(refunds) == 1 else None
         return EditForm(draft_id=draft_id, text=row.edited_text or row.text, refund_amount=amount)
+
+
+def _not_an_approver(on_desk: bool) -> str:
+    if on_desk:
+        return "You are not on the policy's approver list for drafts."
+    return (
+        "Away from the review desk only an approver the policy names ([approvers] agents or managers) may decide;"
+        " decide on the review desk instead."
+    )

@@ -7,7 +7,9 @@ caught in tests, never a silent write.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any, TypeVar
 
 
 class DraftStatus(StrEnum):
@@ -46,12 +48,23 @@ CARD_STATES = frozenset(DraftStatus) - {DraftStatus.DRAFTING, DraftStatus.SUPERS
 
 
 class OutboxStatus(StrEnum):
-    """``pending → sending → sent | failed``; a sending row whose lease expired is pending again."""
+    """``pending → sending → sent | failed``; a sending row whose lease expired is taken over."""
 
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+
+
+OUTBOX_TRANSITIONS: dict[OutboxStatus, frozenset[OutboxStatus]] = {
+    OutboxStatus.PENDING: frozenset({OutboxStatus.SENDING}),
+    # sending → sending: another worker takes over a row whose sender's lease expired.
+    OutboxStatus.SENDING: frozenset(
+        {OutboxStatus.SENDING, OutboxStatus.SENT, OutboxStatus.PENDING, OutboxStatus.FAILED}
+    ),
+    OutboxStatus.SENT: frozenset(),
+    OutboxStatus.FAILED: frozenset(),
+}
 
 
 class ActionStatus(StrEnum):
@@ -66,7 +79,47 @@ class ActionStatus(StrEnum):
     SUPERSEDED = "superseded"
 
 
-def check_transition(current: DraftStatus, target: DraftStatus) -> None:
-    """Raise ``ValueError`` when ``current → target`` is not an allowed move."""
-    if target not in DRAFT_TRANSITIONS[current]:
-        raise ValueError(f"a draft cannot move from {current} to {target}")
+class FileStatus(StrEnum):
+    """A customer's file: ``pending → fetched | failed`` (an image on the platform's file host,
+    downloaded by the drafting worker), or ``listed`` (only named on the card: not an image, or an
+    external file). A file stored by an older instance has no status: it was handled at the ack."""
+
+    PENDING = "pending"
+    FETCHED = "fetched"
+    FAILED = "failed"
+    LISTED = "listed"
+
+
+#: The states a proposal is recorded in: within policy, or refused by it (shown, never run).
+ACTION_START_STATES = frozenset({ActionStatus.PROPOSED, ActionStatus.REFUSED})
+
+ACTION_TRANSITIONS: dict[ActionStatus, frozenset[ActionStatus]] = {
+    ActionStatus.PROPOSED: frozenset({ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.SUPERSEDED}),
+    ActionStatus.REFUSED: frozenset(),
+    ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTED, ActionStatus.FAILED}),
+    ActionStatus.EXECUTED: frozenset(),
+    ActionStatus.FAILED: frozenset(),
+    ActionStatus.REJECTED: frozenset(),
+    ActionStatus.SUPERSEDED: frozenset(),
+}
+
+#: Each state enum with its transition table and what it is the state of (for messages).
+TRANSITIONS: Mapping[type[StrEnum], tuple[str, Mapping[Any, frozenset[Any]]]] = {
+    DraftStatus: ("draft", DRAFT_TRANSITIONS),
+    ActionStatus: ("proposed action", ACTION_TRANSITIONS),
+    OutboxStatus: ("outbox row", OUTBOX_TRANSITIONS),
+}
+
+State = TypeVar("State", DraftStatus, ActionStatus, OutboxStatus)
+
+
+class IllegalTransition(ValueError):
+    """A move its state's transition table does not allow: a programming error, raised before
+    anything is written."""
+
+
+def check_transition(current: State, target: State) -> None:
+    """Raise :class:`IllegalTransition` when ``current → target`` is not an allowed move."""
+    what, table = TRANSITIONS[type(current)]
+    if type(target) is not type(current) or target not in table[current]:
+        raise IllegalTransition(f"a {what} cannot move from {current} to {target}")

@@ -11,15 +11,12 @@ import time
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import SupportbotError
-from bot.evaluation.cases import CaseError, load_cases
-from bot.evaluation.report import compare, render_compare, render_failures, render_table, summarize
-from bot.evaluation.runner import EvalConfig, Runner
-from bot.evaluation.scoring import TrialResult
-from bot.evaluation.scripted import MODELS
-from bot.policy import parse_policy
+
+if TYPE_CHECKING:  # the command line imports the runner only when ``eval`` runs (supportbot --help stays light)
+    from bot.evaluation.scoring import TrialResult
 
 __all__ = ["register"]
 
@@ -53,6 +50,8 @@ class _Progress:
 
 
 def _base_policy(args: argparse.Namespace, cases_path: Path) -> tuple[dict[str, Any], Path, str]:
+    from bot.policy import parse_policy
+
     path = Path(args.policy) if args.policy else cases_path.parent / "policy.toml"
     if not path.exists():
         if args.policy:
@@ -64,6 +63,11 @@ def _base_policy(args: argparse.Namespace, cases_path: Path) -> tuple[dict[str, 
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bot.evaluation.cases import CaseError, load_cases
+    from bot.evaluation.report import compare, render_compare, render_failures, render_table, summarize
+    from bot.evaluation.runner import EvalConfig, Runner
+    from bot.evaluation.scripted import MODELS
+
     if args.cases == "compare":
         if len(args.extra) != 2:
             raise SupportbotError("usage: supportbot eval compare A.json B.json")

@@ -156,6 +156,11 @@ class EvalPlatform:
     def review_desk(self) -> EvalDesk:
         return self._desk
 
+    @property
+    def files(self) -> None:
+        """None: a case's images come with their bytes, nothing is downloaded."""
+        return None
+
     def routes(self) -> Sequence[web.RouteDef]:
         return ()
 

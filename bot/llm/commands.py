@@ -12,15 +12,12 @@ import argparse
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from bot.errors import ConfigError, SupportbotError
 
-from bot.errors import ConfigError
-from bot.llm.models import format_catalog
-from bot.settings import load_settings
-from bot.store import UsageRecord, create_engine, sessionmaker, upgrade_database
+if TYPE_CHECKING:  # imported when a command runs, so supportbot --help stays light
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +39,10 @@ class CostLine:
 
 async def cost_lines(engine: AsyncEngine, *, days: int) -> list[CostLine]:
     """Totals by UTC day and model over the last ``days`` days, oldest first."""
+    from sqlalchemy import func, select
+
+    from bot.store import UsageRecord, sessionmaker
+
     since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
     day = func.date(UsageRecord.created_at)
     query = (
@@ -82,6 +83,9 @@ def format_costs(lines: list[CostLine]) -> list[str]:
 
 
 def _costs(args: argparse.Namespace) -> int:
+    from bot.settings import load_settings
+    from bot.store import create_engine, upgrade_database
+
     settings = load_settings()
 
     async def main() -> list[str]:
@@ -99,7 +103,9 @@ def _costs(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     from bot.errors import KimiAuthError, KimiError
+    from bot.llm.models import format_catalog
     from bot.llm.setup import client_from_settings
+    from bot.settings import load_settings
 
     settings = load_settings()
     if settings.moonshot_api_key is None:
@@ -111,8 +117,8 @@ def _models(args: argparse.Namespace) -> int:
             return format_catalog(await client.list_models(refresh=True))
         except KimiAuthError as exc:
             raise ConfigError(f"MOONSHOT_API_KEY was refused by Kimi ({exc})") from None
-        except KimiError as exc:
-            raise ConfigError(f"could not list Kimi's models: {exc}") from None
+        except KimiError as exc:  # Kimi unreachable or failing: a runtime failure, not the configuration's
+            raise SupportbotError(f"could not list Kimi's models: {exc}") from None
         finally:
             await client.aclose()
 
@@ -125,18 +131,22 @@ def _knowledge(args: argparse.Namespace) -> int:
     from bot.llm.knowledge import KnowledgeSync, knowledge_paths
     from bot.llm.setup import client_from_settings
     from bot.policy import load_policy
+    from bot.secret_values import configured_secrets
+    from bot.settings import load_settings
+    from bot.store import create_engine, upgrade_database
 
     settings = load_settings()
     if settings.moonshot_api_key is None:
         raise ConfigError("MOONSHOT_API_KEY is missing (the Kimi API key)")
-    policy = load_policy(settings.policy_file)
+    secrets = configured_secrets(settings)
+    policy = load_policy(settings.policy_file, secrets)
 
     async def main() -> list[str]:
         engine = create_engine(settings.database_url)
         client = client_from_settings(settings)
         try:
             await upgrade_database(engine)
-            sync = KnowledgeSync(engine, client)
+            sync = KnowledgeSync(engine, client, secrets=secrets)
             report = await sync.sync(knowledge_paths(settings.policy_file, policy.knowledge.files))
             if args.knowledge_command == "sync":
                 return [

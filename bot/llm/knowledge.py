@@ -10,6 +10,10 @@ a ``search_knowledge`` call finds go into the prompt, after the stable prefix.
 
 When Kimi's files API cannot be reached the files' own text is indexed instead (and the sync is
 retried by :meth:`KnowledgeSync.watch`), so knowledge never blocks drafting.
+
+The policy refuses hidden files and files holding a secret (:func:`bot.policy.knowledge_problems`);
+the sync checks the bytes it is about to send once more (a file may have changed since), and a
+hidden or secret-bearing file is neither uploaded nor indexed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.errors import ConfigError, KimiError
 from bot.kimi import KimiClient
+from bot.policy import hidden_part, knowledge_refusal
+from bot.secret_values import Secrets
 from bot.store import KnowledgeFile, sessionmaker, utcnow
 from tools.knowledge import KnowledgeBase, passages_of
 
@@ -40,6 +46,7 @@ class SyncReport:
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     local: list[str] = field(default_factory=list)  # indexed from the file itself (Kimi unreachable)
+    refused: list[str] = field(default_factory=list)  # holds a secret: neither uploaded nor indexed
 
 
 def _read(paths: list[Path]) -> list[tuple[Path, bytes]]:
@@ -55,9 +62,17 @@ def _read(paths: list[Path]) -> list[tuple[Path, bytes]]:
 class KnowledgeSync:
     """Keeps :attr:`base` (the searchable passages) in step with the policy's knowledge files."""
 
-    def __init__(self, engine: AsyncEngine, kimi: KimiClient, base: KnowledgeBase | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        kimi: KimiClient,
+        base: KnowledgeBase | None = None,
+        *,
+        secrets: Secrets | None = None,
+    ) -> None:
         self._sessions = sessionmaker(engine)
         self._kimi = kimi
+        self._secrets = secrets or {}
         self.base = base if base is not None else KnowledgeBase([])
         self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
 
@@ -70,6 +85,11 @@ class KnowledgeSync:
         texts: list[tuple[str, str]] = []
         current: set[str] = set()
         for path, data in files:
+            refusal = knowledge_refusal(path.name, data, self._secrets)
+            if refusal is not None:
+                log.warning("knowledge file %s is not used: %s", path, refusal)
+                report.refused.append(path.name)
+                continue
             digest = hashlib.sha256(data).hexdigest()
             current.add(digest)
             row = known.get(digest)
@@ -150,5 +170,6 @@ class KnowledgeSync:
 
 
 def knowledge_paths(policy_file: Path, files: list[str] | tuple[str, ...]) -> list[Path]:
-    """The knowledge files a policy names, relative to the policy file."""
-    return [policy_file.parent / name for name in files]
+    """The knowledge files a policy names, relative to the policy file; never a hidden one."""
+    folder = policy_file.parent
+    return [folder / name for name in files if hidden_part(name, folder) is None]

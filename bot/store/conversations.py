@@ -93,9 +93,15 @@ async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, no
 
 
 async def add_customer_message(
-    conn: AsyncConnection, conversation_id: str, message: InboundMessage, text: str, now: datetime
+    conn: AsyncConnection,
+    conversation_id: str,
+    message: InboundMessage,
+    text: str,
+    now: datetime,
+    files: list[dict[str, Any]],
 ) -> int:
-    """Store the customer's message (and its images, whose platform URLs expire)."""
+    """Store the customer's message with what is known of its ``files`` (the core's
+    :func:`bot.core.files.records_at_ack`), and the image bytes its adapter handed over."""
     sent_at = message.sent_at if message.sent_at.tzinfo else now
     result = await conn.execute(
         _messages.insert().returning(_messages.c.id),
@@ -106,9 +112,7 @@ async def add_customer_message(
             "author_id": message.author.id,
             "author_name": message.author.display_name,
             "text": text,
-            "attachments": [
-                {"filename": a.filename, "content_type": a.content_type, "size": a.size} for a in message.attachments
-            ],
+            "attachments": files,
             "draft_id": None,
             "created_at": sent_at,
         },
@@ -203,6 +207,22 @@ async def turns_since(
         .order_by(m.id)
     )
     return [StoredMessage(r.id, r.role, r.text, list(r.attachments or []), r.author_id, r.created_at) for r in rows]
+
+
+async def save_files(
+    conn: AsyncConnection, message_id: int, files: list[dict[str, Any]], images: list[tuple[str, str, bytes]]
+) -> None:
+    """Record what became of a message's files, and the bytes of those downloaded
+    (``(filename, content_type, data)``)."""
+    await conn.execute(update(_messages).where(_messages.c.id == message_id).values(attachments=files))
+    if images:
+        await conn.execute(
+            _attachments.insert(),
+            [
+                {"message_id": message_id, "filename": name, "content_type": content_type, "data": data}
+                for name, content_type, data in images
+            ],
+        )
 
 
 async def images_of(conn: AsyncConnection, message_id: int) -> list[tuple[str, bytes]]:

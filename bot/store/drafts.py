@@ -12,10 +12,10 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import CARD_STATES, OPEN_DRAFT_STATES, ActionStatus, DraftStatus, check_transition
-from bot.store.schema import Draft, ProposedAction, new_id, table_of
+from bot.store.records import move_actions_of
+from bot.store.schema import Draft, new_id, table_of
 
 _drafts = table_of(Draft)
-_actions = table_of(ProposedAction)
 d = _drafts.c
 
 
@@ -82,6 +82,8 @@ async def insert_draft(
 
 async def supersede_open(conn: AsyncConnection, conversation_id: str, why: str, now: datetime) -> list[str]:
     """A newer message makes the conversation's open drafts (and their proposals) moot."""
+    for current in OPEN_DRAFT_STATES:
+        check_transition(current, DraftStatus.SUPERSEDED)
     result = await conn.execute(
         update(_drafts)
         .where(d.conversation_id == conversation_id, d.status.in_(OPEN_DRAFT_STATES))
@@ -95,16 +97,8 @@ async def supersede_open(conn: AsyncConnection, conversation_id: str, why: str, 
     )
     ids = [str(i) for i in result.scalars()]
     if ids:
-        await drop_proposals(conn, ids, ActionStatus.SUPERSEDED)
+        await move_actions_of(conn, ids, ActionStatus.PROPOSED, ActionStatus.SUPERSEDED)
     return ids
-
-
-async def drop_proposals(conn: AsyncConnection, draft_ids: Sequence[str], status: ActionStatus) -> None:
-    await conn.execute(
-        update(_actions)
-        .where(_actions.c.draft_id.in_(draft_ids), _actions.c.status == ActionStatus.PROPOSED)
-        .values(status=status)
-    )
 
 
 async def claim_drafting(

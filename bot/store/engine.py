@@ -110,27 +110,58 @@ class Database:
 _MIGRATING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-async def upgrade_database(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration (creates it on a fresh database). Alembic keeps
-    process-wide state while it runs, so upgrades in one process take turns."""
+async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to the newest migration (creates it on a fresh database), or to
+    ``revision``. Alembic keeps process-wide state while it runs, so upgrades in one process
+    take turns."""
     lock = _MIGRATING.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock:
-        await _upgrade(engine)
+        await _upgrade(engine, revision)
 
 
-async def _upgrade(engine: AsyncEngine) -> None:
+async def _upgrade(engine: AsyncEngine, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
+    from alembic.migration import MigrationContext
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
 
     def _upgrade(sync_conn: Any) -> None:
         config.attributes["connection"] = sync_conn
-        command.upgrade(config, "head")
+        before = MigrationContext.configure(sync_conn).get_current_revision()
+        command.upgrade(config, revision)
+        migrated = MigrationContext.configure(sync_conn).get_current_revision() != before
+        if migrated and sync_conn.dialect.name == "sqlite":
+            broken = sync_conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"the migration left rows pointing nowhere (table, row, parent): {broken[:5]}")
 
-    async with engine.begin() as conn:
+    async with engine.connect() as conn, _sqlite_foreign_keys_off(conn), conn.begin():
         await conn.run_sync(_upgrade)
+
+
+def _set_sqlite_foreign_keys(sync_conn: Any, on: bool) -> None:
+    # On the DBAPI connection, so that SQLAlchemy does not begin a transaction first.
+    cursor = sync_conn.connection.cursor()
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    cursor.close()
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_foreign_keys_off(conn: AsyncConnection) -> AsyncIterator[None]:
+    """On SQLite, foreign keys off while migrations run (checked before commit instead). A
+    migration that adds a constraint rebuilds the table (copy, drop, rename), and dropping a
+    table other rows point to fails while they are on; SQLite only lets them be switched
+    outside a transaction (its manual's "12 steps" for ALTER TABLE)."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    await conn.run_sync(_set_sqlite_foreign_keys, False)
+    try:
+        yield
+    finally:
+        await conn.run_sync(_set_sqlite_foreign_keys, True)
 
 
 async def database_reachable(engine: AsyncEngine) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from bot.domain.states import OutboxStatus
+from bot.domain.states import OutboxStatus, check_transition
 from bot.store.schema import OutboxItem, table_of
 
 _outbox = table_of(OutboxItem)
@@ -61,6 +61,8 @@ async def claim_due(
     conn: AsyncConnection, owner: str, now: datetime, lease: timedelta, limit: int
 ) -> list[ClaimedReply]:
     """Claim up to ``limit`` due rows, the oldest unfinished of each thread only."""
+    check_transition(OutboxStatus.PENDING, OutboxStatus.SENDING)
+    check_transition(OutboxStatus.SENDING, OutboxStatus.SENDING)
     earlier = aliased(_outbox)
     blocked = exists().where(
         earlier.c.thread_key == o.thread_key,
@@ -111,6 +113,7 @@ async def release_all(conn: AsyncConnection, owner: str, now: datetime) -> int:
 
 
 async def mark_sent(conn: AsyncConnection, item_id: int, owner: str, message_id: str, now: datetime) -> bool:
+    check_transition(OutboxStatus.SENDING, OutboxStatus.SENT)
     result = await conn.execute(
         update(_outbox)
         .where(o.id == item_id, o.claimed_by == owner, o.status == OutboxStatus.SENDING)
@@ -120,6 +123,7 @@ async def mark_sent(conn: AsyncConnection, item_id: int, owner: str, message_id:
 
 
 async def retry_later(conn: AsyncConnection, item_id: int, owner: str, error: str, at: datetime) -> None:
+    check_transition(OutboxStatus.SENDING, OutboxStatus.PENDING)
     await conn.execute(
         update(_outbox)
         .where(o.id == item_id, o.claimed_by == owner, o.status == OutboxStatus.SENDING)
@@ -127,12 +131,15 @@ async def retry_later(conn: AsyncConnection, item_id: int, owner: str, error: st
     )
 
 
-async def mark_failed(conn: AsyncConnection, item_id: int, error: str) -> None:
-    await conn.execute(
+async def mark_failed(conn: AsyncConnection, item_id: int, owner: str, error: str) -> bool:
+    """Give up on a reply this worker holds; False when its lease was lost to another worker."""
+    check_transition(OutboxStatus.SENDING, OutboxStatus.FAILED)
+    result = await conn.execute(
         update(_outbox)
-        .where(o.id == item_id)
+        .where(o.id == item_id, o.claimed_by == owner, o.status == OutboxStatus.SENDING)
         .values(status=OutboxStatus.FAILED, last_error=error[:500], lease_until=None)
     )
+    return bool(result.rowcount == 1)
 
 
 async def of_draft(conn: AsyncConnection, draft_id: str) -> tuple[OutboxStatus, str, str] | None:

@@ -1,5 +1,8 @@
 """Append-only records: the audit trail, tool calls, the usage ledger, decisions and proposed
-actions. Each is written in the caller's transaction, many rows in one statement."""
+actions. Each is written in the caller's transaction, many rows in one statement.
+
+A proposed action changes state only through :func:`move_action` / :func:`move_actions_of`, a
+compare-and-set on its current status checked against ``ACTION_TRANSITIONS``."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.states import ActionStatus
+from bot.domain.states import ACTION_START_STATES, ActionStatus, IllegalTransition, check_transition
 from bot.store.schema import AuditEvent, Decision, ProposedAction, ToolCall, UsageRecord, table_of
 
 _audit = table_of(AuditEvent)
@@ -84,6 +87,9 @@ async def add_usage(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> No
 
 
 async def add_actions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    for row in rows:
+        if ActionStatus(row["status"]) not in ACTION_START_STATES:
+            raise IllegalTransition(f"a proposed action cannot start as {row['status']}")
     if rows:
         await conn.execute(_actions.insert(), list(rows))
 
@@ -116,13 +122,63 @@ async def actions_of(conn: AsyncConnection, draft_id: str, *, status: ActionStat
     return [_action(r) for r in rows]
 
 
-async def update_action(conn: AsyncConnection, action_id: str, **values: Any) -> None:
-    await conn.execute(update(_actions).where(_actions.c.id == action_id).values(**values))
-
-
-async def set_actions_status(conn: AsyncConnection, draft_id: str, current: ActionStatus, target: ActionStatus) -> None:
+async def move_action(
+    conn: AsyncConnection,
+    action_id: str,
+    current: ActionStatus,
+    target: ActionStatus,
+    *,
+    params: dict[str, Any] | None = None,
+    approvals: list[str] | None = None,
+    result: dict[str, Any] | None = None,
+    executed_at: datetime | None = None,
+) -> bool:
+    """Move one action ``current → target`` (raises on a move ``ACTION_TRANSITIONS`` does not
+    allow), with what the move records; False when it was no longer in ``current``."""
+    check_transition(current, target)
+    values = _action_values(params=params, approvals=approvals, result=result, executed_at=executed_at)
     a = _actions.c
-    await conn.execute(update(_actions).where(a.draft_id == draft_id, a.status == current).values(status=target))
+    moved = await conn.execute(
+        update(_actions).where(a.id == action_id, a.status == current).values(status=target, **values)
+    )
+    return bool(moved.rowcount == 1)
+
+
+async def move_actions_of(
+    conn: AsyncConnection, draft_ids: Sequence[str], current: ActionStatus, target: ActionStatus
+) -> None:
+    """Move every action of these drafts that is in ``current`` to ``target`` (a rejected or
+    superseded draft drops its proposals)."""
+    check_transition(current, target)
+    a = _actions.c
+    await conn.execute(update(_actions).where(a.draft_id.in_(draft_ids), a.status == current).values(status=target))
+
+
+async def amend_proposal(
+    conn: AsyncConnection, action_id: str, *, params: dict[str, Any], approvals: list[str]
+) -> bool:
+    """A first of two approvals: the amount and approvers recorded, still ``proposed``."""
+    a = _actions.c
+    amended = await conn.execute(
+        update(_actions)
+        .where(a.id == action_id, a.status == ActionStatus.PROPOSED)
+        .values(**_action_values(params=params, approvals=approvals))
+    )
+    return bool(amended.rowcount == 1)
+
+
+async def note_attempt(conn: AsyncConnection, action_id: str, result: dict[str, Any]) -> bool:
+    """An approved action the backend could not take yet: the error kept, still ``approved``
+    (tried again with the reply)."""
+    a = _actions.c
+    noted = await conn.execute(
+        update(_actions).where(a.id == action_id, a.status == ActionStatus.APPROVED).values(result=result)
+    )
+    return bool(noted.rowcount == 1)
+
+
+def _action_values(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
 
 
 async def tool_calls_of(conn: AsyncConnection, draft_id: str) -> list[Any]:

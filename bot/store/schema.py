@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
@@ -17,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -28,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 import tools.orders
+from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
 from bot.events import ThreadRef
 
 
@@ -55,6 +58,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+def state_column(states: type[StrEnum], constraint: str, length: int) -> Enum:
+    """A state column: the enum's values as plain strings (VARCHAR), kept to them by a CHECK
+    constraint named ``constraint``. Not a native PostgreSQL enum, so a new state later is an
+    ordinary migration (a new CHECK) on SQLite and PostgreSQL alike; writes of anything but the
+    enum's values fail in Python before SQL, reads come back as the enum."""
+    return Enum(
+        states,
+        name=constraint,
+        native_enum=False,
+        create_constraint=True,
+        validate_strings=True,
+        values_callable=lambda members: [m.value for m in members],
+        length=length,
+    )
 
 
 class Base(DeclarativeBase):
@@ -139,7 +158,7 @@ class Draft(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
-    status: Mapped[str] = mapped_column(String(24), index=True)
+    status: Mapped[DraftStatus] = mapped_column(state_column(DraftStatus, "ck_drafts_status", 24), index=True)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     text: Mapped[str] = mapped_column(Text, default="")
     edited_text: Mapped[str | None] = mapped_column(Text, default=None)
@@ -179,7 +198,7 @@ class ProposedAction(Base):
     draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column()
-    status: Mapped[str] = mapped_column(String(24))  # proposed|refused|approved|executed|failed|superseded
+    status: Mapped[ActionStatus] = mapped_column(state_column(ActionStatus, "ck_proposed_actions_status", 24))
     allowed: Mapped[bool] = mapped_column(Boolean, default=True)
     verdict: Mapped[str] = mapped_column(Text, default="")
     approvals: Mapped[list[Any]] = mapped_column(default=list)
@@ -227,7 +246,9 @@ class OutboxItem(Base):
     draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), unique=True)
     thread_key: Mapped[str] = mapped_column(String(512))
     text: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sending|sent|failed
+    status: Mapped[OutboxStatus] = mapped_column(
+        state_column(OutboxStatus, "ck_outbox_status", 16), default=OutboxStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str] = mapped_column(String(64), default="")
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -287,6 +287,11 @@ class FakeDiscord:
         return f"http://127.0.0.1:{self.port}/api/v10"
 
     @property
+    def cdn_url(self) -> str:
+        """Where :meth:`serve_file` hosts attachments (``DISCORD_CDN_URLS`` for the bot)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 

@@ -196,8 +196,10 @@ def app_mention(
     team: str = "T111",
     thread_ts: str | None = None,
     ext_shared: bool = False,
+    files: list[JSON] | None = None,
 ) -> JSON:
-    """An ``event_callback`` envelope carrying an ``app_mention`` event."""
+    """An ``event_callback`` envelope carrying an ``app_mention`` event (with ``files``, the
+    message's file objects)."""
     ts = _ts(ts)
     event: JSON = {
         "client_msg_id": str(uuid.uuid4()),
@@ -212,6 +214,8 @@ def app_mention(
     }
     if thread_ts is not None:
         event["thread_ts"] = thread_ts
+    if files is not None:
+        event["files"] = files
     return _envelope(event, event_id, team, ext_shared)
 
 

@@ -1,0 +1,142 @@
+"""A file host on loopback: Slack's ``files.slack.com`` (``token`` set: a request without that
+bearer token is 403, as Slack answers), or any foreign host (``token`` None) that serves whatever
+it is asked and records who asked, with which ``Authorization`` header.
+
+A served file may misbehave as a hostile or broken host would: send far more than its file
+object claimed (``body_bytes``), trickle a byte at a time forever (``trickle``), or redirect
+(``redirect_to``). Every request is recorded with the body bytes written before the client went
+away, so a test can tell how much a capped download really pulled.
+
+Usage::
+
+    async with FakeFileHost(token="xoxb-...") as files:
+        file = files.slack_file("mug.png", png, "image/png")   # a Slack file object for an event
+        ...
+        [request] = files.requests
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+CHUNK = 64 * 1024
+
+
+@dataclass
+class FileRequest:
+    """One request the host received."""
+
+    path: str
+    authorization: str
+    sent: int = 0
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class _Served:
+    data: bytes
+    content_type: str
+    body_bytes: int | None
+    trickle: bool
+    redirect_to: str | None
+
+
+class FakeFileHost:
+    """A loopback file host; an async context manager (see the module)."""
+
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
+        self.requests: list[FileRequest] = []
+        self._files: dict[str, _Served] = {}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> FakeFileHost:
+        app = web.Application()
+        app.router.add_get("/{path:.*}", self._serve)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.2)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def origin(self) -> str:
+        """``SLACK_FILES_URL`` for the bot when this host plays Slack's file host."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def serve(
+        self,
+        path: str,
+        data: bytes,
+        content_type: str = "image/png",
+        *,
+        body_bytes: int | None = None,
+        trickle: bool = False,
+        redirect_to: str | None = None,
+    ) -> str:
+        """Host ``data`` at ``path`` and return its URL (see the module for the misbehaviours)."""
+        self._files[path] = _Served(data, content_type, body_bytes, trickle, redirect_to)
+        return f"{self.origin}{path}"
+
+    def slack_file(
+        self, name: str, data: bytes, mimetype: str, *, claimed_size: int | None = None, **behaviour: Any
+    ) -> dict[str, Any]:
+        """A Slack file object (as in a message event's ``files``) hosted here."""
+        file_id = f"F{len(self._files) + 1:08d}"
+        private = self.serve(f"/files-pri/T111-{file_id}/{name}", data, mimetype, **behaviour)
+        download = self.serve(f"/files-pri/T111-{file_id}/download/{name}", data, mimetype, **behaviour)
+        return {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": mimetype.rsplit("/", 1)[-1],
+            "size": len(data) if claimed_size is None else claimed_size,
+            "mode": "hosted",
+            "is_external": False,
+            "url_private": private,
+            "url_private_download": download,
+        }
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        record = FileRequest(request.path, request.headers.get("Authorization", ""))
+        self.requests.append(record)
+        try:
+            served = self._files.get(request.path)
+            if served is None:
+                return web.Response(status=404)
+            if self.token is not None and record.authorization != f"Bearer {self.token}":
+                return web.Response(status=403)
+            if served.redirect_to is not None:
+                return web.Response(status=302, headers={"Location": served.redirect_to})
+            if served.body_bytes is None and not served.trickle:
+                record.sent = len(served.data)
+                return web.Response(body=served.data, content_type=served.content_type)
+            response = web.StreamResponse(headers={"Content-Type": served.content_type})
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionError):
+                if served.trickle:
+                    while True:  # a byte now and then: no read ever times out
+                        await response.write(b"\x00")
+                        record.sent += 1
+                        await asyncio.sleep(0.1)
+                assert served.body_bytes is not None
+                while record.sent < served.body_bytes:
+                    chunk = min(CHUNK, served.body_bytes - record.sent)
+                    await response.write(b"\x00" * chunk)
+                    record.sent += chunk
+                await response.write_eof()
+            return response
+        finally:
+            record.done = True
