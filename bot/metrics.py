@@ -14,10 +14,12 @@ The core reports each step with one call (none of them can raise)::
     metrics.background_failure("produce_draft")
 
 Backlog gauges (outbox and drafting: depth and oldest age) are read when ``/metrics`` is
-scraped, through an async callback (:func:`store_backlog` reads them from SQL), so they are
-never stale. The process collector (CPU, memory, open files) is included. Everything is
-registered on :data:`REGISTRY`, not on prometheus_client's global registry, so importing a
-library that registers its own metrics cannot clash with these names.
+scraped, through an async callback (:func:`store_backlog` reads them from SQL; the app reuses a
+read for ``METRICS_CACHE_SECONDS``, so a flood of scrapes costs one query per interval,
+counted in ``supportbot_backlog_reads_total``). The process collector (CPU, memory, open
+files) is included. Everything is registered on :data:`REGISTRY`, not on prometheus_client's
+global registry, so importing a library that registers its own metrics cannot clash with these
+names.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ HTTP_CONNECTIONS_CLOSED = Counter(
     "supportbot_http_connections_closed",
     "Inbound HTTP connections the server closed or refused, by reason: header_timeout, body_timeout,"
     " cap (closed to make room), full (refused: every connection busy), accept_failed (out of"
-    " descriptors), bad_request (malformed).",
+    " descriptors), bad_request (malformed, or the client left mid-request).",
     ["reason"],
     registry=REGISTRY,
 )
