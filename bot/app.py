@@ -27,7 +27,7 @@ from aiohttp import web
 from bot import logs, metrics
 from bot.core.copilot import Copilot
 from bot.errors import ConfigError
-from bot.http_guard import ConnectionGuard, GuardedRunner, HttpLimits, open_files_cap
+from bot.http_guard import ConnectionGuard, GuardedRunner, HttpLimits, deepen_listen_queue, open_files_cap
 from bot.kimi import KimiClient
 from bot.llm.knowledge import KnowledgeSync, knowledge_paths
 from bot.llm.setup import start_client
@@ -351,7 +351,9 @@ class Supportbot:
 async def _serve(runner: web.AppRunner, host: str, port: int) -> int:
     """Start ``runner`` on ``host:port``; the port it listens on (``port`` 0 picks one)."""
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    deepen_listen_queue(site)
     return int(runner.addresses[0][1])
 
 

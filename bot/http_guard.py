@@ -27,6 +27,7 @@ import enum
 import heapq
 import logging
 import resource
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ REPORT_SECONDS = 10.0
 #: Discord and Kimi, and the sockets accepted before room is made for them (up to 128 per
 #: accept pass, a few passes while a flood is being closed).
 DESCRIPTOR_RESERVE = 512
+#: Connections the kernel holds for the server before it accepts them. asyncio listens with the
+#: number of connections it accepts per pass (aiohttp's 128); past a full queue a new client's
+#: SYN is dropped and resent a second later, so a burst of attackers would delay everyone.
+LISTEN_QUEUE = 1024
 _ACCEPT_FAILED = "socket.accept() out of system resource"
 
 T = TypeVar("T")
@@ -110,6 +115,15 @@ def open_files_cap(wanted: int, reserve: int = DESCRIPTOR_RESERVE) -> int:
     if soft == resource.RLIM_INFINITY:
         return wanted
     return max(1, min(wanted, soft - min(reserve, soft // 2)))
+
+
+def deepen_listen_queue(site: web.BaseSite) -> None:
+    """Let the kernel queue :data:`LISTEN_QUEUE` connections for ``site`` (capped by its
+    ``somaxconn``), while asyncio still accepts at most its own backlog per pass."""
+    server = getattr(site, "_server", None)  # aiohttp keeps the asyncio server private
+    for listening in getattr(server, "sockets", None) or ():
+        with socket.fromfd(listening.fileno(), listening.family, listening.type) as same_socket:
+            same_socket.listen(LISTEN_QUEUE)
 
 
 class GuardedRequestHandler(RequestHandler):

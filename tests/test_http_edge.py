@@ -103,7 +103,7 @@ async def test_a_slow_loris_past_the_descriptor_limit_leaves_healthz_and_slack_e
         await attack
 
     assert len(health) >= 10 and max(health) < 2.0, f"/healthz answered through the attack: {max(health):.2f} s"
-    assert len(acks) >= 3 and max(acks) < 2.0, f"Slack's events were acknowledged: {max(acks):.2f} s"
+    assert len(acks) >= 3 and max(acks) < 3.0, f"acked within Slack's 3 s: {max(acks):.2f} s"
     assert all(a.closed_after is not None and a.closed_after < 8.0 for a in attackers)
     logged = bot.stderr_path.read_text()[logged_before:]
     assert len(logged.encode()) < 2000, f"one summary, not a line per connection:\n{logged[:3000]}"
