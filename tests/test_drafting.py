@@ -64,6 +64,14 @@ async def test_the_policy_step_limit_forces_a_final_answer(tmp_path: Path, kimi:
         assert card.notice == "Tool use stopped: step limit (2) reached."
 
 
+async def test_a_kimi_rate_limit_then_success_still_drafts(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        kimi.script(Fail.rate_limited(after=1), Reply("Your order is on its way."))
+        card = await desk.card_for(await desk.customer("kim").says("any news?"), timeout=15)
+        assert card.draft_text == "Your order is on its way." and card.actionable
+        assert len(chat_requests(kimi)) == 2
+
+
 async def test_a_model_that_keeps_calling_tools_gives_a_failure_card(tmp_path: Path, kimi: FakeKimi) -> None:
     async with open_desk(tmp_path, kimi, policy="[limits]\nmax_tool_steps = 1\n") as desk:
         kimi.script(
