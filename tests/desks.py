@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import Supportbot, platform_factories
-from bot.events import Attachment, DecisionAction
+from bot.events import DecisionAction
 from bot.ports import PlatformFactory
-from bot.testing import Board, Customer, DeskCard, Driver, Move, TestDesk, desk_settings, recording, until
+from bot.testing import Board, DeskCard, Driver, Move, Saying, TestDesk, desk_settings, recording, until
 from tests.fakes.discord import BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord, FakeUser
 from tests.fakes.kimi import CallTools, Fail, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
@@ -86,23 +86,15 @@ class SlackDriver:
     def user_id(self, person: str) -> str:
         return "U" + person.upper()
 
-    async def say(
-        self,
-        customer: Customer,
-        text: str,
-        thread: str | None,
-        *,
-        channel: str = "",
-        attachments: tuple[Attachment, ...] = (),
-    ) -> tuple[str, bool]:
-        if attachments or customer.email:
+    async def say(self, message: Saying) -> tuple[str, bool]:
+        if message.attachments or message.customer.email:
             raise ValueError("the Slack driver sends text only")
-        where = channel or CUSTOMER_CHANNEL
-        if thread is None:
-            envelope = await self._slack().mention(text, user=customer.user_id, channel=where)
+        user, where = message.customer.user_id, message.channel or CUSTOMER_CHANNEL
+        if message.thread is None:
+            envelope = await self._slack().mention(message.text, user=user, channel=where)
             return str(envelope["event"]["ts"]), True
-        await self._slack().reply_in_thread(text, thread, user=customer.user_id, channel=where)
-        return thread, True
+        await self._slack().reply_in_thread(message.text, message.thread, user=user, channel=where)
+        return message.thread, True
 
     async def decide(self, card: DeskCard, move: Move, agent: str) -> str:
         harness = self._slack()
@@ -167,23 +159,15 @@ class DiscordDriver:
     def user_id(self, person: str) -> str:
         return self.person(person).id
 
-    async def say(
-        self,
-        customer: Customer,
-        text: str,
-        thread: str | None,
-        *,
-        channel: str = "",
-        attachments: tuple[Attachment, ...] = (),
-    ) -> tuple[str, bool]:
-        if attachments or customer.email or channel:
+    async def say(self, message: Saying) -> tuple[str, bool]:
+        if message.attachments or message.customer.email or message.channel:
             raise ValueError("the Discord driver sends text in the support channel only")
-        author = self.person(customer.name)
-        if thread is None:
-            asked = await self.discord.post_user_message(SUPPORT_CHANNEL_ID, author, text, mention_bot=True)
+        author = self.person(message.customer.name)
+        if message.thread is None:
+            asked = await self.discord.post_user_message(SUPPORT_CHANNEL_ID, author, message.text, mention_bot=True)
             return str(asked["id"]), True  # the bot opens a thread on the member's message, with its id
-        await self.discord.post_user_message(thread, author, text)
-        return thread, True
+        await self.discord.post_user_message(message.thread, author, message.text)
+        return message.thread, True
 
     async def decide(self, card: DeskCard, move: Move, agent: str) -> str:
         user = next(u for u in self._people.values() if u.id == agent)

@@ -67,7 +67,7 @@ async def action_status(desk: TestDesk) -> str:
     async with sessionmaker(desk.bot.engine)() as session:
         action = await session.scalar(select(ProposedAction))
     assert action is not None
-    return action.status
+    return str(action.status)
 
 
 def proposal_of(card: ReviewCard) -> tuple[str, str]:

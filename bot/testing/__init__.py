@@ -1,7 +1,7 @@
 """Testing support shipped in the package: the in-memory platform and the test desk, through which
 the business rules are tested as support conversations (see :mod:`bot.testing.desk`)."""
 
-from bot.testing.desk import Customer, Driver, MemoryDriver, Move, Said, TestDesk, desk_settings, until
+from bot.testing.desk import Customer, Driver, MemoryDriver, Move, Said, Saying, TestDesk, desk_settings, until
 from bot.testing.memory import Board, DeskCard, MemoryPlatform, PostedReply, recording
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Move",
     "PostedReply",
     "Said",
+    "Saying",
     "TestDesk",
     "desk_settings",
     "recording",

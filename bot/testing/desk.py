@@ -8,7 +8,7 @@ A scenario reads as a support conversation::
         await desk.import_orders(rows)
         said = await desk.customer("kim").says("my chair from 40021 broke, refund please")
         card = await desk.card_for(said)
-        assert card.proposals[0].verdict.startswith("needs a manager")
+        assert "needs a manager" in card.proposals[0].verdict
         told = await desk.approve(card, as_="U_AGENT")
         assert "needs a manager" in told and desk.replies_to(said) == []
 
@@ -47,7 +47,7 @@ from bot.testing.memory import Board, DeskCard, MemoryPlatform
 from tools import import_orders
 from tools.orders import order_refunds_table
 
-__all__ = ["Customer", "Driver", "MemoryDriver", "Move", "Said", "TestDesk", "desk_settings"]
+__all__ = ["Customer", "Driver", "MemoryDriver", "Move", "Said", "Saying", "TestDesk", "desk_settings", "until"]
 
 _T = TypeVar("_T")
 
@@ -88,6 +88,18 @@ class Said:
 
 
 @dataclass(frozen=True, slots=True)
+class Saying:
+    """A customer's message for a driver to deliver: in ``thread`` (None opens one), in
+    ``channel`` (empty: the platform's support channel)."""
+
+    customer: Customer
+    text: str
+    thread: str | None = None
+    channel: str = ""
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Move:
     """What an agent does with a card: the action and what goes with it."""
 
@@ -115,17 +127,8 @@ class Driver(Protocol):
         """The platform's id of the person a scenario calls ``person``."""
         ...
 
-    async def say(
-        self,
-        customer: Customer,
-        text: str,
-        thread: str | None,
-        *,
-        channel: str = "",
-        attachments: tuple[Attachment, ...] = (),
-    ) -> tuple[str, bool]:
-        """Deliver a customer message (in ``thread``, or opening one, in ``channel`` or the
-        platform's support channel); return the thread's handle, and False when the core is
+    async def say(self, message: Saying) -> tuple[str, bool]:
+        """Deliver a customer's message; return its thread's handle, and False when the core is
         known to have ignored the message (True when only the platform knows)."""
         ...
 
@@ -157,7 +160,7 @@ class Customer:
         """Write ``text``: a new conversation, or a follow-up in the thread of ``after``."""
         before = len(self.desk.board.cards)
         thread, taken = await self.desk.driver.say(
-            self, text, after.thread if after else None, channel=channel, attachments=tuple(attachments)
+            Saying(self, text, after.thread if after else None, channel, tuple(attachments))
         )
         return Said(self, text, thread, before, taken)
 
@@ -183,33 +186,26 @@ class MemoryDriver:
     def user_id(self, person: str) -> str:
         return person
 
-    async def say(
-        self,
-        customer: Customer,
-        text: str,
-        thread: str | None,
-        *,
-        channel: str = "",
-        attachments: tuple[Attachment, ...] = (),
-    ) -> tuple[str, bool]:
+    async def say(self, message: Saying) -> tuple[str, bool]:
         n = next(self._events)
-        opens = thread is None
+        thread = message.thread
         if thread is None:
             thread = f"t{n}"
-            self._threads[thread] = ThreadRef(self.platform, "W-DESK", channel or "C-SUPPORT", thread)
+            self._threads[thread] = ThreadRef(self.platform, "W-DESK", message.channel or "C-SUPPORT", thread)
         ref = self._threads[thread]
-        message = InboundMessage(
+        customer = message.customer
+        inbound = InboundMessage(
             event_id=f"ev-{n}",
             thread=ref,
             message_id=f"cm{n}",
             author=Author(customer.user_id, customer.display_name or customer.name, email=customer.email),
-            text=text,
-            kind=MessageKind.MENTION if opens else MessageKind.FOLLOW_UP,
+            text=message.text,
+            kind=MessageKind.MENTION if message.thread is None else MessageKind.FOLLOW_UP,
             sent_at=datetime.now(UTC),
-            attachments=attachments,
+            attachments=message.attachments,
             location=f"Desk · #{ref.channel}",
         )
-        return thread, await self._core().receive(message)
+        return thread, await self._core().receive(inbound)
 
     async def decide(self, card: DeskCard, move: Move, agent: str) -> str:
         core = self._core()
