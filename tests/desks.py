@@ -110,8 +110,7 @@ class SlackDriver:
                 values["refund_block"] = {"refund_input": move.refund_amount}
             await harness.submit("edit_draft_modal", draft_id, values, user=agent)
         else:
-            values = {"instruction_block": {"instruction_input": move.instruction or ""}}
-            await harness.submit("regenerate_draft_modal", draft_id, values, user=agent)
+            raise ValueError(f"the Slack driver does not {move.action.value} (no scenario needs it yet)")
         told = await until(lambda: harness.ephemerals(agent)[before:], f"what {agent} was told")
         return told[0]
 
@@ -170,6 +169,8 @@ class DiscordDriver:
         return message.thread, True
 
     async def decide(self, card: DeskCard, move: Move, agent: str) -> str:
+        if move.action is DecisionAction.REGENERATE:
+            raise ValueError("the Discord driver does not regenerate (no scenario needs it yet)")
         user = next(u for u in self._people.values() if u.id == agent)
         message_id = card.ref.split(":")[-1]
         draft_id = card.latest.draft_id
@@ -180,9 +181,6 @@ class DiscordDriver:
             if move.refund_amount is not None:
                 values["refund_amount"] = move.refund_amount
             click = await self.discord.submit_modal(click, values, user)
-        elif move.action is DecisionAction.REGENERATE:
-            await self.discord.wait_for_response(click)
-            click = await self.discord.submit_modal(click, {"instruction": move.instruction or ""}, user)
         told = await until(lambda: click.followups, f"what {agent} was told")
         return str(told[0]["content"])
 

@@ -87,6 +87,27 @@ async def test_a_refund_above_the_manager_threshold_waits_for_a_manager(desk: Te
     assert len(desk.replies_to(said)) == 1
 
 
+async def test_a_manager_edits_the_refund_amount_and_the_edited_reply_and_amount_go_out(
+    desk: TestDesk, kimi: FakeKimi
+) -> None:
+    kimi.script(
+        CallTools([("propose_refund", {"order_id": "40021", "amount": "150.00", "reason": "scratched"})]),
+        Reply("I've asked the team to refund 150.00 USD."),
+    )
+    said = await desk.customer("kim").says("the chair from 40021 is scratched, can I get something back?")
+    card = await desk.card_for(said)
+    assert "Refused" in await desk.edit(card, "We'll refund 600.00.", refund_amount="600.00", as_="mgr")
+    await desk.settle()
+    assert await desk.refunds("40021") == [] and desk.replies_to(said) == []
+
+    await desk.edit(card, "We refunded 40.00 USD.", refund_amount="40.00", as_="mgr")
+    assert await desk.reply_to(said) == "We refunded 40.00 USD."
+    await desk.settle()
+    assert await desk.refunds("40021") == [4000]
+    edited = await desk.latest(card, until=lambda c: c.state is CardState.SENT)
+    assert edited.proposals[0].summary.startswith("Refund 40.00 USD on order 40021")
+
+
 async def test_a_stranger_gets_no_refund_on_someone_elses_order(desk: TestDesk, kimi: FakeKimi) -> None:
     kimi.script(
         CallTools(
