@@ -15,7 +15,9 @@ A scenario reads as a support conversation::
 It starts :class:`bot.app.Supportbot` as ``supportbot run`` does (a real SQLite file, the policy
 file, Kimi at ``KIMI_BASE_URL``: a simulator on loopback in tests) and asserts on what a person
 would notice: the :class:`~bot.ports.ReviewCard` each draft shows, what the approver is told, the
-replies posted and the refunds made. The desk knows the core only through its ports.
+replies posted and the refunds made. The desk touches the core only as ``Supportbot`` (start,
+stop), the :class:`~bot.ports.Core` surface and the ports it implements, and the shop's tables
+(orders imported, refunds read): never the drafting internals.
 
 By default the platform lives in memory (:class:`MemoryDriver`). Another :class:`Driver` runs the
 same scenario through a real adapter (the tests have one for Slack and one for Discord over their
