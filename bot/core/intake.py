@@ -61,7 +61,7 @@ class Intake:
     async def _record(self, message: InboundMessage) -> bool:
         text = message.text[:MAX_CUSTOMER_TEXT]
         now = utcnow()
-        async with self.db.write() as conn:
+        async with self.db.write(urgent=True) as conn:
             if not await conversation_rows.record_event(conn, message.event_id, now):
                 self.counters["events_duplicate"] += 1
                 metrics.event_received("duplicate")

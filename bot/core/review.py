@@ -99,7 +99,7 @@ class ReviewDesk:
                 proposed = await records.actions_of(conn, decision.draft_id, status=ActionStatus.PROPOSED)
             if proposed:
                 effects.order_facts = await current_facts(self.orders, [a.proposal for a in proposed])
-        async with self.db.write() as conn:
+        async with self.db.write(urgent=True) as conn:
             draft = await load_for_review(conn, decision.draft_id)
             if draft is None:
                 return DecisionOutcome(False, "This draft does not exist (any more).")

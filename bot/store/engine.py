@@ -6,6 +6,12 @@ On SQLite there is one writer connection, each transaction taken with ``BEGIN IM
 busy handler keeps latency flat), and a separate pool of readers in WAL mode that never wait for
 the writer. The hot path uses Core statements on connections, not ORM sessions: a card costs a
 handful of statements, each built once.
+
+The ack comes first: a transaction an ack waits for (``write(urgent=True)``: a stored message, a
+decided click) never queues behind background work. On SQLite it takes the one writer ahead of
+every queued background transaction (:class:`bot.store.writer.WriterTurns`); on PostgreSQL,
+where writers do not exclude each other, it has a small pool of connections of its own, so
+drafting holding every pooled connection cannot make it wait.
 """
 
 from __future__ import annotations
@@ -20,10 +26,14 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 
+from bot.store.writer import WriterTurns
+
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
+#: PostgreSQL connections kept for urgent transactions (the acks), apart from the shared pool.
+URGENT_POOL = {"pool_size": 2, "max_overflow": 4}
 
 
-def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, read_only: bool = False, pool: dict[str, int] | None = None) -> AsyncEngine:
     """An async engine. SQLite gets WAL, a busy timeout, foreign keys and the single writer;
     ``read_only`` engines get a pool of deferred-transaction readers instead."""
     if url.startswith("sqlite"):
@@ -55,7 +65,7 @@ def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
                 dbapi_connection.rollback()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_async_engine(url, pool_pre_ping=True, **(pool or {"pool_size": 10, "max_overflow": 10}))
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
@@ -70,6 +80,14 @@ def reader_engine(engine: AsyncEngine) -> AsyncEngine:
     return create_engine(url, read_only=True) if url.startswith("sqlite") else engine
 
 
+def urgent_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for urgent transactions: on SQLite the one writer (they go first in its
+    queue instead); elsewhere a small pool of its own."""
+    if engine.dialect.name == "sqlite":
+        return engine
+    return create_engine(engine.url.render_as_string(hide_password=False), pool=URGENT_POOL)
+
+
 class Database:
     """The writer and reader engines, and the two ways in: ``write()`` (one transaction) and
     ``read()`` (a read-only snapshot)."""
@@ -77,11 +95,18 @@ class Database:
     def __init__(self, engine: AsyncEngine, reads: AsyncEngine | None = None) -> None:
         self.engine = engine
         self.reads = reads or reader_engine(engine)
+        self.urgent = urgent_engine(engine)
         self.dialect = engine.dialect.name
+        self.writer = WriterTurns()
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
+    async def write(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction. ``urgent``: an ack waits for it, so it goes before background work."""
+        if self.dialect != "sqlite":
+            async with (self.urgent if urgent else self.engine).begin() as conn:
+                yield conn
+            return
+        async with self.writer.turn(urgent=urgent), self.engine.begin() as conn:
             yield conn
 
     @contextlib.asynccontextmanager
@@ -97,14 +122,14 @@ class Database:
         deadline = loop.time() + grace
         while self._checked_out() and loop.time() < deadline:  # noqa: ASYNC110 - a pool has no event to wait on
             await asyncio.sleep(0.02)
-        if self.reads is not self.engine:
-            await self.reads.dispose()
+        for extra in {self.reads, self.urgent} - {self.engine}:
+            await extra.dispose()
         await self.engine.dispose()
 
     def _checked_out(self) -> int:
-        pool = self.engine.sync_engine.pool
-        checked_out = getattr(pool, "checkedout", None)
-        return int(checked_out()) if callable(checked_out) else 0
+        pools = [e.sync_engine.pool for e in {self.engine, self.urgent}]
+        counts = [getattr(pool, "checkedout", None) for pool in pools]
+        return sum(int(count()) for count in counts if callable(count))
 
 
 _MIGRATING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()

@@ -1,0 +1,76 @@
+"""The ack comes first (issue 20, "The ack first"): a transaction an ack waits for (a stored
+customer message, a decided click) takes SQLite's one writer ahead of every queued background
+transaction (drafts' claims and outcomes, card bookkeeping, deliveries), and a waiter that gives
+up (a click's timed-out decision) never wedges the writer for the others."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import text
+
+from bot.store import Database, create_engine
+from tests.harness import until
+
+
+async def _database(tmp_path: Path) -> Database:
+    db = Database(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'supportbot.db'}"))
+    async with db.write() as conn:
+        await conn.execute(text("CREATE TABLE written (n INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT)"))
+    return db
+
+
+async def _write(db: Database, who: str, *, urgent: bool = False, hold: asyncio.Event | None = None) -> None:
+    async with db.write(urgent=urgent) as conn:
+        await conn.execute(text("INSERT INTO written (who) VALUES (:who)"), {"who": who})
+        if hold is not None:
+            await hold.wait()
+
+
+async def _order(db: Database) -> list[str]:
+    async with db.read() as conn:
+        return [row.who for row in await conn.execute(text("SELECT who FROM written ORDER BY n"))]
+
+
+async def test_an_ack_takes_the_writer_ahead_of_queued_background_transactions(tmp_path: Path) -> None:
+    db = await _database(tmp_path)
+    try:
+        release = asyncio.Event()
+        running = asyncio.create_task(_write(db, "card in flight", hold=release))
+        await until(lambda: db.writer.waiting == (0, 0) and not running.done(), "the background write holds the writer")
+        background = [asyncio.create_task(_write(db, f"draft {i}")) for i in range(5)]
+        await until(lambda: db.writer.waiting == (0, 5), "five background writes queued")
+        acks = [asyncio.create_task(_write(db, f"ack {i}", urgent=True)) for i in range(2)]
+        await until(lambda: db.writer.waiting == (2, 5), "two acks queued behind them")
+
+        release.set()
+        await asyncio.gather(running, *background, *acks)
+
+        # The transaction already running finishes; then the acks, in their order; then the rest.
+        assert await _order(db) == ["card in flight", "ack 0", "ack 1"] + [f"draft {i}" for i in range(5)]
+    finally:
+        await db.dispose()
+
+
+async def test_an_ack_that_gives_up_while_queued_leaves_the_writer_to_the_others(tmp_path: Path) -> None:
+    db = await _database(tmp_path)
+    try:
+        async with db.writer.turn(urgent=False):  # a background transaction in flight
+            queued = asyncio.create_task(_write(db, "draft"))
+            timed_out = asyncio.create_task(_write(db, "click that timed out", urgent=True))
+            await until(lambda: db.writer.waiting == (1, 1), "an ack and a draft queued")
+            timed_out.cancel()
+            await until(lambda: db.writer.waiting == (0, 1), "the cancelled ack left the queue")
+            handed = asyncio.create_task(_write(db, "ack cancelled on its turn", urgent=True))
+            await until(lambda: db.writer.waiting == (1, 1), "another ack queued")
+        # The turn was just handed to that ack; it is cancelled before it could take it.
+        handed.cancel()
+        await asyncio.wait_for(queued, 10)  # the writer was passed on, not lost
+        await _write(db, "next ack", urgent=True)
+
+        assert await _order(db) == ["draft", "next ack"]
+        assert handed.cancelled() and timed_out.cancelled()
+        assert db.writer.waiting == (0, 0)
+    finally:
+        await db.dispose()
