@@ -6,6 +6,8 @@ up (a click's timed-out decision) never wedges the writer for the others."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 from sqlalchemy import text
@@ -73,4 +75,34 @@ async def test_an_ack_that_gives_up_while_queued_leaves_the_writer_to_the_others
         assert handed.cancelled() and timed_out.cancelled()
         assert db.writer.waiting == (0, 0)
     finally:
+        await db.dispose()
+
+
+async def test_the_write_ahead_log_is_copied_into_the_database_beside_the_writer(tmp_path: Path) -> None:
+    """SQLite's own checkpoint runs inside the commit that crosses 1,000 pages, holding the
+    writer (and every ack queued behind it) for the copy and its fsync; here the bot's
+    checkpointer does it from a connection of its own, and the writer only past 10,000 pages."""
+    db = await _database(tmp_path)
+    checkpoints = asyncio.create_task(db.checkpoint_forever(every=0.05))
+    try:
+        for who in ("ack 0", "draft 0", "ack 1"):
+            await _write(db, who, urgent=who.startswith("ack"))
+
+        def in_the_database_file() -> list[str]:
+            # The database file alone, without its log: what a checkpoint has copied.
+            copy = tmp_path / "copy.db"
+            copy.write_bytes((tmp_path / "supportbot.db").read_bytes())
+            try:
+                with contextlib.closing(sqlite3.connect(copy)) as conn:
+                    return [row[0] for row in conn.execute("SELECT who FROM written ORDER BY n")]
+            except sqlite3.DatabaseError:
+                return []  # copied halfway through a checkpoint
+
+        assert await until(in_the_database_file, "the rows copied into the database file") == [
+            "ack 0",
+            "draft 0",
+            "ack 1",
+        ]
+    finally:
+        checkpoints.cancel()
         await db.dispose()

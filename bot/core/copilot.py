@@ -141,6 +141,7 @@ class Copilot:
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
         self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
+        self.supervisor.keep_running("wal-checkpoint", self.db.checkpoint_forever)
 
     async def wind_down(self, grace: float) -> bool:
         """A graceful stop's first phase: start no new draft or delivery and give what is in

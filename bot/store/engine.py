@@ -11,13 +11,16 @@ The ack comes first: a transaction an ack waits for (``write(urgent=True)``: a s
 decided click) never queues behind background work. On SQLite it takes the one writer ahead of
 every queued background transaction (:class:`bot.store.writer.WriterTurns`); on PostgreSQL,
 where writers do not exclude each other, it has a small pool of connections of its own, so
-drafting holding every pooled connection cannot make it wait.
+drafting holding every pooled connection cannot make it wait. SQLite's checkpoints (copying the
+write-ahead log into the database file, with an fsync) run beside the writer
+(:meth:`Database.checkpoint_forever`), not inside whichever commit crossed the log's threshold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +34,9 @@ from bot.store.writer import WriterTurns
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 #: PostgreSQL connections kept for urgent transactions (the acks), apart from the shared pool.
 URGENT_POOL = {"pool_size": 2, "max_overflow": 4}
+#: WAL pages after which a committing writer checkpoints by itself (SQLite's default is 1,000):
+#: only when the checkpoints beside it fall this far behind.
+WRITER_CHECKPOINT_PAGES = 10_000
 
 
 def create_engine(url: str, *, read_only: bool = False, pool: dict[str, int] | None = None) -> AsyncEngine:
@@ -49,6 +55,8 @@ def create_engine(url: str, *, read_only: bool = False, pool: dict[str, int] | N
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            if not read_only:
+                cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
@@ -109,6 +117,18 @@ class Database:
         async with self.writer.turn(urgent=urgent), self.engine.begin() as conn:
             yield conn
 
+    async def checkpoint_forever(self, every: float = 1.0) -> None:
+        """On SQLite, every ``every`` seconds copy what the write-ahead log holds into the
+        database file from a connection of its own (a PASSIVE checkpoint waits for no reader or
+        writer). Left to SQLite, the commit that crosses 1,000 pages does it while holding the
+        writer, and every ack queued behind it waits for the copy and its fsync."""
+        path = self.engine.url.database
+        if self.dialect != "sqlite" or not path or path == ":memory:":
+            return
+        while True:
+            await asyncio.to_thread(_checkpoint, path)
+            await asyncio.sleep(every)
+
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self.reads.connect() as conn:
@@ -130,6 +150,11 @@ class Database:
         pools = [e.sync_engine.pool for e in {self.engine, self.urgent}]
         counts = [getattr(pool, "checkedout", None) for pool in pools]
         return sum(int(count()) for count in counts if callable(count))
+
+
+def _checkpoint(path: str) -> None:
+    with contextlib.closing(sqlite3.connect(path, timeout=1.0)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 _MIGRATING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
