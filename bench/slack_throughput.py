@@ -261,13 +261,20 @@ async def send_one(
     return Sample(marker, sent, acked, status, watch.arrivals.get(marker))
 
 
-async def post_signed(client: httpx.AsyncClient, url: str, slack: FakeSlack, envelope: dict[str, Any]) -> int:
-    """HTTP mode: POST the signed event; the ack is the response (0: no answer)."""
+async def post_signed(
+    client: httpx.AsyncClient,
+    url: str,
+    slack: FakeSlack,
+    envelope: dict[str, Any],
+    extensions: dict[str, Any] | None = None,
+) -> int:
+    """HTTP mode: POST the signed event; the ack is the response (0: no answer). ``extensions``
+    go to httpx (e.g. a ``trace`` callback)."""
     slack.ingest_event(envelope)  # as SlackSender(mirror_to=...) does: the fake knows the message
     body = event_body(envelope)
     headers = sign(body, SIGNING_SECRET, content_type="application/json")
     try:
-        response = await client.post(url, content=body, headers=headers)
+        response = await client.post(url, content=body, headers=headers, extensions=extensions)
     except httpx.HTTPError:
         return 0
     return response.status_code
