@@ -13,7 +13,9 @@ from pathlib import Path
 from sqlalchemy import text
 
 from bot.store import Database, create_engine
-from tests.harness import until
+from tests.fakes.kimi import FakeKimi, Hang
+from tests.fakes.slack import FakeSlack
+from tests.harness import running_bot, until
 
 
 async def _database(tmp_path: Path) -> Database:
@@ -53,6 +55,29 @@ async def test_an_ack_takes_the_writer_ahead_of_queued_background_transactions(t
         assert await _order(db) == ["card in flight", "ack 0", "ack 1"] + [f"draft {i}" for i in range(5)]
     finally:
         await db.dispose()
+
+
+async def test_a_customer_message_is_stored_before_a_finished_draft_queued_ahead_of_it(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    """Through the running bot: a draft's outcome waits for the writer (a long card transaction
+    holds it); a new customer message arrives behind it. The message is stored, and its event
+    acknowledged, before the draft's outcome is recorded."""
+    # Nothing else writes meanwhile: no sweeps or delivery passes, no lease renewals.
+    async with running_bot(tmp_path, kimi, slack, sweep_seconds=3600, work_lease_seconds=60) as harness:
+        db = harness.bot.db
+        kimi.script(Hang(1.0))  # the first draft's one model call: time to line the writes up
+        await harness.mention("Do you ship to Canada?", ts="1700000001.000100")
+        await until(lambda: any(r.path.endswith("/chat/completions") for r in kimi.requests), "the model asked")
+        async with db.writer.turn(urgent=False):  # a background transaction in flight
+            await until(lambda: kimi.completions and sum(db.writer.waiting) == 1, "the draft's outcome waits")
+            second = asyncio.create_task(harness.mention("Do you sell gift cards?", ts="1700000002.000100"))
+            await until(lambda: sum(db.writer.waiting) == 2, "the second message waits behind it")
+        await second  # acknowledged (200)
+        await harness.wait_cards(1)
+        async with db.read() as conn:
+            trail = [row.kind for row in await conn.execute(text("SELECT kind FROM audit_events ORDER BY id"))]
+        assert trail[:3] == ["message", "message", "draft"], trail
 
 
 async def test_an_ack_that_gives_up_while_queued_leaves_the_writer_to_the_others(tmp_path: Path) -> None:
