@@ -131,3 +131,27 @@ async def test_the_write_ahead_log_is_copied_into_the_database_beside_the_writer
     finally:
         checkpoints.cancel()
         await db.dispose()
+
+
+async def test_on_postgresql_a_message_is_stored_while_background_work_holds_every_pooled_connection(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
+) -> None:
+    """PostgreSQL has no single writer, but a pool: 32 drafting workers, the dispatcher and the
+    card work can hold all of its connections. The ack has connections of its own."""
+    async with running_bot(tmp_path, kimi, slack, database_url=database) as harness:
+        engine = harness.bot.db.engine
+        pool = engine.sync_engine.pool
+        held = [await engine.connect() for _ in range(pool.size() + pool._max_overflow)]  # type: ignore[attr-defined]
+        try:
+            await asyncio.wait_for(harness.mention("Do you ship to Canada?"), 10)  # acknowledged (200)
+            outside = create_engine(database)
+            try:
+                async with outside.connect() as conn:
+                    stored = await conn.scalar(text("SELECT count(*) FROM messages"))
+            finally:
+                await outside.dispose()
+        finally:
+            for conn in held:
+                await conn.close()
+        assert stored == 1
+        await harness.wait_cards(1)  # drafting goes on once the pool has connections again
