@@ -308,8 +308,9 @@ async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
     from tests.fakes.discord import ALICE, SUPPORT_CHANNEL_ID, FakeDiscord
+    from tests.fakes.files import png
 
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    image_bytes = png()
     async with FakeDiscord() as discord:
         overrides = {
             "discord_bot_token": discord.token,
@@ -318,7 +319,7 @@ async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(
         }
         policy = '[models]\ndrafting = "kimi-k2-0905-preview"\n'
         async with running_bot(tmp_path, kimi, slack, policy=policy, **overrides) as harness:
-            image = discord.serve_file("broken-mug.png", png, "image/png")
+            image = discord.serve_file("broken-mug.png", image_bytes, "image/png")
             await discord.post_user_message(
                 SUPPORT_CHANNEL_ID, ALICE, "my mug arrived like this", mention_bot=True, attachments=[image]
             )

@@ -21,14 +21,14 @@ import pytest
 from bot.cli_ops import EXIT_CONFIG
 from bot.core.files import MAX_FILE_BYTES
 from tests.fakes.discord import ALICE, SUPPORT_CHANNEL_ID, FakeDiscord
-from tests.fakes.files import FakeFileHost
+from tests.fakes.files import FakeFileHost, png
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
 from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, card_text, running_bot, until, wait_until
 from tests.processes import BotProcess, seed_orders, supportbot
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+PNG = png()
 
 
 @pytest.fixture

@@ -17,12 +17,13 @@ import pytest
 from adapters.playground import PlaygroundPlatform
 from adapters.playground.platform import is_local
 from bot.app import Supportbot
+from tests.fakes.files import png
 from tests.fakes.kimi import CallTools, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import REVIEW_CHANNEL, running_bot, settings_for, wait_until
 from tests.playground_support import HEADER, playground_bot
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+PNG = png()
 
 
 def playground_of(bot: Supportbot) -> PlaygroundPlatform:
