@@ -8,8 +8,9 @@ and the megabytes cost memory, database rows and a request body. So each image i
   decoders are never reached from a customer's bytes;
 * refused, before any pixel is decoded, when its header claims more than :data:`MAX_PIXELS`
   (a "decompression bomb": a few KB of PNG that would inflate to gigabytes);
-* decoded at a reduced scale where the format allows (JPEG ``draft``), turned upright from its
-  EXIF orientation, scaled so its longest side is at most :data:`MAX_SIDE`;
+* decoded at a reduced scale where the format allows (JPEG ``draft``), and refused when what is
+  decoded would still pass :data:`MAX_DECODED_PIXELS`; scaled so its longest side is at most
+  :data:`MAX_SIDE`, turned upright from its EXIF orientation;
 * re-encoded without metadata (EXIF with its GPS position, text chunks, ICC profile): a JPEG
   as JPEG; anything else as PNG (a screenshot's text stays sharp) unless that passes
   :data:`PNG_BUDGET`, when it is a photo and goes as JPEG too.
@@ -33,6 +34,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_SIDE = 1568
 #: The most pixels an image's header may claim (8,000 × 5,000); larger ones are not decoded.
 MAX_PIXELS = 40_000_000
+#: The most pixels decoded (64 MB as RGBA). A JPEG is decoded at a reduced scale, so this
+#: only refuses a PNG, WebP or GIF larger than 16 megapixels (a 5K screenshot is 14.7).
+MAX_DECODED_PIXELS = 16_000_000
 #: Formats Kimi reads (reference §9); anything else is refused without being decoded.
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 JPEG_QUALITY = 85
@@ -82,12 +86,18 @@ def _shrunk(image: Image.Image) -> ShrunkImage:
     width, height = image.size
     if width < 1 or height < 1 or width * height > MAX_PIXELS:
         raise ImageRefused(f"{width}×{height} px: {TOO_LARGE}")
-    # JPEG can decode at 1/2, 1/4 or 1/8 scale: a 48 MP photo never exists at full size in memory.
-    image.draft("RGB", (MAX_SIDE, MAX_SIDE))
+    kind = image.format
     image.seek(0)  # an animated GIF or WebP: its first frame
-    upright = ImageOps.exif_transpose(image)
-    upright.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-    if image.format != "JPEG":  # a screenshot stays sharp as a PNG, unless it is really a photo
+    scale = min(1.0, MAX_SIDE / max(width, height))
+    # A JPEG decodes at 1/2, 1/4 or 1/8 scale: a 48 MP photo never exists at full size in memory.
+    image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+    if image.width * image.height > MAX_DECODED_PIXELS:
+        raise ImageRefused(f"{width}×{height} px: over {MAX_DECODED_PIXELS // 1_000_000} megapixels for a {kind}")
+    if image.mode not in ("RGB", "RGBA", "L"):
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    upright = ImageOps.exif_transpose(image)  # on the small copy: EXIF says which way is up
+    if kind != "JPEG":  # a screenshot stays sharp as a PNG, unless it is really a photo
         png = _encoded(upright, "PNG")
         if len(png.data) <= PNG_BUDGET:
             return png
