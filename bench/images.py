@@ -24,19 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import io
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import psutil
-from PIL import Image
 
 from bench._common import markdown_table
-from tests.fakes.files import FakeFileHost, photo
+from tests.fakes.files import FakeFileHost, photo, sent_images
 from tests.fakes.kimi import FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
@@ -49,17 +43,6 @@ FAIR_TPM = 60_000
 
 def database_bytes(home: Path) -> int:
     return sum(path.stat().st_size for path in home.glob("supportbot.db*"))
-
-
-def image_sides(completion: dict[str, Any]) -> list[int]:
-    sides = []
-    for message in completion["messages"]:
-        content = message.get("content")
-        for part in content if isinstance(content, list) else []:
-            if part.get("type") == "image_url":
-                data = base64.b64decode(part["image_url"]["url"].split(";base64,", 1)[1])
-                sides.append(max(Image.open(io.BytesIO(data)).size))
-    return sides
 
 
 async def started_bot(
@@ -81,30 +64,20 @@ async def ten_photos(home: Path, picture: bytes, env: dict[str, str]) -> dict[st
         bot = await started_bot(home, kimi, slack, files, env)
         try:
             assert bot.process is not None
-            process = psutil.Process(bot.process.pid)
-            idle, peak = process.memory_info().rss, 0
             before = database_bytes(home)
-
-            async def sample() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, process.memory_info().rss)
-                    await asyncio.sleep(0.02)
-
-            sampler = asyncio.create_task(sample())
             attached = [files.slack_file(f"photo-{n}.jpg", picture, "image/jpeg") for n in range(1, PHOTOS + 1)]
             started = time.perf_counter()
-            await bot.sender.event(app_mention("<@UBOT> my order arrived like this", files=attached))
-            await wait_until(bot.cards, timeout=120)
+            async with bot.peak_rss() as rss:
+                await bot.sender.event(app_mention("<@UBOT> my order arrived like this", files=attached))
+                await wait_until(bot.cards, timeout=120)
             to_card = time.perf_counter() - started
-            sampler.cancel()
             grown = database_bytes(home) - before
         finally:
             await bot.stop()
     [request] = [r for r in kimi.requests if r.path.endswith("/chat/completions")]
-    sides = image_sides(kimi.completions[0])
+    sides = [max(image.size) for image in sent_images(kimi.completions[0])]
     return {
-        "peak RSS above idle": f"{(peak - idle) / 2**20:.0f} MiB",
+        "peak RSS above idle": f"{rss.growth / 2**20:.0f} MiB",
         "database growth": f"{grown / 2**20:.1f} MiB",
         "request to Kimi": f"{len(request.raw) / 2**20:.1f} MiB",
         "images sent to Kimi": str(len(sides)),

@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import struct
@@ -76,6 +77,22 @@ class _Served:
     body_bytes: int | None
     trickle: bool
     redirect_to: str | None
+
+
+def sent_image_bytes(completion: dict[str, Any]) -> list[bytes]:
+    """The bytes of the images in a chat completion's request."""
+    found = []
+    for message in completion["messages"]:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") == "image_url":
+                found.append(base64.b64decode(part["image_url"]["url"].split(";base64,", 1)[1]))
+    return found
+
+
+def sent_images(completion: dict[str, Any]) -> list[Image.Image]:
+    """The images of a chat completion's request, decoded as Kimi would."""
+    return [Image.open(io.BytesIO(data)) for data in sent_image_bytes(completion)]
 
 
 class FakeFileHost:
