@@ -46,17 +46,21 @@ def database_bytes(home: Path) -> int:
     return sum(path.stat().st_size for path in home.glob("supportbot.db*"))
 
 
+@pytest.mark.parametrize("exact_tokens", [False, True], ids=["fixed-per-image", "kimi-counts"])
 async def test_a_customers_large_photo_does_not_queue_another_customers_card_behind_it(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, files_host: FakeFileHost
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, files_host: FakeFileHost, exact_tokens: bool
 ) -> None:
     """The finding: a 4.9 MB photo was charged as its base64 bytes ÷ 3 (about 2.2 million
     "tokens"), above the minute's limit, so it went alone and the next customer's draft waited
     out the limiter's one-minute window (0.3 s → 119 s). At a TPM its bytes would exceed (even
-    scaled down, ~160,000) but a per-image figure does not, the second card is not held."""
+    scaled down, ~160,000) but a per-image figure does not, the second card is not held: the
+    figure is 4,096 tokens, or with KIMI_EXACT_TOKENS what Kimi's count endpoint says (by
+    resolution)."""
     kimi.script(Reply("Sorry about the mug, we will replace it."), Reply("Your parcel ships tomorrow."))
     slack.add_user("U444", "customer.dan", real_name="Dan Customer")
     photo_file = files_host.slack_file("broken-mug.jpg", phone_photo(), "image/jpeg")
-    async with running_bot(tmp_path, kimi, slack, slack_files_url=files_host.origin, kimi_tpm=60_000) as harness:
+    settings = {"slack_files_url": files_host.origin, "kimi_tpm": 60_000, "kimi_exact_tokens": exact_tokens}
+    async with running_bot(tmp_path, kimi, slack, **settings) as harness:
         first = app_mention("<@UBOT> my mug arrived like this", user="U222", channel="C111", files=[photo_file])
         assert (await harness.sender.event(first)).status_code == 200
         await until(lambda: kimi.completions, "the photo's draft to reach Kimi", timeout=20)
@@ -73,6 +77,8 @@ async def test_a_customers_large_photo_does_not_queue_another_customers_card_beh
     assert any("when does my parcel ship?" in text for text in texts)
     assert any("broken-mug.jpg" in text and "broken-mug.jpg: not" not in text for text in texts)
     assert waited < 30
+    counted = [r for r in kimi.requests if r.path.endswith("/estimate-token-count")]
+    assert len(counted) == (2 if exact_tokens else 0)
 
 
 async def test_ten_large_images_in_one_discord_message_send_four_small_ones_and_list_the_rest(
