@@ -89,11 +89,16 @@ def _notice(source: CardSource) -> str:
 
 
 def card_lines(files: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
-    """Each file as the card lists it: its name, and why it was not downloaded when it was not
-    (``image.png: not downloaded (over 5 MB)``)."""
+    """Each file as the card lists it: its name, and why it was not downloaded or not sent when
+    it was not (``image.png: not downloaded (over 5 MB)``, ``scan.png: not sent to the model
+    (over 4 images)``)."""
     lines = []
     for file in files:
         name = str(file.get("filename", ""))
-        error = file.get("error")
-        lines.append(f"{name}: not downloaded ({error})" if error else name)
+        if file.get("error"):
+            lines.append(f"{name}: not downloaded ({file['error']})")
+        elif file.get("not_sent"):
+            lines.append(f"{name}: not sent to the model ({file['not_sent']})")
+        else:
+            lines.append(name)
     return tuple(lines)

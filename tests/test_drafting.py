@@ -18,6 +18,7 @@ from bot.events import Attachment
 from bot.ports import CardState
 from bot.store import UsageRecord, sessionmaker
 from tests.desks import CallTools, Fail, FakeKimi, Reply, open_desk
+from tests.fakes.files import png
 
 
 def chat_requests(kimi: FakeKimi) -> list[dict]:  # type: ignore[type-arg]
@@ -237,8 +238,8 @@ async def test_while_the_primary_model_is_down_the_fallback_writes_and_the_card_
 
 
 async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(tmp_path: Path, kimi: FakeKimi) -> None:
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-    photo = Attachment("broken-mug.png", "image/png", len(png), data=png)
+    image = png()
+    photo = Attachment("broken-mug.png", "image/png", len(image), data=image)
     policy = '[models]\ndrafting = "kimi-k2-0905-preview"\n'
     async with open_desk(tmp_path, kimi, policy=policy) as desk:
         said = await desk.customer("alice").says("my mug arrived like this", attachments=[photo])

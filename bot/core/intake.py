@@ -61,6 +61,7 @@ class Intake:
     async def _record(self, message: InboundMessage) -> bool:
         text = message.text[:MAX_CUSTOMER_TEXT]
         now = utcnow()
+        files = records_at_ack(message, self.policy.current.limits.max_images_per_message)
         async with self.db.write() as conn:
             if not await conversation_rows.record_event(conn, message.event_id, now):
                 self.counters["events_duplicate"] += 1
@@ -69,9 +70,7 @@ class Intake:
             conversation_id = await conversation_rows.upsert_conversation(conn, message, now)
             if message.author.email:
                 await conversation_rows.note_asker_email(conn, conversation_id, message.author.id, message.author.email)
-            message_id = await conversation_rows.add_customer_message(
-                conn, conversation_id, message, text, now, records_at_ack(message)
-            )
+            message_id = await conversation_rows.add_customer_message(conn, conversation_id, message, text, now, files)
             superseded = await draft_rows.supersede_open(conn, conversation_id, "a newer customer message", now)
             draft_id = await draft_rows.insert_draft(conn, conversation_id, message_id, now)
             await add_audit(

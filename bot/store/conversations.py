@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.events import InboundMessage, ThreadRef
@@ -101,7 +101,8 @@ async def add_customer_message(
     files: list[dict[str, Any]],
 ) -> int:
     """Store the customer's message with what is known of its ``files`` (the core's
-    :func:`bot.core.files.records_at_ack`), and the image bytes its adapter handed over."""
+    :func:`bot.core.files.records_at_ack`), and the image bytes its adapter handed over of those
+    the records mark ``held`` (the drafting worker replaces them with their small version)."""
     sent_at = message.sent_at if message.sent_at.tzinfo else now
     result = await conn.execute(
         _messages.insert().returning(_messages.c.id),
@@ -120,8 +121,8 @@ async def add_customer_message(
     message_id = int(result.scalar_one())
     images = [
         {"message_id": message_id, "filename": a.filename, "content_type": a.content_type, "data": a.data}
-        for a in message.attachments
-        if a.is_image and a.data
+        for a, record in zip(message.attachments, files, strict=True)
+        if a.data and record.get("held")
     ]
     if images:
         await conn.execute(_attachments.insert(), images)
@@ -210,11 +211,18 @@ async def turns_since(
 
 
 async def save_files(
-    conn: AsyncConnection, message_id: int, files: list[dict[str, Any]], images: list[tuple[str, str, bytes]]
+    conn: AsyncConnection,
+    message_id: int,
+    files: list[dict[str, Any]],
+    images: list[tuple[str, str, bytes]],
+    *,
+    replace: bool = False,
 ) -> None:
-    """Record what became of a message's files, and the bytes of those downloaded
-    (``(filename, content_type, data)``)."""
+    """Record what became of a message's files, and the bytes of the images to send
+    (``(filename, content_type, data)``); ``replace`` drops the bytes stored at the ack first."""
     await conn.execute(update(_messages).where(_messages.c.id == message_id).values(attachments=files))
+    if replace:
+        await conn.execute(delete(_attachments).where(_attachments.c.message_id == message_id))
     if images:
         await conn.execute(
             _attachments.insert(),
@@ -227,7 +235,7 @@ async def save_files(
 
 async def images_of(conn: AsyncConnection, message_id: int) -> list[tuple[str, bytes]]:
     a = _attachments.c
-    rows = await conn.execute(select(a.content_type, a.data).where(a.message_id == message_id))
+    rows = await conn.execute(select(a.content_type, a.data).where(a.message_id == message_id).order_by(a.id))
     return [(r.content_type, r.data) for r in rows]
 
 

@@ -293,6 +293,11 @@ class FakeDiscord:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def bot_settings(self) -> dict[str, str]:
+        """The settings that point the bot at this fake (``running_bot(..., **discord.bot_settings)``)."""
+        return {"discord_bot_token": self.token, "discord_api_url": self.api_url, "discord_cdn_urls": self.cdn_url}
+
+    @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
