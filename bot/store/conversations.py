@@ -268,3 +268,34 @@ async def note_asker_email(conn: AsyncConnection, conversation_id: str, author_i
         .where(c.id == conversation_id, c.customer_id == author_id, c.asker_email != email[:320])
         .values(asker_email=email[:320])
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    """A stored message found by its platform id: what an edit or a deletion of it needs."""
+
+    id: int
+    conversation_id: str
+    role: str
+    text: str
+
+
+async def find_message(conn: AsyncConnection, thread: ThreadRef, platform_message_id: str) -> StoredTurn | None:
+    """The message stored under ``platform_message_id`` in ``thread`` (the first, should an older
+    instance have stored it twice), or None."""
+    m = _messages.c
+    row = (
+        await conn.execute(
+            select(m.id, m.conversation_id, m.role, m.text)
+            .join(_conversations, _conversations.c.id == m.conversation_id)
+            .where(_conversations.c.thread_key == thread.key, m.platform_message_id == platform_message_id)
+            .order_by(m.id)
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else StoredTurn(row.id, row.conversation_id, row.role, row.text)
+
+
+async def replace_text(conn: AsyncConnection, message_id: int, text: str) -> None:
+    """A message's text as its author changed it (the caller keeps the old text in the audit)."""
+    await conn.execute(update(_messages).where(_messages.c.id == message_id).values(text=text))
