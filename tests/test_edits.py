@@ -1,0 +1,145 @@
+"""Issue 19, point 5: a customer edits or deletes a message. One card and one answer per
+message: an edit before approval supersedes the pending draft with one fresh draft from the new
+text; an edit after the answer was sent drafts nothing; a deletion retires the pending draft and
+nothing is sent. The real bot over HTTP, signed Slack requests, fake Slack and Kimi."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from bot.store import AuditEvent, Message, sessionmaker
+from tests.fakes.slack_payloads import app_mention, message, message_changed, message_deleted
+from tests.harness import CUSTOMER_CHANNEL, Harness, card_text, draft_id_of, wait_until
+
+
+async def edit_mention(harness: Harness, ts: str, text: str, before: str) -> None:
+    """What Slack sends when the author edits a message that mentions the app: a
+    ``message_changed`` event, and the ``app_mention`` again (same ts, new event id, ``edited``)."""
+    for envelope in (
+        message_changed(CUSTOMER_CHANNEL, ts, f"<@UBOT> {text}", f"<@UBOT> {before}"),
+        app_mention(f"<@UBOT> {text}", ts=ts, edited=True),
+    ):
+        assert (await harness.sender.event(envelope)).status_code == 200
+
+
+async def test_an_edited_mention_before_approval_is_answered_once_from_the_new_text(harness: Harness) -> None:
+    asked = await harness.mention("is the shop open on Sunday?")
+    ts = asked["event"]["ts"]
+    [first] = await harness.wait_cards(1)
+    assert "Sunday" in card_text(first)
+
+    await edit_mention(harness, ts, "is the shop open on Saturday?", "is the shop open on Sunday?")
+
+    # The first card says why it is superseded; one new card drafts from the edited text.
+    cards = await harness.wait_cards(2)
+    old = await harness.wait_card_update(draft_id_of(first), "the customer edited their message")
+    assert "approve_draft" not in card_text(old)
+    assert "Saturday" in card_text(cards[1])
+    await harness.settle()
+    assert len(harness.cards()) == 2, "one new card, not one per edit event"
+
+    # Approving the new draft sends exactly one answer, about the edited question.
+    await harness.click("approve_draft", draft_id_of(cards[1]))
+    [reply] = await harness.wait_replies(ts)
+    assert "Saturday" in reply.params["text"] and "Sunday" not in reply.params["text"]
+    await harness.click("approve_draft", draft_id_of(first), user="U444")
+    await wait_until(lambda: [t for t in harness.ephemerals("U444") if "already superseded" in t])
+    await harness.settle()
+    assert len(harness.replies(ts)) == 1
+
+    # The conversation holds the edited text; the audit trail keeps the original.
+    async with sessionmaker(harness.bot.engine)() as session:
+        texts = list(await session.scalars(select(Message.text).where(Message.role == "customer")))
+        edits = list(await session.scalars(select(AuditEvent).where(AuditEvent.kind == "message_edited")))
+    assert texts == ["is the shop open on Saturday?"]
+    assert [e.detail["original"] for e in edits] == ["is the shop open on Sunday?"]
+
+
+async def test_an_edit_after_the_answer_was_sent_drafts_nothing(harness: Harness) -> None:
+    asked = await harness.mention("is the shop open on Sunday?")
+    ts = asked["event"]["ts"]
+    [card] = await harness.wait_cards(1)
+    await harness.click("approve_draft", draft_id_of(card))
+    await harness.wait_replies(ts)
+    await harness.wait_card_update(draft_id_of(card), "sent to the customer")
+
+    await edit_mention(harness, ts, "is the shop open on Saturday?", "is the shop open on Sunday?")
+    # A genuine question afterwards (in another thread, so nothing of this one is superseded)
+    # gets its card; the edit, acknowledged before it, made none.
+    await harness.mention("do you ship to Norway?")
+    cards = await harness.wait_cards(2)
+    assert "Norway" in card_text(cards[1])
+    await harness.settle()
+    assert len(harness.cards()) == 2
+    assert len(harness.replies(ts)) == 1, "the edit sent nothing"
+    assert not [c for c in harness.card_updates(draft_id_of(card)) if "edited" in card_text(c)]
+
+
+async def test_a_deleted_message_retires_its_pending_draft_and_nothing_is_sent(harness: Harness) -> None:
+    asked = await harness.mention("where is my order #W2611340?")
+    ts = asked["event"]["ts"]
+    [card] = await harness.wait_cards(1)
+
+    deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text="<@UBOT> where is my order #W2611340?")
+    assert (await harness.sender.event(deleted)).status_code == 200
+    retired = await harness.wait_card_update(draft_id_of(card), "the customer deleted their message")
+    assert "approve_draft" not in card_text(retired)
+
+    # A click on the old card (a stale view) sends nothing either.
+    await harness.click("approve_draft", draft_id_of(card))
+    await wait_until(lambda: [t for t in harness.ephemerals() if "already superseded" in t])
+    await harness.settle()
+    assert not harness.replies(ts)
+    assert len(harness.cards()) == 1
+
+
+async def test_a_follow_up_edited_or_deleted_in_the_thread(harness: Harness) -> None:
+    asked = await harness.mention("where is my order #W2611340?")
+    ts = asked["event"]["ts"]
+    await harness.wait_cards(1)
+    follow = await harness.reply_in_thread("also, can I change the address?", ts)
+    follow_ts = follow["event"]["ts"]
+    cards = await harness.wait_cards(2)
+
+    # Editing the follow-up redrafts it; deleting it then retires that draft.
+    edited = message_changed(
+        CUSTOMER_CHANNEL, follow_ts, "also, can I change the delivery day?", "also, can I change the address?", thread_ts=ts
+    )
+    assert (await harness.sender.event(edited)).status_code == 200
+    cards = await harness.wait_cards(3)
+    assert "delivery day" in card_text(cards[2])
+    await harness.wait_card_update(draft_id_of(cards[1]), "the customer edited their message")
+
+    gone = message_deleted(CUSTOMER_CHANNEL, follow_ts, "also, can I change the delivery day?", thread_ts=ts)
+    assert (await harness.sender.event(gone)).status_code == 200
+    await harness.wait_card_update(draft_id_of(cards[2]), "the customer deleted their message")
+    await harness.settle()
+    assert len(harness.cards()) == 3 and not harness.replies(ts)
+
+
+async def test_what_is_no_customer_edit_changes_nothing(harness: Harness) -> None:
+    asked = await harness.mention("where is #W2611340")
+    ts = asked["event"]["ts"]
+    [card] = await harness.wait_cards(1)
+    bots_change = message_changed(CUSTOMER_CHANNEL, ts, "<@UBOT> reworded by a bot", "<@UBOT> where is #W2611340")
+    bots_change["event"]["message"]["bot_id"] = "B999"
+    for envelope in (
+        # Another bot's message in the thread, and a change to a bot's message.
+        message("bot noise", thread_ts=ts, bot_id="B999", subtype="bot_message"),
+        bots_change,
+        # Slack re-sends the message when a link unfurls: same text.
+        message_changed(CUSTOMER_CHANNEL, ts, "<@UBOT> where is #W2611340", "<@UBOT> where is #W2611340"),
+        # The same message again under a new event id, unedited.
+        app_mention("<@UBOT> where is #W2611340", ts=ts),
+        # Someone else's message the bot never stored, edited and deleted.
+        message_changed(CUSTOMER_CHANNEL, "1600000000.000100", "new", "old", user="U999"),
+        message_deleted(CUSTOMER_CHANNEL, "1600000000.000100", "new", user="U999"),
+    ):
+        assert (await harness.sender.event(envelope)).status_code == 200
+    # The proof nothing happened: a later genuine question gets the next card, and only it.
+    await harness.mention("is the shop open on Sunday?")
+    cards = await harness.wait_cards(2)
+    assert "Sunday" in card_text(cards[1])
+    await harness.settle()
+    assert len(harness.cards()) == 2
+    assert not [c for c in harness.card_updates(draft_id_of(card)) if "Superseded" in card_text(c)]
