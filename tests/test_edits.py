@@ -5,11 +5,25 @@ nothing is sent. The real bot over HTTP, signed Slack requests, fake Slack and K
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
 from sqlalchemy import select
 
 from bot.store import AuditEvent, Message, sessionmaker
+from tests.fakes.discord import ALICE, BOT_ID, SUPPORT_CHANNEL_ID, FakeDiscord
+from tests.fakes.kimi import FakeKimi
+from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention, message, message_changed, message_deleted
-from tests.harness import CUSTOMER_CHANNEL, Harness, card_text, draft_id_of, wait_until
+from tests.harness import CUSTOMER_CHANNEL, Harness, card_text, draft_id_of, running_bot, wait_until
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as fake:
+        yield fake
 
 
 async def edit_mention(harness: Harness, ts: str, text: str, before: str) -> None:
@@ -103,7 +117,11 @@ async def test_a_follow_up_edited_or_deleted_in_the_thread(harness: Harness) -> 
 
     # Editing the follow-up redrafts it; deleting it then retires that draft.
     edited = message_changed(
-        CUSTOMER_CHANNEL, follow_ts, "also, can I change the delivery day?", "also, can I change the address?", thread_ts=ts
+        CUSTOMER_CHANNEL,
+        follow_ts,
+        "also, can I change the delivery day?",
+        "also, can I change the address?",
+        thread_ts=ts,
     )
     assert (await harness.sender.event(edited)).status_code == 200
     cards = await harness.wait_cards(3)
@@ -143,3 +161,76 @@ async def test_what_is_no_customer_edit_changes_nothing(harness: Harness) -> Non
     await harness.settle()
     assert len(harness.cards()) == 2
     assert not [c for c in harness.card_updates(draft_id_of(card)) if "Superseded" in card_text(c)]
+
+
+# -- Discord: MESSAGE_UPDATE and MESSAGE_DELETE through the gateway ---------------------------
+
+
+def discord_overrides(discord: FakeDiscord) -> dict[str, str]:
+    return {"discord_bot_token": discord.token, "discord_api_url": discord.api_url, "discord_cdn_urls": discord.cdn_url}
+
+
+def bot_messages(discord: FakeDiscord, channel: str) -> list[dict[str, Any]]:
+    return [m for m in discord.messages_in(channel) if m["author"]["id"] == BOT_ID]
+
+
+async def test_a_discord_edit_before_approval_redrafts_once_and_after_the_answer_nothing(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
+) -> None:
+    async with running_bot(tmp_path, kimi, slack, **discord_overrides(discord)) as harness:
+        asked = await discord.post_user_message(
+            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> is the shop open on Sunday?", mention_bot=True
+        )
+        thread = asked["id"]  # the bot opened a thread on the member's message
+        [first] = await harness.wait_cards(1)
+
+        await discord.edit_user_message(ALICE, asked["id"], f"<@{BOT_ID}> is the shop open on Saturday?")
+        cards = await harness.wait_cards(2)
+        assert "Saturday" in card_text(cards[1])
+        await harness.wait_card_update(draft_id_of(first), "the customer edited their message")
+
+        await harness.click("approve_draft", draft_id_of(cards[1]))
+        [reply] = await wait_until(lambda: bot_messages(discord, thread))
+        assert "Saturday" in reply["content"] and "Sunday" not in reply["content"]
+
+        # Edited again after the answer: nothing new. The proof: a later question's card is next.
+        await discord.edit_user_message(ALICE, asked["id"], f"<@{BOT_ID}> is the shop open on Monday?")
+        await discord.post_user_message(
+            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> do you ship to Norway?", mention_bot=True
+        )
+        cards = await harness.wait_cards(3)
+        assert "Norway" in card_text(cards[2])
+        await harness.settle()
+        assert len(harness.cards()) == 3
+        assert len(bot_messages(discord, thread)) == 1
+
+
+async def test_a_discord_deletion_retires_the_pending_draft(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
+) -> None:
+    async with running_bot(tmp_path, kimi, slack, **discord_overrides(discord)) as harness:
+        asked = await discord.post_user_message(
+            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> where is my order #W2611340?", mention_bot=True
+        )
+        thread = asked["id"]
+        [card] = await harness.wait_cards(1)
+        await harness.click("approve_draft", draft_id_of(card))
+        await wait_until(lambda: bot_messages(discord, thread))
+
+        # A follow-up in the thread, then deleted before review: its card is retired.
+        follow = await discord.post_user_message(thread, ALICE, "also, can I change the address?")
+        cards = await harness.wait_cards(2)
+        await discord.delete_user_message(follow["id"])
+        retired = await harness.wait_card_update(draft_id_of(cards[1]), "the customer deleted their message")
+        assert "approve_draft" not in card_text(retired)
+
+        # Deleting the first message, answered already, changes nothing sent.
+        await discord.delete_user_message(asked["id"])
+        await discord.post_user_message(
+            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> do you ship to Norway?", mention_bot=True
+        )
+        await harness.wait_cards(3)
+        await harness.settle()
+        assert len(harness.cards()) == 3
+        assert len(bot_messages(discord, thread)) == 1
+        assert not [c for c in harness.card_updates(draft_id_of(card)) if "deleted" in card_text(c)]
