@@ -46,7 +46,7 @@ async def test_an_edited_mention_before_approval_is_answered_once_from_the_new_t
 
     # The first card says why it is superseded; one new card drafts from the edited text.
     cards = await harness.wait_cards(2)
-    old = await harness.wait_card_update(draft_id_of(first), "the customer edited their message")
+    old = await harness.wait_card_update(draft_id_of(first), "customer edited their message")
     assert "approve_draft" not in card_text(old)
     assert "Saturday" in card_text(cards[1])
     await harness.settle()
@@ -96,7 +96,7 @@ async def test_a_deleted_message_retires_its_pending_draft_and_nothing_is_sent(h
 
     deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text="<@UBOT> where is my order #W2611340?")
     assert (await harness.sender.event(deleted)).status_code == 200
-    retired = await harness.wait_card_update(draft_id_of(card), "the customer deleted their message")
+    retired = await harness.wait_card_update(draft_id_of(card), "customer deleted their message")
     assert "approve_draft" not in card_text(retired)
 
     # A click on the old card (a stale view) sends nothing either.
@@ -126,11 +126,11 @@ async def test_a_follow_up_edited_or_deleted_in_the_thread(harness: Harness) -> 
     assert (await harness.sender.event(edited)).status_code == 200
     cards = await harness.wait_cards(3)
     assert "delivery day" in card_text(cards[2])
-    await harness.wait_card_update(draft_id_of(cards[1]), "the customer edited their message")
+    await harness.wait_card_update(draft_id_of(cards[1]), "customer edited their message")
 
     gone = message_deleted(CUSTOMER_CHANNEL, follow_ts, "also, can I change the delivery day?", thread_ts=ts)
     assert (await harness.sender.event(gone)).status_code == 200
-    await harness.wait_card_update(draft_id_of(cards[2]), "the customer deleted their message")
+    await harness.wait_card_update(draft_id_of(cards[2]), "customer deleted their message")
     await harness.settle()
     assert len(harness.cards()) == 3 and not harness.replies(ts)
 
@@ -187,7 +187,7 @@ async def test_a_discord_edit_before_approval_redrafts_once_and_after_the_answer
         await discord.edit_user_message(ALICE, asked["id"], f"<@{BOT_ID}> is the shop open on Saturday?")
         cards = await harness.wait_cards(2)
         assert "Saturday" in card_text(cards[1])
-        await harness.wait_card_update(draft_id_of(first), "the customer edited their message")
+        await harness.wait_card_update(draft_id_of(first), "customer edited their message")
 
         await harness.click("approve_draft", draft_id_of(cards[1]))
         [reply] = await wait_until(lambda: bot_messages(discord, thread))
@@ -221,7 +221,7 @@ async def test_a_discord_deletion_retires_the_pending_draft(
         follow = await discord.post_user_message(thread, ALICE, "also, can I change the address?")
         cards = await harness.wait_cards(2)
         await discord.delete_user_message(follow["id"])
-        retired = await harness.wait_card_update(draft_id_of(cards[1]), "the customer deleted their message")
+        retired = await harness.wait_card_update(draft_id_of(cards[1]), "customer deleted their message")
         assert "approve_draft" not in card_text(retired)
 
         # Deleting the first message, answered already, changes nothing sent.

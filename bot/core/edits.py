@@ -33,9 +33,9 @@ from bot.store.records import AuditLine, add_audit
 CUSTOMER = "customer"
 #: What a deleted message reads as in the conversation afterwards.
 DELETED_TEXT = "(the customer deleted this message)"
-EDITED_NOTICE = "Superseded: the customer edited their message; a fresh draft follows."
-DELETED_NOTICE = "Superseded: the customer deleted their message; nothing will be sent for it."
-EARLIER_DELETED_NOTICE = "Superseded: the customer deleted an earlier message; a fresh draft follows."
+EDITED_NOTICE = "The customer edited their message; a fresh draft follows."
+DELETED_NOTICE = "The customer deleted their message; nothing will be sent for it."
+EARLIER_DELETED_NOTICE = "The customer deleted an earlier message; a fresh draft follows."
 
 
 @dataclass(frozen=True, slots=True)
