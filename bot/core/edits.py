@@ -14,7 +14,8 @@ caller's (the ack's) transaction.
   never stored, is left alone. Text identical to what is stored (Slack re-sends a message when
   a link unfurls, Discord when an embed loads) changes nothing.
 
-The original text always stays in the audit trail (``detail.original``).
+The original text always stays in the audit trail (``detail.original``). The text is changed
+by compare-and-set, so the two copies of one edit Slack may deliver at once supersede once.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ async def amend(
     """Apply an edit of ``stored`` to ``text``. None when it changes nothing."""
     if stored is None or stored.role != CUSTOMER or stored.text in (text, DELETED_TEXT):
         return None
-    await conversation_rows.replace_text(conn, stored.id, text)
+    if not await conversation_rows.replace_text(conn, stored.id, stored.text, text):
+        return None
     detail = {"message_id": stored.id, "original": stored.text, "text": text}
     pending = await draft_rows.open_draft_covering(conn, stored.conversation_id, stored.id)
     if pending is None:
@@ -72,7 +74,8 @@ async def retract(conn: AsyncConnection, stored: StoredTurn | None, now: datetim
     """Apply the deletion of ``stored``. None when it changes nothing."""
     if stored is None or stored.role != CUSTOMER or stored.text == DELETED_TEXT:
         return None
-    await conversation_rows.replace_text(conn, stored.id, DELETED_TEXT)
+    if not await conversation_rows.replace_text(conn, stored.id, stored.text, DELETED_TEXT):
+        return None
     detail = {"message_id": stored.id, "original": stored.text}
     pending = await draft_rows.open_draft_covering(conn, stored.conversation_id, stored.id)
     if pending is None:

@@ -71,13 +71,16 @@ class Intake:
                 metrics.event_received("duplicate")
                 return False
             # An edit, or the same message again under a new event id (Slack re-sends an edited
-            # mention as a new app_mention): never a second message, draft or card.
+            # mention as a new app_mention): never a second message, draft or card. For a new
+            # message the conversation row is upserted first: that locks it (PostgreSQL) until
+            # this commits, so a concurrent copy of the message finds it stored.
+            conversation_id = "" if message.edited else await conversation_rows.upsert_conversation(conn, message, now)
             earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
             repeated = message.edited or earlier is not None
             if repeated:
                 amended = await edits.amend(conn, earlier, text, message.author.id, now)
             else:
-                conversation_id, received = await self._store(conn, message, text, now)
+                received = await self._store(conn, conversation_id, message, text, now)
         if repeated:
             return self._amended(amended, "message_edited", message.event_id)
         self.counters["events_received"] += 1
@@ -96,10 +99,9 @@ class Intake:
         return True
 
     async def _store(
-        self, conn: AsyncConnection, message: InboundMessage, text: str, now: datetime
-    ) -> tuple[str, Received]:
+        self, conn: AsyncConnection, conversation_id: str, message: InboundMessage, text: str, now: datetime
+    ) -> Received:
         """Store a new customer message and queue its draft, in the ack's transaction."""
-        conversation_id = await conversation_rows.upsert_conversation(conn, message, now)
         if message.author.email:
             await conversation_rows.note_asker_email(conn, conversation_id, message.author.id, message.author.email)
         message_id = await conversation_rows.add_customer_message(
@@ -112,7 +114,7 @@ class Intake:
             [AuditLine(conversation_id, None, "message", message.author.id, f"customer wrote: {text[:200]}")],
             now,
         )
-        return conversation_id, Received(draft_id, tuple(superseded))
+        return Received(draft_id, tuple(superseded))
 
     async def retract(self, deleted: MessageDeleted) -> bool:
         """A customer deleted a message (see :mod:`bot.core.edits`): one short transaction, like

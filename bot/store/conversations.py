@@ -296,6 +296,9 @@ async def find_message(conn: AsyncConnection, thread: ThreadRef, platform_messag
     return None if row is None else StoredTurn(row.id, row.conversation_id, row.role, row.text)
 
 
-async def replace_text(conn: AsyncConnection, message_id: int, text: str) -> None:
-    """A message's text as its author changed it (the caller keeps the old text in the audit)."""
-    await conn.execute(update(_messages).where(_messages.c.id == message_id).values(text=text))
+async def replace_text(conn: AsyncConnection, message_id: int, old: str, new: str) -> bool:
+    """A message's text as its author changed it, compare-and-set on the text the caller read:
+    False when another transaction changed it first (Slack delivers an edit twice, at once)."""
+    m = _messages.c
+    result = await conn.execute(update(_messages).where(m.id == message_id, m.text == old).values(text=new))
+    return bool(result.rowcount == 1)
