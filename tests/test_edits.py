@@ -19,7 +19,14 @@ from bot.store import AuditEvent, Draft, Message, sessionmaker
 from tests.fakes.discord import ALICE, BOT_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_payloads import SlackSender, app_mention, message, message_changed, message_deleted
+from tests.fakes.slack_payloads import (
+    SlackSender,
+    app_mention,
+    message,
+    message_changed,
+    message_deleted,
+    message_tombstoned,
+)
 from tests.harness import (
     CUSTOMER_CHANNEL,
     SIGNING_SECRET,
@@ -146,6 +153,30 @@ async def test_a_follow_up_edited_or_deleted_in_the_thread(harness: Harness) -> 
     await harness.wait_card_update(draft_id_of(cards[2]), "customer deleted their message")
     await harness.settle()
     assert len(harness.cards()) == 3 and not harness.replies(ts)
+
+
+async def test_a_deleted_first_message_with_replies_redrafts_the_pending_follow_up_without_it(
+    harness: Harness,
+) -> None:
+    asked = await harness.mention("my order #W2611340 is late")
+    ts = asked["event"]["ts"]
+    [card] = await harness.wait_cards(1)
+    await harness.click("approve_draft", draft_id_of(card))
+    await harness.wait_replies(ts)
+    await harness.reply_in_thread("and can I change the address?", ts)
+    cards = await harness.wait_cards(2)
+
+    # Slack leaves a tombstone for a thread's first message deleted while it has replies.
+    gone = message_tombstoned(CUSTOMER_CHANNEL, ts, "<@UBOT> my order #W2611340 is late")
+    assert (await harness.sender.event(gone)).status_code == 200
+    await harness.wait_card_update(draft_id_of(cards[1]), "customer deleted an earlier message")
+    cards = await harness.wait_cards(3)
+    assert "change the address" in card_text(cards[2])
+    await harness.settle()
+    assert len(harness.cards()) == 3 and len(harness.replies(ts)) == 1
+    async with sessionmaker(harness.bot.engine)() as session:
+        texts = list(await session.scalars(select(Message.text).where(Message.role == "customer").order_by(Message.id)))
+    assert texts == ["(the customer deleted this message)", "and can I change the address?"]
 
 
 async def test_what_is_no_customer_edit_changes_nothing(harness: Harness) -> None:

@@ -57,7 +57,7 @@ def ignored_reason(event: dict[str, Any], review_channel: str | None) -> str | N
         # The message concerned is the nested one: a bot's (the bot's own replies too) is no
         # customer's; a change by Slack (an unfurl) arrives like an edit and changes no text.
         nested = event.get("message") if subtype == CHANGED else event.get("previous_message")
-        if isinstance(nested, dict) and (nested.get("bot_id") or nested.get("subtype") not in (None, TOMBSTONE)):
+        if isinstance(nested, dict) and (nested.get("bot_id") or nested.get("subtype") in IGNORED_SUBTYPES):
             return f"a {subtype} event of no customer's message"
         return None
     if event.get("bot_id"):

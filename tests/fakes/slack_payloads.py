@@ -42,6 +42,7 @@ __all__ = [
     "message",
     "message_changed",
     "message_deleted",
+    "message_tombstoned",
     "next_event_id",
     "next_ts",
     "observe_ts",
@@ -353,6 +354,45 @@ def message_deleted(
         "channel_type": channel_type,
     }
     return _envelope(event, event_id, team, False)
+
+
+def message_tombstoned(
+    channel: str, ts: str, previous_text: str, user: str = "U222", reply_count: int = 1, team: str = "T111"
+) -> JSON:
+    """An envelope for a thread's first message deleted while it has replies: no
+    ``message_deleted`` but a ``message_changed`` whose ``message`` is a ``tombstone``."""
+    event_ts = next_ts()
+    previous: JSON = {
+        "type": "message",
+        "text": previous_text,
+        "user": user,
+        "ts": ts,
+        "thread_ts": ts,
+        "reply_count": reply_count,
+        "team": team,
+    }
+    tombstone: JSON = {
+        "type": "message",
+        "subtype": "tombstone",
+        "text": "This message was deleted.",
+        "user": "USLACKBOT",
+        "hidden": True,
+        "ts": ts,
+        "thread_ts": ts,
+        "reply_count": reply_count,
+    }
+    event: JSON = {
+        "type": "message",
+        "subtype": "message_changed",
+        "message": tombstone,
+        "previous_message": previous,
+        "channel": channel,
+        "hidden": True,
+        "ts": event_ts,
+        "event_ts": event_ts,
+        "channel_type": "channel",
+    }
+    return _envelope(event, None, team, False)
 
 
 def url_verification(challenge: str) -> JSON:
