@@ -276,6 +276,14 @@ async def test_stopped_while_the_reply_post_hangs_the_next_run_finds_it_at_once_
     assert len(replies_in(slack, thread_ts)) == 1, "found by its metadata, not posted again"
 
 
+def card_updated(slack: FakeSlack, draft_id: str, containing: str) -> list[object]:
+    return [
+        c
+        for c in slack.calls_to("chat.update")
+        if draft_id[:8] in str(c.params.get("blocks")) and containing in str(c.params.get("blocks"))
+    ]
+
+
 async def test_edits_and_deletions_survive_kill_9(bot: BotProcess, kimi: FakeKimi, slack: FakeSlack) -> None:
     """Issue 19 (edits and deletes) through the installed ``supportbot run``: killed while the
     edited message is being redrafted, and again right after a deletion's ack, the bot keeps one
@@ -299,11 +307,7 @@ async def test_edits_and_deletions_survive_kill_9(bot: BotProcess, kimi: FakeKim
     # After the restart: the old card says why it was superseded, one new card from the new text.
     first_id = draft_id_of(first)
     await until(
-        lambda: [
-            c
-            for c in slack.calls_to("chat.update")
-            if first_id[:8] in str(c.params.get("blocks")) and "edited their message" in str(c.params.get("blocks"))
-        ],
+        lambda: card_updated(slack, first_id, "edited their message"),
         "the first card superseded",
         timeout=RECOVERY_SECONDS,
     )
@@ -325,11 +329,7 @@ async def test_edits_and_deletions_survive_kill_9(bot: BotProcess, kimi: FakeKim
     await restart(bot)
 
     await until(
-        lambda: [
-            c
-            for c in slack.calls_to("chat.update")
-            if third_id[:8] in str(c.params.get("blocks")) and "deleted their message" in str(c.params.get("blocks"))
-        ],
+        lambda: card_updated(slack, third_id, "deleted their message"),
         "the deleted message's card retired",
         timeout=RECOVERY_SECONDS,
     )

@@ -14,13 +14,11 @@ import pytest
 from sqlalchemy import TextClause, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from bot.app import Supportbot
 from bot.store import AuditEvent, Draft, Message, sessionmaker
 from tests.fakes.discord import ALICE, BOT_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import (
-    SlackSender,
     app_mention,
     message,
     message_changed,
@@ -29,12 +27,11 @@ from tests.fakes.slack_payloads import (
 )
 from tests.harness import (
     CUSTOMER_CHANNEL,
-    SIGNING_SECRET,
     Harness,
     card_text,
     draft_id_of,
     running_bot,
-    settings_for,
+    running_instances,
     until,
     wait_until,
 )
@@ -286,31 +283,24 @@ async def test_a_discord_deletion_retires_the_pending_draft(
 async def test_both_copies_of_an_edit_landing_on_two_instances_at_once_make_one_new_card(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
 ) -> None:
-    instances = [Supportbot(settings_for(tmp_path, kimi, slack, database_url=database)) for _ in range(2)]
-    for instance in instances:
-        await instance.start()
+    engine = create_async_engine(database)
     try:
-        first = Harness(instances[0], slack, kimi, tmp_path)
-        await first.import_orders()
-        senders = [SlackSender(f"http://127.0.0.1:{i.port}/slack/events", SIGNING_SECRET) for i in instances]
+        async with running_instances(tmp_path, kimi, slack, database) as (first, senders):
+            # One new message delivered twice under two event ids, to both instances at once.
+            asked = app_mention("<@UBOT> is the shop open on Sunday?")
+            copy = app_mention("<@UBOT> is the shop open on Sunday?", ts=asked["event"]["ts"])
+            slack.ingest_event(asked)
+            await asyncio.gather(senders[0].event(asked), senders[1].event(copy))
+            [card] = await first.wait_cards(1)
 
-        # One new message delivered twice under two event ids, to both instances at once.
-        asked = app_mention("<@UBOT> is the shop open on Sunday?")
-        copy = app_mention("<@UBOT> is the shop open on Sunday?", ts=asked["event"]["ts"])
-        slack.ingest_event(asked)
-        await asyncio.gather(senders[0].event(asked), senders[1].event(copy))
-        [card] = await first.wait_cards(1)
-
-        # The edit's two copies (message_changed, the edited app_mention), one to each instance,
-        # both reading the old text before either writes: a lock on the message row holds both
-        # writes back until each instance has read it.
-        ts = asked["event"]["ts"]
-        changed = message_changed(
-            CUSTOMER_CHANNEL, ts, "<@UBOT> is the shop open on Saturday?", "<@UBOT> is the shop open on Sunday?"
-        )
-        mention = app_mention("<@UBOT> is the shop open on Saturday?", ts=ts, edited=True)
-        engine = create_async_engine(database)
-        try:
+            # The edit's two copies (message_changed, the edited app_mention), one to each
+            # instance, both reading the old text before either writes: a lock on the message
+            # row holds both writes back until each instance has read it.
+            ts = asked["event"]["ts"]
+            changed = message_changed(
+                CUSTOMER_CHANNEL, ts, "<@UBOT> is the shop open on Saturday?", "<@UBOT> is the shop open on Sunday?"
+            )
+            mention = app_mention("<@UBOT> is the shop open on Saturday?", ts=ts, edited=True)
             async with engine.connect() as holder, engine.connect() as watcher:
                 async with holder.begin():
                     await holder.execute(select(Message.id).where(Message.role == "customer").with_for_update())
@@ -318,22 +308,17 @@ async def test_both_copies_of_an_edit_landing_on_two_instances_at_once_make_one_
                     waiting = text("SELECT count(*) FROM pg_locks WHERE NOT granted")
                     await until(lambda: _count(watcher, waiting, 2), "both edits waiting on the message row")
                 responses = await both
-        finally:
-            await engine.dispose()
-        assert [r.status_code for r in responses] == [200, 200]
-        cards = await first.wait_cards(2)
-        await first.wait_card_update(draft_id_of(card), "customer edited their message")
-        for instance in instances:
-            assert instance.core is not None
-            await instance.core.settle(5)
+            assert [r.status_code for r in responses] == [200, 200]
+            cards = await first.wait_cards(2)
+            await first.wait_card_update(draft_id_of(card), "customer edited their message")
+        # Both instances settled and stopped: everything the copies caused is done.
         assert len(first.cards()) == 2 and "Saturday" in card_text(cards[1])
-        async with sessionmaker(instances[0].engine)() as session:
+        async with sessionmaker(engine)() as session:
             drafts = await session.scalar(select(func.count()).select_from(Draft))
             edits = await session.scalar(select(func.count()).where(AuditEvent.kind == "message_edited"))
         assert (drafts, edits) == (2, 1), "the edit was applied once: one draft superseded, one fresh"
     finally:
-        for instance in instances:
-            await instance.stop()
+        await engine.dispose()
 
 
 async def _count(conn: AsyncConnection, query: TextClause, at_least: int) -> bool:

@@ -147,18 +147,9 @@ class MessageIntake:
         if thread is None:
             return
         edited_at = message.edited_at.isoformat() if message.edited_at else "unedited"
-        inbound = InboundMessage(
-            event_id=f"discord:{message.id}:edited:{edited_at}",
-            thread=thread,
-            message_id=str(message.id),
-            author=Author(id=str(message.author.id), display_name=message.author.display_name),
-            text=strip_mention(message.content, me.id),
-            kind=MessageKind.DIRECT if message.guild is None else MessageKind.FOLLOW_UP,
-            sent_at=message.created_at,
-            attachments=collect_attachments(message),
-            edited=True,
-        )
-        await _receive_reliably(core, inbound)
+        kind = MessageKind.DIRECT if message.guild is None else MessageKind.FOLLOW_UP
+        event_id = f"discord:{message.id}:edited:{edited_at}"
+        await _receive_reliably(core, as_edit(message, me.id, event_id, thread, kind))
 
     async def handle_delete(
         self, client: discord.Client, core: Core, channel_id: int, guild_id: int | None, message_id: int
@@ -234,6 +225,23 @@ async def open_thread(message: discord.Message, channel: discord.abc.GuildChanne
         log.error("cannot open a thread in #%s (needs Create Public Threads): %s", channel.name, exc)
         return None
     return str(thread.id)
+
+
+def as_edit(
+    message: discord.Message, bot_id: int, event_id: str, thread: ThreadRef, kind: MessageKind
+) -> InboundMessage:
+    """An edited Discord message in the core's terms: the core matches it to the stored message
+    by thread and id, and reads only its new text (and who edited it, for the audit)."""
+    return InboundMessage(
+        event_id=event_id,
+        thread=thread,
+        message_id=str(message.id),
+        author=Author(id=str(message.author.id), display_name=message.author.display_name),
+        text=strip_mention(message.content, bot_id),
+        kind=kind,
+        sent_at=message.created_at,
+        edited=True,
+    )
 
 
 def strip_mention(content: str, bot_id: int) -> str:

@@ -66,9 +66,7 @@ class Intake:
         text = message.text[:MAX_CUSTOMER_TEXT]
         now = utcnow()
         async with self.db.write() as conn:
-            if not await conversation_rows.record_event(conn, message.event_id, now):
-                self.counters["events_duplicate"] += 1
-                metrics.event_received("duplicate")
+            if not await self._first_delivery(conn, message.event_id, now):
                 return False
             # An edit, or the same message again under a new event id (Slack re-sends an edited
             # mention as a new app_mention): never a second message, draft or card. For a new
@@ -121,13 +119,19 @@ class Intake:
         the ack of a message. False when nothing changed."""
         now = utcnow()
         async with self.db.write() as conn:
-            if not await conversation_rows.record_event(conn, deleted.event_id, now):
-                self.counters["events_duplicate"] += 1
-                metrics.event_received("duplicate")
+            if not await self._first_delivery(conn, deleted.event_id, now):
                 return False
             stored = await conversation_rows.find_message(conn, deleted.thread, deleted.message_id)
             amended = await edits.retract(conn, stored, now)
         return self._amended(amended, "message_deleted", deleted.event_id)
+
+    async def _first_delivery(self, conn: AsyncConnection, event_id: str, now: datetime) -> bool:
+        """Record a platform delivery id; False (counted) for a redelivery."""
+        if await conversation_rows.record_event(conn, event_id, now):
+            return True
+        self.counters["events_duplicate"] += 1
+        metrics.event_received("duplicate")
+        return False
 
     def _amended(self, amended: edits.Amended | None, what: str, event_id: str) -> bool:
         """After an edit or deletion committed: log it and hand its drafts on."""
