@@ -10,7 +10,12 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from tools.json_input import quoted
+
 _AMOUNT = re.compile(r"(?P<whole>[0-9]{1,12})(?:\.(?P<frac>[0-9]{1,2}))?")
+#: The digits a decimal may have before (12, as ``_AMOUNT``) and after the point before it is
+#: refused unwritten: ``format(Decimal("1e999999999"), "f")`` would be a gigabyte of zeros.
+_WHOLE_DIGITS, _FRACTION_DIGITS = 12, 20
 
 
 def parse_amount(value: str | int | Decimal) -> int:
@@ -25,6 +30,11 @@ def parse_amount(value: str | int | Decimal) -> int:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"not a decimal amount ({str(value)!r})")
+        if value and value.adjusted() >= _WHOLE_DIGITS:
+            raise ValueError(f"not a decimal amount ({str(value)!r} is too large)")
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -_FRACTION_DIGITS:
+            raise ValueError(f"more than 2 decimal places ({str(value)!r})")
         text = format(value, "f")
     elif isinstance(value, int):
         text = str(value)
@@ -33,10 +43,10 @@ def parse_amount(value: str | int | Decimal) -> int:
     match = _AMOUNT.fullmatch(text)
     if match is None:
         if re.fullmatch(r"[0-9]+\.[0-9]{3,}", text):
-            raise ValueError(f"more than 2 decimal places ({text!r})")
+            raise ValueError(f"more than 2 decimal places ({quoted(text)})")
         if text.startswith("-"):
-            raise ValueError(f"must not be negative ({text!r})")
-        raise ValueError(f"not a decimal amount ({text!r})")
+            raise ValueError(f"must not be negative ({quoted(text)})")
+        raise ValueError(f"not a decimal amount ({quoted(text)})")
     frac = (match.group("frac") or "").ljust(2, "0")
     return int(match.group("whole")) * 100 + int(frac)
 

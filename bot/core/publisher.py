@@ -18,6 +18,7 @@ from bot import identity, metrics
 from bot.cards import CardSource, build_card
 from bot.core.files import card_lines
 from bot.domain.states import DraftStatus
+from bot.errors import PlatformRateLimited
 from bot.logs import log_event
 from bot.policy import PolicyStore
 from bot.ports import ReviewCard, ReviewDesk, ToolLookup
@@ -70,8 +71,8 @@ class CardPublisher:
                 await desk.update_card(ref, self.card(source, desk.name))
                 return ref
             return await desk.post_card(self.card(source, desk.name), idempotency_key=key)
-        except Exception:
-            log.exception("opening the card of draft %s failed; it is posted when the draft is done", source.draft_id)
+        except Exception as exc:
+            _failed(exc, "opening the card of draft %s failed; it is posted when the draft is done", source.draft_id)
             metrics.platform_error(desk.name, "post_card")
             return None
 
@@ -106,8 +107,8 @@ class CardPublisher:
             else:
                 ref = await desk.post_card(card, idempotency_key=key)
                 self.counters["cards_posted"] += 1
-        except Exception:
-            log.exception("posting the card of draft %s failed; it will be retried", source.draft_id)
+        except Exception as exc:
+            _failed(exc, "posting the card of draft %s failed; it will be retried", source.draft_id)
             metrics.platform_error(desk.name, "post_card")
             async with self.db.write() as conn:
                 await draft_rows.postpone(conn, source.draft_id, self.owner, utcnow() + RETRY_AFTER)
@@ -141,8 +142,8 @@ class CardPublisher:
             return  # not on a desk yet: recovery posts it, already up to date
         try:
             await desk.update_card(ref, self.card(source, desk.name))
-        except Exception:
-            log.exception("updating the card of draft %s failed; it will be retried", draft_id)
+        except Exception as exc:
+            _failed(exc, "updating the card of draft %s failed; it will be retried", draft_id)
             metrics.platform_error(desk.name, "update_card")
             return
         async with self.db.write() as conn:
@@ -221,3 +222,12 @@ class CardPublisher:
                 await desk.post_notice(text)
             except Exception:
                 log.exception("could not post a notice to %s", desk.name)
+
+
+def _failed(error: Exception, message: str, draft_id: str) -> None:
+    """A desk call that failed and is retried later: a rate limit the platform's client could not
+    sit through is one warning line (it passes); anything else is an error with its traceback."""
+    if isinstance(error, PlatformRateLimited):
+        log.warning(message + ": %s", draft_id, error)
+    else:
+        log.error(message, draft_id, exc_info=error)

@@ -195,6 +195,8 @@ class FakeDiscord:
         self.nonce_window_seconds = nonce_window_seconds
         self.calls: list[RecordedCall] = []
         self.identifies: list[JSON] = []
+        #: Every RESUME (op 6) a client sent: a session that dropped and came back.
+        self.resumes: list[JSON] = []
         #: When set, READY waits until the event is set (a gateway that is slow to get ready).
         self.ready_gate: asyncio.Event | None = None
         self.dispatched: list[JSON] = []
@@ -932,6 +934,7 @@ class FakeDiscord:
                 session = _Session(ws, f"session-{self.next_id()}", list(data.get("shard") or [0, 1]))
                 await self._ready(session)
             elif op == 6:
+                self.resumes.append(data)
                 known = next((s for s in self._sessions if s.session_id == (data or {}).get("session_id")), None)
                 if known is None:
                     await ws.send_str(json.dumps({"op": 9, "s": None, "t": None, "d": False}))
@@ -942,7 +945,8 @@ class FakeDiscord:
                 async with session.lock:
                     session.seq += 1
                     await ws.send_str(json.dumps({"op": 0, "s": session.seq, "t": "RESUMED", "d": {}}))
-        self._sessions = [s for s in self._sessions if s.ws is not ws]
+        # The session stays known after its socket closed, as Discord keeps it resumable: a
+        # RESUME with its id continues it (dispatch skips closed sockets).
         return ws
 
     async def _ready(self, session: _Session) -> None:
