@@ -6,6 +6,7 @@ nothing is sent. The real bot over HTTP, signed Slack requests, fake Slack and K
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tests.fakes.slack_payloads import (
     message_changed,
     message_deleted,
     message_tombstoned,
+    next_event_id,
 )
 from tests.harness import (
     CUSTOMER_CHANNEL,
@@ -323,3 +325,46 @@ async def test_both_copies_of_an_edit_landing_on_two_instances_at_once_make_one_
 
 async def _count(conn: AsyncConnection, query: TextClause, at_least: int) -> bool:
     return int((await conn.execute(query)).scalar_one()) >= at_least
+
+
+# -- Slack's own test payloads (tests/payloads/slack), pointed at a stored message ----------------
+
+
+def real_payload(name: str) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((Path(__file__).parent / "payloads" / "slack" / name).read_text())
+    payload["event_id"] = next_event_id()
+    return payload
+
+
+async def test_slacks_own_message_changed_and_message_deleted_payloads_edit_and_retire(harness: Harness) -> None:
+    asked = await harness.mention("is the shop open on Sunday?")
+    ts = asked["event"]["ts"]
+    [first] = await harness.wait_cards(1)
+
+    # bolt-python's message_changed: no channel_type, no thread_ts, just the nested message.
+    changed = real_payload("event-callback-message-message-changed-1.json")
+    changed["event"]["channel"] = CUSTOMER_CHANNEL
+    changed["event"]["message"].update(user="U222", ts=ts, text="<@UBOT> is the shop open on Saturday?")
+    assert (await harness.sender.event(changed)).status_code == 200
+    cards = await harness.wait_cards(2)
+    await harness.wait_card_update(draft_id_of(first), "customer edited their message")
+    assert "Saturday" in card_text(cards[1])
+
+    # The other one: its nested message has no ts, the previous message tells which it was.
+    again = real_payload("event-callback-message-message-changed-2.json")
+    again["event"]["channel"] = CUSTOMER_CHANNEL
+    again["event"]["message"].update(user="U222", text="<@UBOT> is the shop open on Monday?")
+    again["event"]["previous_message"].update(user="U222", ts=ts)
+    assert (await harness.sender.event(again)).status_code == 200
+    cards = await harness.wait_cards(3)
+    assert "Monday" in card_text(cards[2])
+
+    # bolt-python's message_deleted, as Slack sends it with the previous message.
+    deleted = real_payload("event-callback-message-message-deleted-1.json")
+    deleted["event"]["channel"] = CUSTOMER_CHANNEL
+    deleted["event"]["deleted_ts"] = ts
+    deleted["event"]["previous_message"].update(user="U222", ts=ts)
+    assert (await harness.sender.event(deleted)).status_code == 200
+    await harness.wait_card_update(draft_id_of(cards[2]), "customer deleted their message")
+    await harness.settle()
+    assert len(harness.cards()) == 3 and not harness.replies(ts)

@@ -238,14 +238,18 @@ def parse_message_event(event: dict[str, Any]) -> MessageEvent:
 
 def parse_changed_message(event: dict[str, Any]) -> MessageEvent:
     """The message as edited, from a ``message_changed`` event: its nested ``message`` (which
-    keeps the original ``ts``), with the channel the outer event names."""
+    keeps the original ``ts``, else ``previous_message`` tells it), with the channel the outer
+    event names."""
     inner = event.get("message")
     if not isinstance(inner, dict):
         raise MalformedPayload(f"event.message is {_kind(inner)}, not an object")
+    previous = event.get("previous_message")
     outer = {
         "channel": _str(event, "channel", "event.channel"),
         "channel_type": _str(event, "channel_type", "event.channel_type"),
     }
+    if not inner.get("ts") and isinstance(previous, dict):
+        outer["ts"] = _timestamp(previous, "ts", "event.previous_message.ts")
     return parse_message_event({"type": "message", **inner, **outer})
 
 
