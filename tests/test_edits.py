@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import TextClause, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from bot.app import Supportbot
 from bot.store import AuditEvent, Draft, Message, sessionmaker
-from tests.fakes.discord import ALICE, BOT_ID, SUPPORT_CHANNEL_ID, FakeDiscord
+from tests.fakes.discord import ALICE, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import (
@@ -34,6 +35,7 @@ from tests.harness import (
     draft_id_of,
     running_bot,
     running_instances,
+    settings_for,
     until,
     wait_until,
 )
@@ -368,3 +370,37 @@ async def test_slacks_own_message_changed_and_message_deleted_payloads_edit_and_
     await harness.wait_card_update(draft_id_of(cards[2]), "customer deleted their message")
     await harness.settle()
     assert len(harness.cards()) == 3 and not harness.replies(ts)
+
+
+async def test_on_the_discord_staff_desk_the_retired_card_says_why(
+    tmp_path: Path, kimi: FakeKimi, discord: FakeDiscord
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        kimi,
+        None,
+        discord_bot_token=discord.token,
+        discord_api_url=discord.api_url,
+        discord_cdn_urls=discord.cdn_url,
+        discord_review_channel=REVIEW_CHANNEL_ID,
+    )
+    bot = Supportbot(settings)
+    await bot.start()
+    try:
+        asked = await discord.post_user_message(
+            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> is the shop open on Sunday?", mention_bot=True
+        )
+        [card] = await wait_until(lambda: [m for m in bot_messages(discord, REVIEW_CHANNEL_ID) if m.get("components")])
+        await discord.delete_user_message(asked["id"])
+
+        def retired() -> list[dict[str, Any]]:
+            shown = json.dumps(discord.messages[card["id"]]["embeds"])
+            return [card] if "Superseded" in shown and "customer deleted their message" in shown else []
+
+        await wait_until(retired)
+        assert not discord.messages[card["id"]]["components"], "no buttons on a retired card"
+        assert bot.core is not None
+        await bot.core.settle(5)
+        assert not bot_messages(discord, asked["id"]), "nothing sent"
+    finally:
+        await bot.stop()
