@@ -51,7 +51,9 @@ class Intake:
 
     async def receive(self, message: InboundMessage) -> bool:
         """Store the message and queue its draft. False when the event was seen before (a
-        redelivery) or comes from a channel the policy does not watch: nothing is done."""
+        redelivery) or comes from a channel the policy does not watch: nothing is done. An edit
+        (``edited``, or a message already stored under the same thread and id) goes to
+        :func:`bot.core.edits.amend` instead: at most one fresh draft, never a second message."""
         if not message.edited and not self.watched(message):
             self.counters["messages_ignored_unwatched"] += 1
             metrics.event_received("ignored")
@@ -71,9 +73,14 @@ class Intake:
             # An edit, or the same message again under a new event id (Slack re-sends an edited
             # mention as a new app_mention): never a second message, draft or card. For a new
             # message the conversation row is upserted first: that locks it (PostgreSQL) until
-            # this commits, so a concurrent copy of the message finds it stored.
-            conversation_id = "" if message.edited else await conversation_rows.upsert_conversation(conn, message, now)
-            earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
+            # this commits, so a concurrent copy of the message finds it stored; a conversation
+            # this statement created holds no message yet (one statement less on the ack).
+            conversation_id, created = "", False
+            if not message.edited:
+                conversation_id, created = await conversation_rows.open_conversation(conn, message, now)
+            earlier = None
+            if not created:
+                earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
             repeated = message.edited or earlier is not None
             if repeated:
                 amended = await edits.amend(conn, earlier, text, message.author.id, now)

@@ -66,13 +66,20 @@ async def record_event(conn: AsyncConnection, event_id: str, now: datetime) -> b
 
 async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> str:
     """The conversation of the message's thread, created on its first message; one statement."""
+    return (await open_conversation(conn, message, now))[0]
+
+
+async def open_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> tuple[str, bool]:
+    """:func:`upsert_conversation`, also telling whether this statement created the conversation
+    (then no message of it can be stored yet)."""
     thread = message.thread
+    created_id = new_id()
     base = dialect_insert(conn.dialect.name, _conversations)
     statement = base.on_conflict_do_update(
         index_elements=[_conversations.c.thread_key], set_={"updated_at": base.excluded.updated_at}
     ).returning(_conversations.c.id)
     values = {
-        "id": new_id(),
+        "id": created_id,
         "thread_key": thread.key,
         "platform": thread.platform,
         "workspace": thread.workspace,
@@ -89,7 +96,8 @@ async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, no
         "created_at": now,
         "updated_at": now,
     }
-    return str((await conn.execute(statement, values)).scalar_one())
+    conversation_id = str((await conn.execute(statement, values)).scalar_one())
+    return conversation_id, conversation_id == created_id
 
 
 async def add_customer_message(
