@@ -35,10 +35,10 @@ from tests.harness import (
     draft_id_of,
     running_bot,
     running_instances,
-    settings_for,
     until,
     wait_until,
 )
+from tests.test_discord_flow import bot_messages, discord_only
 
 
 @pytest.fixture
@@ -215,10 +215,6 @@ def discord_overrides(discord: FakeDiscord) -> dict[str, str]:
     return {"discord_bot_token": discord.token, "discord_api_url": discord.api_url, "discord_cdn_urls": discord.cdn_url}
 
 
-def bot_messages(discord: FakeDiscord, channel: str) -> list[dict[str, Any]]:
-    return [m for m in discord.messages_in(channel) if m["author"]["id"] == BOT_ID]
-
-
 async def test_a_discord_edit_before_approval_redrafts_once_and_after_the_answer_nothing(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
 ) -> None:
@@ -375,16 +371,7 @@ async def test_slacks_own_message_changed_and_message_deleted_payloads_edit_and_
 async def test_on_the_discord_staff_desk_the_retired_card_says_why(
     tmp_path: Path, kimi: FakeKimi, discord: FakeDiscord
 ) -> None:
-    settings = settings_for(
-        tmp_path,
-        kimi,
-        None,
-        discord_bot_token=discord.token,
-        discord_api_url=discord.api_url,
-        discord_cdn_urls=discord.cdn_url,
-        discord_review_channel=REVIEW_CHANNEL_ID,
-    )
-    bot = Supportbot(settings)
+    bot = Supportbot(discord_only(tmp_path, kimi, discord))
     await bot.start()
     try:
         asked = await discord.post_user_message(
