@@ -73,6 +73,10 @@ class InboundMessage:
     ``event_id`` is the platform's own delivery id: a redelivered event carries the same id and
     is ignored. ``location`` is a human-readable "where" for the review card, e.g.
     ``"Slack · #support"`` or ``"Discord · Acme · #help · @kim"``.
+
+    ``edited`` marks the platform telling of an edit: ``message_id`` names the message as first
+    sent and ``text`` is its new text (Slack's ``message_changed``, or an ``app_mention``
+    re-sent with ``edited``; Discord's MESSAGE_UPDATE). The core decides what an edit changes.
     """
 
     event_id: str
@@ -84,6 +88,18 @@ class InboundMessage:
     sent_at: datetime
     attachments: tuple[Attachment, ...] = ()
     location: str = ""
+    edited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted:
+    """A message removed from its thread, as the platform told of it (Slack's
+    ``message_deleted``, Discord's MESSAGE_DELETE). ``event_id`` is the delivery id, as for
+    :class:`InboundMessage`; ``message_id`` the deleted message's platform id."""
+
+    event_id: str
+    thread: ThreadRef
+    message_id: str
 
 
 class DecisionAction(StrEnum):

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from bot.domain.states import DraftStatus
-from bot.events import InboundMessage, ReviewDecision, ThreadRef
+from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -160,7 +160,14 @@ class Core(Protocol):
 
     async def receive(self, message: InboundMessage) -> bool:
         """Record a customer message and start drafting in the background. Returns False when
-        the event was already seen (a redelivery) and nothing was done."""
+        the event was already seen (a redelivery) and nothing was done. A message with
+        ``edited`` set, or one already stored under the same thread and message id, is an edit of
+        the stored message: its pending draft, if any, is superseded by one new draft."""
+        ...
+
+    async def retract(self, deleted: MessageDeleted) -> bool:
+        """A customer deleted a message: its pending draft is retired and nothing is sent for it.
+        False when nothing changed (a redelivery, or a message the core never stored)."""
         ...
 
     async def has_conversation(self, thread: ThreadRef) -> bool: ...

@@ -203,6 +203,24 @@ class DiscordPlatform:
         except Exception:
             log.exception("handling Discord message %s failed", message.id)
 
+    async def on_message_edited(self, event: discord.RawMessageUpdateEvent) -> None:
+        client, core = self._client, self._core
+        if client is None or core is None:
+            return
+        try:
+            await self._intake.handle_edit(client, core, event.message)
+        except Exception:
+            log.exception("handling the edit of Discord message %s failed", event.message_id)
+
+    async def on_message_deleted(self, event: discord.RawMessageDeleteEvent) -> None:
+        client, core = self._client, self._core
+        if client is None or core is None:
+            return
+        try:
+            await self._intake.handle_delete(client, core, event.channel_id, event.guild_id, event.message_id)
+        except Exception:
+            log.exception("handling the deletion of Discord message %s failed", event.message_id)
+
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         if interaction.type is not discord.InteractionType.modal_submit or self._core is None:
             return

@@ -75,7 +75,7 @@ _STATE_LOOK: dict[CardState, tuple[str, discord.Colour]] = {
     CardState.APPROVED: ("Approved", discord.Colour.green()),
     CardState.EDITED: ("Edited and approved", discord.Colour.teal()),
     CardState.REJECTED: ("Rejected", discord.Colour.red()),
-    CardState.SUPERSEDED: ("Superseded by a newer draft", discord.Colour.light_grey()),
+    CardState.SUPERSEDED: ("Superseded", discord.Colour.light_grey()),  # the notice says by what
     CardState.FAILED: ("Drafting failed", discord.Colour.orange()),
     CardState.SENT: ("Sent to the customer", discord.Colour.dark_green()),
     CardState.SEND_FAILED: ("Sending failed", discord.Colour.dark_red()),

@@ -1,5 +1,5 @@
 """The copilot: a thin facade wiring the rooms of the core, and the surface adapters call
-(:class:`bot.ports.Core`: receive, has_conversation, decide, edit_form)."""
+(:class:`bot.ports.Core`: receive, retract, has_conversation, decide, edit_form)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from bot.core.review import Effects
 from bot.core.review import ReviewDesk as Decisions
 from bot.core.tasks import Supervisor
 from bot.errors import PolicyError
-from bot.events import InboundMessage, ReviewDecision, ThreadRef
+from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
@@ -167,6 +167,9 @@ class Copilot:
     async def receive(self, message: InboundMessage) -> bool:
         return await self.intake.receive(message)
 
+    async def retract(self, deleted: MessageDeleted) -> bool:
+        return await self.intake.retract(deleted)
+
     async def has_conversation(self, thread: ThreadRef) -> bool:
         return await self.intake.has_conversation(thread)
 
@@ -185,7 +188,8 @@ class Copilot:
     # -- hand-offs between rooms ----------------------------------------------------------
 
     def _received(self, received: Received) -> None:
-        self.drafting.pool.submit(received.draft_id)
+        if received.draft_id is not None:
+            self.drafting.pool.submit(received.draft_id)
         for old in received.superseded:
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
 

@@ -66,13 +66,20 @@ async def record_event(conn: AsyncConnection, event_id: str, now: datetime) -> b
 
 async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> str:
     """The conversation of the message's thread, created on its first message; one statement."""
+    return (await open_conversation(conn, message, now))[0]
+
+
+async def open_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> tuple[str, bool]:
+    """:func:`upsert_conversation`, also telling whether this statement created the conversation
+    (then no message of it can be stored yet)."""
     thread = message.thread
+    created_id = new_id()
     base = dialect_insert(conn.dialect.name, _conversations)
     statement = base.on_conflict_do_update(
         index_elements=[_conversations.c.thread_key], set_={"updated_at": base.excluded.updated_at}
     ).returning(_conversations.c.id)
     values = {
-        "id": new_id(),
+        "id": created_id,
         "thread_key": thread.key,
         "platform": thread.platform,
         "workspace": thread.workspace,
@@ -89,7 +96,8 @@ async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, no
         "created_at": now,
         "updated_at": now,
     }
-    return str((await conn.execute(statement, values)).scalar_one())
+    conversation_id = str((await conn.execute(statement, values)).scalar_one())
+    return conversation_id, conversation_id == created_id
 
 
 async def add_customer_message(
@@ -276,3 +284,37 @@ async def note_asker_email(conn: AsyncConnection, conversation_id: str, author_i
         .where(c.id == conversation_id, c.customer_id == author_id, c.asker_email != email[:320])
         .values(asker_email=email[:320])
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    """A stored message found by its platform id: what an edit or a deletion of it needs."""
+
+    id: int
+    conversation_id: str
+    role: str
+    text: str
+
+
+async def find_message(conn: AsyncConnection, thread: ThreadRef, platform_message_id: str) -> StoredTurn | None:
+    """The message stored under ``platform_message_id`` in ``thread`` (the first, should an older
+    instance have stored it twice), or None."""
+    m = _messages.c
+    row = (
+        await conn.execute(
+            select(m.id, m.conversation_id, m.role, m.text)
+            .join(_conversations, _conversations.c.id == m.conversation_id)
+            .where(_conversations.c.thread_key == thread.key, m.platform_message_id == platform_message_id)
+            .order_by(m.id)
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else StoredTurn(row.id, row.conversation_id, row.role, row.text)
+
+
+async def replace_text(conn: AsyncConnection, message_id: int, old: str, new: str) -> bool:
+    """A message's text as its author changed it, compare-and-set on the text the caller read:
+    False when another transaction changed it first (Slack delivers an edit twice, at once)."""
+    m = _messages.c
+    result = await conn.execute(update(_messages).where(m.id == message_id, m.text == old).values(text=new))
+    return bool(result.rowcount == 1)

@@ -590,6 +590,9 @@ class FakeSlack:
             deleted = event.get("deleted_ts")
             self._messages[channel] = [m for m in self._messages.get(channel, []) if m["ts"] != deleted]
             return
+        if event.get("edited") and (found := self.find_message(channel, str(event.get("ts")))) is not None:
+            found["text"] = event.get("text", "")  # an edited app_mention re-sent: the same message
+            return
         extra = {
             k: v
             for k, v in event.items()
