@@ -8,6 +8,7 @@ proposals with the policy's verdict, flags, and the four buttons.
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
 
 from adapters.playground.state import PlaygroundState, Thread
 from bot.ports import CardState, EditForm, ReviewCard
@@ -150,6 +151,7 @@ def page(*, has_desk: bool, can_apply: bool, policy_text: str, policy_path: str)
         desk=desk,
         policy=escape(policy_text),
         policy_path=escape(policy_path),
+        policy_name=escape(Path(policy_path).name),
         apply=apply,
     )
 
@@ -168,7 +170,7 @@ _PAGE = """<!doctype html>
 <form id="compose"><textarea name="text" rows="3" placeholder="Write to support…"></textarea>
 <input type="file" name="image" accept="image/*"><button type="submit">Send</button></form></section>
 {desk}
-<section id="policy-side"><h2>Policy <small>({policy_path})</small></h2>
+<section id="policy-side"><h2>Policy <small title="{policy_path}">({policy_name})</small></h2>
 <textarea id="policy" spellcheck="false">{policy}</textarea>
 <div id="policy-result"></div>{apply}</section>
 </main>
