@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from bot.agent import DraftingAgent
+from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.intake import Intake, Received
@@ -37,6 +38,7 @@ METRICS = (
     "events_received",
     "events_duplicate",
     "messages_ignored_unwatched",
+    "messages_ignored_workspace",
     "drafts_ready",
     "drafts_failed",
     "summaries",
@@ -90,6 +92,7 @@ class Copilot:
         )
         self.intake = Intake(db, policy, self.metrics)
         self.intake.on_received = self._received
+        self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
         self.decisions = Decisions(db, policy, orders, self._decided)
         self.dispatcher = Dispatcher(
             db,
