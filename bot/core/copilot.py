@@ -19,6 +19,8 @@ from bot.core.intake import Intake, Received
 from bot.core.memory import Memory
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
+from bot.core.retention import COUNTERS as RETENTION_COUNTERS
+from bot.core.retention import RetentionJob
 from bot.core.review import Effects
 from bot.core.review import ReviewDesk as Decisions
 from bot.core.tasks import Supervisor
@@ -47,6 +49,7 @@ METRICS = (
     "replies_sent",
     "sends_failed",
     "refunds_executed",
+    *RETENTION_COUNTERS,
 )
 
 
@@ -113,6 +116,7 @@ class Copilot:
             refresh=self.publisher.refresh,
             deliver=self.dispatcher.wake,
         )
+        self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -139,11 +143,12 @@ class Copilot:
 
     def start(self) -> None:
         """Start the background rooms: drafting workers, lease renewal, the sweeper (which
-        also resumes whatever an earlier run left), the dispatcher."""
+        also resumes whatever an earlier run left), the dispatcher, the retention job."""
         self.drafting.pool.start(self.settings.drafting_concurrency)
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
         self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
+        self.supervisor.keep_running("retention", self.retention.run)
 
     async def wind_down(self, grace: float) -> bool:
         """A graceful stop's first phase: start no new draft or delivery and give what is in
