@@ -7,8 +7,9 @@ one of their order e-mails. In each, one transaction each: messages, images, dra
 calls, sent replies, summaries and facts, name, e-mail and ids are erased (the rows, their times
 and numbers stay, as the usage rows, which hold only numbers); the audit trail's summaries become
 their sha256, plus one line saying the conversation was erased on request. A draft being written
-or awaiting review is superseded: nothing of theirs is sent any more. A conversation whose reply
-is being posted right now is skipped and named (run the command again). Then their orders lose
+or awaiting review is superseded: nothing of theirs is sent any more. A conversation with a
+reply approved and not posted yet (a refund being made, a reply being posted) is skipped and named
+(run the command again). Then their orders lose
 name, e-mail and postal code, their refunds their free-text reasons, and their account links go.
 
 Review cards live on Slack or Discord, out of the database's reach: the command marks them out of
@@ -54,8 +55,8 @@ class Forgotten:
             out.extend(f"  {card.desk} {card.ref}" for card in self.cards)
         if self.busy:
             out.append(
-                f"{len(self.busy)} conversation(s) have a reply being sent right now and were left as they are;"
-                " run the command again in a minute: " + ", ".join(self.busy)
+                f"{len(self.busy)} conversation(s) have an approved reply not posted yet and were left as they"
+                " are; run the command again in a minute: " + ", ".join(self.busy)
             )
         return out
 

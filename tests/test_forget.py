@@ -36,8 +36,8 @@ ANA = (
 
 
 @pytest.fixture
-async def desk(tmp_path: Path, kimi: FakeKimi) -> AsyncIterator[TestDesk]:
-    async with open_desk(tmp_path, kimi, sweep_seconds=0.2) as opened:
+async def desk(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
+    async with open_desk(tmp_path, kimi, database_url=database_url, sweep_seconds=0.2) as opened:
         orders = [dict(r, customer_accounts="") for r in sample_orders()]
         ana = {"customer_email": "ana@shop-mail.example", "customer_postal_code": "10115"}
         await opened.import_orders(
@@ -80,7 +80,8 @@ async def test_forget_erases_a_customer_everywhere_while_the_bot_runs_and_says_z
     kimi.script(
         CallTools([("get_order_status", {"order_id": "40021"})]),
         Reply("Sorry about your Desk chair, Ana Diaz; order 40021 was delivered."),
-        Reply("Thanks Ana Diaz, a new chair is on the way."),
+        CallTools([("propose_refund", {"order_id": "40021", "amount": "50.00", "reason": "Ana Diaz: leg is cracked"})]),
+        Reply("Thanks Ana Diaz, I've asked the team to refund 50.00 USD."),
         Reply("Bob, your mug ships tomorrow."),
     )
     ana = desk.customer("ana", display_name="Ana Diaz", email="ana.diaz@chat.example")
@@ -92,6 +93,7 @@ async def test_forget_erases_a_customer_everywhere_while_the_bot_runs_and_says_z
     await desk.reply_to(said)
     again = await ana.says("the chair's leg is cracked, can you send a new chair?", after=said)
     open_card = await desk.card_for(again)  # awaiting review when she is forgotten
+    assert [p.summary for p in open_card.proposals] and "50.00" in open_card.proposals[0].summary
     bob = desk.customer("bob", display_name="Bob Stone")
     bob_card = await desk.card_for(await bob.says("where is my blue mug, order #W2611340?"))
     await desk.settle()
@@ -104,6 +106,7 @@ async def test_forget_erases_a_customer_everywhere_while_the_bot_runs_and_says_z
     assert count_of(output, "messages") == 3  # her two messages and the reply she got
     assert count_of(output, "images") == 1
     assert count_of(output, "open drafts") == 1
+    assert count_of(output, "proposals") == 1
     assert count_of(output, "orders") == 1
     assert count_of(output, "account links") == 1
     assert "2 review card(s)" in output

@@ -29,13 +29,6 @@ days = 30
 PNG = b"\x89PNG\r\n\x1a\n" + b"receipt-of-ana" * 20
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'supportbot.db'}"
-    return str(request.getfixturevalue("database"))  # skips without SUPPORTBOT_TEST_POSTGRES_URL
-
-
 @pytest.fixture
 async def desk(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
     async with open_desk(

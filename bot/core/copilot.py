@@ -148,7 +148,8 @@ class Copilot:
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
         self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
-        self.supervisor.keep_running("retention", self.retention.run)
+        # A failing pass is retried after a minute, not a second: it is no hurry, and logs once.
+        self.supervisor.keep_running("retention", self.retention.run, backoff=min(60.0, self.retention.interval))
 
     async def wind_down(self, grace: float) -> bool:
         """A graceful stop's first phase: start no new draft or delivery and give what is in

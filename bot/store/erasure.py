@@ -11,16 +11,15 @@ from datetime import datetime
 from sqlalchemy import and_, delete, false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.states import OPEN_DRAFT_STATES, ActionStatus, DraftStatus, OutboxStatus, check_transition
+from bot.domain.states import OPEN_DRAFT_STATES, ActionStatus, DraftStatus, check_transition
 from bot.store.records import move_actions_of
-from bot.store.retention import ERASED, ERASURE_KIND
-from bot.store.schema import AuditEvent, Conversation, Draft, Message, OutboxItem, table_of
+from bot.store.retention import ERASED, ERASURE_KIND, conversations_in_flight
+from bot.store.schema import AuditEvent, Conversation, Draft, Message, table_of
 from tools.orders import customer_accounts_table, order_refunds_table, orders_table
 
 _conversations = table_of(Conversation)
 _drafts = table_of(Draft)
 _messages = table_of(Message)
-_outbox = table_of(OutboxItem)
 _audit = table_of(AuditEvent)
 
 #: What a retired draft's card says in place of its notice.
@@ -76,13 +75,10 @@ async def conversations_of(
 
 
 async def sending(conn: AsyncConnection, conversation_id: str) -> bool:
-    """A reply of this conversation is waiting to be posted or being posted right now."""
-    o, d = _outbox.c, _drafts.c
-    query = (
-        select(o.id)
-        .join(_drafts, d.id == o.draft_id)
-        .where(d.conversation_id == conversation_id, o.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)))
-    )
+    """A reply of this conversation was approved and is not posted yet (a refund being made, a
+    reply waiting to be posted or being posted right now)."""
+    approved = conversations_in_flight((DraftStatus.APPROVED, DraftStatus.EDITED)).subquery()
+    query = select(approved.c[0]).where(approved.c[0] == conversation_id)
     return (await conn.execute(query.limit(1))).first() is not None
 
 

@@ -24,8 +24,18 @@ from typing import Any
 from sqlalchemy import ColumnElement, CompoundSelect, Select, bindparam, literal, not_, select, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.states import DraftStatus, OutboxStatus
-from bot.store.schema import Attachment, AuditEvent, Conversation, Draft, Message, OutboxItem, ToolCall, table_of
+from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
+from bot.store.schema import (
+    Attachment,
+    AuditEvent,
+    Conversation,
+    Draft,
+    Message,
+    OutboxItem,
+    ProposedAction,
+    ToolCall,
+    table_of,
+)
 
 #: What erased text reads (on a review card a running bot refreshes, in the audit CLI).
 ERASED = "[erased]"
@@ -44,18 +54,29 @@ _calls = table_of(ToolCall)
 _outbox = table_of(OutboxItem)
 _audit = table_of(AuditEvent)
 _conversations = table_of(Conversation)
+_actions = table_of(ProposedAction)
+
+#: Proposals nothing more happens to.
+SETTLED_ACTION_STATES = (
+    ActionStatus.REFUSED,
+    ActionStatus.EXECUTED,
+    ActionStatus.FAILED,
+    ActionStatus.REJECTED,
+    ActionStatus.SUPERSEDED,
+)
 
 
 def sha256_of(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def conversations_in_flight() -> CompoundSelect[Any]:
-    """The ids of conversations with work in flight: a draft being written, awaiting review or
-    approved and not sent yet, or a reply waiting to be (or being) posted."""
+def conversations_in_flight(states: tuple[DraftStatus, ...] = WORKING_DRAFT_STATES) -> CompoundSelect[Any]:
+    """The ids of conversations with work in flight: a draft in one of ``states`` (by default
+    being written, awaiting review or approved and not sent yet), or a reply waiting to be (or
+    being) posted."""
     d, o = _drafts.c, _outbox.c
     return union(
-        select(d.conversation_id).where(d.status.in_(WORKING_DRAFT_STATES)),
+        select(d.conversation_id).where(d.status.in_(states)),
         select(d.conversation_id)
         .join(_outbox, o.draft_id == d.id)
         .where(o.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING))),
@@ -137,6 +158,34 @@ async def erase_replies(conn: AsyncConnection, scope: Scope, before: datetime | 
     return await _erase_ids(conn, query, _outbox, {"text": ERASED, "last_error": ""})
 
 
+async def erase_proposals(conn: AsyncConnection, scope: Scope, before: datetime | None, limit: int) -> int:
+    """Settled proposals' free text and who asked (the reason the model gave, the asker's account
+    and the customer it was verified as); order, amounts and outcome stay."""
+    a, d = _actions.c, _drafts.c
+    rows = (
+        await conn.execute(
+            select(a.id, a.params)
+            .join(_drafts, d.id == a.draft_id)
+            .where(
+                scope(d.conversation_id),
+                a.status.in_(SETTLED_ACTION_STATES),
+                a.verdict != ERASED,
+                _older(a.created_at, before),
+            )
+            .limit(limit)
+        )
+    ).all()
+    if rows:
+        statement = (
+            update(_actions)
+            .where(a.id == bindparam("row_id"))
+            .values(params=bindparam("erased_params"), verdict=ERASED)
+        )
+        hidden = {"reason": ERASED, "asked_by": None, "asker_verified_as": None}
+        await conn.execute(statement, [{"row_id": row.id, "erased_params": {**row.params, **hidden}} for row in rows])
+    return len(rows)
+
+
 async def hash_audit(conn: AsyncConnection, scope: Scope, before: datetime | None, limit: int) -> int:
     """Audit lines' summaries replaced by their sha256 (details by theirs); kind, actor, ids and
     time stay."""
@@ -198,6 +247,7 @@ ERASERS = {
     "images": erase_images,
     "drafts": erase_drafts,
     "tool_calls": erase_tool_calls,
+    "proposals": erase_proposals,
     "replies": erase_replies,
     "audit_lines": hash_audit,
     "conversations": erase_conversations,
