@@ -72,5 +72,6 @@ async def test_a_discord_server_not_on_the_allowlist_is_ignored_while_direct_mes
         assert len(kimi.completions) == 1
         assert "unlisted server" not in str(kimi.completions[0])
         assert await ignored_count(f"http://127.0.0.1:{bot.port}") == 1
+        assert discord.calls_to("POST", r".*/threads") == []  # the unlisted server saw nothing happen
     finally:
         await bot.stop()

@@ -179,6 +179,9 @@ class Copilot:
     async def has_conversation(self, thread: ThreadRef) -> bool:
         return await self.intake.has_conversation(thread)
 
+    def serves(self, thread: ThreadRef) -> bool:
+        return self.intake.served(thread)
+
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
         return await self.decisions.decide(decision)
 
