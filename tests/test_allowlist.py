@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from bot.app import Supportbot
+from tests.desks import DiscordDriver
 from tests.fakes.discord import ALICE, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
@@ -49,16 +50,8 @@ async def test_a_slack_workspace_not_on_the_allowlist_gets_no_card_and_no_model_
 async def test_a_discord_server_not_on_the_allowlist_is_ignored_while_direct_messages_are_served(
     tmp_path: Path, kimi: FakeKimi, discord: FakeDiscord
 ) -> None:
-    settings = settings_for(
-        tmp_path,
-        kimi,
-        None,
-        discord_bot_token=discord.token,
-        discord_api_url=discord.api_url,
-        discord_cdn_urls=discord.cdn_url,
-        discord_review_channel=REVIEW_CHANNEL_ID,
-        discord_guild_allowlist="1999999999999999999",  # not the fake's server
-    )
+    unlisted = {"discord_guild_allowlist": "1999999999999999999"}  # not the fake's server
+    settings = settings_for(tmp_path, kimi, None, **DiscordDriver(discord).settings(), **unlisted)
     kimi.script(Reply("Happy to help."), Reply("Happy to help, again."))  # one model call per draft
     bot = Supportbot(settings)
     await bot.start()

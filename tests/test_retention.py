@@ -6,6 +6,8 @@ left whole until it settles."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -68,9 +70,17 @@ def sha256(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def logged_messages(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """The messages each pass's INFO line says it erased."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.core.retention"]
+    assert all(line.startswith("retention: erased what is older than 30 days: ") for line in lines)
+    return [int(re.search(r"(\d+) messages", line).group(1)) for line in lines]  # type: ignore[union-attr]
+
+
 async def test_old_conversations_are_erased_the_audit_keeps_hashes_and_work_in_flight_is_left_whole(
-    desk: TestDesk, kimi: FakeKimi
+    desk: TestDesk, kimi: FakeKimi, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bot.core.retention")
     kimi.script(
         CallTools([("get_order_status", {"order_id": "40021"})]),
         Reply("Your Desk chair from 40021 was delivered; sorry it broke, Ana."),
@@ -127,6 +137,7 @@ async def test_old_conversations_are_erased_the_audit_keeps_hashes_and_work_in_f
     assert core is not None
     assert core.metrics["retention_purged_messages"] == 2  # Ana's message and the reply she got
     assert core.metrics["retention_purged_images"] == 1
+    assert sum(logged_messages(caplog)) == 2 and len(logged_messages(caplog)) >= 2  # one line a pass
 
     # Once Bob's conversation settles, the next passes erase what of it is old; the reply he got
     # just now stays until it is 30 days old.

@@ -103,6 +103,21 @@ async def _erase_ids(conn: AsyncConnection, query: Select[Any], table: Any, valu
     return len(ids)
 
 
+async def _rewrite(conn: AsyncConnection, table: Any, changes: list[dict[str, Any]]) -> int:
+    """Give each row (``row_id``) its own new values, in one executemany."""
+    if changes:
+        columns = [name for name in changes[0] if name != "row_id"]
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values({name: bindparam(f"new_{name}") for name in columns})
+        )
+        await conn.execute(
+            statement, [{"row_id": c["row_id"], **{f"new_{name}": c[name] for name in columns}} for c in changes]
+        )
+    return len(changes)
+
+
 async def erase_messages(conn: AsyncConnection, scope: Scope, before: datetime | None, limit: int) -> int:
     """Messages' text, author names and file records (names, links)."""
     m = _messages.c
@@ -175,15 +190,10 @@ async def erase_proposals(conn: AsyncConnection, scope: Scope, before: datetime 
             .limit(limit)
         )
     ).all()
-    if rows:
-        statement = (
-            update(_actions)
-            .where(a.id == bindparam("row_id"))
-            .values(params=bindparam("erased_params"), verdict=ERASED)
-        )
-        hidden = {"reason": ERASED, "asked_by": None, "asker_verified_as": None}
-        await conn.execute(statement, [{"row_id": row.id, "erased_params": {**row.params, **hidden}} for row in rows])
-    return len(rows)
+    hidden = {"reason": ERASED, "asked_by": None, "asker_verified_as": None}
+    return await _rewrite(
+        conn, _actions, [{"row_id": row.id, "params": {**row.params, **hidden}, "verdict": ERASED} for row in rows]
+    )
 
 
 async def hash_audit(conn: AsyncConnection, scope: Scope, before: datetime | None, limit: int) -> int:
@@ -202,26 +212,18 @@ async def hash_audit(conn: AsyncConnection, scope: Scope, before: datetime | Non
             .limit(limit)
         )
     ).all()
-    if rows:
-        statement = (
-            update(_audit)
-            .where(e.id == bindparam("row_id"))
-            .values(summary=bindparam("hashed"), detail=bindparam("hashed_detail"))
-        )
-        await conn.execute(
-            statement,
-            [
-                {
-                    "row_id": row.id,
-                    "hashed": sha256_of(row.summary),
-                    "hashed_detail": {"sha256": sha256_of(json.dumps(row.detail, sort_keys=True))[7:]}
-                    if row.detail
-                    else {},
-                }
-                for row in rows
-            ],
-        )
-    return len(rows)
+    return await _rewrite(
+        conn,
+        _audit,
+        [
+            {
+                "row_id": row.id,
+                "summary": sha256_of(row.summary),
+                "detail": {"sha256": sha256_of(json.dumps(row.detail, sort_keys=True))[7:]} if row.detail else {},
+            }
+            for row in rows
+        ],
+    )
 
 
 async def erase_conversations(conn: AsyncConnection, scope: Scope, before: datetime | None, limit: int) -> int:
