@@ -177,6 +177,16 @@ class LogsSection(_Section):
     redact_personal_data: bool = False
 
 
+class RetentionSection(_Section):
+    """How long conversations' text is kept. ``days`` = 0 (the default) keeps it forever; N > 0
+    lets the retention job (every ``RETENTION_SWEEP_SECONDS``) erase the text of messages, images,
+    drafts, tool calls, sent replies and conversations' summaries older than N days, and replace
+    the audit trail's summaries with their sha256: ids, kinds, actors and times stay. Work still in
+    flight (a draft awaiting review or being sent) keeps its conversation whole."""
+
+    days: Annotated[int, Field(ge=0, le=36500)] = 0
+
+
 class Policy(_Section):
     """The whole policy file."""
 
@@ -191,6 +201,7 @@ class Policy(_Section):
     channels: ChannelsSection = ChannelsSection()
     knowledge: KnowledgeSection = KnowledgeSection()
     logs: LogsSection = LogsSection()
+    retention: RetentionSection = RetentionSection()
 
     @property
     def version(self) -> str:

@@ -81,6 +81,9 @@ class RecordingCore:
     async def has_conversation(self, thread: ThreadRef) -> bool:
         return any(m.thread == thread for m in self.received)
 
+    def serves(self, thread: ThreadRef) -> bool:
+        return True
+
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
         self.decisions.append(decision)
         if self.gate is not None:

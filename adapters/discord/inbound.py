@@ -131,6 +131,8 @@ class MessageIntake:
 
         if not mentioned or self._is_review_channel(channel.id):
             return None
+        if not core.serves(ThreadRef(PLATFORM, str(guild.id), str(channel.id), "")):
+            return None  # a server the operator does not serve: no thread opened there
         location = f"Discord · {guild.name} · #{channel.name} · {author}"
         thread_id = await open_thread(message, channel)
         if thread_id is None:

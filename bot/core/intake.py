@@ -45,6 +45,8 @@ class Intake:
         self.policy = policy
         self.counters = counters
         self.on_received: Callable[[Received], None] = lambda _received: None
+        #: Whether the thread's workspace is served (:class:`bot.core.allowlist.WorkspaceAllowlist`).
+        self.served: Callable[[ThreadRef], bool] = lambda _thread: True
 
     def watched(self, message: InboundMessage) -> bool:
         watch = self.policy.current.channels.watch
@@ -52,9 +54,13 @@ class Intake:
 
     async def receive(self, message: InboundMessage) -> bool:
         """Store the message and queue its draft. False when the event was seen before (a
-        redelivery) or comes from a channel the policy does not watch: nothing is done. An edit
-        (``edited``, or a message already stored under the same thread and id) goes to
-        :func:`bot.core.edits.amend` instead: at most one fresh draft, never a second message."""
+        redelivery), comes from a workspace not served or a channel the policy does not watch:
+        nothing is done. An edit (``edited``, or a message already stored under the same thread and
+        id) goes to :func:`bot.core.edits.amend` instead: at most one fresh draft, never a second
+        message."""
+        if not self.served(message.thread):
+            metrics.event_received("ignored")
+            return False
         if not message.edited and not self.watched(message):
             self.counters["messages_ignored_unwatched"] += 1
             metrics.event_received("ignored")
