@@ -8,10 +8,43 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot.approval import money
-from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
+from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxStatus
+from bot.events import DecisionAction
 from bot.policy import Policy
-from bot.ports import ProposalView, ReviewCard, ToolLookup
+from bot.ports import ConversationView, ProposalView, ReviewCard, ToolLookup
+from bot.store.conversations import ConversationState
 from bot.store.records import StoredAction
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationLife:
+    """What a card shows of its conversation's life (:mod:`bot.store.life`)."""
+
+    status: ConversationStatus = ConversationStatus.OPEN
+    owner: ConversationOwner = ConversationOwner.BOT
+    owner_reason: str = ""
+    assignee: str = ""
+    #: The customer's newest message after the card's own, while a human answers.
+    customer_wrote: str = ""
+
+
+def life_of(conversation: ConversationState, *, customer_wrote: str = "") -> ConversationLife:
+    """The card's view of a conversation as read."""
+    return ConversationLife(
+        conversation.status, conversation.owner, conversation.owner_reason, conversation.assignee, customer_wrote
+    )
+
+
+def conversation_view(life: ConversationLife, status: DraftStatus) -> ConversationView:
+    """The conversation block of a card, with the buttons its state offers: Take over (the bot
+    drafts) or Hand back (a human answers), Claim and Resolve until it is resolved (a customer
+    writing reopens it). A card still being drafted offers none yet."""
+    actions: tuple[DecisionAction, ...] = ()
+    if status is not DraftStatus.DRAFTING and life.status is not ConversationStatus.RESOLVED:
+        owner = DecisionAction.TAKE_OVER if life.owner is ConversationOwner.BOT else DecisionAction.HAND_BACK
+        actions = (owner, DecisionAction.CLAIM, DecisionAction.RESOLVE)
+    wrote = life.customer_wrote if life.owner is ConversationOwner.HUMAN else ""
+    return ConversationView(life.status, life.owner, life.owner_reason, life.assignee, wrote, actions)
 
 
 @dataclass(slots=True)
@@ -38,6 +71,7 @@ class CardSource:
     outbox: tuple[OutboxStatus, str, str] | None = None
     identity: str = ""
     flags: tuple[str, ...] = ()
+    life: ConversationLife = ConversationLife()
 
 
 def proposal_summary(action: StoredAction) -> str:
@@ -101,4 +135,5 @@ def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard
         sent_text=sent_text,
         identity=source.identity,
         flags=source.flags,
+        conversation=conversation_view(source.life, source.status),
     )

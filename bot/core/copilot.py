@@ -15,6 +15,7 @@ from bot.agent import DraftingAgent
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.intake import Intake, Received
+from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
@@ -102,6 +103,7 @@ class Copilot:
             concurrency=settings.delivery_concurrency,
             refresh_card=self.publisher.refresh,
         )
+        self.resolver = AutoResolver(db, policy, self._refresh_card)
         self.sweeper = Sweeper(
             db,
             interval=settings.sweep_seconds,
@@ -109,6 +111,7 @@ class Copilot:
             repost=self.publisher.recover,
             refresh=self.publisher.refresh,
             deliver=self.dispatcher.wake,
+            resolve_idle=self.resolver.sweep,
         )
 
     # -- wiring ---------------------------------------------------------------------------
@@ -185,15 +188,21 @@ class Copilot:
     # -- hand-offs between rooms ----------------------------------------------------------
 
     def _received(self, received: Received) -> None:
-        self.drafting.submit(received.draft_id)
-        for old in received.superseded:
+        if received.draft_id is not None:
+            self.drafting.submit(received.draft_id)
+        for old in (*received.superseded, *received.refresh):
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
+
+    def _refresh_card(self, draft_id: str) -> None:
+        self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
 
     def _decided(self, draft_id: str, effects: Effects) -> None:
         if effects.new_draft is not None:
             self.drafting.submit(effects.new_draft)
         if effects.refresh:
             self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
+        for other in effects.cards:
+            self.supervisor.spawn("refresh-card", self.publisher.refresh(other), draft=other)
         if effects.deliver:
             self.dispatcher.wake()
 

@@ -23,14 +23,15 @@ from sqlalchemy import func, select
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundVerdict, check_draft_refunds, facts_from_params, money, verdicts_of
-from bot.cards import CardSource
+from bot.cards import CardSource, life_of
+from bot.core import lifecycle
 from bot.core.drafting_text import escalation_reasons, fit
 from bot.core.files import FileDownloads, card_lines
 from bot.core.memory import Memory, noted
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
 from bot.core.tasks import Supervisor
-from bot.domain.states import ActionStatus, DraftStatus
+from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus
 from bot.errors import (
     DraftingError,
     KimiCircuitOpen,
@@ -394,6 +395,11 @@ class Drafting:
         self, claimed: ClaimedDraft, conversation: ConversationState, turns: list[StoredMessage], **values: Any
     ) -> CardSource:
         trigger = turns[-1] if turns and turns[-1].id == claimed.message_id else None
+        life = life_of(conversation)
+        escalation = str(values.get("escalation") or "")
+        if escalation and life.owner is ConversationOwner.BOT:  # lifecycle.on_escalated moved it
+            life = dataclasses.replace(life, owner=ConversationOwner.HUMAN, owner_reason=f"escalated: {escalation}")
+        values.setdefault("life", life)
         return CardSource(
             draft_id=claimed.id,
             revision=claimed.revision,
@@ -523,6 +529,8 @@ class Drafting:
             if version is None:
                 await draft_rows.release(conn, draft_id, self.leases.owner)
                 return  # superseded while drafting: a newer draft follows
+            if escalation:
+                await lifecycle.on_escalated(conn, conversation.id, escalation, now)
             await records.add_tool_calls(conn, self._tool_call_rows(draft_id, result, now))
             await records.add_actions(
                 conn,
@@ -612,6 +620,8 @@ class Drafting:
             if version is None:
                 await draft_rows.release(conn, claimed.id, self.leases.owner)
                 return
+            if escalation:
+                await lifecycle.on_escalated(conn, conversation.id, escalation, now)
             await conversation_rows.save_facts(conn, conversation.id, conversation.facts, failed, now)
             await records.add_audit(
                 conn, [AuditLine(conversation.id, claimed.id, "draft_failed", "model", failure[:300])], now

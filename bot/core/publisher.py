@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from bot import identity, metrics
-from bot.cards import CardSource, build_card
+from bot.cards import CardSource, build_card, life_of
 from bot.core.files import card_lines
 from bot.domain.states import DraftStatus
 from bot.logs import log_event
@@ -24,6 +24,7 @@ from bot.ports import ReviewCard, ReviewDesk, ToolLookup
 from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
+from bot.store import life as life_rows
 from bot.store import outbox as outbox_rows
 from bot.store.schema import Conversation, Draft, Message
 
@@ -157,6 +158,7 @@ class CardPublisher:
                     select(
                         d.id,
                         d.conversation_id,
+                        d.message_id,
                         d.status,
                         d.revision,
                         d.text,
@@ -190,6 +192,7 @@ class CardPublisher:
             calls = await records.tool_calls_of(conn, draft_id)
             actions = await records.actions_of(conn, draft_id)
             sent = await outbox_rows.of_draft(conn, draft_id)
+            wrote = await life_rows.customer_wrote_since(conn, row.conversation_id, row.message_id)
         source = CardSource(
             draft_id=row.id,
             status=DraftStatus(row.status),
@@ -211,6 +214,7 @@ class CardPublisher:
             outbox=sent,
             identity=identity.card_line(conversation, row.author_id),
             flags=tuple(str(f) for f in row.guard_flags or ()),
+            life=life_of(conversation, customer_wrote=wrote),
         )
         return source, int(row.version), row.card_desk, row.card_ref
 

@@ -1,4 +1,5 @@
-"""Review decisions: Approve, Edit, Reject, Regenerate, each a handler in a table.
+"""Review decisions: Approve, Edit, Reject, Regenerate on a draft, and Take over, Hand back,
+Claim, Resolve on the draft's conversation, each a handler in a table.
 
 A decision is one transaction: the compare-and-set on the draft's status (the first click wins,
 the rest are told who was first), the decision record, the audit line and, on approval, the
@@ -28,8 +29,8 @@ from bot.approval import (
     parse_amount,
     verdicts_of,
 )
-from bot.domain.states import ActionStatus, DraftStatus
-from bot.events import DecisionAction, ReviewDecision
+from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus
+from bot.events import CONVERSATION_ACTIONS, DecisionAction, ReviewDecision
 from bot.identity import refund_owner
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
@@ -37,6 +38,7 @@ from bot.ports import DecisionOutcome, EditForm
 from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
+from bot.store import life as life_rows
 from bot.store import outbox as outbox_rows
 from bot.store.records import AuditLine, StoredAction
 from bot.store.schema import Conversation, Draft
@@ -79,6 +81,8 @@ class Effects:
     refresh: bool = True
     deliver: bool = False
     new_draft: str | None = None
+    #: Other cards to refresh (the conversation's newest, after a conversation decision).
+    cards: list[str] = field(default_factory=list)
     #: The orders the draft's refunds name, fetched fresh before the transaction.
     order_facts: dict[str, OrderFacts] = field(default_factory=dict)
 
@@ -109,6 +113,10 @@ class ReviewDesk:
             DecisionAction.EDIT: self._approve,
             DecisionAction.REJECT: self._reject,
             DecisionAction.REGENERATE: self._regenerate,
+            DecisionAction.TAKE_OVER: self._take_over,
+            DecisionAction.HAND_BACK: self._hand_back,
+            DecisionAction.CLAIM: self._claim,
+            DecisionAction.RESOLVE: self._resolve,
         }
 
     async def _load(self, conn: AsyncConnection, draft_id: str) -> DraftUnderReview | None:
@@ -164,7 +172,7 @@ class ReviewDesk:
             on_desk = decision.actor.platform in self.desks
             if not may_approve(decision.actor, policy, on_desk=on_desk):
                 outcome = DecisionOutcome(False, _not_an_approver(on_desk))
-            elif draft.status is not DraftStatus.AWAITING_REVIEW:
+            elif decision.action not in CONVERSATION_ACTIONS and draft.status is not DraftStatus.AWAITING_REVIEW:
                 outcome = DecisionOutcome(False, already(draft))
             else:
                 outcome = await self._handlers[decision.action](conn, draft, decision, policy, now, effects)
@@ -281,6 +289,129 @@ class ReviewDesk:
             now,
         )
         return DecisionOutcome(True, "A new draft is on its way.")
+
+    # -- the conversation's life (issue 19) -------------------------------------------------
+
+    async def _conversation(
+        self, conn: AsyncConnection, draft: DraftUnderReview, now: datetime, effects: Effects, audit: AuditLine
+    ) -> None:
+        """After a conversation decision: its cards show it (the clicked one and the newest,
+        each version bumped so the sweeper repairs a failed refresh), and the audit keeps it."""
+        await life_rows.touch_card(conn, draft.id, now)
+        newest = await life_rows.latest_card(conn, draft.conversation_id)
+        if newest is not None and newest != draft.id:
+            await life_rows.touch_card(conn, newest, now)
+            effects.cards.append(newest)
+        await records.add_audit(conn, [audit], now)
+
+    async def _take_over(
+        self,
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        decision: ReviewDecision,
+        policy: Policy,
+        now: datetime,
+        effects: Effects,
+    ) -> DecisionOutcome:
+        life = await life_rows.load(conn, draft.conversation_id)
+        who = decision.actor.display_name or decision.actor.id
+        if life is None:
+            return DecisionOutcome(False, "This conversation does not exist (any more).")
+        assignee = {"assignee_id": decision.actor.id, "assignee": who}
+        if life.owner is ConversationOwner.HUMAN:
+            if life.assignee_id == decision.actor.id:
+                return DecisionOutcome(False, "You already answer this conversation.")
+            if not await life_rows.assign(conn, life.conversation_id, life.assignee_id, decision.actor.id, who, now):
+                return DecisionOutcome(False, "Someone else changed this conversation just now; look again.")
+        elif not await life_rows.move_owner(
+            conn,
+            life.conversation_id,
+            ConversationOwner.BOT,
+            ConversationOwner.HUMAN,
+            now,
+            reason=f"taken over by {who}",
+            **assignee,
+        ):
+            return DecisionOutcome(False, "Someone else took this conversation over just now.")
+        await self._conversation(
+            conn, draft, now, effects, AuditLine(draft.conversation_id, draft.id, "take_over", decision.actor.id, who)
+        )
+        return DecisionOutcome(True, "You answer this conversation now; the bot drafts nothing there until Hand back.")
+
+    async def _hand_back(
+        self,
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        decision: ReviewDecision,
+        policy: Policy,
+        now: datetime,
+        effects: Effects,
+    ) -> DecisionOutcome:
+        if not await life_rows.move_owner(
+            conn, draft.conversation_id, ConversationOwner.HUMAN, ConversationOwner.BOT, now, reason=""
+        ):
+            return DecisionOutcome(False, "The bot already drafts in this conversation.")
+        waiting = await life_rows.unanswered_customer_message(conn, draft.conversation_id)
+        if waiting is not None:  # the customer waits for an answer: the bot drafts one now
+            await draft_rows.supersede_open(conn, draft.conversation_id, "the hand-back", now)
+            effects.new_draft = await draft_rows.insert_draft(conn, draft.conversation_id, waiting, now)
+        await self._conversation(
+            conn,
+            draft,
+            now,
+            effects,
+            AuditLine(draft.conversation_id, draft.id, "hand_back", decision.actor.id, "handed back to the bot"),
+        )
+        if waiting is not None:
+            return DecisionOutcome(True, "Handed back: the bot drafts the answer to the customer's last message.")
+        return DecisionOutcome(True, "Handed back: the bot drafts the next answer.")
+
+    async def _claim(
+        self,
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        decision: ReviewDecision,
+        policy: Policy,
+        now: datetime,
+        effects: Effects,
+    ) -> DecisionOutcome:
+        life = await life_rows.load(conn, draft.conversation_id)
+        who = decision.actor.display_name or decision.actor.id
+        if life is None:
+            return DecisionOutcome(False, "This conversation does not exist (any more).")
+        if life.assignee_id == decision.actor.id:
+            return DecisionOutcome(False, "This conversation is already assigned to you.")
+        if not await life_rows.assign(conn, life.conversation_id, life.assignee_id, decision.actor.id, who, now):
+            return DecisionOutcome(False, "Someone else claimed this conversation just now.")
+        await self._conversation(
+            conn, draft, now, effects, AuditLine(draft.conversation_id, draft.id, "claim", decision.actor.id, who)
+        )
+        return DecisionOutcome(True, "Claimed: the conversation is assigned to you.")
+
+    async def _resolve(
+        self,
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        decision: ReviewDecision,
+        policy: Policy,
+        now: datetime,
+        effects: Effects,
+    ) -> DecisionOutcome:
+        life = await life_rows.load(conn, draft.conversation_id)
+        if life is None:
+            return DecisionOutcome(False, "This conversation does not exist (any more).")
+        if life.status is ConversationStatus.RESOLVED:
+            return DecisionOutcome(False, "This conversation is already resolved.")
+        if not await life_rows.move_status(conn, life.conversation_id, life.status, ConversationStatus.RESOLVED, now):
+            return DecisionOutcome(False, "The conversation changed just now; look again.")
+        await self._conversation(
+            conn,
+            draft,
+            now,
+            effects,
+            AuditLine(draft.conversation_id, draft.id, "resolve", decision.actor.id, "resolved"),
+        )
+        return DecisionOutcome(True, "Resolved; the customer writing again reopens it.")
 
     async def _approve(
         self,

@@ -105,7 +105,6 @@ ACTION_TRANSITIONS: dict[ActionStatus, frozenset[ActionStatus]] = {
 }
 
 
-
 class ConversationStatus(StrEnum):
     """A conversation's life: ``open → waiting_on_customer → resolved``; the customer writing
     moves it back to ``open`` (a resolved one is reopened)."""

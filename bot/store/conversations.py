@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.states import ConversationOwner, ConversationStatus
 from bot.events import InboundMessage, ThreadRef
+from bot.store import life
 from bot.store.dialect import dialect_insert
 from bot.store.schema import Attachment, Conversation, Message, ProcessedEvent, new_id, table_of
 
@@ -39,6 +41,11 @@ class ConversationState:
     asker_email: str = ""
     #: (customer message id, facts as the draft answering it left them), oldest first.
     fact_notes: tuple[tuple[int, dict[str, Any]], ...] = ()
+    #: Its life (:mod:`bot.store.life`) as it was read.
+    status: ConversationStatus = ConversationStatus.OPEN
+    owner: ConversationOwner = ConversationOwner.BOT
+    owner_reason: str = ""
+    assignee: str = ""
 
     @property
     def platform(self) -> str:
@@ -88,6 +95,9 @@ async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, no
         "failed_drafts": 0,
         "created_at": now,
         "updated_at": now,
+        "status": ConversationStatus.OPEN,
+        "owner": ConversationOwner.BOT,
+        "status_at": now,
     }
     return str((await conn.execute(statement, values)).scalar_one())
 
@@ -99,15 +109,18 @@ async def add_customer_message(
     text: str,
     now: datetime,
     files: list[dict[str, Any]],
+    role: str = "customer",
 ) -> int:
     """Store the customer's message with what is known of its ``files`` (the core's
-    :func:`bot.core.files.records_at_ack`), and the image bytes its adapter handed over."""
+    :func:`bot.core.files.records_at_ack`), and the image bytes its adapter handed over.
+    ``role``: who wrote it (:class:`bot.domain.roles.Role`): the customer, an agent answering by
+    hand, or an outsider whose words are context."""
     sent_at = message.sent_at if message.sent_at.tzinfo else now
     result = await conn.execute(
         _messages.insert().returning(_messages.c.id),
         {
             "conversation_id": conversation_id,
-            "role": "customer",
+            "role": role,
             "platform_message_id": message.message_id,
             "author_id": message.author.id,
             "author_name": message.author.display_name,
@@ -131,7 +144,9 @@ async def add_customer_message(
 async def add_reply(
     conn: AsyncConnection, conversation_id: str, draft_id: str, text: str, platform_message_id: str, now: datetime
 ) -> None:
-    """Store a reply that reached the customer, as a turn of the conversation."""
+    """Store a reply that reached the customer, as a turn of the conversation; an open
+    conversation now waits on its customer."""
+    await life.move_status(conn, conversation_id, ConversationStatus.OPEN, ConversationStatus.WAITING_ON_CUSTOMER, now)
     await conn.execute(
         _messages.insert(),
         {
@@ -175,6 +190,10 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
                 c.verify_attempts,
                 c.asker_email,
                 c.fact_notes,
+                c.status,
+                c.owner,
+                c.owner_reason,
+                c.assignee,
             ).where(c.id == conversation_id)
         )
     ).one()
@@ -193,6 +212,10 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
         verify_attempts=row.verify_attempts,
         asker_email=row.asker_email,
         fact_notes=tuple((int(at), dict(facts)) for at, facts in row.fact_notes or []),
+        status=ConversationStatus(row.status),
+        owner=ConversationOwner(row.owner),
+        owner_reason=row.owner_reason,
+        assignee=row.assignee,
     )
 
 

@@ -80,8 +80,12 @@ async def insert_draft(
     return draft_id
 
 
-async def supersede_open(conn: AsyncConnection, conversation_id: str, why: str, now: datetime) -> list[str]:
-    """A newer message makes the conversation's open drafts (and their proposals) moot."""
+async def supersede_open(
+    conn: AsyncConnection, conversation_id: str, why: str, now: datetime, *, notice: str | None = None
+) -> list[str]:
+    """A newer message makes the conversation's open drafts (and their proposals) moot. The card
+    says so: "Superseded by <why>; a fresh draft follows.", or ``notice`` when no draft follows
+    (an agent answered by hand)."""
     for current in OPEN_DRAFT_STATES:
         check_transition(current, DraftStatus.SUPERSEDED)
     result = await conn.execute(
@@ -89,7 +93,7 @@ async def supersede_open(conn: AsyncConnection, conversation_id: str, why: str, 
         .where(d.conversation_id == conversation_id, d.status.in_(OPEN_DRAFT_STATES))
         .values(
             status=DraftStatus.SUPERSEDED,
-            notice=f"Superseded by {why}; a fresh draft follows.",
+            notice=notice if notice is not None else f"Superseded by {why}; a fresh draft follows.",
             version=d.version + 1,
             updated_at=now,
         )
