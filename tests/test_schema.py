@@ -4,8 +4,8 @@ an older database upgraded keeps its rows, and settings come from the places an 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 

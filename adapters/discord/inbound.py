@@ -83,7 +83,7 @@ class MessageIntake:
             event_id=f"discord:{message.id}",
             thread=thread,
             message_id=str(message.id),
-            author=Author(id=str(message.author.id), display_name=message.author.display_name),
+            author=author_of(message),
             text=strip_mention(message.content, me.id),
             kind=kind,
             sent_at=message.created_at,
@@ -167,6 +167,19 @@ async def open_thread(message: discord.Message, channel: discord.abc.GuildChanne
         log.error("cannot open a thread in #%s (needs Create Public Threads): %s", channel.name, exc)
         return None
     return str(thread.id)
+
+
+def author_of(message: discord.Message) -> Author:
+    """The author with the facts the core decides who is speaking from: a bot or not, and the
+    ids of their roles in the guild (staff roles make an agent, by the policy)."""
+    user = message.author
+    roles = user.roles if isinstance(user, discord.Member) else []
+    return Author(
+        id=str(user.id),
+        display_name=user.display_name,
+        is_bot=user.bot,
+        groups=frozenset(str(role.id) for role in roles),
+    )
 
 
 def strip_mention(content: str, bot_id: int) -> str:
