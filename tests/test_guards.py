@@ -274,7 +274,18 @@ async def test_a_wrong_email_three_times_escalates_and_reveals_nothing(shop: Har
     assert (conversation.verified_customer_id, conversation.verify_attempts) == ("", 3)
 
 
-async def test_someone_else_in_the_customers_thread_does_not_inherit_the_verification(shop: Harness) -> None:
+@pytest.fixture
+async def open_shop(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[Harness]:
+    """A shop where anyone in a thread may ask (``[desk] outsiders = "customers"``)."""
+    policy = POLICY + '\n[desk]\noutsiders = "customers"\n'
+    async with running_bot(tmp_path, kimi, slack, policy=policy) as harness:
+        await harness.import_orders(guard_orders())
+        yield harness
+
+
+async def test_someone_else_in_the_customers_thread_does_not_inherit_the_verification(open_shop: Harness) -> None:
+    # Where anyone may ask, someone else's message in the thread is drafted for, as their own.
+    shop = open_shop
     envelope = await shop.mention("where is my order #W2611340?", user=KIM)
     [first] = await shop.wait_cards(1)
     assert "Verified customer C-1 (linked account)" in card_text(first)

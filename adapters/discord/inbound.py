@@ -178,7 +178,7 @@ def author_of(message: discord.Message) -> Author:
         id=str(user.id),
         display_name=user.display_name,
         is_bot=user.bot,
-        groups=frozenset(str(role.id) for role in roles),
+        groups=frozenset(str(role.id) for role in roles if not role.is_default()),  # not @everyone
     )
 
 
