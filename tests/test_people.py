@@ -26,7 +26,18 @@ from bot.store import AuditEvent, Conversation, Draft, Message, sessionmaker
 from tests.fakes.discord import AGENT_ROLE_ID, ALICE, BOB, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
-from tests.harness import Harness, card_text, draft_id_of, running_bot, settings_for, until, wait_until
+from tests.fakes.slack_payloads import app_mention, block_actions, message
+from tests.harness import (
+    REVIEW_CHANNEL,
+    Harness,
+    card_text,
+    draft_id_of,
+    running_bot,
+    settings_for,
+    until,
+    wait_until,
+)
+from tests.processes import BotProcess, seed_orders, supportbot
 
 CUSTOMER, AGENT, STRANGER = "U222", "U333", "U999"
 POLICY = f"""
@@ -256,3 +267,64 @@ def _discord_cards(discord: FakeDiscord, button: str) -> list[dict[str, Any]]:
 async def discord_fake() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as fake:
         yield fake
+
+
+async def test_the_installed_bot_keeps_who_answers_through_kill_9(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    """``supportbot run`` as a subprocess: an agent answers by hand, the customer writes, the bot
+    is killed (-9) right after taking it; the restarted bot still drafts nothing there, its card
+    shows the customer's message, and Hand back drafts with the agent's words. A Claim survives
+    another kill -9, and the operator lists the conversation by status and owner."""
+    (tmp_path / "policy.toml").write_text(POLICY)
+    bot = BotProcess(tmp_path, kimi.base_url, slack)
+    await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
+
+    def updates(draft: str, containing: str) -> list[Any]:
+        return [
+            c
+            for c in slack.calls_to("chat.update")
+            if draft[:8] in json.dumps(c.params.get("blocks")) and containing in card_text(c)
+        ]
+
+    async def send(envelope: dict[str, Any]) -> None:
+        assert (await bot.sender.event(envelope)).status_code == 200
+
+    async def click(action: str, draft: str) -> None:
+        response = await bot.sender.action(block_actions(action, draft, user=AGENT, channel=REVIEW_CHANNEL))
+        assert response.status_code == 200
+
+    await bot.start()
+    try:
+        asked = app_mention("<@UBOT> where is my order #W2611340?", user=CUSTOMER)
+        await send(asked)
+        thread = asked["event"]["ts"]
+        [card] = await wait_until(bot.cards)
+        draft = draft_id_of(card)
+        await send(message("I'll handle this one myself.", thread_ts=thread, user=AGENT))
+        await wait_until(lambda: updates(draft, "Answered by hand by"))
+        drafted = len(kimi.completions)
+
+        await send(message("ok, waiting for you", thread_ts=thread, user=CUSTOMER))
+        await bot.kill9()  # the message is stored (200), its card refresh may not have happened
+        await bot.start()
+        await wait_until(lambda: updates(draft, "ok, waiting for you"), timeout=20)
+        assert len(bot.cards()) == 1 and len(kimi.completions) == drafted, "still a human's: no draft"
+
+        await click("hand_back_conversation", draft)
+        [_, fresh] = await wait_until(bot.cards, 2, timeout=20)
+        assert "ok, waiting for you" in card_text(fresh)
+        assert "I'll handle this one myself." in prompt_of(kimi.completions[drafted])
+
+        await click("claim_conversation", draft_id_of(fresh))
+        await wait_until(lambda: updates(draft_id_of(fresh), "assigned to &lt;@U333&gt;"))
+        await bot.kill9()
+        listed = supportbot(
+            tmp_path, "conversations", "--status", "open", "--owner", "bot", DATABASE_URL=bot.database_url
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "<@U333>" in listed.stdout and "open" in listed.stdout and "awaiting_review" in listed.stdout
+        none = supportbot(tmp_path, "conversations", "--owner", "human", DATABASE_URL=bot.database_url)
+        assert none.stdout.strip() == "no conversations match"
+    finally:
+        await bot.stop()
