@@ -21,6 +21,8 @@ from sqlalchemy import select
 
 from bot.app import Supportbot
 from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus
+from bot.errors import PolicyError
+from bot.policy import parse_policy
 from bot.prompt import OUTSIDER_HEAD
 from bot.store import AuditEvent, Conversation, Draft, Message, sessionmaker
 from tests.fakes.discord import AGENT_ROLE_ID, ALICE, BOB, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
@@ -203,6 +205,51 @@ async def test_take_over_and_escalation_make_the_conversation_a_humans(desk: Har
     assert len(desk.cards()) == 2 and len(desk.kimi.completions) == before
 
 
+async def test_who_is_an_agent_comes_from_the_review_channel_or_the_installing_workspace(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    # No approver lists: a member of the review channel is an agent (the default [desk] agents),
+    # and in a Slack Connect channel so is a member of the workspace that installed the bot.
+    slack.members[REVIEW_CHANNEL] = ["U444"]
+    policy = '[desk]\nagents = ["review_channel", "workspace"]\n'
+    async with running_bot(tmp_path, kimi, slack, policy=policy) as harness:
+
+        async def connect(text: str, user: str, team: str, thread_ts: str | None = None) -> dict[str, Any]:
+            """A message in the Slack Connect channel from a member of ``team``."""
+            make = message if thread_ts else app_mention
+            envelope = make(f"<@UBOT> {text}" if make is app_mention else text, user=user, ext_shared=True)
+            if thread_ts:
+                envelope["event"]["thread_ts"] = thread_ts
+                envelope["event"]["parent_user_id"] = CUSTOMER
+            envelope["event"]["user_team"] = team
+            assert (await harness.sender.event(envelope)).status_code == 200
+            return envelope
+
+        asked = await connect("where is my order #W2611340?", CUSTOMER, "T222")
+        thread = asked["event"]["ts"]
+        [card] = await harness.wait_cards(1)
+        draft = draft_id_of(card)
+
+        await connect("we see the same on our side", "U555", "T222", thread)  # the customer's colleague
+        await until(lambda: _outsider_stored(harness), "the customer's colleague kept as context")
+        assert await drafts(harness) == [DraftStatus.AWAITING_REVIEW]
+
+        await connect("Looking into it now.", "U666", "T111", thread)  # a colleague of the installing team
+        await harness.wait_card_update(draft, "Answered by hand by")
+        assert (await conversation(harness)).assignee_id == "U666"
+
+        await harness.click("hand_back_conversation", draft, user="U444")
+        await until(lambda: _owner_is(harness, ConversationOwner.BOT), "handed back by a review-channel member")
+        await harness.reply_in_thread("Thanks, I'll wait.", thread, user="U444")  # a review-channel member
+        await until(lambda: _owner_is(harness, ConversationOwner.HUMAN), "taken over by a review-channel member")
+        assert (await conversation(harness)).owner_reason == "answered by hand by <@U444>"
+        assert [role for role, _ in await turns(harness)] == ["customer", "outsider", "agent", "agent"]
+
+
+async def _owner_is(harness: Harness, owner: ConversationOwner) -> bool:
+    return (await conversation(harness)).owner is owner
+
+
 async def test_a_conversation_waiting_too_long_on_its_customer_is_resolved(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
@@ -328,3 +375,13 @@ async def test_the_installed_bot_keeps_who_answers_through_kill_9(
         assert none.stdout.strip() == "no conversations match"
     finally:
         await bot.stop()
+
+
+def test_a_desk_setting_that_names_no_source_of_agents_is_refused_with_its_line() -> None:
+    source = '[desk]\nagents = ["review_channel", "everyone"]\noutsiders = "anyone"\n'
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(source)
+    assert refused.value.problems == [
+        'line 2: desk.agents: \'everyone\' is not "review_channel", "workspace" or "role:<id>"',
+        "line 3: desk.outsiders: Input should be 'context' or 'customers'",
+    ]
