@@ -39,7 +39,9 @@ from tests.harness import (
     until,
     wait_until,
 )
+from tests.playground_support import playground_bot
 from tests.processes import BotProcess, seed_orders, supportbot
+from tests.test_playground import client_for, playground_of, state_when
 
 CUSTOMER, AGENT, STRANGER = "U222", "U333", "U999"
 POLICY = f"""
@@ -385,3 +387,27 @@ def test_a_desk_setting_that_names_no_source_of_agents_is_refused_with_its_line(
         'line 2: desk.agents: \'everyone\' is not "review_channel", "workspace" or "role:<id>"',
         "line 3: desk.outsiders: Input should be 'context' or 'customers'",
     ]
+
+
+async def test_the_playground_desk_shows_the_conversation_and_its_buttons(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with playground_bot(tmp_path, kimi) as bot, client_for(bot) as client:
+        playground = playground_of(bot)
+        await client.post("/playground/api/message", data={"text": "Can I change my address?"})
+        state = await state_when(client, lambda s: "Approve &amp; send" in s["desk"])
+        assert "Conversation: open · the bot drafts · unassigned" in state["desk"]
+        assert 'data-action="take_over"' in state["desk"] and 'data-action="claim"' in state["desk"]
+        card = playground.state.pending_card()
+        assert card is not None
+
+        taken = await client.post("/playground/api/decide", data={"draft_id": card.draft_id, "action": "take_over"})
+        assert taken.json()["ok"], taken.text
+        state = await state_when(client, lambda s: 'data-action="hand_back"' in s["desk"])
+        assert "a human answers (taken over by" in state["desk"]
+
+        await client.post("/playground/api/message", data={"text": "Hello, anyone?"})
+        state = await state_when(client, lambda s: "The customer wrote since" in s["desk"])
+        assert "Hello, anyone?" in state["desk"] and len(playground.state.cards) == 1
+
+        back = await client.post("/playground/api/decide", data={"draft_id": card.draft_id, "action": "hand_back"})
+        assert back.json()["ok"], back.text
+        await state_when(client, lambda s: s["desk"].count('class="card ') == 2)
