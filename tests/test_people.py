@@ -35,12 +35,12 @@ from tests.harness import (
     card_text,
     draft_id_of,
     running_bot,
-    settings_for,
     until,
     wait_until,
 )
 from tests.playground_support import playground_bot
 from tests.processes import BotProcess, seed_orders, supportbot
+from tests.test_discord_flow import discord_only
 from tests.test_playground import client_for, playground_of, state_when
 
 CUSTOMER, AGENT, STRANGER = "U222", "U333", "U999"
@@ -270,15 +270,7 @@ async def test_an_agent_answering_by_hand_on_discord_takes_the_thread_over(
 ) -> None:
     discord = discord_fake
     (tmp_path / "policy.toml").write_text(f'[desk]\nagents = ["role:{AGENT_ROLE_ID}"]\n')
-    settings = settings_for(
-        tmp_path,
-        kimi,
-        None,
-        discord_bot_token=discord.token,
-        discord_api_url=discord.api_url,
-        discord_cdn_urls=discord.cdn_url,
-        discord_review_channel=REVIEW_CHANNEL_ID,
-    )
+    settings = discord_only(tmp_path, kimi, discord)
     bot = Supportbot(settings)
     await bot.start()
     try:

@@ -29,7 +29,8 @@ from bot.approval import (
     parse_amount,
     verdicts_of,
 )
-from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus
+from bot.core import conversation_decisions
+from bot.domain.states import ActionStatus, DraftStatus
 from bot.events import CONVERSATION_ACTIONS, DecisionAction, ReviewDecision
 from bot.identity import refund_owner
 from bot.logs import log_event
@@ -38,7 +39,6 @@ from bot.ports import DecisionOutcome, EditForm
 from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
-from bot.store import life as life_rows
 from bot.store import outbox as outbox_rows
 from bot.store.records import AuditLine, StoredAction
 from bot.store.schema import Conversation, Draft
@@ -113,10 +113,7 @@ class ReviewDesk:
             DecisionAction.EDIT: self._approve,
             DecisionAction.REJECT: self._reject,
             DecisionAction.REGENERATE: self._regenerate,
-            DecisionAction.TAKE_OVER: self._take_over,
-            DecisionAction.HAND_BACK: self._hand_back,
-            DecisionAction.CLAIM: self._claim,
-            DecisionAction.RESOLVE: self._resolve,
+            **dict.fromkeys(CONVERSATION_ACTIONS, self._on_conversation),
         }
 
     async def _load(self, conn: AsyncConnection, draft_id: str) -> DraftUnderReview | None:
@@ -290,21 +287,7 @@ class ReviewDesk:
         )
         return DecisionOutcome(True, "A new draft is on its way.")
 
-    # -- the conversation's life (issue 19) -------------------------------------------------
-
-    async def _conversation(
-        self, conn: AsyncConnection, draft: DraftUnderReview, now: datetime, effects: Effects, audit: AuditLine
-    ) -> None:
-        """After a conversation decision: its cards show it (the clicked one and the newest,
-        each version bumped so the sweeper repairs a failed refresh), and the audit keeps it."""
-        await life_rows.touch_card(conn, draft.id, now)
-        newest = await life_rows.latest_card(conn, draft.conversation_id)
-        if newest is not None and newest != draft.id:
-            await life_rows.touch_card(conn, newest, now)
-            effects.cards.append(newest)
-        await records.add_audit(conn, [audit], now)
-
-    async def _take_over(
+    async def _on_conversation(
         self,
         conn: AsyncConnection,
         draft: DraftUnderReview,
@@ -313,105 +296,12 @@ class ReviewDesk:
         now: datetime,
         effects: Effects,
     ) -> DecisionOutcome:
-        life = await life_rows.load(conn, draft.conversation_id)
-        who = decision.actor.display_name or decision.actor.id
-        if life is None:
-            return DecisionOutcome(False, "This conversation does not exist (any more).")
-        assignee = {"assignee_id": decision.actor.id, "assignee": who}
-        if life.owner is ConversationOwner.HUMAN:
-            if life.assignee_id == decision.actor.id:
-                return DecisionOutcome(False, "You already answer this conversation.")
-            if not await life_rows.assign(conn, life.conversation_id, life.assignee_id, decision.actor.id, who, now):
-                return DecisionOutcome(False, "Someone else changed this conversation just now; look again.")
-        elif not await life_rows.move_owner(
-            conn,
-            life.conversation_id,
-            ConversationOwner.BOT,
-            ConversationOwner.HUMAN,
-            now,
-            reason=f"taken over by {who}",
-            **assignee,
-        ):
-            return DecisionOutcome(False, "Someone else took this conversation over just now.")
-        await self._conversation(
-            conn, draft, now, effects, AuditLine(draft.conversation_id, draft.id, "take_over", decision.actor.id, who)
-        )
-        return DecisionOutcome(True, "You answer this conversation now; the bot drafts nothing there until Hand back.")
-
-    async def _hand_back(
-        self,
-        conn: AsyncConnection,
-        draft: DraftUnderReview,
-        decision: ReviewDecision,
-        policy: Policy,
-        now: datetime,
-        effects: Effects,
-    ) -> DecisionOutcome:
-        if not await life_rows.move_owner(
-            conn, draft.conversation_id, ConversationOwner.HUMAN, ConversationOwner.BOT, now, reason=""
-        ):
-            return DecisionOutcome(False, "The bot already drafts in this conversation.")
-        waiting = await life_rows.unanswered_customer_message(conn, draft.conversation_id)
-        if waiting is not None:  # the customer waits for an answer: the bot drafts one now
-            await draft_rows.supersede_open(conn, draft.conversation_id, "the hand-back", now)
-            effects.new_draft = await draft_rows.insert_draft(conn, draft.conversation_id, waiting, now)
-        await self._conversation(
-            conn,
-            draft,
-            now,
-            effects,
-            AuditLine(draft.conversation_id, draft.id, "hand_back", decision.actor.id, "handed back to the bot"),
-        )
-        if waiting is not None:
-            return DecisionOutcome(True, "Handed back: the bot drafts the answer to the customer's last message.")
-        return DecisionOutcome(True, "Handed back: the bot drafts the next answer.")
-
-    async def _claim(
-        self,
-        conn: AsyncConnection,
-        draft: DraftUnderReview,
-        decision: ReviewDecision,
-        policy: Policy,
-        now: datetime,
-        effects: Effects,
-    ) -> DecisionOutcome:
-        life = await life_rows.load(conn, draft.conversation_id)
-        who = decision.actor.display_name or decision.actor.id
-        if life is None:
-            return DecisionOutcome(False, "This conversation does not exist (any more).")
-        if life.assignee_id == decision.actor.id:
-            return DecisionOutcome(False, "This conversation is already assigned to you.")
-        if not await life_rows.assign(conn, life.conversation_id, life.assignee_id, decision.actor.id, who, now):
-            return DecisionOutcome(False, "Someone else claimed this conversation just now.")
-        await self._conversation(
-            conn, draft, now, effects, AuditLine(draft.conversation_id, draft.id, "claim", decision.actor.id, who)
-        )
-        return DecisionOutcome(True, "Claimed: the conversation is assigned to you.")
-
-    async def _resolve(
-        self,
-        conn: AsyncConnection,
-        draft: DraftUnderReview,
-        decision: ReviewDecision,
-        policy: Policy,
-        now: datetime,
-        effects: Effects,
-    ) -> DecisionOutcome:
-        life = await life_rows.load(conn, draft.conversation_id)
-        if life is None:
-            return DecisionOutcome(False, "This conversation does not exist (any more).")
-        if life.status is ConversationStatus.RESOLVED:
-            return DecisionOutcome(False, "This conversation is already resolved.")
-        if not await life_rows.move_status(conn, life.conversation_id, life.status, ConversationStatus.RESOLVED, now):
-            return DecisionOutcome(False, "The conversation changed just now; look again.")
-        await self._conversation(
-            conn,
-            draft,
-            now,
-            effects,
-            AuditLine(draft.conversation_id, draft.id, "resolve", decision.actor.id, "resolved"),
-        )
-        return DecisionOutcome(True, "Resolved; the customer writing again reopens it.")
+        """Take over, Hand back, Claim, Resolve: :mod:`bot.core.conversation_decisions`."""
+        click = conversation_decisions.Click(decision.action, draft.conversation_id, draft.id, decision.actor, now)
+        decided = await conversation_decisions.decide(conn, click)
+        effects.new_draft = decided.new_draft
+        effects.cards.extend(decided.cards)
+        return decided.outcome
 
     async def _approve(
         self,
