@@ -14,7 +14,7 @@ ones, and for the turn's first drafting request computes:
 
 * prompt tokens, with the fake's estimator (one token per 4 bytes) over its serialised prompt:
   canonical JSON of the tools, then of the messages, exactly as the fake prices and caches it
-  (``tests.fakes.kimi._prompt_bytes``: tools first, as Kimi's chat template renders them);
+  (``bot.evaluation.simulator.prompt_bytes``: tools first, as Kimi's chat template renders them);
 * the prefix share: the byte-identical common prefix of that serialised prompt and the previous
   turn's first drafting prompt, as a share of this prompt's length (what an automatic prefix cache
   can reuse);
@@ -54,9 +54,10 @@ from typing import Any
 
 from bench._common import markdown_table, median
 from bot.app import Supportbot
+from bot.evaluation.simulator import estimate_tokens, prompt_bytes
 from bot.llm.commands import CostLine, cost_lines
 from bot.policy import MemorySection, load_policy
-from tests.fakes.kimi import FakeKimi, _common_prefix, _prompt_bytes, estimate_tokens
+from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, draft_id_of, settings_for
 
@@ -167,6 +168,18 @@ def naive_tokens(kimi: FakeKimi, request: dict[str, Any], history: list[tuple[st
     return kimi.prompt_tokens_for(naive, request.get("tools"))
 
 
+def common_prefix(a: bytes, b: bytes) -> int:
+    """The length of the byte-identical prefix of ``a`` and ``b`` (a binary search on slices)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if a[:mid] == b[:mid] else (lo, mid)
+    return lo
+
+
 def uncached_parts(earlier: Sequence[bytes], request: dict[str, Any], new_from: int, cached: int) -> dict[str, float]:
     """Why a drafting request's tokens were not served from the cache, in tokens by cause.
 
@@ -178,14 +191,14 @@ def uncached_parts(earlier: Sequence[bytes], request: dict[str, Any], new_from: 
     content an earlier prompt had but not at this position (a summary refresh re-lays the turns).
     """
     messages, tools = request["messages"], request.get("tools")
-    prompt = _prompt_bytes(messages, tools)
-    best = max((_common_prefix(e, prompt) for e in earlier), default=0)
-    ends = [len(_prompt_bytes(messages[: k + 1], tools)) - 1 for k in range(len(messages))]
+    prompt = prompt_bytes(messages, tools)
+    best = max((common_prefix(e, prompt) for e in earlier), default=0)
+    ends = [len(prompt_bytes(messages[: k + 1], tools)) - 1 for k in range(len(messages))]
     last_user = max((k for k, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     closing = messages[last_user + 1] if last_user + 1 < len(messages) else {}
     tail = last_user + 1 if closing.get("role") == "system" else -1
     parts = {"rounding": best / 4 - cached, "new": 0.0, "tail": 0.0, "relaid": 0.0}
-    start = len(_prompt_bytes([], tools)) - 1
+    start = len(prompt_bytes([], tools)) - 1
     for k, end in enumerate(ends):
         missed = max(0, end - max(start, best)) / 4
         parts["tail" if k == tail else "new" if k >= new_from else "relaid"] += missed
@@ -246,7 +259,7 @@ async def converse(
                 if turn > 1:
                     for n, body in enumerate(drafting):
                         at = kimi.completions.index(body)
-                        earlier = [_prompt_bytes(b["messages"], b.get("tools")) for b in kimi.completions[:at]]
+                        earlier = [prompt_bytes(b["messages"], b.get("tools")) for b in kimi.completions[:at]]
                         messages = body["messages"]
                         # The first request's new messages: what follows the previous customer message
                         # (a fact note, the reply approved last turn, the new message); a tool
@@ -257,8 +270,8 @@ async def converse(
                             earlier, body, new_from, cached_tokens_of(kimi, body)
                         ).items():
                             uncached[cause] = uncached.get(cause, 0.0) + tokens
-                prompt = _prompt_bytes(first["messages"], first.get("tools"))
-                share = math.nan if previous is None else _common_prefix(previous, prompt) / len(prompt)
+                prompt = prompt_bytes(first["messages"], first.get("tools"))
+                share = math.nan if previous is None else common_prefix(previous, prompt) / len(prompt)
                 previous = prompt
                 summary = summary_text(first["messages"])
                 figures.append(

@@ -20,27 +20,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bot.domain.outcome import ToolCallRecord
 from bot.errors import DraftingError, KimiContextTooLong, KimiModelNotFound, KimiRetryableError
 from bot.kimi import Completion, DeltaSink, KimiClient, ToolCallRequest, Usage
 from tools import ToolContext, ToolError, ToolRegistry
+from tools.refunds import RefundProposal
 
 log = logging.getLogger(__name__)
 
 MAX_TOOL_RESULT_CHARS = 6000
 
 UsageSink = Callable[[str, Usage], None]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallRecord:
-    """One tool call as the audit log and the review card see it."""
-
-    name: str
-    arguments: str
-    result: str
-    summary: str
-    error: str
-    duration_ms: int
 
 
 @dataclass(slots=True)
@@ -51,7 +41,7 @@ class DraftResult:
     model: str
     usage: Usage
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
-    proposals: list[dict[str, Any]] = field(default_factory=list)
+    proposals: list[RefundProposal] = field(default_factory=list)
     forced_final: str = ""
     calls: int = 0
 
@@ -223,7 +213,7 @@ class DraftingAgent:
                     content = json.dumps(outcome.data, default=str)[:MAX_TOOL_RESULT_CHARS]
                     summary = outcome.summary
                     if outcome.proposal is not None:
-                        result.proposals.append(dict(outcome.proposal))
+                        result.proposals.append(outcome.proposal)
         if error and not summary:
             summary = f"{call.name} failed: {error}"
         record = ToolCallRecord(

@@ -1,6 +1,10 @@
 """The running service: the core, the configured platform adapters, the policy watcher and the
 HTTP server (``/slack/events``, ``/healthz``, ``/readyz``, ``/metrics``).
 
+The HTTP server runs under :mod:`bot.http_guard` (header and body timeouts, a connection cap);
+``/metrics`` and the detailed ``/readyz`` are for the operator only (:mod:`bot.operator_access`),
+and their SQL figures are reused for ``METRICS_CACHE_SECONDS`` (:mod:`bot.recent`).
+
 Adapters are found through the ``supportbot.platforms`` entry-point group, so the core never
 imports one. The routes that take events and clicks answer 503 until the core and every
 configured platform are started (Slack retries an event it got a 503 for); ``/readyz`` stays
@@ -23,11 +27,14 @@ from aiohttp import web
 from bot import logs, metrics
 from bot.core.copilot import Copilot
 from bot.errors import ConfigError
+from bot.http_guard import ConnectionGuard, GuardedRunner, HttpLimits, deepen_listen_queue, open_files_cap
 from bot.kimi import KimiClient
 from bot.llm.knowledge import KnowledgeSync, knowledge_paths
 from bot.llm.setup import start_client
+from bot.operator_access import OperatorAccess, Verdict, refusal
 from bot.policy import Policy, PolicyStore
 from bot.ports import PlatformAdapter, PlatformFactory
+from bot.recent import Recent
 from bot.secret_values import configured_secrets
 from bot.settings import Settings
 from bot.store import Database, create_engine, database_reachable, upgrade_database
@@ -69,7 +76,13 @@ class Supportbot:
         self.platforms: list[PlatformAdapter] = []
         self.core: Copilot | None = None
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self._guard: ConnectionGuard | None = None
+        self._access = OperatorAccess(settings.metrics_token, separate_port=settings.metrics_port is not None)
+        self._backlog: Recent[metrics.Backlog] | None = None
+        self._database: Recent[bool] | None = None
         self.port = settings.port
+        self.metrics_port = settings.metrics_port
         self.ready = False
         self.stopping = False
         self._platform_routes: set[str] = set()
@@ -153,22 +166,26 @@ class Supportbot:
             desk = platform.review_desk
             if desk is not None:
                 core.add_desk(desk, preferred=platform.name == "discord" and bool(settings.discord_review_channel))
+        engine = self.engine
+        self._backlog = Recent(lambda: metrics.store_backlog(core.db.reads), settings.metrics_cache_seconds)
+        self._database = Recent(lambda: database_reachable(engine), settings.metrics_cache_seconds)
+        guard = self._guard = self._connection_guard()
+        guard.install()
         # The server is up first (liveness, and a 503 for early events), ready once all is.
         app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[self._gate])
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
+        self._add_probes(app, on_metrics_port=False)
         for platform in self.platforms:
             routes = list(platform.routes())
             self._platform_routes.update(getattr(r, "path", "") for r in routes)
             app.add_routes(routes)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, settings.host, settings.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        self._runner = GuardedRunner(app, guard, access_log=None, shutdown_timeout=5.0)
+        self.port = await _serve(self._runner, settings.host, settings.port)
+        if settings.metrics_port is not None:
+            internal = web.Application()
+            self._add_probes(internal, on_metrics_port=True)
+            self._metrics_runner = GuardedRunner(internal, guard, access_log=None, shutdown_timeout=5.0)
+            self.metrics_port = await _serve(self._metrics_runner, settings.metrics_host, settings.metrics_port)
+        core.supervisor.keep_running("http-guard", guard.watch)
         for platform in self.platforms:
             await platform.start(core)
         core.start()
@@ -195,6 +212,32 @@ class Supportbot:
                 "summarizing": policy.current.models.summarizing,
             },
         )
+
+    def _connection_guard(self) -> ConnectionGuard:
+        wanted = self.settings.http_max_connections
+        cap = open_files_cap(wanted)
+        if cap < wanted:
+            log.warning(
+                "HTTP_MAX_CONNECTIONS=%d does not fit the open-files limit; serving at most %d connections", wanted, cap
+            )
+        return ConnectionGuard(
+            HttpLimits(self.settings.http_header_timeout_seconds, self.settings.http_body_timeout_seconds, cap)
+        )
+
+    def _add_probes(self, app: web.Application, *, on_metrics_port: bool) -> None:
+        """``/healthz`` everywhere; ``/metrics`` on the metrics port when there is one, else here;
+        ``/readyz`` everywhere (its details for the operator only)."""
+
+        async def readyz(request: web.Request) -> web.Response:
+            return await self._readyz(request, on_metrics_port=on_metrics_port)
+
+        async def scrape(request: web.Request) -> web.Response:
+            return await self._metrics(request, on_metrics_port=on_metrics_port)
+
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", readyz)
+        if on_metrics_port or self.settings.metrics_port is None:
+            app.router.add_get("/metrics", scrape)
 
     @web.middleware
     async def _gate(
@@ -248,6 +291,10 @@ class Supportbot:
             await _bounded(f"stopping {platform.name}", platform.stop(), STOP_PHASE_SECONDS)
         if self._runner is not None:
             await _bounded("stopping the HTTP server", self._runner.cleanup(), STOP_PHASE_SECONDS)
+        if self._metrics_runner is not None:
+            await _bounded("stopping the metrics server", self._metrics_runner.cleanup(), STOP_PHASE_SECONDS)
+        if self._guard is not None:
+            self._guard.uninstall()
         if self.core is not None:
             await _bounded("stopping the background work", self.core.close(), STOP_PHASE_SECONDS)
             await _bounded("handing back the work cut off", self._hand_back(self.core), STOP_PHASE_SECONDS)
@@ -268,14 +315,19 @@ class Supportbot:
             log.info("stopping: handed back %d draft(s) and %d reply(ies) to the next run", drafts, replies)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        """Liveness: the process answers."""
+        """Liveness: the process answers (no SQL, nothing that can wait)."""
         return web.json_response({"ok": True})
 
-    async def _readyz(self, _request: web.Request) -> web.Response:
-        """Readiness: started, the database answers, and every platform is connected."""
-        database = await database_reachable(self.engine) if hasattr(self, "engine") else False
+    async def _readyz(self, request: web.Request, *, on_metrics_port: bool) -> web.Response:
+        """Readiness: started, the database answers (checked at most once per
+        ``METRICS_CACHE_SECONDS``), and every platform is connected. The status is for everyone;
+        the details are for the operator."""
+        database = await self._database.get() if self._database is not None else False
         platforms = {p.name: _connected(p) for p in self.platforms}
         ok = self.ready and not self.stopping and database and all(platforms.values())
+        status = 200 if ok else 503
+        if self._access.verdict(request, on_metrics_port=on_metrics_port) is not Verdict.ALLOWED:
+            return web.json_response({"ok": ok}, status=status)
         body: dict[str, Any] = {
             "ok": ok,
             "started": self.ready,
@@ -283,15 +335,26 @@ class Supportbot:
             "database": "reachable" if database else "unreachable",
             "platforms": {name: "connected" if up else "disconnected" for name, up in platforms.items()},
         }
-        return web.json_response(body, status=200 if ok else 503)
+        return web.json_response(body, status=status)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        """The process, the step histograms, the backlog (read at scrape time) and the counters."""
-        assert self.core is not None
+    async def _metrics(self, request: web.Request, *, on_metrics_port: bool) -> web.Response:
+        """The process, the step histograms, the backlog (read at most once per
+        ``METRICS_CACHE_SECONDS``) and the counters, for the operator."""
+        verdict = self._access.verdict(request, on_metrics_port=on_metrics_port)
+        if verdict is not Verdict.ALLOWED:
+            return refusal(verdict)
+        assert self.core is not None and self._backlog is not None
         core = self.core
-        return await metrics.handler(
-            lambda: metrics.store_backlog(core.db.reads), lambda: core.metrics, core.kimi.metrics
-        )(request)
+        return await metrics.handler(self._backlog.get, lambda: core.metrics, core.kimi.metrics)(request)
+
+
+async def _serve(runner: web.AppRunner, host: str, port: int) -> int:
+    """Start ``runner`` on ``host:port``; the port it listens on (``port`` 0 picks one)."""
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    deepen_listen_queue(site)
+    return int(runner.addresses[0][1])
 
 
 async def _bounded(phase: str, work: Coroutine[Any, Any, Any], seconds: float) -> None:

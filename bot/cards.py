@@ -1,94 +1,40 @@
-"""The review card, built from what the core already holds: a pure function of the draft's
-facts and the policy, used right after drafting (nothing re-read) and on every refresh."""
+"""The review card: ONE builder for a fresh card and a refresh.
+
+:func:`build_card` turns a :class:`bot.store.cards.CardSource` (the draft as its card shows it,
+just recorded by drafting or read back by :func:`bot.store.cards.load_card`; its conversation;
+the message it answers; the reply's outbox row) into the :class:`bot.ports.ReviewCard` every
+desk renders (Slack, Discord, the playground, the evaluation's desk). Pure: nothing here reads
+the database."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from bot.approval import money
+from bot import identity
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxStatus
 from bot.events import DecisionAction
 from bot.policy import Policy
 from bot.ports import ConversationView, ProposalView, ReviewCard, ToolLookup
+from bot.store.cards import CardSource
 from bot.store.conversations import ConversationState
 from bot.store.records import StoredAction
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationLife:
-    """What a card shows of its conversation's life (:mod:`bot.store.life`)."""
-
-    status: ConversationStatus = ConversationStatus.OPEN
-    owner: ConversationOwner = ConversationOwner.BOT
-    owner_reason: str = ""
-    assignee: str = ""
-    #: The customer's newest message after the card's own, while a human answers.
-    customer_wrote: str = ""
-
-
-def life_of(conversation: ConversationState, *, customer_wrote: str = "") -> ConversationLife:
-    """The card's view of a conversation as read."""
-    return ConversationLife(
-        conversation.status, conversation.owner, conversation.owner_reason, conversation.assignee, customer_wrote
-    )
-
-
-def conversation_view(life: ConversationLife, status: DraftStatus) -> ConversationView:
-    """The conversation block of a card, with the buttons its state offers: Take over (the bot
-    drafts) or Hand back (a human answers), Claim and Resolve until it is resolved (a customer
-    writing reopens it). A card still being drafted offers none yet."""
-    actions: tuple[DecisionAction, ...] = ()
-    if status is not DraftStatus.DRAFTING and life.status is not ConversationStatus.RESOLVED:
-        owner = DecisionAction.TAKE_OVER if life.owner is ConversationOwner.BOT else DecisionAction.HAND_BACK
-        actions = (owner, DecisionAction.CLAIM, DecisionAction.RESOLVE)
-    wrote = life.customer_wrote if life.owner is ConversationOwner.HUMAN else ""
-    return ConversationView(life.status, life.owner, life.owner_reason, life.assignee, wrote, actions)
-
-
-@dataclass(slots=True)
-class CardSource:
-    """Everything a card shows about one draft."""
-
-    draft_id: str
-    status: DraftStatus
-    revision: int
-    asked_by: str
-    where: str
-    customer_text: str
-    text: str = ""
-    edited_text: str | None = None
-    model: str = ""
-    failure: str = ""
-    notice: str = ""
-    escalation: str = ""
-    decided_by: str = ""
-    decided_at: datetime | None = None
-    attachments: tuple[str, ...] = ()
-    lookups: tuple[ToolLookup, ...] = ()
-    actions: Sequence[StoredAction] = field(default_factory=tuple)
-    outbox: tuple[OutboxStatus, str, str] | None = None
-    identity: str = ""
-    flags: tuple[str, ...] = ()
-    life: ConversationLife = ConversationLife()
+from tools.money import Money
 
 
 def proposal_summary(action: StoredAction) -> str:
     """One line saying what the refund is and what its verdict relied on."""
-    p = action.params
-    text = f"Refund {money(action.amount_cents, str(p.get('currency', '')))} on order {p.get('order_id')}"
-    if p.get("reason"):
-        text += f": {p['reason']}"
+    refund, order = action.proposal, action.proposal.order
+    text = f"Refund {refund.due} on order {refund.order_id}"
+    if refund.reason:
+        text += f": {refund.reason}"
     relied = []
-    if p.get("order_status"):
-        relied.append(f"status {p['order_status']}")
-    if p.get("delivered_at"):
-        relied.append(f"delivered {str(p['delivered_at'])[:10]}")
-    if "refundable_cents" in p:
-        relied.append(f"refundable {money(int(p['refundable_cents']))}")
-    if relied:
-        text += f" (relied on: {', '.join(relied)})"
+    if order.status:
+        relied.append(f"status {order.status}")
+    if order.delivered_at:
+        relied.append(f"delivered {order.delivered_at.isoformat()[:10]}")
+    relied.append(f"refundable {Money.of_cents(order.refundable_cents).format()}")
+    text += f" (relied on: {', '.join(relied)})"
     if action.result.get("error"):
         text += f" — failed: {action.result['error']}"
     elif action.result.get("refund_id"):
@@ -98,42 +44,82 @@ def proposal_summary(action: StoredAction) -> str:
 
 def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard:
     """The card for ``source`` as the desk named ``desk_name`` shows it."""
-    notices = [source.notice] if source.notice else []
-    if source.status is DraftStatus.AWAITING_REVIEW and any(
-        a.approvals and a.status is ActionStatus.PROPOSED for a in source.actions
-    ):
-        notices.append("One approval recorded; a second approver is needed.")
-    if source.outbox is not None and source.outbox[0] is OutboxStatus.FAILED:
-        notices.append(f"Sending failed: {source.outbox[2]}. Nothing was sent to the customer.")
+    draft, conversation, trigger = source.draft, source.conversation, source.trigger
     on_call = ""
-    if source.escalation:
+    if draft.escalation:
         on_call = policy.escalation.on_call_slack if desk_name == "slack" else policy.escalation.on_call_discord
-    sent_text = source.outbox[1] if source.outbox is not None and source.outbox[0] is OutboxStatus.SENT else ""
+    sent = source.outbox is not None and source.outbox[0] is OutboxStatus.SENT
     return ReviewCard(
-        draft_id=source.draft_id,
-        state=source.status,
-        asked_by=source.asked_by,
-        where=source.where,
-        customer_text=source.customer_text,
-        draft_text=source.edited_text or source.text,
-        revision=source.revision,
-        model=source.model,
-        lookups=source.lookups,
+        draft_id=draft.id,
+        state=draft.status,
+        asked_by=conversation.customer_name or conversation.customer_id,
+        where=conversation.location or conversation.thread.key,
+        customer_text=trigger.text if trigger else "",
+        draft_text=draft.edited_text or draft.text,
+        revision=draft.revision,
+        model=draft.model,
+        lookups=tuple(ToolLookup(c.name, c.summary, ok=not c.error) for c in draft.calls),
         proposals=tuple(
             ProposalView(
                 kind=a.kind, summary=proposal_summary(a), verdict=a.verdict, allowed=a.allowed, status=a.status.value
             )
-            for a in source.actions
+            for a in draft.actions
         ),
-        attachments=source.attachments,
-        failure=source.failure,
-        notice=" ".join(notices),
-        escalation=source.escalation,
+        attachments=card_lines(trigger.attachments if trigger else []),
+        failure=draft.failure,
+        notice=_notice(source),
+        escalation=draft.escalation,
         on_call=on_call,
-        decided_by=source.decided_by,
-        decided_at=source.decided_at,
-        sent_text=sent_text,
-        identity=source.identity,
-        flags=source.flags,
-        conversation=conversation_view(source.life, source.status),
+        decided_by=draft.decided_by,
+        decided_at=draft.decided_at,
+        sent_text=source.outbox[1] if source.outbox is not None and sent else "",
+        identity=identity.card_line(conversation, trigger.author_id if trigger else ""),
+        flags=draft.guard_flags,
+        conversation=conversation_view(conversation, draft.status, source.customer_wrote),
     )
+
+
+def conversation_view(conversation: ConversationState, status: DraftStatus, customer_wrote: str) -> ConversationView:
+    """The card's conversation block, with the buttons its state offers: Take over (the bot
+    drafts) or Hand back (a human answers), Claim and Resolve until it is resolved (a customer
+    writing reopens it). A card still being drafted offers none yet. What the customer wrote
+    since the card's message shows only while a human answers (nobody drafts for it then)."""
+    actions: tuple[DecisionAction, ...] = ()
+    human = conversation.owner is ConversationOwner.HUMAN
+    if status is not DraftStatus.DRAFTING and conversation.status is not ConversationStatus.RESOLVED:
+        actions = (
+            DecisionAction.HAND_BACK if human else DecisionAction.TAKE_OVER,
+            DecisionAction.CLAIM,
+            DecisionAction.RESOLVE,
+        )
+    return ConversationView(
+        conversation.status,
+        conversation.owner,
+        conversation.owner_reason,
+        conversation.assignee,
+        customer_wrote if human else "",
+        actions,
+    )
+
+
+def _notice(source: CardSource) -> str:
+    draft = source.draft
+    notices = [draft.notice] if draft.notice else []
+    if draft.status is DraftStatus.AWAITING_REVIEW and any(
+        a.approvals and a.status is ActionStatus.PROPOSED for a in draft.actions
+    ):
+        notices.append("One approval recorded; a second approver is needed.")
+    if source.outbox is not None and source.outbox[0] is OutboxStatus.FAILED:
+        notices.append(f"Sending failed: {source.outbox[2]}. Nothing was sent to the customer.")
+    return " ".join(notices)
+
+
+def card_lines(files: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Each file as the card lists it: its name, and why it was not downloaded when it was not
+    (``image.png: not downloaded (over 5 MB)``)."""
+    lines = []
+    for file in files:
+        name = str(file.get("filename", ""))
+        error = file.get("error")
+        lines.append(f"{name}: not downloaded ({error})" if error else name)
+    return tuple(lines)

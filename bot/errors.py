@@ -119,6 +119,19 @@ class KimiBadRequest(KimiFatalError):
     """Kimi rejected the request (400 ``invalid_request_error``) for another reason."""
 
 
+class PlatformRateLimited(SupportbotError):
+    """Slack or Discord asked the bot to slow down and its client library's own retries are
+    used up (or the wait it asked for is too long to sit through). Transient: the core tries
+    again later and says so in one warning, without a traceback. ``retry_after`` is the wait
+    the platform named, in seconds, when it named one."""
+
+    def __init__(self, platform: str, retry_after: float | None = None) -> None:
+        wait = f" (it asked to wait {retry_after:.1f} s)" if retry_after is not None else ""
+        super().__init__(f"{platform} rate limited the bot{wait}")
+        self.platform = platform
+        self.retry_after = retry_after
+
+
 class DraftingError(SupportbotError):
     """The drafting agent could not produce a reply (the model failed or broke the rules)."""
 

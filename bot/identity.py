@@ -17,8 +17,8 @@ and say on the card what the agent must know.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,6 +26,7 @@ from bot.policy import Policy
 from bot.store.conversations import ConversationState as Conversation
 from tools import RefundRules, ToolContext
 from tools.orders import linked_customer
+from tools.refunds import RefundProposal
 
 __all__ = [
     "Identity",
@@ -73,15 +74,15 @@ async def resolve(conn: AsyncConnection, conversation: Conversation, policy: Pol
     return Identity(asker, attempts=attempts)
 
 
-def refund_owner(conversation: Conversation, proposals: list[dict[str, Any]]) -> str:
+def refund_owner(conversation: Conversation, proposals: Sequence[RefundProposal]) -> str:
     """Who a draft's refunds may go to, at approval and execution: the conversation's verified
     customer, or, when someone else in the thread asked, what was verified for them in code
     when the refund was proposed."""
     own = account_of(conversation.platform, conversation.customer_id)
-    askers = {str(p.get("asked_by") or own) for p in proposals}
+    askers = {p.asked_by or own for p in proposals}
     if askers <= {own}:
         return conversation.verified_customer_id
-    recorded = {str(p.get("asker_verified_as") or "") for p in proposals}
+    recorded = {p.asker_verified_as for p in proposals}
     return recorded.pop() if len(recorded) == 1 and len(askers) == 1 else ""
 
 

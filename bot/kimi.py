@@ -153,15 +153,7 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]], tools: list[dict[str,
 def classify(status: int, body_text: str, retry_after_header: str = "") -> KimiError:
     """Turn an error response into the right :mod:`bot.errors` class, by ``error.type`` first
     (Moonshot sends quota exhaustion as 429 and as 403)."""
-    kind, message = "", body_text[:300]
-    try:
-        body = json.loads(body_text)
-        error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict):
-            kind = str(error.get("type") or "")
-            message = str(error.get("message") or message)
-    except ValueError:
-        pass
+    kind, message = _error_of(body_text)
     text = f"Kimi API error {status} {kind}: {message}".strip()
     lowered = message.lower()
     if kind == "exceeded_current_quota_error":
@@ -169,12 +161,7 @@ def classify(status: int, body_text: str, retry_after_header: str = "") -> KimiE
     if kind == "content_filter":
         return KimiContentFiltered(text, status=status, kind=kind)
     if kind in _RATE_LIMITED_TYPES or (status == 429 and not kind):
-        retry_after: float | None = None
-        hint = _RETRY_HINT.search(message)
-        if hint:
-            retry_after = float(hint.group(1))
-        elif retry_after_header.replace(".", "", 1).isdigit():
-            retry_after = float(retry_after_header)
+        retry_after = _retry_after(message, retry_after_header)
         return KimiRateLimited(text, status=status, kind=kind or "rate_limit_reached_error", retry_after=retry_after)
     if status >= 500 or kind in _SERVER_TYPES:
         return KimiServerError(text, status=status, kind=kind)
@@ -189,8 +176,39 @@ def classify(status: int, body_text: str, retry_after_header: str = "") -> KimiE
     return KimiBadRequest(text, status=status, kind=kind)
 
 
+def _error_of(body_text: str) -> tuple[str, str]:
+    """The error body's ``(type, message)`` (the message defaults to the body's start)."""
+    kind, message = "", body_text[:300]
+    try:
+        body = json.loads(body_text)
+    except ValueError:
+        return kind, message
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        kind = str(error.get("type") or "")
+        message = str(error.get("message") or message)
+    return kind, message
+
+
+def _retry_after(message: str, header: str) -> float | None:
+    """How long Kimi asks to wait: a hint in the message first, else the Retry-After header."""
+    hint = _RETRY_HINT.search(message)
+    if hint:
+        return float(hint.group(1))
+    return float(header) if header.replace(".", "", 1).isdigit() else None
+
+
 def _classify(response: httpx.Response) -> KimiError:
     return classify(response.status_code, response.text, response.headers.get("retry-after", ""))
+
+
+@dataclass(slots=True)
+class _Tries:
+    """One call's failed attempts so far: retryable failures, overloads, seconds waited."""
+
+    failures: int = 0
+    overloads: int = 0
+    waited: float = 0.0
 
 
 class KimiClient:
@@ -401,8 +419,7 @@ class KimiClient:
         (after a retry it starts again from the beginning, so show the latest text)."""
         max_tokens = max_tokens or self._default_max_tokens
         charge = await self._prompt_charge(model, messages, tools) + max_tokens
-        failures = overloads = 0
-        waited = 0.0
+        tries = _Tries()
         while True:
             use = self._pick(model)
             body: dict[str, Any] = {"model": use, "messages": messages, "max_tokens": max_tokens}
@@ -417,52 +434,65 @@ class KimiClient:
                 async with self.limiter.slot(charge):
                     started = time.perf_counter()  # the latency is Kimi's, not the queue's
                     completion = await self._post(body, on_delta)
-            except KimiFatalError as exc:
+            except KimiError as exc:
                 metrics.kimi_error(use, exc.kind or type(exc).__name__)
-                self.breakers[use].success()  # the model answered: the request or the account is at fault
-                if isinstance(exc, KimiQuotaExhausted):
-                    self.quota_exhausted_at = time.time()
-                raise
-            except KimiRateLimited as exc:
-                metrics.kimi_error(use, exc.kind or type(exc).__name__)
-                if exc.overloaded:
-                    overloads += 1
-                    self.breakers[use].failure()
-                    wait = exc.retry_after if exc.retry_after is not None else self._backoff(overloads)
-                else:
-                    self.rate_limited += 1
-                    wait = exc.retry_after if exc.retry_after is not None else 2.0
-                wait += random.uniform(0, self._jitter)
-                if waited + wait > self._rate_limit_max_wait:
-                    raise
-                waited += wait
-                log.warning("Kimi said wait (%s); the account's queue pauses %.1f s", exc.kind, wait)
-                if exc.overloaded:
-                    await asyncio.sleep(wait)
-                else:
-                    self.limiter.pause(wait)
-            except KimiRetryableError as exc:
-                metrics.kimi_error(use, exc.kind or type(exc).__name__)
-                self.breakers[use].failure()
-                failures += 1
-                if failures > self._max_retries:
-                    raise
-                log.warning("Kimi call failed (attempt %d), retrying: %s", failures, exc)
-                await asyncio.sleep(self._backoff(failures))
+                await self._after(exc, use, tries)
             else:
-                self.quota_exhausted_at = None
-                self.breakers[use].success()
-                usage = completion.usage
-                metrics.kimi_call(
-                    completion.model or use,
-                    time.perf_counter() - started,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    cached_tokens=usage.cached_tokens,
-                )
-                return self._priced(completion, fallback=use != model)
+                return self._answered(completion, use, model, started)
             finally:
                 self.breakers[use].no_verdict()  # a trial that ended without a verdict frees the next
+
+    async def _after(self, exc: KimiError, use: str, tries: _Tries) -> None:
+        """Wait before the next try of a failed call, or raise ``exc`` when there is none."""
+        if isinstance(exc, KimiFatalError):
+            self.breakers[use].success()  # the model answered: the request or the account is at fault
+            if isinstance(exc, KimiQuotaExhausted):
+                self.quota_exhausted_at = time.time()
+            raise exc
+        if isinstance(exc, KimiRateLimited):
+            await self._rate_limited(exc, use, tries)
+            return
+        if not isinstance(exc, KimiRetryableError):
+            raise exc
+        self.breakers[use].failure()
+        tries.failures += 1
+        if tries.failures > self._max_retries:
+            raise exc
+        log.warning("Kimi call failed (attempt %d), retrying: %s", tries.failures, exc)
+        await asyncio.sleep(self._backoff(tries.failures))
+
+    async def _rate_limited(self, exc: KimiRateLimited, use: str, tries: _Tries) -> None:
+        """Kimi said wait: an overloaded model backs off (and counts against its breaker), a rate
+        limit pauses the account's queue; past ``rate_limit_max_wait`` in all, ``exc`` is raised."""
+        if exc.overloaded:
+            tries.overloads += 1
+            self.breakers[use].failure()
+            wait = exc.retry_after if exc.retry_after is not None else self._backoff(tries.overloads)
+        else:
+            self.rate_limited += 1
+            wait = exc.retry_after if exc.retry_after is not None else 2.0
+        wait += random.uniform(0, self._jitter)
+        if tries.waited + wait > self._rate_limit_max_wait:
+            raise exc
+        tries.waited += wait
+        log.warning("Kimi said wait (%s); the account's queue pauses %.1f s", exc.kind, wait)
+        if exc.overloaded:
+            await asyncio.sleep(wait)
+        else:
+            self.limiter.pause(wait)
+
+    def _answered(self, completion: Completion, use: str, model: str, started: float) -> Completion:
+        self.quota_exhausted_at = None
+        self.breakers[use].success()
+        usage = completion.usage
+        metrics.kimi_call(
+            completion.model or use,
+            time.perf_counter() - started,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+        )
+        return self._priced(completion, fallback=use != model)
 
     async def _prompt_charge(
         self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
@@ -517,65 +547,87 @@ class KimiClient:
 async def _read_stream(response: httpx.Response, model: str, on_delta: DeltaSink | None = None) -> Completion:
     """Assemble a completion from server-sent events. Usage may sit on the finish chunk's
     choice or in a last ``choices: []`` chunk; only ``data: [DONE]`` marks a complete answer."""
-    content: list[str] = []
-    reasoning: list[str] = []
-    calls: dict[int, dict[str, Any]] = {}
-    finish_reason, usage, done = "", Usage(), False
+    stream = _Stream(model, on_delta)
     async for line in response.aiter_lines():
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()
         if payload == "[DONE]":
-            done = True
-            break
-        try:
-            chunk = json.loads(payload)
-        except ValueError:
-            raise KimiServerError("Kimi API sent a malformed stream", kind="malformed") from None
-        if not isinstance(chunk, dict):
-            raise KimiServerError("Kimi API sent a malformed stream", kind="malformed")
-        if isinstance(chunk.get("error"), dict):
-            error = chunk["error"]
-            raise classify(500, json.dumps({"error": error}))  # an unknown in-stream error counts as a 5xx
-        model = str(chunk.get("model") or model)
+            return stream.completion()
+        stream.add(_chunk(payload))
+    raise KimiServerError("Kimi API stream ended before [DONE]", kind="incomplete")
+
+
+def _chunk(payload: str) -> dict[str, Any]:
+    """One event's JSON; an in-stream error raised as the error it is (unknown ones as a 5xx)."""
+    try:
+        chunk = json.loads(payload)
+    except ValueError:
+        raise KimiServerError("Kimi API sent a malformed stream", kind="malformed") from None
+    if not isinstance(chunk, dict):
+        raise KimiServerError("Kimi API sent a malformed stream", kind="malformed")
+    if isinstance(chunk.get("error"), dict):
+        raise classify(500, json.dumps({"error": chunk["error"]}))
+    return chunk
+
+
+class _Stream:
+    """A streamed answer as it arrives: content, reasoning, tool calls (by index), usage."""
+
+    def __init__(self, model: str, on_delta: DeltaSink | None) -> None:
+        self.model = model
+        self.on_delta = on_delta
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason = ""
+        self.usage = Usage()
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        self.model = str(chunk.get("model") or self.model)
         if chunk.get("usage"):
-            usage = _parse_usage(chunk["usage"])
+            self.usage = _parse_usage(chunk["usage"])
         for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            if choice.get("usage"):
-                usage = _parse_usage(choice["usage"])
-            finish_reason = str(choice.get("finish_reason") or finish_reason)
-            delta = choice.get("delta") or {}
-            piece = str(delta.get("content") or "")
-            content.append(piece)
-            if piece and on_delta is not None:
-                on_delta("".join(content))
-            reasoning.append(str(delta.get("reasoning_content") or ""))
-            for fragment in delta.get("tool_calls") or []:
-                call = calls.setdefault(
-                    int(fragment.get("index", 0)), {"id": "", "type": "function", "name": "", "arguments": ""}
-                )
-                call["id"] = fragment.get("id") or call["id"]
-                call["type"] = fragment.get("type") or call["type"]
-                function = fragment.get("function") or {}
-                call["name"] = function.get("name") or call["name"]
-                call["arguments"] += function.get("arguments") or ""
-    if not done:
-        raise KimiServerError("Kimi API stream ended before [DONE]", kind="incomplete")
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
-    if any(reasoning):
-        message["reasoning_content"] = "".join(reasoning)
-    ordered = [calls[index] for index in sorted(calls)]
-    if ordered:
-        message["tool_calls"] = [
-            {"id": c["id"], "type": c["type"], "function": {"name": c["name"], "arguments": c["arguments"]}}
-            for c in ordered
-        ]
-    return Completion(
-        message=message,
-        finish_reason=finish_reason,
-        model=model,
-        usage=usage,
-        tool_calls=tuple(ToolCallRequest(c["id"], c["name"], c["arguments"]) for c in ordered),
-    )
+            if choice.get("index", 0) == 0:
+                self._choice(choice)
+
+    def _choice(self, choice: dict[str, Any]) -> None:
+        if choice.get("usage"):
+            self.usage = _parse_usage(choice["usage"])
+        self.finish_reason = str(choice.get("finish_reason") or self.finish_reason)
+        delta = choice.get("delta") or {}
+        piece = str(delta.get("content") or "")
+        self.content.append(piece)
+        if piece and self.on_delta is not None:
+            self.on_delta("".join(self.content))
+        self.reasoning.append(str(delta.get("reasoning_content") or ""))
+        for fragment in delta.get("tool_calls") or []:
+            self._tool_call(fragment)
+
+    def _tool_call(self, fragment: dict[str, Any]) -> None:
+        call = self.calls.setdefault(
+            int(fragment.get("index", 0)), {"id": "", "type": "function", "name": "", "arguments": ""}
+        )
+        call["id"] = fragment.get("id") or call["id"]
+        call["type"] = fragment.get("type") or call["type"]
+        function = fragment.get("function") or {}
+        call["name"] = function.get("name") or call["name"]
+        call["arguments"] += function.get("arguments") or ""
+
+    def completion(self) -> Completion:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
+        if any(self.reasoning):
+            message["reasoning_content"] = "".join(self.reasoning)
+        ordered = [self.calls[index] for index in sorted(self.calls)]
+        if ordered:
+            message["tool_calls"] = [
+                {"id": c["id"], "type": c["type"], "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in ordered
+            ]
+        return Completion(
+            message=message,
+            finish_reason=self.finish_reason,
+            model=self.model,
+            usage=self.usage,
+            tool_calls=tuple(ToolCallRequest(c["id"], c["name"], c["arguments"]) for c in ordered),
+        )

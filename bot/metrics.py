@@ -14,10 +14,12 @@ The core reports each step with one call (none of them can raise)::
     metrics.background_failure("produce_draft")
 
 Backlog gauges (outbox and drafting: depth and oldest age) are read when ``/metrics`` is
-scraped, through an async callback (:func:`store_backlog` reads them from SQL), so they are
-never stale. The process collector (CPU, memory, open files) is included. Everything is
-registered on :data:`REGISTRY`, not on prometheus_client's global registry, so importing a
-library that registers its own metrics cannot clash with these names.
+scraped, through an async callback (:func:`store_backlog` reads them from SQL; the app reuses a
+read for ``METRICS_CACHE_SECONDS``, so a flood of scrapes costs one query per interval,
+counted in ``supportbot_backlog_reads_total``). The process collector (CPU, memory, open
+files) is included. Everything is registered on :data:`REGISTRY`, not on prometheus_client's
+global registry, so importing a library that registers its own metrics cannot clash with these
+names.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -110,6 +112,25 @@ BACKGROUND_FAILURES = Counter(
     registry=REGISTRY,
 )
 
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "supportbot_http_connections_closed",
+    "Inbound HTTP connections the server closed or refused, by reason: header_timeout, body_timeout,"
+    " cap (closed to make room), full (refused: every connection busy), accept_failed (out of"
+    " descriptors), bad_request (malformed, or the client left mid-request).",
+    ["reason"],
+    registry=REGISTRY,
+)
+HTTP_CONNECTIONS_OPEN = Gauge(
+    "supportbot_http_connections_open",
+    "Inbound HTTP connections open at the last watchdog pass.",
+    registry=REGISTRY,
+)
+BACKLOG_READS = Counter(
+    "supportbot_backlog_reads",
+    "SQL reads of the backlog gauges (scrapes within METRICS_CACHE_SECONDS share one).",
+    registry=REGISTRY,
+)
+
 
 def _seconds_since(moment: datetime | None) -> float | None:
     if moment is None:
@@ -170,6 +191,14 @@ def background_failure(task: str) -> None:
     BACKGROUND_FAILURES.labels(task=task).inc()
 
 
+def http_connection_closed(reason: str) -> None:
+    HTTP_CONNECTIONS_CLOSED.labels(reason=reason).inc()
+
+
+def http_connections_open(count: int) -> None:
+    HTTP_CONNECTIONS_OPEN.set(count)
+
+
 # -- backlog gauges ------------------------------------------------------------------------
 
 
@@ -192,6 +221,7 @@ async def store_backlog(engine: AsyncEngine) -> Backlog:
     from bot.domain.states import DraftStatus, OutboxStatus
     from bot.store import Draft, OutboxItem
 
+    BACKLOG_READS.inc()
     async with engine.connect() as conn:
         outbox = (
             await conn.execute(

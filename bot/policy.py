@@ -17,7 +17,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.errors import PolicyError
 from bot.secret_values import Secrets, secret_in
+from tools.money import Money
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,15 @@ MAX_POLICY_BYTES = 256 * 1024
 
 
 def _cents(value: Any) -> int:
-    """Parse a money amount ("50", "49.90", 50, 49.9) into cents."""
+    """A policy amount ("50", "49.90", 50, or a TOML float such as 49.9) in cents."""
+    if isinstance(value, float):
+        value = Decimal(str(value))
     try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"not an amount: {value!r}") from None
-    if amount < 0 or amount != amount.quantize(Decimal("0.01")):
-        raise ValueError(f"must be a non-negative amount with at most 2 decimals: {value!r}")
-    return int(amount * 100)
+        if not isinstance(value, str | int | Decimal):
+            raise ValueError("not a string or number")
+        return Money.parse(value).cents
+    except ValueError:
+        raise ValueError(f"must be a non-negative amount with at most 2 decimals: {value!r}") from None
 
 
 Cents = Annotated[int, Field(ge=0)]
@@ -295,8 +297,8 @@ def contradictions(policy: Policy, source: str = "") -> list[str]:
         threshold = int(getattr(r, name))
         if threshold > r.max_amount:
             problems.append(
-                f"{_at(source, 'refunds', name)}: refunds.{name}: {threshold / 100:.2f} is above "
-                f"refunds.max_amount {r.max_amount / 100:.2f}, so it could never apply"
+                f"{_at(source, 'refunds', name)}: refunds.{name}: {Money.of_cents(threshold)} is above "
+                f"refunds.max_amount {Money.of_cents(r.max_amount)}, so it could never apply"
             )
     return problems
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -122,6 +122,42 @@ class Settings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="address the HTTP server listens on")  # noqa: S104 - a container serves on all interfaces
     port: int = Field(8080, description="its port: /slack/events, /healthz, /readyz, /metrics, the playground")
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a request whose headers are not complete this long after its first byte (or after the"
+        " connection opened) is closed: a slow-loris cannot hold a connection",
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request whose body has not fully arrived this long after its headers is closed"
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="inbound connections held at once; at the cap a new one closes the oldest with incomplete"
+        " headers, then idle keep-alive ones, then slow bodies, never one being answered; lowered at start-up"
+        " to what the open-files limit allows",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve /metrics and the detailed /readyz on this port only (on METRICS_HOST), not on PORT",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="the interface METRICS_PORT listens on: loopback or an internal one (never publish it)"
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="/metrics and the detailed /readyz need Authorization: Bearer <token>; with neither this"
+        " nor METRICS_PORT they answer loopback peers only",
+    )
+    metrics_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how long the SQL-backed figures of /metrics and /readyz are reused: a flood of scrapes"
+        " runs one query per interval",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @field_validator("discord_pending_indicator")
@@ -136,6 +172,13 @@ class Settings(BaseSettings):
     def _backend(cls, value: str) -> str:
         if value not in {"sql", "http"}:
             raise ValueError("must be 'sql' or 'http'")
+        return value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _separate_metrics_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and value == info.data.get("port"):
+            raise ValueError("must differ from PORT (leave it unset to serve /metrics on PORT)")
         return value
 
     def require(self, platform: str, names: list[str]) -> None:

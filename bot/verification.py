@@ -36,8 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.agent import DraftResult
 from bot.domain.states import ActionStatus
 from bot.store import Draft, ProposedAction, ToolCall
+from bot.store.proposals import params_of, proposal_of
 from tools import ToolContext
-from tools.money import format_amount
+from tools.money import Money
+from tools.refunds import RefundProposal
 
 __all__ = [
     "Evidence",
@@ -83,7 +85,7 @@ class Evidence:
     other customers the tools withheld."""
 
     tool_texts: Sequence[str] = ()
-    proposals: Sequence[dict[str, Any]] = ()
+    proposals: Sequence[RefundProposal] = ()
     executed_refunds_cents: Sequence[int] = ()
     withheld: Iterable[str] = ()
 
@@ -98,7 +100,7 @@ def _strings(value: Any) -> Iterable[str]:
     elif isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, int) and not isinstance(item, bool) and key.endswith("_cents"):
-                yield format_amount(item)
+                yield Money.of_cents(item).format()
             yield from _strings(item)
     elif isinstance(value, list | tuple):
         for item in value:
@@ -112,7 +114,7 @@ def _known_text(evidence: Evidence) -> str:
         with contextlib.suppress(ValueError):
             parts.extend(_strings(json.loads(text)))
     for proposal in evidence.proposals:
-        parts.extend(_strings(proposal))
+        parts.extend(_strings(params_of(proposal)))
     return "\n".join(parts)
 
 
@@ -129,9 +131,11 @@ def verify_draft(draft: str, evidence: Evidence) -> tuple[str, ...]:
     flags: list[str] = []
     known = _known_text(evidence)
     known_amounts = _amounts(known)
-    known_amounts |= {int(p.get("amount_cents", 0)) for p in evidence.proposals}
+    known_amounts |= {p.amount.cents for p in evidence.proposals}
     for cents in sorted(_amounts(draft) - known_amounts):
-        flags.append(f"The draft quotes the amount {format_amount(cents)}, which no tool result or proposal gave.")
+        flags.append(
+            f"The draft quotes the amount {Money.of_cents(cents).format()}, which no tool result or proposal gave."
+        )
     amount_spans = [m.span() for m in _AMOUNT.finditer(draft)]
     known_folded = known.casefold()
     for match in _IDENTIFIER.finditer(draft):
@@ -242,7 +246,11 @@ async def conversation_evidence(
         tool_texts=[*own.tool_texts, *(text for c in earlier_calls for text in (c.arguments, c.result))],
         proposals=[
             *own.proposals,
-            *(dict(x.params or {}) for x in actions if x.status not in (ActionStatus.REFUSED, ActionStatus.SUPERSEDED)),
+            *(
+                proposal_of(x.params or {})
+                for x in actions
+                if x.status not in (ActionStatus.REFUSED, ActionStatus.SUPERSEDED)
+            ),
         ],
         executed_refunds_cents=[
             int((x.result or {}).get("amount_cents", 0)) for x in actions if x.status == ActionStatus.EXECUTED

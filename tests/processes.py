@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -109,8 +110,10 @@ class RunProcess:
     """One ``supportbot run`` process at a time in ``home``; ``env`` makes its environment from
     the port and the database URL (:func:`playground_env`, :func:`slack_bot_env`)."""
 
-    def __init__(self, home: Path, env: Callable[[int, str], dict[str, str]]) -> None:
+    def __init__(self, home: Path, env: Callable[[int, str], dict[str, str]], *, open_files: int | None = None) -> None:
+        """``open_files``: the process's open-files limit (soft and hard), as a host may set it."""
         self.home = home
+        self.open_files = open_files
         self.port = free_port()
         self.database_url = f"sqlite+aiosqlite:///{home / 'supportbot.db'}"
         self.env = env(self.port, self.database_url)
@@ -126,10 +129,14 @@ class RunProcess:
         self.runs += 1
         with (self.home / f"run{self.runs}.stdout").open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = await asyncio.create_subprocess_exec(
-                SUPPORTBOT, "run", cwd=self.home, env=self.env, stdout=out, stderr=err
+                SUPPORTBOT, "run", cwd=self.home, env=self.env, stdout=out, stderr=err, preexec_fn=self._limits
             )
         if wait_ready:
             await self.wait_ready()
+
+    def _limits(self) -> None:
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -165,7 +172,9 @@ class RunProcess:
 class BotProcess(RunProcess):
     """``supportbot run`` against the fake Kimi and the fake Slack."""
 
-    def __init__(self, home: Path, kimi_url: str, slack: FakeSlack, **variables: str) -> None:
+    def __init__(
+        self, home: Path, kimi_url: str, slack: FakeSlack, *, open_files: int | None = None, **variables: str
+    ) -> None:
         super().__init__(
             home,
             lambda port, database_url: slack_bot_env(
@@ -178,6 +187,7 @@ class BotProcess(RunProcess):
                 WORK_LEASE_SECONDS="6",
                 **variables,
             ),
+            open_files=open_files,
         )
         self.slack = slack
         self.sender = SlackSender(f"{self.base}/slack/events", SIGNING_SECRET, mirror_to=slack)

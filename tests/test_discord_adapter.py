@@ -692,3 +692,19 @@ async def test_a_message_is_recorded_even_when_the_core_fails_at_first(fake: Fak
         await adapter.stop()
     assert core.attempts == 3, "Discord never redelivers, so the adapter tried again"
     assert received.text == "where is 40021?"
+
+
+def test_the_discord_card_says_who_is_verified_and_what_was_flagged() -> None:
+    card = ReviewCard(
+        draft_id="d" * 32,
+        state=CardState.AWAITING_REVIEW,
+        asked_by="kim",
+        where="Discord · #help",
+        customer_text="refund please",
+        draft_text="Your refund was processed.",
+        identity="Unverified asker (discord:4567)",
+        flags=("The draft says money moved, but the refund was never made.",),
+    )
+    fields = {f.name: f.value for f in render_card(card).fields}
+    assert fields["Identity"] == "Unverified asker (discord:4567)"
+    assert fields["🛑 Check before approving"] == "• The draft says money moved, but the refund was never made."

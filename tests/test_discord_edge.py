@@ -11,7 +11,7 @@ import pytest
 from adapters.discord import DiscordPlatform
 from adapters.discord.review import COULD_NOT_RECORD, card_nonce
 from adapters.discord.settings import DiscordSettings
-from bot.errors import ConfigError
+from bot.errors import ConfigError, PlatformRateLimited
 from bot.events import ReviewDecision
 from bot.ports import CardState, DecisionOutcome
 from bot.settings import Settings
@@ -73,6 +73,18 @@ async def test_a_retried_card_post_returns_the_card_already_there(fake: FakeDisc
     assert again == first
     cards = [m for m in fake.messages_in(REVIEW_CHANNEL_ID) if m["embeds"]]
     assert len(cards) == 1
+
+
+async def test_a_rate_limit_too_long_to_sit_through_reaches_the_core_as_platform_rate_limited(
+    fake: FakeDiscord, platform: DiscordPlatform
+) -> None:
+    assert platform.review_desk is not None
+    fake.rate_limit_next("POST", rf"/channels/{REVIEW_CHANNEL_ID}/messages", retry_after=61)  # above the 60 s we wait
+    with pytest.raises(PlatformRateLimited) as limited:
+        await platform.review_desk.post_card(sample_card("d-34"), idempotency_key="card:d-34")
+    assert limited.value.retry_after == 61
+    await platform.review_desk.post_card(sample_card("d-34"), idempotency_key="card:d-34")  # the core's retry
+    assert len([m for m in fake.messages_in(REVIEW_CHANNEL_ID) if m["embeds"]]) == 1
 
 
 async def test_an_updated_card_keeps_its_key(fake: FakeDiscord, platform: DiscordPlatform) -> None:
@@ -155,6 +167,21 @@ async def test_a_click_whose_decision_cannot_be_recorded_tells_the_clicker(
     assert card["embeds"][0]["title"] == "Draft awaiting review", "the card is left as it is"
     logged = [r.getMessage() for r in caplog.records if "could not be recorded" in r.getMessage()]
     assert logged and "d-34" in logged[0] and BOB.id in logged[0]
+
+
+async def test_a_click_discord_no_longer_knows_is_one_warning_not_a_traceback(
+    fake: FakeDiscord, platform: DiscordPlatform, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert platform.review_desk is not None
+    ref = await platform.review_desk.post_card(sample_card("d-35"), idempotency_key="card:d-35")
+    click = await fake.click(ref.split(":")[1], "supportbot:approve:d-35", BOB)
+    await fake.wait_for_response(click)
+    expired = {**click.payload, "id": fake.next_id()}  # Discord forgets an interaction after 3 s (10062)
+    await fake.dispatch("INTERACTION_CREATE", expired)
+
+    told = await until(lambda: [r for r in caplog.records if "Unknown interaction" in r.getMessage()], "the warning")
+    assert [(r.levelname, r.exc_info) for r in told] == [("WARNING", None)]
+    assert "approve on draft d-35" in told[0].getMessage()
 
 
 async def test_the_fake_serves_channel_history_as_discord_does(fake: FakeDiscord) -> None:

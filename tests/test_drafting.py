@@ -1,5 +1,6 @@
-"""The drafting agent's guardrails, seen from the review desk: model output that breaks the
-rules, failing tools, limits from the policy, and the K2.5 rules the fake Kimi enforces."""
+"""The drafting agent's guardrails, seen from the review desk (the test desk: the real core and
+the Kimi simulator): model output that breaks the rules, failing tools, limits from the policy,
+and the K2.5 rules the fake Kimi enforces. The last two drive the agent directly."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from bot.errors import ConfigError
-from bot.prompt import untrusted
+from bot.evaluation.simulator import LoopbackServer
+from bot.events import Attachment
+from bot.ports import CardState
 from bot.store import UsageRecord, sessionmaker
-from tests.fakes.kimi import CallTools, Fail, FakeKimi, Reply
-from tests.fakes.slack import FakeSlack
-from tests.harness import card_text, running_bot
+from tests.desks import CallTools, Fail, FakeKimi, Reply, open_desk
 
 
 def chat_requests(kimi: FakeKimi) -> list[dict]:  # type: ignore[type-arg]
@@ -24,61 +25,65 @@ def chat_requests(kimi: FakeKimi) -> list[dict]:  # type: ignore[type-arg]
 
 
 async def test_malformed_and_unknown_tool_calls_come_back_as_errors_the_model_can_explain(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+    tmp_path: Path, kimi: FakeKimi
 ) -> None:
-    async with running_bot(tmp_path, kimi, slack) as harness:
+    async with open_desk(tmp_path, kimi) as desk:
         kimi.script(CallTools([("get_order_status", '{"order_id": '), ("delete_all_orders", {"really": True})]))
-        await harness.mention("where is #W2611340")
-        [card] = await harness.wait_cards(1)
-        text = card_text(card)
-        assert "get_order_status failed: invalid_arguments" in text
-        assert "delete_all_orders failed: unknown_tool" in text
-        assert "approve_draft" in text, "the model explained; the agent can still decide"
+        card = await desk.card_for(await desk.customer("kim").says("where is #W2611340"))
+        assert [lookup.ok for lookup in card.lookups] == [False, False]
+        assert [lookup.summary for lookup in card.lookups] == [
+            "get_order_status failed: invalid_arguments",
+            "delete_all_orders failed: unknown_tool",
+        ]
+        assert card.actionable, "the model explained; the agent can still decide"
         tool_messages = [m for m in kimi.completions[-1]["messages"] if m["role"] == "tool"]
         assert '"code": "invalid_arguments"' in tool_messages[0]["content"]
         assert '"code": "unknown_tool"' in tool_messages[1]["content"]
 
 
-async def test_an_identical_repeated_call_forces_a_final_answer(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
-) -> None:
-    async with running_bot(tmp_path, kimi, slack) as harness:
+async def test_an_identical_repeated_call_forces_a_final_answer(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
         same = CallTools([("get_order_status", {"order_id": "40021"})])
         kimi.script(same, CallTools([("get_order_status", {"order_id": "40021"})]))
-        await harness.mention("where is 40021")
-        [card] = await harness.wait_cards(1)
+        card = await desk.card_for(await desk.customer("kim").says("where is 40021"))
         requests = chat_requests(kimi)
         assert len(requests) == 3
         assert requests[2]["tool_choice"] == "none"
-        assert "repeated call to get_order_status" in card_text(card)
-        assert card_text(card).count("`get_order_status`") == 1, "the repeat was not run again"
+        assert card.notice == "Tool use stopped: repeated call to get_order_status."
+        assert [lookup.name for lookup in card.lookups].count("get_order_status") == 1, "the repeat was not run again"
 
 
-async def test_the_policy_step_limit_forces_a_final_answer(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
-    async with running_bot(tmp_path, kimi, slack, policy="[limits]\nmax_tool_steps = 2\n") as harness:
+async def test_the_policy_step_limit_forces_a_final_answer(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi, policy="[limits]\nmax_tool_steps = 2\n") as desk:
         kimi.script(
             CallTools([("get_order_status", {"order_id": "40021"})]),
             CallTools([("get_order_status", {"order_id": "ORD-77"})]),
         )
-        await harness.mention("where are 40021 and ORD-77 and #W2611340?")
-        [card] = await harness.wait_cards(1)
+        card = await desk.card_for(await desk.customer("kim").says("where are 40021 and ORD-77 and #W2611340?"))
         requests = chat_requests(kimi)
         assert len(requests) == 3 and requests[2]["tool_choice"] == "none"
-        assert "step limit (2) reached" in card_text(card)
+        assert card.notice == "Tool use stopped: step limit (2) reached."
 
 
-async def test_a_model_that_keeps_calling_tools_gives_a_failure_card(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
-) -> None:
-    async with running_bot(tmp_path, kimi, slack, policy="[limits]\nmax_tool_steps = 1\n") as harness:
+async def test_a_kimi_rate_limit_then_success_still_drafts(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        kimi.script(Fail.rate_limited(after=1), Reply("Your order is on its way."))
+        card = await desk.card_for(await desk.customer("kim").says("any news?"), timeout=15)
+        assert card.draft_text == "Your order is on its way." and card.actionable
+        assert len(chat_requests(kimi)) == 2
+
+
+async def test_a_model_that_keeps_calling_tools_gives_a_failure_card(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi, policy="[limits]\nmax_tool_steps = 1\n") as desk:
         kimi.script(
             CallTools([("get_order_status", {"order_id": "40021"})]),
             CallTools([("get_order_status", {"order_id": "ORD-77"})]),
         )
-        await harness.mention("where is 40021")
-        [card] = await harness.wait_cards(1)
-        assert "Drafting failed" in card_text(card) and "kept calling tools" in card_text(card)
-        async with sessionmaker(harness.bot.engine)() as session:
+        card = await desk.card_for(await desk.customer("kim").says("where is 40021"))
+        assert card.state is CardState.FAILED and "kept calling tools" in card.failure
+        assert card.identity.startswith("Unverified asker"), "the first card is built as its refresh is"
+        assert not card.actionable
+        async with sessionmaker(desk.bot.engine)() as session:
             spent = await session.scalar(select(func.count()).select_from(UsageRecord))
         assert spent == 2, "the tokens of a failed draft are in the ledger too"
 
@@ -91,174 +96,156 @@ async def slow_shop() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/orders/{order_id}", order)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with LoopbackServer(app, shutdown_timeout=0.1) as server:
+        yield server.origin
 
 
 async def test_a_slow_shop_backend_times_out_and_the_card_says_so(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, slow_shop: str
+    tmp_path: Path, kimi: FakeKimi, slow_shop: str
 ) -> None:
     policy = "[limits]\ntool_timeout_seconds = 0.3\n"
-    async with running_bot(
-        tmp_path, kimi, slack, policy=policy, orders_backend="http", orders_api_url=slow_shop
-    ) as harness:
-        await harness.mention("where is #W2611340")
-        [card] = await harness.wait_cards(1)
-        assert "get_order_status failed: timeout" in card_text(card)
+    async with open_desk(tmp_path, kimi, policy=policy, orders_backend="http", orders_api_url=slow_shop) as desk:
+        card = await desk.card_for(await desk.customer("kim").says("where is #W2611340"))
+        [lookup] = card.lookups
+        assert lookup.summary == "get_order_status failed: timeout" and not lookup.ok
 
 
 async def test_the_fallback_model_drafts_when_the_main_model_is_retired_while_running(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+    tmp_path: Path, kimi: FakeKimi
 ) -> None:
-    async with running_bot(tmp_path, kimi, slack, kimi_fallback_model="kimi-k2.6") as harness:
+    async with open_desk(tmp_path, kimi, kimi_fallback_model="kimi-k2.6") as desk:
         kimi.retire("kimi-k2.5")
-        await harness.mention("where is #W2611340")
-        [card] = await harness.wait_cards(1)
-        assert "kimi-k2.6" in card_text(card) and "approve_draft" in card_text(card)
+        card = await desk.card_for(await desk.customer("kim").says("where is #W2611340"))
+        assert card.model == "kimi-k2.6" and card.actionable
 
 
-async def test_a_model_kimi_does_not_serve_stops_the_start_with_the_ids_it_does(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
-) -> None:
+async def test_a_model_kimi_does_not_serve_stops_the_start_with_the_ids_it_does(tmp_path: Path, kimi: FakeKimi) -> None:
     kimi.retire("kimi-k2.5")
     with pytest.raises(ConfigError) as caught:
-        async with running_bot(tmp_path, kimi, slack):
+        async with open_desk(tmp_path, kimi):
             pass
     assert "KIMI_MODEL=kimi-k2.5" in str(caught.value) and "kimi-k2.6" in str(caught.value)
 
 
-async def test_quota_exhaustion_is_not_retried(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
-    async with running_bot(tmp_path, kimi, slack) as harness:
+async def test_quota_exhaustion_is_not_retried(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
         kimi.script(Fail.quota_exceeded())
-        await harness.mention("where is #W2611340")
-        [card] = await harness.wait_cards(1)
-        assert "exceeded_current_quota_error" in card_text(card)
+        card = await desk.card_for(await desk.customer("kim").says("where is #W2611340"))
+        assert card.state is CardState.FAILED and "exceeded_current_quota_error" in card.failure
         assert len(chat_requests(kimi)) == 1
 
 
-async def test_thinking_mode_carries_reasoning_back_on_tool_turns(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
-) -> None:
-    async with running_bot(tmp_path, kimi, slack, policy="[models]\nthinking = true\n") as harness:
-        await harness.mention("where is #W2611340")
-        [card] = await harness.wait_cards(1)
-        assert "approve_draft" in card_text(card), "the fake Kimi accepted every request (no 400)"
+async def test_thinking_mode_carries_reasoning_back_on_tool_turns(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi, policy="[models]\nthinking = true\n") as desk:
+        card = await desk.card_for(await desk.customer("kim").says("where is #W2611340"))
+        assert card.actionable, "the fake Kimi accepted every request (no 400)"
         second = kimi.completions[1]
         assistant = next(m for m in second["messages"] if m["role"] == "assistant")
         assert assistant["reasoning_content"].strip()
         assert "temperature" not in second and "top_p" not in second
 
 
-async def test_escalation_tags_the_on_call_group(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
-    policy = '[escalation]\non_call_slack = "S0ONCALL"\n'
-    async with running_bot(tmp_path, kimi, slack, policy=policy) as harness:
-        await harness.mention("I want to talk to a human, or I file a chargeback for 40021")
-        [card] = await harness.wait_cards(1)
-        text = card_text(card)
-        assert "<!subteam^S0ONCALL>" in text
-        assert "chargeback" in text and "asks for a human" in text
+async def test_escalation_names_why_and_the_on_call_group(tmp_path: Path, kimi: FakeKimi) -> None:
+    # The card carries the group of the desk's platform (a desk that is not Slack gets Discord's).
+    policy = '[escalation]\non_call_slack = "S0ONCALL"\non_call_discord = "1299"\n'
+    async with open_desk(tmp_path, kimi, policy=policy) as desk:
+        said = await desk.customer("kim").says("I want to talk to a human, or I file a chargeback for 40021")
+        card = await desk.card_for(said)
+        assert card.on_call == "1299"
+        assert "chargeback" in card.escalation and "asks for a human" in card.escalation
 
 
-async def test_repeated_failed_drafts_escalate(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
-    policy = '[escalation]\nmax_failed_drafts = 2\non_call_slack = "S0ONCALL"\n'
-    async with running_bot(tmp_path, kimi, slack, policy=policy, kimi_max_retries=0) as harness:
+async def test_repeated_failed_drafts_escalate(tmp_path: Path, kimi: FakeKimi) -> None:
+    policy = '[escalation]\nmax_failed_drafts = 2\non_call_discord = "1299"\n'
+    async with open_desk(tmp_path, kimi, policy=policy, kimi_max_retries=0) as desk:
         kimi.fail_always(500, "server_error", "boom")
-        envelope = await harness.mention("hello?")
-        await harness.wait_cards(1)
-        await harness.reply_in_thread("hello??", envelope["event"]["ts"])
-        cards = await harness.wait_cards(2)
-        assert "<!subteam^S0ONCALL>" not in card_text(cards[0])
-        assert "<!subteam^S0ONCALL>" in card_text(cards[1]) and "2 failed drafts" in card_text(cards[1])
+        kim = desk.customer("kim")
+        said = await kim.says("hello?")
+        first = await desk.card_for(said)
+        second = await desk.card_for(await kim.says("hello??", after=said))
+        assert first.state is second.state is CardState.FAILED
+        assert first.escalation == "" and first.on_call == ""
+        assert "2 failed drafts" in second.escalation and second.on_call == "1299"
 
 
-async def test_only_watched_channels_are_answered(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
-    async with running_bot(tmp_path, kimi, slack, policy='[channels]\nwatch = ["C777"]\n') as harness:
-        await harness.mention("where is #W2611340")  # in C111
-        await harness.mention("where is #W2611340", channel="C777")
-        [card] = await harness.wait_cards(1)
-        assert "C777" in card_text(card)
-        await harness.settle()
-        assert len(harness.cards()) == 1
+async def test_only_watched_channels_are_answered(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi, policy='[channels]\nwatch = ["C777"]\n') as desk:
+        kim = desk.customer("kim")
+        unwatched = await kim.says("where is #W2611340")  # in C-SUPPORT
+        assert not unwatched.taken
+        said = await kim.says("where is #W2611340", channel="C777")
+        assert said.taken
+        card = await desk.card_for(said)
+        assert "C777" in card.where
+        await desk.settle()
+        assert len(desk.cards) == 1
 
 
-async def test_the_daily_budget_stops_drafting(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
-    async with running_bot(tmp_path, kimi, slack, policy="[limits]\ndaily_budget_usd = 0.000001\n") as harness:
-        await harness.mention("where is #W2611340")
-        await harness.wait_cards(1)
-        await harness.mention("and where is 40021?")
-        cards = await harness.wait_cards(2)
-        assert "daily model budget" in card_text(cards[1])
+async def test_the_daily_budget_stops_drafting(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi, policy="[limits]\ndaily_budget_usd = 0.000001\n") as desk:
+        kim = desk.customer("kim")
+        await desk.card_for(await kim.says("where is #W2611340"))
+        card = await desk.card_for(await kim.says("and where is 40021?"))
+        assert card.state is CardState.FAILED and "daily model budget" in card.failure
         assert len(chat_requests(kimi)) == 2, "no model call once the budget is spent"
 
 
-async def test_a_huge_message_is_cut_and_the_card_stays_within_slack_limits(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
-) -> None:
-    async with running_bot(tmp_path, kimi, slack) as harness:
-        kimi.script(Reply("We got your long message."))
-        await harness.mention("<b>&amp;</b> " + "très long ✨ " * 12_000)
-        [card] = await harness.wait_cards(1)
-        assert card.response["ok"] is True
-        sent = kimi.completions[0]["messages"][1]["content"]
-        assert len(sent) <= 20_000 + len(untrusted(""))  # the customer text, cut, within its delimiters
-
-
-async def test_knowledge_files_named_by_the_policy_are_searchable(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
-) -> None:
+async def test_knowledge_files_named_by_the_policy_are_searchable(tmp_path: Path, kimi: FakeKimi) -> None:
     (tmp_path / "returns.md").write_text(
         "# Returns\n\nUnused items can be returned within 30 days for a full refund.\n\n"
         "# Shipping\n\nWe ship worldwide with UPS.\n"
     )
     policy = '[knowledge]\nfiles = ["returns.md"]\n'
-    async with running_bot(tmp_path, kimi, slack, policy=policy) as harness:
+    async with open_desk(tmp_path, kimi, policy=policy) as desk:
         kimi.script(CallTools([("search_knowledge", {"query": "return unused items refund"})]))
-        await harness.mention("can I return an unused mug?")
-        [card] = await harness.wait_cards(1)
+        card = await desk.card_for(await desk.customer("kim").says("can I return an unused mug?"))
         offered = [t["function"]["name"] for t in kimi.completions[0]["tools"]]
         assert offered[-1] == "search_knowledge"
         tool_result = next(m for m in kimi.completions[1]["messages"] if m["role"] == "tool")
         assert "within 30 days for a full refund" in tool_result["content"]
-        assert "`search_knowledge`" in card_text(card)
+        assert [lookup.name for lookup in card.lookups] == ["search_knowledge"]
 
 
 async def test_a_burst_of_questions_under_the_accounts_concurrency_lands_every_card_without_a_429(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+    tmp_path: Path, kimi: FakeKimi
 ) -> None:
     kimi.max_concurrency, kimi.latency = 2, 0.2
-    async with running_bot(tmp_path, kimi, slack, kimi_max_concurrency=2) as harness:
+    async with open_desk(tmp_path, kimi, kimi_max_concurrency=2) as desk:
+        kim = desk.customer("kim")
         for n in range(6):
-            await harness.mention(f"question {n}: where is #W2611340?")
-        cards = await harness.wait_cards(6, timeout=30)
-        assert all("approve_draft" in card_text(card) for card in cards)
+            await kim.says(f"question {n}: where is #W2611340?")
+        cards = [await desk.card(n, timeout=30) for n in range(6)]
+        assert all(card.actionable for card in cards)
     assert kimi.rate_limited == 0 and kimi.max_in_flight <= 2
 
 
-async def test_a_draft_kimi_filters_fails_with_that_reason_on_its_card(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
-) -> None:
-    async with running_bot(tmp_path, kimi, slack) as harness:
+async def test_a_draft_kimi_filters_fails_with_that_reason_on_its_card(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
         kimi.script(Fail.content_filter())
-        await harness.mention("something Kimi's moderation refuses")
-        [card] = await harness.wait_cards(1)
-        assert "Drafting failed" in card_text(card) and "content_filter" in card_text(card)
+        card = await desk.card_for(await desk.customer("kim").says("something Kimi's moderation refuses"))
+        assert card.state is CardState.FAILED and "content_filter" in card.failure
     assert len(chat_requests(kimi)) == 1, "a filtered request is not retried"
 
 
 async def test_while_the_primary_model_is_down_the_fallback_writes_and_the_card_says_so(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+    tmp_path: Path, kimi: FakeKimi
 ) -> None:
     kimi.fail_model("kimi-k2.5", Fail.server_error())
-    async with running_bot(
-        tmp_path, kimi, slack, kimi_fallback_model="kimi-k2-0905-preview", kimi_breaker_failures=1
-    ) as harness:
-        await harness.mention("hello, are you open on Sunday?")
-        [card] = await harness.wait_cards(1)
-        assert "kimi-k2-0905-preview" in card_text(card) and "approve_draft" in card_text(card)
+    async with open_desk(tmp_path, kimi, kimi_fallback_model="kimi-k2-0905-preview", kimi_breaker_failures=1) as desk:
+        card = await desk.card_for(await desk.customer("kim").says("hello, are you open on Sunday?"))
+        assert card.model == "kimi-k2-0905-preview" and card.actionable
+
+
+async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(tmp_path: Path, kimi: FakeKimi) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    photo = Attachment("broken-mug.png", "image/png", len(png), data=png)
+    policy = '[models]\ndrafting = "kimi-k2-0905-preview"\n'
+    async with open_desk(tmp_path, kimi, policy=policy) as desk:
+        said = await desk.customer("alice").says("my mug arrived like this", attachments=[photo])
+        card = await desk.card_for(said)
+        assert card.attachments == ("broken-mug.png",)
+    user_turn = next(m for m in kimi.completions[0]["messages"] if m["role"] == "user")
+    assert isinstance(user_turn["content"], str), "kimi-k2-0905-preview is text-only: no image parts"
 
 
 async def test_a_prompt_over_the_context_window_is_retried_once_with_the_summary_and_the_last_turns(
@@ -302,30 +289,6 @@ async def test_a_prompt_over_the_context_window_is_retried_once_with_the_summary
         "and now?",
         "Today is ...",
     ]
-
-
-async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
-) -> None:
-    from tests.fakes.discord import ALICE, SUPPORT_CHANNEL_ID, FakeDiscord
-
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-    async with FakeDiscord() as discord:
-        overrides = {
-            "discord_bot_token": discord.token,
-            "discord_api_url": discord.api_url,
-            "discord_cdn_urls": discord.cdn_url,
-        }
-        policy = '[models]\ndrafting = "kimi-k2-0905-preview"\n'
-        async with running_bot(tmp_path, kimi, slack, policy=policy, **overrides) as harness:
-            image = discord.serve_file("broken-mug.png", png, "image/png")
-            await discord.post_user_message(
-                SUPPORT_CHANNEL_ID, ALICE, "my mug arrived like this", mention_bot=True, attachments=[image]
-            )
-            [card] = await harness.wait_cards(1)
-            assert "broken-mug.png" in card_text(card)
-    user_turn = next(m for m in kimi.completions[0]["messages"] if m["role"] == "user")
-    assert isinstance(user_turn["content"], str), "kimi-k2-0905-preview is text-only: no image parts"
 
 
 async def test_the_core_can_watch_a_draft_form_as_kimi_streams_it(kimi: FakeKimi) -> None:

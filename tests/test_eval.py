@@ -16,7 +16,7 @@ from bot.evaluation.cases import CaseError, load_cases
 from bot.evaluation.report import compare, render_compare, summarize
 from bot.evaluation.runner import shift_orders
 from bot.evaluation.scoring import Observation, RefundRow, TrialResult, pass_hat_k, score
-from bot.evaluation.scripted import ScriptedKimi
+from bot.evaluation.simulator import ScriptedKimi
 from bot.policy import Policy
 
 EVALS = Path(__file__).resolve().parent.parent / "evals"
@@ -203,7 +203,9 @@ async def test_the_scripted_model_calls_tools_in_kimis_format_and_reports_cached
     assert call["id"] == "functions.get_order_status:0"
     assert json.loads(call["function"]["arguments"]) == {"order_id": "#W1001"}
     assert first["usage"]["cached_tokens"] == 0
-    assert again["usage"]["cached_tokens"] == again["usage"]["prompt_tokens"] > 0
+    # The repeated prompt is served from the cache in whole blocks of 256 tokens, as Kimi does.
+    assert 0 < again["usage"]["cached_tokens"] <= again["usage"]["prompt_tokens"]
+    assert again["usage"]["cached_tokens"] % 256 == 0
     assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "resource_not_found_error"
     assert anonymous.status_code == 401
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.evaluation.simulator import LoopbackServer
 from tests.fakes import CallTools, Fail, FakeKimi, FakeSlack, Hang, Malformed, Reply, SlackSender
 from tests.fakes import slack_payloads as sp
 from tests.fakes.kimi import find_order_id
@@ -447,11 +447,8 @@ async def test_sender_drives_a_real_bolt_app(slack: FakeSlack) -> None:
         seen["meta"] = view["private_metadata"]
         await ack()
 
-    runner = web.AppRunner(app.web_app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+    server = LoopbackServer(app.web_app(), handler_cancellation=False)
+    url = await server.start() + "/slack/events"
     try:
         sender = SlackSender(url, "s3cret", mirror_to=slack)
         challenge = await sender.event(sp.url_verification("abc"))
@@ -474,4 +471,4 @@ async def test_sender_drives_a_real_bolt_app(slack: FakeSlack) -> None:
         stale = await sender.event(sp.app_mention("hi"), timestamp=int(time.time()) - 301)
         assert stale.status_code == 401
     finally:
-        await runner.cleanup()
+        await server.stop()

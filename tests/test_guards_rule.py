@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.verification import Evidence, verify_draft
-from tools.refunds import OrderFacts, RefundLimits, RefundRequest, check_refunds, eligibility
+from tools.money import Money
+from tools.refunds import OrderFacts, RefundLimits, RefundProposal, RefundRequest, check_refunds, eligibility
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 LIMITS = RefundLimits(
@@ -145,11 +146,15 @@ def test_a_delivered_order_without_a_date_is_eligible_only_with_a_manager() -> N
 # The verification pass
 
 
+def refund_of(order_id: str, amount: str) -> RefundProposal:
+    return RefundProposal(OrderFacts(order_id, None, "", "", 0, 0, None), Money.parse(amount))
+
+
 TOOLS = [json.dumps({"order_id": "#W2611340", "total": "89.90", "tracking_number": "1Z999AA10123456784"})]
 
 
 def test_a_faithful_draft_has_no_flags() -> None:
-    evidence = Evidence(tool_texts=TOOLS, proposals=[{"order_id": "#W2611340", "amount_cents": 2000}])
+    evidence = Evidence(tool_texts=TOOLS, proposals=[refund_of("#W2611340", "20.00")])
     draft = "Order #W2611340 (89.90 USD) ships as 1Z999AA10123456784. A refund of $20.00 is being reviewed."
     assert verify_draft(draft, evidence) == ()
 
@@ -165,5 +170,5 @@ def test_invented_amounts_ids_and_claims_are_flagged_and_another_customers_data_
 
 
 def test_a_claim_matching_an_executed_refund_is_not_flagged() -> None:
-    evidence = Evidence(tool_texts=TOOLS, proposals=[{"amount_cents": 2000}], executed_refunds_cents=[2000])
+    evidence = Evidence(tool_texts=TOOLS, proposals=[refund_of("", "20.00")], executed_refunds_cents=[2000])
     assert verify_draft("Your refund of 20.00 has been processed.", evidence) == ()

@@ -142,7 +142,7 @@ async def test_the_verified_owner_sees_the_order_and_someone_else_does_not(engin
 async def test_a_refund_proposed_for_someone_elses_order_says_so_and_records_the_owner(engine: AsyncEngine) -> None:
     args = ProposeRefundArgs(order_id="B-2", amount="5.00", reason="late")
     result = await ProposeRefund(SqlOrderBackend(engine)).run(args, asker("C-ANA"))
-    assert result.proposal is not None and result.proposal["customer_id"] == "C-BO"
+    assert result.proposal is not None and result.proposal.order.customer_id == "C-BO"
     assert "Verification needed" in result.data["note"] and "will be refused" in result.data["note"]
 
 

@@ -1,32 +1,25 @@
-"""How the core meets Kimi's account-level failures: a used-up quota fails drafts visibly and
-alerts the agents once, not once per draft."""
+"""How the core meets Kimi's account-level failures, on the test desk: a used-up quota fails
+drafts visibly and alerts the agents once, not once per draft."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.fakes.kimi import Fail, FakeKimi
-from tests.fakes.slack import FakeSlack
-from tests.harness import REVIEW_CHANNEL, card_text, running_bot, wait_until
+from bot.ports import CardState
+from bot.testing import until
+from tests.desks import Fail, FakeKimi, open_desk
 
 
 async def test_a_used_up_quota_fails_each_draft_visibly_and_alerts_the_agents_once(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+    tmp_path: Path, kimi: FakeKimi
 ) -> None:
     kimi.script(Fail.quota_exceeded(), Fail.quota_exceeded())
-    async with running_bot(tmp_path, kimi, slack) as harness:
-        await harness.mention("where is #W2611340")
-        await harness.wait_cards(1)
-        await harness.mention("and where is 40021?")
-        cards = await harness.wait_cards(2)
-        await harness.settle()
-    for card in cards:
-        assert "quota for this account is used up" in card_text(card)
-    notices = await wait_until(
-        lambda: [
-            c
-            for c in slack.calls_to("chat.postMessage")
-            if c.params.get("channel") == REVIEW_CHANNEL and not c.params.get("blocks")
-        ]
-    )
-    assert len(notices) == 1 and "quota" in str(notices[0].params["text"])
+    async with open_desk(tmp_path, kimi) as desk:
+        kim = desk.customer("kim")
+        first = await desk.card_for(await kim.says("where is #W2611340"))
+        second = await desk.card_for(await kim.says("and where is 40021?"))
+        await desk.settle()
+        for card in (first, second):
+            assert card.state is CardState.FAILED and "quota for this account is used up" in card.failure
+        [notice] = await until(lambda: desk.notices, "a notice to the agents")
+        assert "quota" in notice

@@ -191,6 +191,67 @@ def test_an_operator_imports_orders_and_a_bad_file_changes_nothing(tmp_path: Pat
     assert status == "shipped", "nor are its updates"
 
 
+GOOD_LINE = json.dumps(
+    {"order_id": "G-1", "status": "shipped", "currency": "USD", "total": "1", "placed_at": "2026-11-01"}
+)
+DEEP = 100_000  # deeper than Python's recursion limit
+
+
+def _order(**fields: Any) -> str:
+    return GOOD_LINE[:-1] + ", " + ", ".join(f'"{key}": {value}' for key, value in fields.items()) + "}"
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        pytest.param("[" * DEEP + "]" * DEEP, "line 2: not valid JSON (nested too deeply", id="deeply-nested"),
+        pytest.param(
+            _order(items="[" * DEEP + "]" * DEEP), "line 2: not valid JSON (nested too deeply", id="deep-items"
+        ),
+        pytest.param(
+            _order(items=json.dumps("[" * DEEP + "]" * DEEP)), "line 2: items: not a JSON array", id="deep-items-text"
+        ),
+        pytest.param("[1, 2]", "line 2: expected a JSON object, found an array", id="a-list"),
+        pytest.param("42", "line 2: expected a JSON object, found a number", id="a-number"),
+        pytest.param('"G-2"', "line 2: expected a JSON object, found a string", id="a-string"),
+        pytest.param("9" * 5000, "line 2: not valid JSON (a number of 5000 digits)", id="a-huge-integer"),
+        pytest.param(_order(order_id='"G-2"', total="1e999999999"), "too large", id="a-huge-exponent"),
+        pytest.param(_order(order_id='"G-2"', total="1e-999999999"), "more than 2 decimal places", id="a-tiny-amount"),
+        pytest.param(_order(order_id='"G-2"', total='"' + "9" * 1_000_000 + '"'), "characters)", id="a-huge-text"),
+        pytest.param(_order(order_id='"G-2"', total="NaN"), "line 2: not valid JSON (NaN is not allowed)", id="NaN"),
+        pytest.param(
+            _order(order_id='"G-2"', items='[{"sku": "S", "unit_price": "1", "quantity": ' + "9" * 30 + "}]"),
+            "quantity: not a whole number from 1 to 1000000",
+            id="a-huge-quantity",
+        ),
+        pytest.param("\x00\x01\x02", "line 2: not valid JSON", id="control-bytes"),
+    ],
+)
+def test_an_orders_file_of_any_shape_is_refused_in_one_line_naming_it(tmp_path: Path, line: str, problem: str) -> None:
+    (tmp_path / "orders.jsonl").write_text(f"{GOOD_LINE}\n{line}\n", encoding="utf-8")
+    result = supportbot(tmp_path, "orders", "import", "orders.jsonl", DATABASE_URL=sqlite_url(tmp_path / "shop.db"))
+
+    assert_clean_error(result)
+    assert result.returncode == 1
+    told = [text for text in result.stderr.splitlines() if problem in text]
+    assert len(told) == 1 and len(told[0]) < 300, result.stderr[:2000]
+
+
+def test_binary_and_byte_order_marks_in_an_orders_file(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "shop.db")
+    (tmp_path / "binary.jsonl").write_bytes(GOOD_LINE.encode() + b"\n" + bytes(range(256)))
+    binary = supportbot(tmp_path, "orders", "import", "binary.jsonl", DATABASE_URL=url)
+    assert_clean_error(binary)
+    assert "line 3: not UTF-8 text (byte 0x80)" in binary.stderr  # byte 0x0a ended line 2
+
+    # Two exports joined with cat: each starts with a byte order mark.
+    second = GOOD_LINE.replace("G-1", "G-2")
+    (tmp_path / "joined.jsonl").write_bytes(b"\xef\xbb\xbf" + GOOD_LINE.encode() + b"\n\xef\xbb\xbf" + second.encode())
+    joined = supportbot(tmp_path, "orders", "import", "joined.jsonl", DATABASE_URL=url)
+    assert joined.returncode == 0, joined.stderr
+    assert order_ids(tmp_path / "shop.db") == ["G-1", "G-2"]
+
+
 def test_db_upgrade_creates_the_schema_on_a_fresh_file_and_can_run_again(tmp_path: Path) -> None:
     db = tmp_path / "data" / "supportbot.db"
     db.parent.mkdir()

@@ -130,7 +130,7 @@ async def test_every_problem_in_a_file_is_reported_with_physical_line_numbers(
         "line 6: refunded: more than the total (12.00 > 10.00)",
         "line 6: estimated_delivery: not an ISO 8601 date ('not-a-date')",
         "line 7: order_id: required",
-        "line 7: items: item 1: quantity: not a whole number of at least 1 (0)",
+        "line 7: items: item 1: quantity: not a whole number from 1 to 1000000 (0)",
         "line 7: items: item 1: unit_price: required",
         "line 8: order_id: duplicate of line 2 ('B1')",
         "line 9: expected 14 fields, found 3",

@@ -4,11 +4,13 @@ timeouts, DMs and Slack Connect, and malformed requests."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select, text, update
 
 from bot.app import Supportbot
@@ -16,7 +18,16 @@ from bot.store import Database, Draft, OutboxItem, create_engine, sessionmaker, 
 from tests.fakes.kimi import FakeKimi, Hang
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import message, sign
-from tests.harness import SIGNING_SECRET, Harness, card_text, draft_id_of, running_bot, settings_for, wait_until
+from tests.harness import (
+    SIGNING_SECRET,
+    Harness,
+    card_text,
+    draft_id_of,
+    running_bot,
+    settings_for,
+    until,
+    wait_until,
+)
 
 
 async def test_a_slack_rate_limit_on_the_reply_still_posts_it_once(harness: Harness) -> None:
@@ -28,6 +39,21 @@ async def test_a_slack_rate_limit_on_the_reply_still_posts_it_once(harness: Harn
     await wait_until(lambda: [c for c in harness.replies(thread_ts) if c.status == 200], timeout=15)
     await harness.settle()
     assert [c.status for c in harness.replies(thread_ts)] == [429, 200], "retried after Retry-After, posted once"
+
+
+async def test_a_slack_rate_limit_on_the_card_past_the_sdks_retries_is_one_warning_and_the_card_lands(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    harness.slack.fail_next("chat.postMessage", status=429, retry_after=1, times=4)  # slack_sdk retries 3 times
+    await harness.mention("where is #W2611340")
+
+    await until(lambda: [c for c in harness.cards() if c.status == 200], "the card, posted again later", timeout=30)
+    assert [c.status for c in harness.cards()] == [429, 429, 429, 429, 200]
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in loud] == ["WARNING"], [r.getMessage() for r in loud]
+    assert "Slack rate limited the bot (it asked to wait 1.0 s)" in loud[0].getMessage()
+    assert not loud[0].exc_info, "no traceback"
 
 
 async def test_after_a_crash_mid_send_the_reply_is_not_posted_again(harness: Harness) -> None:

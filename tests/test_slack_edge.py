@@ -11,6 +11,7 @@ import gc
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,10 @@ import pytest
 from aiohttp import web
 
 from adapters.slack.platform import SlackPlatform
-from adapters.slack.review import COULD_NOT_RECORD, COULD_NOT_RECORD_FORM
+from adapters.slack.review import COULD_NOT_RECORD, COULD_NOT_RECORD_FORM, UNREADABLE_FORM
 from adapters.slack.settings import SlackSettings
 from bot.errors import ConfigError
+from bot.evaluation.simulator import LoopbackServer
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
 from bot.ports import CardState, DecisionOutcome, EditForm, ReviewCard
 from bot.settings import Settings
@@ -54,8 +56,11 @@ class EdgeCore:
         self.decide_error: Exception | None = None
         self.gate: asyncio.Event | None = None
         self.decided_at: float | None = None
+        self.receive_error: Exception | None = None
 
     async def receive(self, message: InboundMessage) -> bool:
+        if self.receive_error is not None:
+            raise self.receive_error
         if any(m.event_id == message.event_id for m in self.received):
             return False
         self.received.append(message)
@@ -117,18 +122,15 @@ async def serving(slack: FakeSlack) -> AsyncIterator[Edge]:
     core = EdgeCore(settings)
     app = web.Application()
     app.add_routes(platform.routes())
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    server = LoopbackServer(app, handler_cancellation=False)
+    origin = await server.start()
     await platform.start(core)
-    sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", SIGNING_SECRET, mirror_to=slack)
+    sender = SlackSender(f"{origin}/slack/events", SIGNING_SECRET, mirror_to=slack)
     try:
         yield Edge(platform, core, slack, sender, errors)
     finally:
         await platform.stop()
-        await runner.cleanup()
+        await server.stop()
         gc.collect()
         loop.set_exception_handler(None)
     assert not errors, f"unobserved task failures: {errors}"
@@ -194,6 +196,21 @@ def _modal(metadata: str) -> str:
     return action_body(view_submission("edit_draft_modal", metadata, {"draft_block": {"draft_input": "hi"}}))
 
 
+def _modal_view(**changes: Any) -> str:
+    """A submitted edit modal whose ``view`` fields are replaced (``None`` removes one)."""
+    payload = view_submission(
+        "edit_draft_modal", json.dumps({"draft_id": "d-1"}), {"draft_block": {"draft_input": "hi"}}
+    )
+    for key, value in changes.items():
+        if value is None:
+            payload["view"].pop(key)
+        else:
+            payload["view"][key] = value
+    return action_body(payload)
+
+
+DEEP = 100_000  # nesting deeper than Python's recursion limit
+
 MALFORMED = [
     pytest.param(_event(ts="not-a-number"), 200, "event.ts is not a number", id="ts-not-a-number"),
     pytest.param(_event(ts=1712345678.5), 200, "event.ts is a number", id="ts-a-json-number"),
@@ -209,6 +226,34 @@ MALFORMED = [
     pytest.param(_click_without_draft_id(), 200, "actions[0].value", id="click-without-a-draft-id"),
     pytest.param(_modal("not json"), 200, "private_metadata is not JSON", id="metadata-not-json"),
     pytest.param(_modal("[1, 2]"), 200, "private_metadata is a JSON array", id="metadata-an-array"),
+    pytest.param(_modal_view(private_metadata=["d-1"]), 200, "private_metadata is an array", id="metadata-a-list"),
+    pytest.param(_modal_view(private_metadata=None), 200, "private_metadata is missing", id="metadata-absent"),
+    pytest.param(_modal('{"draft_id": 5}'), 200, "draft_id is a number", id="metadata-draft-id-a-number"),
+    pytest.param(_modal("[" * DEEP + "]" * DEEP), 200, "private_metadata is not JSON", id="metadata-deeply-nested"),
+    pytest.param(_modal_view(state={"values": [1]}), 200, "view.state.values is not an object", id="values-a-list"),
+    pytest.param(_modal_view(state="full"), 200, "view.state is a string", id="state-a-string"),
+    pytest.param(
+        _modal_view(state={"values": {"draft_block": {"draft_input": {"value": 5}}}}),
+        200,
+        "draft_input.value is not text",
+        id="value-a-number",
+    ),
+    pytest.param(
+        '{"type": "event_callback", "event": ' + "[" * DEEP + "]" * DEEP + "}",
+        400,
+        "nested too deeply",
+        id="body-deeply-nested",
+    ),
+    pytest.param("payload=" + "%5B" * DEEP + "%5D" * DEEP, 400, "nested too deeply", id="form-payload-deeply-nested"),
+    pytest.param(
+        event_body({**app_mention("x"), "authorizations": "T1"}), 200, "Bolt cannot read it", id="authorizations-text"
+    ),
+    pytest.param(
+        action_body({**view_submission("edit_draft_modal", "{}", {}), "response_urls": 5}),
+        200,
+        "Bolt cannot read it",
+        id="response-urls-a-number",
+    ),
     pytest.param("[1, 2, 3]", 400, "a JSON array", id="body-a-json-array"),
     pytest.param("null", 400, "the body is JSON null", id="body-null"),
     pytest.param("hello", 400, "neither JSON nor a form", id="body-not-json"),
@@ -228,6 +273,22 @@ async def test_a_signed_but_malformed_payload_is_answered_without_a_500_or_a_tra
     told = [w for w in edge_warnings(caplog) if reason in w]
     assert len(told) == 1, f"logged once, with the reason {reason!r}: {edge_warnings(caplog)}"
     assert not edge.core.received and not edge.core.decisions
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_modal_view(private_metadata=["d-1"]), id="metadata-a-list"),
+        pytest.param(_modal_view(private_metadata=None), id="metadata-absent"),
+        pytest.param(_modal("{not json"), id="metadata-not-json"),
+    ],
+)
+async def test_our_modal_submitted_malformed_stays_open_and_says_so(edge: Edge, body: str) -> None:
+    response = await edge.post(body)
+
+    assert response.status_code == 200
+    assert response.json() == {"response_action": "errors", "errors": {"draft_block": UNREADABLE_FORM}}
+    assert not edge.core.decisions
 
 
 async def test_a_forged_signature_stays_401_even_for_a_malformed_body(edge: Edge) -> None:
@@ -259,6 +320,46 @@ async def test_bots_edits_and_the_review_channel_are_dropped_by_the_middleware(e
     for envelope in ignored:
         assert (await edge.sender.event(envelope)).status_code == 200
     assert not edge.core.received
+
+
+def vendored(name: str) -> dict[str, Any]:
+    """A real payload from the Slack SDKs' own tests (tests/payloads/README.md)."""
+    return dict(json.loads((Path(__file__).parent / "payloads" / "slack" / f"{name}.json").read_text()))
+
+
+async def test_requests_without_a_listener_are_answered_200_and_each_kind_named_once(
+    edge: Edge, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    closed = view_submission("edit_draft_modal", json.dumps({"draft_id": "d-1"}), {}) | {"type": "view_closed"}
+    slash = urllib.parse.urlencode(vendored("slash-command-1"))
+    requests = [
+        event_body(vendored("event-callback-reaction-added-1")),
+        event_body(vendored("event-callback-reaction-added-2")),
+        event_body(vendored("event-callback-app-home-opened-1")),
+        action_body(vendored("shortcut-1")),
+        action_body(vendored("block-actions-2")),  # another app's button
+        action_body(closed),  # an agent closed our edit modal
+    ]
+    statuses = [(await edge.post(body)).status_code for body in requests]
+    statuses.append((await edge.post(slash, "application/x-www-form-urlencoded")).status_code)
+
+    assert statuses == [200] * 7
+    named = [r.getMessage() for r in caplog.records if "no listener" in r.getMessage() and r.levelno == logging.INFO]
+    assert len([m for m in named if "reaction_added event" in m]) == 1, named
+    assert any("slash command /hello-world" in m for m in named), named
+    assert any("view_closed request (edit_draft_modal)" in m for m in named), named
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "no warning, no traceback"
+    assert not edge.core.received and not edge.core.decisions and not edge.slack.calls_to("chat.postMessage")
+
+
+async def test_a_handled_event_the_core_cannot_store_is_still_a_500_so_slack_retries(
+    edge: Edge, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge.core.receive_error = RuntimeError("the database is down")
+    response = await edge.sender.event(app_mention("<@UBOT> where is my order #W2611340?"))
+    assert response.status_code == 500
+    assert any("the database is down" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------- clicks
@@ -350,6 +451,20 @@ async def test_edit_opens_the_modal_after_the_ack(edge: Edge) -> None:
     view = opened.params["view"]
     assert view["callback_id"] == "edit_draft_modal"
     assert json.loads(view["private_metadata"])["draft_id"] == "d-12"
+
+
+async def test_an_expired_trigger_on_edit_is_one_warning_with_slacks_word(
+    edge: Edge, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge.slack.fail_next("views.open", error="expired_trigger_id")
+    response = await edge.sender.action(block_actions("edit_draft", "d-13", user="U333"))
+    assert response.status_code == 200
+    await edge.slack.wait_for("views.open")
+    await edge.platform.stop()  # waits for the lazy listener that tried
+    assert not tracebacks(caplog)
+    assert [w for w in edge_warnings(caplog) if "expired_trigger_id" in w] == [
+        "could not open the edit form of draft d-13 for U333: expired_trigger_id"
+    ]
 
 
 # ----------------------------------------------------------------------------------------- cards
@@ -502,6 +617,9 @@ async def test_a_malformed_envelope_over_the_socket_is_acked_and_ignored(
         late_ts["event"]["ts"] = "yesterday"
         envelope_id = await socket_slack.send(events_api_envelope(late_ts))
         await socket_slack.wait_ack(envelope_id)
+        unreadable = {**app_mention("<@UBOT> hi"), "authorizations": 7}  # Bolt takes len() of it
+        envelope_id = await socket_slack.send(events_api_envelope(unreadable))
+        await socket_slack.wait_ack(envelope_id)
     finally:
         await platform.stop()
     assert not core.received
@@ -509,6 +627,7 @@ async def test_a_malformed_envelope_over_the_socket_is_acked_and_ignored(
     warned = edge_warnings(caplog)
     assert any("event is an array, not an object" in w for w in warned), warned
     assert any("event.ts is not a number" in w for w in warned), warned
+    assert any("Bolt cannot read it (TypeError" in w for w in warned), warned
 
 
 # -------------------------------------------------------------------------------------- settings

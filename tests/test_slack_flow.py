@@ -6,13 +6,26 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 from sqlalchemy import func, select
 
+from bot.prompt import untrusted
 from bot.store import Draft, ToolCall, UsageRecord, sessionmaker
-from tests.fakes.kimi import Fail, Reply
+from tests.fakes.kimi import CallTools, FakeKimi, Reply
+from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention, event_body, sign
-from tests.harness import CUSTOMER_CHANNEL, SIGNING_SECRET, Harness, card_text, draft_id_of, wait_until
+from tests.harness import (
+    CUSTOMER_CHANNEL,
+    SIGNING_SECRET,
+    Harness,
+    card_text,
+    draft_id_of,
+    running_bot,
+    sample_orders,
+    wait_until,
+)
+from tools.orders import order_refunds_table
 
 
 async def test_order_question_becomes_a_card_and_one_approved_reply(harness: Harness) -> None:
@@ -129,23 +142,6 @@ async def test_forged_and_stale_signatures_get_401(harness: Harness) -> None:
     assert "40021" not in json.dumps(harness.kimi.completions)
 
 
-async def test_kimi_rate_limit_then_success_still_drafts(harness: Harness) -> None:
-    harness.kimi.script(Fail.rate_limited(after=1), Reply("Your order is on its way."))
-    await harness.mention("any news?")
-    [card] = await harness.wait_cards(1, timeout=15)
-    assert "Your order is on its way." in card_text(card)
-    assert len([r for r in harness.kimi.requests if r.path.endswith("/chat/completions")]) == 2
-
-
-async def test_kimi_down_gives_a_failure_card(harness: Harness) -> None:
-    harness.kimi.fail_always(500, "server_error", "internal error")
-    await harness.mention("where is order 40021?")
-    [card] = await harness.wait_cards(1, timeout=30)
-    text = card_text(card)
-    assert "Drafting failed" in text and "by hand" in text
-    assert "approve_draft" not in text
-
-
 async def test_thread_replies_continue_the_conversation_without_a_mention(harness: Harness) -> None:
     envelope = await harness.mention("where is #W2611340")
     await harness.wait_cards(1)
@@ -223,3 +219,38 @@ async def test_a_draft_cannot_ping_a_whole_slack_channel(harness: Harness) -> No
     await harness.click("approve_draft", draft_id_of(card))
     [reply] = await harness.wait_replies(envelope["event"]["ts"])
     assert "<!" not in reply.params["text"] and "your order ships today" in reply.params["text"]
+
+
+async def test_a_slack_user_group_on_the_managers_list_may_approve(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    """The adapter looks the clicker's user groups up (usergroups.users.list); the core's manager
+    rule is a desk scenario (tests/test_refunds.py)."""
+    slack.usergroups = {"S0MANAGERS": ["UFLOOR"], "S0OTHERS": ["U333"]}
+    policy = '[refunds]\nmanager_threshold = "100.00"\n[approvers]\nmanagers = ["S0MANAGERS"]\n'
+    async with running_bot(tmp_path, kimi, slack, policy=policy) as harness:
+        rows = [dict(r, customer_accounts="slack:U222" if r["order_id"] == "40021" else "") for r in sample_orders()]
+        await harness.import_orders(rows)
+        kimi.script(
+            CallTools([("propose_refund", {"order_id": "40021", "amount": "150.00", "reason": "arrived broken"})]),
+            Reply("I've asked the team to refund 150.00 USD."),
+        )
+        envelope = await harness.mention("refund order 40021, it broke")
+        [card] = await harness.wait_cards(1)
+        await harness.click("approve_draft", draft_id_of(card), user="U333")
+        await wait_until(lambda: [t for t in harness.ephemerals("U333") if "needs a manager" in t])
+        await harness.click("approve_draft", draft_id_of(card), user="UFLOOR")
+        await harness.wait_replies(envelope["event"]["ts"])
+        await harness.settle()
+        async with harness.bot.engine.connect() as conn:
+            refunds = (await conn.execute(select(order_refunds_table.c.amount_cents))).scalars().all()
+        assert refunds == [15000]
+
+
+async def test_a_huge_message_is_cut_and_the_card_stays_within_slack_limits(harness: Harness) -> None:
+    harness.kimi.script(Reply("We got your long message."))
+    await harness.mention("<b>&amp;</b> " + "très long ✨ " * 12_000)
+    [card] = await harness.wait_cards(1)
+    assert card.response["ok"] is True
+    sent = harness.kimi.completions[0]["messages"][1]["content"]
+    assert len(sent) <= 20_000 + len(untrusted(""))  # the customer text, cut, within its delimiters

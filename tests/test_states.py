@@ -28,6 +28,8 @@ from bot.store import Draft, create_engine, records, upgrade_database
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from tests.processes import supportbot
+from tools.money import Money
+from tools.refunds import OrderFacts, RefundProposal
 
 
 @pytest.fixture
@@ -54,6 +56,22 @@ async def _draft_for(conn: AsyncConnection, customer: str, now: datetime) -> str
     return await draft_rows.insert_draft(conn, conversation_id, message_id, now)
 
 
+def _refund(action_id: str, draft_id: str, status: ActionStatus) -> records.StoredAction:
+    order = OrderFacts("#W1", "c-1", "delivered", "USD", 5000, 0, None)
+    return records.StoredAction(
+        id=action_id,
+        draft_id=draft_id,
+        kind="refund",
+        proposal=RefundProposal(order, Money.parse("5.00", "USD")),
+        status=status,
+        allowed=True,
+        verdict="",
+        approvals=[],
+        idempotency_key=f"refund-{action_id}",
+        result={},
+    )
+
+
 def test_every_state_has_its_row_in_its_transition_table() -> None:
     for states, table in (
         (DraftStatus, DRAFT_TRANSITIONS),
@@ -67,19 +85,7 @@ async def test_a_move_the_table_does_not_allow_raises_and_writes_nothing(engine:
     now = datetime.now(UTC)
     async with engine.begin() as conn:
         draft_id = await _draft_for(conn, "kim", now)
-        await records.add_actions(
-            conn,
-            [
-                {
-                    "id": "a1",
-                    "draft_id": draft_id,
-                    "kind": "refund",
-                    "params": {"order_id": "#W1", "amount_cents": 500},
-                    "status": ActionStatus.PROPOSED,
-                    "idempotency_key": "refund-a1",
-                }
-            ],
-        )
+        await records.add_actions(conn, [_refund("a1", draft_id, ActionStatus.PROPOSED)], now)
 
     async with engine.begin() as conn:
         with pytest.raises(IllegalTransition, match="a draft cannot move from drafting to sent"):
@@ -87,9 +93,7 @@ async def test_a_move_the_table_does_not_allow_raises_and_writes_nothing(engine:
         with pytest.raises(IllegalTransition, match="a proposed action cannot move from proposed to executed"):
             await records.move_action(conn, "a1", ActionStatus.PROPOSED, ActionStatus.EXECUTED, result={})
         with pytest.raises(IllegalTransition, match="a proposed action cannot start as approved"):
-            await records.add_actions(
-                conn, [{"id": "a2", "draft_id": draft_id, "kind": "refund", "params": {}, "status": "approved"}]
-            )
+            await records.add_actions(conn, [_refund("a2", draft_id, ActionStatus.APPROVED)], now)
         assert await draft_rows.status_of(conn, draft_id) is DraftStatus.DRAFTING
         assert [a.status for a in await records.actions_of(conn, draft_id)] == [ActionStatus.PROPOSED]
 

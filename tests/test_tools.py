@@ -12,6 +12,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.evaluation.simulator import LoopbackServer
 from tools import (
     HttpOrderBackend,
     KnowledgeBase,
@@ -32,6 +34,7 @@ from tools import (
     import_orders,
 )
 from tools.knowledge import SearchKnowledge, SearchKnowledgeArgs
+from tools.money import Money
 from tools.order_tools import (
     CheckRefundEligibility,
     GetOrderStatus,
@@ -40,6 +43,7 @@ from tools.order_tools import (
     ProposeRefundArgs,
 )
 from tools.orders import order_refunds_table
+from tools.refunds import OrderFacts, RefundProposal
 
 CTX = ToolContext(conversation_id="conv-1", identity_checks=False)  # identity: tests/test_guards.py
 TODAY = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)
@@ -219,23 +223,22 @@ async def test_a_proposed_refund_moves_no_money(engine: AsyncEngine, backend: Sq
 
     result = await ProposeRefund(backend).run(args, CTX)
 
-    assert result.proposal == {
-        "kind": "refund",
-        "order_id": "ORD-77",
-        "amount_cents": 2000,
-        "currency": "USD",
-        "reason": "Bulbs arrived broken",
-        "items": ["BULB"],
-        "refundable_cents": 9000,
-        "order_status": "delivered",
-        "delivered_at": "2026-12-01T10:00:00+00:00",
-        # THE refund rule re-checks these at approval and execution (tools/refunds.py)
-        "customer_id": None,
-        "total_cents": 10000,
-        "item_prices": {"LAMP": [1, 7000], "BULB": [3, 1000]},
-        "asked_by": "",
-        "asker_verified_as": "",
-    }
+    assert result.proposal == RefundProposal(
+        # THE refund rule re-checks the order's facts at approval and execution (tools/refunds.py)
+        order=OrderFacts(
+            order_id="ORD-77",
+            customer_id=None,
+            status="delivered",
+            currency="USD",
+            total_cents=10000,
+            refunded_cents=1000,
+            delivered_at=datetime(2026, 12, 1, 10, 0, tzinfo=UTC),
+            items={"LAMP": (1, 7000), "BULB": (3, 1000)},
+        ),
+        amount=Money(Decimal("20.00"), "USD"),
+        reason="Bulbs arrived broken",
+        items=("BULB",),
+    )
     assert result.data["status"] == "proposed"
     assert "PROPOSED" in result.data["note"]
     assert "No money has moved" in result.data["note"]
@@ -259,7 +262,7 @@ async def test_proposing_more_than_is_refundable_or_an_unknown_item_is_refused(
 
     # Too much is still only a proposal; the core's policy check refuses it (tests/test_refunds.py).
     assert too_much.proposal is not None
-    assert (too_much.proposal["amount_cents"], too_much.proposal["refundable_cents"]) == (9001, 9000)
+    assert (too_much.proposal.amount.cents, too_much.proposal.order.refundable_cents) == (9001, 9000)
     assert (unknown_item.value.code, unknown_item.value.message) == (
         "invalid",
         "Order ORD-77 has no item with SKU SOFA",
@@ -433,14 +436,9 @@ class FakeShop:
 @pytest.fixture
 async def shop() -> AsyncIterator[FakeShop]:
     fake = FakeShop()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.base_url = f"http://{host}:{port}/api/"
-    yield fake
-    await runner.cleanup()
+    async with LoopbackServer(fake.app()) as server:
+        fake.base_url = f"{server.origin}/api/"
+        yield fake
 
 
 @pytest.fixture

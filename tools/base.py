@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from tools.refunds import RefundLimits
+from tools.refunds import RefundLimits, RefundProposal
 
 
 class ToolError(Exception):
@@ -75,7 +75,7 @@ class ToolResult:
 
     data: dict[str, Any]
     summary: str
-    proposal: dict[str, Any] | None = None
+    proposal: RefundProposal | None = None
 
 
 class Tool(ABC):

@@ -42,7 +42,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tools.base import ToolError
-from tools.money import format_amount, parse_amount
+from tools.json_input import loads, quoted
+from tools.money import Money
 from tools.orders import ACCOUNT_PATTERN, MAX_ORDER_ID_LENGTH, ORDER_STATUSES, customer_accounts_table, orders_table
 
 __all__ = ["COLUMNS", "REQUIRED_COLUMNS", "OrderImportError", "import_orders"]
@@ -79,6 +80,10 @@ _TEXT_LIMITS = {
 _ITEM_KEYS = ("sku", "name", "quantity", "unit_price")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _SHOWN_PROBLEMS = 5
+#: More of one item than any order holds (a quantity of 10**30 is a typo, not an order).
+MAX_QUANTITY = 1_000_000
+#: Digits an integer in a JSON line may have (an amount has at most 12 before the point).
+_MAX_INTEGER_DIGITS = 40
 
 
 class OrderImportError(ToolError):
@@ -214,12 +219,25 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not allowed")
 
 
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INTEGER_DIGITS:
+        raise ValueError(f"a number of {len(text)} digits")
+    return int(text)
+
+
+def _load_json(text: str) -> Any:
+    """One JSON value of the file: numbers exact (``Decimal``), no NaN/Infinity, no 5,000-digit
+    integer, nothing nested beyond :data:`tools.json_input.MAX_DEPTH`."""
+    return loads(text, parse_float=Decimal, parse_int=_bounded_int, parse_constant=_refuse_constant)
+
+
 def _jsonl_rows(text: str, problems: list[str]) -> Iterator[tuple[int, dict[str, object]]]:
-    for line, content in enumerate(text.split("\n"), start=1):
+    for line, raw_line in enumerate(text.split("\n"), start=1):
+        content = raw_line.removeprefix("\ufeff")  # files joined with cat keep each one's BOM
         if not content.strip():
             continue
         try:
-            value = json.loads(content, parse_float=Decimal, parse_constant=_refuse_constant)
+            value = _load_json(content)
         except json.JSONDecodeError as exc:
             problems.append(f"line {line}: not valid JSON ({exc.msg} at column {exc.colno})")
             continue
@@ -231,7 +249,7 @@ def _jsonl_rows(text: str, problems: list[str]) -> Iterator[tuple[int, dict[str,
             continue
         unknown = [key for key in value if key not in COLUMNS]
         if unknown:
-            problems.append(f"line {line}: unknown field(s): {', '.join(map(repr, unknown))}")
+            problems.append(f"line {line}: unknown field(s): {', '.join(map(quoted, unknown))}")
             continue
         yield line, value
 
@@ -278,7 +296,7 @@ def _check_row(line: int, raw: Mapping[str, object], problems: list[str]) -> dic
     total = _amount(values.get("total"), "total", bad)
     refunded = _amount(values.get("refunded"), "refunded", bad)
     if total is not None and refunded is not None and refunded > total:
-        bad("refunded", f"more than the total ({format_amount(refunded)} > {format_amount(total)})")
+        bad("refunded", f"more than the total ({Money.of_cents(refunded).format()} > {Money.of_cents(total).format()})")
     placed_at = _datetime(values.get("placed_at"), "placed_at", bad)
     delivered_at = _datetime(values.get("delivered_at"), "delivered_at", bad)
     estimated_delivery = _date(values.get("estimated_delivery"), "estimated_delivery", bad)
@@ -313,7 +331,7 @@ def _accounts(value: object, bad: _Report) -> list[str]:
     accounts = [part for part in re.split(r"[\s,]+", value.strip()) if part]
     wrong = [a for a in accounts if not ACCOUNT_PATTERN.fullmatch(a)]
     if wrong:
-        bad("customer_accounts", f"not an account such as slack:U0123 or discord:4567 ({wrong[0]!r})")
+        bad("customer_accounts", f"not an account such as slack:U0123 or discord:4567 ({quoted(wrong[0])})")
         return []
     return list(dict.fromkeys(accounts))
 
@@ -340,7 +358,7 @@ def _amount(value: object, field: str, bad: _Report) -> int | None:
         bad(field, f"not a decimal amount (found {_json_type(value)})")
         return None
     try:
-        return parse_amount(value)
+        return Money.parse(value).cents
     except ValueError as exc:
         bad(field, str(exc))
         return None
@@ -376,7 +394,7 @@ def _date(value: object, field: str, bad: _Report) -> date | None:
 
 
 def _show(value: object) -> str:
-    return repr(value) if isinstance(value, str) else _json_type(value)
+    return quoted(value) if isinstance(value, str) else _json_type(value)
 
 
 def _items(value: object, bad: _Report) -> list[dict[str, Any]]:
@@ -384,7 +402,7 @@ def _items(value: object, bad: _Report) -> list[dict[str, Any]]:
         return []
     if isinstance(value, str):
         try:
-            value = json.loads(value, parse_float=Decimal, parse_constant=_refuse_constant)
+            value = _load_json(value)
         except ValueError:
             bad("items", "not a JSON array of items")
             return []
@@ -399,15 +417,16 @@ def _items(value: object, bad: _Report) -> list[dict[str, Any]]:
             continue
         unknown = [key for key in item if key not in _ITEM_KEYS]
         if unknown:
-            bad(field, f"unknown key(s): {', '.join(map(repr, unknown))}")
+            bad(field, f"unknown key(s): {', '.join(map(quoted, unknown))}")
         raw_sku = item.get("sku")
         if raw_sku is None or (isinstance(raw_sku, str) and not raw_sku.strip()):
             bad(f"{field}: sku", "required")
         sku = _text(raw_sku, f"{field}: sku", 64, bad)
         name = _text(item.get("name"), f"{field}: name", 200, bad) or ""
         quantity = item.get("quantity", 1)
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
-            bad(f"{field}: quantity", f"not a whole number of at least 1 ({quantity!r})")
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
+            shown = repr(quantity) if isinstance(quantity, int) else _show(quantity)
+            bad(f"{field}: quantity", f"not a whole number from 1 to {MAX_QUANTITY} ({shown})")
         if item.get("unit_price") is None:
             bad(f"{field}: unit_price", "required")
         unit_price = _amount(item.get("unit_price"), f"{field}: unit_price", bad)
@@ -479,8 +498,8 @@ async def _totals_below_refunded(engine: AsyncEngine, rows: list[dict[str, Any]]
             )
             refunded.update({order_id: cents for order_id, cents in found.all()})
     return [
-        f"line {line}: total: {format_amount(row['total_cents'])} is below the "
-        f"{format_amount(refunded[row['order_id']])} already refunded on this order"
+        f"line {line}: total: {Money.of_cents(row['total_cents']).format()} is below the "
+        f"{Money.of_cents(refunded[row['order_id']]).format()} already refunded on this order"
         for line, row in zip(lines, rows, strict=True)
         if refunded.get(row["order_id"], 0) > row["total_cents"]
     ]

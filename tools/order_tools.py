@@ -15,9 +15,9 @@ from pydantic import BaseModel, Field
 
 from tools._args import ARGS_CONFIG
 from tools.base import Tool, ToolContext, ToolError, ToolResult
-from tools.money import format_amount, parse_amount
+from tools.money import Money
 from tools.orders import MAX_ORDER_ID_LENGTH, Order, OrderBackend
-from tools.refunds import OrderFacts, eligibility
+from tools.refunds import OrderFacts, RefundProposal, eligibility
 
 __all__ = [
     "CheckRefundEligibility",
@@ -204,14 +204,14 @@ class GetOrderStatus(Tool):
             "status": order.status,
             "customer_name": order.customer_name,
             "currency": order.currency,
-            "total": format_amount(order.total_cents),
-            "refunded": format_amount(order.refunded_cents),
+            "total": Money.of_cents(order.total_cents).format(),
+            "refunded": Money.of_cents(order.refunded_cents).format(),
             "items": [
                 {
                     "sku": item.sku,
                     "name": item.name,
                     "quantity": item.quantity,
-                    "unit_price": format_amount(item.unit_price_cents),
+                    "unit_price": Money.of_cents(item.unit_price_cents).format(),
                 }
                 for item in order.items
             ],
@@ -269,7 +269,7 @@ class CheckRefundEligibility(Tool):
         days = facts.days_since_delivery
         within_window = facts.within_window
         if order.refundable_cents > rules.max_amount_cents:
-            reasons.append(f"a single refund is capped at {format_amount(rules.max_amount_cents)} {currency}")
+            reasons.append(f"a single refund is capped at {Money.of_cents(rules.max_amount_cents, currency)}")
         eligible = not blockers
 
         data: dict[str, Any] = {
@@ -282,16 +282,16 @@ class CheckRefundEligibility(Tool):
             "window_days": rules.window_days,
             "within_window": within_window,
             "currency": currency,
-            "total": format_amount(order.total_cents),
-            "refunded": format_amount(order.refunded_cents),
-            "refundable": format_amount(order.refundable_cents),
-            "max_refund": format_amount(rules.max_amount_cents),
+            "total": Money.of_cents(order.total_cents).format(),
+            "refunded": Money.of_cents(order.refunded_cents).format(),
+            "refundable": Money.of_cents(order.refundable_cents).format(),
+            "max_refund": Money.of_cents(rules.max_amount_cents).format(),
             "eligible": eligible,
             "needs_manager": facts.needs_manager,
             "reasons": reasons,
         }
         if eligible:
-            summary = f"{order.order_id}: eligible, up to {format_amount(order.refundable_cents)} {currency}"
+            summary = f"{order.order_id}: eligible, up to {Money.of_cents(order.refundable_cents, currency)}"
         elif facts.needs_manager:
             summary = f"{order.order_id}: not eligible without a manager ({'; '.join(blockers)})"
         else:
@@ -324,8 +324,8 @@ class ProposeRefund(Tool):
         if not mine:
             _withhold(ctx, order)
         currency = order.currency
-        amount_cents = parse_amount(a.amount)
-        if amount_cents <= 0:
+        money = Money.parse(a.amount, currency)
+        if money.cents <= 0:
             raise ToolError("invalid", "A refund amount must be more than 0.00")
         # An amount above what is refundable is still recorded: the core refuses it by policy and
         # the agents see on the card what was asked for and why it cannot happen.
@@ -334,18 +334,16 @@ class ProposeRefund(Tool):
         if unknown:
             raise ToolError("invalid", f"Order {order.order_id} has no item with SKU {', '.join(unknown)}")
         items = list(dict.fromkeys(a.items))
-        amount = format_amount(amount_cents)
-
-        proposal: dict[str, Any] = {
-            **order_facts(order).as_params(),
-            "kind": "refund",
-            "amount_cents": amount_cents,
-            "reason": a.reason,
-            "items": items,
+        amount = money.format(currency=False)
+        proposal = RefundProposal(
+            order=order_facts(order),
+            amount=money,
+            reason=a.reason,
+            items=tuple(items),
             # Who asked, and who code had verified them as (THE refund rule checks the owner).
-            "asked_by": ctx.asker,
-            "asker_verified_as": ctx.verified_customer_id or "",
-        }
+            asked_by=ctx.asker,
+            asker_verified_as=ctx.verified_customer_id or "",
+        )
         data: dict[str, Any] = {
             "status": "proposed",
             "order_id": order.order_id,
@@ -360,9 +358,9 @@ class ProposeRefund(Tool):
         }
         if not mine:
             data["note"] = VERIFICATION_NOTE + " This proposal will be refused."
-        elif amount_cents > order.refundable_cents:
+        elif money.cents > order.refundable_cents:
             data["note"] = (
-                f"Only {format_amount(order.refundable_cents)} {currency} is left to refund on order "
+                f"Only {Money.of_cents(order.refundable_cents, currency)} is left to refund on order "
                 f"{order.order_id}; this proposal will be refused. Do not promise it to the customer."
             )
         summary = f"Proposed refund of {amount} {currency} on {order.order_id}: {a.reason[:80]}"

@@ -75,7 +75,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tools.base import ToolError
-from tools.money import format_amount
+from tools.money import Money
 
 __all__ = [
     "ORDER_STATUSES",
@@ -199,7 +199,7 @@ def _as_replay(earlier: RefundReceipt, order_id: str, amount_cents: int) -> Refu
     if earlier.order_id not in _id_candidates(order_id) or earlier.amount_cents != amount_cents:
         raise ToolError(
             "idempotency_conflict",
-            f"This idempotency key was already used for a refund of {format_amount(earlier.amount_cents)} "
+            f"This idempotency key was already used for a refund of {Money.of_cents(earlier.amount_cents).format()} "
             f"on order {earlier.order_id}",
         )
     return dataclasses.replace(earlier, replayed=True)
@@ -463,8 +463,8 @@ class SqlOrderBackend:
                     )
                     raise ToolError(  # rolls the refund row back
                         "exceeds_refundable",
-                        f"A refund of {format_amount(amount_cents)} {order.currency} exceeds the "
-                        f"{format_amount(max(left or 0, 0))} {order.currency} still refundable on "
+                        f"A refund of {Money.of_cents(amount_cents, order.currency)} exceeds the "
+                        f"{Money.of_cents(max(left or 0, 0), order.currency)} still refundable on "
                         f"order {order.order_id}",
                     )
         except IntegrityError:

@@ -21,17 +21,17 @@ What the rule holds, whatever the model wrote:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
 
-from tools.money import format_amount
+from tools.money import Money
 
 __all__ = [
     "DraftVerdict",
     "Eligibility",
     "OrderFacts",
     "RefundLimits",
+    "RefundProposal",
     "RefundRequest",
     "RefundVerdict",
     "check_refunds",
@@ -69,18 +69,37 @@ class OrderFacts:
     def refundable_cents(self) -> int:
         return max(self.total_cents - self.refunded_cents, 0)
 
-    def as_params(self) -> dict[str, Any]:
-        """The facts as JSON-safe proposal parameters (what the card shows as "relied on")."""
-        return {
-            "order_id": self.order_id,
-            "customer_id": self.customer_id,
-            "order_status": self.status,
-            "currency": self.currency,
-            "total_cents": self.total_cents,
-            "refundable_cents": self.refundable_cents,
-            "delivered_at": self.delivered_at.isoformat() if self.delivered_at else None,
-            "item_prices": {sku: [qty, price] for sku, (qty, price) in self.items.items()},
-        }
+
+@dataclass(frozen=True, slots=True)
+class RefundProposal:
+    """A refund the model proposed: on which order (as it was when proposed: what the card shows
+    as "relied on" and what the rule falls back to when the shop cannot be reached), how much,
+    why, for which items, who asked and who code had verified them as. ``approved`` is the
+    amount an agent approved (it may differ); :attr:`due` is THE amount the refund stands for."""
+
+    order: OrderFacts
+    amount: Money
+    reason: str = ""
+    items: tuple[str, ...] = ()
+    asked_by: str = ""
+    asker_verified_as: str = ""
+    approved: Money | None = None
+
+    @property
+    def order_id(self) -> str:
+        return self.order.order_id
+
+    @property
+    def due(self) -> Money:
+        """What the refund stands for: what an agent approved, else what was proposed."""
+        return self.approved if self.approved is not None else self.amount
+
+    def approve(self, amount: Money) -> RefundProposal:
+        return replace(self, approved=amount)
+
+    def request(self, amount: Money | None = None) -> RefundRequest:
+        """The rule's view of this refund, for ``amount`` (default: :attr:`due`)."""
+        return RefundRequest(self.order_id, (amount or self.due).cents, self.items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +126,21 @@ class Eligibility:
 
 @dataclass(frozen=True, slots=True)
 class RefundVerdict:
-    """The rule's verdict on one refund of a draft."""
+    """The rule's verdict on one refund of a draft. :meth:`DraftVerdict.final` adds what the
+    draft's refunds together need (a manager, two approvers) and the card's line."""
 
     allowed: bool
     reason: str
     needs_manager: bool = False
+    needs_two_approvers: bool = False
+    description: str = ""
+
+    def describe(self) -> str:
+        if self.description:
+            return self.description
+        if not self.allowed:
+            return f"refused by policy: {self.reason}"
+        return "within policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +167,19 @@ class DraftVerdict:
         if self.needs_manager or verdict.needs_manager:
             extra.append("needs a manager" + (f": {verdict.reason}" if verdict.needs_manager else ""))
         return "within policy" + (f" ({'; '.join(extra)})" if extra else "")
+
+    def final(self) -> tuple[RefundVerdict, ...]:
+        """One verdict per refund, each carrying the draft-level thresholds and its card line."""
+        return tuple(
+            RefundVerdict(
+                allowed=v.allowed,
+                reason=v.reason,
+                needs_manager=v.allowed and (self.needs_manager or v.needs_manager),
+                needs_two_approvers=v.allowed and self.needs_two_approvers,
+                description=self.describe(i),
+            )
+            for i, v in enumerate(self.verdicts)
+        )
 
 
 def eligibility(order: OrderFacts, limits: RefundLimits, now: datetime) -> Eligibility:
@@ -167,10 +209,10 @@ def eligibility(order: OrderFacts, limits: RefundLimits, now: datetime) -> Eligi
         needs_manager = True
         blockers.append("the delivery date is unknown, so the refund window cannot be checked: needs a manager")
         reasons.append(blockers[-1])
-    refunded = f"{format_amount(order.refunded_cents)} {order.currency}"
+    refunded = Money.of_cents(order.refunded_cents, order.currency)
     if order.refundable_cents > 0:
         reasons.append(
-            f"{format_amount(order.refundable_cents)} {order.currency} is still refundable ({refunded} refunded so far)"
+            f"{Money.of_cents(order.refundable_cents, order.currency)} is still refundable ({refunded} refunded so far)"
         )
     else:
         blockers.append(f"nothing is left to refund ({refunded} refunded)")
@@ -192,10 +234,6 @@ def items_cap_cents(order: OrderFacts, skus: Sequence[str]) -> int | None:
     if not skus:
         return None
     return sum(order.items[sku][0] * order.items[sku][1] if sku in order.items else 0 for sku in dict.fromkeys(skus))
-
-
-def _money(cents: int, currency: str) -> str:
-    return f"{format_amount(cents)} {currency}".strip()
 
 
 def check_refunds(
@@ -274,28 +312,29 @@ def _check_one(
     if cap is not None and amount > cap:
         return RefundVerdict(
             False,
-            f"{_money(amount, currency)} is above the price of the items it names ({_money(cap, currency)})",
+            f"{Money.of_cents(amount, currency)} is above the price of the items it names "
+            f"({Money.of_cents(cap, currency)})",
         )
     earlier = order.refunded_cents + pending.get(order.order_id, 0) + per_order.get(order.order_id, 0)
     if earlier + amount > order.total_cents:
         left = max(order.total_cents - earlier, 0)
         return RefundVerdict(
             False,
-            f"{_money(amount, currency)} is above the {_money(left, currency)} left on order {order.order_id} "
-            "after what was refunded, approved or proposed",
+            f"{Money.of_cents(amount, currency)} is above the {Money.of_cents(left, currency)} left on order "
+            f"{order.order_id} after what was refunded, approved or proposed",
         )
     if total + amount > limits.max_amount_cents:
         return RefundVerdict(
             False,
-            f"this draft's refunds would total {_money(total + amount, currency)}, above the policy maximum "
-            f"{_money(limits.max_amount_cents, currency)}",
+            f"this draft's refunds would total {Money.of_cents(total + amount, currency)}, above the policy maximum "
+            f"{Money.of_cents(limits.max_amount_cents, currency)}",
         )
     daily = limits.max_per_customer_per_day_cents
     if daily and customer_today + total + amount > daily:
         return RefundVerdict(
             False,
-            f"the customer's refunds today would total {_money(customer_today + total + amount, currency)}, above "
-            f"the daily limit {_money(daily, currency)}",
+            f"the customer's refunds today would total {Money.of_cents(customer_today + total + amount, currency)}, "
+            f"above the daily limit {Money.of_cents(daily, currency)}",
         )
     if facts.needs_manager:
         return RefundVerdict(True, "the delivery date is unknown", needs_manager=True)

@@ -8,12 +8,20 @@ It is an :class:`discord.AutoShardedClient` for two reasons: it asks ``GET /gate
 the gateway URL and the shard count (a plain ``Client`` hard-codes ``wss://gateway.discord.gg``,
 which would bypass ``DISCORD_API_URL``), and it shards on its own when Discord requires it
 (2,500+ guilds). With fewer guilds Discord answers ``shards: 1`` and it behaves like ``Client``.
+
+A gateway event discord.py cannot read (a field its version expects is missing, a value of
+another type) raises inside its parser, and discord.py ends the whole connection for it: the
+messages that follow are lost until a reconnect. The client wraps each parser of its
+``ConnectionState`` once, so such an event is logged in one WARNING line and skipped. The
+gateway reads the same ``parsers`` dict on every connect, RESUME and re-IDENTIFY
+(``DiscordWebSocket.from_client``), so the wrapping holds for the client's whole life.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import discord
@@ -25,6 +33,12 @@ DEFAULT_GUILD_READY_TIMEOUT = 2.0
 
 #: A long ``retry_after`` raises :class:`discord.RateLimited` instead of sleeping silently.
 MAX_RATELIMIT_SLEEP_SECONDS = 60.0
+
+#: Events whose failure leaves no usable session: they still end the connection (and the
+#: watchdog connects again), rather than leaving a client that never becomes ready.
+VITAL_EVENTS = frozenset({"READY"})
+
+log = logging.getLogger(__name__)
 
 
 def required_intents() -> discord.Intents:
@@ -77,6 +91,10 @@ class SupportbotClient(discord.AutoShardedClient):
         self.handlers = handlers
         self.became_ready = asyncio.Event()
         self._dynamic_items = tuple(dynamic_items)
+        parsers = self._connection.parsers
+        for event, parse in list(parsers.items()):
+            if event not in VITAL_EVENTS:
+                parsers[event] = skipping_failures(event, parse)
 
     async def setup_hook(self) -> None:
         # Runs once inside login(), before the gateway connects: the place for dynamic items.
@@ -91,3 +109,18 @@ class SupportbotClient(discord.AutoShardedClient):
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         await self.handlers.on_interaction(interaction)
+
+
+def skipping_failures(event: str, parse: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``parse``, with an exception logged as one WARNING line (no traceback) and the event
+    skipped."""
+
+    def parse_or_skip(data: Any) -> None:
+        try:
+            parse(data)
+        except Exception as exc:
+            log.warning(
+                "skipped a Discord %s event discord.py could not read (%s: %.200s)", event, type(exc).__name__, exc
+            )
+
+    return parse_or_skip

@@ -71,8 +71,8 @@ class MessageIntake:
         me = client.user
         if me is None or message.author.bot or message.webhook_id is not None:
             return
-        if message.type not in _CUSTOMER_MESSAGE_TYPES:
-            return
+        if not isinstance(message.type.value, int) or message.type not in _CUSTOMER_MESSAGE_TYPES:
+            return  # (discord.py keeps a ``type`` it cannot read as it came: a list, an object...)
         mentioned = any(user.id == me.id for user in message.mentions)
         routed = await self._route(client, core, message, mentioned)
         if routed is None:

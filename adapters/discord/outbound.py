@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import ParamSpec, TypeVar
 
 import discord
 
 from adapters.discord.client import SupportbotClient
+from bot.errors import PlatformRateLimited
 from bot.events import ThreadRef
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Discord rejects message content longer than this (HTTP 400, code 50035).
 MESSAGE_LIMIT = 2000
@@ -122,6 +127,26 @@ def _remember(memory: OrderedDict[str, tuple[int, int]], key: str, value: tuple[
         memory.popitem(last=False)
 
 
+def rate_limits_told(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A rate limit discord.py did not sit through (a wait above
+    ``MAX_RATELIMIT_SLEEP_SECONDS`` raises :class:`discord.RateLimited`; a 429 it could not
+    handle is an ``HTTPException``) reaches the core as :class:`PlatformRateLimited`: it
+    retries later and logs one warning, not a traceback."""
+
+    @functools.wraps(call)
+    async def told(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await call(*args, **kwargs)
+        except discord.RateLimited as exc:
+            raise PlatformRateLimited("Discord", exc.retry_after) from exc
+        except discord.HTTPException as exc:
+            if exc.status != 429:
+                raise
+            raise PlatformRateLimited("Discord") from exc
+
+    return told
+
+
 class DiscordCustomerChannel:
     """Posts approved replies in the customer's thread or DM channel.
 
@@ -141,6 +166,7 @@ class DiscordCustomerChannel:
         self._indicator = indicator
         self._posted: OrderedDict[str, str] = OrderedDict()
 
+    @rate_limits_told
     async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
         """Post ``text`` (split under 2,000 characters) and return the first message's id."""
         parts = split_message(text)

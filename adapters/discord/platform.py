@@ -208,6 +208,8 @@ class DiscordPlatform:
             return
         try:
             await self._interactions.on_modal_submit(interaction)
+        except discord.HTTPException as exc:
+            log.warning("handling Discord form submission %s failed: Discord answered %s", interaction.id, exc)
         except Exception:
             log.exception("handling Discord form submission %s failed", interaction.id)
 
@@ -218,6 +220,8 @@ class DiscordPlatform:
             return
         try:
             await self._interactions.on_click(interaction, action, draft_id)
+        except discord.HTTPException as exc:  # Discord said no (an expired interaction: 10062): its word is enough
+            log.warning("handling %s on draft %s failed: Discord answered %s", action, draft_id, exc)
         except Exception:
             log.exception("handling %s on draft %s failed", action, draft_id)
 

@@ -28,7 +28,7 @@ import discord
 
 from adapters.discord.client import SupportbotClient
 from adapters.discord.markup import literal, verbatim
-from adapters.discord.outbound import NONCE_LENGTH, ClientSource, split_message
+from adapters.discord.outbound import NONCE_LENGTH, ClientSource, rate_limits_told, split_message
 from bot.events import Actor, DecisionAction, ReviewDecision
 from bot.ports import CardState, Core, DecisionOutcome, ReviewCard
 
@@ -434,6 +434,7 @@ class DiscordReviewDesk:
         while len(self._keys) > _KEY_MEMORY:
             self._keys.popitem(last=False)
 
+    @rate_limits_told
     async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         channel = self._client().get_partial_messageable(self.channel_id)
         view = review_buttons(card)
@@ -453,6 +454,7 @@ class DiscordReviewDesk:
         self._remember(card.draft_id, idempotency_key)
         return f"{self.channel_id}:{message.id}"
 
+    @rate_limits_told
     async def find_card(self, idempotency_key: str) -> str | None:
         """The ref of the card carrying this key among the channel's recent messages."""
         client = self._client()
@@ -463,6 +465,7 @@ class DiscordReviewDesk:
                 return f"{self.channel_id}:{message.id}"
         return None
 
+    @rate_limits_told
     async def update_card(self, ref: str, card: ReviewCard) -> None:
         channel_id, _, message_id = ref.partition(":")
         if not channel_id.isdigit() or not message_id.isdigit():
@@ -475,6 +478,7 @@ class DiscordReviewDesk:
             allowed_mentions=discord.AllowedMentions.none(),
         )
 
+    @rate_limits_told
     async def post_notice(self, text: str) -> None:
         channel = self._client().get_partial_messageable(self.channel_id)
         for part in split_message(text):

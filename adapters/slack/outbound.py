@@ -11,7 +11,10 @@ channel's recent history, both with ``include_all_metadata``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -19,8 +22,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import cards, wire
 from adapters.slack.intake import FLAT_DM
 from adapters.slack.mrkdwn import escape, to_mrkdwn
+from bot.errors import PlatformRateLimited
 from bot.events import ThreadRef
 from bot.ports import ReviewCard
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 PENDING_REACTION = "eyes"
 REPLY_EVENT = "supportbot_reply"
@@ -32,6 +39,23 @@ CARD_SEARCH_PAGES = 3
 def safe_reply(text: str) -> str:
     """A model's text can never ping a channel or a group from the bot's account."""
     return re.sub(r"<!(channel|here|everyone|subteam\^[^>]*)>", r"@\1", text).replace("<!", "&lt;!")
+
+
+def rate_limits_told(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A 429 that slack_sdk's retry handler did not get past reaches the core as
+    :class:`PlatformRateLimited` (it retries later and logs one warning, not a traceback)."""
+
+    @functools.wraps(call)
+    async def told(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await call(*args, **kwargs)
+        except SlackApiError as exc:
+            if exc.response.status_code != 429:
+                raise
+            wait = str(exc.response.headers.get("Retry-After", ""))
+            raise PlatformRateLimited("Slack", float(wait) if wait.isdigit() else None) from exc
+
+    return told
 
 
 class SlackOutbound:
@@ -46,6 +70,7 @@ class SlackOutbound:
 
     # -- CustomerChannel --------------------------------------------------------------------
 
+    @rate_limits_told
     async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
         response = await self._client.chat_postMessage(
             channel=thread.channel,
@@ -61,6 +86,7 @@ class SlackOutbound:
                 )
         return str(response["ts"])
 
+    @rate_limits_told
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
         if thread.thread == FLAT_DM:
             response = await self._client.conversations_history(
@@ -91,6 +117,7 @@ class SlackOutbound:
             raise RuntimeError("no Slack review channel is configured (SLACK_REVIEW_CHANNEL)")
         return self.review_channel
 
+    @rate_limits_told
     async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         response = await self._client.chat_postMessage(
             channel=self._channel(),
@@ -100,6 +127,7 @@ class SlackOutbound:
         )
         return f"{response['channel']}:{response['ts']}"
 
+    @rate_limits_told
     async def find_card(self, idempotency_key: str) -> str | None:
         channel = self._channel()
         cursor = ""
@@ -115,12 +143,14 @@ class SlackOutbound:
                 break
         return None
 
+    @rate_limits_told
     async def update_card(self, ref: str, card: ReviewCard) -> None:
         channel, ts = ref.split(":", 1)
         await self._client.chat_update(
             channel=channel, ts=ts, text=cards.card_fallback_text(card), blocks=cards.card_blocks(card)
         )
 
+    @rate_limits_told
     async def post_notice(self, text: str) -> None:
         # A notice may quote what others wrote (a policy file's bad value): shown, never pinging.
         if self.review_channel:

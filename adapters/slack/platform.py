@@ -11,11 +11,14 @@ At the door (HTTP): a forged or stale signature is 401; a body that is no Slack 
 array or ``null``, not JSON at all) is 400; a signed request whose envelope is malformed (an
 ``event`` that is not an object, a click without ``actions``) is 200 and ignored, logged once
 with the reason, so Slack does not send it again. Socket Mode envelopes pass the same check.
+A request no listener takes (a reaction, a slash command, another app's button) is 200 as well,
+over HTTP and the socket alike (``app.error`` in :mod:`~adapters.slack.review`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +26,10 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import send_async_response
+from slack_bolt.adapter.socket_mode.internals import build_headers
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -59,15 +65,28 @@ class CheckedSocketModeHandler(AsyncSocketModeHandler):
     is acknowledged (so Slack does not resend it), logged once, and goes no further."""
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        started = time.time()
         try:
             if not isinstance(req.payload, dict):
                 raise wire.MalformedPayload("the envelope's payload is not an object")
             wire.check_envelope(req.payload)
+            bolt_request = AsyncBoltRequest(mode="socket_mode", body=req.payload, headers=build_headers(req))
         except wire.MalformedPayload as exc:
             log.warning("ignored a malformed Slack %s over the socket: %s", describe(req.payload), exc.reason)
             await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
             return
-        await super().handle(client, req)
+        except Exception as exc:  # Bolt reads more than the check covers (authorizations, response_urls...)
+            log.warning("ignored a malformed Slack %s over the socket: %s", describe(req.payload), unreadable(exc))
+            await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            return
+        # What Bolt's own handle does with the request it builds.
+        await send_async_response(client, req, await self.app.async_dispatch(bolt_request), started)
+
+
+def unreadable(error: Exception) -> str:
+    """Why Bolt could not build its request from a signed payload (it reads fields such as
+    ``authorizations`` and ``response_urls`` with indexing, so a wrong type is a TypeError)."""
+    return f"Bolt cannot read it ({type(error).__name__}: {str(error)[:120]})"
 
 
 class SlackPlatform:
@@ -115,6 +134,9 @@ class SlackPlatform:
             signing_secret=secret,
             request_verification_enabled=not settings.socket_mode,
             process_before_response=True,
+            # A request no listener takes goes to ``app.error`` (adapters.slack.review), which
+            # answers it 200: Bolt's own answer is a 404 that Slack retries and shows users.
+            raise_error_for_unhandled_request=True,
         )
         self._lazy = SupervisedLazyListenerRunner(log)
         self.app.listener_runner.lazy_listener_runner = self._lazy
@@ -262,7 +284,8 @@ class SlackPlatform:
             return web.Response(status=200, text="")
         try:
             bolt_request = await to_bolt_request(request)
-        except ValueError:  # defensive: the checks above let nothing through that Bolt cannot parse
-            return web.json_response({"error": "malformed request"}, status=400)
+        except Exception as exc:  # Bolt reads more than the check covers (authorizations, response_urls...)
+            log.warning("ignored a malformed Slack %s: %s", describe(body), unreadable(exc))
+            return web.Response(status=200, text="")
         bolt_response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)

@@ -11,18 +11,22 @@ which is the truth. A modal submission follows the same rule and, on failure, an
 Work after the ack (the ephemeral outcome, ``views.open`` for Edit and Regenerate) runs as a Bolt
 *lazy listener*; each one logs its own failure with the draft id and the user, so nothing ends as
 an unobserved task. Listener and middleware errors reach :meth:`SlackReview.on_error`
-(``app.error``): a malformed payload is answered 200 and logged once with its reason; any other
-error is logged with its context and keeps Bolt's 500, so Slack retries an event.
+(``app.error``): a request no listener takes is answered 200 and named once at INFO; a malformed
+payload is answered 200 and logged once with its reason (a submission of our modal keeps it open
+with an error saying so); any other error is logged with its context and keeps Bolt's 500, so
+Slack retries an event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -40,8 +44,13 @@ DECIDE_TIMEOUT = 2.0
 EDIT_FORM_TIMEOUT = 2.0
 COULD_NOT_RECORD = "Could not record your decision, please click again."
 COULD_NOT_RECORD_FORM = "Could not record your decision, please submit again."
+UNREADABLE_FORM = "This form could not be read. Close it and click the button on the card again."
+#: The input block of each of our modals that carries a form-level error.
+FORM_BLOCKS = {cards.EDIT_MODAL: "draft_block", cards.REGENERATE_MODAL: "instruction_block"}
 #: The context key a handler leaves for the lazy listener that tells the clicker.
 TELL = "supportbot_tell"
+#: How many request types without a listener are remembered, to name each at INFO only once.
+IGNORED_KINDS_REMEMBERED = 256
 
 
 class SlackReview:
@@ -61,6 +70,7 @@ class SlackReview:
         self._directory = directory
         self._review_channel = review_channel or ""
         self._decide_timeout = decide_timeout
+        self._ignored_kinds: set[str] = set()
 
     def register(self, app: AsyncApp) -> None:
         app.action(cards.APPROVE)(ack=self.approve, lazy=[self.tell_clicker])
@@ -144,7 +154,7 @@ class SlackReview:
         try:
             await self._client.chat_postEphemeral(channel=tell["channel"], user=tell["user"], text=tell["text"])
         except Exception as exc:
-            error = exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
+            error = slack_error(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
             log.warning(
                 "could not tell %s the outcome on draft %s (%r): %s",
                 tell["user"],
@@ -172,6 +182,8 @@ class SlackReview:
             await self._client.views_open(
                 trigger_id=click["trigger_id"], view=cards.edit_modal(draft_id, form.text, form.refund_amount, channel)
             )
+        except SlackApiError as exc:  # an expired trigger, a channel the bot left: Slack's word is enough
+            log.warning("could not open the edit form of draft %s for %s: %s", draft_id, user, slack_error(exc))
         except Exception:
             log.exception("could not open the edit form of draft %s for %s", draft_id, user)
 
@@ -184,6 +196,8 @@ class SlackReview:
                 trigger_id=click["trigger_id"],
                 view=cards.regenerate_modal(draft_id, click["channel_id"] or self._review_channel),
             )
+        except SlackApiError as exc:
+            log.warning("could not open the regenerate form of draft %s for %s: %s", draft_id, user, slack_error(exc))
         except Exception:
             log.exception("could not open the regenerate form of draft %s for %s", draft_id, user)
 
@@ -238,13 +252,75 @@ class SlackReview:
     # -- errors -----------------------------------------------------------------------------
 
     async def on_error(self, error: Exception, body: Any) -> BoltResponse | None:
-        """``app.error``: a malformed payload is ignored with a 200; anything else keeps Bolt's
-        500 (Slack retries an event) and is logged with what the request was about."""
+        """``app.error``: a request no listener takes (a reaction, a slash command, a click on
+        another app's button) and a malformed payload are ignored with a 200, so Slack neither
+        retries nor shows the user an error; anything else keeps Bolt's 500 (Slack retries an
+        event) and is logged with what the request was about."""
+        if isinstance(error, BoltUnhandledRequestError):
+            self._log_ignored(kind_of(body))
+            return BoltResponse(status=200, body="")
         if isinstance(error, wire.MalformedPayload):
             log.warning("ignored a malformed Slack %s: %s", describe(body), error.reason)
-            return BoltResponse(status=200, body="")
+            return unreadable_form_answer(body) or BoltResponse(status=200, body="")
         log.error("handling a Slack %s failed: %s", describe(body), error, exc_info=error)
         return None
+
+    def _log_ignored(self, kind: str) -> None:
+        """Each kind is named at INFO the first time, at DEBUG after (a flood of reactions is
+        one line, not thousands)."""
+        if kind in self._ignored_kinds or len(self._ignored_kinds) >= IGNORED_KINDS_REMEMBERED:
+            log.debug("ignored a Slack %s: the bot has no listener for it", kind)
+            return
+        self._ignored_kinds.add(kind)
+        log.info("ignored a Slack %s: the bot has no listener for it (said once per kind)", kind)
+
+
+def slack_error(error: SlackApiError) -> str:
+    """Slack's error code (``expired_trigger_id``...), or the HTTP status when it sent none."""
+    response = error.response
+    return str(response.get("error") or f"HTTP {response.status_code}")
+
+
+def unreadable_form_answer(body: Any) -> BoltResponse | None:
+    """For one of our modals submitted malformed: ``response_action: errors`` on its input
+    block, so the modal stays open and tells the agent, instead of closing as if the decision
+    had been taken. None for anything else."""
+    view = body.get("view") if isinstance(body, dict) and body.get("type") == "view_submission" else None
+    callback_id = view.get("callback_id") if isinstance(view, dict) else None
+    block = FORM_BLOCKS.get(callback_id) if isinstance(callback_id, str) else None
+    if block is None:
+        return None
+    answer = {"response_action": "errors", "errors": {block: UNREADABLE_FORM}}
+    return BoltResponse(status=200, body=json.dumps(answer), headers={"content-type": "application/json"})
+
+
+def kind_of(body: Any) -> str:
+    """What kind of request this is, for the log: ``reaction_added event``, ``slash command
+    /deploy``, ``block_actions request (approve)``... Each name is cut short and kept on one
+    line (another app's action id is whatever that app chose)."""
+    if not isinstance(body, dict):
+        return "request"
+    kind = body.get("type")
+    if kind == "event_callback":
+        event = _object(body.get("event"))
+        subtype = event.get("subtype")
+        return f"{_name(event.get('type'))}{f'/{_name(subtype)}' if subtype else ''} event"
+    if kind is None and body.get("command"):
+        return f"slash command {_name(body['command'])}"
+    actions = body.get("actions")
+    first = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
+    view = _object(body.get("view"))
+    action = first.get("action_id") or body.get("callback_id") or view.get("callback_id")
+    return f"{_name(kind)} request" + (f" ({_name(action)})" if action else "")
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _name(value: Any) -> str:
+    """A name from a payload as one short line."""
+    return " ".join(str(value).split())[:40] or "?"
 
 
 def describe(body: Any) -> str:

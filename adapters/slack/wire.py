@@ -11,10 +11,11 @@ field, never an ``AttributeError`` deep in a listener. The adapter answers it wi
 
 from __future__ import annotations
 
-import json
 import math
 import urllib.parse
 from typing import Any, NotRequired, TypedDict
+
+from tools.json_input import NestedTooDeeply, loads
 
 #: Seconds since 1970 a ``ts`` may carry (the year 5138): larger is no Slack timestamp.
 MAX_TIMESTAMP = 1e11
@@ -135,14 +136,18 @@ def parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
         if "payload" not in form:
             return dict(form)
         try:
-            payload = json.loads(form["payload"])
+            payload = loads(form["payload"])
+        except NestedTooDeeply as exc:
+            raise NotASlackRequest(f"the form's payload is {exc}") from None
         except ValueError:
             raise NotASlackRequest("the form's payload is not JSON") from None
         if not isinstance(payload, dict):
             raise NotASlackRequest(f"the form's payload is {_json_kind(payload)}, not an object")
         return payload
     try:
-        body = json.loads(text)
+        body = loads(text)
+    except NestedTooDeeply as exc:
+        raise NotASlackRequest(f"the body is {exc}") from None
     except ValueError:
         raise NotASlackRequest("the body is neither JSON nor a form") from None
     if not isinstance(body, dict):
@@ -272,10 +277,14 @@ def parse_view_submission(body: dict[str, Any]) -> ViewSubmission:
     if not isinstance(view, dict):
         raise MalformedPayload("view is missing or not an object")
     raw_meta = view.get("private_metadata")
+    if raw_meta is None:
+        raise MalformedPayload("view.private_metadata is missing")
     if not isinstance(raw_meta, str):
-        raise MalformedPayload("view.private_metadata is not a string")
+        raise MalformedPayload(f"view.private_metadata is {_kind(raw_meta)}, not a string")
     try:
-        meta = json.loads(raw_meta)
+        meta = loads(raw_meta)
+    except NestedTooDeeply as exc:
+        raise MalformedPayload(f"view.private_metadata is not JSON we wrote ({exc})") from None
     except ValueError:
         raise MalformedPayload("view.private_metadata is not JSON") from None
     if not isinstance(meta, dict):
@@ -285,6 +294,8 @@ def parse_view_submission(body: dict[str, Any]) -> ViewSubmission:
         raise MalformedPayload("view.private_metadata carries no draft_id")
     values: dict[str, dict[str, str | None]] = {}
     state = view.get("state")
+    if state is not None and not isinstance(state, dict):
+        raise MalformedPayload(f"view.state is {_kind(state)}, not an object")
     raw_values = state.get("values") if isinstance(state, dict) else None
     if raw_values is not None and not isinstance(raw_values, dict):
         raise MalformedPayload("view.state.values is not an object")

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.outcome import AuditLine
 from bot.domain.states import ConversationOwner, ConversationStatus
 from bot.events import Actor, DecisionAction
 from bot.ports import DecisionOutcome
@@ -18,7 +19,6 @@ from bot.store import drafts as draft_rows
 from bot.store import life as life_rows
 from bot.store import records
 from bot.store.life import Life
-from bot.store.records import AuditLine
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,7 +107,7 @@ class Copilot:
         self.sweeper = Sweeper(
             db,
             interval=settings.sweep_seconds,
-            redraft=self.drafting.submit,
+            redraft=self.drafting.pool.submit,
             repost=self.publisher.recover,
             refresh=self.publisher.refresh,
             deliver=self.dispatcher.wake,
@@ -140,7 +140,7 @@ class Copilot:
     def start(self) -> None:
         """Start the background rooms: drafting workers, lease renewal, the sweeper (which
         also resumes whatever an earlier run left), the dispatcher."""
-        self.drafting.start(self.settings.drafting_concurrency)
+        self.drafting.pool.start(self.settings.drafting_concurrency)
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
         self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
@@ -157,7 +157,7 @@ class Copilot:
         def left() -> float:
             return max(0.0, deadline - loop.time())
 
-        drafted = await self.drafting.wind_down(left())
+        drafted = await self.drafting.pool.wind_down(left())
         delivered = await self.dispatcher.wind_down(left())
         await self.supervisor.drain(left())  # card posts and updates the drafts started
         return drafted and delivered and self.supervisor.busy == 0
@@ -189,7 +189,7 @@ class Copilot:
 
     def _received(self, received: Received) -> None:
         if received.draft_id is not None:
-            self.drafting.submit(received.draft_id)
+            self.drafting.pool.submit(received.draft_id)
         for old in (*received.superseded, *received.refresh):
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
 
@@ -198,7 +198,7 @@ class Copilot:
 
     def _decided(self, draft_id: str, effects: Effects) -> None:
         if effects.new_draft is not None:
-            self.drafting.submit(effects.new_draft)
+            self.drafting.pool.submit(effects.new_draft)
         if effects.refresh:
             self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
         for other in effects.cards:
@@ -224,9 +224,9 @@ class Copilot:
 
         while left() > 0:
             await self.supervisor.drain(left())
-            if self.drafting.idle():
+            if self.drafting.pool.idle():
                 await self.dispatcher.settle(left())
                 await self.supervisor.drain(left())
-                if self.drafting.idle() and not self.dispatcher.in_flight:
+                if self.drafting.pool.idle() and not self.dispatcher.in_flight:
                     return
             await asyncio.sleep(0.01)

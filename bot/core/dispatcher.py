@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from bot import metrics
 from bot.approval import refusal_at_execution
+from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, DraftStatus
 from bot.events import ThreadRef
 from bot.logs import log_event
@@ -31,8 +32,9 @@ from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import outbox as outbox_rows
+from bot.store.conversations import ConversationState
 from bot.store.outbox import ClaimedReply
-from bot.store.records import AuditLine, StoredAction
+from bot.store.records import StoredAction
 from bot.store.schema import Conversation, Draft
 from tools import ToolError
 from tools.orders import OrderBackend
@@ -167,48 +169,11 @@ class Dispatcher:
         if channel is None:
             await self._retry(item, f"{thread.platform} is not connected")
             return
-        if actions and conversation is not None:  # THE refund rule once more, right before money moves
-            refusal = await refusal_at_execution(
-                self.db, self.orders, self.policy.current, conversation, actions, utcnow()
-            )
-            if refusal:
-                await self._fail(item, conversation_id, f"refund refused at execution: {refusal}")
-                return
-        for action in actions:
-            error = await self._execute(conversation_id, action)
-            if error is not None:
-                if error.code == "unavailable" and item.attempts < MAX_ATTEMPTS:
-                    await self._retry(item, f"refund backend unavailable: {error.message}")
-                    return
-                await self._fail(item, conversation_id, f"refund failed: {error.message}")
-                return
-        key = f"draft-{item.draft_id}"
-        try:
-            existing = await channel.find_reply(thread, key) if item.attempts > 1 else None
-            message_id = existing or await channel.post_reply(thread, item.text, idempotency_key=key)
-        except Exception as exc:
-            log.warning("posting draft %s failed (attempt %d): %s", item.draft_id, item.attempts, exc)
-            metrics.platform_error(thread.platform, "post_reply")
-            if item.attempts >= MAX_ATTEMPTS:
-                await self._fail(item, conversation_id, f"the platform refused the reply ({type(exc).__name__})")
-            else:
-                await self._retry(item, type(exc).__name__)
+        if not await self._refund(item, conversation_id, conversation, actions):
             return
-        now = utcnow()
-        async with self.db.write() as conn:
-            if not await outbox_rows.mark_sent(conn, item.id, self.owner, message_id, now):
-                return  # our lease expired and someone else took over: they found the reply
-            status = await draft_rows.status_of(conn, item.draft_id)
-            if status in (DraftStatus.APPROVED, DraftStatus.EDITED):
-                await draft_rows.transition(
-                    conn, item.draft_id, status, DraftStatus.SENT, now, sent_message_id=message_id
-                )
-            await conversation_rows.add_reply(conn, conversation_id, item.draft_id, item.text, message_id, now)
-            await records.add_audit(
-                conn,
-                [AuditLine(conversation_id, item.draft_id, "sent", "dispatcher", f"reply posted as {message_id}")],
-                now,
-            )
+        message_id = await self._post(item, channel, thread, conversation_id)
+        if message_id is None or not await self._record_sent(item, conversation_id, message_id):
+            return
         self.counters["replies_sent"] += 1
         decided_at = (
             row.decided_at if row.decided_at is None or row.decided_at.tzinfo else row.decided_at.replace(tzinfo=UTC)
@@ -225,13 +190,75 @@ class Dispatcher:
         )
         await self._refresh_card(item.draft_id)
 
+    async def _refund(
+        self,
+        item: ClaimedReply,
+        conversation_id: str,
+        conversation: ConversationState | None,
+        actions: list[StoredAction],
+    ) -> bool:
+        """Execute the draft's approved refunds before its reply; False when the reply must wait
+        (retried) or never go (failed)."""
+        if actions and conversation is not None:  # THE refund rule once more, right before money moves
+            refusal = await refusal_at_execution(
+                self.db, self.orders, self.policy.current, conversation, actions, utcnow()
+            )
+            if refusal:
+                await self._fail(item, conversation_id, f"refund refused at execution: {refusal}")
+                return False
+        for action in actions:
+            error = await self._execute(conversation_id, action)
+            if error is not None:
+                if error.code == "unavailable" and item.attempts < MAX_ATTEMPTS:
+                    await self._retry(item, f"refund backend unavailable: {error.message}")
+                    return False
+                await self._fail(item, conversation_id, f"refund failed: {error.message}")
+                return False
+        return True
+
+    async def _post(
+        self, item: ClaimedReply, channel: CustomerChannel, thread: ThreadRef, conversation_id: str
+    ) -> str | None:
+        """Post the reply (or find the one an earlier attempt posted); None when it must wait."""
+        key = f"draft-{item.draft_id}"
+        try:
+            existing = await channel.find_reply(thread, key) if item.attempts > 1 else None
+            return existing or await channel.post_reply(thread, item.text, idempotency_key=key)
+        except Exception as exc:
+            log.warning("posting draft %s failed (attempt %d): %s", item.draft_id, item.attempts, exc)
+            metrics.platform_error(thread.platform, "post_reply")
+            if item.attempts >= MAX_ATTEMPTS:
+                await self._fail(item, conversation_id, f"the platform refused the reply ({type(exc).__name__})")
+            else:
+                await self._retry(item, type(exc).__name__)
+            return None
+
+    async def _record_sent(self, item: ClaimedReply, conversation_id: str, message_id: str) -> bool:
+        """The reply is in the thread: outbox, draft, conversation and audit say so (False: our
+        lease expired and someone else took over; they found the reply)."""
+        now = utcnow()
+        async with self.db.write() as conn:
+            if not await outbox_rows.mark_sent(conn, item.id, self.owner, message_id, now):
+                return False
+            status = await draft_rows.status_of(conn, item.draft_id)
+            if status in (DraftStatus.APPROVED, DraftStatus.EDITED):
+                await draft_rows.transition(
+                    conn, item.draft_id, status, DraftStatus.SENT, now, sent_message_id=message_id
+                )
+            await conversation_rows.add_reply(conn, conversation_id, item.draft_id, item.text, message_id, now)
+            await records.add_audit(
+                conn,
+                [AuditLine(conversation_id, item.draft_id, "sent", "dispatcher", f"reply posted as {message_id}")],
+                now,
+            )
+        return True
+
     async def _execute(self, conversation_id: str, action: StoredAction) -> ToolError | None:
         """Carry out one approved refund, idempotently. Returns the error, if any."""
-        params = action.params
-        amount = action.amount_cents
+        refund = action.proposal
         try:
             receipt = await self.orders.execute_refund(
-                str(params["order_id"]), amount, str(params.get("reason", "")), action.idempotency_key
+                refund.order_id, refund.due.cents, refund.reason, action.idempotency_key
             )
         except ToolError as exc:
             error: ToolError | None = exc
@@ -247,9 +274,9 @@ class Dispatcher:
             status = ActionStatus.EXECUTED
         now = utcnow()
         summary = (
-            f"refund {amount / 100:.2f} on {params['order_id']} executed as {result.get('refund_id')}"
+            f"refund {refund.due.format(currency=False)} on {refund.order_id} executed as {result.get('refund_id')}"
             if error is None
-            else f"refund on {params['order_id']} failed: {result['error']}"
+            else f"refund on {refund.order_id} failed: {result['error']}"
         )
         async with self.db.write() as conn:
             if status is ActionStatus.APPROVED:  # the backend was unavailable: tried again with the reply
@@ -284,8 +311,8 @@ class Dispatcher:
                 "refund_executed",
                 conversation=conversation_id,
                 draft=action.draft_id,
-                order=str(params["order_id"]),
-                amount_cents=amount,
+                order=refund.order_id,
+                amount_cents=refund.due.cents,
                 refund=result.get("refund_id"),
             )
         return error

@@ -1,9 +1,11 @@
-"""Drafting: a bounded pool of workers turns queued drafts into cards.
+"""Drafting: run, plan, record, then the card.
 
-The backlog waits in SQL (drafts in ``drafting``); intake and the sweeper hand ids to the pool,
-a worker takes the draft's lease, builds the prompt from the conversation's memory, runs the
-tool loop, writes the result (draft, tool calls, proposals, usage, audit) in one transaction and
-publishes the card from what it holds, still under the lease.
+The backlog waits in SQL (drafts in ``drafting``); intake and the sweeper hand ids to the pool
+(:class:`bot.core.pool.WorkerPool`). A worker takes the draft's lease, builds the prompt from the
+conversation's memory, runs the tool loop and the verification pass (run); the pure
+:func:`bot.core.outcome.plan` says what the result means (plan); one repository call stores it
+in one transaction (record, :func:`bot.store.outcomes.record`); the card is published from the
+planned outcome, still under the lease.
 """
 
 from __future__ import annotations
@@ -12,26 +14,24 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from sqlalchemy import func, select
 
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
-from bot.approval import RefundVerdict, check_draft_refunds, facts_from_params, money, verdicts_of
-from bot.cards import CardSource, life_of
+from bot.approval import RefundHistory, refund_history
 from bot.core import lifecycle
-from bot.core.drafting_text import escalation_reasons, fit
-from bot.core.files import FileDownloads, card_lines
-from bot.core.memory import Memory, noted
+from bot.core.files import FileDownloads
+from bot.core.memory import Memory
+from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, spends
+from bot.core.pool import WorkerPool
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
 from bot.core.tasks import Supervisor
-from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus
+from bot.domain.outcome import DraftOutcome, Retry, Spend
+from bot.domain.states import DraftStatus
 from bot.errors import (
     DraftingError,
     KimiCircuitOpen,
@@ -42,21 +42,19 @@ from bot.errors import (
 from bot.kimi import Usage
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
-from bot.ports import CustomerChannel, ToolLookup
+from bot.ports import CustomerChannel
 from bot.prompt import build_messages
 from bot.settings import Settings
-from bot.store import Database, new_id, records, utcnow
+from bot.store import Database, outcomes, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
+from bot.store.cards import CardSource, DraftCard
 from bot.store.conversations import ConversationState, StoredMessage
 from bot.store.drafts import ClaimedDraft
-from bot.store.records import AuditLine, StoredAction
-from bot.store.schema import UsageRecord
 from tools import ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
 
-ORDER_TOOLS = ("get_order_status", "check_refund_eligibility", "propose_refund")
 QUOTA_ALERT_EVERY = 3600.0
 COOL_DOWN_DEFAULT = 30.0
 
@@ -70,13 +68,34 @@ def failure_reason(error: Exception) -> str:
     return str(error)
 
 
-def _order_id(arguments: str) -> str:
-    match = re.search(r'"order_id"\s*:\s*"([^"]{1,64})"', arguments)
-    return match.group(1) if match else ""
+def _trigger(claimed: ClaimedDraft, turns: list[StoredMessage]) -> StoredMessage | None:
+    """The message the draft answers (None when it is not the newest turn read)."""
+    return turns[-1] if turns and turns[-1].id == claimed.message_id else None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A draft this worker holds the lease of, with what its run needs (read when claiming):
+    its conversation, the turns since the summary, the images of the message it answers and
+    the tools' context."""
+
+    draft: ClaimedDraft
+    conversation: ConversationState
+    turns: list[StoredMessage]
+    images: list[tuple[str, bytes]]
+    ctx: ToolContext
+
+    @property
+    def trigger(self) -> StoredMessage | None:
+        return _trigger(self.draft, self.turns)
+
+    def run(self, spent: list[tuple[str, str, Usage]]) -> DraftRun:
+        return DraftRun(self.draft, self.conversation, self.trigger, self.ctx, spends(spent))
 
 
 class Drafting:
-    """The pool of drafting workers."""
+    """Drafting: claim a queued draft, run the model, verify; then plan and record the outcome
+    and put its card up. Its :attr:`pool` of workers takes the queued ids."""
 
     def __init__(
         self,
@@ -104,65 +123,31 @@ class Drafting:
         self.channels = channels
         self.counters = counters
         self.lease = leases.lease
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._queued: set[str] = set()
-        self._working = 0
-        self._none_working = asyncio.Event()
-        self._none_working.set()
-        self._winding_down = False
+        self.pool = WorkerPool("drafting", supervisor, self.draft)
         self._quota_alerted_at: float | None = None
         self.files = FileDownloads(db, settings.file_download_seconds)
 
-    def submit(self, draft_id: str) -> None:
-        """Queue a draft (again): a no-op when it is already queued here."""
-        if draft_id not in self._queued:
-            self._queued.add(draft_id)
-            self._queue.put_nowait(draft_id)
-
-    @property
-    def backlog(self) -> int:
-        return len(self._queued)
-
-    def start(self, workers: int) -> None:
-        for number in range(workers):
-            self.supervisor.keep_running(f"drafting-worker-{number}", self._work)
-
-    def idle(self) -> bool:
-        return not self._queued and self._working == 0
-
-    async def wind_down(self, timeout: float) -> bool:
-        """Start no more drafts (the queued ones stay queued in SQL for the next run) and wait up
-        to ``timeout`` for those being written; True when none is left."""
-        self._winding_down = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._none_working.wait(), timeout)
-        return self._working == 0
-
-    async def _work(self) -> None:
-        while True:
-            draft_id = await self._queue.get()
-            if self._winding_down:
-                self._queued.discard(draft_id)
-                continue
-            self._working += 1
-            self._none_working.clear()
-            try:
-                await self.draft(draft_id)
-            except Exception:
-                metrics.background_failure("drafting")
-                log.exception("drafting %s failed unexpectedly", draft_id)
-            finally:
-                self._working -= 1
-                self._queued.discard(draft_id)
-                if self._working == 0:
-                    self._none_working.set()
-
     async def draft(self, draft_id: str) -> None:
         """Draft ``draft_id`` if nobody live is, and put its card in front of the agents."""
+        claim = await self._claim(draft_id)
+        if claim is None:
+            return
+        with self.leases.hold(draft_id):
+            try:
+                turns, images = await self.files.fetch_pending(claim.draft.message_id, claim.turns, claim.images)
+                claim = dataclasses.replace(claim, turns=turns, images=images)
+                await self._draft(claim)
+            except Exception as exc:
+                log.exception("drafting %s failed unexpectedly", draft_id)
+                failure = f"internal error while drafting ({type(exc).__name__})"
+                await self._finish_failed(claim.run([]), failure, "")
+
+    async def _claim(self, draft_id: str) -> Claim | None:
+        """Take the draft's lease and read what its run needs, in one transaction."""
         async with self.db.write() as conn:
             claimed = await draft_rows.claim_drafting(conn, draft_id, self.leases.owner, utcnow(), self.lease)
             if claimed is None:
-                return
+                return None
             conversation = await conversation_rows.load_conversation(conn, claimed.conversation_id)
             turns = await conversation_rows.turns_since(
                 conn, conversation.id, conversation.summary_through, claimed.message_id
@@ -171,128 +156,105 @@ class Drafting:
                 await conversation_rows.images_of(conn, claimed.message_id) if turns and turns[-1].attachments else []
             )
             policy = self.policy.current
-            asker = await identity.resolve(conn, conversation, policy, self._author(claimed, turns))
-        ctx = identity.tool_context(conversation, policy, asker)
-        with self.leases.hold(draft_id):
-            try:
-                turns, images = await self.files.fetch_pending(claimed.message_id, turns, images)
-                await self._draft(claimed, conversation, turns, images, ctx)
-            except Exception as exc:
-                log.exception("drafting %s failed unexpectedly", draft_id)
-                failure = f"internal error while drafting ({type(exc).__name__})"
-                await self._finish_failed(claimed, conversation, turns, failure, "", [])
+            trigger = _trigger(claimed, turns)
+            asker = await identity.resolve(conn, conversation, policy, trigger.author_id if trigger else "")
+        return Claim(claimed, conversation, turns, images, identity.tool_context(conversation, policy, asker))
 
-    async def _draft(
-        self,
-        claimed: ClaimedDraft,
-        conversation: ConversationState,
-        turns: list[StoredMessage],
-        images: list[tuple[str, bytes]],
-        ctx: ToolContext,
-    ) -> None:
+    async def _draft(self, claim: Claim) -> None:
         policy = self.policy.current
         model = policy.models.drafting or self.settings.kimi_model
         spent: list[tuple[str, str, Usage]] = []
         budget = await self._budget_exhausted(policy)
         if budget:
-            await self._finish_failed(claimed, conversation, turns, budget, model, spent)
+            await self._finish_failed(claim.run(spent), budget, model)
             return
         stream: CardStream | None = None
         try:
-            summary, prompt_turns = await self.memory.prepare(conversation, turns, images, policy, spent)
-            messages = build_messages(
-                policy,
-                summary=summary,
-                facts=conversation.facts,
-                fact_notes=conversation.fact_notes,
-                turns=prompt_turns,
-                today=utcnow().date(),
-                instruction=claimed.instruction,
-                vision=policy.models.vision and await self.memory.kimi.supports_images(model),
-            )
-            stream = await self._open_stream(claimed, conversation, turns)
-            result = await self.agent.draft(
-                messages,
-                model=model,
-                fallback_model=self.settings.kimi_fallback_model,
-                limits=AgentLimits(
-                    max_tool_steps=policy.limits.max_tool_steps,
-                    tool_timeout_seconds=policy.limits.tool_timeout_seconds,
-                    thinking=policy.models.thinking,
-                    max_output_tokens=policy.models.max_output_tokens,
-                ),
-                tools=self.tools(policy),
-                on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
-                context=ctx,
-                on_delta=stream.delta if stream is not None else None,
-            )
+            stream = await self._open_stream(claim)
+            result = await self._run(claim, policy, model, spent, stream)
         except KimiCircuitOpen as exc:
             await _close(stream)
-            # The model is cooling down and no fallback can take the call: the draft waits in SQL
-            # (its lease free again after the cool-down), it does not fail.
-            wait = exc.retry_after or COOL_DOWN_DEFAULT
-            log.warning("draft %s waits %.0f s: %s", claimed.id, wait, exc)
-            now = utcnow()
-            async with self.db.write() as conn:
-                await records.add_usage(conn, self._usage_rows(conversation.id, claimed.id, spent, now))
-                await draft_rows.postpone(conn, claimed.id, self.leases.owner, now + timedelta(seconds=wait))
+            await self._postpone(claim.draft, exc, spends(spent))
             return
         except (KimiError, DraftingError) as exc:
             await _close(stream)
             self.counters["drafts_failed"] += 1
             if isinstance(exc, KimiQuotaExhausted):
                 await self._quota_alert()
-            await self._finish_failed(
-                claimed, conversation, turns, failure_reason(exc), model, spent, ref=stream.ref if stream else None
-            )
+            await self._finish_failed(claim.run(spent), failure_reason(exc), model, ref=stream.ref if stream else None)
             return
         except BaseException:
             await _close(stream)  # the caller fails the draft; the forming card stops here
             raise
         await _close(stream)
-        await self._finish_ok(
-            claimed, conversation, turns, result, policy, spent, ctx, ref=stream.ref if stream else None
+        await self._finish_ok(claim.run(spent), result, policy, ref=stream.ref if stream else None)
+
+    async def _run(
+        self,
+        claim: Claim,
+        policy: Policy,
+        model: str,
+        spent: list[tuple[str, str, Usage]],
+        stream: CardStream | None,
+    ) -> DraftResult:
+        """The tool loop over the prompt built from the conversation's memory."""
+        conversation = claim.conversation
+        summary, prompt_turns = await self.memory.prepare(conversation, claim.turns, claim.images, policy, spent)
+        messages = build_messages(
+            policy,
+            summary=summary,
+            facts=conversation.facts,
+            fact_notes=conversation.fact_notes,
+            turns=prompt_turns,
+            today=utcnow().date(),
+            instruction=claim.draft.instruction,
+            vision=policy.models.vision and await self.memory.kimi.supports_images(model),
         )
+        return await self.agent.draft(
+            messages,
+            model=model,
+            fallback_model=self.settings.kimi_fallback_model,
+            limits=AgentLimits(
+                max_tool_steps=policy.limits.max_tool_steps,
+                tool_timeout_seconds=policy.limits.tool_timeout_seconds,
+                thinking=policy.models.thinking,
+                max_output_tokens=policy.models.max_output_tokens,
+            ),
+            tools=self.tools(policy),
+            on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
+            context=claim.ctx,
+            on_delta=stream.delta if stream is not None else None,
+        )
+
+    async def _postpone(self, claimed: ClaimedDraft, exc: KimiCircuitOpen, spent: tuple[Spend, ...]) -> None:
+        """The model is cooling down and no fallback can take the call: the draft waits in SQL
+        (its lease free again after the cool-down), it does not fail."""
+        wait = exc.retry_after or COOL_DOWN_DEFAULT
+        log.warning("draft %s waits %.0f s: %s", claimed.id, wait, exc)
+        now = utcnow()
+        async with self.db.write() as conn:
+            await records.add_usage(conn, outcomes.usage_rows(claimed, spent, now))
+            await draft_rows.postpone(conn, claimed.id, self.leases.owner, now + timedelta(seconds=wait))
 
     async def _budget_exhausted(self, policy: Policy) -> str:
         if policy.limits.daily_budget_usd <= 0:
             return ""
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         async with self.db.read() as conn:
-            spent = await conn.scalar(
-                select(func.coalesce(func.sum(UsageRecord.cost_microusd), 0)).where(UsageRecord.created_at >= start)
-            )
-        if int(spent or 0) >= policy.limits.daily_budget_usd * 1_000_000:
+            spent = await outcomes.spent_since(conn, start)
+        if spent >= policy.limits.daily_budget_usd * 1_000_000:
             budget = policy.limits.daily_budget_usd
             return f"the daily model budget ({budget:.2f} USD) is used up; please answer by hand"
         return ""
 
-    @staticmethod
-    def _usage_rows(
-        conversation_id: str, draft_id: str, spent: list[tuple[str, str, Usage]], now: datetime
-    ) -> list[dict[str, Any]]:
-        return [
-            {
-                "conversation_id": conversation_id,
-                "draft_id": draft_id,
-                "purpose": purpose,
-                "model": model,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "cached_tokens": usage.cached_tokens,
-                "cost_microusd": usage.cost_microusd(model),
-                "created_at": now,
-            }
-            for purpose, model, usage in spent
-        ]
-
-    async def _open_stream(
-        self, claimed: ClaimedDraft, conversation: ConversationState, turns: list[StoredMessage]
-    ) -> CardStream | None:
+    async def _open_stream(self, claim: Claim) -> CardStream | None:
         """With ``STREAM_DRAFTS_TO_CARD``, a card that fills in as Kimi streams the draft."""
         if not self.settings.stream_drafts_to_card:
             return None
-        source = self._source(claimed, conversation, turns, status=DraftStatus.DRAFTING)
+        claimed = claim.draft
+        source = CardSource(
+            DraftCard(claimed.id, DraftStatus.DRAFTING, claimed.revision), claim.conversation, claim.trigger
+        )
         retried = utcnow() - claimed.created_at > self.lease  # an earlier attempt may have opened it
         ref = await self.publisher.open(source, adopt=retried)
         if ref is None:
@@ -300,10 +262,6 @@ class Drafting:
         stream = CardStream(self.publisher, ref, source, self.settings.stream_update_seconds)
         stream.task = self.supervisor.spawn("card-stream", stream.run(), draft=claimed.id)
         return stream
-
-    @staticmethod
-    def _author(claimed: ClaimedDraft, turns: list[StoredMessage]) -> str:
-        return turns[-1].author_id if turns and turns[-1].id == claimed.message_id else ""
 
     async def _verify(
         self, conversation: ConversationState, result: DraftResult, ctx: ToolContext, text: str
@@ -317,68 +275,19 @@ class Drafting:
             flags = verification.verify_draft(text, evidence)
         return flags
 
-    async def _retry_flagged(
-        self,
-        claimed: ClaimedDraft,
-        conversation: ConversationState,
-        result: DraftResult,
-        policy: Policy,
-        spent: list[tuple[str, str, Usage]],
-        ctx: ToolContext,
-        flags: tuple[str, ...],
-    ) -> None:
-        """A first draft the verification pass flagged is superseded by one new draft carrying
-        the reason as its instruction; its tool calls stay for the audit trail."""
-        now = utcnow()
-        async with self.db.write() as conn:
-            version = await draft_rows.finish(
-                conn,
-                claimed.id,
-                self.leases.owner,
-                DraftStatus.SUPERSEDED,
-                {"text": result.text, "notice": ("Regenerated once: " + " ".join(flags))[:900], "updated_at": now},
-            )
-            await records.add_usage(conn, self._usage_rows(conversation.id, claimed.id, spent, now))
-            if version is None:
-                await draft_rows.release(conn, claimed.id, self.leases.owner)
-                return
-            await draft_rows.release(conn, claimed.id, self.leases.owner)
-            await records.add_tool_calls(conn, self._tool_call_rows(claimed.id, result, now))
-            known = identity.identity_values(conversation, ctx, policy)
-            if known:
-                await conversation_rows.save_facts(
-                    conn, conversation.id, conversation.facts, conversation.failed_drafts, now, known
-                )
-            fresh = await draft_rows.insert_draft(
-                conn,
-                conversation.id,
-                claimed.message_id,
-                now,
-                revision=claimed.revision + 1,
-                instruction=verification.retry_instruction(flags),
-            )
-            await records.add_audit(
-                conn,
-                [AuditLine(conversation.id, claimed.id, "regenerate", "verification", " ".join(flags)[:300])],
-                now,
-            )
-        self.submit(fresh)
+    async def _refund_history(self, result: DraftResult, ctx: ToolContext, now: datetime) -> RefundHistory | None:
+        """What other refunds stand for, read only when this run proposed one."""
+        if not result.proposals:
+            return None
+        async with self.db.read() as conn:
+            return await refund_history(conn, verified_customer_id=ctx.verified_customer_id or "", now=now)
 
-    @staticmethod
-    def _tool_call_rows(draft_id: str, result: DraftResult, now: datetime) -> list[dict[str, Any]]:
-        return [
-            {
-                "draft_id": draft_id,
-                "name": r.name,
-                "arguments": r.arguments,
-                "result": r.result[:4000],
-                "summary": r.summary,
-                "error": r.error,
-                "duration_ms": r.duration_ms,
-                "created_at": now,
-            }
-            for r in result.tool_calls
-        ]
+    async def _record(self, claimed: ClaimedDraft, outcome: DraftOutcome, now: datetime) -> outcomes.Recorded:
+        async with self.db.write() as conn:
+            recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            if recorded.card is not None and recorded.card.escalation:  # in the same transaction
+                await lifecycle.on_escalated(conn, claimed.conversation_id, recorded.card.escalation, now)
+            return recorded
 
     async def _quota_alert(self) -> None:
         """One alert on the review desk, at most hourly, while Kimi says the quota is used up."""
@@ -391,200 +300,36 @@ class Drafting:
             "until the balance is topped up. Customers' messages are kept; regenerate their drafts after."
         )
 
-    def _source(
-        self, claimed: ClaimedDraft, conversation: ConversationState, turns: list[StoredMessage], **values: Any
-    ) -> CardSource:
-        trigger = turns[-1] if turns and turns[-1].id == claimed.message_id else None
-        life = life_of(conversation)
-        escalation = str(values.get("escalation") or "")
-        if escalation and life.owner is ConversationOwner.BOT:  # lifecycle.on_escalated moved it
-            life = dataclasses.replace(life, owner=ConversationOwner.HUMAN, owner_reason=f"escalated: {escalation}")
-        values.setdefault("life", life)
-        return CardSource(
-            draft_id=claimed.id,
-            revision=claimed.revision,
-            asked_by=conversation.customer_name or conversation.customer_id,
-            where=conversation.location or conversation.thread.key,
-            customer_text=trigger.text if trigger else "",
-            attachments=card_lines(trigger.attachments if trigger else []),
-            **values,
-        )
-
-    async def _finish_ok(
-        self,
-        claimed: ClaimedDraft,
-        conversation: ConversationState,
-        turns: list[StoredMessage],
-        result: DraftResult,
-        policy: Policy,
-        spent: list[tuple[str, str, Usage]],
-        ctx: ToolContext,
-        *,
-        ref: str | None = None,
-    ) -> None:
-        text = fit(result.text, policy.limits.max_reply_chars)
-        notices = [f"The draft was cut to {policy.limits.max_reply_chars} characters."] if text != result.text else []
-        if result.forced_final:
-            notices.append(f"Tool use stopped: {result.forced_final}.")
-        notices.append(verification.regenerated_notice(claimed.instruction))
-        notice = " ".join(n for n in notices if n)
-        trigger_text = turns[-1].text if turns else ""
-        escalation = "; ".join(r for r in (escalation_reasons(policy, trigger_text, 0), identity.escalation(ctx)) if r)
-        checked = await self._verify(conversation, result, ctx, text)
-        if verification.may_retry(checked, result, claimed.revision, claimed.instruction):
-            await self._retry_flagged(claimed, conversation, result, policy, spent, ctx, checked)
-            return
-        guard_flags = [*identity.identity_flags(ctx), *checked]
-        known = identity.identity_values(conversation, ctx, policy)
-        conversation_now = dataclasses.replace(conversation, **known)  # type: ignore[arg-type]
+    async def _finish_ok(self, run: DraftRun, result: DraftResult, policy: Policy, *, ref: str | None) -> None:
+        """Verify, plan, record; then the card."""
+        claimed, conversation = run.claimed, run.conversation
+        flags = await self._verify(conversation, result, run.ctx, draft_text(result, policy))
         now = utcnow()
-        draft_id = claimed.id
-        audit = [
-            AuditLine(
-                conversation.id,
-                draft_id,
-                "tool_call",
-                "model",
-                f"{r.name}({r.arguments[:200]})" + (f" failed: {r.error}" if r.error else f": {r.summary}"),
-            )
-            for r in result.tool_calls
-        ]
-        facts = dict(conversation.facts)
-        order_ids = set(facts.get("order_ids", []))
-        order_ids.update(_order_id(r.arguments) for r in result.tool_calls if r.name in ORDER_TOOLS and not r.error)
-        order_ids.discard("")
-        if order_ids:
-            facts["order_ids"] = sorted(order_ids)
-        facts["customer"] = {"id": conversation.customer_id, "name": conversation.customer_name}
-        refunds_fact = list(facts.get("refunds", []))
-        actions: list[StoredAction] = []
-        verdicts: list[RefundVerdict] = []
-        if result.proposals:  # THE refund rule over the draft's proposals together
-            async with self.db.read() as conn:
-                batch = await check_draft_refunds(
-                    conn,
-                    {str(p.get("order_id")): facts_from_params(p) for p in result.proposals},
-                    policy,
-                    verified_customer_id=ctx.verified_customer_id or "",
-                    refunds=[(p, int(p.get("amount_cents", 0))) for p in result.proposals],
-                    now=now,
-                )
-            verdicts = verdicts_of(batch)
-        for proposal, verdict in zip(result.proposals, verdicts, strict=True):
-            amount = int(proposal.get("amount_cents", 0))
-            action_id = new_id()
-            actions.append(
-                StoredAction(
-                    id=action_id,
-                    draft_id=draft_id,
-                    kind=str(proposal.get("kind", "refund")),
-                    params=proposal,
-                    status=ActionStatus.PROPOSED if verdict.allowed else ActionStatus.REFUSED,
-                    allowed=verdict.allowed,
-                    verdict=verdict.describe(),
-                    approvals=[],
-                    idempotency_key=f"refund-{action_id}",
-                    result={},
-                )
-            )
-            refunds_fact.append(
-                {
-                    "order_id": proposal.get("order_id"),
-                    "amount": money(amount),
-                    "status": "proposed" if verdict.allowed else "refused by policy",
-                }
-            )
-            audit.append(
-                AuditLine(
-                    conversation.id,
-                    draft_id,
-                    "proposal",
-                    "model",
-                    f"refund {money(amount)} on {proposal.get('order_id')}: {verdict.describe()}",
-                )
-            )
-        if refunds_fact:
-            facts["refunds"] = refunds_fact[-10:]
-        audit.append(AuditLine(conversation.id, draft_id, "draft", "model", text[:200]))
-        async with self.db.write() as conn:
-            version = await draft_rows.finish(
-                conn,
-                draft_id,
-                self.leases.owner,
-                DraftStatus.AWAITING_REVIEW,
-                {
-                    "text": text,
-                    "model": result.model,
-                    "notice": notice,
-                    "escalation": escalation,
-                    "prompt_tokens": result.usage.prompt_tokens,
-                    "completion_tokens": result.usage.completion_tokens,
-                    "cached_tokens": result.usage.cached_tokens,
-                    "cost_microusd": result.usage.cost_microusd(result.model),
-                    "guard_flags": guard_flags,
-                    "updated_at": now,
-                },
-            )
-            await records.add_usage(conn, self._usage_rows(conversation.id, draft_id, spent, now))
-            if version is None:
-                await draft_rows.release(conn, draft_id, self.leases.owner)
-                return  # superseded while drafting: a newer draft follows
-            if escalation:
-                await lifecycle.on_escalated(conn, conversation.id, escalation, now)
-            await records.add_tool_calls(conn, self._tool_call_rows(draft_id, result, now))
-            await records.add_actions(
-                conn,
-                [
-                    {
-                        "id": a.id,
-                        "draft_id": a.draft_id,
-                        "kind": a.kind,
-                        "params": a.params,
-                        "status": a.status,
-                        "allowed": a.allowed,
-                        "verdict": a.verdict,
-                        "approvals": [],
-                        "idempotency_key": a.idempotency_key,
-                        "result": {},
-                        "created_at": now,
-                    }
-                    for a in actions
-                ],
-            )
-            if facts != conversation.facts or conversation.failed_drafts or known:
-                notes = None
-                if facts != conversation.facts:
-                    notes = noted(conversation.fact_notes, claimed.message_id, facts, conversation.summary_through)
-                await conversation_rows.save_facts(conn, conversation.id, facts, 0, now, known, notes)
-            await records.add_audit(conn, audit, now)
+        history = await self._refund_history(result, run.ctx, now)
+        outcome = plan(run, result, flags, policy, history, now)
+        recorded = await self._record(claimed, outcome, now)
+        if isinstance(outcome, Retry):
+            if recorded.new_draft is not None:
+                self.pool.submit(recorded.new_draft)
+            return
+        if recorded.card is None:
+            return  # superseded while drafting: a newer draft follows
         self.counters["drafts_ready"] += 1
         metrics.draft_ready(claimed.created_at)
         log_event(
             log,
             "draft_ready",
             conversation=conversation.id,
-            draft=draft_id,
+            draft=claimed.id,
             platform=conversation.thread.platform,
-            model=result.model,
-            tool_calls=len(result.tool_calls),
-            proposals=len(actions),
-            flags=len(guard_flags),
+            model=outcome.model,
+            tool_calls=len(outcome.tool_calls),
+            proposals=len(recorded.card.actions),
+            flags=len(outcome.flags),
         )
-        source = self._source(
-            claimed,
-            conversation,
-            turns,
-            status=DraftStatus.AWAITING_REVIEW,
-            text=text,
-            model=result.model,
-            notice=notice,
-            escalation=escalation,
-            lookups=tuple(ToolLookup(r.name, r.summary, ok=not r.error) for r in result.tool_calls),
-            actions=actions,
-            identity=identity.card_line(conversation_now, self._author(claimed, turns)),
-            flags=tuple(guard_flags),
-        )
-        if await self.publisher.publish(source, version, ref=ref):
+        conversation_now = lifecycle.escalated(conversation_after(run, outcome), recorded.card.escalation)
+        source = CardSource(recorded.card, conversation_now, run.trigger)
+        if await self.publisher.publish(source, recorded.card.version, ref=ref):
             metrics.card_posted(claimed.created_at)
         channel = self.channels.get(conversation.thread.platform)
         if channel is not None:
@@ -592,51 +337,14 @@ class Drafting:
                 "show-pending", channel.show_pending(conversation.thread), thread=conversation.thread.key
             )
 
-    async def _finish_failed(
-        self,
-        claimed: ClaimedDraft,
-        conversation: ConversationState,
-        turns: list[StoredMessage],
-        failure: str,
-        model: str,
-        spent: list[tuple[str, str, Usage]],
-        *,
-        ref: str | None = None,
-    ) -> None:
-        policy = self.policy.current
-        failed = conversation.failed_drafts + 1
-        trigger_text = turns[-1].text if turns else ""
-        escalation = escalation_reasons(policy, trigger_text, failed)
-        now = utcnow()
-        async with self.db.write() as conn:
-            version = await draft_rows.finish(
-                conn,
-                claimed.id,
-                self.leases.owner,
-                DraftStatus.FAILED,
-                {"failure": failure[:1000], "model": model, "escalation": escalation, "updated_at": now},
-            )
-            await records.add_usage(conn, self._usage_rows(conversation.id, claimed.id, spent, now))
-            if version is None:
-                await draft_rows.release(conn, claimed.id, self.leases.owner)
-                return
-            if escalation:
-                await lifecycle.on_escalated(conn, conversation.id, escalation, now)
-            await conversation_rows.save_facts(conn, conversation.id, conversation.facts, failed, now)
-            await records.add_audit(
-                conn, [AuditLine(conversation.id, claimed.id, "draft_failed", "model", failure[:300])], now
-            )
-        log.warning("draft %s failed: %s", claimed.id, failure)
-        source = self._source(
-            claimed,
-            conversation,
-            turns,
-            status=DraftStatus.FAILED,
-            failure=failure[:1000],
-            model=model,
-            escalation=escalation,
-        )
-        await self.publisher.publish(source, version, ref=ref)
+    async def _finish_failed(self, run: DraftRun, failure: str, model: str, *, ref: str | None = None) -> None:
+        outcome = plan_failed(run, failure, model, self.policy.current)
+        recorded = await self._record(run.claimed, outcome, utcnow())
+        if recorded.card is None:
+            return
+        log.warning("draft %s failed: %s", run.claimed.id, failure)
+        source = CardSource(recorded.card, lifecycle.escalated(run.conversation, recorded.card.escalation), run.trigger)
+        await self.publisher.publish(source, recorded.card.version, ref=ref)
 
 
 LEASE_DEFAULT = timedelta(seconds=10)
@@ -665,7 +373,7 @@ class CardStream:
             self._changed.clear()
             if self.latest != shown:
                 shown = self.latest
-                self.source.text = shown + " …"
+                self.source = replace(self.source, draft=replace(self.source.draft, text=shown + " …"))
                 await self.publisher.show_progress(self.ref, self.source)
             await asyncio.sleep(self.every)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bot.domain.states import FileStatus
@@ -57,17 +56,6 @@ def records_at_ack(message: InboundMessage) -> list[dict[str, Any]]:
             record["status"] = FileStatus.LISTED.value
         records.append(record)
     return records
-
-
-def card_lines(files: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
-    """Each file as the card lists it: its name, and why it was not downloaded when it was not
-    (``image.png: not downloaded (over 5 MB)``)."""
-    lines = []
-    for file in files:
-        name = str(file.get("filename", ""))
-        error = file.get("error")
-        lines.append(f"{name}: not downloaded ({error})" if error else name)
-    return tuple(lines)
 
 
 class FileDownloads:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import metrics
 from bot.core.files import records_at_ack
+from bot.domain.outcome import AuditLine
 from bot.domain.roles import Role, classify
 from bot.domain.states import ConversationOwner, ConversationStatus
 from bot.events import InboundMessage, MessageKind, ThreadRef
@@ -35,7 +36,7 @@ from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import life as life_rows
 from bot.store.life import Life
-from bot.store.records import AuditLine, add_audit
+from bot.store.records import add_audit
 
 log = logging.getLogger(__name__)
 

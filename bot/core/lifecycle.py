@@ -7,23 +7,32 @@ speaking in a thread and what their message does is :mod:`bot.core.intake`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.outcome import AuditLine
 from bot.domain.states import ConversationOwner, ConversationStatus
 from bot.logs import log_event
 from bot.policy import PolicyStore
 from bot.store import Database, records, utcnow
 from bot.store import life as life_rows
-from bot.store.records import AuditLine
+from bot.store.conversations import ConversationState
 
 log = logging.getLogger(__name__)
 
 #: Conversations resolved per sweep at most (the rest wait for the next pass).
 RESOLVE_BATCH = 100
+
+
+def escalated(conversation: ConversationState, reason: str) -> ConversationState:
+    """The conversation as :func:`on_escalated` left it (for the card drafting shows at once)."""
+    if not reason or conversation.owner is ConversationOwner.HUMAN:
+        return conversation
+    return dataclasses.replace(conversation, owner=ConversationOwner.HUMAN, owner_reason=f"escalated: {reason}")
 
 
 async def on_escalated(conn: AsyncConnection, conversation_id: str, reason: str, now: datetime) -> bool:

@@ -12,21 +12,16 @@ import logging
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import select
-
-from bot import identity, metrics
-from bot.cards import CardSource, build_card, life_of
-from bot.core.files import card_lines
-from bot.domain.states import DraftStatus
+from bot import metrics
+from bot.cards import build_card
+from bot.errors import PlatformRateLimited
 from bot.logs import log_event
 from bot.policy import PolicyStore
-from bot.ports import ReviewCard, ReviewDesk, ToolLookup
-from bot.store import Database, records, utcnow
-from bot.store import conversations as conversation_rows
+from bot.ports import ReviewCard, ReviewDesk
+from bot.store import Database, utcnow
+from bot.store import cards as card_rows
 from bot.store import drafts as draft_rows
-from bot.store import life as life_rows
-from bot.store import outbox as outbox_rows
-from bot.store.schema import Conversation, Draft, Message
+from bot.store.cards import CardSource
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +66,8 @@ class CardPublisher:
                 await desk.update_card(ref, self.card(source, desk.name))
                 return ref
             return await desk.post_card(self.card(source, desk.name), idempotency_key=key)
-        except Exception:
-            log.exception("opening the card of draft %s failed; it is posted when the draft is done", source.draft_id)
+        except Exception as exc:
+            _failed(exc, "opening the card of draft %s failed; it is posted when the draft is done", source.draft_id)
             metrics.platform_error(desk.name, "post_card")
             return None
 
@@ -107,8 +102,8 @@ class CardPublisher:
             else:
                 ref = await desk.post_card(card, idempotency_key=key)
                 self.counters["cards_posted"] += 1
-        except Exception:
-            log.exception("posting the card of draft %s failed; it will be retried", source.draft_id)
+        except Exception as exc:
+            _failed(exc, "posting the card of draft %s failed; it will be retried", source.draft_id)
             metrics.platform_error(desk.name, "post_card")
             async with self.db.write() as conn:
                 await draft_rows.postpone(conn, source.draft_id, self.owner, utcnow() + RETRY_AFTER)
@@ -125,98 +120,32 @@ class CardPublisher:
         async with self.db.write() as conn:
             if not await draft_rows.claim_for_card(conn, draft_id, self.owner, utcnow(), RETRY_AFTER * 4):
                 return
-        loaded = await self.load(draft_id)
-        if loaded is None:
-            return
-        source, version, _desk, _ref = loaded
-        await self.publish(source, version, adopt=True)
+        source = await self.load(draft_id)
+        if source is not None:
+            await self.publish(source, source.draft.version, adopt=True)
 
     async def refresh(self, draft_id: str) -> None:
         """Update a draft's card to what the draft is now."""
-        loaded = await self.load(draft_id)
-        if loaded is None:
+        source = await self.load(draft_id)
+        if source is None:
             return
-        source, version, desk_name, ref = loaded
-        desk = self.desks.get(desk_name)
+        version, ref = source.draft.version, source.draft.card_ref
+        desk = self.desks.get(source.draft.card_desk)
         if desk is None or not ref:
             return  # not on a desk yet: recovery posts it, already up to date
         try:
             await desk.update_card(ref, self.card(source, desk.name))
-        except Exception:
-            log.exception("updating the card of draft %s failed; it will be retried", draft_id)
+        except Exception as exc:
+            _failed(exc, "updating the card of draft %s failed; it will be retried", draft_id)
             metrics.platform_error(desk.name, "update_card")
             return
         async with self.db.write() as conn:
             await draft_rows.card_shown(conn, draft_id, version)
 
-    async def load(self, draft_id: str) -> tuple[CardSource, int, str, str] | None:
-        """The card's facts as stored: (source, version, desk name, card ref)."""
-        d, c, m = Draft.__table__.c, Conversation.__table__.c, Message.__table__.c
+    async def load(self, draft_id: str) -> CardSource | None:
+        """The card's facts as stored (with its version and where it is shown)."""
         async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        d.id,
-                        d.conversation_id,
-                        d.message_id,
-                        d.status,
-                        d.revision,
-                        d.text,
-                        d.edited_text,
-                        d.model,
-                        d.failure,
-                        d.notice,
-                        d.escalation,
-                        d.decided_by,
-                        d.decided_at,
-                        d.version,
-                        d.card_desk,
-                        d.card_ref,
-                        c.customer_name,
-                        c.customer_id,
-                        c.location,
-                        c.thread_key,
-                        m.text.label("customer_text"),
-                        m.attachments,
-                        m.author_id,
-                        d.guard_flags,
-                    )
-                    .join(Conversation.__table__, c.id == d.conversation_id)
-                    .join(Message.__table__, m.id == d.message_id)
-                    .where(d.id == draft_id)
-                )
-            ).first()
-            if row is None:
-                return None
-            conversation = await conversation_rows.load_conversation(conn, row.conversation_id)
-            calls = await records.tool_calls_of(conn, draft_id)
-            actions = await records.actions_of(conn, draft_id)
-            sent = await outbox_rows.of_draft(conn, draft_id)
-            wrote = await life_rows.customer_wrote_since(conn, row.conversation_id, row.message_id)
-        source = CardSource(
-            draft_id=row.id,
-            status=DraftStatus(row.status),
-            revision=row.revision,
-            asked_by=row.customer_name or row.customer_id,
-            where=row.location or row.thread_key,
-            customer_text=row.customer_text,
-            text=row.text,
-            edited_text=row.edited_text,
-            model=row.model,
-            failure=row.failure,
-            notice=row.notice,
-            escalation=row.escalation,
-            decided_by=row.decided_by,
-            decided_at=row.decided_at,
-            attachments=card_lines(row.attachments or []),
-            lookups=tuple(ToolLookup(t.name, t.summary, ok=not t.error) for t in calls),
-            actions=actions,
-            outbox=sent,
-            identity=identity.card_line(conversation, row.author_id),
-            flags=tuple(str(f) for f in row.guard_flags or ()),
-            life=life_of(conversation, customer_wrote=wrote),
-        )
-        return source, int(row.version), row.card_desk, row.card_ref
+            return await card_rows.load_card(conn, draft_id)
 
     async def notice(self, text: str) -> None:
         """A plain notice for the agents on every desk (a policy that failed to reload)."""
@@ -225,3 +154,12 @@ class CardPublisher:
                 await desk.post_notice(text)
             except Exception:
                 log.exception("could not post a notice to %s", desk.name)
+
+
+def _failed(error: Exception, message: str, draft_id: str) -> None:
+    """A desk call that failed and is retried later: a rate limit the platform's client could not
+    sit through is one warning line (it passes); anything else is an error with its traceback."""
+    if isinstance(error, PlatformRateLimited):
+        log.warning(message + ": %s", draft_id, error)
+    else:
+        log.error(message, draft_id, exc_info=error)

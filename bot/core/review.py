@@ -14,24 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import metrics
-from bot.approval import (
-    RefundVerdict,
-    amount_of,
-    check_draft_refunds,
-    current_facts,
-    is_manager,
-    may_approve,
-    money,
-    parse_amount,
-    verdicts_of,
-)
+from bot.approval import check_draft_refunds, current_facts, is_manager, may_approve
 from bot.core import conversation_decisions
+from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, DraftStatus
-from bot.events import CONVERSATION_ACTIONS, DecisionAction, ReviewDecision
+from bot.events import CONVERSATION_ACTIONS, Actor, DecisionAction, ReviewDecision
 from bot.identity import refund_owner
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
@@ -40,10 +30,11 @@ from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import outbox as outbox_rows
-from bot.store.records import AuditLine, StoredAction
-from bot.store.schema import Conversation, Draft
+from bot.store.records import StoredAction
+from bot.store.reviews import DraftUnderReview, load_for_review, reply_text
+from tools.money import Money
 from tools.orders import OrderBackend
-from tools.refunds import OrderFacts
+from tools.refunds import OrderFacts, RefundVerdict
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +48,6 @@ _ALREADY = {
     DraftStatus.DRAFTING: "still being drafted",
     DraftStatus.SEND_FAILED: "approved, but sending failed",
 }
-
-
-@dataclass(slots=True)
-class DraftUnderReview:
-    """The draft a decision is about, as read inside the decision's transaction."""
-
-    id: str
-    conversation_id: str
-    thread_key: str
-    message_id: int
-    status: DraftStatus
-    revision: int
-    text: str
-    edited_text: str | None
-    decided_by: str
 
 
 @dataclass(slots=True)
@@ -116,40 +92,6 @@ class ReviewDesk:
             **dict.fromkeys(CONVERSATION_ACTIONS, self._on_conversation),
         }
 
-    async def _load(self, conn: AsyncConnection, draft_id: str) -> DraftUnderReview | None:
-        d, c = Draft.__table__.c, Conversation.__table__.c
-        query = (
-            select(
-                d.id,
-                d.conversation_id,
-                c.thread_key,
-                d.message_id,
-                d.status,
-                d.revision,
-                d.text,
-                d.edited_text,
-                d.decided_by,
-            )
-            .join(Conversation.__table__, c.id == d.conversation_id)
-            .where(d.id == draft_id)
-        )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(of=Draft.__table__)
-        row = (await conn.execute(query)).first()
-        if row is None:
-            return None
-        return DraftUnderReview(
-            row.id,
-            row.conversation_id,
-            row.thread_key,
-            row.message_id,
-            DraftStatus(row.status),
-            row.revision,
-            row.text,
-            row.edited_text,
-            row.decided_by,
-        )
-
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
         """Apply one click. Raises when the decision could not be recorded (the database is
         unavailable): the adapter then tells the clicker to click again."""
@@ -161,9 +103,9 @@ class ReviewDesk:
             async with self.db.read() as conn:
                 proposed = await records.actions_of(conn, decision.draft_id, status=ActionStatus.PROPOSED)
             if proposed:
-                effects.order_facts = await current_facts(self.orders, [a.params for a in proposed])
+                effects.order_facts = await current_facts(self.orders, [a.proposal for a in proposed])
         async with self.db.write() as conn:
-            draft = await self._load(conn, decision.draft_id)
+            draft = await load_for_review(conn, decision.draft_id)
             if draft is None:
                 return DecisionOutcome(False, "This draft does not exist (any more).")
             on_desk = decision.actor.platform in self.desks
@@ -312,59 +254,55 @@ class ReviewDesk:
         now: datetime,
         effects: Effects,
     ) -> DecisionOutcome:
+        try:
+            text = _reply_text(draft, decision, policy)
+            refunds = [a for a in await records.actions_of(conn, draft.id, status=ActionStatus.PROPOSED) if a.allowed]
+            amounts = _amounts(decision, refunds)
+            verdicts = await self._recheck(conn, draft, refunds, amounts, policy, now, effects)
+            approvals = _approvals(refunds, amounts, verdicts, decision.actor, policy)
+        except Refused as refused:
+            return DecisionOutcome(False, str(refused))
+        if any(a.first_of_two for a in approvals):
+            return await self._first_of_two(conn, draft, decision, text, approvals, now)
+        return await self._approved(conn, draft, decision, text, approvals, now, effects)
+
+    @staticmethod
+    async def _first_of_two(
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        decision: ReviewDecision,
+        text: str,
+        approvals: list[RefundApproval],
+        now: datetime,
+    ) -> DecisionOutcome:
+        """The first of two approvers: the approvals (and amounts) are kept, nothing is sent."""
         actor = decision.actor
-        text = draft.edited_text or draft.text  # a first approver's edit stands until changed
-        if decision.action is DecisionAction.EDIT:
-            text = (decision.edited_text or "").strip()
-            if not text:
-                return DecisionOutcome(False, "The edited reply is empty; nothing was sent.")
-            if len(text) > policy.limits.max_reply_chars:
-                return DecisionOutcome(
-                    False, f"The edited reply is longer than {policy.limits.max_reply_chars} characters."
-                )
-        refunds = [a for a in await records.actions_of(conn, draft.id, status=ActionStatus.PROPOSED) if a.allowed]
-        edited_amount: int | None = None
-        if decision.refund_amount not in (None, ""):
-            edited_amount = parse_amount(decision.refund_amount or "")
-            if edited_amount is None:
-                return DecisionOutcome(False, f"{decision.refund_amount!r} is not an amount.")
-            if len(refunds) != 1:
-                return DecisionOutcome(False, "There is no single refund proposal whose amount could be edited.")
-        first_of_two: list[StoredAction] = []
-        approved: list[tuple[StoredAction, int, list[str]]] = []
-        amounts = [edited_amount if edited_amount is not None else amount_of(a.params) for a in refunds]
-        verdicts = await self._recheck(conn, draft, refunds, amounts, policy, now, effects)
-        for action, amount, verdict in zip(refunds, amounts, verdicts, strict=True):
-            earlier = action.params.get("approved_amount_cents")
-            if not verdict.allowed:
-                return DecisionOutcome(False, f"Refused: the refund {verdict.reason}. Nothing was sent.")
-            if verdict.needs_manager and not is_manager(actor, policy):
-                return DecisionOutcome(False, f"Refused: a refund of {money(amount)} needs a manager's approval.")
-            approvers = list(action.approvals)
-            if verdict.needs_two_approvers:
-                # Both approvals must be for the same amount: a changed amount starts over.
-                approvers = approvers if earlier in (None, amount) else []
-                if actor.id in approvers:
-                    return DecisionOutcome(False, "You already approved this refund; a different approver is needed.")
-                if not approvers:
-                    first_of_two.append(action)
-            approved.append((action, amount, approvers))
-        if first_of_two:
-            for action, amount, _approvers in approved:
-                await records.amend_proposal(
-                    conn,
-                    action.id,
-                    params={**action.params, "approved_amount_cents": amount},
-                    approvals=[actor.id] if action in first_of_two else action.approvals,
-                )
-            changes: dict[str, object] = {"edited_text": text} if decision.action is DecisionAction.EDIT else {}
-            await draft_rows.touch(conn, draft.id, now, **changes)
-            await records.add_audit(
-                conn, [AuditLine(draft.conversation_id, draft.id, "approval", actor.id, "first of two approvals")], now
+        for a in approvals:
+            await records.amend_proposal(
+                conn,
+                a.action.id,
+                proposal=a.action.proposal.approve(a.amount),
+                approvals=[actor.id] if a.first_of_two else list(a.action.approvals),
             )
-            return DecisionOutcome(
-                True, "Your approval is recorded; a second approver is needed before anything is sent."
-            )
+        changes: dict[str, object] = {"edited_text": text} if decision.action is DecisionAction.EDIT else {}
+        await draft_rows.touch(conn, draft.id, now, **changes)
+        await records.add_audit(
+            conn, [AuditLine(draft.conversation_id, draft.id, "approval", actor.id, "first of two approvals")], now
+        )
+        return DecisionOutcome(True, "Your approval is recorded; a second approver is needed before anything is sent.")
+
+    async def _approved(
+        self,
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        decision: ReviewDecision,
+        text: str,
+        approvals: list[RefundApproval],
+        now: datetime,
+        effects: Effects,
+    ) -> DecisionOutcome:
+        """The draft is approved (or edited): its refunds too, and the reply goes to the outbox."""
+        actor = decision.actor
         edited = decision.action is DecisionAction.EDIT or bool(draft.edited_text)
         target = DraftStatus.EDITED if edited else DraftStatus.APPROVED
         values: dict[str, object] = self._decided_by(decision, now)
@@ -372,14 +310,14 @@ class ReviewDesk:
             values["edited_text"] = text
         if not await draft_rows.transition(conn, draft.id, DraftStatus.AWAITING_REVIEW, target, now, **values):
             return DecisionOutcome(False, already(draft))
-        for action, amount, approvers in approved:
+        for a in approvals:
             await records.move_action(
                 conn,
-                action.id,
+                a.action.id,
                 ActionStatus.PROPOSED,
                 ActionStatus.APPROVED,
-                params={**action.params, "approved_amount_cents": amount},
-                approvals=[*approvers, actor.id],
+                proposal=a.action.proposal.approve(a.amount),
+                approvals=[*a.approvers, actor.id],
             )
         await outbox_rows.enqueue(conn, draft.id, draft.thread_key, text, now)
         await records.add_audit(
@@ -388,7 +326,7 @@ class ReviewDesk:
         effects.deliver = True
         return DecisionOutcome(
             True,
-            "Approved; the reply is on its way." if not refunds else "Approved; refund and reply are on their way.",
+            "Approved; the reply is on its way." if not approvals else "Approved; refund and reply are on their way.",
         )
 
     async def _recheck(
@@ -396,7 +334,7 @@ class ReviewDesk:
         conn: AsyncConnection,
         draft: DraftUnderReview,
         actions: list[StoredAction],
-        amounts: list[int],
+        amounts: list[Money],
         policy: Policy,
         now: datetime,
         effects: Effects,
@@ -405,27 +343,88 @@ class ReviewDesk:
         if not actions:
             return []
         conversation = await conversation_rows.load_conversation(conn, draft.conversation_id)
-        params = [a.params for a in actions]
-        batch = await check_draft_refunds(
+        proposals = [a.proposal for a in actions]
+        verdicts = await check_draft_refunds(
             conn,
-            effects.order_facts or await current_facts(self.orders, params),
+            effects.order_facts or await current_facts(self.orders, proposals),
             policy,
             checked_ids=[a.id for a in actions],
-            verified_customer_id=refund_owner(conversation, params),
-            refunds=[(a.params, amount) for a, amount in zip(actions, amounts, strict=True)],
+            verified_customer_id=refund_owner(conversation, proposals),
+            refunds=[p.request(amount) for p, amount in zip(proposals, amounts, strict=True)],
             now=now,
         )
-        return verdicts_of(batch)
+        return list(verdicts)
 
     async def edit_form(self, draft_id: str) -> EditForm | None:
-        d = Draft.__table__.c
         async with self.db.read() as conn:
-            row = (await conn.execute(select(d.text, d.edited_text).where(d.id == draft_id))).first()
-            if row is None:
+            text = await reply_text(conn, draft_id)
+            if text is None:
                 return None
             refunds = [a for a in await records.actions_of(conn, draft_id) if a.allowed]
-        amount = money(refunds[0].amount_cents) if len(refunds) == 1 else None
-        return EditForm(draft_id=draft_id, text=row.edited_text or row.text, refund_amount=amount)
+        amount = refunds[0].proposal.due.format(currency=False) if len(refunds) == 1 else None
+        return EditForm(draft_id=draft_id, text=text, refund_amount=amount)
+
+
+class Refused(Exception):
+    """A click the rules refuse; the message says why (nothing was changed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefundApproval:
+    """One refund as a click approves it: the amount, the earlier approvers that still count,
+    and whether this is the first of two approvals it needs."""
+
+    action: StoredAction
+    amount: Money
+    approvers: list[str]
+    first_of_two: bool
+
+
+def _reply_text(draft: DraftUnderReview, decision: ReviewDecision, policy: Policy) -> str:
+    """The reply an approval sends: the draft, a first approver's edit, or this click's edit."""
+    if decision.action is not DecisionAction.EDIT:
+        return draft.edited_text or draft.text  # a first approver's edit stands until changed
+    text = (decision.edited_text or "").strip()
+    if not text:
+        raise Refused("The edited reply is empty; nothing was sent.")
+    if len(text) > policy.limits.max_reply_chars:
+        raise Refused(f"The edited reply is longer than {policy.limits.max_reply_chars} characters.")
+    return text
+
+
+def _amounts(decision: ReviewDecision, refunds: list[StoredAction]) -> list[Money]:
+    """What each refund is approved for: what it stands for, or the amount the agent typed."""
+    if decision.refund_amount in (None, ""):
+        return [a.proposal.due for a in refunds]
+    try:
+        currency = refunds[0].proposal.amount.currency if refunds else ""
+        edited = Money.parse(decision.refund_amount or "", currency)
+    except ValueError:
+        raise Refused(f"{decision.refund_amount!r} is not an amount.") from None
+    if len(refunds) != 1:
+        raise Refused("There is no single refund proposal whose amount could be edited.")
+    return [edited]
+
+
+def _approvals(
+    refunds: list[StoredAction], amounts: list[Money], verdicts: list[RefundVerdict], actor: Actor, policy: Policy
+) -> list[RefundApproval]:
+    """Each refund as ``actor`` may approve it under the verdicts, or :class:`Refused`."""
+    approvals = []
+    for action, amount, verdict in zip(refunds, amounts, verdicts, strict=True):
+        if not verdict.allowed:
+            raise Refused(f"Refused: the refund {verdict.reason}. Nothing was sent.")
+        if verdict.needs_manager and not is_manager(actor, policy):
+            raise Refused(f"Refused: a refund of {amount.format(currency=False)} needs a manager's approval.")
+        approvers = list(action.approvals)
+        if verdict.needs_two_approvers:
+            # Both approvals must be for the same amount: a changed amount starts over.
+            earlier = action.proposal.approved
+            approvers = approvers if earlier is None or earlier == amount else []
+            if actor.id in approvers:
+                raise Refused("You already approved this refund; a different approver is needed.")
+        approvals.append(RefundApproval(action, amount, approvers, verdict.needs_two_approvers and not approvers))
+    return approvals
 
 
 def _not_an_approver(on_desk: bool) -> str:

@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from bot.evaluation.cases import CaseError, load_cases
     from bot.evaluation.report import compare, render_compare, render_failures, render_table, summarize
     from bot.evaluation.runner import EvalConfig, Runner
-    from bot.evaluation.scripted import MODELS
+    from bot.evaluation.simulator import MODELS
 
     if args.cases == "compare":
         if len(args.extra) != 2:

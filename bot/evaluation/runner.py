@@ -2,7 +2,7 @@
 
 Each trial builds :class:`bot.app.Supportbot` with a fresh SQLite file, the case's orders, the
 policy (the suite's base policy with the case's ``policy`` merged over it) written to a file, and
-an :class:`~bot.evaluation.platform.EvalPlatform` as the only platform. Every customer turn goes
+a :class:`~bot.testing.memory.MemoryPlatform` named ``eval`` as the only platform. Every customer turn goes
 in through ``core.receive``; the runner waits for the card on its desk, performs the approver's
 action through ``core.decide`` and waits until the draft settles (the reply reached the channel,
 or the draft was rejected or failed) before the next turn.
@@ -38,9 +38,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.app import Supportbot
 from bot.evaluation.cases import ApproverAction, Case
-from bot.evaluation.platform import PLATFORM, EvalPlatform
 from bot.evaluation.scoring import Observation, RefundRow, TrialResult, score
-from bot.evaluation.scripted import MODELS, STOP, ScriptedKimi
+from bot.evaluation.simulator import MODELS, STOP, ScriptedKimi
 from bot.events import Actor, Attachment, Author, DecisionAction, InboundMessage, MessageKind, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
 from bot.policy import Policy, parse_policy
@@ -56,12 +55,14 @@ from bot.store import (
     sessionmaker,
     upgrade_database,
 )
+from bot.testing.memory import MemoryPlatform
 from tools import import_orders
 from tools.importer import COLUMNS
 from tools.orders import order_refunds_table
 
 __all__ = ["EvalConfig", "Runner", "merged_policy", "shift_orders", "to_toml"]
 
+PLATFORM = "eval"
 DEFAULT_AGENT = "U_AGENT1"
 SETTLED = (CardState.SENT, CardState.SEND_FAILED, CardState.REJECTED, CardState.FAILED)
 
@@ -204,7 +205,7 @@ class _Trial:
         self,
         case: Case,
         core: Core,
-        platform: EvalPlatform,
+        platform: MemoryPlatform,
         policy: Policy,
         config: EvalConfig,
         reads: async_sessionmaker[Any],
@@ -464,7 +465,7 @@ class Runner:
                     ),
                 }
             )
-            platform = EvalPlatform()
+            platform = MemoryPlatform(PLATFORM)
             bot = Supportbot(settings, factories={PLATFORM: platform.factory()})
             reads = create_engine(settings.database_url, read_only=True)
             try:

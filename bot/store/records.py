@@ -14,8 +14,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.outcome import AuditLine
 from bot.domain.states import ACTION_START_STATES, ActionStatus, IllegalTransition, check_transition
+from bot.store.proposals import params_of, proposal_of
 from bot.store.schema import AuditEvent, Decision, ProposedAction, ToolCall, UsageRecord, table_of
+from tools.refunds import RefundProposal
 
 _audit = table_of(AuditEvent)
 _tool_calls = table_of(ToolCall)
@@ -25,35 +28,19 @@ _actions = table_of(ProposedAction)
 
 
 @dataclass(frozen=True, slots=True)
-class AuditLine:
-    """One line of the audit trail."""
-
-    conversation_id: str
-    draft_id: str | None
-    kind: str
-    actor: str
-    summary: str
-    detail: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class StoredAction:
-    """A proposed side effect as stored."""
+    """A proposed side effect as stored: a refund, its verdict, approvals and result."""
 
     id: str
     draft_id: str
     kind: str
-    params: dict[str, Any]
+    proposal: RefundProposal
     status: ActionStatus
     allowed: bool
     verdict: str
     approvals: list[str]
     idempotency_key: str
     result: dict[str, Any]
-
-    @property
-    def amount_cents(self) -> int:
-        return int(self.params.get("approved_amount_cents", self.params.get("amount_cents", 0)))
 
 
 async def add_audit(conn: AsyncConnection, lines: Sequence[AuditLine], now: datetime) -> None:
@@ -86,12 +73,28 @@ async def add_usage(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> No
         await conn.execute(_usage.insert(), list(rows))
 
 
-async def add_actions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    for row in rows:
-        if ActionStatus(row["status"]) not in ACTION_START_STATES:
-            raise IllegalTransition(f"a proposed action cannot start as {row['status']}")
-    if rows:
-        await conn.execute(_actions.insert(), list(rows))
+async def add_actions(conn: AsyncConnection, actions: Sequence[StoredAction], now: datetime) -> None:
+    for action in actions:
+        if ActionStatus(action.status) not in ACTION_START_STATES:
+            raise IllegalTransition(f"a proposed action cannot start as {action.status}")
+    if actions:
+        await conn.execute(_actions.insert(), [_action_row(a, now) for a in actions])
+
+
+def _action_row(action: StoredAction, now: datetime) -> dict[str, Any]:
+    return {
+        "id": action.id,
+        "draft_id": action.draft_id,
+        "kind": action.kind,
+        "params": params_of(action.proposal),
+        "status": action.status,
+        "allowed": action.allowed,
+        "verdict": action.verdict,
+        "approvals": list(action.approvals),
+        "idempotency_key": action.idempotency_key,
+        "result": action.result,
+        "created_at": now,
+    }
 
 
 async def add_decision(conn: AsyncConnection, values: dict[str, Any]) -> None:
@@ -103,7 +106,7 @@ def _action(row: Any) -> StoredAction:
         id=row.id,
         draft_id=row.draft_id,
         kind=row.kind,
-        params=dict(row.params or {}),
+        proposal=proposal_of(row.params or {}),
         status=ActionStatus(row.status),
         allowed=bool(row.allowed),
         verdict=row.verdict,
@@ -128,7 +131,7 @@ async def move_action(
     current: ActionStatus,
     target: ActionStatus,
     *,
-    params: dict[str, Any] | None = None,
+    proposal: RefundProposal | None = None,
     approvals: list[str] | None = None,
     result: dict[str, Any] | None = None,
     executed_at: datetime | None = None,
@@ -136,7 +139,7 @@ async def move_action(
     """Move one action ``current → target`` (raises on a move ``ACTION_TRANSITIONS`` does not
     allow), with what the move records; False when it was no longer in ``current``."""
     check_transition(current, target)
-    values = _action_values(params=params, approvals=approvals, result=result, executed_at=executed_at)
+    values = _action_values(proposal=proposal, approvals=approvals, result=result, executed_at=executed_at)
     a = _actions.c
     moved = await conn.execute(
         update(_actions).where(a.id == action_id, a.status == current).values(status=target, **values)
@@ -155,14 +158,14 @@ async def move_actions_of(
 
 
 async def amend_proposal(
-    conn: AsyncConnection, action_id: str, *, params: dict[str, Any], approvals: list[str]
+    conn: AsyncConnection, action_id: str, *, proposal: RefundProposal, approvals: list[str]
 ) -> bool:
     """A first of two approvals: the amount and approvers recorded, still ``proposed``."""
     a = _actions.c
     amended = await conn.execute(
         update(_actions)
         .where(a.id == action_id, a.status == ActionStatus.PROPOSED)
-        .values(**_action_values(params=params, approvals=approvals))
+        .values(**_action_values(proposal=proposal, approvals=approvals))
     )
     return bool(amended.rowcount == 1)
 
@@ -177,7 +180,10 @@ async def note_attempt(conn: AsyncConnection, action_id: str, result: dict[str, 
     return bool(noted.rowcount == 1)
 
 
-def _action_values(**values: Any) -> dict[str, Any]:
+def _action_values(*, proposal: RefundProposal | None = None, **values: Any) -> dict[str, Any]:
+    """The columns a move writes: those given, the proposal as its stored JSON."""
+    if proposal is not None:
+        values["params"] = params_of(proposal)
     return {name: value for name, value in values.items() if value is not None}
 
 

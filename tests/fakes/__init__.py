@@ -1,6 +1,6 @@
 """Loopback fakes of the external services supportbot talks to (Kimi, Slack), for integration tests.
 
-* :class:`FakeKimi` – Moonshot Kimi API (``tests/fakes/kimi.py``).
+* :class:`FakeKimi` – Moonshot Kimi API: the package's Kimi simulator (``bot/evaluation/simulator``).
 * :class:`FakeSlack` – Slack Web API and ``response_url`` webhooks (``tests/fakes/slack.py``).
 * :class:`SlackSender` and payload builders – signed requests as Slack sends them to the app
   (``tests/fakes/slack_payloads.py``).

@@ -34,6 +34,8 @@ from typing import Any, TypeAlias
 
 from aiohttp import WSMsgType, web
 
+from bot.evaluation.simulator import LoopbackServer
+
 __all__ = [
     "AGENT_ROLE_ID",
     "ALICE",
@@ -195,6 +197,8 @@ class FakeDiscord:
         self.nonce_window_seconds = nonce_window_seconds
         self.calls: list[RecordedCall] = []
         self.identifies: list[JSON] = []
+        #: Every RESUME (op 6) a client sent: a session that dropped and came back.
+        self.resumes: list[JSON] = []
         #: When set, READY waits until the event is set (a gateway that is slow to get ready).
         self.ready_gate: asyncio.Event | None = None
         self.dispatched: list[JSON] = []
@@ -209,7 +213,7 @@ class FakeDiscord:
         self._rate_limits: list[_RateLimit] = []
         self._sessions: list[_Session] = []
         self._counter = 0
-        self._runner: web.AppRunner | None = None
+        self._server: LoopbackServer | None = None
         self.port = 0
         self._routes: list[tuple[str, re.Pattern[str], _Handler]] = [
             ("GET", re.compile(r"/users/@me"), self._get_me),
@@ -269,18 +273,15 @@ class FakeDiscord:
         app.router.add_route("*", "/api/v10/{tail:.*}", self._api)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/cdn/{tail:.*}", self._cdn)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._server = LoopbackServer(app, handler_cancellation=False, shutdown_timeout=60.0)
+        await self._server.start()
+        self.port = self._server.port
 
     async def close(self) -> None:
         for session in list(self._sessions):
             await session.ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
 
     @property
     def api_url(self) -> str:
@@ -914,6 +915,7 @@ class FakeDiscord:
                 session = _Session(ws, f"session-{self.next_id()}", list(data.get("shard") or [0, 1]))
                 await self._ready(session)
             elif op == 6:
+                self.resumes.append(data)
                 known = next((s for s in self._sessions if s.session_id == (data or {}).get("session_id")), None)
                 if known is None:
                     await ws.send_str(json.dumps({"op": 9, "s": None, "t": None, "d": False}))
@@ -924,7 +926,8 @@ class FakeDiscord:
                 async with session.lock:
                     session.seq += 1
                     await ws.send_str(json.dumps({"op": 0, "s": session.seq, "t": "RESUMED", "d": {}}))
-        self._sessions = [s for s in self._sessions if s.ws is not ws]
+        # The session stays known after its socket closed, as Discord keeps it resumable: a
+        # RESUME with its id continues it (dispatch skips closed sockets).
         return ws
 
     async def _ready(self, session: _Session) -> None:

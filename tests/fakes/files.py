@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.evaluation.simulator import LoopbackServer
+
 CHUNK = 64 * 1024
 
 
@@ -53,27 +55,25 @@ class FakeFileHost:
         self.token = token
         self.requests: list[FileRequest] = []
         self._files: dict[str, _Served] = {}
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> FakeFileHost:
         app = web.Application()
         app.router.add_get("/{path:.*}", self._serve)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.2)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._server = LoopbackServer(app, shutdown_timeout=0.2)
+
+    async def __aenter__(self) -> FakeFileHost:
+        await self._server.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._server.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     @property
     def origin(self) -> str:
         """``SLACK_FILES_URL`` for the bot when this host plays Slack's file host."""
-        return f"http://127.0.0.1:{self.port}"
+        return self._server.origin
 
     def serve(
         self,

@@ -27,6 +27,7 @@ from typing import Any, TypeAlias
 
 from aiohttp import web
 
+from bot.evaluation.simulator import LoopbackServer
 from tests.fakes.slack_payloads import next_ts, observe_ts
 
 __all__ = ["EMAIL_SCOPES", "FakeSlack", "SlackCall", "WebhookPost", "validate_blocks", "validate_view"]
@@ -404,7 +405,7 @@ class FakeSlack:
         self._faults: list[_Fault] = []
         self._stalls: list[tuple[str, float, Callable[[JSON], bool] | None]] = []
         self._view_counter = 0
-        self._runner: web.AppRunner | None = None
+        self._server: LoopbackServer | None = None
         self.port = 0
         self.base_url = ""
         self.handlers: dict[str, Callable[[JSON], JSON]] = {
@@ -446,18 +447,14 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/webhook/{name}", self._webhook)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        self.base_url = f"http://127.0.0.1:{self.port}/api/"
+        self._server = LoopbackServer(app)
+        self.base_url = await self._server.start() + "/api/"
+        self.port = self._server.port
 
     async def close(self) -> None:
         """Stop the server."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
 
     # ------------------------------------------------------------------ test helpers
 

@@ -39,6 +39,7 @@ from typing import Any, TypeAlias
 
 from aiohttp import WSMsgType, web
 
+from bot.evaluation.simulator import LoopbackServer
 from tests.fakes.slack import FakeSlack, _SlackError
 
 __all__ = ["SocketConnection", "SocketModeSlack", "events_api_envelope", "interactive_envelope"]
@@ -105,7 +106,7 @@ class SocketModeSlack(FakeSlack):
         self.sent: list[JSON] = []
         self.ws_port = 0
         self._tickets: set[str] = set()
-        self._ws_runner: web.AppRunner | None = None
+        self._ws_server: LoopbackServer | None = None
         self.handlers["apps.connections.open"] = self._connections_open
 
     # ------------------------------------------------------------------ lifecycle
@@ -115,20 +116,17 @@ class SocketModeSlack(FakeSlack):
         app = web.Application()
         app.router.add_get("/link/", self._link)
         app.router.add_get("/link", self._link)
-        self._ws_runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._ws_runner.setup()
-        site = web.TCPSite(self._ws_runner, "127.0.0.1", 0)
-        await site.start()
-        self.ws_port = int(self._ws_runner.addresses[0][1])
+        self._ws_server = LoopbackServer(app)
+        await self._ws_server.start()
+        self.ws_port = self._ws_server.port
 
     async def close(self) -> None:
         for connection in self.connections:
             if not connection.closed:
                 with contextlib.suppress(Exception):
                     await connection.ws.close()
-        if self._ws_runner is not None:
-            await self._ws_runner.cleanup()
-            self._ws_runner = None
+        if self._ws_server is not None:
+            await self._ws_server.stop()
         await super().close()
 
     # ------------------------------------------------------------------ Web API side

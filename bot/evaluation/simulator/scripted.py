@@ -1,10 +1,5 @@
-"""Deterministic stand-ins for Kimi: OpenAI-compatible chat-completions servers on loopback.
-
-:class:`ScriptedKimi` serves ``POST /v1/chat/completions`` (streamed and plain), ``GET
-/v1/models``, in the wire format of Kimi's API: tool calls with ``functions.<name>:<n>`` ids
-and JSON-string arguments, ``usage`` with top-level ``cached_tokens`` (a prefix cache: the longest
-message prefix seen before counts as cached), the finish chunk carrying usage, ``data: [DONE]``.
-It plays three models, chosen by the request's ``model``:
+"""The eval's scripted models: deterministic stand-ins for Kimi that the simulator
+(:class:`~bot.evaluation.simulator.ScriptedKimi`) plays, chosen by the request's ``model``:
 
 ``scripted``
     behaves well: finds order ids and e-mails in the customer's text, looks orders up, checks
@@ -20,28 +15,21 @@ It plays three models, chosen by the request's ``model``:
     a simulated customer: says the pieces of its ``known_info`` one turn at a time, then
     ``###STOP###``.
 
-Everything is derived from the request itself, so one server serves any number of concurrent
+Everything is derived from the request itself, so one simulator serves any number of concurrent
 trials.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import re
-import secrets
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from aiohttp import web
-
 from bot.prompt import FACTS_HEAD
 
-__all__ = ["MODELS", "ScriptedKimi", "plan_reply"]
+__all__ = ["MODELS", "STOP", "Plan", "plan_reply"]
 
 MODELS = ("scripted", "rulebreaker", "scripted-customer")
 STOP = "###STOP###"
@@ -525,212 +513,3 @@ def plan_reply(body: dict[str, Any]) -> Plan:
     if not plan.calls and not plan.text:
         plan.text = "Thanks for your message; a colleague will follow up."
     return plan
-
-
-# --------------------------------------------------------------------------------------------
-# The server
-
-
-def _tokens(text: str) -> int:
-    return max(1, (len(text) + 3) // 4)
-
-
-class _PrefixCache:
-    """Kimi's automatic prefix caching, roughly: the longest message prefix seen before is cached."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._size = size
-
-    def measure(self, body: dict[str, Any]) -> tuple[int, int]:
-        parts = [json.dumps(body.get("tools") or [], sort_keys=True)] + [
-            json.dumps(m, sort_keys=True, ensure_ascii=False) for m in body.get("messages") or []
-        ]
-        digest = hashlib.sha256()
-        total, cached = 0, 0
-        keys = []
-        for part in parts:
-            digest.update(part.encode())
-            total += _tokens(part)
-            key = digest.hexdigest()
-            keys.append(key)
-            if key in self._seen and cached == total - _tokens(part):
-                cached = total
-        for key in keys:
-            self._seen[key] = None
-            self._seen.move_to_end(key)
-        while len(self._seen) > self._size:
-            self._seen.popitem(last=False)
-        return total, cached
-
-
-def _error(status: int, message: str, kind: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind}}, status=status)
-
-
-class ScriptedKimi:
-    """The scripted models on ``127.0.0.1``; ``base_url`` ends in ``/v1``. Use as an async
-    context manager (or :meth:`start` / :meth:`stop`)."""
-
-    def __init__(self) -> None:
-        self._runner: web.AppRunner | None = None
-        self._cache = _PrefixCache()
-        self.port = 0
-        self.requests = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def start(self) -> None:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = getattr(site, "_server", None)
-        assert server is not None and server.sockets
-        self.port = int(server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> ScriptedKimi:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.stop()
-
-    async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [
-                    # As Kimi's catalog says it: the scripted models read images (the vision path).
-                    {
-                        "id": m,
-                        "object": "model",
-                        "owned_by": "supportbot-eval",
-                        "context_length": 262144,
-                        "supports_image_in": True,
-                    }
-                    for m in MODELS
-                ],
-            }
-        )
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        if not request.headers.get("Authorization", "").startswith("Bearer "):
-            return _error(401, "Invalid Authentication", "invalid_authentication_error")
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "Invalid request: body is not JSON", "invalid_request_error")
-        if not isinstance(body, dict):
-            return _error(400, "Invalid request: body is not an object", "invalid_request_error")
-        model = str(body.get("model"))
-        if model not in MODELS:
-            return _error(404, f"Not found the model {model} or Permission denied", "resource_not_found_error")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return _error(400, "Invalid request: messages must not be empty", "invalid_request_error")
-        problem = _check_messages(messages)
-        if problem:
-            return _error(400, f"Invalid request: {problem}", "invalid_request_error")
-        self.requests += 1
-        plan = plan_reply(body)
-        prompt, cached = self._cache.measure(body)
-        tool_calls: list[dict[str, Any]] = [
-            {
-                "id": f"functions.{name}:{plan_index}",
-                "type": "function",
-                "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)},
-            }
-            for plan_index, (name, args) in enumerate(plan.calls, start=_calls_in(messages))
-        ]
-        content = "" if tool_calls else plan.text
-        completion = _tokens(content + json.dumps(tool_calls))
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "cached_tokens": cached,
-        }
-        finish = "tool_calls" if tool_calls else "stop"
-        ident = "chatcmpl-" + secrets.token_hex(12)
-        headers = {"Msh-Request-Id": secrets.token_hex(16)}
-        if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": content}
-            if tool_calls:
-                message["tool_calls"] = tool_calls
-            return web.json_response(
-                {
-                    "id": ident,
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                    "usage": usage,
-                    "system_fingerprint": "fpv0_5c11e7ed",
-                },
-                headers=headers,
-            )
-        response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
-        await response.prepare(request)
-
-        async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-            chunk: dict[str, Any] = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model,
-            }
-            chunk |= {"choices": choices, **extra}
-            await response.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
-
-        await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        half = len(content) // 2
-        for piece in (content[:half], content[half:]):
-            if piece:
-                await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-        for index, call in enumerate(tool_calls):
-            arguments = call["function"]["arguments"]
-            cut = len(arguments) // 2
-            first: dict[str, Any] = {"index": index, "id": call["id"], "type": "function",
-                     "function": {"name": call["function"]["name"], "arguments": arguments[:cut]}}  # fmt: skip
-            await send([{"index": 0, "delta": {"tool_calls": [first]}, "finish_reason": None}])
-            rest: dict[str, Any] = {"index": index, "function": {"arguments": arguments[cut:]}}
-            await send([{"index": 0, "delta": {"tool_calls": [rest]}, "finish_reason": None}])
-        await send([{"index": 0, "delta": {}, "finish_reason": finish, "usage": usage}])
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await send([], usage=usage)
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        await asyncio.sleep(0)
-        return response
-
-
-def _calls_in(messages: list[Any]) -> int:
-    return sum(len(m.get("tool_calls") or []) for m in messages if isinstance(m, dict))
-
-
-def _check_messages(messages: list[Any]) -> str:
-    """What Kimi refuses in a message list: empty assistant turns, unanswered tool calls."""
-    pending: set[str] = set()
-    for position, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant", "tool"):
-            return f"the message at position {position} is not a valid message"
-        if message["role"] == "assistant":
-            if not message.get("content") and not message.get("tool_calls"):
-                return f"the message at position {position} with role 'assistant' must not be empty"
-            pending |= {str(c.get("id")) for c in message.get("tool_calls") or []}
-        if message["role"] == "tool":
-            pending.discard(str(message.get("tool_call_id")))
-    if pending:
-        return f"tool_call_id {sorted(pending)[0]} has no tool message"
-    return ""
