@@ -92,10 +92,9 @@ class Intake:
                 self.counters["events_duplicate"] += 1
                 metrics.event_received("duplicate")
                 return False
-            known = await life_rows.load_by_thread(conn, message.thread.key)
-            role = classify(message.author, known.customer_id if known is not None else None, policy)
-            conversation_id = await conversation_rows.upsert_conversation(conn, message, now)
-            life = known or Life(conversation_id, message.author.id)
+            life = await conversation_rows.open_conversation(conn, message, now)
+            conversation_id = life.conversation_id
+            role = classify(message.author, life.customer_id, policy)
             if message.author.email:
                 await conversation_rows.note_asker_email(conn, conversation_id, message.author.id, message.author.email)
             message_id = await conversation_rows.add_customer_message(

@@ -73,11 +73,19 @@ async def record_event(conn: AsyncConnection, event_id: str, now: datetime) -> b
 
 async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> str:
     """The conversation of the message's thread, created on its first message; one statement."""
+    return (await open_conversation(conn, message, now)).conversation_id
+
+
+async def open_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> life.Life:
+    """The conversation of the message's thread, created on its first message (its author is then
+    its customer), with its life as it stands; one statement, which also holds the conversation's
+    row for the caller's transaction (a click on it waits)."""
     thread = message.thread
+    c = _conversations.c
     base = dialect_insert(conn.dialect.name, _conversations)
     statement = base.on_conflict_do_update(
-        index_elements=[_conversations.c.thread_key], set_={"updated_at": base.excluded.updated_at}
-    ).returning(_conversations.c.id)
+        index_elements=[c.thread_key], set_={"updated_at": base.excluded.updated_at}
+    ).returning(*life.LIFE_COLUMNS)
     values = {
         "id": new_id(),
         "thread_key": thread.key,
@@ -99,7 +107,7 @@ async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, no
         "owner": ConversationOwner.BOT,
         "status_at": now,
     }
-    return str((await conn.execute(statement, values)).scalar_one())
+    return life.life_of_row((await conn.execute(statement, values)).one())
 
 
 async def add_customer_message(

@@ -37,14 +37,19 @@ class Life:
 async def load(conn: AsyncConnection, conversation_id: str) -> Life | None:
     """The conversation's life; on PostgreSQL its row is locked for the caller's transaction
     (a decision and a message about the same conversation then take turns)."""
-    query = select(c.id, c.customer_id, c.status, c.owner, c.owner_reason, c.assignee_id, c.assignee).where(
-        c.id == conversation_id
-    )
+    query = select(*LIFE_COLUMNS).where(c.id == conversation_id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
-    if row is None:
-        return None
+    return None if row is None else life_of_row(row)
+
+
+#: The columns a :class:`Life` is read from (:func:`life_of_row`).
+LIFE_COLUMNS = (c.id, c.customer_id, c.status, c.owner, c.owner_reason, c.assignee_id, c.assignee)
+
+
+def life_of_row(row: Any) -> Life:
+    """A :class:`Life` from a row holding :data:`LIFE_COLUMNS`."""
     return Life(
         row.id,
         row.customer_id,
@@ -54,11 +59,6 @@ async def load(conn: AsyncConnection, conversation_id: str) -> Life | None:
         row.assignee_id,
         row.assignee,
     )
-
-
-async def load_by_thread(conn: AsyncConnection, thread_key: str) -> Life | None:
-    found = await conn.scalar(select(c.id).where(c.thread_key == thread_key))
-    return None if found is None else await load(conn, str(found))
 
 
 async def move_status(
