@@ -159,6 +159,31 @@ class EscalationSection(_Section):
     on_call_discord: str = ""
 
 
+class DeskSection(_Section):
+    """Who is who in a customer's thread, and how long a conversation may wait on its customer.
+
+    Everyone on ``[approvers] agents`` / ``managers`` is an agent. ``agents`` names who else is:
+    ``"review_channel"`` (members of the Slack review channel), ``"workspace"`` (in a Slack Connect
+    channel, members of the workspace that installed the bot) and ``"role:<id>"`` (holders of that
+    Discord staff role). An agent writing in a customer's thread takes it over. Anyone else is an
+    outsider: with ``outsiders = "context"`` their messages are kept as context and draft nothing;
+    with ``"customers"`` (public Discord channels where anyone may ask) each asker is a customer.
+    ``auto_resolve_hours``: a conversation waiting on its customer longer than that is resolved
+    (0: never)."""
+
+    agents: tuple[str, ...] = ("review_channel",)
+    outsiders: Literal["context", "customers"] = "context"
+    auto_resolve_hours: Annotated[float, Field(ge=0, le=24 * 365)] = 0.0
+
+    @field_validator("agents")
+    @classmethod
+    def _known_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if entry not in ("review_channel", "workspace") and not re.fullmatch(r"role:\S+", entry):
+                raise ValueError(f'{entry!r} is not "review_channel", "workspace" or "role:<id>"')
+        return value
+
+
 class ChannelsSection(_Section):
     """Channels the bot answers in; empty means wherever it is mentioned or DMed."""
 
@@ -198,6 +223,7 @@ class Policy(_Section):
     identity: IdentitySection = IdentitySection()
     approvers: ApproversSection = ApproversSection()
     escalation: EscalationSection = EscalationSection()
+    desk: DeskSection = DeskSection()
     channels: ChannelsSection = ChannelsSection()
     knowledge: KnowledgeSection = KnowledgeSection()
     logs: LogsSection = LogsSection()

@@ -11,6 +11,7 @@ from html import escape
 from pathlib import Path
 
 from adapters.playground.state import PlaygroundState, Thread
+from bot.events import DecisionAction
 from bot.ports import CardState, EditForm, ReviewCard
 
 _STATE_LINES = {
@@ -109,9 +110,41 @@ def render_card(ref: str, card: ReviewCard) -> str:
         line = _STATE_LINES.get(card.state, "").format(who=escape(card.decided_by), when=when, by=by)
         if line:
             parts.append(f'<p class="outcome">{line}</p>')
+    parts.append(_conversation(card))
     return (
         f'<div class="card state-{escape(card.state.value)}" id="card-{escape(ref, quote=True)}">{"".join(parts)}</div>'
     )
+
+
+#: The conversation's buttons (issue 19); playground.js posts ``data-action`` as the decision.
+_CONVERSATION_LABELS = {
+    DecisionAction.TAKE_OVER: "Take over",
+    DecisionAction.HAND_BACK: "Hand back",
+    DecisionAction.CLAIM: "Claim",
+    DecisionAction.RESOLVE: "Resolve",
+}
+
+
+def _conversation(card: ReviewCard) -> str:
+    """The card's conversation: what the customer wrote since (a human answers), its status,
+    owner and assignee, and its buttons."""
+    view = card.conversation
+    html = ""
+    if view.customer_wrote:
+        html += (
+            '<p class="flag">💬 <b>The customer wrote since</b> (no draft):</p>'
+            f"<blockquote>{escape(view.customer_wrote)}</blockquote>"
+        )
+    html += f'<p class="meta conversation">{escape(view.line)}</p>'
+    if view.actions:
+        draft = escape(card.draft_id, quote=True)
+        buttons = "".join(
+            f'<button class="conversation" data-action="{escape(action.value, quote=True)}" data-draft="{draft}">'
+            f"{_CONVERSATION_LABELS[action]}</button>"
+            for action in view.actions
+        )
+        html += f'<div class="actions conversation-actions">{buttons}</div>'
+    return html
 
 
 def edit_form(form: EditForm) -> str:

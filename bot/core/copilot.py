@@ -16,6 +16,7 @@ from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.intake import Intake, Received
+from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
@@ -108,6 +109,7 @@ class Copilot:
             concurrency=settings.delivery_concurrency,
             refresh_card=self.publisher.refresh,
         )
+        self.resolver = AutoResolver(db, policy, self._refresh_card)
         self.sweeper = Sweeper(
             db,
             interval=settings.sweep_seconds,
@@ -115,6 +117,7 @@ class Copilot:
             repost=self.publisher.recover,
             refresh=self.publisher.refresh,
             deliver=self.dispatcher.wake,
+            resolve_idle=self.resolver.sweep,
         )
         self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
 
@@ -202,14 +205,19 @@ class Copilot:
     def _received(self, received: Received) -> None:
         if received.draft_id is not None:
             self.drafting.pool.submit(received.draft_id)
-        for old in received.superseded:
+        for old in (*received.superseded, *received.refresh):
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
+
+    def _refresh_card(self, draft_id: str) -> None:
+        self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
 
     def _decided(self, draft_id: str, effects: Effects) -> None:
         if effects.new_draft is not None:
             self.drafting.pool.submit(effects.new_draft)
         if effects.refresh:
             self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
+        for other in effects.cards:
+            self.supervisor.spawn("refresh-card", self.publisher.refresh(other), draft=other)
         if effects.deliver:
             self.dispatcher.wake()
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundHistory, refund_history
+from bot.core import lifecycle
 from bot.core.files import FileDownloads
 from bot.core.memory import Memory
 from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, spends
@@ -283,7 +284,10 @@ class Drafting:
 
     async def _record(self, claimed: ClaimedDraft, outcome: DraftOutcome, now: datetime) -> outcomes.Recorded:
         async with self.db.write() as conn:
-            return await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            if recorded.card is not None and recorded.card.escalation:  # in the same transaction
+                await lifecycle.on_escalated(conn, claimed.conversation_id, recorded.card.escalation, now)
+            return recorded
 
     async def _quota_alert(self) -> None:
         """One alert on the review desk, at most hourly, while Kimi says the quota is used up."""
@@ -323,7 +327,8 @@ class Drafting:
             proposals=len(recorded.card.actions),
             flags=len(outcome.flags),
         )
-        source = CardSource(recorded.card, conversation_after(run, outcome), run.trigger)
+        conversation_now = lifecycle.escalated(conversation_after(run, outcome), recorded.card.escalation)
+        source = CardSource(recorded.card, conversation_now, run.trigger)
         if await self.publisher.publish(source, recorded.card.version, ref=ref):
             metrics.card_posted(claimed.created_at)
         channel = self.channels.get(conversation.thread.platform)
@@ -338,7 +343,7 @@ class Drafting:
         if recorded.card is None:
             return
         log.warning("draft %s failed: %s", run.claimed.id, failure)
-        source = CardSource(recorded.card, run.conversation, run.trigger)
+        source = CardSource(recorded.card, lifecycle.escalated(run.conversation, recorded.card.escalation), run.trigger)
         await self.publisher.publish(source, recorded.card.version, ref=ref)
 
 
