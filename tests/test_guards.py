@@ -92,8 +92,9 @@ ANA_PRIVATE = ("Ana Diaz", "ana@example.com", "JD014600007", "Desk chair", "1011
 
 
 @pytest.fixture
-async def shop(tmp_path: Path, kimi: FakeKimi) -> AsyncIterator[TestDesk]:
-    async with open_desk(tmp_path, kimi, policy=POLICY) as desk:
+async def shop(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
+    """The guards' desk, on SQLite and on PostgreSQL."""
+    async with open_desk(tmp_path, kimi, policy=POLICY, database_url=database_url) as desk:
         await desk.import_orders(guard_orders(desk.account(KIM)))
         yield desk
 

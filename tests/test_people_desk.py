@@ -20,8 +20,9 @@ POLICY = '[approvers]\nagents = ["alice"]\n'
 
 
 @pytest.fixture
-async def desk(tmp_path: Path, kimi: FakeKimi) -> AsyncIterator[TestDesk]:
-    async with open_desk(tmp_path, kimi, policy=POLICY) as opened:
+async def desk(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
+    """The conversation rules' desk, on SQLite and on PostgreSQL."""
+    async with open_desk(tmp_path, kimi, policy=POLICY, database_url=database_url) as opened:
         yield opened
 
 
