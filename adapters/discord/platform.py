@@ -16,7 +16,7 @@ from adapters.discord.outbound import DiscordCustomerChannel, PendingMarkers
 from adapters.discord.review import DiscordReviewDesk, ReviewButton, ReviewInteractions
 from adapters.discord.settings import DiscordSettings
 from bot.downloads import FileHost
-from bot.errors import ConfigError
+from bot.errors import ConfigError, PlatformUnavailable
 from bot.events import DecisionAction
 from bot.ports import Core
 
@@ -226,8 +226,8 @@ class DiscordPlatform:
             log.exception("handling %s on draft %s failed", action, draft_id)
 
     def _require_client(self) -> SupportbotClient:
-        if self._client is None:
-            raise RuntimeError("the Discord adapter is not started")
+        if self._client is None:  # stopped, or between a dead gateway and its reconnect
+            raise PlatformUnavailable("Discord", "the Discord adapter is not started")
         return self._client
 
     def _require_core(self) -> Core:

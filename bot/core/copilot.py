@@ -101,6 +101,7 @@ class Copilot:
             lease=lease,
             concurrency=settings.delivery_concurrency,
             refresh_card=self.publisher.refresh,
+            supervisor=self.supervisor,
         )
         self.sweeper = Sweeper(
             db,

@@ -22,8 +22,10 @@ from sqlalchemy import select
 
 from bot import metrics
 from bot.approval import refusal_at_execution
+from bot.core.tasks import Supervisor
 from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, DraftStatus
+from bot.errors import PlatformError
 from bot.events import ThreadRef
 from bot.logs import log_event
 from bot.policy import PolicyStore
@@ -59,6 +61,7 @@ class Dispatcher:
         lease: timedelta,
         concurrency: int,
         refresh_card: Callable[[str], Any],
+        supervisor: Supervisor,
     ) -> None:
         self.db = db
         self.policy = policy
@@ -69,8 +72,9 @@ class Dispatcher:
         self.lease = lease
         self.concurrency = concurrency
         self._refresh_card = refresh_card
+        self.supervisor = supervisor
         self._wake = asyncio.Event()
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._in_flight: dict[int, asyncio.Task[Any]] = {}
         self._winding_down = False
         self.passes = 0
 
@@ -114,16 +118,15 @@ class Dispatcher:
             claimed = await outbox_rows.claim_due(conn, self.owner, utcnow(), self.lease, free)
         self.passes += 1
         for item in claimed:
-            task = asyncio.create_task(self._deliver_observed(item), name=f"deliver-{item.draft_id}")
+            # The supervisor owns each delivery: a failure is logged with the draft and counted
+            # (the row is retried when its lease expires).
+            task = self.supervisor.spawn("deliver", self._deliver_and_free(item), draft=item.draft_id)
             self._in_flight[item.id] = task
         return len(claimed)
 
-    async def _deliver_observed(self, item: ClaimedReply) -> None:
+    async def _deliver_and_free(self, item: ClaimedReply) -> None:
         try:
             await self._deliver(item)
-        except Exception:
-            metrics.background_failure("deliver")
-            log.exception("delivering draft %s failed; it is retried when its lease expires", item.draft_id)
         finally:
             self._in_flight.pop(item.id, None)
             self._wake.set()  # the thread's next reply may be due now
@@ -224,13 +227,13 @@ class Dispatcher:
         try:
             existing = await channel.find_reply(thread, key) if item.attempts > 1 else None
             return existing or await channel.post_reply(thread, item.text, idempotency_key=key)
-        except Exception as exc:
+        except PlatformError as exc:
             log.warning("posting draft %s failed (attempt %d): %s", item.draft_id, item.attempts, exc)
             metrics.platform_error(thread.platform, "post_reply")
             if item.attempts >= MAX_ATTEMPTS:
-                await self._fail(item, conversation_id, f"the platform refused the reply ({type(exc).__name__})")
+                await self._fail(item, conversation_id, f"the platform refused the reply ({exc})")
             else:
-                await self._retry(item, type(exc).__name__)
+                await self._retry(item, f"{type(exc).__name__}: {exc}")
             return None
 
     async def _record_sent(self, item: ClaimedReply, conversation_id: str, message_id: str) -> bool:

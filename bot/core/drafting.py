@@ -136,7 +136,8 @@ class Drafting:
                 turns, images = await self.files.fetch_pending(claim.draft.message_id, claim.turns, claim.images)
                 claim = dataclasses.replace(claim, turns=turns, images=images)
                 await self._draft(claim)
-            except Exception as exc:
+            except Exception as exc:  # last resort: a bug fails this draft visibly, not the worker
+                metrics.background_failure("drafting")
                 log.exception("drafting %s failed unexpectedly", draft_id)
                 failure = f"internal error while drafting ({type(exc).__name__})"
                 await self._finish_failed(claim.run([]), failure, "")

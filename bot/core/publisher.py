@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from bot import metrics
 from bot.cards import build_card
-from bot.errors import PlatformRateLimited
+from bot.errors import PlatformError, PlatformRateLimited
 from bot.logs import log_event
 from bot.policy import PolicyStore
 from bot.ports import ReviewCard, ReviewDesk
@@ -66,7 +66,7 @@ class CardPublisher:
                 await desk.update_card(ref, self.card(source, desk.name))
                 return ref
             return await desk.post_card(self.card(source, desk.name), idempotency_key=key)
-        except Exception as exc:
+        except PlatformError as exc:
             _failed(exc, "opening the card of draft %s failed; it is posted when the draft is done", source.draft_id)
             metrics.platform_error(desk.name, "post_card")
             return None
@@ -78,8 +78,8 @@ class CardPublisher:
             return
         try:
             await desk.update_card(ref, self.card(source, desk.name))
-        except Exception:
-            log.warning("updating the forming card of draft %s failed", source.draft_id, exc_info=True)
+        except PlatformError as exc:
+            log.warning("updating the forming card of draft %s failed: %s", source.draft_id, exc)
             metrics.platform_error(desk.name, "update_card")
 
     async def publish(self, source: CardSource, version: int, *, adopt: bool = False, ref: str | None = None) -> bool:
@@ -102,7 +102,7 @@ class CardPublisher:
             else:
                 ref = await desk.post_card(card, idempotency_key=key)
                 self.counters["cards_posted"] += 1
-        except Exception as exc:
+        except PlatformError as exc:
             _failed(exc, "posting the card of draft %s failed; it will be retried", source.draft_id)
             metrics.platform_error(desk.name, "post_card")
             async with self.db.write() as conn:
@@ -135,7 +135,7 @@ class CardPublisher:
             return  # not on a desk yet: recovery posts it, already up to date
         try:
             await desk.update_card(ref, self.card(source, desk.name))
-        except Exception as exc:
+        except PlatformError as exc:
             _failed(exc, "updating the card of draft %s failed; it will be retried", draft_id)
             metrics.platform_error(desk.name, "update_card")
             return
@@ -152,13 +152,13 @@ class CardPublisher:
         for desk in self.desks.values():
             try:
                 await desk.post_notice(text)
-            except Exception:
-                log.exception("could not post a notice to %s", desk.name)
+            except PlatformError as exc:
+                log.error("could not post a notice to %s: %s", desk.name, exc)
 
 
-def _failed(error: Exception, message: str, draft_id: str) -> None:
+def _failed(error: PlatformError, message: str, draft_id: str) -> None:
     """A desk call that failed and is retried later: a rate limit the platform's client could not
-    sit through is one warning line (it passes); anything else is an error with its traceback."""
+    sit through is one warning line (it passes); any other refusal is an error with its cause."""
     if isinstance(error, PlatformRateLimited):
         log.warning(message + ": %s", draft_id, error)
     else:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from bot.errors import PlatformNotFound
 from bot.events import ThreadRef
 from bot.ports import ReviewCard
 
@@ -89,7 +90,7 @@ class Board:
     async def card_updated(self, ref: str, card: ReviewCard) -> None:
         draft_id = self.refs.get(ref)
         if draft_id is None:
-            raise KeyError(f"no card {ref!r}")
+            raise PlatformNotFound("memory", f"no card {ref!r}")
         self.cards[draft_id].versions.append(card)
         await self.notify()
 
