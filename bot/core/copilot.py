@@ -9,7 +9,6 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
 
 from bot.agent import DraftingAgent
 from bot.core.dispatcher import Dispatcher
@@ -21,6 +20,7 @@ from bot.core.recovery import LeaseKeeper, Sweeper
 from bot.core.review import Effects
 from bot.core.review import ReviewDesk as Decisions
 from bot.core.tasks import Supervisor
+from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
@@ -70,9 +70,9 @@ class Copilot:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
         self.supervisor = Supervisor()
         self.channels: dict[str, CustomerChannel] = {}
-        lease = timedelta(seconds=settings.work_lease_seconds)
-        self.leases = LeaseKeeper(db, self.owner, lease)
-        self.publisher = CardPublisher(db, policy, self.metrics, self.owner)
+        self.timing = WorkTiming.from_settings(settings)
+        self.leases = LeaseKeeper(db, self.owner, self.timing)
+        self.publisher = CardPublisher(db, policy, self.metrics, self.owner, self.timing)
         self._build_tools = tools
         self._tools: tuple[Policy, ToolRegistry] | None = None
         self.drafting = Drafting(
@@ -98,14 +98,14 @@ class Copilot:
             self.channels,
             self.metrics,
             self.owner,
-            lease=lease,
+            timing=self.timing,
             concurrency=settings.delivery_concurrency,
             refresh_card=self.publisher.refresh,
             supervisor=self.supervisor,
         )
         self.sweeper = Sweeper(
             db,
-            interval=settings.sweep_seconds,
+            timing=self.timing,
             redraft=self.drafting.pool.submit,
             repost=self.publisher.recover,
             refresh=self.publisher.refresh,
@@ -141,7 +141,7 @@ class Copilot:
         self.drafting.pool.start(self.settings.drafting_concurrency)
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
-        self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
+        self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.timing.sweep_seconds))
 
     async def wind_down(self, grace: float) -> bool:
         """A graceful stop's first phase: start no new draft or delivery and give what is in

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
@@ -23,6 +23,7 @@ from sqlalchemy import select
 from bot import metrics
 from bot.approval import refusal_at_execution
 from bot.core.tasks import Supervisor
+from bot.core.timing import WorkTiming
 from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, DraftStatus
 from bot.errors import PlatformError
@@ -43,8 +44,6 @@ from tools.orders import OrderBackend
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 6
-
 
 class Dispatcher:
     """Claims due outbox rows and delivers them."""
@@ -58,7 +57,7 @@ class Dispatcher:
         counters: Counter[str],
         owner: str,
         *,
-        lease: timedelta,
+        timing: WorkTiming,
         concurrency: int,
         refresh_card: Callable[[str], Any],
         supervisor: Supervisor,
@@ -69,7 +68,8 @@ class Dispatcher:
         self.channels = channels
         self.counters = counters
         self.owner = owner
-        self.lease = lease
+        self.timing = timing
+        self.lease = timing.lease
         self.concurrency = concurrency
         self._refresh_card = refresh_card
         self.supervisor = supervisor
@@ -143,7 +143,7 @@ class Dispatcher:
 
     async def _renew_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.lease.total_seconds() / 3)
+            await asyncio.sleep(self.timing.renew_every)
             if self._in_flight:
                 try:
                     async with self.db.write() as conn:
@@ -212,7 +212,7 @@ class Dispatcher:
         for action in actions:
             error = await self._execute(conversation_id, action)
             if error is not None:
-                if error.code == "unavailable" and item.attempts < MAX_ATTEMPTS:
+                if error.code == "unavailable" and item.attempts < self.timing.reply_attempts:
                     await self._retry(item, f"refund backend unavailable: {error.message}")
                     return False
                 await self._fail(item, conversation_id, f"refund failed: {error.message}")
@@ -230,7 +230,7 @@ class Dispatcher:
         except PlatformError as exc:
             log.warning("posting draft %s failed (attempt %d): %s", item.draft_id, item.attempts, exc)
             metrics.platform_error(thread.platform, "post_reply")
-            if item.attempts >= MAX_ATTEMPTS:
+            if item.attempts >= self.timing.reply_attempts:
                 await self._fail(item, conversation_id, f"the platform refused the reply ({exc})")
             else:
                 await self._retry(item, f"{type(exc).__name__}: {exc}")
@@ -321,9 +321,9 @@ class Dispatcher:
         return error
 
     async def _retry(self, item: ClaimedReply, error: str) -> None:
-        delay = min(300.0, 2.0**item.attempts)
+        due = utcnow() + self.timing.reply_retry_after(item.attempts)
         async with self.db.write() as conn:
-            await outbox_rows.retry_later(conn, item.id, self.owner, error, utcnow() + timedelta(seconds=delay))
+            await outbox_rows.retry_later(conn, item.id, self.owner, error, due)
 
     async def _fail(self, item: ClaimedReply, conversation_id: str, error: str) -> None:
         now = utcnow()

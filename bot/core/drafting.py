@@ -54,9 +54,6 @@ from tools import ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
 
-QUOTA_ALERT_EVERY = 3600.0
-COOL_DOWN_DEFAULT = 30.0
-
 
 def failure_reason(error: Exception) -> str:
     """What the failed draft's card says."""
@@ -121,6 +118,7 @@ class Drafting:
         self.supervisor = supervisor
         self.channels = channels
         self.counters = counters
+        self.timing = leases.timing
         self.lease = leases.lease
         self.pool = WorkerPool("drafting", supervisor, self.draft)
         self._quota_alerted_at: float | None = None
@@ -229,7 +227,7 @@ class Drafting:
     async def _postpone(self, claimed: ClaimedDraft, exc: KimiCircuitOpen, spent: tuple[Spend, ...]) -> None:
         """The model is cooling down and no fallback can take the call: the draft waits in SQL
         (its lease free again after the cool-down), it does not fail."""
-        wait = exc.retry_after or COOL_DOWN_DEFAULT
+        wait = exc.retry_after or self.timing.model_cool_down.total_seconds()
         log.warning("draft %s waits %.0f s: %s", claimed.id, wait, exc)
         now = utcnow()
         async with self.db.write() as conn:
@@ -289,7 +287,10 @@ class Drafting:
     async def _quota_alert(self) -> None:
         """One alert on the review desk, at most hourly, while Kimi says the quota is used up."""
         now = asyncio.get_running_loop().time()
-        if self._quota_alerted_at is not None and now - self._quota_alerted_at < QUOTA_ALERT_EVERY:
+        if (
+            self._quota_alerted_at is not None
+            and now - self._quota_alerted_at < self.timing.quota_alert_every.total_seconds()
+        ):
             return
         self._quota_alerted_at = now
         await self.publisher.notice(
@@ -341,9 +342,6 @@ class Drafting:
         log.warning("draft %s failed: %s", run.claimed.id, failure)
         source = CardSource(recorded.card, run.conversation, run.trigger)
         await self.publisher.publish(source, recorded.card.version, ref=ref)
-
-
-LEASE_DEFAULT = timedelta(seconds=10)
 
 
 class CardStream:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import timedelta
 
 from bot import metrics
 from bot.cards import build_card
+from bot.core.timing import WorkTiming
 from bot.errors import PlatformError, PlatformRateLimited
 from bot.logs import log_event
 from bot.policy import PolicyStore
@@ -25,8 +25,6 @@ from bot.store.cards import CardSource
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER = timedelta(seconds=3)
-
 
 def card_key(draft_id: str) -> str:
     return f"card-{draft_id}"
@@ -35,8 +33,11 @@ def card_key(draft_id: str) -> str:
 class CardPublisher:
     """Puts cards on the review desk and keeps them true."""
 
-    def __init__(self, db: Database, policy: PolicyStore, counters: Counter[str], owner: str) -> None:
+    def __init__(
+        self, db: Database, policy: PolicyStore, counters: Counter[str], owner: str, timing: WorkTiming
+    ) -> None:
         self.db = db
+        self.timing = timing
         self.policy = policy
         self.counters = counters
         self.owner = owner
@@ -106,7 +107,7 @@ class CardPublisher:
             _failed(exc, "posting the card of draft %s failed; it will be retried", source.draft_id)
             metrics.platform_error(desk.name, "post_card")
             async with self.db.write() as conn:
-                await draft_rows.postpone(conn, source.draft_id, self.owner, utcnow() + RETRY_AFTER)
+                await draft_rows.postpone(conn, source.draft_id, self.owner, utcnow() + self.timing.card_retry_after)
             return False
         async with self.db.write() as conn:
             current = await draft_rows.card_posted(conn, source.draft_id, self.owner, desk.name, ref, version)
@@ -118,7 +119,7 @@ class CardPublisher:
     async def recover(self, draft_id: str) -> None:
         """Post (or adopt) the card of a draft whose card never made it to the desk."""
         async with self.db.write() as conn:
-            if not await draft_rows.claim_for_card(conn, draft_id, self.owner, utcnow(), RETRY_AFTER * 4):
+            if not await draft_rows.claim_for_card(conn, draft_id, self.owner, utcnow(), self.timing.card_claim):
                 return
         source = await self.load(draft_id)
         if source is not None:
