@@ -17,8 +17,7 @@ from bot.core.intake import Intake, Received
 from bot.core.memory import Memory
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
-from bot.core.review import Effects
-from bot.core.review import ReviewDesk as Decisions
+from bot.core.review import Decisions, Effects
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
