@@ -87,7 +87,9 @@ async def test_a_rate_limit_too_long_to_sit_through_reaches_the_core_as_platform
     assert len([m for m in fake.messages_in(REVIEW_CHANNEL_ID) if m["embeds"]]) == 1
 
 
-async def test_discords_refusals_reach_the_core_as_the_ports_errors(fake: FakeDiscord, platform: DiscordPlatform) -> None:
+async def test_discords_refusals_reach_the_core_as_the_ports_errors(
+    fake: FakeDiscord, platform: DiscordPlatform
+) -> None:
     desk = platform.review_desk
     assert desk is not None
     with pytest.raises(PlatformNotFound, match="404"):  # the card's message was deleted
