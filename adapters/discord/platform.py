@@ -90,6 +90,11 @@ class DiscordPlatform:
         return self._review_desk
 
     @property
+    def desk_preferred(self) -> bool:
+        """``DISCORD_REVIEW_CHANNEL`` set: agents review every platform's drafts there."""
+        return self._review_desk is not None
+
+    @property
     def files(self) -> FileHost:
         return self._files
 

@@ -164,6 +164,10 @@ class MemoryPlatform:
         return self._desk
 
     @property
+    def desk_preferred(self) -> bool:
+        return False
+
+    @property
     def files(self) -> None:
         """None: attachments come with their bytes, nothing is downloaded."""
         return None
@@ -250,6 +254,10 @@ class _Recorded:
         if self._desk is None:
             self._desk = RecordingDesk(inner, self._board)
         return self._desk
+
+    @property
+    def desk_preferred(self) -> bool:
+        return self._inner.desk_preferred
 
     @property
     def files(self) -> FileFetcher | None:
