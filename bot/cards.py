@@ -45,9 +45,7 @@ def proposal_summary(action: StoredAction) -> str:
 def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard:
     """The card for ``source`` as the desk named ``desk_name`` shows it."""
     draft, conversation, trigger = source.draft, source.conversation, source.trigger
-    on_call = ""
-    if draft.escalation:
-        on_call = policy.escalation.on_call_slack if desk_name == "slack" else policy.escalation.on_call_discord
+    on_call = policy.escalation.on_call(desk_name) if draft.escalation else ""
     sent = source.outbox is not None and source.outbox[0] is OutboxStatus.SENT
     return ReviewCard(
         draft_id=draft.id,

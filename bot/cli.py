@@ -149,7 +149,7 @@ def _forget(args: argparse.Namespace) -> int:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
-    from bot.policy import load_policy
+    from bot.policy import load_policy, read_deprecations
     from bot.secret_values import configured_secrets
     from bot.settings import Settings, load_settings
 
@@ -161,6 +161,8 @@ def _policy_check(args: argparse.Namespace) -> int:
     except ConfigError:
         settings = None  # checking a policy needs no working settings; the secrets named in the environment still count
     policy = load_policy(path, configured_secrets(settings))
+    for line in read_deprecations(path):
+        print(f"{path}: {line}")
     print(f"{path}: OK (policy version {policy.version})")
     return 0
 

@@ -231,6 +231,13 @@ class PlatformAdapter(Protocol):
         ...
 
     @property
+    def desk_preferred(self) -> bool:
+        """True when this adapter's settings ask for every platform's new cards on its desk
+        (``DISCORD_REVIEW_CHANNEL``: review in Discord instead of Slack). Otherwise the first
+        desk registered takes new cards."""
+        ...
+
+    @property
     def files(self) -> FileFetcher | None:
         """How the core downloads this platform's attachments; None when it never needs to (the
         adapter hands over the bytes itself, or its messages carry no files)."""

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.events import Attachment
-from bot.store import Attachment as StoredImage
+from bot.store import AttachmentRow as StoredImage
 from bot.store import AuditEvent, Conversation, Draft, Message, OutboxItem, ToolCall, utcnow
 from bot.testing import TestDesk
 from tests.desks import CallTools, FakeKimi, Reply, open_desk

@@ -28,7 +28,8 @@ import discord
 
 from adapters.discord.client import SupportbotClient
 from adapters.discord.markup import literal, verbatim
-from adapters.discord.outbound import NONCE_LENGTH, ClientSource, rate_limits_told, split_message
+from adapters.discord.outbound import NONCE_LENGTH, ClientSource, platform_errors_told, split_message
+from bot.errors import PlatformNotFound
 from bot.events import Actor, DecisionAction, ReviewDecision
 from bot.ports import CardState, Core, DecisionOutcome, ReviewCard
 
@@ -434,7 +435,7 @@ class DiscordReviewDesk:
         while len(self._keys) > _KEY_MEMORY:
             self._keys.popitem(last=False)
 
-    @rate_limits_told
+    @platform_errors_told
     async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         channel = self._client().get_partial_messageable(self.channel_id)
         view = review_buttons(card)
@@ -454,7 +455,7 @@ class DiscordReviewDesk:
         self._remember(card.draft_id, idempotency_key)
         return f"{self.channel_id}:{message.id}"
 
-    @rate_limits_told
+    @platform_errors_told
     async def find_card(self, idempotency_key: str) -> str | None:
         """The ref of the card carrying this key among the channel's recent messages."""
         client = self._client()
@@ -465,11 +466,11 @@ class DiscordReviewDesk:
                 return f"{self.channel_id}:{message.id}"
         return None
 
-    @rate_limits_told
+    @platform_errors_told
     async def update_card(self, ref: str, card: ReviewCard) -> None:
         channel_id, _, message_id = ref.partition(":")
         if not channel_id.isdigit() or not message_id.isdigit():
-            raise ValueError(f"not a Discord card reference: {ref!r}")
+            raise PlatformNotFound("Discord", f"not a Discord card reference: {ref!r}")
         channel = self._client().get_partial_messageable(int(channel_id))
         message = channel.get_partial_message(int(message_id))
         await message.edit(
@@ -478,7 +479,7 @@ class DiscordReviewDesk:
             allowed_mentions=discord.AllowedMentions.none(),
         )
 
-    @rate_limits_told
+    @platform_errors_told
     async def post_notice(self, text: str) -> None:
         channel = self._client().get_partial_messageable(self.channel_id)
         for part in split_message(text):

@@ -176,6 +176,10 @@ class SlackPlatform:
         return self._outbound if self.review_channel else None
 
     @property
+    def desk_preferred(self) -> bool:
+        return False
+
+    @property
     def files(self) -> FileHost:
         return self._files
 

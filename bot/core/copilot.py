@@ -9,7 +9,6 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
 
 from bot.agent import DraftingAgent
 from bot.core.allowlist import WorkspaceAllowlist
@@ -22,9 +21,9 @@ from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
 from bot.core.retention import COUNTERS as RETENTION_COUNTERS
 from bot.core.retention import RetentionJob
-from bot.core.review import Effects
-from bot.core.review import ReviewDesk as Decisions
+from bot.core.review import Decisions, Effects
 from bot.core.tasks import Supervisor
+from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
 from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
@@ -76,9 +75,9 @@ class Copilot:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
         self.supervisor = Supervisor()
         self.channels: dict[str, CustomerChannel] = {}
-        lease = timedelta(seconds=settings.work_lease_seconds)
-        self.leases = LeaseKeeper(db, self.owner, lease)
-        self.publisher = CardPublisher(db, policy, self.metrics, self.owner)
+        self.timing = WorkTiming.from_settings(settings)
+        self.leases = LeaseKeeper(db, self.owner, self.timing)
+        self.publisher = CardPublisher(db, policy, self.metrics, self.owner, self.timing)
         self._build_tools = tools
         self._tools: tuple[Policy, ToolRegistry] | None = None
         self.drafting = Drafting(
@@ -105,14 +104,15 @@ class Copilot:
             self.channels,
             self.metrics,
             self.owner,
-            lease=lease,
+            timing=self.timing,
             concurrency=settings.delivery_concurrency,
             refresh_card=self.publisher.refresh,
+            supervisor=self.supervisor,
         )
         self.resolver = AutoResolver(db, policy, self._refresh_card)
         self.sweeper = Sweeper(
             db,
-            interval=settings.sweep_seconds,
+            timing=self.timing,
             redraft=self.drafting.pool.submit,
             repost=self.publisher.recover,
             refresh=self.publisher.refresh,
@@ -150,7 +150,7 @@ class Copilot:
         self.drafting.pool.start(self.settings.drafting_concurrency)
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
-        self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
+        self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.timing.sweep_seconds))
         # A failing pass is retried after a minute, not a second: it is no hurry, and logs once.
         self.supervisor.keep_running("retention", self.retention.run, backoff=min(60.0, self.retention.interval))
 

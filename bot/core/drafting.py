@@ -55,9 +55,6 @@ from tools import ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
 
-QUOTA_ALERT_EVERY = 3600.0
-COOL_DOWN_DEFAULT = 30.0
-
 
 def failure_reason(error: Exception) -> str:
     """What the failed draft's card says."""
@@ -122,6 +119,7 @@ class Drafting:
         self.supervisor = supervisor
         self.channels = channels
         self.counters = counters
+        self.timing = leases.timing
         self.lease = leases.lease
         self.pool = WorkerPool("drafting", supervisor, self.draft)
         self._quota_alerted_at: float | None = None
@@ -137,7 +135,8 @@ class Drafting:
                 turns, images = await self.files.fetch_pending(claim.draft.message_id, claim.turns, claim.images)
                 claim = dataclasses.replace(claim, turns=turns, images=images)
                 await self._draft(claim)
-            except Exception as exc:
+            except Exception as exc:  # last resort: a bug fails this draft visibly, not the worker
+                metrics.background_failure("drafting")
                 log.exception("drafting %s failed unexpectedly", draft_id)
                 failure = f"internal error while drafting ({type(exc).__name__})"
                 await self._finish_failed(claim.run([]), failure, "")
@@ -229,7 +228,7 @@ class Drafting:
     async def _postpone(self, claimed: ClaimedDraft, exc: KimiCircuitOpen, spent: tuple[Spend, ...]) -> None:
         """The model is cooling down and no fallback can take the call: the draft waits in SQL
         (its lease free again after the cool-down), it does not fail."""
-        wait = exc.retry_after or COOL_DOWN_DEFAULT
+        wait = exc.retry_after or self.timing.model_cool_down.total_seconds()
         log.warning("draft %s waits %.0f s: %s", claimed.id, wait, exc)
         now = utcnow()
         async with self.db.write() as conn:
@@ -292,7 +291,10 @@ class Drafting:
     async def _quota_alert(self) -> None:
         """One alert on the review desk, at most hourly, while Kimi says the quota is used up."""
         now = asyncio.get_running_loop().time()
-        if self._quota_alerted_at is not None and now - self._quota_alerted_at < QUOTA_ALERT_EVERY:
+        if (
+            self._quota_alerted_at is not None
+            and now - self._quota_alerted_at < self.timing.quota_alert_every.total_seconds()
+        ):
             return
         self._quota_alerted_at = now
         await self.publisher.notice(
@@ -345,9 +347,6 @@ class Drafting:
         log.warning("draft %s failed: %s", run.claimed.id, failure)
         source = CardSource(recorded.card, lifecycle.escalated(run.conversation, recorded.card.escalation), run.trigger)
         await self.publisher.publish(source, recorded.card.version, ref=ref)
-
-
-LEASE_DEFAULT = timedelta(seconds=10)
 
 
 class CardStream:

@@ -73,8 +73,8 @@ def already(draft: DraftUnderReview) -> str:
     return f"This draft was already {_ALREADY.get(draft.status, draft.status.value)}{who}."
 
 
-class ReviewDesk:
-    """Applies agents' decisions to drafts (named after the place agents decide in)."""
+class Decisions:
+    """Applies agents' decisions to drafts."""
 
     def __init__(
         self, db: Database, policy: PolicyStore, orders: OrderBackend, on_decided: Callable[[str, Effects], None]

@@ -14,11 +14,11 @@ from bot.domain.states import ConversationOwner, ConversationStatus
 from bot.events import InboundMessage, ThreadRef
 from bot.store import life
 from bot.store.dialect import dialect_insert
-from bot.store.schema import Attachment, Conversation, Message, ProcessedEvent, new_id, table_of
+from bot.store.schema import AttachmentRow, Conversation, Message, ProcessedEvent, new_id, table_of
 
 _conversations = table_of(Conversation)
 _messages = table_of(Message)
-_attachments = table_of(Attachment)
+_attachments = table_of(AttachmentRow)
 _events = table_of(ProcessedEvent)
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
 from bot.store.schema import (
-    Attachment,
+    AttachmentRow,
     AuditEvent,
     Conversation,
     Draft,
@@ -48,7 +48,7 @@ WORKING_DRAFT_STATES = (DraftStatus.DRAFTING, DraftStatus.AWAITING_REVIEW, Draft
 Scope = Callable[[ColumnElement[Any]], ColumnElement[bool]]
 
 _messages = table_of(Message)
-_attachments = table_of(Attachment)
+_attachments = table_of(AttachmentRow)
 _drafts = table_of(Draft)
 _calls = table_of(ToolCall)
 _outbox = table_of(OutboxItem)

@@ -156,7 +156,7 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Attachment(Base):
+class AttachmentRow(Base):
     """Image bytes downloaded on arrival (platform URLs expire), kept for vision models."""
 
     __tablename__ = "attachments"
