@@ -165,7 +165,7 @@ class Supportbot:
                 core.add_files(platform.name, files)
             desk = platform.review_desk
             if desk is not None:
-                core.add_desk(desk, preferred=platform.name == "discord" and bool(settings.discord_review_channel))
+                core.add_desk(desk, preferred=platform.desk_preferred)
         engine = self.engine
         self._backlog = Recent(lambda: metrics.store_backlog(core.db.reads), settings.metrics_cache_seconds)
         self._database = Recent(lambda: database_reachable(engine), settings.metrics_cache_seconds)

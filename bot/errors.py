@@ -19,6 +19,12 @@
     │       ├── KimiAuthError          401/403: bad key (fatal at start-up)
     │       ├── KimiModelNotFound      404: the model id does not exist (start-up lists the ids)
     │       └── KimiBadRequest         any other 400
+    ├── PlatformError          a port call (reply, card, notice) failed; adapters translate their SDK's errors
+    │   ├── PlatformUnavailable    the platform could not be reached or failed (5xx, timeout): transient
+    │   ├── PlatformRateLimited    the platform asked to slow down past its client's retries: transient
+    │   ├── PlatformNotFound       the thread, channel or card the call names is gone
+    │   └── PlatformRefused        the platform refused the call (permissions, a bad request): retrying
+    │                              will not fix it
     ├── DraftingError          the drafting loop could not produce a draft
     ├── FileNotFetched         a customer's file was refused or not downloaded (``reason`` is for the card)
     └── ImportFailed           ``supportbot orders import`` rejected a file (nothing imported)
@@ -119,7 +125,30 @@ class KimiBadRequest(KimiFatalError):
     """Kimi rejected the request (400 ``invalid_request_error``) for another reason."""
 
 
-class PlatformRateLimited(SupportbotError):
+class PlatformError(SupportbotError):
+    """A call through a port (:class:`bot.ports.CustomerChannel`, :class:`bot.ports.ReviewDesk`)
+    failed. Adapters translate their SDK's exceptions into one of the subclasses at the port
+    boundary, so the core catches these and nothing broader. ``platform`` names the platform; the
+    message says what failed in the platform's own words ("Slack: channel_not_found")."""
+
+    def __init__(self, platform: str, message: str) -> None:
+        super().__init__(message)
+        self.platform = platform
+
+
+class PlatformUnavailable(PlatformError):
+    """The platform could not be reached, timed out or failed on its side (5xx)."""
+
+
+class PlatformNotFound(PlatformError):
+    """The thread, channel, message or card the call names does not exist (any more)."""
+
+
+class PlatformRefused(PlatformError):
+    """The platform refused the call: missing permission or scope, a request it rejects."""
+
+
+class PlatformRateLimited(PlatformError):
     """Slack or Discord asked the bot to slow down and its client library's own retries are
     used up (or the wait it asked for is too long to sit through). Transient: the core tries
     again later and says so in one warning, without a traceback. ``retry_after`` is the wait
@@ -127,8 +156,7 @@ class PlatformRateLimited(SupportbotError):
 
     def __init__(self, platform: str, retry_after: float | None = None) -> None:
         wait = f" (it asked to wait {retry_after:.1f} s)" if retry_after is not None else ""
-        super().__init__(f"{platform} rate limited the bot{wait}")
-        self.platform = platform
+        super().__init__(platform, f"{platform} rate limited the bot{wait}")
         self.retry_after = retry_after
 
 

@@ -37,12 +37,22 @@ class ThreadRef:
 
 @dataclass(frozen=True, slots=True)
 class Author:
-    """Who wrote a message, as the platform identifies them. ``email`` is the platform
-    profile's e-mail when the platform shares it (Slack with ``users:read.email``), else empty."""
+    """Who wrote a message, as the platform identifies them, with the facts the core needs to
+    decide who is speaking (:func:`bot.domain.roles.classify`); the adapter decides nothing.
+
+    ``email`` is the platform profile's e-mail when the platform shares it (Slack with
+    ``users:read.email``), else empty. ``groups``: the Slack user-group ids or Discord role ids
+    the author holds. ``home_workspace``: in a Slack Connect channel, whether the author belongs to
+    the workspace that installed the bot (None elsewhere: not a fact there). ``review_member``:
+    whether the author is a member of the review channel (None when the adapter cannot say)."""
 
     id: str
     display_name: str = ""
     email: str = ""
+    is_bot: bool = False
+    groups: frozenset[str] = field(default_factory=frozenset)
+    home_workspace: bool | None = None
+    review_member: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +83,10 @@ class InboundMessage:
     ``event_id`` is the platform's own delivery id: a redelivered event carries the same id and
     is ignored. ``location`` is a human-readable "where" for the review card, e.g.
     ``"Slack · #support"`` or ``"Discord · Acme · #help · @kim"``.
+
+    ``edited`` marks the platform telling of an edit: ``message_id`` names the message as first
+    sent and ``text`` is its new text (Slack's ``message_changed``, or an ``app_mention``
+    re-sent with ``edited``; Discord's MESSAGE_UPDATE). The core decides what an edit changes.
     """
 
     event_id: str
@@ -84,15 +98,38 @@ class InboundMessage:
     sent_at: datetime
     attachments: tuple[Attachment, ...] = ()
     location: str = ""
+    edited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted:
+    """A message removed from its thread, as the platform told of it (Slack's
+    ``message_deleted``, Discord's MESSAGE_DELETE). ``event_id`` is the delivery id, as for
+    :class:`InboundMessage`; ``message_id`` the deleted message's platform id."""
+
+    event_id: str
+    thread: ThreadRef
+    message_id: str
 
 
 class DecisionAction(StrEnum):
-    """What an agent did with a draft on the review card."""
+    """What an agent did on the review card: with the draft (approve, edit, reject, regenerate)
+    or with the draft's conversation (take over, hand back, claim, resolve)."""
 
     APPROVE = "approve"
     EDIT = "edit"
     REJECT = "reject"
     REGENERATE = "regenerate"
+    TAKE_OVER = "take_over"
+    HAND_BACK = "hand_back"
+    CLAIM = "claim"
+    RESOLVE = "resolve"
+
+
+#: The decisions about a card's conversation rather than its draft (offered on any card).
+CONVERSATION_ACTIONS = frozenset(
+    {DecisionAction.TAKE_OVER, DecisionAction.HAND_BACK, DecisionAction.CLAIM, DecisionAction.RESOLVE}
+)
 
 
 @dataclass(frozen=True, slots=True)

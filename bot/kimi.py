@@ -143,11 +143,29 @@ def _parse_usage(raw: Any) -> Usage:
     return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0), int(cached or 0))
 
 
+#: What one image part charges TPM in the local estimate, never its bytes: the core sends no image
+#: larger than 1568 px a side (:mod:`bot.core.images`), which K2.5 reads as at most
+#: (1568 / 28)² = 3,136 tokens (14-px patches merged 2×2); moonshot-v1 vision charges a fixed 1,024.
+IMAGE_PART_TOKENS = 4096
+
+
 def estimate_prompt_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
     """A local, deliberately high estimate: one token per three UTF-8 bytes of the JSON (English
-    runs about four bytes a token, Chinese about three), used to charge TPM before the call."""
-    raw = json.dumps([tools or [], messages], ensure_ascii=False).encode()
-    return len(raw) // 3 + 1
+    runs about four bytes a token, Chinese about three), used to charge TPM before the call; each
+    image part counts :data:`IMAGE_PART_TOKENS` (its base64 would count a megabyte photo as
+    hundreds of thousands of tokens, above any minute's limit, and stall every other customer)."""
+    images = 0
+    texts: list[dict[str, Any]] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            kept = [part for part in content if not (isinstance(part, dict) and part.get("type") == "image_url")]
+            images += len(content) - len(kept)
+            texts.append({**message, "content": kept})
+        else:
+            texts.append(message)
+    raw = json.dumps([tools or [], texts], ensure_ascii=False).encode()
+    return len(raw) // 3 + 1 + images * IMAGE_PART_TOKENS
 
 
 def classify(status: int, body_text: str, retry_after_header: str = "") -> KimiError:

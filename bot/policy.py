@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import tomllib
@@ -83,6 +84,7 @@ class LimitsSection(_Section):
     tool_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
     max_reply_chars: Annotated[int, Field(ge=100, le=3000)] = 3000
     daily_budget_usd: Annotated[float, Field(ge=0)] = 0.0
+    max_images_per_message: Annotated[int, Field(ge=1, le=20)] = 4
 
 
 class MemorySection(_Section):
@@ -142,8 +144,22 @@ class ApproversSection(_Section):
     managers: tuple[str, ...] = ()
 
 
+class DeskEscalation(_Section):
+    """What an escalated card tags on one platform's review desk (``[escalation.slack]``,
+    ``[escalation.discord]``): ``on_call`` is that platform's id of the on-call group (a Slack
+    user-group id S… or user id, a Discord role id)."""
+
+    on_call: str = ""
+
+
+#: The keys ``on_call_<platform>`` under ``[escalation]`` that ``[escalation.<platform>] on_call``
+#: replaced; still read, with a deprecation line (:func:`deprecations`).
+_OLD_ON_CALL = re.compile(r"on_call_([a-z0-9_]+)")
+
+
 class EscalationSection(_Section):
-    """When a card tags the on-call group."""
+    """When a card tags the on-call group, and which group on each platform (by the platform's
+    name: ``[escalation.slack] on_call = "S0ONCALL"``)."""
 
     keywords: tuple[str, ...] = ("chargeback", "lawyer", "legal action", "fraud")
     human_request_phrases: tuple[str, ...] = (
@@ -154,8 +170,65 @@ class EscalationSection(_Section):
         "human agent",
     )
     max_failed_drafts: Annotated[int, Field(ge=1, le=20)] = 2
-    on_call_slack: str = ""
-    on_call_discord: str = ""
+    desks: dict[str, DeskEscalation] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_platform(cls, data: Any) -> Any:
+        """Each table under ``[escalation]`` is a platform's section; an old ``on_call_<platform>``
+        key fills that platform's ``on_call`` unless its section sets one."""
+        if not isinstance(data, dict):
+            return data
+        fields: dict[str, Any] = {}
+        desks: dict[str, Any] = {}
+        old: dict[str, Any] = {}
+        for key, value in data.items():
+            old_key = _OLD_ON_CALL.fullmatch(key)
+            if key in cls.model_fields:
+                fields[key] = value
+            elif isinstance(value, dict):
+                desks[key] = value
+            elif old_key is not None:
+                old[old_key.group(1)] = value
+            else:
+                fields[key] = value  # refused as an unknown field
+        for platform, on_call in old.items():
+            section = desks.setdefault(platform, {})
+            if isinstance(section, dict):
+                desks[platform] = {"on_call": on_call, **section}
+        if desks:
+            fields["desks"] = {**desks, **fields.get("desks", {})}
+        return fields
+
+    def on_call(self, platform: str) -> str:
+        """The on-call group to tag on ``platform``'s desk ("" when that platform names none)."""
+        desk = self.desks.get(platform)
+        return desk.on_call if desk is not None else ""
+
+
+class DeskSection(_Section):
+    """Who is who in a customer's thread, and how long a conversation may wait on its customer.
+
+    Everyone on ``[approvers] agents`` / ``managers`` is an agent. ``agents`` names who else is:
+    ``"review_channel"`` (members of the Slack review channel), ``"workspace"`` (in a Slack Connect
+    channel, members of the workspace that installed the bot) and ``"role:<id>"`` (holders of that
+    Discord staff role). An agent writing in a customer's thread takes it over. Anyone else is an
+    outsider: with ``outsiders = "context"`` their messages are kept as context and draft nothing;
+    with ``"customers"`` (public Discord channels where anyone may ask) each asker is a customer.
+    ``auto_resolve_hours``: a conversation waiting on its customer longer than that is resolved
+    (0: never)."""
+
+    agents: tuple[str, ...] = ("review_channel",)
+    outsiders: Literal["context", "customers"] = "context"
+    auto_resolve_hours: Annotated[float, Field(ge=0, le=24 * 365)] = 0.0
+
+    @field_validator("agents")
+    @classmethod
+    def _known_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if entry not in ("review_channel", "workspace") and not re.fullmatch(r"role:\S+", entry):
+                raise ValueError(f'{entry!r} is not "review_channel", "workspace" or "role:<id>"')
+        return value
 
 
 class ChannelsSection(_Section):
@@ -176,6 +249,16 @@ class LogsSection(_Section):
     redact_personal_data: bool = False
 
 
+class RetentionSection(_Section):
+    """How long conversations' text is kept. ``days`` = 0 (the default) keeps it forever; N > 0
+    lets the retention job (every ``RETENTION_SWEEP_SECONDS``) erase the text of messages, images,
+    drafts, tool calls, sent replies and conversations' summaries older than N days, and replace
+    the audit trail's summaries with their sha256: ids, kinds, actors and times stay. Work still in
+    flight (a draft awaiting review or being sent) keeps its conversation whole."""
+
+    days: Annotated[int, Field(ge=0, le=36500)] = 0
+
+
 class Policy(_Section):
     """The whole policy file."""
 
@@ -187,9 +270,11 @@ class Policy(_Section):
     identity: IdentitySection = IdentitySection()
     approvers: ApproversSection = ApproversSection()
     escalation: EscalationSection = EscalationSection()
+    desk: DeskSection = DeskSection()
     channels: ChannelsSection = ChannelsSection()
     knowledge: KnowledgeSection = KnowledgeSection()
     logs: LogsSection = LogsSection()
+    retention: RetentionSection = RetentionSection()
 
     @property
     def version(self) -> str:
@@ -243,8 +328,11 @@ def parse_policy(source: str, path: str = "policy.toml") -> Policy:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = tuple(part for part in err["loc"] if not isinstance(part, int) or len(err["loc"]) > 2)
-            field = ".".join(str(p) for p in err["loc"])
+            found = err["loc"]
+            if found[:2] == ("escalation", "desks") and len(found) > 2:  # as written: [escalation.slack]
+                found = (f"escalation.{found[2]}", *found[3:])
+            loc = tuple(part for part in found if not isinstance(part, int) or len(found) > 2)
+            field = ".".join(str(p) for p in found)
             line = _line_of(source, loc)
             where = f"line {line}" if line else "file"
             message = err["msg"].removeprefix("Value error, ")
@@ -261,6 +349,32 @@ def parse_policy(source: str, path: str = "policy.toml") -> Policy:
 def _at(source: str, section: str, key: str) -> str:
     line = _line_of(source, (section, key))
     return f"line {line}" if line else "file"
+
+
+def deprecations(source: str) -> list[str]:
+    """Keys of a policy text that still work but have a new form, each naming line and field and
+    saying what to write instead."""
+    try:
+        escalation = tomllib.loads(source).get("escalation")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return []
+    lines = []
+    for key, value in escalation.items() if isinstance(escalation, dict) else ():
+        old = _OLD_ON_CALL.fullmatch(key)
+        if old is not None and not isinstance(value, dict):
+            lines.append(
+                f"{_at(source, 'escalation', key)}: escalation.{key} is deprecated; "
+                f"write [escalation.{old.group(1)}] on_call = {json.dumps(value)} instead"
+            )
+    return lines
+
+
+def read_deprecations(path: Path) -> list[str]:
+    """:func:`deprecations` of the policy file at ``path`` (none when it cannot be read)."""
+    try:
+        return deprecations(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def contradictions(policy: Policy, source: str = "") -> list[str]:
@@ -361,6 +475,12 @@ class PolicyStore:
         self.current = policy if policy is not None else load_policy(path, self.secrets)
         self.refused: PolicyError | None = None  # why the file as it is now is not in force
         self._fingerprint = self._read_fingerprint()
+        if policy is None:
+            self._warn_deprecated()
+
+    def _warn_deprecated(self) -> None:
+        for line in read_deprecations(self.path):
+            log.warning("%s: %s", self.path, line)
 
     def _read_fingerprint(self) -> bytes | None:
         try:
@@ -384,6 +504,7 @@ class PolicyStore:
         self.current = policy
         self.refused = None
         log.info("policy reloaded from %s (version %s)", self.path, policy.version)
+        await asyncio.to_thread(self._warn_deprecated)
         return True
 
     async def watch(self, interval: float, on_error: Callable[[PolicyError], Awaitable[None]]) -> None:

@@ -216,6 +216,27 @@ async def running_bot(
         await bot.stop()
 
 
+@contextlib.asynccontextmanager
+async def running_instances(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database_url: str, count: int = 2
+) -> AsyncIterator[tuple[Harness, list[SlackSender]]]:
+    """``count`` bots on one database (orders imported), the first one's harness, and a sender
+    to each instance's ``/slack/events``; all stopped after."""
+    instances = [Supportbot(settings_for(tmp_path, kimi, slack, database_url=database_url)) for _ in range(count)]
+    try:
+        for instance in instances:
+            await instance.start()
+        first = Harness(instances[0], slack, kimi, tmp_path)
+        await first.import_orders()
+        yield first, [SlackSender(f"http://127.0.0.1:{i.port}/slack/events", SIGNING_SECRET) for i in instances]
+        for instance in instances:
+            assert instance.core is not None
+            await instance.core.settle(5)
+    finally:
+        for instance in instances:
+            await instance.stop()
+
+
 async def until(check: Callable[[], T | Awaitable[T]], what: str = "condition", timeout: float = 15.0) -> T:
     """Poll ``check`` (a function, or a coroutine function such as an HTTP probe) until it returns
     something truthy, and return that; fail after ``timeout``."""

@@ -4,6 +4,7 @@ tests that drive it from outside as a support team's traffic would (and kill it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import SlackSender
@@ -153,6 +155,11 @@ class RunProcess:
                 assert time.monotonic() < deadline, f"/readyz never answered 200:\n{self.stderr_path.read_text()}"
                 await asyncio.sleep(0.05)
 
+    def peak_rss(self) -> PeakRss:
+        """``async with run.peak_rss() as rss:`` samples the running process's RSS (:class:`PeakRss`)."""
+        assert self.process is not None
+        return PeakRss(self.process.pid)
+
     async def kill9(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -198,3 +205,37 @@ class BotProcess(RunProcess):
             for c in self.slack.calls_to("chat.postMessage")
             if c.params.get("channel") == REVIEW_CHANNEL and c.params.get("blocks")
         ]
+
+
+class PeakRss:
+    """A process's peak RSS above its RSS on entry, sampled every 20 ms while the block runs::
+
+    async with PeakRss(pid) as rss:
+        ...
+    assert rss.growth < 64 * 1024 * 1024
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.baseline = self.peak = 0
+        self._sampler: asyncio.Task[None] | None = None
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+    async def __aenter__(self) -> PeakRss:
+        self.baseline = self.peak = self.process.memory_info().rss
+        self._sampler = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._sampler is not None
+        self._sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sampler
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            await asyncio.sleep(0.02)

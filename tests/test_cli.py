@@ -118,6 +118,18 @@ def test_a_bad_policy_file_is_a_configuration_error(tmp_path: Path) -> None:
     assert result.returncode == EXIT_CONFIG and "line 2" in result.stderr
 
 
+def test_policy_check_names_each_deprecated_key_once_and_still_passes(tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text('[escalation]\non_call_discord = "1299"\n')
+    result = supportbot(tmp_path, "policy", "check", "policy.toml")
+    assert result.returncode == EXIT_OK, result.stderr
+    deprecated = [line for line in (result.stdout + result.stderr).splitlines() if "deprecated" in line]
+    assert deprecated == [
+        'policy.toml: line 2: escalation.on_call_discord is deprecated; write [escalation.discord] on_call = "1299" '
+        "instead"
+    ]
+    assert "OK" in result.stdout
+
+
 async def test_an_operator_lists_conversations_by_state_and_audits_one_by_the_card_s_short_id(
     tmp_path: Path, kimi: FakeKimi
 ) -> None:

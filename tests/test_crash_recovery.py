@@ -20,7 +20,7 @@ from bot.store import create_engine
 from bot.store.schema import Draft
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_payloads import app_mention, block_actions
+from tests.fakes.slack_payloads import app_mention, block_actions, message_changed, message_deleted
 from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, draft_id_of, sample_orders, until
 from tests.processes import BotProcess, seed_orders
 from tools.orders import order_refunds_table
@@ -274,3 +274,73 @@ async def test_stopped_while_the_reply_post_hangs_the_next_run_finds_it_at_once_
         timeout=RECOVERY_SECONDS,
     )
     assert len(replies_in(slack, thread_ts)) == 1, "found by its metadata, not posted again"
+
+
+def card_updated(slack: FakeSlack, draft_id: str, containing: str) -> list[object]:
+    return [
+        c
+        for c in slack.calls_to("chat.update")
+        if draft_id[:8] in str(c.params.get("blocks")) and containing in str(c.params.get("blocks"))
+    ]
+
+
+async def test_edits_and_deletions_survive_kill_9(bot: BotProcess, kimi: FakeKimi, slack: FakeSlack) -> None:
+    """Issue 19 (edits and deletes) through the installed ``supportbot run``: killed while the
+    edited message is being redrafted, and again right after a deletion's ack, the bot keeps one
+    card and one answer per message and sends nothing for the deleted one."""
+    ts = await ask(bot, "is the shop open on Sunday?")
+    [first] = await until(bot.cards, "the first card")
+
+    # The customer edits the mention (Slack sends both events); the fresh draft's model call hangs.
+    kimi.script(Hang(60))
+    for envelope in (
+        message_changed(
+            CUSTOMER_CHANNEL, ts, "<@UBOT> is the shop open on Saturday?", "<@UBOT> is the shop open on Sunday?"
+        ),
+        app_mention("<@UBOT> is the shop open on Saturday?", ts=ts, edited=True),
+    ):
+        assert (await bot.sender.event(envelope)).status_code == 200
+    calls = len([r for r in kimi.requests if r.path.endswith("/chat/completions")])
+    await until(lambda: len([r for r in kimi.requests if r.path.endswith("/chat/completions")]) > calls, "redrafting")
+    await restart(bot)
+
+    # After the restart: the old card says why it was superseded, one new card from the new text.
+    first_id = draft_id_of(first)
+    await until(
+        lambda: card_updated(slack, first_id, "edited their message"),
+        "the first card superseded",
+        timeout=RECOVERY_SECONDS,
+    )
+    [_, second] = await until(lambda: bot.cards()[1:] and bot.cards(), "the new card", timeout=RECOVERY_SECONDS)
+    assert "Saturday" in str(second.params["blocks"])
+    await approve(bot, draft_id_of(second))
+    [reply] = await until(lambda: replies_in(slack, ts), "the answer")
+    assert "Saturday" in str(reply.params["text"]) and "Sunday" not in str(reply.params["text"])
+
+    # Edited once more after the answer: nothing. A new question, then deleted; killed right after.
+    again = app_mention("<@UBOT> is the shop open on Monday?", ts=ts, edited=True)
+    assert (await bot.sender.event(again)).status_code == 200
+    norway = await ask(bot, "do you ship to Norway?")
+    third = await until(lambda: bot.cards()[2:], "the third card")
+    assert "Norway" in str(third[0].params["blocks"])
+    third_id = draft_id_of(third[0])
+    gone = message_deleted(CUSTOMER_CHANNEL, norway, previous_text="<@UBOT> do you ship to Norway?")
+    assert (await bot.sender.event(gone)).status_code == 200
+    await restart(bot)
+
+    await until(
+        lambda: card_updated(slack, third_id, "deleted their message"),
+        "the deleted message's card retired",
+        timeout=RECOVERY_SECONDS,
+    )
+    await approve(bot, third_id)  # a stale card's button: refused
+    engine = create_engine(bot.database_url)
+    try:
+        async with engine.connect() as conn:
+            statuses = dict((await conn.execute(select(Draft.id, Draft.status))).all())
+    finally:
+        await engine.dispose()
+    assert statuses[first_id] == "superseded" and statuses[draft_id_of(second)] == "sent"
+    assert statuses[third_id] == "superseded" and len(statuses) == 3
+    assert len(bot.cards()) == 3, "one card per draft, none for the edit after the answer"
+    assert len(replies_in(slack, ts)) == 1 and not replies_in(slack, norway)

@@ -11,8 +11,8 @@ import pytest
 from adapters.discord import DiscordPlatform
 from adapters.discord.review import COULD_NOT_RECORD, card_nonce
 from adapters.discord.settings import DiscordSettings
-from bot.errors import ConfigError, PlatformRateLimited
-from bot.events import ReviewDecision
+from bot.errors import ConfigError, PlatformNotFound, PlatformRateLimited, PlatformRefused
+from bot.events import ReviewDecision, ThreadRef
 from bot.ports import CardState, DecisionOutcome
 from bot.settings import Settings
 from tests.fakes.discord import ALICE, BOB, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
@@ -85,6 +85,21 @@ async def test_a_rate_limit_too_long_to_sit_through_reaches_the_core_as_platform
     assert limited.value.retry_after == 61
     await platform.review_desk.post_card(sample_card("d-34"), idempotency_key="card:d-34")  # the core's retry
     assert len([m for m in fake.messages_in(REVIEW_CHANNEL_ID) if m["embeds"]]) == 1
+
+
+async def test_discords_refusals_reach_the_core_as_the_ports_errors(
+    fake: FakeDiscord, platform: DiscordPlatform
+) -> None:
+    desk = platform.review_desk
+    assert desk is not None
+    with pytest.raises(PlatformNotFound, match="404"):  # the card's message was deleted
+        await desk.update_card(f"{REVIEW_CHANNEL_ID}:999999999999", sample_card("d-35"))
+    chatter = await fake.post_user_message(REVIEW_CHANNEL_ID, ALICE, "not a card")
+    with pytest.raises(PlatformRefused, match="403"):  # a message the bot may not edit
+        await desk.update_card(f"{REVIEW_CHANNEL_ID}:{chatter['id']}", sample_card("d-35"))
+    replies = platform.customer_channel
+    with pytest.raises(PlatformNotFound):  # the customer's thread is gone
+        await replies.post_reply(ThreadRef("discord", "1", "2", "999999999999"), "hello", idempotency_key="r-35")
 
 
 async def test_an_updated_card_keeps_its_key(fake: FakeDiscord, platform: DiscordPlatform) -> None:

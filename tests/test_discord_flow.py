@@ -14,6 +14,7 @@ import pytest
 from bot.app import Supportbot
 from bot.settings import Settings
 from tests.fakes.discord import AGENT_ROLE_ID, ALICE, BOB, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
+from tests.fakes.files import png
 from tests.fakes.kimi import FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import card_text, draft_id_of, running_bot, sample_orders, settings_for, wait_until
@@ -141,9 +142,9 @@ async def test_an_image_a_member_attaches_reaches_the_model_and_other_files_are_
         "discord_api_url": discord.api_url,
         "discord_cdn_urls": discord.cdn_url,
     }
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    image_bytes = png()
     async with running_bot(tmp_path, kimi, slack, **overrides) as harness:
-        image = discord.serve_file("broken-mug.png", png, "image/png")
+        image = discord.serve_file("broken-mug.png", image_bytes, "image/png")
         invoice = discord.serve_file("invoice.pdf", b"%PDF-1.7", "application/pdf")
         await discord.post_user_message(
             SUPPORT_CHANNEL_ID,

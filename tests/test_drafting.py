@@ -18,6 +18,7 @@ from bot.events import Attachment
 from bot.ports import CardState
 from bot.store import UsageRecord, sessionmaker
 from tests.desks import CallTools, Fail, FakeKimi, Reply, open_desk
+from tests.fakes.files import png
 
 
 def chat_requests(kimi: FakeKimi) -> list[dict]:  # type: ignore[type-arg]
@@ -146,17 +147,26 @@ async def test_thinking_mode_carries_reasoning_back_on_tool_turns(tmp_path: Path
 
 
 async def test_escalation_names_why_and_the_on_call_group(tmp_path: Path, kimi: FakeKimi) -> None:
-    # The card carries the group of the desk's platform (a desk that is not Slack gets Discord's).
-    policy = '[escalation]\non_call_slack = "S0ONCALL"\non_call_discord = "1299"\n'
+    # The card carries the group of the desk's own platform (the test desk is "desk"), never
+    # another platform's.
+    policy = '[escalation.slack]\non_call = "S0ONCALL"\n[escalation.discord]\non_call = "1299"\n'
+    policy += '[escalation.desk]\non_call = "ONCALL-7"\n'
     async with open_desk(tmp_path, kimi, policy=policy) as desk:
         said = await desk.customer("kim").says("I want to talk to a human, or I file a chargeback for 40021")
         card = await desk.card_for(said)
-        assert card.on_call == "1299"
+        assert card.on_call == "ONCALL-7"
         assert "chargeback" in card.escalation and "asks for a human" in card.escalation
 
 
+async def test_a_desk_whose_platform_names_no_on_call_group_tags_nobody(tmp_path: Path, kimi: FakeKimi) -> None:
+    policy = '[escalation.slack]\non_call = "S0ONCALL"\n[escalation.discord]\non_call = "1299"\n'
+    async with open_desk(tmp_path, kimi, policy=policy) as desk:
+        card = await desk.card_for(await desk.customer("kim").says("I want to talk to a human"))
+        assert "asks for a human" in card.escalation and card.on_call == ""
+
+
 async def test_repeated_failed_drafts_escalate(tmp_path: Path, kimi: FakeKimi) -> None:
-    policy = '[escalation]\nmax_failed_drafts = 2\non_call_discord = "1299"\n'
+    policy = '[escalation]\nmax_failed_drafts = 2\n[escalation.desk]\non_call = "1299"\n'
     async with open_desk(tmp_path, kimi, policy=policy, kimi_max_retries=0) as desk:
         kimi.fail_always(500, "server_error", "boom")
         kim = desk.customer("kim")
@@ -237,8 +247,8 @@ async def test_while_the_primary_model_is_down_the_fallback_writes_and_the_card_
 
 
 async def test_an_image_goes_only_to_a_model_whose_catalog_entry_reads_images(tmp_path: Path, kimi: FakeKimi) -> None:
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-    photo = Attachment("broken-mug.png", "image/png", len(png), data=png)
+    image = png()
+    photo = Attachment("broken-mug.png", "image/png", len(image), data=image)
     policy = '[models]\ndrafting = "kimi-k2-0905-preview"\n'
     async with open_desk(tmp_path, kimi, policy=policy) as desk:
         said = await desk.customer("alice").says("my mug arrived like this", attachments=[photo])

@@ -15,20 +15,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from bot.cli_ops import EXIT_CONFIG
 from bot.core.files import MAX_FILE_BYTES
 from tests.fakes.discord import ALICE, SUPPORT_CHANNEL_ID, FakeDiscord
-from tests.fakes.files import FakeFileHost
+from tests.fakes.files import FakeFileHost, png
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
 from tests.harness import KIMI_KEY, SLACK_TOKEN, Harness, card_text, running_bot, until, wait_until
 from tests.processes import BotProcess, seed_orders, supportbot
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+PNG = png()
 
 
 @pytest.fixture
@@ -94,23 +93,11 @@ async def test_the_installed_bot_sends_no_token_abroad_and_stays_small_on_a_300_
     bot = BotProcess(tmp_path, kimi.base_url, slack, SLACK_FILES_URL=files_host.origin)
     await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
     await bot.start()
-    peak = 0
-
-    async def sample(rss: psutil.Process) -> None:
-        nonlocal peak
-        while True:
-            peak = max(peak, rss.memory_info().rss)
-            await asyncio.sleep(0.02)
-
     try:
-        assert bot.process is not None
-        process = psutil.Process(bot.process.pid)
-        baseline = process.memory_info().rss
-        sampler = asyncio.create_task(sample(process))
-        envelope = app_mention("<@UBOT> my mug from #W2611340 arrived like this", files=[elsewhere, huge])
-        assert (await bot.sender.event(envelope)).status_code == 200
-        [card] = await wait_until(bot.cards, timeout=20)
-        sampler.cancel()
+        async with bot.peak_rss() as rss:
+            envelope = app_mention("<@UBOT> my mug from #W2611340 arrived like this", files=[elsewhere, huge])
+            assert (await bot.sender.event(envelope)).status_code == 200
+            [card] = await wait_until(bot.cards, timeout=20)
     finally:
         await bot.stop()
     text = card_text(card)
@@ -118,7 +105,7 @@ async def test_the_installed_bot_sends_no_token_abroad_and_stays_small_on_a_300_
     assert "huge.png: not downloaded (over 5 MB)" in text
     assert foreign.requests == []
     assert [r.authorization for r in files_host.requests] == [f"Bearer {SLACK_TOKEN}"]
-    assert peak - baseline < 64 * 1024 * 1024, f"RSS grew by {(peak - baseline) >> 20} MiB"
+    assert rss.growth < 64 * 1024 * 1024, f"RSS grew by {rss.growth >> 20} MiB"
 
 
 async def test_a_body_larger_than_claimed_stops_at_the_cap_and_the_card_says_so(
@@ -173,27 +160,21 @@ async def test_a_redirect_from_the_file_host_is_not_followed(
 async def test_discord_files_come_only_from_its_cdn_and_a_failed_one_shows_on_the_card(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, foreign: FakeFileHost
 ) -> None:
-    async with FakeDiscord() as discord:
-        overrides = {
-            "discord_bot_token": discord.token,
-            "discord_api_url": discord.api_url,
-            "discord_cdn_urls": discord.cdn_url,
-        }
-        async with running_bot(tmp_path, kimi, slack, **overrides) as harness:
-            on_cdn = discord.serve_file("broken-mug.png", PNG, "image/png")
-            elsewhere = discord.serve_file("receipt.png", PNG, "image/png")
-            elsewhere["url"] = foreign.serve("/receipt.png", PNG)
-            expired = discord.serve_file("label.png", PNG, "image/png")
-            discord.files.clear()  # Discord's link expired: the CDN answers 404
-            discord.files[on_cdn["url"].split("?")[0].removeprefix(discord.cdn_url)] = (PNG, "image/png")
-            await discord.post_user_message(
-                SUPPORT_CHANNEL_ID,
-                ALICE,
-                "my mug from #W2611340 arrived like this",
-                mention_bot=True,
-                attachments=[on_cdn, elsewhere, expired],
-            )
-            [card] = await harness.wait_cards(1)
+    async with FakeDiscord() as discord, running_bot(tmp_path, kimi, slack, **discord.bot_settings) as harness:
+        on_cdn = discord.serve_file("broken-mug.png", PNG, "image/png")
+        elsewhere = discord.serve_file("receipt.png", PNG, "image/png")
+        elsewhere["url"] = foreign.serve("/receipt.png", PNG)
+        expired = discord.serve_file("label.png", PNG, "image/png")
+        discord.files.clear()  # Discord's link expired: the CDN answers 404
+        discord.files[on_cdn["url"].split("?")[0].removeprefix(discord.cdn_url)] = (PNG, "image/png")
+        await discord.post_user_message(
+            SUPPORT_CHANNEL_ID,
+            ALICE,
+            "my mug from #W2611340 arrived like this",
+            mention_bot=True,
+            attachments=[on_cdn, elsewhere, expired],
+        )
+        [card] = await harness.wait_cards(1)
     text = card_text(card)
     assert "broken-mug.png" in text and "broken-mug.png: not" not in text
     assert "receipt.png: not downloaded (not on Discord's CDN)" in text

@@ -7,22 +7,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import ExifTags, Image
 
 from adapters.playground import PlaygroundPlatform
 from adapters.playground.platform import is_local
 from bot.app import Supportbot
+from bot.core.images import MAX_SIDE
+from tests.fakes.files import photo, sent_image_bytes, sent_images
 from tests.fakes.kimi import CallTools, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import REVIEW_CHANNEL, running_bot, settings_for, wait_until
 from tests.playground_support import HEADER, playground_bot
-
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
 def playground_of(bot: Supportbot) -> PlaygroundPlatform:
@@ -130,18 +132,35 @@ async def test_a_rejected_draft_never_reaches_the_customer_pane(tmp_path: Path, 
         assert not again.json()["ok"], "the first decision wins"
 
 
-async def test_a_customer_attaches_a_photo_and_the_card_lists_it(tmp_path: Path, kimi: FakeKimi) -> None:
+async def test_a_customer_attaches_a_photo_and_it_reaches_kimi_small_upright_and_without_its_exif(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    """The playground hands the bot the bytes at the ack; they are shrunk as a download is
+    (issue 20), and the database keeps only the small version."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Acme Phone"
+    exif[ExifTags.Base.Orientation] = 6  # taken sideways: shown turned 90°
+    exif[ExifTags.IFD.GPSInfo] = {ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLatitude: (52.0, 22.0, 1.0)}
+    upload = photo(2400, 1600, quality=80, exif=exif.tobytes())  # under the server's 2 MB body limit
     kimi.script(Reply("Sorry about the broken mug! A teammate will look at the photo."))
     async with playground_bot(tmp_path, kimi) as bot, client_for(bot) as client:
         sent = await client.post(
             "/playground/api/message",
             data={"text": "It arrived broken"},
-            files={"image": ("broken-mug.png", PNG, "image/png")},
+            files={"image": ("broken-mug.jpg", upload, "image/jpeg")},
         )
         assert sent.json()["ok"], sent.text
         state = await state_when(client, lambda s: "Approve &amp; send" in s["desk"])
-        assert "broken-mug.png" in state["desk"] and "broken-mug.png" in state["customer"]
-        assert "image_url" in json.dumps(kimi.completions[0]["messages"]), "the model saw the photo"
+        assert "broken-mug.jpg" in state["desk"] and "broken-mug.jpg" in state["customer"]
+        assert "broken-mug.jpg: not" not in state["desk"]
+    [image] = sent_images(kimi.completions[0])
+    assert image.size == (1045, MAX_SIDE), "the model saw the photo upright (portrait), 1568 px at most"
+    assert not image.getexif(), "no EXIF: no GPS position, no phone model"
+    with sqlite3.connect(tmp_path / "supportbot.db") as db:
+        stored = db.execute("SELECT length(data) FROM attachments").fetchall()
+    [sent_bytes] = sent_image_bytes(kimi.completions[0])
+    assert stored == [(len(sent_bytes),)], "only the small version is kept, not the upload"
+    assert len(sent_bytes) < len(upload) // 2
 
 
 async def test_customer_and_model_text_is_shown_as_text_never_as_markup(tmp_path: Path, kimi: FakeKimi) -> None:

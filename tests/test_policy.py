@@ -3,12 +3,13 @@ bad edit keeps the old policy and tells the agents once."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from bot.errors import PolicyError
-from bot.policy import Policy, load_policy, parse_policy
+from bot.policy import Policy, PolicyStore, deprecations, load_policy, parse_policy
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.harness import REVIEW_CHANNEL, draft_id_of, running_bot, wait_until
@@ -134,3 +135,38 @@ def test_the_identity_section_is_validated() -> None:
     assert any(p.startswith("line 3: identity.max_attempts:") for p in found)
     policy = parse_policy('[identity]\nprofile_email = true\n[refunds]\nmax_per_customer_per_day = "300"\n')
     assert policy.identity.profile_email and policy.refunds.max_per_customer_per_day == 30_000
+
+
+def test_each_platform_names_its_on_call_group_in_its_own_section() -> None:
+    policy = parse_policy('[escalation]\nmax_failed_drafts = 3\n\n[escalation.slack]\non_call = "S0ONCALL"\n')
+    assert policy.escalation.on_call("slack") == "S0ONCALL"
+    assert policy.escalation.on_call("discord") == ""  # a platform without a section tags nobody
+    [problem] = problems('[escalation.discord]\non_call = "1299"\noncall = "1300"\n')
+    assert problem == "line 3: escalation.discord.oncall: unknown field"
+
+
+def test_the_old_on_call_keys_still_load_and_each_says_it_is_deprecated() -> None:
+    source = (
+        '[escalation]\non_call_slack = "S0OLD"\non_call_discord = "1299"\n\n[escalation.slack]\non_call = "S0NEW"\n'
+    )
+    policy = parse_policy(source)
+    assert policy.escalation.on_call("discord") == "1299"
+    assert policy.escalation.on_call("slack") == "S0NEW"  # the new section wins
+    assert deprecations(source) == [
+        'line 2: escalation.on_call_slack is deprecated; write [escalation.slack] on_call = "S0OLD" instead',
+        'line 3: escalation.on_call_discord is deprecated; write [escalation.discord] on_call = "1299" instead',
+    ]
+    assert deprecations('[escalation.slack]\non_call = "S0NEW"\n') == []
+
+
+def test_the_running_bot_logs_each_deprecated_key_once_when_it_loads_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[escalation]\non_call_slack = "S0OLD"\n')
+    with caplog.at_level(logging.WARNING, logger="bot.policy"):
+        store = PolicyStore(path)
+    assert store.current.escalation.on_call("slack") == "S0OLD"
+    assert [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()] == [
+        f'{path}: line 2: escalation.on_call_slack is deprecated; write [escalation.slack] on_call = "S0OLD" instead'
+    ]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.app import Supportbot
-from tests.fakes.files import FakeFileHost
+from tests.fakes.files import FakeFileHost, png
 from tests.fakes.kimi import FakeKimi, Hang
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions
@@ -98,7 +98,7 @@ async def test_work_an_instance_dropped_mid_draft_is_finished_by_the_other_once_
 async def test_an_image_is_downloaded_once_by_whichever_instance_drafts_it(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
 ) -> None:
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    image_bytes = png()
     async with FakeFileHost(token=SLACK_TOKEN) as files_host:
         settings = settings_for(tmp_path, kimi, slack, database_url=database, slack_files_url=files_host.origin)
         instances = [Supportbot(settings) for _ in range(2)]
@@ -109,7 +109,7 @@ async def test_an_image_is_downloaded_once_by_whichever_instance_drafts_it(
             await first.import_orders()
             envelope = app_mention(
                 "<@UBOT> my mug from #W2611340 arrived like this",
-                files=[files_host.slack_file("broken-mug.png", png, "image/png")],
+                files=[files_host.slack_file("broken-mug.png", image_bytes, "image/png")],
             )
             senders = [SlackSender(f"http://127.0.0.1:{i.port}/slack/events", SIGNING_SECRET) for i in instances]
             slack.ingest_event(envelope)

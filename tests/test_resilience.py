@@ -13,8 +13,14 @@ import httpx
 import pytest
 from sqlalchemy import select, text, update
 
+from bot import metrics
 from bot.app import Supportbot
+from bot.events import ThreadRef
+from bot.ports import CustomerChannel, PlatformFactory
 from bot.store import Database, Draft, OutboxItem, create_engine, sessionmaker, utcnow
+from bot.testing import MemoryDriver
+from bot.testing.memory import Board, MemoryPlatform
+from tests.desks import open_desk
 from tests.fakes.kimi import FakeKimi, Hang
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import message, sign
@@ -243,3 +249,58 @@ async def test_a_write_cut_off_by_cancellation_leaves_the_database_free_for_the_
         assert n >= 1, "the database still takes writes"
     finally:
         await db.dispose()
+
+
+class _CrashesOnce:
+    """A customer channel whose first reply post hits a bug in the adapter (not a platform error)."""
+
+    def __init__(self, inner: CustomerChannel) -> None:
+        self.inner = inner
+        self.platform = inner.platform
+        self.crashed = False
+
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+        if not self.crashed:
+            self.crashed = True
+            raise RuntimeError("a bug in the adapter")
+        return await self.inner.post_reply(thread, text, idempotency_key=idempotency_key)
+
+    async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
+        return await self.inner.find_reply(thread, idempotency_key)
+
+    async def show_pending(self, thread: ThreadRef) -> None:
+        await self.inner.show_pending(thread)
+
+
+class _CrashingPlatform(MemoryPlatform):
+    def __init__(self, name: str, board: Board) -> None:
+        super().__init__(name, board)
+        self.crashing = _CrashesOnce(super().customer_channel)
+
+    @property
+    def customer_channel(self) -> _CrashesOnce:  # type: ignore[override]
+        return self.crashing
+
+
+class _CrashingDriver(MemoryDriver):
+    def factories(self, board: Board) -> dict[str, PlatformFactory]:
+        self.memory = _CrashingPlatform(self.platform, board)
+        return {self.platform: self.memory.factory()}
+
+
+async def test_a_delivery_that_crashes_is_logged_with_its_draft_counted_and_sent_once_its_lease_expires(
+    tmp_path: Path, kimi: FakeKimi, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failures() -> float:
+        return metrics.REGISTRY.get_sample_value("supportbot_background_failures_total", {"task": "deliver"}) or 0.0
+
+    before = failures()
+    async with open_desk(tmp_path, kimi, driver=_CrashingDriver(), work_lease_seconds=1.0, sweep_seconds=0.2) as desk:
+        said = await desk.customer("kim").says("where is #W2611340")
+        card = await desk.card_for(said)
+        await desk.approve(card, as_="ann")
+        await desk.reply_to(said)
+        assert len(desk.replies_to(said)) == 1
+    assert failures() == before + 1
+    [crash] = [r for r in caplog.records if r.getMessage().startswith("background work deliver failed")]
+    assert f"draft={card.draft_id}" in crash.getMessage() and crash.exc_info is not None

@@ -23,7 +23,14 @@ from aiohttp import web
 from adapters.slack.platform import SlackPlatform
 from adapters.slack.review import COULD_NOT_RECORD, COULD_NOT_RECORD_FORM, UNREADABLE_FORM
 from adapters.slack.settings import SlackSettings
-from bot.errors import ConfigError
+from bot.errors import (
+    ConfigError,
+    PlatformError,
+    PlatformNotFound,
+    PlatformRateLimited,
+    PlatformRefused,
+    PlatformUnavailable,
+)
 from bot.evaluation.simulator import LoopbackServer
 from bot.events import InboundMessage, ReviewDecision, ThreadRef
 from bot.ports import CardState, DecisionOutcome, EditForm, ReviewCard
@@ -491,6 +498,34 @@ async def test_a_card_whose_reference_was_lost_is_found_by_its_key(edge: Edge) -
     histories = edge.slack.calls_to("conversations.history")
     assert all(c.params.get("include_all_metadata") in (True, "true", "1") for c in histories)
     assert all(c.params["channel"] == REVIEW_CHANNEL for c in histories)
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ({"error": "channel_not_found"}, PlatformNotFound),
+        ({"error": "not_in_channel"}, PlatformRefused),
+        ({"status": 500, "times": 3}, PlatformUnavailable),  # past slack_sdk's two retries
+        ({"status": 429, "times": 4}, PlatformRateLimited),  # past slack_sdk's three retries
+    ],
+)
+async def test_slacks_refusals_reach_the_core_as_the_ports_errors(
+    edge: Edge, fault: dict[str, Any], error: type[PlatformError]
+) -> None:
+    desk = edge.platform.review_desk
+    assert desk is not None
+    edge.slack.fail_next("chat.postMessage", **fault)
+    with pytest.raises(error) as raised:
+        await desk.post_card(sample_card("d-40"), idempotency_key="card:d-40")
+    assert isinstance(raised.value, PlatformError) and raised.value.platform == "Slack"
+    assert await desk.post_card(sample_card("d-40"), idempotency_key="card:d-40")  # the core's retry lands
+
+
+async def test_a_card_slack_no_longer_has_is_not_found(edge: Edge) -> None:
+    desk = edge.platform.review_desk
+    assert desk is not None
+    with pytest.raises(PlatformNotFound, match="message_not_found"):
+        await desk.update_card(f"{REVIEW_CHANNEL}:1.000001", sample_card("d-41"))
 
 
 # ------------------------------------------------------------------------------------------ e-mail

@@ -61,6 +61,10 @@ class EventHandlers(Protocol):
 
     async def on_message(self, message: discord.Message) -> None: ...
 
+    async def on_message_edited(self, event: discord.RawMessageUpdateEvent) -> None: ...
+
+    async def on_message_deleted(self, event: discord.RawMessageDeleteEvent) -> None: ...
+
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None: ...
 
     async def on_review_click(
@@ -106,6 +110,13 @@ class SupportbotClient(discord.AutoShardedClient):
 
     async def on_message(self, message: discord.Message) -> None:
         await self.handlers.on_message(message)
+
+    # The raw events: the plain ones fire only for messages still in discord.py's cache.
+    async def on_raw_message_edit(self, event: discord.RawMessageUpdateEvent) -> None:
+        await self.handlers.on_message_edited(event)
+
+    async def on_raw_message_delete(self, event: discord.RawMessageDeleteEvent) -> None:
+        await self.handlers.on_message_deleted(event)
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         await self.handlers.on_interaction(interaction)

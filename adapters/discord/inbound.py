@@ -12,6 +12,11 @@ Who the bot listens to:
 
 Messages of bots (including this one), webhooks and system messages are ignored, and so is
 the staff review channel.
+
+An edit (MESSAGE_UPDATE) is handed over as an :class:`InboundMessage` with ``edited`` set, a
+deletion (MESSAGE_DELETE) as a :class:`MessageDeleted`, both in the thread the message was
+answered in; neither opens a thread. The core decides what they change (only a message it
+stored as a customer's counts).
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from __future__ import annotations
 import logging
 import mimetypes
 import re
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import discord
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from adapters.discord.outbound import PendingMarkers
-from bot.events import Attachment, Author, InboundMessage, MessageKind, ThreadRef
+from bot.events import Attachment, Author, InboundMessage, MessageDeleted, MessageKind, ThreadRef
 from bot.ports import Core
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,10 @@ _CUSTOMER_MESSAGE_TYPES = frozenset({discord.MessageType.default, discord.Messag
 
 
 async def _receive_reliably(core: Core, inbound: InboundMessage) -> None:
+    await _reliably(lambda: core.receive(inbound), inbound.message_id)
+
+
+async def _reliably(record: Callable[[], Awaitable[bool]], message_id: str) -> None:
     """Discord never redelivers a gateway event, so a failure to record it (the database
     restarting, say) is retried here; the core ignores a repeat of the same event id."""
     retrying = AsyncRetrying(
@@ -52,12 +62,12 @@ async def _receive_reliably(core: Core, inbound: InboundMessage) -> None:
         retry=retry_if_exception_type(Exception),
         reraise=True,
         before_sleep=lambda state: log.warning(
-            "recording Discord message %s failed (attempt %d); retrying", inbound.message_id, state.attempt_number
+            "recording Discord message %s failed (attempt %d); retrying", message_id, state.attempt_number
         ),
     )
     async for attempt in retrying:
         with attempt:
-            await core.receive(inbound)
+            await record()
 
 
 class MessageIntake:
@@ -83,7 +93,7 @@ class MessageIntake:
             event_id=f"discord:{message.id}",
             thread=thread,
             message_id=str(message.id),
-            author=Author(id=str(message.author.id), display_name=message.author.display_name),
+            author=author_of(message),
             text=strip_mention(message.content, me.id),
             kind=kind,
             sent_at=message.created_at,
@@ -121,11 +131,61 @@ class MessageIntake:
 
         if not mentioned or self._is_review_channel(channel.id):
             return None
+        if not core.serves(ThreadRef(PLATFORM, str(guild.id), str(channel.id), "")):
+            return None  # a server the operator does not serve: no thread opened there
         location = f"Discord · {guild.name} · #{channel.name} · {author}"
         thread_id = await open_thread(message, channel)
         if thread_id is None:
             return None
         return ThreadRef(PLATFORM, str(guild.id), str(channel.id), thread_id), MessageKind.MENTION, location
+
+    async def handle_edit(self, client: discord.Client, core: Core, message: discord.Message) -> None:
+        """MESSAGE_UPDATE: the message as edited. Its event id names the edit (Discord's
+        ``edited_timestamp``), so an update that edits nothing (an embed loading) repeats it."""
+        me = client.user
+        if me is None or message.author.bot or message.webhook_id is not None:
+            return
+        thread = await self._thread_of(client, message.channel.id, message.guild, message.id)
+        if thread is None:
+            return
+        edited_at = message.edited_at.isoformat() if message.edited_at else "unedited"
+        kind = MessageKind.DIRECT if message.guild is None else MessageKind.FOLLOW_UP
+        event_id = f"discord:{message.id}:edited:{edited_at}"
+        await _receive_reliably(core, as_edit(message, me.id, event_id, thread, kind))
+
+    async def handle_delete(
+        self, client: discord.Client, core: Core, channel_id: int, guild_id: int | None, message_id: int
+    ) -> None:
+        """MESSAGE_DELETE: only ids; the thread is worked out from the channel."""
+        guild = None if guild_id is None else discord.Object(guild_id)
+        thread = await self._thread_of(client, channel_id, guild, message_id)
+        if thread is None:
+            return
+        deleted = MessageDeleted(f"discord:{message_id}:deleted", thread, str(message_id))
+        await _reliably(lambda: core.retract(deleted), str(message_id))
+
+    async def _thread_of(
+        self, client: discord.Client, channel_id: int, guild: discord.abc.Snowflake | None, message_id: int
+    ) -> ThreadRef | None:
+        """The conversation a message belongs to, as :meth:`_route` named it when it arrived,
+        without opening anything: a DM; a thread (under its parent channel); or a message in a
+        channel, whose thread the bot opened on it (Discord gives it the message's id)."""
+        if guild is None:
+            return ThreadRef(PLATFORM, DM_WORKSPACE, str(channel_id), str(channel_id))
+        channel = client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await client.fetch_channel(channel_id)
+            except discord.HTTPException as exc:
+                log.warning("cannot resolve Discord channel %s: %s", channel_id, exc)
+                return None
+        if isinstance(channel, discord.Thread):
+            if self._is_review_channel(channel.parent_id):
+                return None
+            return ThreadRef(PLATFORM, str(guild.id), str(channel.parent_id), str(channel.id))
+        if self._is_review_channel(channel_id):
+            return None
+        return ThreadRef(PLATFORM, str(guild.id), str(channel_id), str(message_id))
 
     def _is_review_channel(self, channel_id: int | None) -> bool:
         return self._review_channel_id is not None and channel_id == self._review_channel_id
@@ -167,6 +227,36 @@ async def open_thread(message: discord.Message, channel: discord.abc.GuildChanne
         log.error("cannot open a thread in #%s (needs Create Public Threads): %s", channel.name, exc)
         return None
     return str(thread.id)
+
+
+def as_edit(
+    message: discord.Message, bot_id: int, event_id: str, thread: ThreadRef, kind: MessageKind
+) -> InboundMessage:
+    """An edited Discord message in the core's terms: the core matches it to the stored message
+    by thread and id, and reads only its new text (and who edited it, for the audit)."""
+    return InboundMessage(
+        event_id=event_id,
+        thread=thread,
+        message_id=str(message.id),
+        author=author_of(message),
+        text=strip_mention(message.content, bot_id),
+        kind=kind,
+        sent_at=message.created_at,
+        edited=True,
+    )
+
+
+def author_of(message: discord.Message) -> Author:
+    """The author with the facts the core decides who is speaking from: a bot or not, and the
+    ids of their roles in the guild (staff roles make an agent, by the policy)."""
+    user = message.author
+    roles = user.roles if isinstance(user, discord.Member) else []
+    return Author(
+        id=str(user.id),
+        display_name=user.display_name,
+        is_bot=user.bot,
+        groups=frozenset(str(role.id) for role in roles if not role.is_default()),  # not @everyone
+    )
 
 
 def strip_mention(content: str, bot_id: int) -> str:

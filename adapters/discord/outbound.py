@@ -9,10 +9,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import ParamSpec, TypeVar
 
+import aiohttp
 import discord
 
 from adapters.discord.client import SupportbotClient
-from bot.errors import PlatformRateLimited
+from bot.errors import PlatformError, PlatformNotFound, PlatformRateLimited, PlatformRefused, PlatformUnavailable
 from bot.events import ThreadRef
 
 log = logging.getLogger(__name__)
@@ -127,22 +128,42 @@ def _remember(memory: OrderedDict[str, tuple[int, int]], key: str, value: tuple[
         memory.popitem(last=False)
 
 
-def rate_limits_told(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """A rate limit discord.py did not sit through (a wait above
-    ``MAX_RATELIMIT_SLEEP_SECONDS`` raises :class:`discord.RateLimited`; a 429 it could not
-    handle is an ``HTTPException``) reaches the core as :class:`PlatformRateLimited`: it
-    retries later and logs one warning, not a traceback."""
+def platform_error(exc: Exception) -> PlatformError | None:
+    """What a discord.py (or transport) exception means at the port boundary; None for anything
+    else (a bug, which the core sees as it is)."""
+    if isinstance(exc, discord.RateLimited):
+        return PlatformRateLimited("Discord", exc.retry_after)
+    if isinstance(exc, discord.HTTPException):
+        said = f"Discord: {exc.status} {exc.text or ''}".strip()
+        if exc.status == 429:
+            return PlatformRateLimited("Discord")
+        if isinstance(exc, discord.NotFound):
+            return PlatformNotFound("Discord", said)
+        if isinstance(exc, discord.DiscordServerError) or exc.status >= 500:
+            return PlatformUnavailable("Discord", said)
+        return PlatformRefused("Discord", said)  # 403 Forbidden, 400 a request Discord rejects
+    if isinstance(exc, discord.ClientException | aiohttp.ClientError | TimeoutError | OSError):
+        return PlatformUnavailable("Discord", f"Discord could not be reached ({type(exc).__name__}: {exc})")
+    return None
+
+
+def platform_errors_told(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """discord.py's exceptions reach the core as :class:`bot.errors.PlatformError` s: a rate
+    limit discord.py did not sit through (a wait above ``MAX_RATELIMIT_SLEEP_SECONDS`` raises
+    :class:`discord.RateLimited`; a 429 it could not handle is an ``HTTPException``) is
+    :class:`PlatformRateLimited` (the core retries later and logs one warning, not a traceback),
+    404 :class:`PlatformNotFound`, 5xx or no connection :class:`PlatformUnavailable`, any other
+    refusal (403, 400) :class:`PlatformRefused`."""
 
     @functools.wraps(call)
     async def told(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await call(*args, **kwargs)
-        except discord.RateLimited as exc:
-            raise PlatformRateLimited("Discord", exc.retry_after) from exc
-        except discord.HTTPException as exc:
-            if exc.status != 429:
+        except Exception as exc:
+            translated = platform_error(exc)
+            if translated is None:
                 raise
-            raise PlatformRateLimited("Discord") from exc
+            raise translated from exc
 
     return told
 
@@ -166,12 +187,12 @@ class DiscordCustomerChannel:
         self._indicator = indicator
         self._posted: OrderedDict[str, str] = OrderedDict()
 
-    @rate_limits_told
+    @platform_errors_told
     async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
         """Post ``text`` (split under 2,000 characters) and return the first message's id."""
         parts = split_message(text)
         if not parts:
-            raise ValueError("refusing to post an empty reply")
+            raise PlatformRefused("Discord", "refusing to post an empty reply")
         client = self._client()
         channel = client.get_partial_messageable(channel_id_of(thread))
         first_id = ""

@@ -16,7 +16,7 @@ from adapters.discord.outbound import DiscordCustomerChannel, PendingMarkers
 from adapters.discord.review import DiscordReviewDesk, ReviewButton, ReviewInteractions
 from adapters.discord.settings import DiscordSettings
 from bot.downloads import FileHost
-from bot.errors import ConfigError
+from bot.errors import ConfigError, PlatformUnavailable
 from bot.events import DecisionAction
 from bot.ports import Core
 
@@ -88,6 +88,11 @@ class DiscordPlatform:
     def review_desk(self) -> DiscordReviewDesk | None:
         """The staff-channel review desk when ``DISCORD_REVIEW_CHANNEL`` is set, else None."""
         return self._review_desk
+
+    @property
+    def desk_preferred(self) -> bool:
+        """``DISCORD_REVIEW_CHANNEL`` set: agents review every platform's drafts there."""
+        return self._review_desk is not None
 
     @property
     def files(self) -> FileHost:
@@ -203,6 +208,24 @@ class DiscordPlatform:
         except Exception:
             log.exception("handling Discord message %s failed", message.id)
 
+    async def on_message_edited(self, event: discord.RawMessageUpdateEvent) -> None:
+        client, core = self._client, self._core
+        if client is None or core is None:
+            return
+        try:
+            await self._intake.handle_edit(client, core, event.message)
+        except Exception:
+            log.exception("handling the edit of Discord message %s failed", event.message_id)
+
+    async def on_message_deleted(self, event: discord.RawMessageDeleteEvent) -> None:
+        client, core = self._client, self._core
+        if client is None or core is None:
+            return
+        try:
+            await self._intake.handle_delete(client, core, event.channel_id, event.guild_id, event.message_id)
+        except Exception:
+            log.exception("handling the deletion of Discord message %s failed", event.message_id)
+
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         if interaction.type is not discord.InteractionType.modal_submit or self._core is None:
             return
@@ -226,8 +249,8 @@ class DiscordPlatform:
             log.exception("handling %s on draft %s failed", action, draft_id)
 
     def _require_client(self) -> SupportbotClient:
-        if self._client is None:
-            raise RuntimeError("the Discord adapter is not started")
+        if self._client is None:  # stopped, or between a dead gateway and its reconnect
+            raise PlatformUnavailable("Discord", "the Discord adapter is not started")
         return self._client
 
     def _require_core(self) -> Core:

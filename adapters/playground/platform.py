@@ -113,6 +113,10 @@ class PlaygroundPlatform:
         return self if self._with_desk else None
 
     @property
+    def desk_preferred(self) -> bool:
+        return False
+
+    @property
     def files(self) -> None:
         """None: the page uploads an image's bytes with the message, nothing is downloaded."""
         return None

@@ -1,6 +1,11 @@
 """Customer messages from Slack: the listeners, and the middleware that drops what is no
-customer's message (bots, edits, deletions, the agents' own review channel) before any
-listener runs, the way Bolt's ``ignoring_self_events`` middleware does.
+customer's message (bots, joins, the agents' own review channel) before any listener runs, the
+way Bolt's ``ignoring_self_events`` middleware does.
+
+Edits and deletions are translated, never judged: an edit (``message_changed``, or an
+``app_mention`` re-sent with ``edited``) becomes an :class:`InboundMessage` with ``edited`` set
+and the original ``ts``; a deletion (``message_deleted``, or the ``tombstone`` a deleted thread
+root leaves) a :class:`MessageDeleted`. The core decides what they change.
 
 A message event is acknowledged once the core has stored it (Bolt runs with
 ``process_before_response``), so anything the bot could not keep is retried by Slack. A
@@ -20,7 +25,7 @@ from slack_bolt.response import BoltResponse
 
 from adapters.slack import wire
 from adapters.slack.directory import SlackDirectory
-from bot.events import Attachment, Author, InboundMessage, MessageKind, ThreadRef
+from bot.events import Attachment, Author, InboundMessage, MessageDeleted, MessageKind, ThreadRef
 from bot.ports import Core
 
 log = logging.getLogger(__name__)
@@ -29,28 +34,38 @@ log = logging.getLogger(__name__)
 FLAT_DM = "-"
 IGNORED_SUBTYPES = frozenset(
     {
-        "message_changed",
-        "message_deleted",
         "bot_message",
         "channel_join",
         "channel_leave",
         "message_replied",
     }
 )
+CHANGED = "message_changed"
+DELETED = "message_deleted"
+#: What a ``message_changed`` leaves of a thread's first message deleted while it has replies.
+TOMBSTONE = "tombstone"
 
 
 def ignored_reason(event: dict[str, Any], review_channel: str | None) -> str | None:
-    """Why an event is not a customer's message, or None when it is one."""
+    """Why an event is not a customer's message (or its edit or deletion), or None when it is one."""
     if event.get("type") not in ("message", "app_mention"):
+        return None
+    if review_channel and event.get("channel") == review_channel:
+        return "the review channel"
+    subtype = event.get("subtype")
+    if subtype in (CHANGED, DELETED):
+        # The message concerned is the nested one: a bot's (the bot's own replies too) is no
+        # customer's; a change by Slack (an unfurl) arrives like an edit and changes no text.
+        nested = event.get("message") if subtype == CHANGED else event.get("previous_message")
+        if isinstance(nested, dict) and (nested.get("bot_id") or nested.get("subtype") in IGNORED_SUBTYPES):
+            return f"a {subtype} event of no customer's message"
         return None
     if event.get("bot_id"):
         return "a bot's message"
-    if event.get("subtype") in IGNORED_SUBTYPES:
-        return f"a {event.get('subtype')} event"
+    if subtype in IGNORED_SUBTYPES:
+        return f"a {subtype} event"
     if not event.get("user"):
         return "no user"
-    if review_channel and event.get("channel") == review_channel:
-        return "the review channel"
     return None
 
 
@@ -79,10 +94,12 @@ class SlackIntake:
         core: Callable[[], Core],
         directory: SlackDirectory,
         bot_user_id: Callable[[], str],
+        review_channel: str | None = None,
     ) -> None:
         self._core = core
         self._directory = directory
         self._bot_user_id = bot_user_id
+        self._review_channel = review_channel or ""
 
     def register(self, app: AsyncApp, review_channel: str | None) -> None:
         app.middleware(ignore_non_customers(review_channel))
@@ -92,10 +109,18 @@ class SlackIntake:
     async def on_mention(self, body: dict[str, Any]) -> None:
         envelope = wire.parse_event_callback(body)
         event = wire.parse_message_event(envelope["event"])
-        await self._core().receive(await self.translate(envelope, event, MessageKind.MENTION))
+        edited = isinstance(envelope["event"].get("edited"), dict)
+        await self._core().receive(await self.translate(envelope, event, MessageKind.MENTION, edited=edited))
 
     async def on_message(self, body: dict[str, Any]) -> None:
         envelope = wire.parse_event_callback(body)
+        subtype = envelope["event"].get("subtype")
+        if subtype == CHANGED:
+            await self.on_changed(envelope)
+            return
+        if subtype == DELETED:
+            await self.on_deleted(envelope, wire.parse_deleted_message(envelope["event"]))
+            return
         event = wire.parse_message_event(envelope["event"])
         core = self._core()
         if event.get("channel_type") == "im":
@@ -111,6 +136,33 @@ class SlackIntake:
         if await core.has_conversation(message.thread):
             await core.receive(message)
 
+    async def on_changed(self, envelope: wire.EventCallback) -> None:
+        nested = envelope["event"].get("message")
+        if isinstance(nested, dict) and nested.get("subtype") == TOMBSTONE:
+            await self.on_deleted(envelope, wire.parse_deleted_message(envelope["event"]))
+            return
+        event = wire.parse_changed_message(envelope["event"])
+        if not event["user"]:
+            return
+        if event.get("channel_type") == "im":
+            kind = MessageKind.DIRECT
+        elif event.get("thread_ts", event["ts"]) != event["ts"]:
+            kind = MessageKind.FOLLOW_UP
+        else:
+            kind = MessageKind.MENTION
+        await self._core().receive(await self.translate(envelope, event, kind, edited=True))
+
+    async def on_deleted(self, envelope: wire.EventCallback, deleted: wire.DeletedMessage) -> None:
+        team = envelope["team_id"]
+        if deleted.get("channel_type") == "im":
+            thread = deleted.get("thread_ts") or FLAT_DM
+        else:
+            thread = deleted.get("thread_ts") or deleted["ts"]
+        event_id = f"slack:{envelope['event_id'] or deleted['ts'] + ':deleted'}"
+        await self._core().retract(
+            MessageDeleted(event_id, ThreadRef("slack", team, deleted["channel"], thread), deleted["ts"])
+        )
+
     def _strip_mention(self, text: str) -> str:
         bot = self._bot_user_id()
         if bot:
@@ -118,7 +170,7 @@ class SlackIntake:
         return text.strip()
 
     async def translate(
-        self, envelope: wire.EventCallback, event: wire.MessageEvent, kind: MessageKind
+        self, envelope: wire.EventCallback, event: wire.MessageEvent, kind: MessageKind, *, edited: bool = False
     ) -> InboundMessage:
         channel = event["channel"]
         team = event.get("team") or envelope["team_id"]
@@ -129,17 +181,38 @@ class SlackIntake:
         else:
             thread = event.get("thread_ts") or ts
             where = ("Slack Connect" if envelope["is_ext_shared_channel"] else "Slack") + f" · <#{channel}>"
-        user = event["user"]
         return InboundMessage(
             event_id=f"slack:{envelope['event_id'] or ts}",
             thread=ThreadRef("slack", team, channel, thread),
             message_id=ts,
-            author=Author(user, f"<@{user}>", await self._directory.email_of(user)),
+            author=await self._author(envelope, event, in_thread=kind is not MessageKind.DIRECT and thread != ts),
             text=self._strip_mention(event["text"]),
             kind=kind,
             sent_at=datetime.fromtimestamp(float(ts), UTC),
             attachments=tuple(self._attachment(f) for f in event["files"]),
             location=where,
+            edited=edited,
+        )
+
+    async def _author(self, envelope: wire.EventCallback, event: wire.MessageEvent, *, in_thread: bool) -> Author:
+        """The author with the facts the core decides who is speaking from. Only a reply in an
+        existing thread can come from someone other than its customer, so only there are the
+        groups and the review channel's members looked up (both cached by the directory)."""
+        user = event["user"]
+        email = await self._directory.email_of(user)
+        if not in_thread:
+            return Author(user, f"<@{user}>", email)
+        home: bool | None = None
+        if envelope["is_ext_shared_channel"]:  # Slack Connect: the author's team, vs the installing one
+            home = (event.get("user_team") or event.get("team") or "") == envelope["team_id"]
+        member = await self._directory.is_member(self._review_channel, user) if self._review_channel else None
+        return Author(
+            user,
+            f"<@{user}>",
+            email,
+            groups=await self._directory.groups_of(user),
+            home_workspace=home,
+            review_member=member,
         )
 
     @staticmethod

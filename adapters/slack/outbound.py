@@ -16,13 +16,14 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-from slack_sdk.errors import SlackApiError
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import cards, wire
 from adapters.slack.intake import FLAT_DM
 from adapters.slack.mrkdwn import escape, to_mrkdwn
-from bot.errors import PlatformRateLimited
+from bot.errors import PlatformError, PlatformNotFound, PlatformRateLimited, PlatformRefused, PlatformUnavailable
 from bot.events import ThreadRef
 from bot.ports import ReviewCard
 
@@ -41,19 +42,48 @@ def safe_reply(text: str) -> str:
     return re.sub(r"<!(channel|here|everyone|subteam\^[^>]*)>", r"@\1", text).replace("<!", "&lt;!")
 
 
-def rate_limits_told(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """A 429 that slack_sdk's retry handler did not get past reaches the core as
-    :class:`PlatformRateLimited` (it retries later and logs one warning, not a traceback)."""
+#: Slack's ``error`` codes that say the thing named is gone (or the bot cannot see it).
+NOT_FOUND_ERRORS = frozenset(
+    {"channel_not_found", "thread_not_found", "message_not_found", "cant_update_message", "is_archived"}
+)
+#: Slack's ``error`` codes that say Slack itself failed: trying later may work.
+UNAVAILABLE_ERRORS = frozenset({"fatal_error", "internal_error", "service_unavailable", "request_timeout"})
+
+
+def platform_error(exc: Exception) -> PlatformError | None:
+    """What a slack_sdk (or transport) exception means at the port boundary; None for anything
+    else (a bug, which the core sees as it is)."""
+    if isinstance(exc, SlackApiError):
+        status, error = exc.response.status_code, str(exc.response.get("error") or "")
+        if status == 429:
+            wait = str(exc.response.headers.get("Retry-After", ""))
+            return PlatformRateLimited("Slack", float(wait) if wait.isdigit() else None)
+        if error in NOT_FOUND_ERRORS or status == 404:
+            return PlatformNotFound("Slack", f"Slack: {error or status}")
+        if error in UNAVAILABLE_ERRORS or status >= 500:
+            return PlatformUnavailable("Slack", f"Slack: {error or status}")
+        return PlatformRefused("Slack", f"Slack: {error or status}")
+    if isinstance(exc, SlackClientError | aiohttp.ClientError | TimeoutError | OSError):
+        return PlatformUnavailable("Slack", f"Slack could not be reached ({type(exc).__name__}: {exc})")
+    return None
+
+
+def platform_errors_told(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """slack_sdk's exceptions reach the core as :class:`bot.errors.PlatformError` s: a 429 that
+    slack_sdk's retry handler did not get past is :class:`PlatformRateLimited` (the core retries
+    later and logs one warning, not a traceback), a gone channel or message
+    :class:`PlatformNotFound`, Slack's own failure or no connection :class:`PlatformUnavailable`,
+    any other ``ok: false`` :class:`PlatformRefused`."""
 
     @functools.wraps(call)
     async def told(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await call(*args, **kwargs)
-        except SlackApiError as exc:
-            if exc.response.status_code != 429:
+        except Exception as exc:
+            translated = platform_error(exc)
+            if translated is None:
                 raise
-            wait = str(exc.response.headers.get("Retry-After", ""))
-            raise PlatformRateLimited("Slack", float(wait) if wait.isdigit() else None) from exc
+            raise translated from exc
 
     return told
 
@@ -70,7 +100,7 @@ class SlackOutbound:
 
     # -- CustomerChannel --------------------------------------------------------------------
 
-    @rate_limits_told
+    @platform_errors_told
     async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
         response = await self._client.chat_postMessage(
             channel=thread.channel,
@@ -86,7 +116,7 @@ class SlackOutbound:
                 )
         return str(response["ts"])
 
-    @rate_limits_told
+    @platform_errors_told
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
         if thread.thread == FLAT_DM:
             response = await self._client.conversations_history(
@@ -101,6 +131,7 @@ class SlackOutbound:
                 return str(message.get("ts"))
         return None
 
+    @platform_errors_told
     async def show_pending(self, thread: ThreadRef) -> None:
         if thread.thread == FLAT_DM:
             return
@@ -114,10 +145,10 @@ class SlackOutbound:
 
     def _channel(self) -> str:
         if not self.review_channel:
-            raise RuntimeError("no Slack review channel is configured (SLACK_REVIEW_CHANNEL)")
+            raise PlatformRefused("Slack", "no Slack review channel is configured (SLACK_REVIEW_CHANNEL)")
         return self.review_channel
 
-    @rate_limits_told
+    @platform_errors_told
     async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         response = await self._client.chat_postMessage(
             channel=self._channel(),
@@ -127,7 +158,7 @@ class SlackOutbound:
         )
         return f"{response['channel']}:{response['ts']}"
 
-    @rate_limits_told
+    @platform_errors_told
     async def find_card(self, idempotency_key: str) -> str | None:
         channel = self._channel()
         cursor = ""
@@ -143,14 +174,14 @@ class SlackOutbound:
                 break
         return None
 
-    @rate_limits_told
+    @platform_errors_told
     async def update_card(self, ref: str, card: ReviewCard) -> None:
         channel, ts = ref.split(":", 1)
         await self._client.chat_update(
             channel=channel, ts=ts, text=cards.card_fallback_text(card), blocks=cards.card_blocks(card)
         )
 
-    @rate_limits_told
+    @platform_errors_told
     async def post_notice(self, text: str) -> None:
         # A notice may quote what others wrote (a policy file's bad value): shown, never pinging.
         if self.review_channel:

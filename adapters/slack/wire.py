@@ -57,9 +57,20 @@ class MessageEvent(TypedDict):
     files: list[FileObject]
     thread_ts: NotRequired[str]
     team: NotRequired[str]
+    user_team: NotRequired[str]
     channel_type: NotRequired[str]
     subtype: NotRequired[str]
     bot_id: NotRequired[str]
+
+
+class DeletedMessage(TypedDict):
+    """A ``message_deleted`` event: which message went (``deleted_ts``), and the thread it was in
+    when ``previous_message`` tells (Slack includes it for thread replies)."""
+
+    channel: str
+    ts: str
+    thread_ts: NotRequired[str]
+    channel_type: NotRequired[str]
 
 
 class EventCallback(TypedDict):
@@ -219,10 +230,46 @@ def parse_message_event(event: dict[str, Any]) -> MessageEvent:
     thread_ts = _timestamp(event, "thread_ts", "event.thread_ts")
     if thread_ts:
         parsed["thread_ts"] = thread_ts
-    for key in ("team", "channel_type", "subtype", "bot_id"):
+    for key in ("team", "user_team", "channel_type", "subtype", "bot_id"):
         value = _str(event, key, f"event.{key}")
         if value:
             parsed[key] = value
+    return parsed
+
+
+def parse_changed_message(event: dict[str, Any]) -> MessageEvent:
+    """The message as edited, from a ``message_changed`` event: its nested ``message`` (which
+    keeps the original ``ts``, else ``previous_message`` tells it), with the channel the outer
+    event names."""
+    inner = event.get("message")
+    if not isinstance(inner, dict):
+        raise MalformedPayload(f"event.message is {_kind(inner)}, not an object")
+    previous = event.get("previous_message")
+    outer = {
+        "channel": _str(event, "channel", "event.channel"),
+        "channel_type": _str(event, "channel_type", "event.channel_type"),
+    }
+    if not inner.get("ts") and isinstance(previous, dict):
+        outer["ts"] = _timestamp(previous, "ts", "event.previous_message.ts")
+    return parse_message_event({"type": "message", **inner, **outer})
+
+
+def parse_deleted_message(event: dict[str, Any]) -> DeletedMessage:
+    """A ``message_deleted`` event (or a ``message_changed`` that leaves a ``tombstone``: a thread's
+    first message deleted while it has replies)."""
+    previous = event.get("previous_message") or event.get("message") or {}
+    if not isinstance(previous, dict):
+        raise MalformedPayload(f"event.previous_message is {_kind(previous)}, not an object")
+    ts = _timestamp(event, "deleted_ts", "event.deleted_ts") or _timestamp(
+        previous, "ts", "event.message.ts", required=True
+    )
+    parsed = DeletedMessage(channel=_str(event, "channel", "event.channel"), ts=ts)
+    thread_ts = _timestamp(previous, "thread_ts", "event.previous_message.thread_ts")
+    if thread_ts:
+        parsed["thread_ts"] = thread_ts
+    channel_type = _str(event, "channel_type", "event.channel_type")
+    if channel_type:
+        parsed["channel_type"] = channel_type
     return parsed
 
 

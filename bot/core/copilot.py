@@ -1,5 +1,5 @@
 """The copilot: a thin facade wiring the rooms of the core, and the surface adapters call
-(:class:`bot.ports.Core`: receive, has_conversation, decide, edit_form)."""
+(:class:`bot.ports.Core`: receive, retract, has_conversation, decide, edit_form)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,23 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
 
 from bot.agent import DraftingAgent
+from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.intake import Intake, Received
+from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
-from bot.core.review import Effects
-from bot.core.review import ReviewDesk as Decisions
+from bot.core.retention import COUNTERS as RETENTION_COUNTERS
+from bot.core.retention import RetentionJob
+from bot.core.review import Decisions, Effects
 from bot.core.tasks import Supervisor
+from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
-from bot.events import InboundMessage, ReviewDecision, ThreadRef
+from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
@@ -37,6 +40,7 @@ METRICS = (
     "events_received",
     "events_duplicate",
     "messages_ignored_unwatched",
+    "messages_ignored_workspace",
     "drafts_ready",
     "drafts_failed",
     "summaries",
@@ -45,6 +49,7 @@ METRICS = (
     "replies_sent",
     "sends_failed",
     "refunds_executed",
+    *RETENTION_COUNTERS,
 )
 
 
@@ -70,9 +75,9 @@ class Copilot:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
         self.supervisor = Supervisor()
         self.channels: dict[str, CustomerChannel] = {}
-        lease = timedelta(seconds=settings.work_lease_seconds)
-        self.leases = LeaseKeeper(db, self.owner, lease)
-        self.publisher = CardPublisher(db, policy, self.metrics, self.owner)
+        self.timing = WorkTiming.from_settings(settings)
+        self.leases = LeaseKeeper(db, self.owner, self.timing)
+        self.publisher = CardPublisher(db, policy, self.metrics, self.owner, self.timing)
         self._build_tools = tools
         self._tools: tuple[Policy, ToolRegistry] | None = None
         self.drafting = Drafting(
@@ -90,6 +95,7 @@ class Copilot:
         )
         self.intake = Intake(db, policy, self.metrics)
         self.intake.on_received = self._received
+        self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
         self.decisions = Decisions(db, policy, orders, self._decided)
         self.dispatcher = Dispatcher(
             db,
@@ -98,18 +104,22 @@ class Copilot:
             self.channels,
             self.metrics,
             self.owner,
-            lease=lease,
+            timing=self.timing,
             concurrency=settings.delivery_concurrency,
             refresh_card=self.publisher.refresh,
+            supervisor=self.supervisor,
         )
+        self.resolver = AutoResolver(db, policy, self._refresh_card)
         self.sweeper = Sweeper(
             db,
-            interval=settings.sweep_seconds,
+            timing=self.timing,
             redraft=self.drafting.pool.submit,
             repost=self.publisher.recover,
             refresh=self.publisher.refresh,
             deliver=self.dispatcher.wake,
+            resolve_idle=self.resolver.sweep,
         )
+        self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -136,11 +146,13 @@ class Copilot:
 
     def start(self) -> None:
         """Start the background rooms: drafting workers, lease renewal, the sweeper (which
-        also resumes whatever an earlier run left), the dispatcher."""
+        also resumes whatever an earlier run left), the dispatcher, the retention job."""
         self.drafting.pool.start(self.settings.drafting_concurrency)
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
-        self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
+        self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.timing.sweep_seconds))
+        # A failing pass is retried after a minute, not a second: it is no hurry, and logs once.
+        self.supervisor.keep_running("retention", self.retention.run, backoff=min(60.0, self.retention.interval))
         self.supervisor.keep_running("wal-checkpoint", self.db.checkpoint_forever)
 
     async def wind_down(self, grace: float) -> bool:
@@ -168,8 +180,14 @@ class Copilot:
     async def receive(self, message: InboundMessage) -> bool:
         return await self.intake.receive(message)
 
+    async def retract(self, deleted: MessageDeleted) -> bool:
+        return await self.intake.retract(deleted)
+
     async def has_conversation(self, thread: ThreadRef) -> bool:
         return await self.intake.has_conversation(thread)
+
+    def serves(self, thread: ThreadRef) -> bool:
+        return self.intake.served(thread)
 
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
         return await self.decisions.decide(decision)
@@ -186,15 +204,21 @@ class Copilot:
     # -- hand-offs between rooms ----------------------------------------------------------
 
     def _received(self, received: Received) -> None:
-        self.drafting.pool.submit(received.draft_id)
-        for old in received.superseded:
+        if received.draft_id is not None:
+            self.drafting.pool.submit(received.draft_id)
+        for old in (*received.superseded, *received.refresh):
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
+
+    def _refresh_card(self, draft_id: str) -> None:
+        self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
 
     def _decided(self, draft_id: str, effects: Effects) -> None:
         if effects.new_draft is not None:
             self.drafting.pool.submit(effects.new_draft)
         if effects.refresh:
             self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
+        for other in effects.cards:
+            self.supervisor.spawn("refresh-card", self.publisher.refresh(other), draft=other)
         if effects.deliver:
             self.dispatcher.wake()
 

@@ -15,15 +15,18 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
 
 from bot import metrics
 from bot.approval import refusal_at_execution
+from bot.core.tasks import Supervisor
+from bot.core.timing import WorkTiming
 from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, DraftStatus
+from bot.errors import PlatformError
 from bot.events import ThreadRef
 from bot.logs import log_event
 from bot.policy import PolicyStore
@@ -41,8 +44,6 @@ from tools.orders import OrderBackend
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 6
-
 
 class Dispatcher:
     """Claims due outbox rows and delivers them."""
@@ -56,9 +57,10 @@ class Dispatcher:
         counters: Counter[str],
         owner: str,
         *,
-        lease: timedelta,
+        timing: WorkTiming,
         concurrency: int,
         refresh_card: Callable[[str], Any],
+        supervisor: Supervisor,
     ) -> None:
         self.db = db
         self.policy = policy
@@ -66,11 +68,13 @@ class Dispatcher:
         self.channels = channels
         self.counters = counters
         self.owner = owner
-        self.lease = lease
+        self.timing = timing
+        self.lease = timing.lease
         self.concurrency = concurrency
         self._refresh_card = refresh_card
+        self.supervisor = supervisor
         self._wake = asyncio.Event()
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._in_flight: dict[int, asyncio.Task[Any]] = {}
         self._winding_down = False
         self.passes = 0
 
@@ -114,16 +118,15 @@ class Dispatcher:
             claimed = await outbox_rows.claim_due(conn, self.owner, utcnow(), self.lease, free)
         self.passes += 1
         for item in claimed:
-            task = asyncio.create_task(self._deliver_observed(item), name=f"deliver-{item.draft_id}")
+            # The supervisor owns each delivery: a failure is logged with the draft and counted
+            # (the row is retried when its lease expires).
+            task = self.supervisor.spawn("deliver", self._deliver_and_free(item), draft=item.draft_id)
             self._in_flight[item.id] = task
         return len(claimed)
 
-    async def _deliver_observed(self, item: ClaimedReply) -> None:
+    async def _deliver_and_free(self, item: ClaimedReply) -> None:
         try:
             await self._deliver(item)
-        except Exception:
-            metrics.background_failure("deliver")
-            log.exception("delivering draft %s failed; it is retried when its lease expires", item.draft_id)
         finally:
             self._in_flight.pop(item.id, None)
             self._wake.set()  # the thread's next reply may be due now
@@ -140,7 +143,7 @@ class Dispatcher:
 
     async def _renew_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.lease.total_seconds() / 3)
+            await asyncio.sleep(self.timing.renew_every)
             if self._in_flight:
                 try:
                     async with self.db.write() as conn:
@@ -209,7 +212,7 @@ class Dispatcher:
         for action in actions:
             error = await self._execute(conversation_id, action)
             if error is not None:
-                if error.code == "unavailable" and item.attempts < MAX_ATTEMPTS:
+                if error.code == "unavailable" and item.attempts < self.timing.reply_attempts:
                     await self._retry(item, f"refund backend unavailable: {error.message}")
                     return False
                 await self._fail(item, conversation_id, f"refund failed: {error.message}")
@@ -224,13 +227,13 @@ class Dispatcher:
         try:
             existing = await channel.find_reply(thread, key) if item.attempts > 1 else None
             return existing or await channel.post_reply(thread, item.text, idempotency_key=key)
-        except Exception as exc:
+        except PlatformError as exc:
             log.warning("posting draft %s failed (attempt %d): %s", item.draft_id, item.attempts, exc)
             metrics.platform_error(thread.platform, "post_reply")
-            if item.attempts >= MAX_ATTEMPTS:
-                await self._fail(item, conversation_id, f"the platform refused the reply ({type(exc).__name__})")
+            if item.attempts >= self.timing.reply_attempts:
+                await self._fail(item, conversation_id, f"the platform refused the reply ({exc})")
             else:
-                await self._retry(item, type(exc).__name__)
+                await self._retry(item, f"{type(exc).__name__}: {exc}")
             return None
 
     async def _record_sent(self, item: ClaimedReply, conversation_id: str, message_id: str) -> bool:
@@ -318,9 +321,9 @@ class Dispatcher:
         return error
 
     async def _retry(self, item: ClaimedReply, error: str) -> None:
-        delay = min(300.0, 2.0**item.attempts)
+        due = utcnow() + self.timing.reply_retry_after(item.attempts)
         async with self.db.write() as conn:
-            await outbox_rows.retry_later(conn, item.id, self.owner, error, utcnow() + timedelta(seconds=delay))
+            await outbox_rows.retry_later(conn, item.id, self.owner, error, due)
 
     async def _fail(self, item: ClaimedReply, conversation_id: str, error: str) -> None:
         now = utcnow()

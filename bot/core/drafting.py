@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundHistory, refund_history
+from bot.core import lifecycle
 from bot.core.files import FileDownloads
 from bot.core.memory import Memory
 from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, spends
@@ -53,9 +54,6 @@ from bot.store.drafts import ClaimedDraft
 from tools import ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
-
-QUOTA_ALERT_EVERY = 3600.0
-COOL_DOWN_DEFAULT = 30.0
 
 
 def failure_reason(error: Exception) -> str:
@@ -121,6 +119,7 @@ class Drafting:
         self.supervisor = supervisor
         self.channels = channels
         self.counters = counters
+        self.timing = leases.timing
         self.lease = leases.lease
         self.pool = WorkerPool("drafting", supervisor, self.draft)
         self._quota_alerted_at: float | None = None
@@ -136,7 +135,8 @@ class Drafting:
                 turns, images = await self.files.fetch_pending(claim.draft.message_id, claim.turns, claim.images)
                 claim = dataclasses.replace(claim, turns=turns, images=images)
                 await self._draft(claim)
-            except Exception as exc:
+            except Exception as exc:  # last resort: a bug fails this draft visibly, not the worker
+                metrics.background_failure("drafting")
                 log.exception("drafting %s failed unexpectedly", draft_id)
                 failure = f"internal error while drafting ({type(exc).__name__})"
                 await self._finish_failed(claim.run([]), failure, "")
@@ -228,7 +228,7 @@ class Drafting:
     async def _postpone(self, claimed: ClaimedDraft, exc: KimiCircuitOpen, spent: tuple[Spend, ...]) -> None:
         """The model is cooling down and no fallback can take the call: the draft waits in SQL
         (its lease free again after the cool-down), it does not fail."""
-        wait = exc.retry_after or COOL_DOWN_DEFAULT
+        wait = exc.retry_after or self.timing.model_cool_down.total_seconds()
         log.warning("draft %s waits %.0f s: %s", claimed.id, wait, exc)
         now = utcnow()
         async with self.db.write() as conn:
@@ -283,12 +283,18 @@ class Drafting:
 
     async def _record(self, claimed: ClaimedDraft, outcome: DraftOutcome, now: datetime) -> outcomes.Recorded:
         async with self.db.write() as conn:
-            return await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            if recorded.card is not None and recorded.card.escalation:  # in the same transaction
+                await lifecycle.on_escalated(conn, claimed.conversation_id, recorded.card.escalation, now)
+            return recorded
 
     async def _quota_alert(self) -> None:
         """One alert on the review desk, at most hourly, while Kimi says the quota is used up."""
         now = asyncio.get_running_loop().time()
-        if self._quota_alerted_at is not None and now - self._quota_alerted_at < QUOTA_ALERT_EVERY:
+        if (
+            self._quota_alerted_at is not None
+            and now - self._quota_alerted_at < self.timing.quota_alert_every.total_seconds()
+        ):
             return
         self._quota_alerted_at = now
         await self.publisher.notice(
@@ -323,7 +329,8 @@ class Drafting:
             proposals=len(recorded.card.actions),
             flags=len(outcome.flags),
         )
-        source = CardSource(recorded.card, conversation_after(run, outcome), run.trigger)
+        conversation_now = lifecycle.escalated(conversation_after(run, outcome), recorded.card.escalation)
+        source = CardSource(recorded.card, conversation_now, run.trigger)
         if await self.publisher.publish(source, recorded.card.version, ref=ref):
             metrics.card_posted(claimed.created_at)
         channel = self.channels.get(conversation.thread.platform)
@@ -338,11 +345,8 @@ class Drafting:
         if recorded.card is None:
             return
         log.warning("draft %s failed: %s", run.claimed.id, failure)
-        source = CardSource(recorded.card, run.conversation, run.trigger)
+        source = CardSource(recorded.card, lifecycle.escalated(run.conversation, recorded.card.escalation), run.trigger)
         await self.publisher.publish(source, recorded.card.version, ref=ref)
-
-
-LEASE_DEFAULT = timedelta(seconds=10)
 
 
 class CardStream:

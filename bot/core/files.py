@@ -1,13 +1,19 @@
-"""Customer files: listed at the ack, downloaded by the drafting worker.
+"""Customer files: listed at the ack, downloaded and made fit for Kimi by the drafting worker.
 
 The ack stores only what the platform said about each file (name, type, claimed size, URL,
-platform) and whether it is to be fetched (:func:`records_at_ack`): it never waits on a download.
-The worker that holds the draft's lease then downloads the message's pending images, right
-before the model call, through the platform's :class:`bot.ports.FileFetcher` (the adapter keeps
-its credential and its hosts), each capped at :data:`MAX_FILE_BYTES` and all under one total
-deadline (``FILE_DOWNLOAD_SECONDS``). The outcome goes on the message (``messages.attachments``:
-``status``, ``error``) and the bytes into ``attachments``; a refused or failed download is a line
-on the review card (:func:`card_lines`) and the draft goes on with the text.
+platform) and whether it is to be sent to the model (:func:`records_at_ack`): it never waits on a
+download nor on an image's pixels. At most the policy's ``limits.max_images_per_message`` images
+of a message are sent; the rest are listed on the card as "not sent to the model (over N
+images)". The worker that holds the draft's lease then, right before the model call, obtains
+each pending image — downloaded through the platform's :class:`bot.ports.FileFetcher` (the
+adapter keeps its credential and its hosts), each capped at :data:`MAX_FILE_BYTES` and all under
+one total deadline (``FILE_DOWNLOAD_SECONDS``), or the bytes an adapter handed over at the ack
+(the playground's upload, an evaluation case) — and passes every one through
+:mod:`bot.core.images` (scaled down, re-encoded, metadata stripped, a decompression bomb
+refused). This is the one way an image reaches Kimi. Only the small version is kept
+(``attachments``; bytes held from the ack are replaced by it); the outcome goes on the message
+(``messages.attachments``: ``status``, ``error`` or ``not_sent``) and a file not downloaded or
+not sent is a line on the review card (:func:`card_lines`) while the draft goes on with the text.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from bot.core.images import ImageRefused, ImageShrinker, ShrunkImage
 from bot.domain.states import FileStatus
 from bot.downloads import size_text
 from bot.errors import FileNotFetched
@@ -33,11 +40,12 @@ MAX_FILE_BYTES = 5 * 1024 * 1024
 EXTERNAL = "an external file"
 
 
-def records_at_ack(message: InboundMessage) -> list[dict[str, Any]]:
-    """What the ack stores about each file of ``message``: images on the platform's file host are
-    ``pending`` (the drafting worker fetches them), bytes the adapter handed over are ``fetched``
-    already, the rest is ``listed`` on the card only."""
+def records_at_ack(message: InboundMessage, max_images: int) -> list[dict[str, Any]]:
+    """What the ack stores about each file of ``message``: its first ``max_images`` images are
+    ``pending`` (the drafting worker fetches them, or takes the bytes the adapter handed over,
+    which the ack stores: ``held``), the rest is ``listed`` on the card only."""
     records = []
+    sent = 0
     for file in message.attachments:
         record: dict[str, Any] = {
             "filename": file.filename,
@@ -45,26 +53,30 @@ def records_at_ack(message: InboundMessage) -> list[dict[str, Any]]:
             "size": file.size,
             "url": file.url,
             "platform": message.thread.platform,
+            "status": FileStatus.LISTED.value,
         }
-        if file.data:
-            record["status"] = FileStatus.FETCHED.value
-        elif file.external:
-            record |= {"status": FileStatus.LISTED.value, "error": EXTERNAL}
-        elif file.is_image and file.url:
-            record["status"] = FileStatus.PENDING.value
-        else:
-            record["status"] = FileStatus.LISTED.value
+        if file.external:
+            record["error"] = EXTERNAL
+        elif file.is_image and (file.data or file.url):
+            if sent >= max_images:
+                record["not_sent"] = f"over {max_images} image{'' if max_images == 1 else 's'}"
+            else:
+                sent += 1
+                record["status"] = FileStatus.PENDING.value
+                if file.data:
+                    record["held"] = True
         records.append(record)
     return records
 
 
 class FileDownloads:
-    """Downloads the files the ack only listed, in the drafting worker (see the module)."""
+    """Obtains and shrinks the images the ack left pending, in the drafting worker (see the module)."""
 
     def __init__(self, db: Database, deadline_seconds: float) -> None:
         self.db = db
         self.deadline_seconds = deadline_seconds
         self.fetchers: dict[str, FileFetcher] = {}
+        self.shrinker = ImageShrinker()
 
     def add(self, platform: str, fetcher: FileFetcher) -> None:
         self.fetchers[platform] = fetcher
@@ -72,8 +84,9 @@ class FileDownloads:
     async def fetch_pending(
         self, message_id: int, turns: list[StoredMessage], images: list[tuple[str, bytes]]
     ) -> tuple[list[StoredMessage], list[tuple[str, bytes]]]:
-        """Fetch the pending files of the message being answered (the last of ``turns``) and
-        record the outcome; return the turns and images with them."""
+        """Obtain and shrink the pending images of the message being answered (the last of
+        ``turns``; ``images`` are its stored ones, the ``held`` first, in order) and record the
+        outcome; return the turns and the images to send."""
         trigger = turns[-1] if turns and turns[-1].id == message_id else None
         if trigger is None:
             return turns, images
@@ -81,17 +94,40 @@ class FileDownloads:
         pending = [i for i, f in enumerate(files) if f.get("status") == FileStatus.PENDING]
         if not pending:
             return turns, images
+        held = [i for i in pending if files[i].get("held")]
+        held_bytes = {i: data for i, (_, data) in zip(held, images, strict=False)}
         deadline = asyncio.get_running_loop().time() + self.deadline_seconds
-        outcomes = await asyncio.gather(*(self._fetch(files[i], message_id, deadline) for i in pending))
-        fetched: list[tuple[str, str, bytes]] = []
-        for index, (record, data) in zip(pending, outcomes, strict=True):
+        outcomes = await asyncio.gather(
+            *(self._prepare(files[i], message_id, deadline, held_bytes.get(i)) for i in pending)
+        )
+        prepared: list[tuple[str, str, bytes]] = []
+        for index, (record, image) in zip(pending, outcomes, strict=True):
             files[index] = record
-            if data is not None:
-                fetched.append((str(record.get("filename", "")), str(record.get("content_type", "")), data))
+            if image is not None:
+                prepared.append((str(record.get("filename", "")), image.content_type, image.data))
         async with self.db.write() as conn:
-            await conversation_rows.save_files(conn, message_id, files, fetched)
+            await conversation_rows.save_files(conn, message_id, files, prepared, replace=bool(held))
         turns = [*turns[:-1], dataclasses.replace(trigger, attachments=files)]
-        return turns, [*images, *((content_type, data) for _, content_type, data in fetched)]
+        kept = [] if held else images
+        return turns, [*kept, *((content_type, data) for _, content_type, data in prepared)]
+
+    async def _prepare(
+        self, file: dict[str, Any], message_id: int, deadline: float, held: bytes | None
+    ) -> tuple[dict[str, Any], ShrunkImage | None]:
+        file = {k: v for k, v in file.items() if k != "held"}
+        if held is None:
+            file, data = await self._fetch(file, message_id, deadline)
+            if data is None:
+                return file, None
+        else:
+            data = held
+        try:
+            image = await self.shrinker.shrink(data)
+        except ImageRefused as exc:
+            log.warning("image %r of message %s not sent: %s", file.get("filename"), message_id, exc.reason)
+            return {**file, "status": FileStatus.FAILED.value, "not_sent": exc.reason}, None
+        shrunk = {"sent_bytes": len(image.data), "sent_pixels": [image.width, image.height]}
+        return {**file, "status": FileStatus.FETCHED.value, "fetched_bytes": len(data), **shrunk}, image
 
     async def _fetch(
         self, file: dict[str, Any], message_id: int, deadline: float
@@ -112,6 +148,6 @@ class FileDownloads:
             log.exception("downloading a file of message %s failed", message_id)
             reason = f"download failed ({type(exc).__name__})"
         else:
-            return {**file, "status": FileStatus.FETCHED.value, "fetched_bytes": len(data)}, data
+            return file, data
         log.warning("file %r of message %s not downloaded: %s", file.get("filename"), message_id, reason)
         return {**file, "status": FileStatus.FAILED.value, "error": reason}, None

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import timedelta
 
 from bot import metrics
 from bot.cards import build_card
-from bot.errors import PlatformRateLimited
+from bot.core.timing import WorkTiming
+from bot.errors import PlatformError, PlatformRateLimited
 from bot.logs import log_event
 from bot.policy import PolicyStore
 from bot.ports import ReviewCard, ReviewDesk
@@ -25,8 +25,6 @@ from bot.store.cards import CardSource
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER = timedelta(seconds=3)
-
 
 def card_key(draft_id: str) -> str:
     return f"card-{draft_id}"
@@ -35,8 +33,11 @@ def card_key(draft_id: str) -> str:
 class CardPublisher:
     """Puts cards on the review desk and keeps them true."""
 
-    def __init__(self, db: Database, policy: PolicyStore, counters: Counter[str], owner: str) -> None:
+    def __init__(
+        self, db: Database, policy: PolicyStore, counters: Counter[str], owner: str, timing: WorkTiming
+    ) -> None:
         self.db = db
+        self.timing = timing
         self.policy = policy
         self.counters = counters
         self.owner = owner
@@ -66,7 +67,7 @@ class CardPublisher:
                 await desk.update_card(ref, self.card(source, desk.name))
                 return ref
             return await desk.post_card(self.card(source, desk.name), idempotency_key=key)
-        except Exception as exc:
+        except PlatformError as exc:
             _failed(exc, "opening the card of draft %s failed; it is posted when the draft is done", source.draft_id)
             metrics.platform_error(desk.name, "post_card")
             return None
@@ -78,8 +79,8 @@ class CardPublisher:
             return
         try:
             await desk.update_card(ref, self.card(source, desk.name))
-        except Exception:
-            log.warning("updating the forming card of draft %s failed", source.draft_id, exc_info=True)
+        except PlatformError as exc:
+            log.warning("updating the forming card of draft %s failed: %s", source.draft_id, exc)
             metrics.platform_error(desk.name, "update_card")
 
     async def publish(self, source: CardSource, version: int, *, adopt: bool = False, ref: str | None = None) -> bool:
@@ -102,11 +103,11 @@ class CardPublisher:
             else:
                 ref = await desk.post_card(card, idempotency_key=key)
                 self.counters["cards_posted"] += 1
-        except Exception as exc:
+        except PlatformError as exc:
             _failed(exc, "posting the card of draft %s failed; it will be retried", source.draft_id)
             metrics.platform_error(desk.name, "post_card")
             async with self.db.write() as conn:
-                await draft_rows.postpone(conn, source.draft_id, self.owner, utcnow() + RETRY_AFTER)
+                await draft_rows.postpone(conn, source.draft_id, self.owner, utcnow() + self.timing.card_retry_after)
             return False
         async with self.db.write() as conn:
             current = await draft_rows.card_posted(conn, source.draft_id, self.owner, desk.name, ref, version)
@@ -118,7 +119,7 @@ class CardPublisher:
     async def recover(self, draft_id: str) -> None:
         """Post (or adopt) the card of a draft whose card never made it to the desk."""
         async with self.db.write() as conn:
-            if not await draft_rows.claim_for_card(conn, draft_id, self.owner, utcnow(), RETRY_AFTER * 4):
+            if not await draft_rows.claim_for_card(conn, draft_id, self.owner, utcnow(), self.timing.card_claim):
                 return
         source = await self.load(draft_id)
         if source is not None:
@@ -135,7 +136,7 @@ class CardPublisher:
             return  # not on a desk yet: recovery posts it, already up to date
         try:
             await desk.update_card(ref, self.card(source, desk.name))
-        except Exception as exc:
+        except PlatformError as exc:
             _failed(exc, "updating the card of draft %s failed; it will be retried", draft_id)
             metrics.platform_error(desk.name, "update_card")
             return
@@ -152,13 +153,13 @@ class CardPublisher:
         for desk in self.desks.values():
             try:
                 await desk.post_notice(text)
-            except Exception:
-                log.exception("could not post a notice to %s", desk.name)
+            except PlatformError as exc:
+                log.error("could not post a notice to %s: %s", desk.name, exc)
 
 
-def _failed(error: Exception, message: str, draft_id: str) -> None:
+def _failed(error: PlatformError, message: str, draft_id: str) -> None:
     """A desk call that failed and is retried later: a rate limit the platform's client could not
-    sit through is one warning line (it passes); anything else is an error with its traceback."""
+    sit through is one warning line (it passes); any other refusal is an error with its cause."""
     if isinstance(error, PlatformRateLimited):
         log.warning(message + ": %s", draft_id, error)
     else:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 
+from bot.core.timing import WorkTiming
 from bot.store import Database, utcnow
 from bot.store import drafts as draft_rows
 from bot.store import outbox as outbox_rows
@@ -21,10 +22,11 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     """The drafts this worker is working on, their leases renewed together in one statement."""
 
-    def __init__(self, db: Database, owner: str, lease: timedelta) -> None:
+    def __init__(self, db: Database, owner: str, timing: WorkTiming) -> None:
         self.db = db
         self.owner = owner
-        self.lease = lease
+        self.timing = timing
+        self.lease = timing.lease
         self._held: set[str] = set()
 
     @contextlib.contextmanager
@@ -45,7 +47,7 @@ class LeaseKeeper:
         return drafts, replies
 
     async def renew_forever(self) -> None:
-        interval = self.lease.total_seconds() / 3
+        interval = self.timing.renew_every
         while True:
             await asyncio.sleep(interval)
             held = sorted(self._held)
@@ -64,14 +66,16 @@ class Sweeper:
         self,
         db: Database,
         *,
-        interval: float,
+        timing: WorkTiming,
         redraft: Callable[[str], None],
         repost: Callable[[str], Awaitable[None]],
         refresh: Callable[[str], Awaitable[None]],
         deliver: Callable[[], None],
+        resolve_idle: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.db = db
-        self.interval = interval
+        self._resolve_idle = resolve_idle
+        self.interval = timing.sweep_seconds
         self._redraft = redraft
         self._repost = repost
         self._refresh = refresh
@@ -79,7 +83,8 @@ class Sweeper:
         self.passes = 0
 
     async def sweep(self) -> None:
-        """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date."""
+        """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date, and
+        conversations idle on their customer too long to resolve."""
         now = utcnow()
         async with self.db.read() as conn:
             drafting = await draft_rows.drafting_due(conn, now, 50)
@@ -91,6 +96,8 @@ class Sweeper:
             await self._repost(draft_id)
         for draft_id in stale:
             await self._refresh(draft_id)
+        if self._resolve_idle is not None:
+            await self._resolve_idle()
         self._deliver()
         self.passes += 1
 

@@ -20,12 +20,12 @@ __all__ = [
     "ApproverAction",
     "Case",
     "CaseError",
+    "CaseTurn",
     "CustomerSpec",
     "Expected",
     "ExpectedRefund",
     "SimulatedCustomer",
     "ToolCallSpec",
-    "Turn",
     "TurnAttachment",
     "load_cases",
 ]
@@ -71,7 +71,7 @@ class TurnAttachment(_Model):
     content_type: str = "image/png"
 
 
-class Turn(_Model):
+class CaseTurn(_Model):
     """One customer message."""
 
     text: str
@@ -155,7 +155,7 @@ class Case(_Model):
     orders: tuple[dict[str, Any], ...] = ()
     orders_file: str | None = None
     customer: CustomerSpec
-    turns: tuple[Turn, ...] = ()
+    turns: tuple[CaseTurn, ...] = ()
     simulated_customer: SimulatedCustomer | None = None
     approver: tuple[ApproverAction, ...] = ()
     expected: Expected = Expected()

@@ -13,7 +13,7 @@ from bot.store.engine import (
 )
 from bot.store.schema import (
     ALL_METADATA,
-    Attachment,
+    AttachmentRow,
     AuditEvent,
     Base,
     Conversation,
@@ -34,7 +34,7 @@ from bot.store.schema import (
 __all__ = [
     "ALL_METADATA",
     "MIGRATIONS_DIR",
-    "Attachment",
+    "AttachmentRow",
     "AuditEvent",
     "Base",
     "Conversation",

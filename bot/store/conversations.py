@@ -7,16 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.states import ConversationOwner, ConversationStatus
 from bot.events import InboundMessage, ThreadRef
+from bot.store import life
 from bot.store.dialect import dialect_insert
-from bot.store.schema import Attachment, Conversation, Message, ProcessedEvent, new_id, table_of
+from bot.store.schema import AttachmentRow, Conversation, Message, ProcessedEvent, new_id, table_of
 
 _conversations = table_of(Conversation)
 _messages = table_of(Message)
-_attachments = table_of(Attachment)
+_attachments = table_of(AttachmentRow)
 _events = table_of(ProcessedEvent)
 
 
@@ -39,6 +41,11 @@ class ConversationState:
     asker_email: str = ""
     #: (customer message id, facts as the draft answering it left them), oldest first.
     fact_notes: tuple[tuple[int, dict[str, Any]], ...] = ()
+    #: Its life (:mod:`bot.store.life`) as it was read.
+    status: ConversationStatus = ConversationStatus.OPEN
+    owner: ConversationOwner = ConversationOwner.BOT
+    owner_reason: str = ""
+    assignee: str = ""
 
     @property
     def platform(self) -> str:
@@ -66,13 +73,25 @@ async def record_event(conn: AsyncConnection, event_id: str, now: datetime) -> b
 
 async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> str:
     """The conversation of the message's thread, created on its first message; one statement."""
+    return (await open_conversation(conn, message, now))[0].conversation_id
+
+
+async def open_conversation(
+    conn: AsyncConnection, message: InboundMessage, now: datetime
+) -> tuple[life.Life, bool]:
+    """The conversation of the message's thread, created on its first message (its author is then
+    its customer), with its life as it stands, and whether this statement created it (then no
+    message of it can be stored yet); one statement, which also holds the conversation's row for
+    the caller's transaction (a click on it waits)."""
     thread = message.thread
+    c = _conversations.c
+    created_id = new_id()
     base = dialect_insert(conn.dialect.name, _conversations)
     statement = base.on_conflict_do_update(
-        index_elements=[_conversations.c.thread_key], set_={"updated_at": base.excluded.updated_at}
-    ).returning(_conversations.c.id)
+        index_elements=[c.thread_key], set_={"updated_at": base.excluded.updated_at}
+    ).returning(*life.LIFE_COLUMNS)
     values = {
-        "id": new_id(),
+        "id": created_id,
         "thread_key": thread.key,
         "platform": thread.platform,
         "workspace": thread.workspace,
@@ -88,8 +107,12 @@ async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, no
         "failed_drafts": 0,
         "created_at": now,
         "updated_at": now,
+        "status": ConversationStatus.OPEN,
+        "owner": ConversationOwner.BOT,
+        "status_at": now,
     }
-    return str((await conn.execute(statement, values)).scalar_one())
+    opened = life.life_of_row((await conn.execute(statement, values)).one())
+    return opened, opened.conversation_id == created_id
 
 
 async def add_customer_message(
@@ -99,15 +122,19 @@ async def add_customer_message(
     text: str,
     now: datetime,
     files: list[dict[str, Any]],
+    role: str = "customer",
 ) -> int:
     """Store the customer's message with what is known of its ``files`` (the core's
-    :func:`bot.core.files.records_at_ack`), and the image bytes its adapter handed over."""
+    :func:`bot.core.files.records_at_ack`), and the image bytes its adapter handed over of those
+    the records mark ``held`` (the drafting worker replaces them with their small version).
+    ``role``: who wrote it (:class:`bot.domain.roles.Role`): the customer, an agent answering by
+    hand, or an outsider whose words are context."""
     sent_at = message.sent_at if message.sent_at.tzinfo else now
     result = await conn.execute(
         _messages.insert().returning(_messages.c.id),
         {
             "conversation_id": conversation_id,
-            "role": "customer",
+            "role": role,
             "platform_message_id": message.message_id,
             "author_id": message.author.id,
             "author_name": message.author.display_name,
@@ -120,8 +147,8 @@ async def add_customer_message(
     message_id = int(result.scalar_one())
     images = [
         {"message_id": message_id, "filename": a.filename, "content_type": a.content_type, "data": a.data}
-        for a in message.attachments
-        if a.is_image and a.data
+        for a, record in zip(message.attachments, files, strict=True)
+        if a.data and record.get("held")
     ]
     if images:
         await conn.execute(_attachments.insert(), images)
@@ -131,7 +158,9 @@ async def add_customer_message(
 async def add_reply(
     conn: AsyncConnection, conversation_id: str, draft_id: str, text: str, platform_message_id: str, now: datetime
 ) -> None:
-    """Store a reply that reached the customer, as a turn of the conversation."""
+    """Store a reply that reached the customer, as a turn of the conversation; an open
+    conversation now waits on its customer."""
+    await life.move_status(conn, conversation_id, ConversationStatus.OPEN, ConversationStatus.WAITING_ON_CUSTOMER, now)
     await conn.execute(
         _messages.insert(),
         {
@@ -175,6 +204,10 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
                 c.verify_attempts,
                 c.asker_email,
                 c.fact_notes,
+                c.status,
+                c.owner,
+                c.owner_reason,
+                c.assignee,
             ).where(c.id == conversation_id)
         )
     ).one()
@@ -193,6 +226,10 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
         verify_attempts=row.verify_attempts,
         asker_email=row.asker_email,
         fact_notes=tuple((int(at), dict(facts)) for at, facts in row.fact_notes or []),
+        status=ConversationStatus(row.status),
+        owner=ConversationOwner(row.owner),
+        owner_reason=row.owner_reason,
+        assignee=row.assignee,
     )
 
 
@@ -210,11 +247,18 @@ async def turns_since(
 
 
 async def save_files(
-    conn: AsyncConnection, message_id: int, files: list[dict[str, Any]], images: list[tuple[str, str, bytes]]
+    conn: AsyncConnection,
+    message_id: int,
+    files: list[dict[str, Any]],
+    images: list[tuple[str, str, bytes]],
+    *,
+    replace: bool = False,
 ) -> None:
-    """Record what became of a message's files, and the bytes of those downloaded
-    (``(filename, content_type, data)``)."""
+    """Record what became of a message's files, and the bytes of the images to send
+    (``(filename, content_type, data)``); ``replace`` drops the bytes stored at the ack first."""
     await conn.execute(update(_messages).where(_messages.c.id == message_id).values(attachments=files))
+    if replace:
+        await conn.execute(delete(_attachments).where(_attachments.c.message_id == message_id))
     if images:
         await conn.execute(
             _attachments.insert(),
@@ -227,7 +271,7 @@ async def save_files(
 
 async def images_of(conn: AsyncConnection, message_id: int) -> list[tuple[str, bytes]]:
     a = _attachments.c
-    rows = await conn.execute(select(a.content_type, a.data).where(a.message_id == message_id))
+    rows = await conn.execute(select(a.content_type, a.data).where(a.message_id == message_id).order_by(a.id))
     return [(r.content_type, r.data) for r in rows]
 
 
@@ -268,3 +312,37 @@ async def note_asker_email(conn: AsyncConnection, conversation_id: str, author_i
         .where(c.id == conversation_id, c.customer_id == author_id, c.asker_email != email[:320])
         .values(asker_email=email[:320])
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    """A stored message found by its platform id: what an edit or a deletion of it needs."""
+
+    id: int
+    conversation_id: str
+    role: str
+    text: str
+
+
+async def find_message(conn: AsyncConnection, thread: ThreadRef, platform_message_id: str) -> StoredTurn | None:
+    """The message stored under ``platform_message_id`` in ``thread`` (the first, should an older
+    instance have stored it twice), or None."""
+    m = _messages.c
+    row = (
+        await conn.execute(
+            select(m.id, m.conversation_id, m.role, m.text)
+            .join(_conversations, _conversations.c.id == m.conversation_id)
+            .where(_conversations.c.thread_key == thread.key, m.platform_message_id == platform_message_id)
+            .order_by(m.id)
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else StoredTurn(row.id, row.conversation_id, row.role, row.text)
+
+
+async def replace_text(conn: AsyncConnection, message_id: int, old: str, new: str) -> bool:
+    """A message's text as its author changed it, compare-and-set on the text the caller read:
+    False when another transaction changed it first (Slack delivers an edit twice, at once)."""
+    m = _messages.c
+    result = await conn.execute(update(_messages).where(m.id == message_id, m.text == old).values(text=new))
+    return bool(result.rowcount == 1)

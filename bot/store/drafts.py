@@ -80,8 +80,12 @@ async def insert_draft(
     return draft_id
 
 
-async def supersede_open(conn: AsyncConnection, conversation_id: str, why: str, now: datetime) -> list[str]:
-    """A newer message makes the conversation's open drafts (and their proposals) moot."""
+async def supersede_open(
+    conn: AsyncConnection, conversation_id: str, why: str, now: datetime, *, notice: str | None = None
+) -> list[str]:
+    """A newer message makes the conversation's open drafts (and their proposals) moot. The card
+    says why: ``notice`` (an agent answered by hand, the customer edited or deleted their message),
+    or by default that ``why`` superseded it and a fresh draft follows."""
     for current in OPEN_DRAFT_STATES:
         check_transition(current, DraftStatus.SUPERSEDED)
     result = await conn.execute(
@@ -89,7 +93,7 @@ async def supersede_open(conn: AsyncConnection, conversation_id: str, why: str, 
         .where(d.conversation_id == conversation_id, d.status.in_(OPEN_DRAFT_STATES))
         .values(
             status=DraftStatus.SUPERSEDED,
-            notice=f"Superseded by {why}; a fresh draft follows.",
+            notice=notice if notice is not None else f"Superseded by {why}; a fresh draft follows.",
             version=d.version + 1,
             updated_at=now,
         )
@@ -99,6 +103,20 @@ async def supersede_open(conn: AsyncConnection, conversation_id: str, why: str, 
     if ids:
         await move_actions_of(conn, ids, ActionStatus.PROPOSED, ActionStatus.SUPERSEDED)
     return ids
+
+
+async def open_draft_covering(conn: AsyncConnection, conversation_id: str, message_id: int) -> tuple[str, int] | None:
+    """The conversation's open draft whose context holds message ``message_id`` (it answers that
+    message or a later one), as ``(draft id, the message it answers)``; None when there is none."""
+    row = (
+        await conn.execute(
+            select(d.id, d.message_id)
+            .where(d.conversation_id == conversation_id, d.status.in_(OPEN_DRAFT_STATES), d.message_id >= message_id)
+            .order_by(d.created_at.desc())
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else (str(row.id), int(row.message_id))
 
 
 async def claim_drafting(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from bot.errors import PlatformNotFound
 from bot.events import ThreadRef
 from bot.ports import ReviewCard
 
@@ -89,7 +90,7 @@ class Board:
     async def card_updated(self, ref: str, card: ReviewCard) -> None:
         draft_id = self.refs.get(ref)
         if draft_id is None:
-            raise KeyError(f"no card {ref!r}")
+            raise PlatformNotFound("memory", f"no card {ref!r}")
         self.cards[draft_id].versions.append(card)
         await self.notify()
 
@@ -161,6 +162,10 @@ class MemoryPlatform:
     @property
     def review_desk(self) -> MemoryDesk:
         return self._desk
+
+    @property
+    def desk_preferred(self) -> bool:
+        return False
 
     @property
     def files(self) -> None:
@@ -249,6 +254,10 @@ class _Recorded:
         if self._desk is None:
             self._desk = RecordingDesk(inner, self._board)
         return self._desk
+
+    @property
+    def desk_preferred(self) -> bool:
+        return self._inner.desk_preferred
 
     @property
     def files(self) -> FileFetcher | None:

@@ -293,6 +293,11 @@ class FakeDiscord:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def bot_settings(self) -> dict[str, str]:
+        """The settings that point the bot at this fake (``running_bot(..., **discord.bot_settings)``)."""
+        return {"discord_bot_token": self.token, "discord_api_url": self.api_url, "discord_cdn_urls": self.cdn_url}
+
+    @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
@@ -416,6 +421,24 @@ class FakeDiscord:
         self.messages[message["id"]] = message
         await self.dispatch("MESSAGE_CREATE", self._gateway_message(message, author))
         return message
+
+    async def edit_user_message(self, author: FakeUser, message_id: str, content: str) -> JSON:
+        """``author`` edits their message: store the new content and dispatch MESSAGE_UPDATE
+        (the full message, as Discord sends it since 2024, with ``edited_timestamp`` set)."""
+        message = self.messages[message_id]
+        message["content"] = content
+        message["edited_timestamp"] = datetime.now(UTC).isoformat()
+        await self.dispatch("MESSAGE_UPDATE", self._gateway_message(message, author))
+        return message
+
+    async def delete_user_message(self, message_id: str) -> None:
+        """The author deletes their message: MESSAGE_DELETE carries only ids."""
+        message = self.messages.pop(message_id)
+        data: JSON = {"id": message_id, "channel_id": message["channel_id"]}
+        guild_id = self.channels.get(message["channel_id"], {}).get("guild_id")
+        if guild_id:
+            data["guild_id"] = guild_id
+        await self.dispatch("MESSAGE_DELETE", data)
 
     async def post_direct_message(self, author: FakeUser, content: str, *, attachments: Sequence[JSON] = ()) -> JSON:
         """A user DMs the bot (MESSAGE_CREATE without guild_id, in the user's DM channel)."""

@@ -18,15 +18,48 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from PIL import Image
 
 from bot.evaluation.simulator import LoopbackServer
 
 CHUNK = 64 * 1024
+
+
+def png(width: int = 1, height: int = 1) -> bytes:
+    """A real PNG, plain grey: the smallest screenshot a customer sends."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), "grey").save(out, "PNG")
+    return out.getvalue()
+
+
+def photo(width: int, height: int, *, quality: int = 90, exif: bytes = b"") -> bytes:
+    """A JPEG that compresses like a phone photo (a gradient under grain), with ``exif``."""
+    grain = Image.effect_noise((width, height), 40).convert("RGB")
+    light = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    out = io.BytesIO()
+    Image.blend(light, grain, 0.5).save(out, "JPEG", quality=quality, exif=exif)
+    return out.getvalue()
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A few hundred bytes of PNG whose header claims ``width``×``height`` pixels (a
+    decompression bomb: decoded, it would take width × height bytes and more)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\x00" * (width + 1) * 16, 9)  # the first rows; the rest never comes
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 @dataclass
@@ -46,6 +79,22 @@ class _Served:
     body_bytes: int | None
     trickle: bool
     redirect_to: str | None
+
+
+def sent_image_bytes(completion: dict[str, Any]) -> list[bytes]:
+    """The bytes of the images in a chat completion's request."""
+    found = []
+    for message in completion["messages"]:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") == "image_url":
+                found.append(base64.b64decode(part["image_url"]["url"].split(";base64,", 1)[1]))
+    return found
+
+
+def sent_images(completion: dict[str, Any]) -> list[Image.Image]:
+    """The images of a chat completion's request, decoded as Kimi would."""
+    return [Image.open(io.BytesIO(data)) for data in sent_image_bytes(completion)]
 
 
 class FakeFileHost:

@@ -42,6 +42,7 @@ __all__ = [
     "message",
     "message_changed",
     "message_deleted",
+    "message_tombstoned",
     "next_event_id",
     "next_ts",
     "observe_ts",
@@ -197,9 +198,14 @@ def app_mention(
     thread_ts: str | None = None,
     ext_shared: bool = False,
     files: list[JSON] | None = None,
+    edited: bool = False,
 ) -> JSON:
     """An ``event_callback`` envelope carrying an ``app_mention`` event (with ``files``, the
-    message's file objects)."""
+    message's file objects). ``edited`` builds what Slack sends when the author edits a message
+    that mentions the app: the same ``ts`` (pass the original's), a new ``event_id`` and
+    ``event_ts``, and an ``edited`` object naming who edited it and when."""
+    if edited and ts is None:
+        raise ValueError("an edited app_mention keeps the original message's ts: pass ts=")
     ts = _ts(ts)
     event: JSON = {
         "client_msg_id": str(uuid.uuid4()),
@@ -216,6 +222,9 @@ def app_mention(
         event["thread_ts"] = thread_ts
     if files is not None:
         event["files"] = files
+    if edited:
+        event["event_ts"] = next_ts()
+        event["edited"] = {"user": user, "ts": event["event_ts"]}
     return _envelope(event, event_id, team, ext_shared)
 
 
@@ -275,13 +284,32 @@ def message_changed(
     event_id: str | None = None,
     team: str = "T111",
 ) -> JSON:
-    """An envelope for an edit: ``subtype: message_changed`` with nested ``message``/``previous_message``."""
+    """An envelope for an edit: ``subtype: message_changed`` with nested ``message`` (the new text,
+    the original ``ts``, an ``edited`` object) and ``previous_message``, as Slack sends it when a
+    user edits a message (unfurls and a bot's own ``chat.update`` arrive the same way)."""
     event_ts = next_ts()
-    inner: JSON = {"type": "message", "text": text, "user": user, "ts": ts, "team": team}
-    previous: JSON = {"type": "message", "text": previous_text, "user": user, "ts": ts, "team": team}
+    client_msg_id = str(uuid.uuid4())
+
+    def shown(body: str) -> JSON:
+        nested: JSON = {
+            "client_msg_id": client_msg_id,
+            "type": "message",
+            "text": body,
+            "user": user,
+            "ts": ts,
+            "blocks": rich_text_blocks(body),
+            "team": team,
+            "source_team": team,
+            "user_team": team,
+        }
+        if thread_ts is not None:
+            nested["thread_ts"] = thread_ts
+            if thread_ts != ts:
+                nested["parent_user_id"] = user
+        return nested
+
+    inner, previous = shown(text), shown(previous_text)
     inner["edited"] = {"user": user, "ts": event_ts}
-    if thread_ts is not None:
-        inner["thread_ts"] = previous["thread_ts"] = thread_ts
     event: JSON = {
         "type": "message",
         "subtype": "message_changed",
@@ -304,13 +332,20 @@ def message_deleted(
     channel_type: str = "channel",
     event_id: str | None = None,
     team: str = "T111",
+    thread_ts: str | None = None,
 ) -> JSON:
-    """An envelope for a deletion: ``subtype: message_deleted`` with ``deleted_ts``."""
+    """An envelope for a deletion: ``subtype: message_deleted`` with ``deleted_ts`` and the
+    ``previous_message`` (carrying ``thread_ts`` for a message in a thread)."""
     event_ts = next_ts()
+    previous: JSON = {"type": "message", "text": previous_text, "user": user, "ts": ts, "team": team}
+    if thread_ts is not None:
+        previous["thread_ts"] = thread_ts
+        if thread_ts != ts:
+            previous["parent_user_id"] = user
     event: JSON = {
         "type": "message",
         "subtype": "message_deleted",
-        "previous_message": {"type": "message", "text": previous_text, "user": user, "ts": ts},
+        "previous_message": previous,
         "channel": channel,
         "hidden": True,
         "deleted_ts": ts,
@@ -319,6 +354,45 @@ def message_deleted(
         "channel_type": channel_type,
     }
     return _envelope(event, event_id, team, False)
+
+
+def message_tombstoned(
+    channel: str, ts: str, previous_text: str, user: str = "U222", reply_count: int = 1, team: str = "T111"
+) -> JSON:
+    """An envelope for a thread's first message deleted while it has replies: no
+    ``message_deleted`` but a ``message_changed`` whose ``message`` is a ``tombstone``."""
+    event_ts = next_ts()
+    previous: JSON = {
+        "type": "message",
+        "text": previous_text,
+        "user": user,
+        "ts": ts,
+        "thread_ts": ts,
+        "reply_count": reply_count,
+        "team": team,
+    }
+    tombstone: JSON = {
+        "type": "message",
+        "subtype": "tombstone",
+        "text": "This message was deleted.",
+        "user": "USLACKBOT",
+        "hidden": True,
+        "ts": ts,
+        "thread_ts": ts,
+        "reply_count": reply_count,
+    }
+    event: JSON = {
+        "type": "message",
+        "subtype": "message_changed",
+        "message": tombstone,
+        "previous_message": previous,
+        "channel": channel,
+        "hidden": True,
+        "ts": event_ts,
+        "event_ts": event_ts,
+        "channel_type": "channel",
+    }
+    return _envelope(event, None, team, False)
 
 
 def url_verification(challenge: str) -> JSON:

@@ -8,12 +8,17 @@ Error texts marked *invented* are not documented anywhere; they are only guarant
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
+import math
 import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, TypeAlias
+
+from PIL import Image
 
 __all__ = [
     "AK_ID",
@@ -121,7 +126,35 @@ def prompt_bytes(messages: Any, tools: Any) -> bytes:
     """The prompt as priced and cached. Tools first, then messages: Kimi's chat template renders
     the tool declarations before the conversation, so a stable tool list is part of the
     cacheable prefix and reordering it busts it."""
-    return canonical_json(tools or []) + b"\n" + canonical_json(messages)
+    return canonical_json(tools or []) + b"\n" + canonical_json(_images_by_resolution(messages))
+
+
+def _images_by_resolution(messages: Any) -> Any:
+    """``messages`` with each base64 image replaced by a stand-in of as many tokens as K2.5 reads
+    it (reference §9: by resolution, not bytes; one token per 28×28 px, 14-px patches merged 2×2)."""
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        parts = [_image_stand_in(part) for part in content] if isinstance(content, list) else None
+        out.append(message if parts is None else {**message, "content": parts})
+    return out
+
+
+def _image_stand_in(part: Any) -> Any:
+    image_url = part.get("image_url") if isinstance(part, dict) and part.get("type") == "image_url" else None
+    url = image_url.get("url") if isinstance(image_url, dict) else None
+    if not isinstance(url, str) or ";base64," not in url:
+        return part
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(url.split(";base64,", 1)[1]))) as image:
+            width, height = image.size
+    except (OSError, ValueError):
+        return part  # not an image Kimi could read: counted as its bytes
+    tokens = math.ceil(width / 28) * math.ceil(height / 28)
+    digest = hashlib.sha256(url.encode()).hexdigest()
+    return {"type": "image_url", "image_url": {"url": f"image:{digest}:".ljust(4 * tokens, ".")}}
 
 
 def text_of(content: Any) -> str:
