@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from bench.slack_throughput import (
     bot_environment,
     cli,
     cpu_seconds,
+    import_sample_orders,
     post_signed,
     question,
     stop_bot,
@@ -57,7 +57,7 @@ from bench.slack_throughput import (
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
-from tests.harness import KIMI_KEY, SLACK_TOKEN, sample_orders
+from tests.harness import KIMI_KEY, SLACK_TOKEN
 
 #: The goal for the ack's p99, seconds.
 SLOW = 0.25
@@ -184,18 +184,7 @@ async def one_run(args: argparse.Namespace, *, schedule: Sequence[float] = ()) -
             base = f"http://127.0.0.1:{port}"
             try:
                 await wait_healthy(f"{base}/healthz", proc, args.startup_timeout)
-                orders = tmp / "orders.jsonl"
-                orders.write_text("".join(json.dumps(row) + "\n" for row in sample_orders()))
-                imported = await asyncio.to_thread(
-                    subprocess.run,
-                    cli("orders", "import", str(orders)),
-                    env=env,
-                    cwd=tmp,
-                    capture_output=True,
-                    check=False,
-                )
-                if imported.returncode != 0:
-                    raise RuntimeError(f"orders import failed: {imported.stderr.decode()[-2000:]}")
+                await import_sample_orders(tmp, env)
                 url = f"{base}/slack/events"
                 card_timeout = args.card_timeout if drafting else None
                 await load(url, slack, watch, range(args.warmup), 1, card_timeout)

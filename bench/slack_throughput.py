@@ -312,6 +312,23 @@ async def run_load(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+async def import_sample_orders(tmp: Path, env: dict[str, str]) -> None:
+    """Load the harness's sample orders into the bot's database with ``supportbot orders import``."""
+    orders = tmp / "orders.jsonl"
+    orders.write_text("".join(json.dumps(row) + "\n" for row in sample_orders()))
+    imported = await asyncio.to_thread(
+        subprocess.run,
+        cli("orders", "import", str(orders)),
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if imported.returncode != 0:
+        raise RuntimeError(f"orders import failed: {imported.stderr.decode()[-2000:]}")
+
+
 async def stop_bot(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> tuple[float, str]:
     """SIGTERM, then SIGKILL after ``timeout``; returns the seconds it took and how it ended."""
     started = time.perf_counter()
@@ -359,19 +376,7 @@ async def bench(args: argparse.Namespace) -> int:
                 startup = await wait_healthy(f"{base}/healthz", proc, args.startup_timeout)
                 if isinstance(slack, SocketModeSlack):
                     await slack.wait_connected(timeout=args.startup_timeout)
-                orders = tmp / "orders.jsonl"
-                orders.write_text("".join(json.dumps(row) + "\n" for row in sample_orders()))
-                imported = await asyncio.to_thread(
-                    subprocess.run,
-                    cli("orders", "import", str(orders)),
-                    env=env,
-                    cwd=tmp,
-                    capture_output=True,
-                    timeout=60,
-                    check=False,
-                )
-                if imported.returncode != 0:
-                    raise RuntimeError(f"orders import failed: {imported.stderr.decode()[-2000:]}")
+                await import_sample_orders(tmp, env)
 
                 bot_proc = psutil.Process(proc.pid)
                 sampler = PeakRss(proc.pid)

@@ -123,11 +123,8 @@ async def test_the_write_ahead_log_is_copied_into_the_database_beside_the_writer
             except sqlite3.DatabaseError:
                 return []  # copied halfway through a checkpoint
 
-        assert await until(in_the_database_file, "the rows copied into the database file") == [
-            "ack 0",
-            "draft 0",
-            "ack 1",
-        ]
+        everything = ["ack 0", "draft 0", "ack 1"]
+        await until(lambda: in_the_database_file() == everything, "all three rows copied into the database file")
     finally:
         checkpoints.cancel()
         await db.dispose()
