@@ -40,12 +40,16 @@ def proposal_summary(action: StoredAction) -> str:
     return text
 
 
+def on_call_for(policy: Policy, desk_name: str) -> str:
+    """The on-call group's id on the desk named ``desk_name`` (empty: none configured). The one
+    place the core reads it, for escalations and SLA reminders alike."""
+    return policy.escalation.on_call_slack if desk_name == "slack" else policy.escalation.on_call_discord
+
+
 def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard:
     """The card for ``source`` as the desk named ``desk_name`` shows it."""
     draft, conversation, trigger = source.draft, source.conversation, source.trigger
-    on_call = ""
-    if draft.escalation:
-        on_call = policy.escalation.on_call_slack if desk_name == "slack" else policy.escalation.on_call_discord
+    on_call = on_call_for(policy, desk_name) if draft.escalation else ""
     sent = source.outbox is not None and source.outbox[0] is OutboxStatus.SENT
     return ReviewCard(
         draft_id=draft.id,
@@ -73,6 +77,7 @@ def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard
         sent_text=source.outbox[1] if source.outbox is not None and sent else "",
         identity=identity.card_line(conversation, trigger.author_id if trigger else ""),
         flags=draft.guard_flags,
+        overdue=source.overdue if draft.status is DraftStatus.AWAITING_REVIEW else "",
     )
 
 

@@ -17,12 +17,15 @@ import logging
 import re
 import tomllib
 from collections.abc import Awaitable, Callable
+from datetime import time as dt_time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.domain.business_time import WEEKDAYS, BusinessHours
 from bot.errors import PolicyError
 from bot.secret_values import Secrets, secret_in
 from tools.money import Money
@@ -177,6 +180,49 @@ class LogsSection(_Section):
     redact_personal_data: bool = False
 
 
+# -- [desk]: the review desk's service level (issue 19 point 7, SLA nudges) -----------------
+# Kept as its own block so other [desk] settings merge beside it.
+
+
+class DeskHoursSection(_Section):
+    """When the desk is staffed: the SLA clock runs only inside these hours (local to
+    ``timezone``). ``end = "00:00"`` means midnight at the end of the day."""
+
+    timezone: str = "UTC"
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ("mon", "tue", "wed", "thu", "fri")
+    start: dt_time = dt_time(9, 0)
+    end: dt_time = dt_time(17, 0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _opens_before_closing(self) -> DeskHoursSection:
+        if self.end != dt_time(0) and self.end <= self.start:
+            raise ValueError("end must be after start (00:00 means midnight)")
+        return self
+
+    def business_hours(self) -> BusinessHours:
+        return BusinessHours(
+            ZoneInfo(self.timezone), frozenset(WEEKDAYS.index(d) for d in self.days), self.start, self.end
+        )
+
+
+class DeskSection(_Section):
+    """The review desk. ``first_response_minutes``: a card not decided within this many minutes
+    (of business time, when ``[desk.hours]`` is set) gets one reminder in its thread mentioning
+    the on-call group, and at twice that it is marked overdue; 0 turns the nudges off."""
+
+    first_response_minutes: Annotated[float, Field(ge=0, le=7 * 24 * 60)] = 0
+    hours: DeskHoursSection | None = None
+
+
 class Policy(_Section):
     """The whole policy file."""
 
@@ -191,6 +237,7 @@ class Policy(_Section):
     channels: ChannelsSection = ChannelsSection()
     knowledge: KnowledgeSection = KnowledgeSection()
     logs: LogsSection = LogsSection()
+    desk: DeskSection = DeskSection()
 
     @property
     def version(self) -> str:

@@ -20,6 +20,7 @@ from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
 from bot.core.review import Effects
 from bot.core.review import ReviewDesk as Decisions
+from bot.core.sla import SlaWatch
 from bot.core.tasks import Supervisor
 from bot.errors import PolicyError
 from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
@@ -45,6 +46,8 @@ METRICS = (
     "replies_sent",
     "sends_failed",
     "refunds_executed",
+    "sla_reminders",
+    "cards_overdue",
 )
 
 
@@ -110,6 +113,7 @@ class Copilot:
             refresh=self.publisher.refresh,
             deliver=self.dispatcher.wake,
         )
+        self.sla = SlaWatch(db, policy, self.publisher.desks, self.metrics, self.publisher.refresh)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -140,6 +144,7 @@ class Copilot:
         self.drafting.pool.start(self.settings.drafting_concurrency)
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
+        self.supervisor.keep_running("sla", lambda: self.sla.run(self.settings.sweep_seconds))
         self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
 
     async def wind_down(self, grace: float) -> bool:
