@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.ports import ReviewCard
 from bot.testing import TestDesk
-from tests.desks import FakeKimi, Reply, SlackDriver, open_desk
+from tests.desks import DiscordDriver, FakeKimi, Reply, SlackDriver, open_desk
+from tests.fakes.discord import REVIEW_CHANNEL_ID, FakeDiscord
 from tests.fakes.slack import FakeSlack
 from tests.harness import REVIEW_CHANNEL, until
 
@@ -111,3 +113,29 @@ async def test_the_reminder_is_posted_in_the_cards_slack_thread(
         assert len([c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == card_ts]) == 1
         updates = [c for c in slack.calls_to("chat.update") if c.params.get("ts") == card_ts]
         assert any("Overdue: waiting" in str(c.params.get("blocks")) for c in updates)
+
+
+async def test_the_reminder_on_discord_replies_to_the_card_tagging_only_the_on_call_role(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    kimi.script(Reply("Let me check that for you."))
+    async with (
+        FakeDiscord() as discord,
+        open_desk(tmp_path, kimi, policy=POLICY, driver=DiscordDriver(discord), sweep_seconds=0.1) as desk,
+    ):
+        card = await desk.card_for(await desk.customer("ana").says("Where is my parcel?"))
+        card_id = desk.board.cards[card.draft_id].ref.split(":", 1)[1]
+
+        def replies_to_card() -> list[dict[str, Any]]:
+            return [
+                m
+                for m in discord.messages_in(REVIEW_CHANNEL_ID)
+                if (m.get("message_reference") or {}).get("message_id") == card_id
+            ]
+
+        [reminder] = await until(replies_to_card, "the reminder replying to the card", timeout=10)
+        assert reminder["content"].startswith("<@&4242> This card has waited")
+        mentions = reminder["allowed_mentions"]
+        assert [str(role) for role in mentions["roles"]] == ["4242"] and not mentions.get("parse")
+        await desk.latest(card, lambda c: bool(c.overdue), timeout=10)
+        assert len(replies_to_card()) == 1
