@@ -214,13 +214,17 @@ class DeskHoursSection(_Section):
         )
 
 
-class DeskSection(_Section):
-    """The review desk. ``first_response_minutes``: a card not decided within this many minutes
-    (of business time, when ``[desk.hours]`` is set) gets one reminder in its thread mentioning
-    the on-call group, and at twice that it is marked overdue; 0 turns the nudges off."""
+class DeskSlaFields(_Section):
+    """The desk's service level. ``first_response_minutes``: a card not decided within this many
+    minutes (of business time, when ``[desk.hours]`` is set) gets one reminder in its thread
+    mentioning the on-call group, and at twice that it is marked overdue; 0 turns the nudges off."""
 
     first_response_minutes: Annotated[float, Field(ge=0, le=7 * 24 * 60)] = 0
     hours: DeskHoursSection | None = None
+
+
+class DeskSection(DeskSlaFields):
+    """The ``[desk]`` section (its SLA fields come from :class:`DeskSlaFields`)."""
 
 
 class Policy(_Section):
