@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import time as dt_time
 from decimal import Decimal
 from pathlib import Path
+from string import Formatter
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -189,6 +190,8 @@ class DeskHoursSection(_Section):
     ``timezone``). ``end = "00:00"`` means midnight at the end of the day."""
 
     timezone: str = "UTC"
+    #: Sent (as written) to a customer who opens a conversation while the desk is closed.
+    out_of_hours: Annotated[str, Field(max_length=2000)] = ""
     days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ("mon", "tue", "wed", "thu", "fri")
     start: dt_time = dt_time(9, 0)
     end: dt_time = dt_time(17, 0)
@@ -217,10 +220,34 @@ class DeskHoursSection(_Section):
 class DeskSlaFields(_Section):
     """The desk's service level. ``first_response_minutes``: a card not decided within this many
     minutes (of business time, when ``[desk.hours]`` is set) gets one reminder in its thread
-    mentioning the on-call group, and at twice that it is marked overdue; 0 turns the nudges off."""
+    mentioning the on-call group, and at twice that it is marked overdue; 0 turns the nudges off.
+    ``acknowledgement`` and ``[desk.hours] out_of_hours``: what a customer opening a conversation
+    is told at once, inside and outside the hours (empty: nothing)."""
 
     first_response_minutes: Annotated[float, Field(ge=0, le=7 * 24 * 60)] = 0
     hours: DeskHoursSection | None = None
+    #: Sent to a customer who opens a conversation while the desk is open; ``{expected_minutes}``
+    #: is filled in with when an answer is due (the first-response time, in business time).
+    acknowledgement: Annotated[str, Field(max_length=2000)] = ""
+
+    @field_validator("acknowledgement")
+    @classmethod
+    def _only_expected_minutes(cls, value: str) -> str:
+        try:
+            fields = [
+                (name, spec, conversion) for _, name, spec, conversion in Formatter().parse(value) if name is not None
+            ]
+        except ValueError:
+            fields = [("?", "", None)]
+        if any(field != ("expected_minutes", "", None) for field in fields):
+            raise ValueError("only {expected_minutes} may be filled in (write {{ and }} for braces)")
+        return value
+
+    @model_validator(mode="after")
+    def _expected_needs_a_time(self) -> DeskSlaFields:
+        if "{expected_minutes}" in self.acknowledgement.replace("{{", "") and not self.first_response_minutes:
+            raise ValueError("acknowledgement names {expected_minutes}: set first_response_minutes")
+        return self
 
 
 class DeskSection(DeskSlaFields):

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.domain.business_time import BusinessHours, business_elapsed
+from bot.domain.business_time import BusinessHours, business_deadline, business_elapsed
 from bot.errors import PolicyError
 from bot.policy import parse_policy
 
@@ -71,3 +71,14 @@ def test_the_policy_builds_the_hours_and_refuses_bad_ones() -> None:
         parse_policy('[desk.hours]\nstart = "18:00"\nend = "09:00"\n')
     with pytest.raises(PolicyError, match="first_response_minutes"):
         parse_policy("[desk]\nfirst_response_minutes = -1\n")
+
+
+def test_the_deadline_of_a_wait_skips_closed_time() -> None:
+    saturday = berlin(5, 10)
+    assert business_deadline(WEEKDAYS_9_TO_17, saturday, timedelta(minutes=30)) == berlin(7, 9, 30)
+    assert business_deadline(WEEKDAYS_9_TO_17, berlin(4, 16, 50), timedelta(minutes=20)) == berlin(7, 9, 10)
+    assert business_deadline(WEEKDAYS_9_TO_17, berlin(7, 10), timedelta(minutes=12)) == berlin(7, 10, 12)
+    assert business_deadline(None, saturday, timedelta(minutes=5)) == saturday + timedelta(minutes=5)
+    for start in (saturday, berlin(4, 16, 50), berlin(7, 12)):  # the inverse of business_elapsed
+        deadline = business_deadline(WEEKDAYS_9_TO_17, start, timedelta(hours=9))
+        assert business_elapsed(WEEKDAYS_9_TO_17, start, deadline) == timedelta(hours=9)

@@ -15,6 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.core.greeting import greeting
+from bot.errors import PolicyError
+from bot.policy import parse_policy
 from bot.ports import ReviewCard
 from bot.testing import TestDesk
 from tests.desks import DiscordDriver, FakeKimi, Reply, SlackDriver, open_desk
@@ -139,3 +142,55 @@ async def test_the_reminder_on_discord_replies_to_the_card_tagging_only_the_on_c
         assert [str(role) for role in mentions["roles"]] == ["4242"] and not mentions.get("parse")
         await desk.latest(card, lambda c: bool(c.overdue), timeout=10)
         assert len(replies_to_card()) == 1
+
+
+# -- point 6: what the customer is told at once ------------------------------------------------
+
+ACK = "Thanks! A person will answer within {expected_minutes} minutes."
+
+
+async def test_a_new_conversation_is_acknowledged_once_with_the_expected_time(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    # Through Slack: the fake records every post, so a second greeting would show.
+    policy = f'[desk]\nfirst_response_minutes = 30\nacknowledgement = "{ACK}"\n'
+    kimi.script(Reply("It ships today."), Reply("Tomorrow, then."))
+    async with open_desk(tmp_path, kimi, policy=policy, driver=SlackDriver(slack, kimi)) as desk:
+        said = await desk.customer("ana").says("When does my order ship?")
+        assert await desk.reply_to(said) == "Thanks! A person will answer within 30 minutes."
+        card = await desk.card_for(said)
+        assert card.actionable, "the acknowledgement is no answer: the draft still waits for a human"
+
+        follow_up = await desk.customer("ana").says("And the second one?", after=said)
+        await desk.card_for(follow_up)
+        await desk.settle()
+        assert desk.replies_to(said) == ["Thanks! A person will answer within 30 minutes."], "once a conversation"
+
+
+async def test_outside_hours_the_customer_gets_the_out_of_hours_text(tmp_path: Path, kimi: FakeKimi) -> None:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[tomorrow.weekday()]
+    policy = (
+        f'[desk]\nfirst_response_minutes = 30\nacknowledgement = "{ACK}"\n'
+        f'[desk.hours]\ndays = ["{day}"]\nout_of_hours = "We are closed; we answer from 09:00 UTC."\n'
+    )
+    kimi.script(Reply("It ships today."))
+    async with open_desk(tmp_path, kimi, policy=policy) as desk:
+        said = await desk.customer("ana").says("Hello?")
+        assert await desk.reply_to(said) == "We are closed; we answer from 09:00 UTC."
+
+
+def test_closed_without_an_out_of_hours_text_the_acknowledgement_counts_the_wait() -> None:
+    policy = parse_policy(
+        f'[desk]\nfirst_response_minutes = 30\nacknowledgement = "{ACK}"\n'
+        '[desk.hours]\ndays = ["mon", "tue", "wed", "thu", "fri"]\nstart = "09:00"\nend = "17:00"\n'
+    )
+    friday_evening = datetime(2026, 12, 4, 16, 50, tzinfo=UTC)  # 10 min today, 20 on Monday
+    monday_night = datetime(2026, 12, 7, 23, 0, tzinfo=UTC)
+    assert greeting(policy.desk, friday_evening) == ACK.format(expected_minutes=10 + 2 * 24 * 60 + 16 * 60 + 20)
+    assert greeting(policy.desk, monday_night) == ACK.format(expected_minutes=10 * 60 + 30)
+    assert greeting(parse_policy("").desk, friday_evening) == ""
+    with pytest.raises(PolicyError, match="set first_response_minutes"):
+        parse_policy(f'[desk]\nacknowledgement = "{ACK}"\n')
+    with pytest.raises(PolicyError, match=r"only \{expected_minutes\}"):
+        parse_policy('[desk]\nfirst_response_minutes = 5\nacknowledgement = "in {minutes}"\n')

@@ -14,6 +14,7 @@ from datetime import timedelta
 from bot.agent import DraftingAgent
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
+from bot.core.greeting import Greeter
 from bot.core.intake import Intake, Received
 from bot.core.memory import Memory
 from bot.core.publisher import CardPublisher
@@ -113,6 +114,7 @@ class Copilot:
             refresh=self.publisher.refresh,
             deliver=self.dispatcher.wake,
         )
+        self.greeter = Greeter(policy, self.channels)
         self.sla = SlaWatch(db, policy, self.publisher.desks, self.metrics, self.publisher.refresh)
 
     # -- wiring ---------------------------------------------------------------------------
@@ -195,6 +197,9 @@ class Copilot:
     def _received(self, received: Received) -> None:
         if received.draft_id is not None:
             self.drafting.pool.submit(received.draft_id)
+        if received.opened is not None:
+            greet = self.greeter.greet(received.opened, received.conversation_id)
+            self.supervisor.spawn("greet", greet, conversation=received.conversation_id)
         for old in received.superseded:
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
 

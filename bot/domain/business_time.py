@@ -38,6 +38,14 @@ class BusinessHours:
         return opens.astimezone(UTC), closes.astimezone(UTC)
 
 
+def is_open(hours: BusinessHours | None, moment: datetime) -> bool:
+    """Whether the desk is open at ``moment`` (always, without hours)."""
+    if hours is None:
+        return True
+    opening = hours.opening(moment.astimezone(hours.timezone).date())
+    return opening is not None and opening[0] <= moment < opening[1]
+
+
 def business_elapsed(hours: BusinessHours | None, start: datetime, end: datetime) -> timedelta:
     """The part of ``start``..``end`` (aware datetimes) inside ``hours``; all of it when
     ``hours`` is None (the clock always runs); zero when ``end`` is not after ``start``."""
@@ -55,3 +63,22 @@ def business_elapsed(hours: BusinessHours | None, start: datetime, end: datetime
                 total += hi - lo
         day += timedelta(days=1)
     return total
+
+
+def business_deadline(hours: BusinessHours | None, start: datetime, span: timedelta) -> datetime:
+    """The moment ``span`` of business time after ``start`` has run (``start + span`` when
+    ``hours`` is None). With no opening at all in a fortnight the desk is taken as never open
+    and the wall-clock deadline is returned."""
+    if hours is None or span <= timedelta(0):
+        return start + span
+    left = span
+    day = start.astimezone(hours.timezone).date()
+    for _ in range(14 + int(span / timedelta(days=1)) * 7):
+        opening = hours.opening(day)
+        if opening is not None and opening[1] > start:
+            lo = max(opening[0], start)
+            if opening[1] - lo >= left:
+                return lo + left
+            left -= opening[1] - lo
+        day += timedelta(days=1)
+    return start + span
