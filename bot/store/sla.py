@@ -37,21 +37,20 @@ class WaitingCard:
     reminded: bool
 
 
+def _of_draft(kind: str) -> Any:
+    """The draft's ``kind`` lines, found through the indexed conversation id (audit_events has
+    no index on draft_id; a conversation has few lines)."""
+    return and_(a.conversation_id == d.conversation_id, a.draft_id == d.id, a.kind == kind)
+
+
 def _marked(kind: str) -> Any:
-    return exists().where(a.draft_id == d.id, a.kind == kind)
+    return exists().where(_of_draft(kind))
 
 
 def overdue_column() -> Any:
     """The overdue mark of the draft in the enclosing query ("" when none), as a column, so the
     card's load reads it in the same statement."""
-    return (
-        select(a.summary)
-        .where(a.draft_id == d.id, a.kind == OVERDUE)
-        .order_by(a.id)
-        .limit(1)
-        .scalar_subquery()
-        .label("overdue")
-    )
+    return select(a.summary).where(_of_draft(OVERDUE)).order_by(a.id).limit(1).scalar_subquery().label("overdue")
 
 
 async def waiting_cards(conn: AsyncConnection, created_before: datetime, limit: int) -> list[WaitingCard]:
@@ -84,7 +83,8 @@ async def mark_once(
     )
     if locked.rowcount != 1:
         return False
-    if await conn.scalar(select(exists().where(a.draft_id == card.draft_id, a.kind == kind))):
+    line = and_(a.conversation_id == card.conversation_id, a.draft_id == card.draft_id, a.kind == kind)
+    if await conn.scalar(select(exists().where(line))):
         return False
     await conn.execute(
         _audit.insert(),
