@@ -42,10 +42,16 @@ def proposal_summary(action: StoredAction) -> str:
     return text
 
 
+def on_call_for(policy: Policy, desk_name: str) -> str:
+    """The on-call group's id on the desk named ``desk_name`` (empty: none configured). The one
+    place the core reads it, for escalations and SLA reminders alike."""
+    return policy.escalation.on_call(desk_name)
+
+
 def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard:
     """The card for ``source`` as the desk named ``desk_name`` shows it."""
     draft, conversation, trigger = source.draft, source.conversation, source.trigger
-    on_call = policy.escalation.on_call(desk_name) if draft.escalation else ""
+    on_call = on_call_for(policy, desk_name) if draft.escalation else ""
     sent = source.outbox is not None and source.outbox[0] is OutboxStatus.SENT
     return ReviewCard(
         draft_id=draft.id,
@@ -74,6 +80,7 @@ def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard
         identity=identity.card_line(conversation, trigger.author_id if trigger else ""),
         flags=draft.guard_flags,
         conversation=conversation_view(conversation, draft.status, source.customer_wrote),
+        overdue=source.overdue if draft.status is DraftStatus.AWAITING_REVIEW else "",
     )
 
 

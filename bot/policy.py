@@ -18,12 +18,16 @@ import logging
 import re
 import tomllib
 from collections.abc import Awaitable, Callable
+from datetime import time as dt_time
 from decimal import Decimal
 from pathlib import Path
+from string import Formatter
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.domain.business_time import WEEKDAYS, BusinessHours
 from bot.errors import PolicyError
 from bot.secret_values import Secrets, secret_in
 from tools.money import Money
@@ -206,7 +210,76 @@ class EscalationSection(_Section):
         return desk.on_call if desk is not None else ""
 
 
-class DeskSection(_Section):
+# -- [desk]: the review desk's service level (issue 19 point 7, SLA nudges) -----------------
+# Kept as its own block so other [desk] settings merge beside it.
+
+
+class DeskHoursSection(_Section):
+    """When the desk is staffed: the SLA clock runs only inside these hours (local to
+    ``timezone``). ``end = "00:00"`` means midnight at the end of the day."""
+
+    timezone: str = "UTC"
+    #: Sent (as written) to a customer who opens a conversation while the desk is closed.
+    out_of_hours: Annotated[str, Field(max_length=2000)] = ""
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ("mon", "tue", "wed", "thu", "fri")
+    start: dt_time = dt_time(9, 0)
+    end: dt_time = dt_time(17, 0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _opens_before_closing(self) -> DeskHoursSection:
+        if self.end != dt_time(0) and self.end <= self.start:
+            raise ValueError("end must be after start (00:00 means midnight)")
+        return self
+
+    def business_hours(self) -> BusinessHours:
+        return BusinessHours(
+            ZoneInfo(self.timezone), frozenset(WEEKDAYS.index(d) for d in self.days), self.start, self.end
+        )
+
+
+class DeskSlaFields(_Section):
+    """The desk's service level. ``first_response_minutes``: a card not decided within this many
+    minutes (of business time, when ``[desk.hours]`` is set) gets one reminder in its thread
+    mentioning the on-call group, and at twice that it is marked overdue; 0 turns the nudges off.
+    ``acknowledgement`` and ``[desk.hours] out_of_hours``: what a customer opening a conversation
+    is told at once, inside and outside the hours (empty: nothing)."""
+
+    first_response_minutes: Annotated[float, Field(ge=0, le=7 * 24 * 60)] = 0
+    hours: DeskHoursSection | None = None
+    #: Sent to a customer who opens a conversation while the desk is open; ``{expected_minutes}``
+    #: is filled in with when an answer is due (the first-response time, in business time).
+    acknowledgement: Annotated[str, Field(max_length=2000)] = ""
+
+    @field_validator("acknowledgement")
+    @classmethod
+    def _only_expected_minutes(cls, value: str) -> str:
+        try:
+            fields = [
+                (name, spec, conversion) for _, name, spec, conversion in Formatter().parse(value) if name is not None
+            ]
+        except ValueError:
+            fields = [("?", "", None)]
+        if any(field != ("expected_minutes", "", None) for field in fields):
+            raise ValueError("only {expected_minutes} may be filled in (write {{ and }} for braces)")
+        return value
+
+    @model_validator(mode="after")
+    def _expected_needs_a_time(self) -> DeskSlaFields:
+        if "{expected_minutes}" in self.acknowledgement.replace("{{", "") and not self.first_response_minutes:
+            raise ValueError("acknowledgement names {expected_minutes}: set first_response_minutes")
+        return self
+
+
+class DeskSection(DeskSlaFields):
     """Who is who in a customer's thread, and how long a conversation may wait on its customer.
 
     Everyone on ``[approvers] agents`` / ``managers`` is an agent. ``agents`` names who else is:

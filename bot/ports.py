@@ -105,6 +105,9 @@ class ReviewCard:
     flags: tuple[str, ...] = ()
     #: The conversation's life (issue 19): shown on every desk, with its buttons.
     conversation: ConversationView = ConversationView()
+    # SLA (issue 19 point 7): set once the card waited twice the first-response time undecided
+    # ("Overdue: waiting 12 min"); the adapter shows it prominently.
+    overdue: str = ""
 
     @property
     def actionable(self) -> bool:
@@ -165,6 +168,12 @@ class ReviewDesk(Protocol):
 
     async def post_notice(self, text: str) -> None:
         """Post a plain notice for the agents (e.g. a policy file that failed to reload)."""
+        ...
+
+    async def post_in_card_thread(self, ref: str, text: str, *, on_call: str = "") -> None:
+        """Post ``text`` in the thread of the card ``ref`` (an SLA reminder), mentioning the
+        group or person ``on_call`` (an id on this desk's platform; empty: nobody) and no one
+        else. The core decides when; the adapter only renders the mention and posts."""
         ...
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from bot.store import create_engine
 from bot.store.schema import Draft
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeSlack, SlackCall
 from tests.fakes.slack_payloads import app_mention, block_actions, message_changed, message_deleted
 from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, draft_id_of, sample_orders, until
 from tests.processes import BotProcess, seed_orders
@@ -344,3 +344,42 @@ async def test_edits_and_deletions_survive_kill_9(bot: BotProcess, kimi: FakeKim
     assert statuses[third_id] == "superseded" and len(statuses) == 3
     assert len(bot.cards()) == 3, "one card per draft, none for the edit after the answer"
     assert len(replies_in(slack, ts)) == 1 and not replies_in(slack, norway)
+
+
+async def test_killed_while_the_sla_reminder_is_on_its_way_it_is_never_sent_twice(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    # Issue 19 point 7: a reminder after 6 s undecided, the overdue mark after 12 s.
+    bot = await launch(tmp_path, kimi, slack)
+    try:
+        with (tmp_path / "policy.toml").open("a") as policy:
+            policy.write('[escalation]\non_call_slack = "SONCALL"\n[desk]\nfirst_response_minutes = 0.1\n')
+        await bot.stop()  # take the policy up from the start
+        await bot.start()
+        slack.stall_next(
+            "chat.postMessage", 60, where=lambda p: bool(p.get("thread_ts")) and p.get("channel") == REVIEW_CHANNEL
+        )
+        await ask(bot, "where is my order #W2611340?")
+        [card] = await until(bot.cards, "the card")
+        assert card.response is not None
+        card_ts = str(card.response["ts"])
+
+        def reminders() -> list[SlackCall]:
+            return [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == card_ts]
+
+        await until(reminders, "the reminder reaching Slack", timeout=15)
+        await restart(bot)  # killed before Slack answered the reminder's post
+        updates_before = len(slack.calls_to("chat.update"))
+
+        def overdue_marked() -> list[object]:
+            return [
+                c
+                for c in slack.calls_to("chat.update")[updates_before:]
+                if c.params.get("ts") == card_ts and "Overdue: waiting" in str(c.params.get("blocks"))
+            ]
+
+        await until(overdue_marked, "the overdue mark from the restarted bot", timeout=RECOVERY_SECONDS)
+        assert len(reminders()) == 1, "the restarted bot, past the card's SLA, did not remind again"
+        assert str(reminders()[0].params["text"]).startswith("<!subteam^SONCALL> This card has waited")
+    finally:
+        await bot.stop()

@@ -240,3 +240,14 @@ async def test_a_page_waiting_for_news_is_let_go_when_the_bot_stops(tmp_path: Pa
         response = await asyncio.wait_for(waiting, 10)
         assert response.status_code == 200
         assert asyncio.get_running_loop().time() - started < 5, "the 20 s long poll did not hold the shutdown"
+
+
+async def test_an_undecided_card_shows_its_reminder_and_then_overdue(tmp_path: Path, kimi: FakeKimi) -> None:
+    # Issue 19 point 7 on the playground's desk: the reminder under the card, then the overdue mark.
+    policy = '[escalation.playground]\non_call = "oncall"\n[desk]\nfirst_response_minutes = 0.02\n'
+    async with playground_bot(tmp_path, kimi, policy, sweep_seconds=0.1) as bot, client_for(bot) as client:
+        await client.post("/playground/api/message", data={"text": "Is anyone there?"})
+        state = await state_when(client, lambda s: "This card has waited" in s["desk"])
+        assert "↳ @oncall This card has waited" in state["desk"]
+        state = await state_when(client, lambda s: "⏰ Overdue: waiting" in s["desk"])
+        assert state["desk"].count("This card has waited") == 1 and "Approve &amp; send" in state["desk"]

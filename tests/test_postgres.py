@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,35 @@ async def test_an_image_is_downloaded_once_by_whichever_instance_drafts_it(
     assert "broken-mug.png" in card_text(card) and "not downloaded" not in card_text(card)
     assert len(files_host.requests) == 1
     assert "data:image/png;base64," in str(kimi.completions[0]["messages"])
+
+
+async def test_two_instances_racing_over_an_overdue_card_remind_once(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
+) -> None:
+    # Issue 19 point 7: both instances' SLA passes see the card due at once; one reminder, one mark.
+    (tmp_path / "policy.toml").write_text(
+        '[escalation]\non_call_slack = "SONCALL"\n[desk]\nfirst_response_minutes = 60\n'
+    )
+    instances = [Supportbot(settings_for(tmp_path, kimi, slack, database_url=database)) for _ in range(2)]
+    for instance in instances:
+        await instance.start()
+    try:
+        first = Harness(instances[0], slack, kimi, tmp_path)
+        await first.import_orders()
+        sender = SlackSender(f"http://127.0.0.1:{instances[0].port}/slack/events", SIGNING_SECRET)
+        envelope = app_mention("<@UBOT> where is my order #W2611340?")
+        slack.ingest_event(envelope)
+        assert (await sender.event(envelope)).status_code == 200
+        [card] = await first.wait_cards(1)
+        card_ts = str(card.response["ts"]) if card.response else ""
+
+        later = datetime.now(UTC) + timedelta(hours=3)  # past the reminder and the overdue mark
+        passes = [i.core.sla.check(now=later) for i in instances if i.core is not None for _ in range(4)]
+        await asyncio.gather(*passes)
+
+        reminders = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == card_ts]
+        assert len(reminders) == 1 and str(reminders[0].params["text"]).startswith("<!subteam^SONCALL>")
+        assert sum(i.core.metrics["cards_overdue"] for i in instances if i.core is not None) == 1
+    finally:
+        for instance in instances:
+            await instance.stop()

@@ -203,6 +203,7 @@ def _card_fields(card: ReviewCard) -> list[tuple[str, str, bool]]:
     if card.attachments:
         fields.append(("Attachments", "\n".join(f"📎 {literal(name)}" for name in card.attachments), False))
     for name, text in (
+        ("⏰ Overdue", card.overdue),
         ("⚠️ Failure", card.failure),
         ("ℹ️ Notice", card.notice),
         ("🚨 Escalation", card.escalation),
@@ -478,6 +479,20 @@ class DiscordReviewDesk:
             view=review_buttons(card),
             allowed_mentions=discord.AllowedMentions.none(),
         )
+
+    @platform_errors_told
+    async def post_in_card_thread(self, ref: str, text: str, *, on_call: str = "") -> None:
+        """A reply to the card's message, tagging the on-call role (and only that role)."""
+        channel_id, _, message_id = ref.partition(":")
+        if not channel_id.isdigit() or not message_id.isdigit():
+            raise ValueError(f"not a Discord card reference: {ref!r}")
+        channel = self._client().get_partial_messageable(int(channel_id))
+        card = channel.get_partial_message(int(message_id))
+        content, mentions = literal(text), discord.AllowedMentions.none()
+        if on_call.isdigit():
+            content = f"<@&{on_call}> {content}"
+            mentions = discord.AllowedMentions(everyone=False, users=False, roles=[discord.Object(id=int(on_call))])
+        await channel.send(content[:2000], reference=card, allowed_mentions=mentions, mention_author=False)
 
     @platform_errors_told
     async def post_notice(self, text: str) -> None:

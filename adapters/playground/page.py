@@ -7,6 +7,7 @@ proposals with the policy's verdict, flags, and the four buttons.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
@@ -45,13 +46,13 @@ def desk_pane(state: PlaygroundState, *, has_desk: bool) -> str:
     if not has_desk:
         return '<p class="hint">Cards go to the configured review desk (Slack or Discord).</p>'
     notices = "".join(f'<div class="notice">{escape(text)}</div>' for text in state.notices[-3:])
-    cards = [render_card(ref, card) for ref, card in reversed(state.cards.items())]
+    cards = [render_card(ref, card, state.card_threads.get(ref, ())) for ref, card in reversed(state.cards.items())]
     if not cards:
         cards.append('<p class="hint">Cards appear here once the model has drafted a reply.</p>')
     return notices + "".join(cards)
 
 
-def render_card(ref: str, card: ReviewCard) -> str:
+def render_card(ref: str, card: ReviewCard, thread: Sequence[str] = ()) -> str:
     parts = [
         f"<p><b>{escape(card.asked_by)}</b> asked in {escape(card.where)}:</p>",
         f"<blockquote>{escape(card.customer_text)}</blockquote>",
@@ -63,6 +64,8 @@ def render_card(ref: str, card: ReviewCard) -> str:
     if card.flags:
         items = "".join(f"<li>{escape(flag)}</li>" for flag in card.flags)
         parts.append(f'<div class="flag">🛑 <b>Check before approving:</b><ul>{items}</ul></div>')
+    if card.overdue:
+        parts.append(f'<p class="flag">⏰ {escape(card.overdue)}</p>')
     if card.escalation:
         tag = f"@{escape(card.on_call)} " if card.on_call else ""
         parts.append(f'<p class="flag">🚨 {tag}Escalation: {escape(card.escalation)}</p>')
@@ -111,6 +114,7 @@ def render_card(ref: str, card: ReviewCard) -> str:
         if line:
             parts.append(f'<p class="outcome">{line}</p>')
     parts.append(_conversation(card))
+    parts.extend(f'<p class="notice">↳ {escape(post)}</p>' for post in thread)
     return (
         f'<div class="card state-{escape(card.state.value)}" id="card-{escape(ref, quote=True)}">{"".join(parts)}</div>'
     )

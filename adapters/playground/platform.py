@@ -207,6 +207,11 @@ class PlaygroundPlatform:
         self.state.notices.append(text)
         await self.state.changed()
 
+    async def post_in_card_thread(self, ref: str, text: str, *, on_call: str = "") -> None:
+        tag = f"@{on_call} " if on_call else ""
+        self.state.card_threads.setdefault(ref, []).append(f"{tag}{text}")
+        await self.state.changed()
+
     # -- HTTP -----------------------------------------------------------------------------
 
     def _guarded(self, handler: Handler) -> Handler:

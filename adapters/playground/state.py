@@ -53,6 +53,7 @@ class PlaygroundState:
         self.threads: dict[str, Thread] = {}
         self.cards: dict[str, ReviewCard] = {}  # card ref -> the latest card
         self.notices: list[str] = []
+        self.card_threads: dict[str, list[str]] = {}  # card ref -> posts in its thread (SLA reminders)
         self.version = 0
         self.closed = False
         self.waiting = 0  # pages waiting for a change right now

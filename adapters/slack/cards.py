@@ -134,6 +134,13 @@ def _button(
     return button
 
 
+def mention(on_call: str) -> str:
+    """The mention of an on-call id: a user group (``S…``) or a person (``U…``); empty for none."""
+    if not on_call:
+        return ""
+    return f"<!subteam^{on_call}>" if on_call.startswith("S") else f"<@{on_call}>"
+
+
 def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
     """The card as Block Kit (≤ 50 blocks, every section ≤ 3,000 characters)."""
     blocks: list[dict[str, Any]] = [
@@ -151,12 +158,10 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
     if card.flags:
         flag_lines = "\n".join(f"• {escape(flag)}" for flag in card.flags)
         blocks.append(_section(f":octagonal_sign: *Check before approving:*\n{flag_lines}"))
+    if card.overdue:
+        blocks.append(_section(f":alarm_clock: *{escape(card.overdue)}*"))
     if card.escalation:
-        tag = (
-            f"<!subteam^{card.on_call}> "
-            if card.on_call.startswith("S")
-            else (f"<@{card.on_call}> " if card.on_call else "")
-        )
+        tag = f"{mention(card.on_call)} " if card.on_call else ""
         blocks.append(_section(f":rotating_light: {tag}Escalation: {escape(card.escalation)}"))
     if card.failure:
         blocks.append(

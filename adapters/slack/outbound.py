@@ -182,6 +182,12 @@ class SlackOutbound:
         )
 
     @platform_errors_told
+    async def post_in_card_thread(self, ref: str, text: str, *, on_call: str = "") -> None:
+        channel, ts = ref.split(":", 1)
+        tag = f"{cards.mention(on_call)} " if on_call else ""
+        await self._client.chat_postMessage(channel=channel, thread_ts=ts, text=f"{tag}{escape(text)}")
+
+    @platform_errors_told
     async def post_notice(self, text: str) -> None:
         # A notice may quote what others wrote (a policy file's bad value): shown, never pinging.
         if self.review_channel:

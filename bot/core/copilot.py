@@ -14,6 +14,7 @@ from bot.agent import DraftingAgent
 from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
+from bot.core.greeting import Greeter
 from bot.core.intake import Intake, Received
 from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
@@ -22,6 +23,7 @@ from bot.core.recovery import LeaseKeeper, Sweeper
 from bot.core.retention import COUNTERS as RETENTION_COUNTERS
 from bot.core.retention import RetentionJob
 from bot.core.review import Decisions, Effects
+from bot.core.sla import SlaWatch
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
@@ -50,6 +52,8 @@ METRICS = (
     "sends_failed",
     "refunds_executed",
     *RETENTION_COUNTERS,
+    "sla_reminders",
+    "cards_overdue",
 )
 
 
@@ -120,6 +124,8 @@ class Copilot:
             resolve_idle=self.resolver.sweep,
         )
         self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
+        self.greeter = Greeter(policy, self.channels)
+        self.sla = SlaWatch(db, policy, self.publisher.desks, self.metrics, self.publisher.refresh)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -151,6 +157,7 @@ class Copilot:
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
         self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.timing.sweep_seconds))
+        self.supervisor.keep_running("sla", lambda: self.sla.run(self.timing.sweep_seconds))
         # A failing pass is retried after a minute, not a second: it is no hurry, and logs once.
         self.supervisor.keep_running("retention", self.retention.run, backoff=min(60.0, self.retention.interval))
         self.supervisor.keep_running("wal-checkpoint", self.db.checkpoint_forever)
@@ -206,6 +213,9 @@ class Copilot:
     def _received(self, received: Received) -> None:
         if received.draft_id is not None:
             self.drafting.pool.submit(received.draft_id)
+        if received.opened is not None:
+            greet = self.greeter.greet(received.opened, received.conversation_id)
+            self.supervisor.spawn("greet", greet, conversation=received.conversation_id)
         for old in (*received.superseded, *received.refresh):
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,6 +52,9 @@ class Received:
     draft_id: str | None
     superseded: tuple[str, ...]
     refresh: tuple[str, ...] = ()
+    #: The thread of a conversation this message opened, and its id (to greet the customer).
+    opened: ThreadRef | None = None
+    conversation_id: str = ""
 
 
 class Intake:
@@ -115,6 +118,8 @@ class Intake:
                 repeated = False
                 conversation_id = life.conversation_id
                 role, received = await self._store(conn, life, message, text, now)
+                if created:
+                    received = replace(received, opened=message.thread, conversation_id=conversation_id)
         if repeated:
             return self._amended(amended, "message_edited", message.event_id)
         self.counters["events_received"] += 1

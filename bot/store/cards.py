@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import DraftStatus, OutboxStatus
-from bot.store import life, outbox, records
+from bot.store import life, outbox, records, sla
 from bot.store.conversations import ConversationState, StoredMessage, load_conversation
 from bot.store.records import StoredAction
 from bot.store.schema import Draft, Message, table_of
@@ -82,6 +82,7 @@ class CardSource:
     outbox: tuple[OutboxStatus, str, str] | None = None
     #: The customer's newest message after the one the draft answers ("" when none).
     customer_wrote: str = ""
+    overdue: str = ""  # the SLA's overdue mark ("Overdue: waiting 12 min"), see bot/core/sla.py
 
     @property
     def draft_id(self) -> str:
@@ -99,6 +100,7 @@ async def load_card(conn: AsyncConnection, draft_id: str) -> CardSource | None:
         m.text.label("message_text"),
         m.attachments,
         m.author_id,
+        sla.overdue_column(),
     ).join(_messages, m.id == _drafts.c.message_id)
     row = (await conn.execute(query.where(_drafts.c.id == draft_id))).first()
     if row is None:
@@ -109,4 +111,5 @@ async def load_card(conn: AsyncConnection, draft_id: str) -> CardSource | None:
     trigger = StoredMessage(row.message_id, row.role, row.message_text, list(row.attachments or []), row.author_id)
     sent = await outbox.of_draft(conn, draft_id)
     wrote = await life.customer_wrote_since(conn, row.conversation_id, row.message_id)
-    return CardSource(draft_card(dict(row._mapping), calls, actions), conversation, trigger, sent, wrote)
+    overdue = str(row.overdue or "")
+    return CardSource(draft_card(dict(row._mapping), calls, actions), conversation, trigger, sent, wrote, overdue)

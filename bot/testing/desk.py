@@ -346,6 +346,10 @@ class TestDesk:
             raise AssertionError(f"card {card.draft_id[:8]} never got there; it is {self.board.cards[card.draft_id]}")
         return found
 
+    def thread_of(self, card: ReviewCard) -> list[str]:
+        """What was posted in ``card``'s thread on the desk (SLA reminders), oldest first."""
+        return list(self.board.cards[card.draft_id].thread)
+
     async def approve(self, card: ReviewCard, *, as_: str) -> str:
         """``as_`` clicks Approve; returns what they were told."""
         return await self._decide(card, Move(DecisionAction.APPROVE), as_)

@@ -42,10 +42,12 @@ class PostedReply:
 
 @dataclass(slots=True)
 class DeskCard:
-    """A card on the desk, with every version it was shown in (the first is the post)."""
+    """A card on the desk, with every version it was shown in (the first is the post), and the
+    posts in its thread (SLA reminders: ``"@<on-call id> <text>"``, or the text alone)."""
 
     ref: str
     versions: list[ReviewCard] = field(default_factory=list)
+    thread: list[str] = field(default_factory=list)
 
     @property
     def latest(self) -> ReviewCard:
@@ -92,6 +94,13 @@ class Board:
         if draft_id is None:
             raise PlatformNotFound("memory", f"no card {ref!r}")
         self.cards[draft_id].versions.append(card)
+        await self.notify()
+
+    async def thread_post(self, ref: str, text: str, on_call: str) -> None:
+        draft_id = self.refs.get(ref)
+        if draft_id is None:
+            raise KeyError(f"no card {ref!r}")
+        self.cards[draft_id].thread.append(f"@{on_call} {text}" if on_call else text)
         await self.notify()
 
 
@@ -142,6 +151,9 @@ class MemoryDesk:
     async def post_notice(self, text: str) -> None:
         self._board.notices.append(text)
         await self._board.notify()
+
+    async def post_in_card_thread(self, ref: str, text: str, *, on_call: str = "") -> None:
+        await self._board.thread_post(ref, text, on_call)
 
 
 class MemoryPlatform:
@@ -231,6 +243,11 @@ class RecordingDesk:
         await self._inner.post_notice(text)
         self._board.notices.append(text)
         await self._board.notify()
+
+    async def post_in_card_thread(self, ref: str, text: str, *, on_call: str = "") -> None:
+        await self._inner.post_in_card_thread(ref, text, on_call=on_call)
+        if ref in self._board.refs:
+            await self._board.thread_post(ref, text, on_call)
 
 
 class _Recorded:

@@ -772,6 +772,12 @@ class FakeDiscord:
             seen = self._nonces.get(key)
             if seen is not None and now - seen[1] <= self.nonce_window_seconds:
                 return _json(_public(self.messages[seen[0]]))
+        reference = body.get("message_reference")
+        reply_to = str(reference.get("message_id")) if isinstance(reference, dict) else None
+        if reply_to is not None:
+            target = self.messages.get(reply_to)
+            if target is None or target["channel_id"] != channel_id:
+                return _json({"message": "Invalid Form Body", "code": 50035}, 400)  # unknown message
         message = self._message(
             channel_id,
             BOT_USER,
@@ -780,6 +786,7 @@ class FakeDiscord:
             components=body.get("components") or [],
             nonce=str(nonce) if nonce is not None else None,
             flags=int(body.get("flags") or 0),
+            reply_to=reply_to,
         )
         message["allowed_mentions"] = body.get("allowed_mentions")  # kept for assertions
         self.messages[message["id"]] = message
