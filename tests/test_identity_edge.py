@@ -6,19 +6,25 @@ the real Slack adapter over the fake Slack; the Kimi simulator scripted to call 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.store import Conversation, sessionmaker
+from bot.identity import AttemptLedger
+from bot.policy import parse_policy
+from bot.store import Conversation, Database, sessionmaker
+from bot.store.engine import upgrade_database
 from bot.testing import TestDesk
 from tests.desks import CallTools, FakeKimi, Reply, open_desk
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
 from tests.harness import Harness, card_text, running_bot
 from tests.test_guards import ANA_PRIVATE, POLICY, guard_orders, what_the_model_saw
+from tools import Attempts
 
 KIM, ANA = "kim", "ana"
 
@@ -164,3 +170,27 @@ async def test_the_policy_may_trust_the_other_orgs_profile_email(
         await harness.import_orders([CONNECT_ORDER])
         kimi.script(CallTools([("get_order_status", {"order_id": "CN-7001"})]), Reply("It is on its way."))
         assert "Verified customer C-CAROL (platform profile e-mail)" in await ask_in_connect(harness, "T222")
+
+
+async def test_a_lockout_ends_after_its_minutes_and_one_more_miss_locks_again(tmp_path: Path) -> None:
+    # The window and the lockout, on the audit trail of a real SQLite database, with a moving clock.
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    await upgrade_database(engine)
+    db = Database(engine)
+    now = [datetime(2026, 12, 7, 9, 0, tzinfo=UTC)]
+    rules = parse_policy("[identity]\nmax_attempts = 2\nlockout_minutes = 30\nattempt_window_hours = 24\n").identity
+    ledger = AttemptLedger(db, rules, "conv-1", clock=lambda: now[0])
+    try:
+        assert await ledger.failed("desk:mallory", "C-2") == Attempts(1, None)
+        locked = await ledger.failed("desk:mallory", "C-2")
+        assert locked == Attempts(2, datetime(2026, 12, 7, 9, 30, tzinfo=UTC))
+        assert (await ledger.check("desk:mallory", "C-9")).locked_until is not None, "locked for the asker"
+        assert (await ledger.check("desk:eve", "C-2")).locked_until is None, "one asker is under the target limit"
+        now[0] += timedelta(minutes=31)
+        assert await ledger.check("desk:mallory", "C-2") == Attempts(2, None)
+        assert (await ledger.failed("desk:mallory", "C-2")).locked_until == now[0] + timedelta(minutes=30)
+        now[0] += timedelta(hours=25)  # every failure left the window
+        assert await ledger.check("desk:mallory", "C-2") == Attempts(0, None)
+    finally:
+        await db.dispose()
+        await engine.dispose()
