@@ -10,6 +10,11 @@ A conversation is verified as one shop customer once one of these holds, as the 
 * the customer states the order's e-mail, or name and postal code, and ``verify_customer``
   compares it, at most ``max_attempts`` times.
 
+Failed checks are counted across conversations and platforms (:class:`AttemptLedger`): per chat
+account and per shop customer guessed, within ``attempt_window_hours``; at the limit verification
+is locked for ``lockout_minutes``. A new thread starts nowhere near zero. The profile e-mail counts
+only for members of the installing workspace (:func:`trusted_email`) unless the policy says so.
+
 The verified customer id is stored on the conversation and shown on the review card. The
 functions here build the tools' :class:`~tools.ToolContext`, save what the tools established,
 and say on the card what the agent must know.
@@ -17,18 +22,24 @@ and say on the card what the agent must know.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.policy import Policy
+from bot.events import Author
+from bot.policy import IdentitySection, Policy
+from bot.store import AuditEvent, Database, utcnow
 from bot.store.conversations import ConversationState as Conversation
-from tools import RefundRules, ToolContext
+from bot.store.schema import table_of
+from tools import Attempts, RefundRules, ToolContext
 from tools.orders import linked_customer
 from tools.refunds import RefundProposal
 
 __all__ = [
+    "AttemptLedger",
     "Identity",
     "account_of",
     "card_line",
@@ -38,7 +49,11 @@ __all__ = [
     "refund_owner",
     "resolve",
     "tool_context",
+    "trusted_email",
 ]
+
+#: The audit trail's kind for one failed identity check (actor: the asker; detail: the target).
+FAILED_CHECK = "verify_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +101,81 @@ def refund_owner(conversation: Conversation, proposals: Sequence[RefundProposal]
     return recorded.pop() if len(recorded) == 1 and len(askers) == 1 else ""
 
 
-def tool_context(conversation: Conversation, policy: Policy, identity: Identity) -> ToolContext:
-    """The tools' context for one draft: the refund rules, who asks, who is verified."""
+def trusted_email(author: Author, policy: Policy) -> str:
+    """The author's profile e-mail as the conversation keeps it for verification (which also
+    needs ``profile_email``), else "". In a Slack Connect channel a member of another
+    organisation has an e-mail their organisation sets: it is kept only with
+    ``profile_email_outside_workspace``."""
+    rules = policy.identity
+    if author.home_workspace is False and not rules.profile_email_outside_workspace:
+        return ""
+    return author.email
+
+
+class AttemptLedger:
+    """Failed identity checks in the audit trail (kind ``verify_failed``), counted per asker and
+    per target within the policy's window: the :class:`tools.AttemptLedger` the tools call. Each
+    failure is written at once, in its own transaction, so a parallel draft in another thread
+    sees it."""
+
+    def __init__(
+        self, db: Database, rules: IdentitySection, conversation_id: str, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self._db = db
+        self._rules = rules
+        self._conversation_id = conversation_id
+        self._clock = clock
+
+    async def check(self, asker: str, target: str) -> Attempts:
+        async with self._db.read() as conn:
+            return await self._count(conn, asker, target)
+
+    async def failed(self, asker: str, target: str) -> Attempts:
+        async with self._db.write() as conn:
+            await conn.execute(
+                insert(table_of(AuditEvent)).values(
+                    conversation_id=self._conversation_id,
+                    kind=FAILED_CHECK,
+                    actor=asker[:255],
+                    summary=f"identity check failed on {target}"[:300],
+                    detail={"target": target},
+                    created_at=self._clock(),
+                )
+            )
+            return await self._count(conn, asker, target)
+
+    async def _count(self, conn: AsyncConnection, asker: str, target: str) -> Attempts:
+        rules, now = self._rules, self._clock()
+        e = AuditEvent.__table__.c
+        rows = await conn.execute(
+            select(e.actor, e.detail, e.created_at).where(
+                e.kind == FAILED_CHECK,
+                e.created_at >= now - timedelta(hours=rules.attempt_window_hours),
+                or_(e.actor == asker, e.detail["target"].as_string() == target),
+            )
+        )
+        mine: list[datetime] = []
+        on_target: list[datetime] = []
+        for actor, detail, at in rows:
+            if actor == asker:
+                mine.append(at)
+            if isinstance(detail, dict) and detail.get("target") == target:
+                on_target.append(at)
+        lockout = timedelta(minutes=rules.lockout_minutes)
+        ends = [
+            max(times) + lockout
+            for times, limit in ((mine, rules.max_attempts), (on_target, rules.max_attempts_per_target))
+            if len(times) >= limit
+        ]
+        until = max((end for end in ends if end > now), default=None)
+        return Attempts(failures=len(mine), locked_until=until)
+
+
+def tool_context(
+    conversation: Conversation, policy: Policy, identity: Identity, attempts: AttemptLedger | None = None
+) -> ToolContext:
+    """The tools' context for one draft: the refund rules, who asks, who is verified, and where
+    failed checks are counted across conversations."""
     r, rules = policy.refunds, policy.identity
     return ToolContext(
         conversation_id=conversation.id,
@@ -107,6 +195,7 @@ def tool_context(conversation: Conversation, policy: Policy, identity: Identity)
         verify_attempts=identity.attempts,
         max_verify_attempts=rules.max_attempts,
         verification_in_conversation=rules.in_conversation,
+        attempts=attempts,
     )
 
 
@@ -135,9 +224,16 @@ def card_line(conversation: Conversation, author_id: str = "") -> str:
     return f"Unverified asker ({asker}){tail}"
 
 
+def _locked(ctx: ToolContext) -> str:
+    until = f" until {ctx.locked_until:%H:%M} UTC" if ctx.locked_until is not None else ""
+    return f"verification locked for this customer{until} ({ctx.verify_attempts} failed attempts counted)"
+
+
 def escalation(ctx: ToolContext) -> str:
     """Why the on-call group is needed for identity reasons ("" when it is not)."""
     if ctx.verification_in_conversation and ctx.verification_locked and not ctx.verified_customer_id:
+        if ctx.locked_until is not None:
+            return _locked(ctx)
         return f"identity verification failed {ctx.verify_attempts} times"
     return ""
 
@@ -151,5 +247,10 @@ def identity_flags(ctx: ToolContext) -> list[str]:
             f"Order {order_id} belongs to {whose}: its personal data was withheld and no refund on it is possible."
         )
     if ctx.verification_in_conversation and ctx.verification_locked and not ctx.verified_customer_id:
-        flags.append(f"Verification failed {ctx.verify_attempts} times: nothing was revealed; a human must take over.")
+        if ctx.locked_until is not None:
+            flags.append(f"{_locked(ctx)[0].upper()}{_locked(ctx)[1:]}: nothing was revealed; a human must take over.")
+        else:
+            flags.append(
+                f"Verification failed {ctx.verify_attempts} times: nothing was revealed; a human must take over."
+            )
     return flags

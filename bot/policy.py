@@ -131,12 +131,25 @@ class IdentitySection(_Section):
     ``in_conversation``: the customer states the order's e-mail, or name and postal code, and the
     ``verify_customer`` tool checks it, at most ``max_attempts`` times before a human takes over.
     ``unverified_may_see``: ``"nothing"`` (only "verification needed") or ``"status"`` (bare
-    status and expected delivery date)."""
+    status and expected delivery date).
+
+    Failed checks also count across conversations and platforms: ``max_attempts`` per chat
+    account, and ``max_attempts_per_target`` per shop customer guessed (whoever guesses), each
+    failure for ``attempt_window_hours``; once either limit is reached verification is locked
+    for ``lockout_minutes`` after the last failure (then one more try, which locks again if it
+    fails). ``profile_email_outside_workspace``: in a Slack Connect channel, whether a customer
+    from another organisation (not of the workspace that installed the bot) is verified by the
+    profile e-mail their own organisation sets (default no: only the installing workspace's
+    members are)."""
 
     linked_accounts: bool = True
     profile_email: bool = False
+    profile_email_outside_workspace: bool = False
     in_conversation: bool = True
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    max_attempts_per_target: Annotated[int, Field(ge=1, le=50)] = 5
+    attempt_window_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
+    lockout_minutes: Annotated[float, Field(gt=0, le=24 * 60 * 30)] = 60.0
     unverified_may_see: Literal["nothing", "status"] = "nothing"
 
 

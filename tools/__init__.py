@@ -6,6 +6,8 @@ actions are executed by the core through :meth:`OrderBackend.execute_refund`.
 """
 
 from tools.base import (
+    AttemptLedger,
+    Attempts,
     RefundRules,
     Tool,
     ToolContext,
@@ -19,6 +21,8 @@ from tools.knowledge import KnowledgeBase
 from tools.orders import HttpOrderBackend, Order, OrderBackend, RefundReceipt, SqlOrderBackend
 
 __all__ = [
+    "AttemptLedger",
+    "Attempts",
     "HttpOrderBackend",
     "KnowledgeBase",
     "Order",

@@ -11,7 +11,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -32,6 +33,29 @@ RefundRules = RefundLimits
 """The policy's refund rules as tools see them (the same numbers the core checks)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Attempts:
+    """Failed identity checks counted across conversations: the asker's failures in the window,
+    and until when verification is locked (None: it is not), for the asker or the target."""
+
+    failures: int = 0
+    locked_until: datetime | None = None
+
+
+class AttemptLedger(Protocol):
+    """Where failed identity checks are counted across conversations and platforms: per asker
+    (the chat account) and per target (the shop customer, or the order id when no such order
+    exists). The core implements it (the rule of how many, how long, lives there)."""
+
+    async def check(self, asker: str, target: str) -> Attempts:
+        """What counts against ``asker`` guessing ``target`` now."""
+        ...
+
+    async def failed(self, asker: str, target: str) -> Attempts:
+        """Record one failed check of ``asker`` on ``target``; what counts now."""
+        ...
+
+
 @dataclass(slots=True)
 class ToolContext:
     """What a tool run may see: the conversation, who is asking, who is verified, and the policy
@@ -44,7 +68,9 @@ class ToolContext:
     Tools update ``verified_customer_id``/``verified_via``/``verify_attempts`` when a check in
     code succeeds or fails, and note in ``foreign_orders`` and ``withheld`` what they kept from
     the model; the core stores and shows these. ``identity_checks`` False is for operator tools
-    that may see everything (never for a customer conversation).
+    that may see everything (never for a customer conversation). ``attempts`` counts failed
+    checks across conversations (None: only this context's ``verify_attempts`` count);
+    ``locked_until`` is set when it locked verification.
     """
 
     conversation_id: str
@@ -59,13 +85,16 @@ class ToolContext:
     max_verify_attempts: int = 3
     verification_in_conversation: bool = True
     identity_checks: bool = True
+    attempts: AttemptLedger | None = None
+    locked_until: datetime | None = None
     foreign_orders: set[str] = field(default_factory=set)
     withheld: set[str] = field(default_factory=set)
 
     @property
     def verification_locked(self) -> bool:
-        """True once the customer failed verification ``max_verify_attempts`` times."""
-        return self.verify_attempts >= self.max_verify_attempts
+        """True once the customer failed verification ``max_verify_attempts`` times here, or the
+        attempts counted across conversations locked it."""
+        return self.locked_until is not None or self.verify_attempts >= self.max_verify_attempts
 
 
 @dataclass(frozen=True, slots=True)

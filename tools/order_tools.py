@@ -415,12 +415,18 @@ class VerifyCustomer(Tool):
             raise ToolError("invalid", "Give the order's e-mail address, or the customer's name and postal code")
         if not ctx.verification_in_conversation:
             raise ToolError("unavailable", "Verification in the conversation is switched off; a team member will help")
+        order = await self._backend.get_order(a.order_id)
+        target = order.customer_id if order is not None and order.customer_id else "order:" + _normal_order(a.order_id)
+        if ctx.attempts is not None:
+            counted = await ctx.attempts.check(ctx.asker, target)
+            ctx.locked_until = counted.locked_until
         if ctx.verification_locked:
+            until = f" until {ctx.locked_until:%H:%M} UTC" if ctx.locked_until is not None else ""
             raise ToolError(
                 "locked",
-                "Too many failed verification attempts: a human agent takes over. Do not ask for more details.",
+                f"Too many failed verification attempts: verification is locked{until} and a human agent "
+                "takes over. Do not ask for more details.",
             )
-        order = await self._backend.get_order(a.order_id)
         matched = order is not None and bool(order.customer_id) and _matches(order, email, name, postal)
         if order is not None and matched and order.customer_id:
             ctx.verified_customer_id = order.customer_id
@@ -428,7 +434,11 @@ class VerifyCustomer(Tool):
             data: dict[str, Any] = {"verified": True, "order_id": order.order_id}
             return ToolResult(data=data, summary=f"customer verified for {order.order_id} ({ctx.verified_via})")
         ctx.verify_attempts += 1
-        left = max(ctx.max_verify_attempts - ctx.verify_attempts, 0)
+        if ctx.attempts is not None:
+            counted = await ctx.attempts.failed(ctx.asker, target)
+            ctx.verify_attempts = max(ctx.verify_attempts, counted.failures)
+            ctx.locked_until = counted.locked_until
+        left = 0 if ctx.verification_locked else max(ctx.max_verify_attempts - ctx.verify_attempts, 0)
         data = {
             "verified": False,
             "attempts_left": left,
@@ -437,6 +447,10 @@ class VerifyCustomer(Tool):
         }
         summary = f"verification failed (attempt {ctx.verify_attempts} of {ctx.max_verify_attempts})"
         return ToolResult(data=data, summary=summary)
+
+
+def _normal_order(order_id: str) -> str:
+    return order_id.strip().lstrip("#").casefold()
 
 
 def _matches(order: Order, email: str, name: str, postal: str) -> bool:

@@ -200,11 +200,11 @@ class SlackIntake:
         groups and the review channel's members looked up (both cached by the directory)."""
         user = event["user"]
         email = await self._directory.email_of(user)
-        if not in_thread:
-            return Author(user, f"<@{user}>", email)
         home: bool | None = None
         if envelope["is_ext_shared_channel"]:  # Slack Connect: the author's team, vs the installing one
             home = (event.get("user_team") or event.get("team") or "") == envelope["team_id"]
+        if not in_thread:
+            return Author(user, f"<@{user}>", email, home_workspace=home)
         member = await self._directory.is_member(self._review_channel, user) if self._review_channel else None
         return Author(
             user,

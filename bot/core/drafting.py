@@ -157,7 +157,8 @@ class Drafting:
             policy = self.policy.current
             trigger = _trigger(claimed, turns)
             asker = await identity.resolve(conn, conversation, policy, trigger.author_id if trigger else "")
-        return Claim(claimed, conversation, turns, images, identity.tool_context(conversation, policy, asker))
+        ledger = identity.AttemptLedger(self.db, policy.identity, conversation.id)
+        return Claim(claimed, conversation, turns, images, identity.tool_context(conversation, policy, asker, ledger))
 
     async def _draft(self, claim: Claim) -> None:
         policy = self.policy.current

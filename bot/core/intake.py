@@ -23,7 +23,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot import metrics
+from bot import identity, metrics
 from bot.core import edits
 from bot.core.files import records_at_ack
 from bot.domain.outcome import AuditLine
@@ -145,8 +145,9 @@ class Intake:
         policy = self.policy.current
         conversation_id = life.conversation_id
         role = classify(message.author, life.customer_id, policy)
-        if message.author.email:
-            await conversation_rows.note_asker_email(conn, conversation_id, message.author.id, message.author.email)
+        if message.author.email:  # kept only when it may verify (another organisation's may not)
+            email = identity.trusted_email(message.author, policy)
+            await conversation_rows.note_asker_email(conn, conversation_id, message.author.id, email)
         message_id = await conversation_rows.add_customer_message(
             conn,
             conversation_id,
