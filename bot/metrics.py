@@ -125,6 +125,13 @@ HTTP_CONNECTIONS_OPEN = Gauge(
     "Inbound HTTP connections open at the last watchdog pass.",
     registry=REGISTRY,
 )
+BUDGET_WAITS = Counter(
+    "supportbot_budget_waits",
+    "Drafts put back in the queue because a model budget could not take the call, by budget"
+    " (daily, customer).",
+    ["budget"],
+    registry=REGISTRY,
+)
 BACKLOG_READS = Counter(
     "supportbot_backlog_reads",
     "SQL reads of the backlog gauges (scrapes within METRICS_CACHE_SECONDS share one).",
@@ -181,6 +188,10 @@ def kimi_call(
 
 def kimi_error(model: str, kind: str) -> None:
     KIMI_ERRORS.labels(model=model, type=kind or "unknown").inc()
+
+
+def budget_wait(budget: str) -> None:
+    BUDGET_WAITS.labels(budget=budget).inc()
 
 
 def platform_error(platform: str, operation: str) -> None:

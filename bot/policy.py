@@ -83,6 +83,7 @@ class LimitsSection(_Section):
     tool_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
     max_reply_chars: Annotated[int, Field(ge=100, le=3000)] = 3000
     daily_budget_usd: Annotated[float, Field(ge=0)] = 0.0
+    customer_daily_budget_usd: Annotated[float, Field(ge=0)] = 0.0  # per customer, beside the daily one
     max_images_per_message: Annotated[int, Field(ge=1, le=20)] = 4
 
 
