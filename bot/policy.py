@@ -87,6 +87,15 @@ class LimitsSection(_Section):
     max_images_per_message: Annotated[int, Field(ge=1, le=20)] = 4
 
 
+class FairnessSection(_Section):
+    """Token buckets at intake (per instance): past them a draft starts later, never lost; 0 = off."""
+
+    sender_messages_per_minute: Annotated[int, Field(ge=0, le=10_000)] = 12
+    sender_burst: Annotated[int, Field(ge=1, le=10_000)] = 20
+    workspace_messages_per_minute: Annotated[int, Field(ge=0, le=100_000)] = 600
+    workspace_burst: Annotated[int, Field(ge=1, le=100_000)] = 200
+
+
 class MemorySection(_Section):
     """When older turns are folded into the rolling summary."""
 
@@ -219,6 +228,7 @@ class Policy(_Section):
     assistant: AssistantSection = AssistantSection()
     models: ModelsSection = ModelsSection()
     limits: LimitsSection = LimitsSection()
+    fairness: FairnessSection = FairnessSection()
     memory: MemorySection = MemorySection()
     refunds: RefundsSection = RefundsSection()
     identity: IdentitySection = IdentitySection()

@@ -4,6 +4,7 @@ customer wait (Kimi's queue is round-robin by customer)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -97,3 +98,73 @@ async def test_a_flood_from_one_sender_neither_spends_past_their_budget_nor_dela
         await desk.settle()
         assert len([n for n in desk.notices if "budget" in n]) == 1, desk.notices
         assert all(card.state is not CardState.FAILED for card in desk.cards)
+
+
+def counted(counter: object, platform: str = "desk") -> float:
+    return counter.labels(platform=platform)._value.get()  # type: ignore[attr-defined]
+
+
+def flood_messages_drafted(kimi: FakeKimi) -> set[str]:
+    """The flood's messages that reached Kimi (as the newest customer turn of a prompt)."""
+    seen: set[str] = set()
+    for body in kimi.completions:
+        for message in body["messages"]:
+            content = message.get("content")
+            if message["role"] == "user" and isinstance(content, str) and "flood message" in content:
+                seen.add(content[content.index("flood message") :].split(":")[0])
+    return seen
+
+
+async def test_a_flood_of_new_conversations_is_paced_to_the_senders_bucket_and_shows_as_one_notice(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    kimi.latency = 0.05
+    policy = SMALL_REPLIES + "[fairness]\nsender_messages_per_minute = 6\nsender_burst = 5\n"
+    deferred_before, notices_before = counted(metrics.FLOOD_DEFERRED), counted(metrics.FLOOD_NOTICES)
+    async with open_desk(tmp_path, kimi, policy=policy, kimi_max_concurrency=2) as desk:
+        flooder, other = desk.customer("flooder"), desk.customer("other")
+        for n in range(150):
+            await flooder.says(f"flood message {n}: where is #W2611340")
+        asked = time.monotonic()
+        card = await desk.card_for(await other.says("do you ship to Norway?"), timeout=10)
+        assert time.monotonic() - asked < 5, "another customer waited behind the flood"
+        assert card.state is not CardState.FAILED
+        await until(lambda: [n for n in desk.notices if "messages from flooder" in n], "the flood notice")
+        await until(lambda: len(desk.cards) >= 6, "the burst's cards")
+        # every message was stored and acknowledged; only the burst's drafts started (one more
+        # token flows in every ten seconds)
+        assert counted(metrics.FLOOD_DEFERRED) - deferred_before == 145
+        assert len(flood_messages_drafted(kimi)) <= 6
+        assert counted(metrics.FLOOD_NOTICES) - notices_before == 1
+        flood_notices = [n for n in desk.notices if "messages from flooder" in n]
+        assert len(flood_notices) == 1 and "paused" in flood_notices[0]
+
+
+async def test_a_flood_inside_one_thread_is_coalesced_into_one_draft_that_covers_every_message(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    kimi.latency = 0.05
+    policy = SMALL_REPLIES + "[fairness]\nsender_messages_per_minute = 60\nsender_burst = 1\n"
+    coalesced_before = counted(metrics.FLOOD_COALESCED)
+    async with open_desk(tmp_path, kimi, policy=policy) as desk:
+        kim = desk.customer("kim")
+        first = await kim.says("flood message start: hello?")
+        await desk.card_for(first)  # the burst's draft
+        calls_before = len(kimi.completions)
+        for n in range(30):
+            await kim.says(f"flood message {n}: anyone there?", after=first)
+        # the thread's draft waited for the bucket (one second) and then covered all thirty
+        last = await until(
+            lambda: next((c for c in reversed(desk.cards) if "flood message 29" in c.customer_text), None),
+            "the card answering the last message",
+        )
+        assert last.state is not CardState.FAILED
+        # the bucket holds one message: the first (or, had a token flowed back in, the second) of
+        # the thirty got a draft of its own, every later one joined the waiting draft
+        assert counted(metrics.FLOOD_COALESCED) - coalesced_before in (28, 29)
+        await desk.settle()
+        # at most two drafts for the thirty messages (with a summary call and a tool step each)
+        assert len(kimi.completions) - calls_before <= 6
+        assert len(desk.cards) <= 3
+        prompt = json.dumps(kimi.completions[-1]["messages"])
+        assert "flood message 29:" in prompt
