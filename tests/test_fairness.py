@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from bot import metrics
 from bot.ports import CardState
 from bot.store import Conversation, UsageRecord, sessionmaker
-from tests.desks import FakeKimi, open_desk
+from tests.desks import Fail, FakeKimi, open_desk
 from tests.harness import until
 
 SMALL_REPLIES = "[models]\nmax_output_tokens = 256\n"
@@ -168,3 +168,22 @@ async def test_a_flood_inside_one_thread_is_coalesced_into_one_draft_that_covers
         assert len(desk.cards) <= 3
         prompt = json.dumps(kimi.completions[-1]["messages"])
         assert "flood message 29:" in prompt
+
+
+async def test_an_open_breaker_is_one_notice_and_the_waiting_drafts_resume_when_kimi_answers(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    kimi.fail_model("kimi-k2.5", Fail.server_error())
+    async with open_desk(
+        tmp_path, kimi, kimi_breaker_failures=1, kimi_breaker_cooldown_seconds=1.0, sweep_seconds=0.2
+    ) as desk:
+        for name in ("kim", "lee", "ann"):
+            await desk.customer(name).says(f"{name} here: are you open on Sunday?")
+        await until(lambda: [n for n in desk.notices if "Kimi is failing" in n], "the breaker notice")
+        # the drafts wait through several cool-downs: still one notice, no failed card
+        await until(lambda: len([r for r in kimi.requests if r.path.endswith("/chat/completions")]) >= 3, "retries")
+        assert desk.cards == []
+        kimi.recover()
+        await until(lambda: len(desk.cards) == 3, "the three cards once Kimi answers", timeout=30)
+        assert all(card.state is not CardState.FAILED for card in desk.cards)
+        assert len([n for n in desk.notices if "Kimi is failing" in n]) == 1
