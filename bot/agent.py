@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -31,6 +31,23 @@ log = logging.getLogger(__name__)
 MAX_TOOL_RESULT_CHARS = 6000
 
 UsageSink = Callable[[str, Usage], None]
+
+
+class CallGate(Protocol):
+    """What a draft's model calls pass before and after each call: a budget reservation, and
+    the tenant (the customer) whose place in Kimi's round-robin the call takes."""
+
+    tenant: str
+
+    async def reserve(
+        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, max_tokens: int
+    ) -> int:
+        """Hold the call's worst case (returned, micro-USD) or raise to stop the draft."""
+        ...
+
+    def settle(self, worst_case: int, cost: int) -> None:
+        """The call cost ``cost``; the rest of ``worst_case`` is free again."""
+        ...
 
 
 @dataclass(slots=True)
@@ -91,6 +108,7 @@ class DraftingAgent:
         tools: ToolRegistry,
         on_usage: UsageSink,
         on_delta: DeltaSink | None = None,
+        gate: CallGate | None = None,
     ) -> DraftResult:
         """Draft a reply. ``on_usage(model, usage)`` hears about every model call as it returns,
         so spent tokens are recorded even when the draft fails later.
@@ -103,7 +121,7 @@ class DraftingAgent:
         account cannot fix them). ``on_delta(text_so_far)`` sees each model call's answer as it
         streams (a tool-calling step streams little or nothing; the final answer streams in full)."""
         run = functools.partial(
-            self._run, limits=limits, context=context, tools=tools, on_usage=on_usage, on_delta=on_delta
+            self._run, limits=limits, context=context, tools=tools, on_usage=on_usage, on_delta=on_delta, gate=gate
         )
         try:
             try:
@@ -131,6 +149,7 @@ class DraftingAgent:
         tools: ToolRegistry,
         on_usage: UsageSink,
         on_delta: DeltaSink | None = None,
+        gate: CallGate | None = None,
     ) -> DraftResult:
         conversation = list(messages)
         result = DraftResult(text="", model=model, usage=Usage())
@@ -140,6 +159,7 @@ class DraftingAgent:
         for step in range(limits.max_tool_steps + 1):
             if step == limits.max_tool_steps and not force_final:
                 force_final = f"step limit ({limits.max_tool_steps}) reached"
+            worst_case = await gate.reserve(model, conversation, definitions, limits.max_output_tokens) if gate else 0
             completion = await self._kimi.chat(
                 model=model,
                 messages=conversation,
@@ -148,7 +168,10 @@ class DraftingAgent:
                 thinking=limits.thinking,
                 max_tokens=limits.max_output_tokens,
                 on_delta=on_delta,
+                tenant=gate.tenant if gate else "",
             )
+            if gate:
+                gate.settle(worst_case, completion.usage.cost or 0)
             result.calls += 1
             result.usage = result.usage + completion.usage
             result.model = completion.model or model

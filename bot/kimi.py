@@ -432,9 +432,11 @@ class KimiClient:
         thinking: bool | None = None,
         max_tokens: int | None = None,
         on_delta: DeltaSink | None = None,
+        tenant: str = "",
     ) -> Completion:
         """One chat completion. ``on_delta(text_so_far)`` hears the answer's content as it streams
-        (after a retry it starts again from the beginning, so show the latest text)."""
+        (after a retry it starts again from the beginning, so show the latest text). ``tenant``
+        (the customer it is for) is its place in the limiter's round-robin."""
         max_tokens = max_tokens or self._default_max_tokens
         charge = await self._prompt_charge(model, messages, tools) + max_tokens
         tries = _Tries()
@@ -449,7 +451,7 @@ class KimiClient:
                 body["thinking"] = {"type": "enabled" if thinking else "disabled"}
             started = time.perf_counter()
             try:
-                async with self.limiter.slot(charge):
+                async with self.limiter.slot(charge, tenant=tenant):
                     started = time.perf_counter()  # the latency is Kimi's, not the queue's
                     completion = await self._post(body, on_delta)
             except KimiError as exc:

@@ -125,6 +125,31 @@ HTTP_CONNECTIONS_OPEN = Gauge(
     "Inbound HTTP connections open at the last watchdog pass.",
     registry=REGISTRY,
 )
+FLOOD_DEFERRED = Counter(
+    "supportbot_flood_deferred",
+    "Drafts whose start waits for the sender's or workspace's bucket ([fairness]), by platform.",
+    ["platform"],
+    registry=REGISTRY,
+)
+FLOOD_COALESCED = Counter(
+    "supportbot_flood_coalesced",
+    "Messages folded into a draft of their conversation that had not started yet, by platform.",
+    ["platform"],
+    registry=REGISTRY,
+)
+FLOOD_NOTICES = Counter(
+    "supportbot_flood_notices",
+    "Floods shown on the desk (one notice per sender and flood), by platform.",
+    ["platform"],
+    registry=REGISTRY,
+)
+BUDGET_WAITS = Counter(
+    "supportbot_budget_waits",
+    "Drafts put back in the queue because a model budget could not take the call, by budget"
+    " (daily, customer).",
+    ["budget"],
+    registry=REGISTRY,
+)
 BACKLOG_READS = Counter(
     "supportbot_backlog_reads",
     "SQL reads of the backlog gauges (scrapes within METRICS_CACHE_SECONDS share one).",
@@ -181,6 +206,22 @@ def kimi_call(
 
 def kimi_error(model: str, kind: str) -> None:
     KIMI_ERRORS.labels(model=model, type=kind or "unknown").inc()
+
+
+def flood_deferred(platform: str) -> None:
+    FLOOD_DEFERRED.labels(platform=platform).inc()
+
+
+def flood_coalesced(platform: str) -> None:
+    FLOOD_COALESCED.labels(platform=platform).inc()
+
+
+def flood_notice(platform: str) -> None:
+    FLOOD_NOTICES.labels(platform=platform).inc()
+
+
+def budget_wait(budget: str) -> None:
+    BUDGET_WAITS.labels(budget=budget).inc()
 
 
 def platform_error(platform: str, operation: str) -> None:

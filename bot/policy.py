@@ -88,7 +88,17 @@ class LimitsSection(_Section):
     tool_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
     max_reply_chars: Annotated[int, Field(ge=100, le=3000)] = 3000
     daily_budget_usd: Annotated[float, Field(ge=0)] = 0.0
+    customer_daily_budget_usd: Annotated[float, Field(ge=0)] = 0.0  # per customer, beside the daily one
     max_images_per_message: Annotated[int, Field(ge=1, le=20)] = 4
+
+
+class FairnessSection(_Section):
+    """Token buckets at intake (per instance): past them a draft starts later, never lost; 0 = off."""
+
+    sender_messages_per_minute: Annotated[int, Field(ge=0, le=10_000)] = 12
+    sender_burst: Annotated[int, Field(ge=1, le=10_000)] = 20
+    workspace_messages_per_minute: Annotated[int, Field(ge=0, le=100_000)] = 600
+    workspace_burst: Annotated[int, Field(ge=1, le=100_000)] = 200
 
 
 class MemorySection(_Section):
@@ -351,6 +361,7 @@ class Policy(_Section):
     assistant: AssistantSection = AssistantSection()
     models: ModelsSection = ModelsSection()
     limits: LimitsSection = LimitsSection()
+    fairness: FairnessSection = FairnessSection()
     memory: MemorySection = MemorySection()
     refunds: RefundsSection = RefundsSection()
     identity: IdentitySection = IdentitySection()

@@ -191,15 +191,6 @@ async def test_only_watched_channels_are_answered(tmp_path: Path, kimi: FakeKimi
         assert len(desk.cards) == 1
 
 
-async def test_the_daily_budget_stops_drafting(tmp_path: Path, kimi: FakeKimi) -> None:
-    async with open_desk(tmp_path, kimi, policy="[limits]\ndaily_budget_usd = 0.000001\n") as desk:
-        kim = desk.customer("kim")
-        await desk.card_for(await kim.says("where is #W2611340"))
-        card = await desk.card_for(await kim.says("and where is 40021?"))
-        assert card.state is CardState.FAILED and "daily model budget" in card.failure
-        assert len(chat_requests(kimi)) == 2, "no model call once the budget is spent"
-
-
 async def test_knowledge_files_named_by_the_policy_are_searchable(tmp_path: Path, kimi: FakeKimi) -> None:
     (tmp_path / "returns.md").write_text(
         "# Returns\n\nUnused items can be returned within 30 days for a full refund.\n\n"

@@ -35,7 +35,7 @@ from bot.policy import Policy
 from bot.settings import load_settings
 from tests.fakes.kimi import Fail, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
-from tests.harness import KIMI_KEY, running_bot
+from tests.harness import KIMI_KEY, running_bot, until
 
 WINDOW = 2.0
 
@@ -88,6 +88,28 @@ async def test_callers_are_served_in_the_order_they_asked(kimi: FakeKimi) -> Non
         await kimi_client.aclose()
     asked = [body["messages"][0]["content"] for body in kimi.completions]
     assert asked == [ask(n)[0]["content"] for n in range(6)]
+
+
+async def test_a_sender_with_fifty_queued_calls_does_not_hold_up_another_customers_one(kimi: FakeKimi) -> None:
+    # One customer's flood has 50 calls waiting when another customer's single call arrives: it is
+    # served right after the call in flight, not after the flood (round-robin by tenant).
+    kimi.latency = 0.02
+    limiter = AccountLimiter(max_concurrency=1, rpm=1000, tpm=10_000_000)
+    kimi_client = client(kimi, limiter)
+    try:
+        flood = []
+        for n in range(50):
+            flood.append(asyncio.create_task(kimi_client.chat(model="kimi-k2.5", messages=ask(n), tenant="flooder")))
+            await asyncio.sleep(0)
+        await until(lambda: limiter.queued == 49)  # one in flight, 49 waiting
+        other = asyncio.create_task(kimi_client.chat(model="kimi-k2.5", messages=ask(999), tenant="customer"))
+        await asyncio.gather(*flood, other)
+    finally:
+        await kimi_client.aclose()
+    asked = [body["messages"][0]["content"] for body in kimi.completions]
+    assert len(asked) == 51
+    assert asked.index(ask(999)[0]["content"]) <= 2  # the one in flight (and at most its successor), then ours
+    assert asked[-1] == ask(49)[0]["content"]  # the flood itself stays in its order
 
 
 async def test_tokens_per_minute_count_the_prompt_and_max_tokens(kimi: FakeKimi) -> None:

@@ -10,10 +10,12 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 
+from bot import metrics
 from bot.agent import DraftingAgent
 from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
+from bot.core.fairness import Flood
 from bot.core.greeting import Greeter
 from bot.core.intake import Intake, Received
 from bot.core.lifecycle import AutoResolver
@@ -32,7 +34,7 @@ from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
 from bot.settings import Settings
-from bot.store import Database
+from bot.store import Database, utcnow
 from tools import ToolRegistry
 from tools.orders import OrderBackend
 
@@ -211,13 +213,26 @@ class Copilot:
     # -- hand-offs between rooms ----------------------------------------------------------
 
     def _received(self, received: Received) -> None:
-        if received.draft_id is not None:
-            self.drafting.pool.submit(received.draft_id)
+        if received.draft_id is not None and received.starts_at is None:
+            self.drafting.pool.submit(received.draft_id)  # a paced draft is the sweeper's when it may start
+        if received.flood is not None:
+            self.supervisor.spawn("flood-notice", self._flood_notice(received.flood))
         if received.opened is not None:
             greet = self.greeter.greet(received.opened, received.conversation_id)
             self.supervisor.spawn("greet", greet, conversation=received.conversation_id)
         for old in (*received.superseded, *received.refresh):
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
+
+    async def _flood_notice(self, flood: Flood) -> None:
+        """One notice per flood: the desk hears that a sender is paced, not a card per message."""
+        fairness = self.policy.current.fairness
+        minutes = max(1, round((utcnow() - flood.since).total_seconds() / 60))
+        metrics.flood_notice(flood.platform)
+        await self.publisher.notice(
+            f":ocean: {flood.messages} messages from {flood.sender} ({flood.platform}) in {minutes} min: "
+            f"drafting for them is paused to {fairness.sender_messages_per_minute} per minute. Every message "
+            "is kept; a conversation's waiting draft covers all its messages so far."
+        )
 
     def _refresh_card(self, draft_id: str) -> None:
         self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)

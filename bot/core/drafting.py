@@ -17,12 +17,14 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundHistory, refund_history
 from bot.core import lifecycle
+from bot.core.budget import BudgetSpent, DraftBudget, Reservations, Spent, next_day
 from bot.core.files import FileDownloads
 from bot.core.memory import Memory
 from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, spends
@@ -39,7 +41,7 @@ from bot.errors import (
     KimiError,
     KimiQuotaExhausted,
 )
-from bot.kimi import Usage
+from bot.kimi import Usage, estimate_prompt_tokens
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel
@@ -54,6 +56,8 @@ from bot.store.drafts import ClaimedDraft
 from tools import ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
+
+BUDGET_RECHECK_SWEEPS = 10  # a draft waiting for the budget looks again every ten sweeper passes
 
 
 def failure_reason(error: Exception) -> str:
@@ -123,6 +127,8 @@ class Drafting:
         self.lease = leases.lease
         self.pool = WorkerPool("drafting", supervisor, self.draft)
         self._quota_alerted_at: float | None = None
+        self.reservations = Reservations()
+        self._waiting_on: set[str] = set()  # episodes already on the desk: a budget's day, the breaker
         self.files = FileDownloads(db, settings.file_download_seconds)
 
     async def draft(self, draft_id: str) -> None:
@@ -140,6 +146,8 @@ class Drafting:
                 log.exception("drafting %s failed unexpectedly", draft_id)
                 failure = f"internal error while drafting ({type(exc).__name__})"
                 await self._finish_failed(claim.run([]), failure, "")
+            finally:
+                self.reservations.release(draft_id)  # its spend is in the usage ledger now
 
     async def _claim(self, draft_id: str) -> Claim | None:
         """Take the draft's lease and read what its run needs, in one transaction."""
@@ -164,10 +172,6 @@ class Drafting:
         policy = self.policy.current
         model = policy.models.drafting or self.settings.kimi_model
         spent: list[tuple[str, str, Usage]] = []
-        budget = await self._budget_exhausted(policy)
-        if budget:
-            await self._finish_failed(claim.run(spent), budget, model)
-            return
         stream: CardStream | None = None
         try:
             stream = await self._open_stream(claim)
@@ -175,6 +179,10 @@ class Drafting:
         except KimiCircuitOpen as exc:
             await _close(stream)
             await self._postpone(claim.draft, exc, spends(spent))
+            return
+        except BudgetSpent as exc:
+            await _close(stream)
+            await self._wait_for_budget(claim, exc, spends(spent))
             return
         except (KimiError, DraftingError) as exc:
             await _close(stream)
@@ -224,7 +232,30 @@ class Drafting:
             on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
             context=claim.ctx,
             on_delta=stream.delta if stream is not None else None,
+            gate=self._budget(claim, policy),
         )
+
+    def _budget(self, claim: Claim, policy: Policy) -> DraftBudget:
+        conversation = claim.conversation
+        platform, customer = conversation.thread.platform, conversation.customer_id or conversation.id
+        prices, fallback = self.memory.kimi.prices, self.settings.kimi_fallback_model
+
+        def worst_case(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, out: int) -> int:
+            prompt = estimate_prompt_tokens(messages, tools)
+            # the client may move the call to the fallback model: reserve at the dearer of the two
+            return max(
+                prices.microusd(m, prompt_tokens=prompt, cached_tokens=0, completion_tokens=out)
+                for m in {model, fallback or model}
+            )
+
+        async def read_spent(start: datetime) -> Spent:
+            async with self.db.read() as conn:
+                total = await outcomes.spent_since(conn, start)
+                mine = await outcomes.spent_by_customer_since(conn, platform, customer, start)
+            return Spent(total, mine)
+
+        tenant = f"{platform}:{customer}"
+        return DraftBudget(self.reservations, claim.draft.id, tenant, policy.limits, read_spent, worst_case)
 
     async def _postpone(self, claimed: ClaimedDraft, exc: KimiCircuitOpen, spent: tuple[Spend, ...]) -> None:
         """The model is cooling down and no fallback can take the call: the draft waits in SQL
@@ -232,20 +263,51 @@ class Drafting:
         wait = exc.retry_after or self.timing.model_cool_down.total_seconds()
         log.warning("draft %s waits %.0f s: %s", claimed.id, wait, exc)
         now = utcnow()
+        await self._wait(claimed, spent, now + timedelta(seconds=wait))
+        await self._notice_once(
+            "breaker",
+            f":warning: Kimi is failing ({exc}); drafts wait in the queue and resume by themselves "
+            "when it answers again. Customers' messages are kept.",
+        )
+
+    async def _wait_for_budget(self, claim: Claim, exc: BudgetSpent, spent: tuple[Spend, ...]) -> None:
+        """A budget cannot take the next call: the draft waits (no failed card) and looks again
+        every few sweeps, so a raised budget resumes it; midnight UTC at the latest frees the day."""
+        now = utcnow()
+        recheck = timedelta(seconds=max(1.0, self.settings.sweep_seconds * BUDGET_RECHECK_SWEEPS))
+        until = min(next_day(now), now + recheck)
+        log.warning("draft %s waits for the budget: %s", claim.draft.id, exc)
+        metrics.budget_wait(exc.scope.partition(":")[0])
+        await self._wait(claim.draft, spent, until)
+        limits = self.policy.current.limits
+        if exc.scope == "daily":
+            whose, limit = "The daily model budget", limits.daily_budget_usd
+        else:
+            conversation = claim.conversation
+            who = conversation.customer_name or conversation.customer_id or conversation.id
+            whose = f"The daily model budget of {who} ({conversation.thread.platform})"
+            limit = limits.customer_daily_budget_usd
+        # one notice per budget, day and limit: a raised budget that runs out again says so again
+        await self._notice_once(
+            f"{exc.scope}@{now.date()}@{limit}",
+            f":moneybag: {whose} ({limit:.2f} USD) is used up: drafts wait in the queue, no card fails; "
+            "they resume by themselves at midnight UTC or as soon as the budget is raised in the policy. "
+            "Customers' messages are kept.",
+        )
+
+    async def _wait(self, claimed: ClaimedDraft, spent: tuple[Spend, ...], until: datetime) -> None:
+        """Record what the draft spent so far and keep it in the queue until ``until``."""
+        now = utcnow()
         async with self.db.write() as conn:
             await records.add_usage(conn, outcomes.usage_rows(claimed, spent, now))
-            await draft_rows.postpone(conn, claimed.id, self.leases.owner, now + timedelta(seconds=wait))
+            await draft_rows.postpone(conn, claimed.id, self.leases.owner, until)
 
-    async def _budget_exhausted(self, policy: Policy) -> str:
-        if policy.limits.daily_budget_usd <= 0:
-            return ""
-        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        async with self.db.read() as conn:
-            spent = await outcomes.spent_since(conn, start)
-        if spent >= policy.limits.daily_budget_usd * 1_000_000:
-            budget = policy.limits.daily_budget_usd
-            return f"the daily model budget ({budget:.2f} USD) is used up; please answer by hand"
-        return ""
+    async def _notice_once(self, episode: str, text: str) -> None:
+        """One notice on the desk per episode (until a draft gets through again), not one per draft."""
+        if episode in self._waiting_on:
+            return
+        self._waiting_on.add(episode)
+        await self.publisher.notice(text)
 
     async def _open_stream(self, claim: Claim) -> CardStream | None:
         """With ``STREAM_DRAFTS_TO_CARD``, a card that fills in as Kimi streams the draft."""
@@ -306,6 +368,7 @@ class Drafting:
     async def _finish_ok(self, run: DraftRun, result: DraftResult, policy: Policy, *, ref: str | None) -> None:
         """Verify, plan, record; then the card."""
         claimed, conversation = run.claimed, run.conversation
+        self._waiting_on.discard("breaker")  # a draft got through: the next cool-down is news again
         flags = await self._verify(conversation, result, run.ctx, draft_text(result, policy))
         now = utcnow()
         history = await self._refund_history(result, run.ctx, now)

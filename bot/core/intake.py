@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import identity, metrics
 from bot.core import edits
+from bot.core.fairness import Flood, Pacer
 from bot.core.files import records_at_ack
 from bot.domain.outcome import AuditLine
 from bot.domain.roles import Role, classify
@@ -55,6 +56,8 @@ class Received:
     #: The thread of a conversation this message opened, and its id (to greet the customer).
     opened: ThreadRef | None = None
     conversation_id: str = ""
+    starts_at: datetime | None = None  # the draft waits for its sender's bucket until then
+    flood: Flood | None = None  # a flood the desk has not heard of yet
 
 
 class Intake:
@@ -67,6 +70,7 @@ class Intake:
         self.on_received: Callable[[Received], None] = lambda _received: None
         #: Whether the thread's workspace is served (:class:`bot.core.allowlist.WorkspaceAllowlist`).
         self.served: Callable[[ThreadRef], bool] = lambda _thread: True
+        self.pacer = Pacer()
 
     def watched(self, message: InboundMessage) -> bool:
         watch = self.policy.current.channels.watch
@@ -135,6 +139,9 @@ class Intake:
             author=message.author.id,
             role=role.value,
         )
+        if received.starts_at is not None:
+            flood = self.pacer.flood_to_show(message.thread.platform, message.author.id)
+            received = replace(received, flood=flood)
         self.on_received(received)
         return True
 
@@ -201,9 +208,8 @@ class Intake:
             self.on_received(Received(amended.new_draft, amended.superseded))
         return True
 
-    @staticmethod
     async def _from_customer(
-        conn: AsyncConnection, life: Life, message_id: int, message: InboundMessage, text: str, now: datetime
+        self, conn: AsyncConnection, life: Life, message_id: int, message: InboundMessage, text: str, now: datetime
     ) -> Received:
         conversation_id = life.conversation_id
         audit = [AuditLine(conversation_id, None, "message", message.author.id, f"customer wrote: {text[:200]}")]
@@ -223,7 +229,16 @@ class Intake:
             await life_rows.touch_card(conn, card, now)
             return Received(None, tuple(retired), (card,))
         superseded = await draft_rows.supersede_open(conn, conversation_id, "a newer customer message", now)
-        draft_id = await draft_rows.insert_draft(conn, conversation_id, message_id, now)
+        thread = message.thread
+        starts_at = self.pacer.start_of(
+            self.policy.current.fairness,
+            platform=thread.platform,
+            workspace=thread.workspace,
+            sender=message.author.id,
+            conversation=conversation_id,
+            now=now,
+        )
+        draft_id = await draft_rows.insert_draft(conn, conversation_id, message_id, now, starts_at=starts_at)
         await add_audit(conn, audit, now)
         refresh: tuple[str, ...] = ()
         if life.status is ConversationStatus.RESOLVED:  # the old card shows the conversation reopened
@@ -231,7 +246,7 @@ class Intake:
             if card is not None and card not in superseded:
                 await life_rows.touch_card(conn, card, now)
                 refresh = (card,)
-        return Received(draft_id, tuple(superseded), refresh)
+        return Received(draft_id, tuple(superseded), refresh, starts_at=starts_at)
 
     @staticmethod
     async def _answered_by_hand(conn: AsyncConnection, life: Life, message: InboundMessage, now: datetime) -> Received:

@@ -5,8 +5,12 @@ Moonshot limits an organisation, not a key, on four dimensions shared by every m
 caller of :class:`bot.kimi.KimiClient` (drafting, summaries, models, files) goes through the one
 :class:`AccountLimiter` the client holds, so the account's limits are known in one place.
 
-Fairness: callers queue on an :class:`asyncio.Lock` (FIFO in asyncio); the head of the queue waits
-for a concurrency slot and for room in both windows, then leaves the queue. Nobody overtakes.
+Fairness: callers queue by *tenant* (the conversation's customer, passed down from drafting) and
+the turn goes round-robin across the tenants that wait: the head of the queue waits for a
+concurrency slot and for room in both windows, then hands the turn to the next tenant's oldest
+caller, not to whoever came next. A sender with 50 queued drafts holds one place in the rotation,
+so another customer's single draft is served next and the heaviest sender never sets everyone's
+latency. Within one tenant it is first come first served; callers without a tenant share one.
 
 The minute windows are sliding logs of start times (and token charges): a request starts only when
 fewer than ``rpm`` requests (and at most ``tpm`` tokens) started in the last ``window`` seconds plus
@@ -48,7 +52,7 @@ class LimiterStats:
 
 
 class AccountLimiter:
-    """Admits Kimi requests under the account's concurrency, RPM and TPM, first come first served."""
+    """Admits Kimi requests under the account's concurrency, RPM and TPM, round-robin by tenant."""
 
     def __init__(
         self,
@@ -68,7 +72,8 @@ class AccountLimiter:
         self.window = window
         self.margin = margin
         self._clock = clock
-        self._queue = asyncio.Lock()
+        self._turns: dict[str, deque[asyncio.Future[None]]] = {}  # tenants in rotation order
+        self._head: str | None = None  # the tenant whose caller has the turn, None when free
         self._slots = asyncio.Semaphore(max_concurrency)
         self._starts: deque[float] = deque()
         self._charges: deque[tuple[float, int]] = deque()
@@ -115,12 +120,14 @@ class AccountLimiter:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     @asynccontextmanager
-    async def slot(self, tokens: int) -> AsyncIterator[None]:
-        """Wait for the turn of a request that charges ``tokens`` (prompt estimate + max_tokens)."""
+    async def slot(self, tokens: int, *, tenant: str = "") -> AsyncIterator[None]:
+        """Wait for the turn of a request that charges ``tokens`` (prompt estimate + max_tokens),
+        in ``tenant``'s place of the round-robin."""
         queued_at = self._clock()
         self._waiting += 1
         try:
-            async with self._queue:
+            await self._take_turn(tenant)
+            try:
                 await self._slots.acquire()
                 try:
                     await self._wait_for_room(tokens)
@@ -131,6 +138,8 @@ class AccountLimiter:
                 self._starts.append(now)
                 self._charges.append((now, tokens))
                 self._tokens += tokens
+            finally:
+                self._pass_turn(tenant)
         finally:
             self._waiting -= 1
         self.stats.waits.append(now - queued_at)
@@ -141,6 +150,42 @@ class AccountLimiter:
         finally:
             self._in_flight -= 1
             self._slots.release()
+
+    async def _take_turn(self, tenant: str) -> None:
+        if self._head is None and not self._turns:
+            self._head = tenant
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._turns.setdefault(tenant, deque()).append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._pass_turn(tenant)  # handed the turn, then cancelled: hand it on
+            else:
+                waiting = self._turns.get(tenant)
+                if waiting is not None and turn in waiting:
+                    waiting.remove(turn)
+                    if not waiting:
+                        del self._turns[tenant]
+            raise
+
+    def _pass_turn(self, previous: str) -> None:
+        """Give the turn to the oldest caller of the next tenant in the rotation (another tenant
+        than ``previous`` when one waits); the served tenant goes to the back of the rotation."""
+        while self._turns:
+            tenant = next((t for t in self._turns if t != previous), previous)
+            waiting = self._turns.pop(tenant, None)
+            if not waiting:
+                continue
+            turn = waiting.popleft()
+            if waiting:
+                self._turns[tenant] = waiting
+            if not turn.done():
+                self._head = tenant
+                turn.set_result(None)
+                return
+        self._head = None
 
     def _expire(self, now: float) -> None:
         horizon = now - self.window - self.margin

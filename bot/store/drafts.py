@@ -43,7 +43,9 @@ async def insert_draft(
     *,
     revision: int = 1,
     instruction: str | None = None,
+    starts_at: datetime | None = None,
 ) -> str:
+    """A queued draft; with ``starts_at``, nobody takes it before then (fairness at intake)."""
     draft_id = new_id()
     await conn.execute(
         _drafts.insert(),
@@ -72,7 +74,7 @@ async def insert_draft(
             "version": 1,
             "card_version": 0,
             "lease_owner": "",
-            "lease_until": None,
+            "lease_until": starts_at,
             "created_at": now,
             "updated_at": now,
         },

@@ -20,7 +20,7 @@ from bot.store import conversations, drafts, records
 from bot.store.cards import CallLine, DraftCard, draft_card
 from bot.store.drafts import ClaimedDraft
 from bot.store.records import StoredAction
-from bot.store.schema import UsageRecord, new_id
+from bot.store.schema import Conversation, UsageRecord, new_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,20 @@ async def spent_since(conn: AsyncConnection, start: datetime) -> int:
     """What the model calls cost since ``start``, in micro-USD (the daily budget's measure)."""
     spent = await conn.scalar(
         select(func.coalesce(func.sum(UsageRecord.cost_microusd), 0)).where(UsageRecord.created_at >= start)
+    )
+    return int(spent or 0)
+
+
+async def spent_by_customer_since(conn: AsyncConnection, platform: str, customer_id: str, start: datetime) -> int:
+    """What the model calls for one customer's conversations cost since ``start``, in micro-USD."""
+    spent = await conn.scalar(
+        select(func.coalesce(func.sum(UsageRecord.cost_microusd), 0))
+        .join(Conversation, Conversation.id == UsageRecord.conversation_id)
+        .where(
+            UsageRecord.created_at >= start,
+            Conversation.platform == platform,
+            Conversation.customer_id == customer_id,
+        )
     )
     return int(spent or 0)
 
