@@ -272,6 +272,30 @@ class Dispatcher:
                 "replayed": receipt.replayed,
             }
             status = ActionStatus.EXECUTED
+        await self._record_execution(conversation_id, action, status, result, error)
+        if error is None:
+            self.counters["refunds_executed"] += 1
+            log_event(
+                log,
+                "refund_executed",
+                conversation=conversation_id,
+                draft=action.draft_id,
+                order=refund.order_id,
+                amount_cents=refund.due.cents,
+                refund=result.get("refund_id"),
+            )
+        return error
+
+    async def _record_execution(
+        self,
+        conversation_id: str,
+        action: StoredAction,
+        status: ActionStatus,
+        result: dict[str, Any],
+        error: ToolError | None,
+    ) -> None:
+        """Write one refund attempt's outcome: the action's new state and its audit line."""
+        refund = action.proposal
         now = utcnow()
         summary = (
             f"refund {refund.due.format(currency=False)} on {refund.order_id} executed as {result.get('refund_id')}"
@@ -304,18 +328,6 @@ class Dispatcher:
                 ],
                 now,
             )
-        if error is None:
-            self.counters["refunds_executed"] += 1
-            log_event(
-                log,
-                "refund_executed",
-                conversation=conversation_id,
-                draft=action.draft_id,
-                order=refund.order_id,
-                amount_cents=refund.due.cents,
-                refund=result.get("refund_id"),
-            )
-        return error
 
     async def _retry(self, item: ClaimedReply, error: str) -> None:
         delay = min(300.0, 2.0**item.attempts)
