@@ -272,7 +272,7 @@ class Dispatcher:
                 "replayed": receipt.replayed,
             }
             status = ActionStatus.EXECUTED
-        await self._record_execution(conversation_id, action, status, result, error)
+        await self._record_execution(conversation_id, action, status, result)
         if error is None:
             self.counters["refunds_executed"] += 1
             log_event(
@@ -287,19 +287,14 @@ class Dispatcher:
         return error
 
     async def _record_execution(
-        self,
-        conversation_id: str,
-        action: StoredAction,
-        status: ActionStatus,
-        result: dict[str, Any],
-        error: ToolError | None,
+        self, conversation_id: str, action: StoredAction, status: ActionStatus, result: dict[str, Any]
     ) -> None:
         """Write one refund attempt's outcome: the action's new state and its audit line."""
         refund = action.proposal
         now = utcnow()
         summary = (
             f"refund {refund.due.format(currency=False)} on {refund.order_id} executed as {result.get('refund_id')}"
-            if error is None
+            if status is ActionStatus.EXECUTED
             else f"refund on {refund.order_id} failed: {result['error']}"
         )
         async with self.db.write() as conn:
