@@ -32,7 +32,6 @@ from pydantic import SecretStr
 
 from bot import metrics
 from bot.errors import (
-    ConfigError,
     KimiAuthError,
     KimiBadRequest,
     KimiCircuitOpen,
@@ -48,8 +47,10 @@ from bot.errors import (
     KimiTimeout,
 )
 from bot.llm.breaker import Breakers
+from bot.llm.catalog import ModelCatalog
+from bot.llm.files import KimiFiles
 from bot.llm.limiter import AccountLimiter
-from bot.llm.models import ModelInfo, check_configured
+from bot.llm.models import ModelInfo
 from bot.llm.pricing import PriceTable
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,63 @@ class _Tries:
     waited: float = 0.0
 
 
+class KimiTransport:
+    """The HTTP side of the Kimi API: the key in every request, network failures and non-200
+    answers turned into :mod:`bot.errors`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        *,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, headers=self._headers, **kwargs)
+        except httpx.TimeoutException:
+            raise KimiTimeout("Kimi API timed out", kind="timeout") from None
+        except httpx.TransportError as exc:
+            raise KimiTimeout(f"Kimi API unreachable: {type(exc).__name__}", kind="network") from None
+        if response.status_code != 200:
+            raise _classify(response)
+        return response
+
+    async def stream_chat(self, body: dict[str, Any], on_delta: DeltaSink | None) -> Completion:
+        """One streamed request. Streaming keeps long generations alive through gateways that
+        cut idle connections, and the timeout applies between chunks, not to the whole answer."""
+        request = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        try:
+            async with self._http.stream("POST", "chat/completions", json=request, headers=self._headers) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _classify(response)
+                return await _read_stream(response, str(body["model"]), on_delta)
+        except httpx.TimeoutException:
+            raise KimiTimeout("Kimi API timed out", kind="timeout") from None
+        except httpx.TransportError as exc:
+            raise KimiTimeout(f"Kimi API unreachable: {type(exc).__name__}", kind="network") from None
+
+
 class KimiClient:
     """Chat completions with tools against ``base_url`` (``KIMI_BASE_URL``), one limiter for the
     account, a circuit breaker per model, prices from a table."""
@@ -256,12 +314,7 @@ class KimiClient:
         exact_token_counts: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._api_key = api_key
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            transport=transport,
-        )
+        self._http = KimiTransport(base_url, api_key, timeout=timeout, transport=transport)
         self.limiter = limiter or AccountLimiter(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
         self.breakers = breakers or Breakers()
         self.prices = prices or PriceTable()
@@ -272,11 +325,9 @@ class KimiClient:
         self._jitter = rate_limit_jitter
         self._rate_limit_max_wait = rate_limit_max_wait
         self._default_max_tokens = default_max_tokens
-        self._models_ttl = models_ttl
         self._exact = exact_token_counts
-        self._catalog: dict[str, ModelInfo] = {}
-        self._catalog_at = 0.0
-        self._catalog_failed_at = -1e9
+        self.models = ModelCatalog(self._http.request, self._http.base_url, self.prices, models_ttl)
+        self.files = KimiFiles(self._http.request)
         self.rate_limited = 0  # 429 rate-limit answers seen (each one a limit we did not know)
         self.quota_exhausted_at: float | None = None  # time.time() of the last quota error; None once a call succeeds
 
@@ -296,112 +347,31 @@ class KimiClient:
             figures[f'kimi_breaker_open{{model="{model}"}}'] = 0.0 if state == "closed" else 1.0
         return figures
 
-    @property
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
-
-    # ------------------------------------------------------------------ models
+    # The catalog's and the files API's calls, under the names callers know.
 
     async def list_models(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
-        """``GET /v1/models``, cached for ``models_ttl`` (a day by default)."""
-        if not refresh and self._catalog and time.monotonic() - self._catalog_at < self._models_ttl:
-            return dict(self._catalog)
-        response = await self._request("GET", "models")
-        data = response.json().get("data") if isinstance(response.json(), dict) else None
-        catalog = {
-            info.id: info for info in (ModelInfo.from_json(m) for m in data or [] if isinstance(m, dict)) if info.id
-        }
-        self._catalog, self._catalog_at = catalog, time.monotonic()
-        return dict(catalog)
+        return await self.models.fetch(refresh=refresh)
 
     async def check_startup(self, configured: dict[str, str]) -> dict[str, ModelInfo]:
-        """At start-up: the key works, every configured model exists and has a price.
-        ``configured`` maps the setting that names a model (``KIMI_MODEL``) to its id. Raises
-        :class:`ConfigError` with the reason (and the available ids) otherwise. When Kimi cannot
-        be reached the check is skipped with a warning (an outage must not stop the start)."""
-        try:
-            catalog = await self.list_models(refresh=True)
-        except KimiAuthError as exc:
-            raise ConfigError(f"MOONSHOT_API_KEY was refused by Kimi at {self._http.base_url} ({exc})") from None
-        except KimiRetryableError as exc:
-            # Kimi unreachable or failing right now: start anyway (drafts wait and retry, the
-            # breaker watches); an outage must not keep the review desk from coming up.
-            log.warning("could not list Kimi's models at %s (%s); model check skipped", self._http.base_url, exc)
-            self.prices.check(list(configured.values()))
-            return {}
-        except KimiError as exc:
-            raise ConfigError(f"could not list Kimi's models at {self._http.base_url}: {exc}") from None
-        check_configured(catalog, configured)
-        self.prices.check(list(configured.values()))
-        return catalog
+        return await self.models.check_startup(configured)
 
     async def supports_images(self, model: str) -> bool:
-        """Whether ``model`` takes image parts, from the catalog (refreshed daily). When the
-        catalog cannot be had, images are sent (Kimi refuses them visibly if the model cannot
-        read them) and the catalog is asked again in a minute, not on every draft."""
-        if not self._catalog or time.monotonic() - self._catalog_at >= self._models_ttl:
-            if time.monotonic() - self._catalog_failed_at < 60:
-                return True
-            try:
-                await self.list_models(refresh=True)
-            except KimiError as exc:
-                self._catalog_failed_at = time.monotonic()
-                log.warning("could not refresh Kimi's model list (%s); sending images as the policy says", exc)
-                return True
-        info = self._catalog.get(model)
-        return bool(info and info.supports_image_in)
+        return await self.models.supports_images(model)
 
     async def count_tokens(self, model: str, messages: list[dict[str, Any]]) -> int:
-        """Kimi's exact count (``POST /v1/tokenizers/estimate-token-count``), for budgets and
-        TPM where an estimate is not good enough."""
-        response = await self._request(
-            "POST", "tokenizers/estimate-token-count", json={"model": model, "messages": messages}
-        )
-        body = response.json()
-        return int(body["data"]["total_tokens"])
-
-    # ------------------------------------------------------------------ files
+        return await self.models.count_tokens(model, messages)
 
     async def upload_file(self, filename: str, data: bytes, *, purpose: str = "file-extract") -> dict[str, Any]:
-        """``POST /v1/files``: the FileObject (``id``, ``status`` "ok"/"ready" or "error")."""
-        response = await self._request("POST", "files", files={"file": (filename, data)}, data={"purpose": purpose})
-        body: dict[str, Any] = response.json()
-        return body
+        return await self.files.upload(filename, data, purpose=purpose)
 
     async def file_text(self, file_id: str) -> str:
-        """``GET /v1/files/{id}/content``: the extracted text. Kimi answers with a JSON string in an
-        "internally agreed format" (``{"content": ..., "filename": ...}``); plain text is taken as is."""
-        response = await self._request("GET", f"files/{file_id}/content")
-        try:
-            body = json.loads(response.text)
-        except ValueError:
-            return response.text
-        if isinstance(body, dict) and isinstance(body.get("content"), str):
-            return str(body["content"])
-        return response.text
+        return await self.files.text(file_id)
 
     async def delete_file(self, file_id: str) -> None:
-        """``DELETE /v1/files/{id}``; a file already gone is not an error."""
-        try:
-            await self._request("DELETE", f"files/{file_id}")
-        except KimiModelNotFound:
-            return
+        await self.files.delete(file_id)
 
     async def list_files(self) -> list[dict[str, Any]]:
-        response = await self._request("GET", "files")
-        data = response.json().get("data")
-        return [f for f in data or [] if isinstance(f, dict)]
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._http.request(method, path, headers=self._headers, **kwargs)
-        except httpx.TimeoutException:
-            raise KimiTimeout("Kimi API timed out", kind="timeout") from None
-        except httpx.TransportError as exc:
-            raise KimiTimeout(f"Kimi API unreachable: {type(exc).__name__}", kind="network") from None
-        if response.status_code != 200:
-            raise _classify(response)
-        return response
+        return await self.files.uploaded()
 
     # ------------------------------------------------------------------ chat
 
@@ -453,7 +423,7 @@ class KimiClient:
             try:
                 async with self.limiter.slot(charge, tenant=tenant):
                     started = time.perf_counter()  # the latency is Kimi's, not the queue's
-                    completion = await self._post(body, on_delta)
+                    completion = await self._http.stream_chat(body, on_delta)
             except KimiError as exc:
                 metrics.kimi_error(use, exc.kind or type(exc).__name__)
                 await self._after(exc, use, tries)
@@ -547,21 +517,6 @@ class KimiClient:
             tool_calls=completion.tool_calls,
             fallback=fallback,
         )
-
-    async def _post(self, body: dict[str, Any], on_delta: DeltaSink | None) -> Completion:
-        """One streamed request. Streaming keeps long generations alive through gateways that
-        cut idle connections, and the timeout applies between chunks, not to the whole answer."""
-        request = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        try:
-            async with self._http.stream("POST", "chat/completions", json=request, headers=self._headers) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _classify(response)
-                return await _read_stream(response, str(body["model"]), on_delta)
-        except httpx.TimeoutException:
-            raise KimiTimeout("Kimi API timed out", kind="timeout") from None
-        except httpx.TransportError as exc:
-            raise KimiTimeout(f"Kimi API unreachable: {type(exc).__name__}", kind="network") from None
 
 
 async def _read_stream(response: httpx.Response, model: str, on_delta: DeltaSink | None = None) -> Completion:

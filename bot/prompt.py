@@ -138,46 +138,66 @@ def build_messages(
     customer message was written ("Today is ...") comes before the first message of each day.
     Nothing follows the newest message unless something changed since: facts no note shows,
     a new day (``today``), or the reviewing agent's ``instruction``."""
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt(policy)}]
-    segments = [summary] if isinstance(summary, str) else list(summary)
-    for index, segment in enumerate(s for s in segments if s.strip()):
-        head = "Summary of the earlier conversation:\n" if index == 0 else "Summary, continued:\n"
-        messages.append({"role": "system", "content": head + segment.strip()})
+    transcript = _Transcript([{"role": "system", "content": system_prompt(policy)}, *_summary_messages(summary)])
     first = turns[0].id if turns else 0
-    shown: dict[str, Any] = {}
-
-    def note(noted: dict[str, Any]) -> None:
-        nonlocal shown
-        if noted and noted != shown:
-            messages.append({"role": "system", "content": facts_block(noted)})
-            shown = noted
-
-    note(next((noted for at, noted in reversed(fact_notes) if at < first), {}))
+    transcript.note(next((noted for at, noted in reversed(fact_notes) if at < first), {}))
     at_turn = {at: noted for at, noted in fact_notes if at >= first}
-    day: date | None = None
     for turn in turns:
-        if turn.role in ("assistant", "agent"):
-            if turn.text.strip():
-                messages.append({"role": "assistant", "content": turn.text})
-            continue
-        if turn.role == "outsider":
-            messages.append({"role": "user", "content": outsider_content(turn.text)})
-            continue
-        if turn.sent is not None and turn.sent != day:
-            messages.append({"role": "system", "content": f"Today is {turn.sent.isoformat()}."})
-            day = turn.sent
-        messages.append({"role": "user", "content": _user_content(turn, vision)})
-        note(at_turn.get(turn.id, {}))
+        if transcript.add(turn, vision):
+            transcript.note(at_turn.get(turn.id, {}))
     tail: list[str] = []
-    if facts != shown:
+    if facts != transcript.shown:
         tail.append(facts_block(facts))
-    if today != day:
+    if today != transcript.day:
         tail.append(f"Today is {today.isoformat()}.")
     if instruction:
         tail.append(f"The reviewing agent asks for this draft: {instruction.strip()}")
     if tail:
-        messages.append({"role": "system", "content": "\n\n".join(tail)})
-    return messages
+        transcript.messages.append({"role": "system", "content": "\n\n".join(tail)})
+    return transcript.messages
+
+
+def _summary_messages(summary: str | Sequence[str]) -> list[dict[str, Any]]:
+    """One system message per non-empty summary segment, oldest first."""
+    segments = [summary] if isinstance(summary, str) else list(summary)
+    return [
+        {
+            "role": "system",
+            "content": ("Summary of the earlier conversation:\n" if index == 0 else "Summary, continued:\n")
+            + segment.strip(),
+        }
+        for index, segment in enumerate(s for s in segments if s.strip())
+    ]
+
+
+class _Transcript:
+    """The request's messages as they are built: the facts last shown and the day last named."""
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = messages
+        self.shown: dict[str, Any] = {}
+        self.day: date | None = None
+
+    def note(self, noted: dict[str, Any]) -> None:
+        """Show ``noted`` facts unless they are what the model last saw."""
+        if noted and noted != self.shown:
+            self.messages.append({"role": "system", "content": facts_block(noted)})
+            self.shown = noted
+
+    def add(self, turn: Turn, vision: bool) -> bool:
+        """Add one turn; True when it is a customer message (facts noted at it follow it)."""
+        if turn.role in ("assistant", "agent"):
+            if turn.text.strip():
+                self.messages.append({"role": "assistant", "content": turn.text})
+            return False
+        if turn.role == "outsider":
+            self.messages.append({"role": "user", "content": outsider_content(turn.text)})
+            return False
+        if turn.sent is not None and turn.sent != self.day:
+            self.messages.append({"role": "system", "content": f"Today is {turn.sent.isoformat()}."})
+            self.day = turn.sent
+        self.messages.append({"role": "user", "content": _user_content(turn, vision)})
+        return True
 
 
 SUMMARY_INSTRUCTIONS = (

@@ -17,7 +17,7 @@ import pytest
 from PIL import ExifTags, Image
 
 from adapters.playground import PlaygroundPlatform
-from adapters.playground.platform import is_local
+from adapters.playground.gate import is_local
 from bot.app import Supportbot
 from bot.core.images import MAX_SIDE
 from tests.fakes.files import photo, sent_image_bytes, sent_images

@@ -182,14 +182,36 @@ def card_key_of(message: discord.Message) -> str | None:
     return None
 
 
-def _card_fields(card: ReviewCard) -> list[tuple[str, str, bool]]:
+Field = tuple[str, str, bool]
+
+
+def _card_fields(card: ReviewCard) -> list[Field]:
     """The embed's fields; every value but the card's own markup is escaped (the sent text is
     raw here and becomes a code block when the field is added)."""
-    fields = [("Asked by", literal(card.asked_by or "?"), True), ("Where", literal(card.where or "?"), True)]
+    return [
+        ("Asked by", literal(card.asked_by or "?"), True),
+        ("Where", literal(card.where or "?"), True),
+        *_check_fields(card),
+        *_proposal_fields(card),
+        *_note_fields(card),
+        *_decision_fields(card),
+        *_conversation_fields(card),
+    ]
+
+
+def _check_fields(card: ReviewCard) -> list[Field]:
+    """Identity and flags: what to check before approving."""
+    fields: list[Field] = []
     if card.identity:  # guards (issue 8): who is verified, and what the checks flagged
         fields.append(("Identity", literal(card.identity), False))
     if card.flags:
         fields.append(("🛑 Check before approving", "\n".join(f"• {literal(flag)}" for flag in card.flags), False))
+    return fields
+
+
+def _proposal_fields(card: ReviewCard) -> list[Field]:
+    """What the drafter looked up and the actions it proposes, each with the policy's verdict."""
+    fields: list[Field] = []
     if card.lookups:
         lines = [f"{'✅' if item.ok else '⚠️'} {_tool(item.name)}: {literal(item.summary)}" for item in card.lookups]
         fields.append(("Tool lookups", "\n".join(lines), False))
@@ -200,21 +222,38 @@ def _card_fields(card: ReviewCard) -> list[tuple[str, str, bool]]:
             for item in card.proposals
         ]
         fields.append(("Proposals", "\n".join(lines), False))
+    return fields
+
+
+def _note_fields(card: ReviewCard) -> list[Field]:
+    """Attachments, a failure, a notice and an escalation."""
+    fields: list[Field] = []
     if card.attachments:
         fields.append(("Attachments", "\n".join(f"📎 {literal(name)}" for name in card.attachments), False))
-    for name, text in (
+    notes = (
         ("⏰ Overdue", card.overdue),
         ("⚠️ Failure", card.failure),
         ("ℹ️ Notice", card.notice),
         ("🚨 Escalation", card.escalation),
-    ):
-        if text:
-            fields.append((name, literal(text), False))
+    )
+    fields.extend((name, literal(text), False) for name, text in notes if text)
+    return fields
+
+
+def _decision_fields(card: ReviewCard) -> list[Field]:
+    """The text as sent when an agent changed it, and who decided when."""
+    fields: list[Field] = []
     if card.sent_text and card.sent_text != card.draft_text:
         fields.append((SENT_TEXT, card.sent_text, False))
     if card.decided_by or card.decided_at:
         when = f" · <t:{int(card.decided_at.timestamp())}:f>" if card.decided_at else ""
         fields.append(("Decided by", f"{literal(card.decided_by or '?')}{when}", True))
+    return fields
+
+
+def _conversation_fields(card: ReviewCard) -> list[Field]:
+    """What the customer wrote since (while a human answers) and the conversation's life."""
+    fields: list[Field] = []
     if card.conversation.customer_wrote:
         fields.append(("💬 The customer wrote since (no draft)", literal(card.conversation.customer_wrote), False))
     fields.append(("Conversation", literal(card.conversation.line), False))

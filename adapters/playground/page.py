@@ -53,52 +53,91 @@ def desk_pane(state: PlaygroundState, *, has_desk: bool) -> str:
 
 
 def render_card(ref: str, card: ReviewCard, thread: Sequence[str] = ()) -> str:
-    parts = [
-        f"<p><b>{escape(card.asked_by)}</b> asked in {escape(card.where)}:</p>",
-        f"<blockquote>{escape(card.customer_text)}</blockquote>",
-    ]
+    """One card as HTML: its sections in the order every desk shows them."""
+    parts = (
+        _customer_html(card),
+        _checks_html(card),
+        _draft_html(card),
+        _proposals_html(card),
+        _meta_html(card),
+        _decision_html(card),
+        _conversation(card),
+        *(f'<p class="notice">↳ {escape(post)}</p>' for post in thread),
+    )
+    return (
+        f'<div class="card state-{escape(card.state.value)}" id="card-{escape(ref, quote=True)}">{"".join(parts)}</div>'
+    )
+
+
+def _customer_html(card: ReviewCard) -> str:
+    html = (
+        f"<p><b>{escape(card.asked_by)}</b> asked in {escape(card.where)}:</p>"
+        f"<blockquote>{escape(card.customer_text)}</blockquote>"
+    )
     if card.attachments:
-        parts.append(f'<p class="meta">Attachments: {escape(", ".join(card.attachments))}</p>')
-    if card.identity:
-        parts.append(f'<p class="meta">{escape(card.identity)}</p>')
+        html += f'<p class="meta">Attachments: {escape(", ".join(card.attachments))}</p>'
+    return html
+
+
+def _checks_html(card: ReviewCard) -> str:
+    """Identity, flags, escalation and a drafting failure."""
+    html = f'<p class="meta">{escape(card.identity)}</p>' if card.identity else ""
     if card.flags:
         items = "".join(f"<li>{escape(flag)}</li>" for flag in card.flags)
-        parts.append(f'<div class="flag">🛑 <b>Check before approving:</b><ul>{items}</ul></div>')
+        html += f'<div class="flag">🛑 <b>Check before approving:</b><ul>{items}</ul></div>'
     if card.overdue:
-        parts.append(f'<p class="flag">⏰ {escape(card.overdue)}</p>')
+        html += f'<p class="flag">⏰ {escape(card.overdue)}</p>'
     if card.escalation:
         tag = f"@{escape(card.on_call)} " if card.on_call else ""
-        parts.append(f'<p class="flag">🚨 {tag}Escalation: {escape(card.escalation)}</p>')
+        html += f'<p class="flag">🚨 {tag}Escalation: {escape(card.escalation)}</p>'
     if card.failure:
-        parts.append(
+        html += (
             f'<p class="flag">⚠️ <b>Drafting failed</b>: {escape(card.failure)}<br>'
             "Please answer the customer by hand.</p>"
         )
-    if card.draft_text:
-        label = "Reply sent" if card.state is CardState.SENT else "Draft reply"
-        parts.append(f'<p><b>{label}</b></p><div class="draft">{escape(card.draft_text)}</div>')
+    return html
+
+
+def _draft_html(card: ReviewCard) -> str:
+    if not card.draft_text:
+        return ""
+    label = "Reply sent" if card.state is CardState.SENT else "Draft reply"
+    return f'<p><b>{label}</b></p><div class="draft">{escape(card.draft_text)}</div>'
+
+
+def _proposals_html(card: ReviewCard) -> str:
+    """What the drafter looked up and the actions it proposes."""
+    html = ""
     if card.lookups:
         items = "".join(
             f'<li class="{"" if lookup.ok else "failed"}"><code>{escape(lookup.name)}</code>: '
             f"{escape(lookup.summary)}</li>"
             for lookup in card.lookups
         )
-        parts.append(f'<p><b>Looked up</b></p><ul class="lookups">{items}</ul>')
+        html += f'<p><b>Looked up</b></p><ul class="lookups">{items}</ul>'
     for proposal in card.proposals:
         icon = "💰" if proposal.allowed else "⛔"
-        parts.append(
+        html += (
             f'<div class="proposal">{icon} <b>Proposed {escape(proposal.kind)}</b> ({escape(proposal.status)})<br>'
             f"{escape(proposal.summary)}<br><i>Policy: {escape(proposal.verdict)}</i></div>"
         )
+    return html
+
+
+def _meta_html(card: ReviewCard) -> str:
     meta = f"Draft <code>{escape(card.draft_id[:8])}</code> · rev {card.revision}"
     if card.model:
         meta += f" · {escape(card.model)}"
     if card.notice:
         meta += f" · {escape(card.notice)}"
-    parts.append(f'<p class="meta">{meta}</p>')
+    return f'<p class="meta">{meta}</p>'
+
+
+def _decision_html(card: ReviewCard) -> str:
+    """The draft's buttons while it can be decided, else who decided what."""
     if card.actionable:
         draft = escape(card.draft_id, quote=True)
-        parts.append(
+        return (
             '<div class="actions">'
             f'<button class="approve" data-action="approve" data-draft="{draft}">Approve &amp; send</button>'
             f'<button class="edit" data-edit="{draft}">Edit</button>'
@@ -107,17 +146,10 @@ def render_card(ref: str, card: ReviewCard, thread: Sequence[str] = ()) -> str:
             f'<input class="instruction" data-for="{draft}" placeholder="instruction for Regenerate (optional)">'
             f'</div><div class="editor" id="edit-{draft}"></div>'
         )
-    else:
-        when = f" at {card.decided_at:%Y-%m-%d %H:%M} UTC" if card.decided_at else ""
-        by = f" ({escape(card.notice)})" if card.notice and card.state is CardState.SUPERSEDED else ""
-        line = _STATE_LINES.get(card.state, "").format(who=escape(card.decided_by), when=when, by=by)
-        if line:
-            parts.append(f'<p class="outcome">{line}</p>')
-    parts.append(_conversation(card))
-    parts.extend(f'<p class="notice">↳ {escape(post)}</p>' for post in thread)
-    return (
-        f'<div class="card state-{escape(card.state.value)}" id="card-{escape(ref, quote=True)}">{"".join(parts)}</div>'
-    )
+    when = f" at {card.decided_at:%Y-%m-%d %H:%M} UTC" if card.decided_at else ""
+    by = f" ({escape(card.notice)})" if card.notice and card.state is CardState.SUPERSEDED else ""
+    line = _STATE_LINES.get(card.state, "").format(who=escape(card.decided_by), when=when, by=by)
+    return f'<p class="outcome">{line}</p>' if line else ""
 
 
 #: The conversation's buttons (issue 19); playground.js posts ``data-action`` as the decision.

@@ -143,18 +143,36 @@ def mention(on_call: str) -> str:
 
 def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
     """The card as Block Kit (≤ 50 blocks, every section ≤ 3,000 characters)."""
-    blocks: list[dict[str, Any]] = [
+    blocks = [
+        *_customer_blocks(card),
+        *_check_blocks(card),
+        *_draft_blocks(card),
+        *_proposal_blocks(card),
+        _context(_meta_line(card)[:2900]),
+        *_decision_blocks(card),
+    ]
+    return (blocks[:47] + _conversation_blocks(card))[:50]
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _customer_blocks(card: ReviewCard) -> list[dict[str, Any]]:
+    """Who asked where, what they wrote, and what they attached."""
+    blocks = [
         _section(f"*{_asker(card)}* asked in {_where(card)}:\n{_quote(card.customer_text[: SECTION_LIMIT - 200])}")
     ]
     if card.attachments:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": "Attachments: " + escape(", ".join(card.attachments))[:2900]}],
-            }
-        )
+        blocks.append(_context("Attachments: " + escape(", ".join(card.attachments))[:2900]))
+    return blocks
+
+
+def _check_blocks(card: ReviewCard) -> list[dict[str, Any]]:
+    """Identity, flags, escalation and a drafting failure: what to check before approving."""
+    blocks: list[dict[str, Any]] = []
     if card.identity:  # guards (issue 8): who is verified, and what the checks flagged
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(card.identity)[:2900]}]})
+        blocks.append(_context(escape(card.identity)[:2900]))
     if card.flags:
         flag_lines = "\n".join(f"• {escape(flag)}" for flag in card.flags)
         blocks.append(_section(f":octagonal_sign: *Check before approving:*\n{flag_lines}"))
@@ -167,11 +185,22 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
         blocks.append(
             _section(f":warning: *Drafting failed*: {escape(card.failure[:1500])}\nPlease answer the customer by hand.")
         )
-    if card.draft_text:
-        label = "*Reply sent*" if card.state is CardState.SENT else "*Draft reply*"
-        label += " (as written: links and formatting shown literally)"
-        for index, shown in enumerate(_verbatim_chunks(card.draft_text, SECTION_LIMIT - 100)[:6]):
-            blocks.append(_section(f"{label}\n{shown}" if index == 0 else shown))
+    return blocks
+
+
+def _draft_blocks(card: ReviewCard) -> list[dict[str, Any]]:
+    """The draft (or the sent reply) shown literally, in at most six sections."""
+    if not card.draft_text:
+        return []
+    label = "*Reply sent*" if card.state is CardState.SENT else "*Draft reply*"
+    label += " (as written: links and formatting shown literally)"
+    chunks = _verbatim_chunks(card.draft_text, SECTION_LIMIT - 100)[:6]
+    return [_section(f"{label}\n{shown}" if index == 0 else shown) for index, shown in enumerate(chunks)]
+
+
+def _proposal_blocks(card: ReviewCard) -> list[dict[str, Any]]:
+    """What the drafter looked up and the actions it proposes, each with the policy's verdict."""
+    blocks: list[dict[str, Any]] = []
     if card.lookups:
         lines = [f"• `{escape(lookup.name)}`: {escape(lookup.summary)}" for lookup in card.lookups[:15]]
         blocks.append(_section("*Looked up*\n" + "\n".join(lines)))
@@ -183,44 +212,44 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
                 f"_Policy: {escape(proposal.verdict)}_"
             )
         )
+    return blocks
+
+
+def _meta_line(card: ReviewCard) -> str:
     meta = f"Draft `{card.draft_id[:8]}` · rev {card.revision}" + (f" · {escape(card.model)}" if card.model else "")
-    if card.notice:
-        meta += f" · {escape(card.notice)}"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": meta[:2900]}]})
+    return meta + (f" · {escape(card.notice)}" if card.notice else "")
+
+
+def _decision_blocks(card: ReviewCard) -> list[dict[str, Any]]:
+    """The draft's buttons while it can be decided, else the line saying who decided what."""
     if card.actionable:
-        buttons = [
-            _button(
-                APPROVE,
-                "Approve & send",
-                card.draft_id,
-                "primary",
-                ("Send to customer?", "This posts the reply in the customer's thread.", "Send"),
-            ),
-            _button(EDIT, "Edit", card.draft_id),
-            _button(
-                REJECT,
-                "Reject",
-                card.draft_id,
-                "danger",
-                ("Reject draft?", "Nothing will be sent.", "Reject"),
-            ),
-            _button(REGENERATE, "Regenerate", card.draft_id),
-        ]
-        blocks.append(
+        return [
             {
                 "type": "actions",
                 "block_id": f"draft_actions:{card.draft_id}:{card.revision}",
-                "elements": buttons,
+                "elements": _draft_buttons(card.draft_id),
             }
-        )
-    else:
-        line = _STATE_LINES.get(card.state, "")
-        when = f" at {card.decided_at:%Y-%m-%d %H:%M} UTC" if card.decided_at else ""
-        by = f" ({escape(card.notice)})" if card.notice and card.state is CardState.SUPERSEDED else ""
-        text = line.format(who=_name(card.decided_by), when=when, by=by)
-        if text:
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
-    return (blocks[:47] + _conversation_blocks(card))[:50]
+        ]
+    line = _STATE_LINES.get(card.state, "")
+    when = f" at {card.decided_at:%Y-%m-%d %H:%M} UTC" if card.decided_at else ""
+    by = f" ({escape(card.notice)})" if card.notice and card.state is CardState.SUPERSEDED else ""
+    text = line.format(who=_name(card.decided_by), when=when, by=by)
+    return [_context(text)] if text else []
+
+
+def _draft_buttons(draft_id: str) -> list[dict[str, Any]]:
+    return [
+        _button(
+            APPROVE,
+            "Approve & send",
+            draft_id,
+            "primary",
+            ("Send to customer?", "This posts the reply in the customer's thread.", "Send"),
+        ),
+        _button(EDIT, "Edit", draft_id),
+        _button(REJECT, "Reject", draft_id, "danger", ("Reject draft?", "Nothing will be sent.", "Reject")),
+        _button(REGENERATE, "Regenerate", draft_id),
+    ]
 
 
 def _conversation_blocks(card: ReviewCard) -> list[dict[str, Any]]:
@@ -232,7 +261,7 @@ def _conversation_blocks(card: ReviewCard) -> list[dict[str, Any]]:
         blocks.append(
             _section(f":speech_balloon: *The customer wrote since* (no draft):\n{_quote(view.customer_wrote[:2500])}")
         )
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(view.line)[:2900]}]})
+    blocks.append(_context(escape(view.line)[:2900]))
     if view.actions:
         blocks.append(
             {

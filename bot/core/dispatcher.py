@@ -275,10 +275,29 @@ class Dispatcher:
                 "replayed": receipt.replayed,
             }
             status = ActionStatus.EXECUTED
+        await self._record_execution(conversation_id, action, status, result)
+        if error is None:
+            self.counters["refunds_executed"] += 1
+            log_event(
+                log,
+                "refund_executed",
+                conversation=conversation_id,
+                draft=action.draft_id,
+                order=refund.order_id,
+                amount_cents=refund.due.cents,
+                refund=result.get("refund_id"),
+            )
+        return error
+
+    async def _record_execution(
+        self, conversation_id: str, action: StoredAction, status: ActionStatus, result: dict[str, Any]
+    ) -> None:
+        """Write one refund attempt's outcome: the action's new state and its audit line."""
+        refund = action.proposal
         now = utcnow()
         summary = (
             f"refund {refund.due.format(currency=False)} on {refund.order_id} executed as {result.get('refund_id')}"
-            if error is None
+            if status is ActionStatus.EXECUTED
             else f"refund on {refund.order_id} failed: {result['error']}"
         )
         async with self.db.write() as conn:
@@ -307,18 +326,6 @@ class Dispatcher:
                 ],
                 now,
             )
-        if error is None:
-            self.counters["refunds_executed"] += 1
-            log_event(
-                log,
-                "refund_executed",
-                conversation=conversation_id,
-                draft=action.draft_id,
-                order=refund.order_id,
-                amount_cents=refund.due.cents,
-                refund=result.get("refund_id"),
-            )
-        return error
 
     async def _retry(self, item: ClaimedReply, error: str) -> None:
         due = utcnow() + self.timing.reply_retry_after(item.attempts)

@@ -413,21 +413,15 @@ class FakeSlack:
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
-            "chat.delete": self._delete,
             "chat.postEphemeral": self._post_ephemeral,
-            "chat.getPermalink": self._permalink,
             "views.open": self._views_open,
             "views.push": self._views_open,
-            "views.update": self._views_update,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "conversations.replies": self._replies,
             "conversations.history": self._history,
-            "conversations.info": self._conversations_info,
             "conversations.members": self._conversations_members,
-            "conversations.open": self._conversations_open,
             "users.info": self._users_info,
-            "users.lookupByEmail": self._lookup_by_email,
             "usergroups.users.list": self._usergroup_users,
             "usergroups.list": self._usergroups_list,
             "assistant.threads.setStatus": lambda p: {},
@@ -925,14 +919,6 @@ class FakeSlack:
             warnings,
         )
 
-    def _delete(self, params: JSON) -> JSON:
-        channel = self._channel(params)
-        msg = self._require_message(channel, params.get("ts"))
-        if msg.get("bot_id") != self.bot_id:
-            raise _SlackError("cant_delete_message")
-        self._messages[channel].remove(msg)
-        return {"channel": channel, "ts": msg["ts"]}
-
     def _post_ephemeral(self, params: JSON) -> JSON:
         channel = self._channel(params)
         user = params.get("user")
@@ -946,20 +932,6 @@ class FakeSlack:
             msg["thread_ts"] = str(params["thread_ts"])
         self.ephemerals.append(msg)
         return {"message_ts": ts}
-
-    def _permalink(self, params: JSON) -> JSON:
-        channel = self._channel(params)
-        ts = params.get("message_ts")
-        if not isinstance(ts, str) or not ts:
-            raise _SlackError("message_not_found")
-        msg = self.find_message(channel, ts)
-        if msg is None and self.strict:
-            raise _SlackError("message_not_found")
-        link = f"https://{self.team_domain}.slack.com/archives/{channel}/p{ts.replace('.', '')}"
-        thread_ts = (msg or {}).get("thread_ts")
-        if thread_ts and thread_ts != ts:
-            link += f"?thread_ts={thread_ts}&cid={channel}"
-        return {"channel": channel, "permalink": link}
 
     def _check_view(self, view: Any) -> JSON:
         if not isinstance(view, dict):
@@ -1003,24 +975,6 @@ class FakeSlack:
         view = self._check_view(params.get("view"))
         self._view_counter += 1
         return {"view": self._store_view(view, f"V{self._view_counter:010d}", None)}
-
-    def _views_update(self, params: JSON) -> JSON:
-        view_id = params.get("view_id")
-        external_id = params.get("external_id")
-        current: JSON | None = None
-        if view_id:
-            current = self.views.get(str(view_id))
-        elif external_id:
-            current = next((v for v in self.views.values() if v.get("external_id") == external_id), None)
-        else:
-            raise _SlackError("invalid_arguments", ["[ERROR] view_id or external_id is required"])
-        if current is None:
-            raise _SlackError("not_found")
-        expected = params.get("hash")
-        if expected and expected != current["hash"]:
-            raise _SlackError("hash_conflict")
-        view = self._check_view(params.get("view"))
-        return {"view": self._store_view(view, current["id"], current)}
 
     def _reaction_target(self, params: JSON) -> tuple[str, str, str, JSON | None]:
         channel = self._channel(params)
@@ -1116,16 +1070,6 @@ class FakeSlack:
             **extra,
         }
 
-    def _conversations_info(self, params: JSON) -> JSON:
-        channel = self._channel(params)
-        info = self.channels.get(channel)
-        if info is None:
-            if channel.startswith("D"):
-                info = {"id": channel, "is_im": True, "is_channel": False, "user": "U" + channel[1:]}
-            else:
-                info = {**self.add_channel(channel, channel.lower())}
-        return {"channel": info}
-
     def _conversations_members(self, params: JSON) -> JSON:
         channel = self._channel(params)
         if "channels:read" not in self.scopes and "groups:read" not in self.scopes:
@@ -1134,15 +1078,6 @@ class FakeSlack:
             raise _SlackError("channel_not_found")
         page, extra = self._page([{"id": m} for m in self.members.get(channel, [])], params, 100)
         return {"members": [m["id"] for m in page], **extra}
-
-    def _conversations_open(self, params: JSON) -> JSON:
-        users = params.get("users")
-        ids = users if isinstance(users, list) else str(users or "").split(",")
-        ids = [u for u in ids if u]
-        if not ids:
-            raise _SlackError("users_list_not_supplied")
-        channel = "D" + ids[0][1:] if len(ids) == 1 else "G" + "".join(u[1:] for u in ids)[:10]
-        return {"channel": {"id": channel}}
 
     def _user_json(self, user_id: str, include_locale: bool) -> JSON:
         user = _copy({k: v for k, v in self.users[user_id].items() if k != "_locale"})
@@ -1163,15 +1098,6 @@ class FakeSlack:
                 raise _SlackError("user_not_found")
             self.add_user(user_id, user_id.lower())
         return {"user": self._user_json(user_id, _truthy(params.get("include_locale")))}
-
-    def _lookup_by_email(self, params: JSON) -> JSON:
-        if "users:read.email" not in self.scopes:
-            raise _SlackError("missing_scope")
-        email = params.get("email")
-        for user_id, user in self.users.items():
-            if email and user["profile"].get("email") == email:
-                return {"user": self._user_json(user_id, False)}
-        raise _SlackError("users_not_found")
 
     def _usergroups_list(self, params: JSON) -> JSON:
         with_users = _truthy(params.get("include_users"))

@@ -216,11 +216,8 @@ def _echo(body: JSON, next_index: int) -> Output:
 
 
 def _shape_text(body: JSON, out: Output) -> Output:
-    """Apply JSON mode, ``stop`` and ``max_tokens`` to a brain's text answer."""
+    """Apply ``stop`` and ``max_tokens`` to a brain's text answer."""
     content = out.content
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") == "json_object":
-        content = json.dumps({"reply": content}, ensure_ascii=False)
     stop = body.get("stop")
     for s in [stop] if isinstance(stop, str) else stop or []:
         if s and s in content:

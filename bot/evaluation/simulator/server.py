@@ -2,8 +2,8 @@
 ``supportbot eval``.
 
 It serves the OpenAI-compatible ``/v1/chat/completions`` (JSON and SSE), ``/v1/models``,
-``/v1/tokenizers/estimate-token-count``, ``/v1/users/me/balance`` and the files API (upload with
-``purpose=file-extract``, list, get, content, delete), validates requests the way the real API
+``/v1/tokenizers/estimate-token-count`` and the files API (upload with
+``purpose=file-extract``, list, content, delete), validates requests the way the real API
 does (:mod:`.wire`), and answers with a model's brain unless a test scripts the next answers
 (:mod:`.behaviours`). Limits (concurrency, RPM, TPM) and faults (errors, hangs, malformed
 bodies, an outage, one model down) are switched on per test.
@@ -108,7 +108,6 @@ class KimiSimulator:
       model's default), as Moonshot does.
     * ``rate_limited`` – how many 429 ``rate_limit_reached_error`` the account limits caused.
     * ``in_flight`` / ``max_in_flight`` – current and peak number of concurrent completions.
-    * ``balance`` – the ``data`` of ``GET /v1/users/me/balance``.
     """
 
     def __init__(
@@ -135,26 +134,21 @@ class KimiSimulator:
         self._charges: list[tuple[float, int]] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self.balance: JSON = {"available_balance": 49.58894, "voucher_balance": 46.58893, "cash_balance": 3.00001}
         self.system_fingerprint = "fpv0_" + secrets.token_hex(4)
         self._script: list[Step] = []
         self._always: Fail | None = None
         self._failing_models: dict[str, Fail] = {}
         self.files: dict[str, JSON] = {}  # file id -> FileObject
         self.file_bytes: dict[str, bytes] = {}
-        self.max_files = 1000
         self._cache = PrefixCache()
         self._closing = asyncio.Event()
         app = web.Application(middlewares=[self._middleware], client_max_size=100 * 1024 * 1024)
         route = app.router
         route.add_get("/v1/models", self._models)
-        route.add_get("/v1/models/{model_id}", self._model)
         route.add_post("/v1/chat/completions", self._chat)
         route.add_post("/v1/tokenizers/estimate-token-count", self._estimate)
-        route.add_get("/v1/users/me/balance", self._balance)
         route.add_post("/v1/files", self._file_upload)
         route.add_get("/v1/files", self._file_list)
-        route.add_get("/v1/files/{file_id}", self._file_get)
         route.add_delete("/v1/files/{file_id}", self._file_delete)
         route.add_get("/v1/files/{file_id}/content", self._file_content)
         self._server = LoopbackServer(app)
@@ -275,14 +269,6 @@ class KimiSimulator:
         self._check_auth(request)
         return _json(200, {"object": "list", "data": [m.as_json() for m in self.models.values()]})
 
-    async def _model(self, request: web.Request) -> web.Response:
-        self._check_auth(request)
-        return _json(200, self._spec(request.match_info["model_id"]).as_json())
-
-    async def _balance(self, request: web.Request) -> web.Response:
-        self._check_auth(request)
-        return _json(200, {"code": 0, "data": dict(self.balance), "scode": "0x0", "status": True})
-
     async def _estimate(self, request: web.Request) -> web.Response:
         self._check_auth(request)
         body = request[_RECORD].body
@@ -326,11 +312,6 @@ class KimiSimulator:
             raise bad("File size is zero, please confirm and re-upload the file")
         if len(data) > 100 * 1024 * 1024:
             raise bad("File size is too large, max file size is 100MB, please confirm and re-upload the file")
-        if len(self.files) >= self.max_files:
-            raise bad(
-                f"The number of files you have uploaded exceeded the max file count {self.max_files}, "
-                "please delete previous uploaded files"
-            )
         file_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(20))
         self.files[file_id] = obj = {"id": file_id, "object": "file", "bytes": len(data),
                                      "created_at": int(time.time()), "filename": filename, "purpose": purpose,
@@ -341,9 +322,6 @@ class KimiSimulator:
     async def _file_list(self, request: web.Request) -> web.Response:
         self._check_auth(request)
         return _json(200, {"object": "list", "data": list(self.files.values())})
-
-    async def _file_get(self, request: web.Request) -> web.Response:
-        return _json(200, self._file(request))
 
     async def _file_delete(self, request: web.Request) -> web.Response:
         obj = self._file(request)

@@ -333,13 +333,11 @@ def _validate_tools(tools: Any) -> list[str]:
     for tool in tools:
         kind = tool.get("type") if isinstance(tool, dict) else None
         function = tool.get("function") if isinstance(tool, dict) else None
-        if kind not in ("function", "builtin_function") or not isinstance(function, dict):
+        if kind != "function" or not isinstance(function, dict):
             raise bad(f"Invalid request: invalid tool: {json.dumps(tool)[:200]}")  # invented
         name = function.get("name")
-        if kind == "function" and (not isinstance(name, str) or not _TOOL_NAME_RE.match(name)):
+        if not isinstance(name, str) or not _TOOL_NAME_RE.match(name):
             raise bad(f"Invalid request: function name {name} is invalid")  # invented
-        if kind == "builtin_function" and (not isinstance(name, str) or not name.startswith("$")):
-            raise bad(f"Invalid request: invalid builtin function {name}")  # invented
         if name in names:
             raise bad(f"Invalid request: function name {name} is duplicated")
         parameters = function.get("parameters")
