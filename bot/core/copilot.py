@@ -39,6 +39,7 @@ METRICS = (
     "messages_ignored_unwatched",
     "drafts_ready",
     "drafts_failed",
+    "drafts_no_reply",
     "summaries",
     "cards_posted",
     "cards_adopted",

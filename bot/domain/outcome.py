@@ -124,4 +124,34 @@ class Failed:
     status = DraftStatus.FAILED
 
 
-DraftOutcome = Ready | Retry | Failed
+#: The state a draft that needs no reply ends in. ``superseded`` is today's only terminal state
+#: without a card that a draft in ``drafting`` may move to without a schema change; the draft's
+#: notice and the ``no_reply`` audit line say why. A dedicated ``no_reply`` state needs a
+#: migration of the ``ck_drafts_status`` CHECK constraint (see :data:`NO_REPLY_STATE`).
+NO_REPLY_STATUS = DraftStatus.SUPERSEDED
+#: The value a dedicated draft state would have (not in :class:`DraftStatus` until migrated).
+NO_REPLY_STATE = "no_reply"
+#: How the notice of a no-reply draft begins (``supportbot conversations`` tells them apart by it).
+NO_REPLY_NOTICE = "No reply needed"
+
+
+@dataclass(frozen=True, slots=True)
+class NoReply:
+    """A message that needs no reply ("thanks!"): no card, nothing sent; the conversation is
+    resolved by the customer. ``reason`` says who decided and why (``cheap rule: thanks``,
+    ``model: …``); a model run's tool calls and usage stay for the audit trail."""
+
+    reason: str
+    model: str
+    tool_calls: tuple[ToolCallRecord, ...]
+    audit: tuple[AuditLine, ...]
+    spent: tuple[Spend, ...] = ()
+
+    status = NO_REPLY_STATUS
+
+    @property
+    def notice(self) -> str:
+        return f"{NO_REPLY_NOTICE} ({self.reason})."[:900]
+
+
+DraftOutcome = Ready | Retry | Failed | NoReply
