@@ -5,12 +5,14 @@ draft, whatever the model says. Each such message is counted and listed in the a
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from bot import metrics
+from bot.cli_ops import EXIT_OK
 from bot.domain.states import DraftStatus
 from bot.ports import CardState
 from bot.store import AuditEvent, Draft, sessionmaker
@@ -18,6 +20,7 @@ from bot.testing import Said, TestDesk
 from tests.desks import CallTools, FakeKimi, Reply, SlackDriver, open_desk
 from tests.fakes.slack import FakeSlack
 from tests.harness import REVIEW_CHANNEL
+from tests.processes import supportbot
 
 
 def no_reply_count(by: str) -> float:
@@ -63,6 +66,14 @@ async def test_thanks_after_an_answer_leaves_no_card_and_no_model_call_and_is_co
         draft = await latest_draft(desk)
         assert draft.status == DraftStatus.SUPERSEDED and draft.notice.startswith("No reply needed")
         assert desk.bot.core is not None and desk.bot.core.metrics["drafts_no_reply"] == 1
+        url = desk.bot.settings.database_url
+
+    listed = await asyncio.to_thread(supportbot, tmp_path, "conversations", "--state", "no_reply", DATABASE_URL=url)
+    assert listed.returncode == EXIT_OK, listed.stderr
+    [row] = listed.stdout.splitlines()[1:]
+    assert " no_reply " in row, "nothing vanishes: the conversation is listed as resolved by the customer"
+    trail = await asyncio.to_thread(supportbot, tmp_path, "audit", row.split()[0], DATABASE_URL=url)
+    assert "no reply needed (cheap rule: thanks)" in trail.stdout, trail.stderr
 
 
 @pytest.mark.parametrize("text", ["ok 👍", "🙏", "never mind, found it", "merci beaucoup"])
