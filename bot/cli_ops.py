@@ -13,8 +13,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from bot.domain.outcome import NO_REPLY_NOTICE, NO_REPLY_STATE, NO_REPLY_STATUS
-from bot.domain.states import DraftStatus
+from bot.domain.states import NO_REPLY_NOTICE, NO_REPLY_STATE, NO_REPLY_STATUS, DraftStatus
 from bot.errors import SupportbotError
 
 if TYPE_CHECKING:

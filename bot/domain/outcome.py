@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.domain.states import ActionStatus, DraftStatus
+from bot.domain.states import NO_REPLY_NOTICE, NO_REPLY_STATUS, ActionStatus, DraftStatus
 from tools.refunds import RefundProposal, RefundVerdict
 
 
@@ -122,17 +122,6 @@ class Failed:
     spent: tuple[Spend, ...] = ()
 
     status = DraftStatus.FAILED
-
-
-#: The state a draft that needs no reply ends in. ``superseded`` is today's only terminal state
-#: without a card that a draft in ``drafting`` may move to without a schema change; the draft's
-#: notice and the ``no_reply`` audit line say why. A dedicated ``no_reply`` state needs a
-#: migration of the ``ck_drafts_status`` CHECK constraint (see :data:`NO_REPLY_STATE`).
-NO_REPLY_STATUS = DraftStatus.SUPERSEDED
-#: The value a dedicated draft state would have (not in :class:`DraftStatus` until migrated).
-NO_REPLY_STATE = "no_reply"
-#: How the notice of a no-reply draft begins (``supportbot conversations`` tells them apart by it).
-NO_REPLY_NOTICE = "No reply needed"
 
 
 @dataclass(frozen=True, slots=True)
