@@ -13,7 +13,9 @@ from sqlalchemy import select
 
 from bot import metrics
 from bot.cli_ops import EXIT_OK
+from bot.core.no_reply import cheap_rule, must_draft
 from bot.domain.states import DraftStatus
+from bot.policy import Policy
 from bot.ports import CardState
 from bot.store import AuditEvent, Draft, sessionmaker
 from bot.testing import Said, TestDesk
@@ -145,3 +147,40 @@ async def test_thanks_through_slack_leaves_no_card_and_no_reply(
         assert len(desk.replies_to(said)) == 1
         assert len(slack.calls_to("reactions.add")) == adds, "no 'being reviewed' marker to clear"
         assert [s for _, s in await audit_kinds(desk)] == ["no reply needed (cheap rule: thanks)"]
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("Thanks!!", "cheap rule: thanks"),
+        ("danke schön", "cheap rule: thanks"),
+        ("¡muchas gracias!", "cheap rule: thanks"),
+        ("谢谢", "cheap rule: thanks"),
+        (":+1:", "cheap rule: emoji"),
+        ("👍👍", "cheap rule: emoji"),
+        ("OK", "cheap rule: acknowledgement"),
+        ("nvm", "cheap rule: never mind"),
+        ("thanks, the chair is still broken", ""),
+        ("ok but I am not happy", ""),
+    ],
+)
+def test_the_cheap_rules_know_short_acknowledgements_in_several_languages(text: str, rule: str) -> None:
+    assert cheap_rule(text) == rule
+
+
+@pytest.mark.parametrize(
+    ("text", "attachments", "why"),
+    [
+        ("thanks?", (), "the message asks a question"),
+        ("gracias ¿y mi pedido", (), "the message asks a question"),
+        ("thanks #W2611340", (), "the message names an order or id"),
+        ("thanks, ORD-77", (), "the message names an order or id"),
+        ("thanks, fraud", (), "the message has an escalation word"),
+        ("🙏", ({"filename": "rug.jpg"},), "the message has an attachment"),
+        ("thanks!", (), ""),
+    ],
+)
+def test_a_question_an_order_an_escalation_word_or_an_attachment_always_gets_a_draft(
+    text: str, attachments: tuple[object, ...], why: str
+) -> None:
+    assert must_draft(text, attachments=attachments, policy=Policy()) == why
