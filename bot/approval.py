@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.roles import listed
 from bot.domain.states import ActionStatus
 from bot.events import Actor
 from bot.identity import refund_owner
@@ -143,7 +144,7 @@ async def check_draft_refunds(
 
 
 def _listed(actor: Actor, ids: tuple[str, ...]) -> bool:
-    return actor.id in ids or bool(actor.groups & set(ids))
+    return listed(actor.id, actor.groups, ids)
 
 
 def may_approve(actor: Actor, policy: Policy, *, on_desk: bool = True) -> bool:

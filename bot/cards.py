@@ -12,10 +12,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bot import identity
-from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
+from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxStatus
+from bot.events import DecisionAction
 from bot.policy import Policy
-from bot.ports import ProposalView, ReviewCard, ToolLookup
+from bot.ports import ConversationView, ProposalView, ReviewCard, ToolLookup
 from bot.store.cards import CardSource
+from bot.store.conversations import ConversationState
 from bot.store.records import StoredAction
 from tools.money import Money
 
@@ -73,6 +75,30 @@ def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard
         sent_text=source.outbox[1] if source.outbox is not None and sent else "",
         identity=identity.card_line(conversation, trigger.author_id if trigger else ""),
         flags=draft.guard_flags,
+        conversation=conversation_view(conversation, draft.status, source.customer_wrote),
+    )
+
+
+def conversation_view(conversation: ConversationState, status: DraftStatus, customer_wrote: str) -> ConversationView:
+    """The card's conversation block, with the buttons its state offers: Take over (the bot
+    drafts) or Hand back (a human answers), Claim and Resolve until it is resolved (a customer
+    writing reopens it). A card still being drafted offers none yet. What the customer wrote
+    since the card's message shows only while a human answers (nobody drafts for it then)."""
+    actions: tuple[DecisionAction, ...] = ()
+    human = conversation.owner is ConversationOwner.HUMAN
+    if status is not DraftStatus.DRAFTING and conversation.status is not ConversationStatus.RESOLVED:
+        actions = (
+            DecisionAction.HAND_BACK if human else DecisionAction.TAKE_OVER,
+            DecisionAction.CLAIM,
+            DecisionAction.RESOLVE,
+        )
+    return ConversationView(
+        conversation.status,
+        conversation.owner,
+        conversation.owner_reason,
+        conversation.assignee,
+        customer_wrote if human else "",
+        actions,
     )
 
 

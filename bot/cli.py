@@ -3,7 +3,8 @@
 ``run`` starts everything that is configured; ``db upgrade`` migrates the schema;
 ``orders import FILE`` loads orders; ``customers link ACCOUNT CUSTOMER`` links a chat account
 (``slack:U0123``, ``discord:4567``) to a shop customer; ``policy check FILE`` validates a policy file; ``audit
-CONVERSATION`` prints a conversation's audit trail. Adapters add their own commands through the
+CONVERSATION`` prints a conversation's audit trail; ``forget --customer ID | --account ACCOUNT`` erases one
+person everywhere. Adapters add their own commands through the
 ``supportbot.commands`` entry-point group (e.g. ``supportbot discord invite-url``).
 ``conversations`` lists recent conversations with their state.
 
@@ -124,6 +125,29 @@ def _customers_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def _forget(args: argparse.Namespace) -> int:
+    from bot.dbcheck import preflight_then
+    from bot.forget import Forgotten, forget
+    from bot.settings import load_settings
+    from bot.store import create_engine, upgrade_database
+
+    settings = load_settings()
+
+    async def main() -> Forgotten:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_database(engine)
+            return await forget(engine, customer=args.customer, account=args.account)
+        finally:
+            await engine.dispose()
+
+    forgotten = asyncio.run(preflight_then(settings, main()))
+    print(f"erased {args.customer or args.account}:")
+    for line in forgotten.lines():
+        print(f"  {line}")
+    return 0
+
+
 def _policy_check(args: argparse.Namespace) -> int:
     from bot.policy import load_policy
     from bot.secret_values import configured_secrets
@@ -211,6 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("account", type=_account, help="slack:U0123 or discord:4567")
     link.add_argument("customer_id", help="the shop's customer id, as in the orders file")
     link.set_defaults(handler=_customers_link)
+    erase = commands.add_parser(
+        "forget",
+        help="erase one person everywhere: texts, images, identity, account links, order details",
+        description="Erase one person's conversations (texts, images, drafts, tool calls, replies, facts, name and"
+        " e-mail; the audit keeps hashes), their orders' name, e-mail and postal code, and their account links."
+        " Prints what it erased; running it again erases nothing.",
+    )
+    person = erase.add_mutually_exclusive_group(required=True)
+    person.add_argument("--customer", help="the shop's customer id, as in the orders file")
+    person.add_argument("--account", type=_account, help="a chat account: slack:U0123 or discord:4567")
+    erase.set_defaults(handler=_forget)
     policy = commands.add_parser("policy", help="the managers' policy file").add_subparsers(
         dest="policy_command", required=True
     )

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from bot.domain.states import NO_REPLY_NOTICE, NO_REPLY_STATE, NO_REPLY_STATUS, DraftStatus
+from bot.domain.states import (
+    NO_REPLY_NOTICE,
+    NO_REPLY_STATE,
+    NO_REPLY_STATUS,
+    ConversationOwner,
+    ConversationStatus,
+    DraftStatus,
+)
 from bot.errors import SupportbotError
 
 if TYPE_CHECKING:
@@ -133,7 +140,8 @@ def add_conversations_command(commands: argparse._SubParsersAction[argparse.Argu
     listing = commands.add_parser(
         "conversations",
         help="recent conversations with their state",
-        description="Recent conversations, newest first, with the state of their latest draft. "
+        description="Recent conversations, newest first, with their status, who answers them (the bot or a "
+        "human), their assignee and the state of their latest draft. "
         "Pass the short id to `supportbot audit` for the whole trail.",
     )
     listing.add_argument(
@@ -141,6 +149,16 @@ def add_conversations_command(commands: argparse._SubParsersAction[argparse.Argu
         choices=STATES,
         help=f"only conversations whose latest draft is in this state ({NO_DRAFT!r}: no draft yet; "
         f"{NO_REPLY_STATE!r}: the latest message needed no reply)",
+    )
+    listing.add_argument(
+        "--status",
+        choices=[status.value for status in ConversationStatus],
+        help="only conversations in this status (open, waiting_on_customer, resolved)",
+    )
+    listing.add_argument(
+        "--owner",
+        choices=[owner.value for owner in ConversationOwner],
+        help="only conversations the bot drafts in (bot) or a human answers (human)",
     )
     listing.add_argument("--platform", help="only this platform (slack, discord, playground)")
     listing.add_argument("--customer", help="only customers whose name or id contains this")
@@ -165,12 +183,17 @@ def _conversations(args: argparse.Namespace) -> int:
     settings = load_settings()
     rows = asyncio.run(preflight_then(settings, recent_conversations(settings.database_url, args)))
     if not rows:
-        print("no conversations" + (" match" if args.state or args.platform or args.customer else " yet"))
+        filtered = args.state or args.status or args.owner or args.platform or args.customer
+        print("no conversations" + (" match" if filtered else " yet"))
         return EXIT_OK
-    print(f"{'ID':<8}  {'UPDATED (UTC)':<16}  {'STATE':<15}  {'PLATFORM':<10}  {'CUSTOMER':<20}  WHERE")
+    print(
+        f"{'ID':<8}  {'UPDATED (UTC)':<16}  {'STATUS':<19}  {'OWNER':<5}  {'ASSIGNEE':<14}  {'STATE':<15}  "
+        f"{'PLATFORM':<10}  {'CUSTOMER':<20}  WHERE"
+    )
     for row in rows:
         print(
-            f"{row['id'][:8]:<8}  {row['updated']:%Y-%m-%d %H:%M}  {row['state']:<15}  {row['platform']:<10}  "
+            f"{row['id'][:8]:<8}  {row['updated']:%Y-%m-%d %H:%M}  {row['status']:<19}  {row['owner']:<5}  "
+            f"{row['assignee'][:14]:<14}  {row['state']:<15}  {row['platform']:<10}  "
             f"{row['customer'][:20]:<20}  {row['where'][:60]}"
         )
     return EXIT_OK
@@ -194,6 +217,10 @@ async def recent_conversations(database_url: str, args: argparse.Namespace) -> l
             query = select(Conversation).order_by(Conversation.updated_at.desc()).limit(SCAN)
             if args.platform:
                 query = query.where(Conversation.platform == args.platform)
+            if args.status:
+                query = query.where(Conversation.status == ConversationStatus(args.status))
+            if args.owner:
+                query = query.where(Conversation.owner == ConversationOwner(args.owner))
             conversations = list(await session.scalars(query))
             rows: list[dict[str, Any]] = []
             for conversation in conversations:
@@ -216,6 +243,9 @@ async def recent_conversations(database_url: str, args: argparse.Namespace) -> l
                         "id": conversation.id,
                         "updated": conversation.updated_at,
                         "state": state,
+                        "status": conversation.status.value,
+                        "owner": conversation.owner.value,
+                        "assignee": conversation.assignee,
                         "platform": conversation.platform,
                         "customer": customer,
                         "where": conversation.location or conversation.thread_key,

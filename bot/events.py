@@ -37,12 +37,22 @@ class ThreadRef:
 
 @dataclass(frozen=True, slots=True)
 class Author:
-    """Who wrote a message, as the platform identifies them. ``email`` is the platform
-    profile's e-mail when the platform shares it (Slack with ``users:read.email``), else empty."""
+    """Who wrote a message, as the platform identifies them, with the facts the core needs to
+    decide who is speaking (:func:`bot.domain.roles.classify`); the adapter decides nothing.
+
+    ``email`` is the platform profile's e-mail when the platform shares it (Slack with
+    ``users:read.email``), else empty. ``groups``: the Slack user-group ids or Discord role ids
+    the author holds. ``home_workspace``: in a Slack Connect channel, whether the author belongs to
+    the workspace that installed the bot (None elsewhere: not a fact there). ``review_member``:
+    whether the author is a member of the review channel (None when the adapter cannot say)."""
 
     id: str
     display_name: str = ""
     email: str = ""
+    is_bot: bool = False
+    groups: frozenset[str] = field(default_factory=frozenset)
+    home_workspace: bool | None = None
+    review_member: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +113,23 @@ class MessageDeleted:
 
 
 class DecisionAction(StrEnum):
-    """What an agent did with a draft on the review card."""
+    """What an agent did on the review card: with the draft (approve, edit, reject, regenerate)
+    or with the draft's conversation (take over, hand back, claim, resolve)."""
 
     APPROVE = "approve"
     EDIT = "edit"
     REJECT = "reject"
     REGENERATE = "regenerate"
+    TAKE_OVER = "take_over"
+    HAND_BACK = "hand_back"
+    CLAIM = "claim"
+    RESOLVE = "resolve"
+
+
+#: The decisions about a card's conversation rather than its draft (offered on any card).
+CONVERSATION_ACTIONS = frozenset(
+    {DecisionAction.TAKE_OVER, DecisionAction.HAND_BACK, DecisionAction.CLAIM, DecisionAction.RESOLVE}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,6 +159,31 @@ class EscalationSection(_Section):
     on_call_discord: str = ""
 
 
+class DeskSection(_Section):
+    """Who is who in a customer's thread, and how long a conversation may wait on its customer.
+
+    Everyone on ``[approvers] agents`` / ``managers`` is an agent. ``agents`` names who else is:
+    ``"review_channel"`` (members of the Slack review channel), ``"workspace"`` (in a Slack Connect
+    channel, members of the workspace that installed the bot) and ``"role:<id>"`` (holders of that
+    Discord staff role). An agent writing in a customer's thread takes it over. Anyone else is an
+    outsider: with ``outsiders = "context"`` their messages are kept as context and draft nothing;
+    with ``"customers"`` (public Discord channels where anyone may ask) each asker is a customer.
+    ``auto_resolve_hours``: a conversation waiting on its customer longer than that is resolved
+    (0: never)."""
+
+    agents: tuple[str, ...] = ("review_channel",)
+    outsiders: Literal["context", "customers"] = "context"
+    auto_resolve_hours: Annotated[float, Field(ge=0, le=24 * 365)] = 0.0
+
+    @field_validator("agents")
+    @classmethod
+    def _known_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if entry not in ("review_channel", "workspace") and not re.fullmatch(r"role:\S+", entry):
+                raise ValueError(f'{entry!r} is not "review_channel", "workspace" or "role:<id>"')
+        return value
+
+
 class ChannelsSection(_Section):
     """Channels the bot answers in; empty means wherever it is mentioned or DMed."""
 
@@ -177,6 +202,16 @@ class LogsSection(_Section):
     redact_personal_data: bool = False
 
 
+class RetentionSection(_Section):
+    """How long conversations' text is kept. ``days`` = 0 (the default) keeps it forever; N > 0
+    lets the retention job (every ``RETENTION_SWEEP_SECONDS``) erase the text of messages, images,
+    drafts, tool calls, sent replies and conversations' summaries older than N days, and replace
+    the audit trail's summaries with their sha256: ids, kinds, actors and times stay. Work still in
+    flight (a draft awaiting review or being sent) keeps its conversation whole."""
+
+    days: Annotated[int, Field(ge=0, le=36500)] = 0
+
+
 class Policy(_Section):
     """The whole policy file."""
 
@@ -188,9 +223,11 @@ class Policy(_Section):
     identity: IdentitySection = IdentitySection()
     approvers: ApproversSection = ApproversSection()
     escalation: EscalationSection = EscalationSection()
+    desk: DeskSection = DeskSection()
     channels: ChannelsSection = ChannelsSection()
     knowledge: KnowledgeSection = KnowledgeSection()
     logs: LogsSection = LogsSection()
+    retention: RetentionSection = RetentionSection()
 
     @property
     def version(self) -> str:

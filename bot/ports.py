@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from bot.domain.states import DraftStatus
-from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
+from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus
+from bot.events import DecisionAction, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -49,6 +49,32 @@ class ProposalView:
 
 
 @dataclass(frozen=True, slots=True)
+class ConversationView:
+    """The card's conversation: its status, who answers it (``owner``, and why a human does:
+    ``owner_reason``), who it is assigned to, what the customer wrote since this card's message
+    while a human answers (``customer_wrote``: no draft is made for it), and the conversation
+    buttons the card offers (``actions``, in order: Take over or Hand back, Claim, Resolve)."""
+
+    status: ConversationStatus = ConversationStatus.OPEN
+    owner: ConversationOwner = ConversationOwner.BOT
+    owner_reason: str = ""
+    assignee: str = ""
+    customer_wrote: str = ""
+    actions: tuple[DecisionAction, ...] = ()
+
+    @property
+    def line(self) -> str:
+        """One plain line for the card: "Conversation: open · answered by a human (…) · assigned to …"."""
+        parts = [f"Conversation: {self.status.value.replace('_', ' ')}"]
+        if self.owner is ConversationOwner.HUMAN:
+            parts.append("a human answers" + (f" ({self.owner_reason})" if self.owner_reason else "") + "; no drafts")
+        else:
+            parts.append("the bot drafts")
+        parts.append(f"assigned to {self.assignee}" if self.assignee else "unassigned")
+        return " · ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
 class ReviewCard:
     """Everything a review desk shows about one draft. Platform-neutral: the adapter renders
     it (Block Kit in Slack, an embed with buttons in Discord). ``escalation`` says why the
@@ -77,6 +103,8 @@ class ReviewCard:
     # what the verification pass and the identity checks found; both shown plainly on the card.
     identity: str = ""
     flags: tuple[str, ...] = ()
+    #: The conversation's life (issue 19): shown on every desk, with its buttons.
+    conversation: ConversationView = ConversationView()
 
     @property
     def actionable(self) -> bool:
@@ -171,6 +199,12 @@ class Core(Protocol):
         ...
 
     async def has_conversation(self, thread: ThreadRef) -> bool: ...
+
+    def serves(self, thread: ThreadRef) -> bool:
+        """Whether the bot serves ``thread``'s workspace (the operator's allowlists); an adapter
+        asks before it acts on a message visibly (Discord opens a thread), and a refusal is
+        counted. :meth:`receive` checks it too."""
+        ...
 
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome: ...
 

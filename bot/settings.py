@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     file_download_seconds: float = Field(
         10.0, gt=0, description="the most one message's images may take to download in all; then the card says so"
     )
+    retention_sweep_seconds: float = Field(
+        3600.0, gt=0, description="how often the retention job purges what is older than the policy's [retention] days"
+    )
     drafting_concurrency: int = Field(32, description="drafts written at once (the backlog waits in SQL)")
     delivery_concurrency: int = Field(8, description="replies posted at once (in order within a thread)")
 
@@ -115,6 +118,15 @@ class Settings(BaseSettings):
         "https://cdn.discordapp.com https://media.discordapp.net",
         description="Discord's CDN origins (space- or comma-separated), the only hosts attachments come from",
     )
+
+    slack_workspace_allowlist: str = Field(
+        "",
+        description="Slack team ids (T…, comma-separated) whose messages are served; empty serves every workspace",
+    )
+    discord_guild_allowlist: str = Field(
+        "", description="Discord server (guild) ids, comma-separated, whose messages are served; empty serves every one"
+    )
+    discord_allow_dms: bool = Field(True, description="serve direct messages to the Discord bot")
 
     orders_backend: str = Field("sql", description="sql (the embedded order store) or http (your shop's API)")
     orders_api_url: str | None = Field(None, description="the shop API for ORDERS_BACKEND=http")

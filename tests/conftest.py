@@ -134,6 +134,15 @@ async def slack() -> AsyncIterator[FakeSlack]:
         yield fake
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLite file in ``tmp_path``, then a fresh PostgreSQL database (``database``: skipped
+    without SUPPORTBOT_TEST_POSTGRES_URL): a scenario using it runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'supportbot.db'}"
+    return str(request.getfixturevalue("database"))
+
+
 @pytest.fixture
 async def harness(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIterator[Harness]:
     async with running_bot(tmp_path, kimi, slack) as running:

@@ -19,6 +19,7 @@ from adapters.discord import (
     split_message,
 )
 from adapters.discord.outbound import reply_nonce
+from bot.domain.states import ConversationOwner
 from bot.errors import ConfigError, FileNotFetched
 from bot.events import (
     Actor,
@@ -29,7 +30,7 @@ from bot.events import (
     ReviewDecision,
     ThreadRef,
 )
-from bot.ports import CardState, DecisionOutcome, EditForm, ProposalView, ReviewCard, ToolLookup
+from bot.ports import CardState, ConversationView, DecisionOutcome, EditForm, ProposalView, ReviewCard, ToolLookup
 from bot.settings import Settings
 from tests.fakes.discord import (
     AGENT_ROLE_ID,
@@ -80,6 +81,9 @@ class RecordingCore:
 
     async def has_conversation(self, thread: ThreadRef) -> bool:
         return any(m.thread == thread for m in self.received)
+
+    def serves(self, thread: ThreadRef) -> bool:
+        return True
 
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
         self.decisions.append(decision)
@@ -651,13 +655,16 @@ def test_card_embed_stays_within_discord_limits() -> None:
         sent_text="t" * 3000,
         decided_by="<@1400000000000000002>",
         decided_at=datetime(2026, 5, 1, tzinfo=UTC),
+        conversation=ConversationView(
+            owner=ConversationOwner.HUMAN, owner_reason="r" * 500, assignee="a" * 300, customer_wrote="w" * 3000
+        ),
     )
     embed = render_card(card)
     assert len(embed) <= 6000
     assert embed.description is not None and len(embed.description) <= 4096
     assert "truncated: 9000 characters" in embed.description
     assert all(len(f.value or "") <= 1024 for f in embed.fields)
-    assert len(embed.fields) == 10
+    assert len(embed.fields) == 12, "ten of the card's own, what the customer wrote since, and its conversation"
     assert len(embed.description) >= 1500  # the draft keeps room even when every field is long
 
 

@@ -92,8 +92,9 @@ ANA_PRIVATE = ("Ana Diaz", "ana@example.com", "JD014600007", "Desk chair", "1011
 
 
 @pytest.fixture
-async def shop(tmp_path: Path, kimi: FakeKimi) -> AsyncIterator[TestDesk]:
-    async with open_desk(tmp_path, kimi, policy=POLICY) as desk:
+async def shop(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
+    """The guards' desk, on SQLite and on PostgreSQL."""
+    async with open_desk(tmp_path, kimi, policy=POLICY, database_url=database_url) as desk:
         await desk.import_orders(guard_orders(desk.account(KIM)))
         yield desk
 
@@ -233,9 +234,19 @@ async def test_a_wrong_email_three_times_escalates_and_reveals_nothing(shop: Tes
     assert (conversation.verified_customer_id, conversation.verify_attempts) == ("", 3)
 
 
+@pytest.fixture
+async def open_shop(tmp_path: Path, kimi: FakeKimi) -> AsyncIterator[TestDesk]:
+    """A shop where anyone in a thread may ask (``[desk] outsiders = "customers"``)."""
+    async with open_desk(tmp_path, kimi, policy=POLICY + '\n[desk]\noutsiders = "customers"\n') as desk:
+        await desk.import_orders(guard_orders(desk.account(KIM)))
+        yield desk
+
+
 async def test_someone_else_in_the_customers_thread_does_not_inherit_the_verification(
-    shop: TestDesk, kimi: FakeKimi
+    open_shop: TestDesk, kimi: FakeKimi
 ) -> None:
+    # Where anyone may ask, someone else's message in the thread is drafted for, as their own.
+    shop = open_shop
     said = await shop.customer(KIM).says("where is my order #W2611340?")
     first = await shop.card_for(said)
     assert first.identity == "Verified customer C-1 (linked account)"

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from bot import metrics
 from bot.cli_ops import EXIT_OK
 from bot.core.no_reply import cheap_rule, must_draft
-from bot.domain.states import DraftStatus
+from bot.domain.states import ConversationStatus, DraftStatus
 from bot.policy import Policy
 from bot.ports import CardState
 from bot.store import AuditEvent, Draft, sessionmaker
@@ -68,12 +68,16 @@ async def test_thanks_after_an_answer_leaves_no_card_and_no_model_call_and_is_co
         draft = await latest_draft(desk)
         assert draft.status == DraftStatus.SUPERSEDED and draft.notice.startswith("No reply needed")
         assert desk.bot.core is not None and desk.bot.core.metrics["drafts_no_reply"] == 1
+        shown = await desk.latest(desk.cards[0], lambda c: c.conversation.status is ConversationStatus.RESOLVED)
+        assert shown.state is CardState.SENT, "the answered card shows the conversation resolved"
         url = desk.bot.settings.database_url
 
     listed = await asyncio.to_thread(supportbot, tmp_path, "conversations", "--state", "no_reply", DATABASE_URL=url)
     assert listed.returncode == EXIT_OK, listed.stderr
     [row] = listed.stdout.splitlines()[1:]
     assert " no_reply " in row, "nothing vanishes: the conversation is listed as resolved by the customer"
+    resolved = await asyncio.to_thread(supportbot, tmp_path, "conversations", "--status", "resolved", DATABASE_URL=url)
+    assert resolved.stdout.splitlines()[1:] == [row], "resolved by the customer"
     trail = await asyncio.to_thread(supportbot, tmp_path, "audit", row.split()[0], DATABASE_URL=url)
     assert "no reply needed (cheap rule: thanks)" in trail.stdout, trail.stderr
 

@@ -54,6 +54,8 @@ async def test_a_newcomer_asks_as_a_customer_approves_the_card_and_sees_the_repl
             await expect(reply).to_contain_text("UPS")
             await expect(card).to_contain_text("sent to the customer")
             await expect(page.locator("#policy-result")).to_contain_text("OK")
+            # The file's name, not where the machine keeps it (the README's picture once showed a temp path).
+            await expect(page.locator("#policy-side h2 small")).to_have_text("(policy.toml)")
 
             shot = tmp_path / "playground.png"
             await page.screenshot(path=str(shot), full_page=True)

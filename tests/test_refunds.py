@@ -39,8 +39,9 @@ def shop_orders(ana: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def shop(tmp_path: Path, kimi: FakeKimi) -> AsyncIterator[TestDesk]:
-    async with open_desk(tmp_path, kimi, policy=POLICY) as desk:
+async def shop(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
+    """The money rules' desk, on SQLite and on PostgreSQL."""
+    async with open_desk(tmp_path, kimi, policy=POLICY, database_url=database_url) as desk:
         await desk.import_orders(shop_orders(desk.account("ana")))
         yield desk
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy import CheckConstraint, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
+from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxStatus
 from bot.errors import SupportbotError
 from bot.settings import load_settings
 from bot.store import (
@@ -94,11 +95,18 @@ async def _database_at_0005_with_work_in_flight(engine: AsyncEngine) -> dict[str
     outbox; a sent one; one under review. Returns their ids."""
     await upgrade_database(engine, BEFORE_STATE_CHECKS)
     async with sessionmaker(engine).begin() as session:
-        conversation = Conversation(
-            thread_key="slack:T1:C1:1.0", platform="slack", workspace="T1", channel="C1", thread="1.0"
+        # The conversation as the older version wrote it: without the columns later revisions add.
+        conversation = Conversation(id="c0005", thread_key="slack:T1:C1:1.0")
+        await session.execute(
+            text(
+                "INSERT INTO conversations (id, thread_key, platform, workspace, channel, thread, location,"
+                " customer_id, customer_name, summary, summary_through, facts, failed_drafts, created_at,"
+                " updated_at, verified_customer_id, verified_via, verify_attempts, asker_email)"
+                " VALUES (:id, :key, 'slack', 'T1', 'C1', '1.0', '', 'U1', '', '', 0, '{}', 0, :now, :now,"
+                " '', '', 0, '')"
+            ),
+            {"id": conversation.id, "key": conversation.thread_key, "now": datetime.now(UTC)},
         )
-        session.add(conversation)
-        await session.flush()
         message = Message(conversation_id=conversation.id, role="customer", text="refund my order please")
         session.add(message)
         await session.flush()
@@ -125,6 +133,7 @@ async def _database_at_0005_with_work_in_flight(engine: AsyncEngine) -> dict[str
             "waiting": drafts[DraftStatus.AWAITING_REVIEW].id,
             "action": action.id,
             "outbox": outbox.id,
+            "conversation": conversation.id,
         }
 
 
@@ -151,13 +160,30 @@ async def test_an_upgrade_keeps_the_work_in_flight_and_then_refuses_what_is_not_
     assert action is not None and outbox is not None
     assert (action.draft_id, action.status, action.params["amount_cents"]) == (ids["approved"], "approved", 500)
     assert (outbox.draft_id, outbox.status) == (ids["approved"], OutboxStatus.PENDING)
+    async with sessionmaker(engine)() as session:
+        conversation = await session.get(Conversation, ids["conversation"])
+    assert conversation is not None, "the conversation survives the upgrade"
+    assert (conversation.status, conversation.owner, conversation.assignee) == (
+        ConversationStatus.OPEN,
+        ConversationOwner.BOT,
+        "",
+    ), "an existing conversation is open and the bot's"
+    assert conversation.status_at == conversation.updated_at
     async with engine.connect() as conn:
         assert await conn.run_sync(_differences) == [], "the upgraded database is the models' schema"
 
-    for table, row in (("drafts", ids["waiting"]), ("proposed_actions", ids["action"]), ("outbox", ids["outbox"])):
+    for table, row in (
+        ("drafts", ids["waiting"]),
+        ("proposed_actions", ids["action"]),
+        ("outbox", ids["outbox"]),
+        ("conversations", ids["conversation"]),
+    ):
         with pytest.raises(IntegrityError, match="ck_"):
             async with engine.begin() as conn:  # around the models, as an older or buggy writer would
                 await conn.execute(text(f"UPDATE {table} SET status = 'archived' WHERE id = :id"), {"id": row})
+    with pytest.raises(IntegrityError, match="ck_conversations_owner"):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE conversations SET owner = 'nobody'"))
 
 
 async def test_an_upgrade_stops_on_a_status_it_cannot_map_and_changes_nothing(old_engine: AsyncEngine) -> None:

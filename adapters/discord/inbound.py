@@ -93,7 +93,7 @@ class MessageIntake:
             event_id=f"discord:{message.id}",
             thread=thread,
             message_id=str(message.id),
-            author=Author(id=str(message.author.id), display_name=message.author.display_name),
+            author=author_of(message),
             text=strip_mention(message.content, me.id),
             kind=kind,
             sent_at=message.created_at,
@@ -131,6 +131,8 @@ class MessageIntake:
 
         if not mentioned or self._is_review_channel(channel.id):
             return None
+        if not core.serves(ThreadRef(PLATFORM, str(guild.id), str(channel.id), "")):
+            return None  # a server the operator does not serve: no thread opened there
         location = f"Discord · {guild.name} · #{channel.name} · {author}"
         thread_id = await open_thread(message, channel)
         if thread_id is None:
@@ -236,11 +238,24 @@ def as_edit(
         event_id=event_id,
         thread=thread,
         message_id=str(message.id),
-        author=Author(id=str(message.author.id), display_name=message.author.display_name),
+        author=author_of(message),
         text=strip_mention(message.content, bot_id),
         kind=kind,
         sent_at=message.created_at,
         edited=True,
+    )
+
+
+def author_of(message: discord.Message) -> Author:
+    """The author with the facts the core decides who is speaking from: a bot or not, and the
+    ids of their roles in the guild (staff roles make an agent, by the policy)."""
+    user = message.author
+    roles = user.roles if isinstance(user, discord.Member) else []
+    return Author(
+        id=str(user.id),
+        display_name=user.display_name,
+        is_bot=user.bot,
+        groups=frozenset(str(role.id) for role in roles if not role.is_default()),  # not @everyone
     )
 
 

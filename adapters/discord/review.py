@@ -35,7 +35,10 @@ from bot.ports import CardState, Core, DecisionOutcome, ReviewCard
 log = logging.getLogger(__name__)
 
 DRAFT_ID_PATTERN = r"[A-Za-z0-9_-]+"
-BUTTON_TEMPLATE = rf"supportbot:(?P<action>approve|edit|reject|regenerate):(?P<draft>{DRAFT_ID_PATTERN})"
+BUTTON_TEMPLATE = (
+    r"supportbot:(?P<action>approve|edit|reject|regenerate|take_over|hand_back|claim|resolve)"
+    rf":(?P<draft>{DRAFT_ID_PATTERN})"
+)
 FORM_TEMPLATE = rf"supportbot:(?P<form>edit|regenerate)-form:(?P<draft>{DRAFT_ID_PATTERN})"
 _FORM_ID = re.compile(FORM_TEMPLATE)
 _DRAFT_ID = re.compile(DRAFT_ID_PATTERN)
@@ -68,6 +71,13 @@ _BUTTONS: dict[DecisionAction, tuple[str, discord.ButtonStyle]] = {
     DecisionAction.REJECT: ("Reject", discord.ButtonStyle.danger),
     DecisionAction.REGENERATE: ("Regenerate", discord.ButtonStyle.secondary),
 }
+#: The conversation's buttons (issue 19), offered on any card whose conversation is not resolved.
+_CONVERSATION_BUTTONS: dict[DecisionAction, tuple[str, discord.ButtonStyle]] = {
+    DecisionAction.TAKE_OVER: ("Take over", discord.ButtonStyle.secondary),
+    DecisionAction.HAND_BACK: ("Hand back", discord.ButtonStyle.secondary),
+    DecisionAction.CLAIM: ("Claim", discord.ButtonStyle.secondary),
+    DecisionAction.RESOLVE: ("Resolve", discord.ButtonStyle.secondary),
+}
 
 _STATE_LOOK: dict[CardState, tuple[str, discord.Colour]] = {
     CardState.DRAFTING: ("Kimi is writing this draft…", discord.Colour.greyple()),
@@ -91,10 +101,11 @@ def button_custom_id(action: DecisionAction, draft_id: str) -> str:
 
 
 class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=BUTTON_TEMPLATE):
-    """One of Approve / Edit / Reject / Regenerate on a card, rebuilt from its ``custom_id``."""
+    """One of Approve / Edit / Reject / Regenerate (or a conversation's Take over / Hand back /
+    Claim / Resolve) on a card, rebuilt from its ``custom_id``."""
 
     def __init__(self, action: DecisionAction, draft_id: str) -> None:
-        label, style = _BUTTONS[action]
+        label, style = _BUTTONS.get(action) or _CONVERSATION_BUTTONS[action]
         super().__init__(discord.ui.Button(label=label, style=style, custom_id=button_custom_id(action, draft_id)))
         self.action = action
         self.draft_id = draft_id
@@ -116,12 +127,18 @@ class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], t
 
 
 def review_buttons(card: ReviewCard) -> discord.ui.View | None:
-    """The card's buttons, or None when the card is no longer actionable."""
-    if not card.actionable:
+    """The card's buttons (the draft's while it awaits review, on the first row; the
+    conversation's on the second), or None when it offers none."""
+    actions = list(_BUTTONS) if card.actionable else []
+    if not actions and not card.conversation.actions:
         return None
     view = discord.ui.View(timeout=None)
-    for action in _BUTTONS:
+    for action in actions:
         view.add_item(ReviewButton(action, card.draft_id))
+    for action in card.conversation.actions:
+        button = ReviewButton(action, card.draft_id)
+        button.item.row = 1
+        view.add_item(button)
     return view
 
 
@@ -196,6 +213,9 @@ def _card_fields(card: ReviewCard) -> list[tuple[str, str, bool]]:
     if card.decided_by or card.decided_at:
         when = f" · <t:{int(card.decided_at.timestamp())}:f>" if card.decided_at else ""
         fields.append(("Decided by", f"{literal(card.decided_by or '?')}{when}", True))
+    if card.conversation.customer_wrote:
+        fields.append(("💬 The customer wrote since (no draft)", literal(card.conversation.customer_wrote), False))
+    fields.append(("Conversation", literal(card.conversation.line), False))
     return fields
 
 

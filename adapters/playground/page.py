@@ -8,8 +8,10 @@ proposals with the policy's verdict, flags, and the four buttons.
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
 
 from adapters.playground.state import PlaygroundState, Thread
+from bot.events import DecisionAction
 from bot.ports import CardState, EditForm, ReviewCard
 
 _STATE_LINES = {
@@ -108,9 +110,41 @@ def render_card(ref: str, card: ReviewCard) -> str:
         line = _STATE_LINES.get(card.state, "").format(who=escape(card.decided_by), when=when, by=by)
         if line:
             parts.append(f'<p class="outcome">{line}</p>')
+    parts.append(_conversation(card))
     return (
         f'<div class="card state-{escape(card.state.value)}" id="card-{escape(ref, quote=True)}">{"".join(parts)}</div>'
     )
+
+
+#: The conversation's buttons (issue 19); playground.js posts ``data-action`` as the decision.
+_CONVERSATION_LABELS = {
+    DecisionAction.TAKE_OVER: "Take over",
+    DecisionAction.HAND_BACK: "Hand back",
+    DecisionAction.CLAIM: "Claim",
+    DecisionAction.RESOLVE: "Resolve",
+}
+
+
+def _conversation(card: ReviewCard) -> str:
+    """The card's conversation: what the customer wrote since (a human answers), its status,
+    owner and assignee, and its buttons."""
+    view = card.conversation
+    html = ""
+    if view.customer_wrote:
+        html += (
+            '<p class="flag">💬 <b>The customer wrote since</b> (no draft):</p>'
+            f"<blockquote>{escape(view.customer_wrote)}</blockquote>"
+        )
+    html += f'<p class="meta conversation">{escape(view.line)}</p>'
+    if view.actions:
+        draft = escape(card.draft_id, quote=True)
+        buttons = "".join(
+            f'<button class="conversation" data-action="{escape(action.value, quote=True)}" data-draft="{draft}">'
+            f"{_CONVERSATION_LABELS[action]}</button>"
+            for action in view.actions
+        )
+        html += f'<div class="actions conversation-actions">{buttons}</div>'
+    return html
 
 
 def edit_form(form: EditForm) -> str:
@@ -150,6 +184,7 @@ def page(*, has_desk: bool, can_apply: bool, policy_text: str, policy_path: str)
         desk=desk,
         policy=escape(policy_text),
         policy_path=escape(policy_path),
+        policy_name=escape(Path(policy_path).name),
         apply=apply,
     )
 
@@ -168,7 +203,7 @@ _PAGE = """<!doctype html>
 <form id="compose"><textarea name="text" rows="3" placeholder="Write to support…"></textarea>
 <input type="file" name="image" accept="image/*"><button type="submit">Send</button></form></section>
 {desk}
-<section id="policy-side"><h2>Policy <small>({policy_path})</small></h2>
+<section id="policy-side"><h2>Policy <small title="{policy_path}">({policy_name})</small></h2>
 <textarea id="policy" spellcheck="false">{policy}</textarea>
 <div id="policy-result"></div>{apply}</section>
 </main>

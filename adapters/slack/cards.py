@@ -17,11 +17,19 @@ import re
 from typing import Any
 
 from adapters.slack.mrkdwn import escape
+from bot.events import DecisionAction
 from bot.ports import CardState, ReviewCard
 
 SECTION_LIMIT = 2900
 APPROVE, EDIT, REJECT, REGENERATE = "approve_draft", "edit_draft", "reject_draft", "regenerate_draft"
 EDIT_MODAL, REGENERATE_MODAL = "edit_draft_modal", "regenerate_draft_modal"
+#: The conversation's buttons (issue 19): action id and label per decision.
+CONVERSATION_BUTTONS: dict[DecisionAction, tuple[str, str]] = {
+    DecisionAction.TAKE_OVER: ("take_over_conversation", "Take over"),
+    DecisionAction.HAND_BACK: ("hand_back_conversation", "Hand back"),
+    DecisionAction.CLAIM: ("claim_conversation", "Claim"),
+    DecisionAction.RESOLVE: ("resolve_conversation", "Resolve"),
+}
 
 _STATE_LINES = {
     CardState.DRAFTING: ":hourglass_flowing_sand: Kimi is writing this draft; the buttons come when it is done.",
@@ -207,7 +215,30 @@ def card_blocks(card: ReviewCard) -> list[dict[str, Any]]:
         text = line.format(who=_name(card.decided_by), when=when, by=by)
         if text:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
-    return blocks[:50]
+    return (blocks[:47] + _conversation_blocks(card))[:50]
+
+
+def _conversation_blocks(card: ReviewCard) -> list[dict[str, Any]]:
+    """The conversation's life (status, who answers, assignee), what the customer wrote since
+    while a human answers, and its buttons."""
+    view = card.conversation
+    blocks: list[dict[str, Any]] = []
+    if view.customer_wrote:
+        blocks.append(
+            _section(f":speech_balloon: *The customer wrote since* (no draft):\n{_quote(view.customer_wrote[:2500])}")
+        )
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(view.line)[:2900]}]})
+    if view.actions:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"conversation_actions:{card.draft_id}",
+                "elements": [
+                    _button(CONVERSATION_BUTTONS[a][0], CONVERSATION_BUTTONS[a][1], card.draft_id) for a in view.actions
+                ],
+            }
+        )
+    return blocks
 
 
 def card_fallback_text(card: ReviewCard) -> str:

@@ -1,5 +1,6 @@
-"""Who a Slack user is: the profile e-mail (``users.info``) and user-group membership
-(``usergroups.list``), each cached for a while so a busy channel costs few Web API calls."""
+"""Who a Slack user is: the profile e-mail (``users.info``), user-group membership
+(``usergroups.list``) and review-channel membership (``conversations.members``), each cached for a
+while so a busy channel costs few Web API calls."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 EMAIL_TTL = 600.0
 #: How long the user-group membership list is remembered.
 GROUPS_TTL = 60.0
+#: How long the review channel's member list is remembered.
+MEMBERS_TTL = 60.0
+#: Member pages read at most (200 members each).
+MEMBER_PAGES = 10
 #: A lookup made while Slack waits for an ack is bounded by this.
 LOOKUP_TIMEOUT = 1.0
 _EMAIL_CACHE_SIZE = 10_000
@@ -41,6 +46,7 @@ class SlackDirectory:
         self._told_no_email = False
         self._told_no_groups = False
         self._email_scope = True
+        self._members: dict[str, tuple[float, frozenset[str] | None]] = {}
 
     def grant(self, scopes: str | None) -> None:
         """The token's scopes, as Slack sends them in ``x-oauth-scopes`` (None: unknown). Without
@@ -114,3 +120,32 @@ class SlackDirectory:
                 return frozenset(group for group, members in groups.items() if user_id in members)
             self._groups = (time.monotonic(), groups)
         return frozenset(group for group, members in groups.items() if user_id in members)
+
+    async def is_member(self, channel: str, user_id: str) -> bool | None:
+        """Whether ``user_id`` is a member of ``channel`` (the review channel), or None when Slack
+        will not say (no ``channels:read`` / ``groups:read``, or Slack unreachable)."""
+        fetched_at, members = self._members.get(channel, (float("-inf"), None))
+        if time.monotonic() - fetched_at > MEMBERS_TTL:
+            try:
+                members = await asyncio.wait_for(self._read_members(channel), LOOKUP_TIMEOUT)
+            except SlackApiError as exc:
+                log.info("the members of %s are unknown (%s)", channel, exc.response.get("error"))
+                members = None
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                log.info("the members of %s are unknown for now (%s)", channel, type(exc).__name__)
+                return None if members is None else user_id in members
+            self._members[channel] = (time.monotonic(), members)
+        return None if members is None else user_id in members
+
+    async def _read_members(self, channel: str) -> frozenset[str]:
+        found: set[str] = set()
+        cursor = ""
+        for _page in range(MEMBER_PAGES):
+            response = await self._client.conversations_members(channel=channel, limit=200, cursor=cursor or None)
+            raw = response.get("members")
+            found.update(str(m) for m in (raw if isinstance(raw, list) else []) if isinstance(m, str))
+            meta = response.get("response_metadata")
+            cursor = str(meta.get("next_cursor") or "") if isinstance(meta, dict) else ""
+            if not cursor:
+                break
+        return frozenset(found)

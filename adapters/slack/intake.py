@@ -94,10 +94,12 @@ class SlackIntake:
         core: Callable[[], Core],
         directory: SlackDirectory,
         bot_user_id: Callable[[], str],
+        review_channel: str | None = None,
     ) -> None:
         self._core = core
         self._directory = directory
         self._bot_user_id = bot_user_id
+        self._review_channel = review_channel or ""
 
     def register(self, app: AsyncApp, review_channel: str | None) -> None:
         app.middleware(ignore_non_customers(review_channel))
@@ -179,18 +181,38 @@ class SlackIntake:
         else:
             thread = event.get("thread_ts") or ts
             where = ("Slack Connect" if envelope["is_ext_shared_channel"] else "Slack") + f" · <#{channel}>"
-        user = event["user"]
         return InboundMessage(
             event_id=f"slack:{envelope['event_id'] or ts}",
             thread=ThreadRef("slack", team, channel, thread),
             message_id=ts,
-            author=Author(user, f"<@{user}>", await self._directory.email_of(user)),
+            author=await self._author(envelope, event, in_thread=kind is not MessageKind.DIRECT and thread != ts),
             text=self._strip_mention(event["text"]),
             kind=kind,
             sent_at=datetime.fromtimestamp(float(ts), UTC),
             attachments=tuple(self._attachment(f) for f in event["files"]),
             location=where,
             edited=edited,
+        )
+
+    async def _author(self, envelope: wire.EventCallback, event: wire.MessageEvent, *, in_thread: bool) -> Author:
+        """The author with the facts the core decides who is speaking from. Only a reply in an
+        existing thread can come from someone other than its customer, so only there are the
+        groups and the review channel's members looked up (both cached by the directory)."""
+        user = event["user"]
+        email = await self._directory.email_of(user)
+        if not in_thread:
+            return Author(user, f"<@{user}>", email)
+        home: bool | None = None
+        if envelope["is_ext_shared_channel"]:  # Slack Connect: the author's team, vs the installing one
+            home = (event.get("user_team") or event.get("team") or "") == envelope["team_id"]
+        member = await self._directory.is_member(self._review_channel, user) if self._review_channel else None
+        return Author(
+            user,
+            f"<@{user}>",
+            email,
+            groups=await self._directory.groups_of(user),
+            home_workspace=home,
+            review_member=member,
         )
 
     @staticmethod

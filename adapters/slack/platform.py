@@ -148,7 +148,10 @@ class SlackPlatform:
         self.directory = SlackDirectory(self.client)
         self._outbound = SlackOutbound(self.client, self.review_channel)
         self._intake = SlackIntake(
-            core=self._require_core, directory=self.directory, bot_user_id=lambda: self.bot_user_id
+            core=self._require_core,
+            directory=self.directory,
+            bot_user_id=lambda: self.bot_user_id,
+            review_channel=self.review_channel,
         )
         self._review = SlackReview(
             core=self._require_core, client=self.client, directory=self.directory, review_channel=self.review_channel

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -75,6 +75,8 @@ class SlackReview:
     def register(self, app: AsyncApp) -> None:
         app.action(cards.APPROVE)(ack=self.approve, lazy=[self.tell_clicker])
         app.action(cards.REJECT)(ack=self.reject, lazy=[self.tell_clicker])
+        for action, (action_id, _label) in cards.CONVERSATION_BUTTONS.items():
+            app.action(action_id)(ack=self._conversation_click(action), lazy=[self.tell_clicker])
         app.action(cards.EDIT)(ack=self.ack_click, lazy=[self.open_edit_modal])
         app.action(cards.REGENERATE)(ack=self.ack_click, lazy=[self.open_regenerate_modal])
         app.view(cards.EDIT_MODAL)(ack=self.submit_edit, lazy=[self.tell_clicker])
@@ -88,6 +90,14 @@ class SlackReview:
 
     async def reject(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await self._click(ack, body, context, DecisionAction.REJECT)
+
+    def _conversation_click(self, action: DecisionAction) -> Callable[..., Awaitable[None]]:
+        """The ack listener of a conversation button (Take over, Hand back, Claim, Resolve)."""
+
+        async def click(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+            await self._click(ack, body, context, action)
+
+        return click
 
     async def _click(
         self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext, action: DecisionAction

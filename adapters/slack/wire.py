@@ -57,6 +57,7 @@ class MessageEvent(TypedDict):
     files: list[FileObject]
     thread_ts: NotRequired[str]
     team: NotRequired[str]
+    user_team: NotRequired[str]
     channel_type: NotRequired[str]
     subtype: NotRequired[str]
     bot_id: NotRequired[str]
@@ -229,7 +230,7 @@ def parse_message_event(event: dict[str, Any]) -> MessageEvent:
     thread_ts = _timestamp(event, "thread_ts", "event.thread_ts")
     if thread_ts:
         parsed["thread_ts"] = thread_ts
-    for key in ("team", "channel_type", "subtype", "bot_id"):
+    for key in ("team", "user_team", "channel_type", "subtype", "bot_id"):
         value = _str(event, key, f"event.{key}")
         if value:
             parsed[key] = value

@@ -12,12 +12,16 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from bot.agent import DraftingAgent
+from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.intake import Intake, Received
+from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
+from bot.core.retention import COUNTERS as RETENTION_COUNTERS
+from bot.core.retention import RetentionJob
 from bot.core.review import Effects
 from bot.core.review import ReviewDesk as Decisions
 from bot.core.tasks import Supervisor
@@ -37,6 +41,7 @@ METRICS = (
     "events_received",
     "events_duplicate",
     "messages_ignored_unwatched",
+    "messages_ignored_workspace",
     "drafts_ready",
     "drafts_failed",
     "drafts_no_reply",
@@ -46,6 +51,7 @@ METRICS = (
     "replies_sent",
     "sends_failed",
     "refunds_executed",
+    *RETENTION_COUNTERS,
 )
 
 
@@ -91,6 +97,7 @@ class Copilot:
         )
         self.intake = Intake(db, policy, self.metrics)
         self.intake.on_received = self._received
+        self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
         self.decisions = Decisions(db, policy, orders, self._decided)
         self.dispatcher = Dispatcher(
             db,
@@ -103,6 +110,7 @@ class Copilot:
             concurrency=settings.delivery_concurrency,
             refresh_card=self.publisher.refresh,
         )
+        self.resolver = AutoResolver(db, policy, self._refresh_card)
         self.sweeper = Sweeper(
             db,
             interval=settings.sweep_seconds,
@@ -110,7 +118,9 @@ class Copilot:
             repost=self.publisher.recover,
             refresh=self.publisher.refresh,
             deliver=self.dispatcher.wake,
+            resolve_idle=self.resolver.sweep,
         )
+        self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -137,11 +147,13 @@ class Copilot:
 
     def start(self) -> None:
         """Start the background rooms: drafting workers, lease renewal, the sweeper (which
-        also resumes whatever an earlier run left), the dispatcher."""
+        also resumes whatever an earlier run left), the dispatcher, the retention job."""
         self.drafting.pool.start(self.settings.drafting_concurrency)
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
         self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.settings.sweep_seconds))
+        # A failing pass is retried after a minute, not a second: it is no hurry, and logs once.
+        self.supervisor.keep_running("retention", self.retention.run, backoff=min(60.0, self.retention.interval))
 
     async def wind_down(self, grace: float) -> bool:
         """A graceful stop's first phase: start no new draft or delivery and give what is in
@@ -174,6 +186,9 @@ class Copilot:
     async def has_conversation(self, thread: ThreadRef) -> bool:
         return await self.intake.has_conversation(thread)
 
+    def serves(self, thread: ThreadRef) -> bool:
+        return self.intake.served(thread)
+
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
         return await self.decisions.decide(decision)
 
@@ -191,14 +206,19 @@ class Copilot:
     def _received(self, received: Received) -> None:
         if received.draft_id is not None:
             self.drafting.pool.submit(received.draft_id)
-        for old in received.superseded:
+        for old in (*received.superseded, *received.refresh):
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
+
+    def _refresh_card(self, draft_id: str) -> None:
+        self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
 
     def _decided(self, draft_id: str, effects: Effects) -> None:
         if effects.new_draft is not None:
             self.drafting.pool.submit(effects.new_draft)
         if effects.refresh:
             self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
+        for other in effects.cards:
+            self.supervisor.spawn("refresh-card", self.publisher.refresh(other), draft=other)
         if effects.deliver:
             self.dispatcher.wake()
 

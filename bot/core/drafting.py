@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundHistory, refund_history
-from bot.core import no_reply
+from bot.core import lifecycle, no_reply
 from bot.core.files import FileDownloads
 from bot.core.memory import Memory
 from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, plan_no_reply, spends
@@ -292,7 +292,10 @@ class Drafting:
 
     async def _record(self, claimed: ClaimedDraft, outcome: DraftOutcome, now: datetime) -> outcomes.Recorded:
         async with self.db.write() as conn:
-            return await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            if recorded.card is not None and recorded.card.escalation:  # in the same transaction
+                await lifecycle.on_escalated(conn, claimed.conversation_id, recorded.card.escalation, now)
+            return recorded
 
     async def _quota_alert(self) -> None:
         """One alert on the review desk, at most hourly, while Kimi says the quota is used up."""
@@ -335,7 +338,8 @@ class Drafting:
             proposals=len(recorded.card.actions),
             flags=len(outcome.flags),
         )
-        source = CardSource(recorded.card, conversation_after(run, outcome), run.trigger)
+        conversation_now = lifecycle.escalated(conversation_after(run, outcome), recorded.card.escalation)
+        source = CardSource(recorded.card, conversation_now, run.trigger)
         if await self.publisher.publish(source, recorded.card.version, ref=ref):
             metrics.card_posted(claimed.created_at)
         channel = self.channels.get(conversation.thread.platform)
@@ -349,10 +353,13 @@ class Drafting:
         customer (:func:`bot.core.no_reply.on_no_reply`, in the same transaction); counted."""
         claimed, conversation = run.claimed, run.conversation
         now = utcnow()
+        shown_on: str | None = None
         async with self.db.write() as conn:
             recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
             if recorded.card is not None:
-                await no_reply.on_no_reply(conn, conversation.id, claimed.id, outcome.reason, now)
+                shown_on = await no_reply.on_no_reply(conn, conversation.id, claimed.id, outcome.reason, now)
+        if shown_on is not None:  # the conversation's last card shows it resolved
+            self.supervisor.spawn("refresh-card", self.publisher.refresh(shown_on), draft=shown_on)
         if recorded.card is None:
             return  # superseded while drafting: a newer draft follows
         by = no_reply.by_of(outcome.reason)
@@ -370,7 +377,7 @@ class Drafting:
         if recorded.card is None:
             return
         log.warning("draft %s failed: %s", run.claimed.id, failure)
-        source = CardSource(recorded.card, run.conversation, run.trigger)
+        source = CardSource(recorded.card, lifecycle.escalated(run.conversation, recorded.card.escalation), run.trigger)
         await self.publisher.publish(source, recorded.card.version, ref=ref)
 
 

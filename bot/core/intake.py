@@ -1,5 +1,17 @@
-"""Intake: the ack path. A customer message is stored, and its draft queued, in one short
-transaction; drafting happens elsewhere, so the ack never waits behind a model."""
+"""Intake: the ack path. Who is speaking is decided here, from the facts the adapter reported
+(:func:`bot.domain.roles.classify`), and what their message does, in one short transaction:
+
+* the **customer**'s message is stored and supersedes a pending draft and queues a new one;
+  it reopens a resolved conversation; in a conversation a human answers it drafts nothing and
+  the conversation's newest card shows it instead (at most one card per message: never a new one);
+* an **agent** writing in the thread answers by hand: the pending draft is superseded ("answered
+  by hand by …", nothing sent), the conversation becomes a human's (assigned to that agent) and
+  waits on its customer; the message is stored as an ``agent`` turn the next draft sees;
+* an **outsider**'s message is stored as context (an ``outsider`` turn) and drafts nothing;
+* a **bot**'s message is ignored.
+
+Drafting happens elsewhere, so the ack never waits behind a model.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +27,16 @@ from bot import metrics
 from bot.core import edits
 from bot.core.files import records_at_ack
 from bot.domain.outcome import AuditLine
+from bot.domain.roles import Role, classify
+from bot.domain.states import ConversationOwner, ConversationStatus
 from bot.events import InboundMessage, MessageDeleted, MessageKind, ThreadRef
 from bot.logs import log_event
 from bot.policy import PolicyStore
 from bot.store import Database, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
+from bot.store import life as life_rows
+from bot.store.life import Life
 from bot.store.records import add_audit
 
 log = logging.getLogger(__name__)
@@ -30,33 +46,43 @@ MAX_CUSTOMER_TEXT = 20_000
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """What the ack stored: the new draft (None after a deletion that only retired one) and the
-    drafts it superseded."""
+    """What the ack stored: the new draft (None: nobody drafts for this message, or a deletion only
+    retired one), the drafts it superseded, and the other cards whose conversation it changed."""
 
     draft_id: str | None
     superseded: tuple[str, ...]
+    refresh: tuple[str, ...] = ()
 
 
 class Intake:
-    """Records customer messages exactly once."""
+    """Records messages in customers' threads exactly once, and routes them by who wrote them."""
 
     def __init__(self, db: Database, policy: PolicyStore, counters: Counter[str]) -> None:
         self.db = db
         self.policy = policy
         self.counters = counters
         self.on_received: Callable[[Received], None] = lambda _received: None
+        #: Whether the thread's workspace is served (:class:`bot.core.allowlist.WorkspaceAllowlist`).
+        self.served: Callable[[ThreadRef], bool] = lambda _thread: True
 
     def watched(self, message: InboundMessage) -> bool:
         watch = self.policy.current.channels.watch
         return not watch or message.kind is MessageKind.DIRECT or message.thread.channel in watch
 
     async def receive(self, message: InboundMessage) -> bool:
-        """Store the message and queue its draft. False when the event was seen before (a
-        redelivery) or comes from a channel the policy does not watch: nothing is done. An edit
-        (``edited``, or a message already stored under the same thread and id) goes to
-        :func:`bot.core.edits.amend` instead: at most one fresh draft, never a second message."""
+        """Store the message and do what its author's role calls for. False when the event was
+        seen before (a redelivery), comes from a workspace not served, a channel the policy does not
+        watch, or a bot: nothing is done. An edit (``edited``, or a message already stored under
+        the same thread and id) goes to :func:`bot.core.edits.amend` instead: at most one fresh
+        draft, never a second message."""
+        if not self.served(message.thread):
+            metrics.event_received("ignored")
+            return False
         if not message.edited and not self.watched(message):
             self.counters["messages_ignored_unwatched"] += 1
+            metrics.event_received("ignored")
+            return False
+        if message.author.is_bot:
             metrics.event_received("ignored")
             return False
         try:
@@ -76,17 +102,19 @@ class Intake:
             # message the conversation row is upserted first: that locks it (PostgreSQL) until
             # this commits, so a concurrent copy of the message finds it stored; a conversation
             # this statement created holds no message yet (one statement less on the ack).
-            conversation_id, created = "", False
+            life, created = None, False
             if not message.edited:
-                conversation_id, created = await conversation_rows.open_conversation(conn, message, now)
+                life, created = await conversation_rows.open_conversation(conn, message, now)
             earlier = None
             if not created:
                 earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
-            repeated = message.edited or earlier is not None
-            if repeated:
+            if message.edited or earlier is not None or life is None:
                 amended = await edits.amend(conn, earlier, text, message.author.id, now)
+                repeated = True
             else:
-                received = await self._store(conn, conversation_id, message, text, now)
+                repeated = False
+                conversation_id = life.conversation_id
+                role, received = await self._store(conn, life, message, text, now)
         if repeated:
             return self._amended(amended, "message_edited", message.event_id)
         self.counters["events_received"] += 1
@@ -100,14 +128,18 @@ class Intake:
             event_id=message.event_id,
             kind=str(message.kind),
             author=message.author.id,
+            role=role.value,
         )
         self.on_received(received)
         return True
 
     async def _store(
-        self, conn: AsyncConnection, conversation_id: str, message: InboundMessage, text: str, now: datetime
-    ) -> Received:
-        """Store a new customer message and queue its draft, in the ack's transaction."""
+        self, conn: AsyncConnection, life: Life, message: InboundMessage, text: str, now: datetime
+    ) -> tuple[Role, Received]:
+        """Store a new message and do what its author's role calls for, in the ack's transaction."""
+        policy = self.policy.current
+        conversation_id = life.conversation_id
+        role = classify(message.author, life.customer_id, policy)
         if message.author.email:
             await conversation_rows.note_asker_email(conn, conversation_id, message.author.id, message.author.email)
         message_id = await conversation_rows.add_customer_message(
@@ -116,16 +148,16 @@ class Intake:
             message,
             text,
             now,
-            records_at_ack(message, self.policy.current.limits.max_images_per_message),
+            records_at_ack(message, policy.limits.max_images_per_message),
+            role=role.value,
         )
-        superseded = await draft_rows.supersede_open(conn, conversation_id, "a newer customer message", now)
-        draft_id = await draft_rows.insert_draft(conn, conversation_id, message_id, now)
-        await add_audit(
-            conn,
-            [AuditLine(conversation_id, None, "message", message.author.id, f"customer wrote: {text[:200]}")],
-            now,
-        )
-        return Received(draft_id, tuple(superseded))
+        if role is Role.AGENT:
+            return role, await self._answered_by_hand(conn, life, message, now)
+        if role is Role.OUTSIDER:
+            line = AuditLine(conversation_id, None, "context", message.author.id, f"outsider wrote: {text[:200]}")
+            await add_audit(conn, [line], now)
+            return role, Received(None, ())
+        return role, await self._from_customer(conn, life, message_id, message, text, now)
 
     async def retract(self, deleted: MessageDeleted) -> bool:
         """A customer deleted a message (see :mod:`bot.core.edits`): one short transaction, like
@@ -162,6 +194,68 @@ class Intake:
         if amended.new_draft is not None or amended.superseded:
             self.on_received(Received(amended.new_draft, amended.superseded))
         return True
+
+    @staticmethod
+    async def _from_customer(
+        conn: AsyncConnection, life: Life, message_id: int, message: InboundMessage, text: str, now: datetime
+    ) -> Received:
+        conversation_id = life.conversation_id
+        audit = [AuditLine(conversation_id, None, "message", message.author.id, f"customer wrote: {text[:200]}")]
+        if life.status is not ConversationStatus.OPEN:
+            await life_rows.move_status(conn, conversation_id, life.status, ConversationStatus.OPEN, now)
+            if life.status is ConversationStatus.RESOLVED:
+                audit.append(AuditLine(conversation_id, None, "reopened", message.author.id, "the customer wrote"))
+        if life.owner is ConversationOwner.HUMAN:
+            # A human answers: no draft; the conversation's newest card shows what the customer wrote.
+            await add_audit(conn, audit, now)
+            retired = await draft_rows.supersede_open(
+                conn, conversation_id, "", now, notice="Superseded by a newer customer message; a human answers it."
+            )
+            card = await life_rows.latest_card(conn, conversation_id)
+            if card is None or card in retired:
+                return Received(None, tuple(retired))
+            await life_rows.touch_card(conn, card, now)
+            return Received(None, tuple(retired), (card,))
+        superseded = await draft_rows.supersede_open(conn, conversation_id, "a newer customer message", now)
+        draft_id = await draft_rows.insert_draft(conn, conversation_id, message_id, now)
+        await add_audit(conn, audit, now)
+        refresh: tuple[str, ...] = ()
+        if life.status is ConversationStatus.RESOLVED:  # the old card shows the conversation reopened
+            card = await life_rows.latest_card(conn, conversation_id)
+            if card is not None and card not in superseded:
+                await life_rows.touch_card(conn, card, now)
+                refresh = (card,)
+        return Received(draft_id, tuple(superseded), refresh)
+
+    @staticmethod
+    async def _answered_by_hand(conn: AsyncConnection, life: Life, message: InboundMessage, now: datetime) -> Received:
+        """An agent wrote in the customer's thread: they take the conversation over."""
+        conversation_id = life.conversation_id
+        agent = message.author.display_name or message.author.id
+        why = f"answered by hand by {agent}"
+        superseded = await draft_rows.supersede_open(
+            conn, conversation_id, why, now, notice=f"Answered by hand by {agent}; nothing was sent."
+        )
+        assignee = {} if life.assignee_id else {"assignee_id": message.author.id, "assignee": agent}
+        if life.owner is ConversationOwner.BOT:
+            await life_rows.move_owner(
+                conn, conversation_id, ConversationOwner.BOT, ConversationOwner.HUMAN, now, reason=why, **assignee
+            )
+        elif assignee:
+            await life_rows.assign(conn, conversation_id, "", message.author.id, agent, now)
+        if life.status is ConversationStatus.OPEN:
+            await life_rows.move_status(
+                conn, conversation_id, ConversationStatus.OPEN, ConversationStatus.WAITING_ON_CUSTOMER, now
+            )
+        refresh: tuple[str, ...] = ()
+        card = await life_rows.latest_card(conn, conversation_id)
+        if card is not None and card not in superseded:
+            await life_rows.touch_card(conn, card, now)
+            refresh = (card,)
+        await add_audit(
+            conn, [AuditLine(conversation_id, None, "answered_by_hand", message.author.id, message.text[:200])], now
+        )
+        return Received(None, tuple(superseded), refresh)
 
     async def has_conversation(self, thread: ThreadRef) -> bool:
         async with self.db.read() as conn:

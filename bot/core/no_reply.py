@@ -5,8 +5,8 @@ model call; the model may also say so with the ``no_reply_needed`` tool. Either 
 :func:`must_draft` wins: a message with a question mark, an order-id-like token, an escalation
 word or phrase of the policy, an attachment, an earlier customer message still unanswered, or
 an agent's regenerate always gets a draft. The draft then leaves without a card
-(:class:`bot.domain.outcome.NoReply`) and :func:`on_no_reply` notes the conversation as
-resolved by the customer.
+(:class:`bot.domain.outcome.NoReply`) and :func:`on_no_reply` resolves the conversation (by the
+customer).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.outcome import AuditLine, ToolCallRecord
+from bot.domain.states import ConversationStatus
 from bot.policy import Policy
+from bot.store import life as life_rows
 from bot.store import records
 from bot.store.conversations import StoredMessage
 from tools.no_reply import NoReplyNeeded
@@ -141,8 +143,16 @@ def by_of(reason: str) -> str:
     return "model" if reason.startswith("model:") else "rule"
 
 
-async def on_no_reply(conn: AsyncConnection, conversation_id: str, draft_id: str, reason: str, now: datetime) -> None:
-    """The conversation is resolved by the customer: today an audit line (kind ``no_reply``,
-    in the caller's transaction); the hook for a conversation status once one exists."""
-    line = AuditLine(conversation_id, draft_id, AUDIT_KIND, "supportbot", f"no reply needed ({reason})"[:300])
+async def on_no_reply(
+    conn: AsyncConnection, conversation_id: str, draft_id: str, reason: str, now: datetime
+) -> str | None:
+    """THE no-reply hook, in the transaction that retires the draft: the conversation is resolved
+    by the customer (its status ``resolved``; their next message reopens it) and the audit trail
+    says why (kind ``no_reply``). Returns the draft whose card shows the conversation's status
+    (to refresh), if any."""
+    line = AuditLine(conversation_id, draft_id, AUDIT_KIND, "customer", f"no reply needed ({reason})"[:300])
     await records.add_audit(conn, [line], now)
+    for current in (ConversationStatus.OPEN, ConversationStatus.WAITING_ON_CUSTOMER):
+        if await life_rows.move_status(conn, conversation_id, current, ConversationStatus.RESOLVED, now):
+            return await life_rows.latest_card(conn, conversation_id)
+    return None

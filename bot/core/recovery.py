@@ -69,8 +69,10 @@ class Sweeper:
         repost: Callable[[str], Awaitable[None]],
         refresh: Callable[[str], Awaitable[None]],
         deliver: Callable[[], None],
+        resolve_idle: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.db = db
+        self._resolve_idle = resolve_idle
         self.interval = interval
         self._redraft = redraft
         self._repost = repost
@@ -79,7 +81,8 @@ class Sweeper:
         self.passes = 0
 
     async def sweep(self) -> None:
-        """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date."""
+        """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date, and
+        conversations idle on their customer too long to resolve."""
         now = utcnow()
         async with self.db.read() as conn:
             drafting = await draft_rows.drafting_due(conn, now, 50)
@@ -91,6 +94,8 @@ class Sweeper:
             await self._repost(draft_id)
         for draft_id in stale:
             await self._refresh(draft_id)
+        if self._resolve_idle is not None:
+            await self._resolve_idle()
         self._deliver()
         self.passes += 1
 

@@ -1,4 +1,5 @@
-"""Review decisions: Approve, Edit, Reject, Regenerate, each a handler in a table.
+"""Review decisions: Approve, Edit, Reject, Regenerate on a draft, and Take over, Hand back,
+Claim, Resolve on the draft's conversation, each a handler in a table.
 
 A decision is one transaction: the compare-and-set on the draft's status (the first click wins,
 the rest are told who was first), the decision record, the audit line and, on approval, the
@@ -17,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import metrics
 from bot.approval import check_draft_refunds, current_facts, is_manager, may_approve
+from bot.core import conversation_decisions
 from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, DraftStatus
-from bot.events import Actor, DecisionAction, ReviewDecision
+from bot.events import CONVERSATION_ACTIONS, Actor, DecisionAction, ReviewDecision
 from bot.identity import refund_owner
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
@@ -55,6 +57,8 @@ class Effects:
     refresh: bool = True
     deliver: bool = False
     new_draft: str | None = None
+    #: Other cards to refresh (the conversation's newest, after a conversation decision).
+    cards: list[str] = field(default_factory=list)
     #: The orders the draft's refunds name, fetched fresh before the transaction.
     order_facts: dict[str, OrderFacts] = field(default_factory=dict)
 
@@ -85,6 +89,7 @@ class ReviewDesk:
             DecisionAction.EDIT: self._approve,
             DecisionAction.REJECT: self._reject,
             DecisionAction.REGENERATE: self._regenerate,
+            **dict.fromkeys(CONVERSATION_ACTIONS, self._on_conversation),
         }
 
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome:
@@ -106,7 +111,7 @@ class ReviewDesk:
             on_desk = decision.actor.platform in self.desks
             if not may_approve(decision.actor, policy, on_desk=on_desk):
                 outcome = DecisionOutcome(False, _not_an_approver(on_desk))
-            elif draft.status is not DraftStatus.AWAITING_REVIEW:
+            elif decision.action not in CONVERSATION_ACTIONS and draft.status is not DraftStatus.AWAITING_REVIEW:
                 outcome = DecisionOutcome(False, already(draft))
             else:
                 outcome = await self._handlers[decision.action](conn, draft, decision, policy, now, effects)
@@ -223,6 +228,22 @@ class ReviewDesk:
             now,
         )
         return DecisionOutcome(True, "A new draft is on its way.")
+
+    async def _on_conversation(
+        self,
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        decision: ReviewDecision,
+        policy: Policy,
+        now: datetime,
+        effects: Effects,
+    ) -> DecisionOutcome:
+        """Take over, Hand back, Claim, Resolve: :mod:`bot.core.conversation_decisions`."""
+        click = conversation_decisions.Click(decision.action, draft.conversation_id, draft.id, decision.actor, now)
+        decided = await conversation_decisions.decide(conn, click)
+        effects.new_draft = decided.new_draft
+        effects.cards.extend(decided.cards)
+        return decided.outcome
 
     async def _approve(
         self,

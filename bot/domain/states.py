@@ -1,4 +1,5 @@
-"""The states a draft, an outbox row and a proposed action move through, and the moves allowed.
+"""The states a draft, an outbox row, a proposed action and a conversation move through, and the
+moves allowed.
 
 A state change is always a compare-and-set in SQL (``WHERE status = <from>``); these tables are
 what the repositories check before they issue one, so an illegal move is a programming error
@@ -113,14 +114,46 @@ ACTION_TRANSITIONS: dict[ActionStatus, frozenset[ActionStatus]] = {
     ActionStatus.SUPERSEDED: frozenset(),
 }
 
+
+class ConversationStatus(StrEnum):
+    """A conversation's life: ``open → waiting_on_customer → resolved``; the customer writing
+    moves it back to ``open`` (a resolved one is reopened)."""
+
+    OPEN = "open"
+    WAITING_ON_CUSTOMER = "waiting_on_customer"
+    RESOLVED = "resolved"
+
+
+CONVERSATION_TRANSITIONS: dict[ConversationStatus, frozenset[ConversationStatus]] = {
+    ConversationStatus.OPEN: frozenset({ConversationStatus.WAITING_ON_CUSTOMER, ConversationStatus.RESOLVED}),
+    ConversationStatus.WAITING_ON_CUSTOMER: frozenset({ConversationStatus.OPEN, ConversationStatus.RESOLVED}),
+    ConversationStatus.RESOLVED: frozenset({ConversationStatus.OPEN}),
+}
+
+
+class ConversationOwner(StrEnum):
+    """Who answers a conversation: the bot drafts (``bot``), or a human does and the bot drafts
+    nothing there (``human``: taken over, answered by hand, escalated) until it is handed back."""
+
+    BOT = "bot"
+    HUMAN = "human"
+
+
+OWNER_TRANSITIONS: dict[ConversationOwner, frozenset[ConversationOwner]] = {
+    ConversationOwner.BOT: frozenset({ConversationOwner.HUMAN}),
+    ConversationOwner.HUMAN: frozenset({ConversationOwner.BOT}),
+}
+
 #: Each state enum with its transition table and what it is the state of (for messages).
 TRANSITIONS: Mapping[type[StrEnum], tuple[str, Mapping[Any, frozenset[Any]]]] = {
     DraftStatus: ("draft", DRAFT_TRANSITIONS),
     ActionStatus: ("proposed action", ACTION_TRANSITIONS),
     OutboxStatus: ("outbox row", OUTBOX_TRANSITIONS),
+    ConversationStatus: ("conversation", CONVERSATION_TRANSITIONS),
+    ConversationOwner: ("conversation's owner", OWNER_TRANSITIONS),
 }
 
-State = TypeVar("State", DraftStatus, ActionStatus, OutboxStatus)
+State = TypeVar("State", DraftStatus, ActionStatus, OutboxStatus, ConversationStatus, ConversationOwner)
 
 
 class IllegalTransition(ValueError):

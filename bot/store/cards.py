@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import DraftStatus, OutboxStatus
-from bot.store import outbox, records
+from bot.store import life, outbox, records
 from bot.store.conversations import ConversationState, StoredMessage, load_conversation
 from bot.store.records import StoredAction
 from bot.store.schema import Draft, Message, table_of
@@ -73,13 +73,15 @@ def draft_card(
 @dataclass(frozen=True, slots=True)
 class CardSource:
     """Everything a card shows: the draft, its conversation (who asks, where, who they are
-    verified as), the message it answers (None when unknown) and the reply's outbox row
-    ((status, text, last error), None before approval)."""
+    verified as, and its life), the message it answers (None when unknown), the reply's outbox row
+    ((status, text, last error), None before approval) and what the customer wrote since."""
 
     draft: DraftCard
     conversation: ConversationState
     trigger: StoredMessage | None
     outbox: tuple[OutboxStatus, str, str] | None = None
+    #: The customer's newest message after the one the draft answers ("" when none).
+    customer_wrote: str = ""
 
     @property
     def draft_id(self) -> str:
@@ -106,4 +108,5 @@ async def load_card(conn: AsyncConnection, draft_id: str) -> CardSource | None:
     actions = tuple(await records.actions_of(conn, draft_id))
     trigger = StoredMessage(row.message_id, row.role, row.message_text, list(row.attachments or []), row.author_id)
     sent = await outbox.of_draft(conn, draft_id)
-    return CardSource(draft_card(dict(row._mapping), calls, actions), conversation, trigger, sent)
+    wrote = await life.customer_wrote_since(conn, row.conversation_id, row.message_id)
+    return CardSource(draft_card(dict(row._mapping), calls, actions), conversation, trigger, sent, wrote)

@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.states import ConversationOwner, ConversationStatus
 from bot.events import InboundMessage, ThreadRef
+from bot.store import life
 from bot.store.dialect import dialect_insert
 from bot.store.schema import Attachment, Conversation, Message, ProcessedEvent, new_id, table_of
 
@@ -39,6 +41,11 @@ class ConversationState:
     asker_email: str = ""
     #: (customer message id, facts as the draft answering it left them), oldest first.
     fact_notes: tuple[tuple[int, dict[str, Any]], ...] = ()
+    #: Its life (:mod:`bot.store.life`) as it was read.
+    status: ConversationStatus = ConversationStatus.OPEN
+    owner: ConversationOwner = ConversationOwner.BOT
+    owner_reason: str = ""
+    assignee: str = ""
 
     @property
     def platform(self) -> str:
@@ -66,18 +73,23 @@ async def record_event(conn: AsyncConnection, event_id: str, now: datetime) -> b
 
 async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> str:
     """The conversation of the message's thread, created on its first message; one statement."""
-    return (await open_conversation(conn, message, now))[0]
+    return (await open_conversation(conn, message, now))[0].conversation_id
 
 
-async def open_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> tuple[str, bool]:
-    """:func:`upsert_conversation`, also telling whether this statement created the conversation
-    (then no message of it can be stored yet)."""
+async def open_conversation(
+    conn: AsyncConnection, message: InboundMessage, now: datetime
+) -> tuple[life.Life, bool]:
+    """The conversation of the message's thread, created on its first message (its author is then
+    its customer), with its life as it stands, and whether this statement created it (then no
+    message of it can be stored yet); one statement, which also holds the conversation's row for
+    the caller's transaction (a click on it waits)."""
     thread = message.thread
+    c = _conversations.c
     created_id = new_id()
     base = dialect_insert(conn.dialect.name, _conversations)
     statement = base.on_conflict_do_update(
-        index_elements=[_conversations.c.thread_key], set_={"updated_at": base.excluded.updated_at}
-    ).returning(_conversations.c.id)
+        index_elements=[c.thread_key], set_={"updated_at": base.excluded.updated_at}
+    ).returning(*life.LIFE_COLUMNS)
     values = {
         "id": created_id,
         "thread_key": thread.key,
@@ -95,9 +107,12 @@ async def open_conversation(conn: AsyncConnection, message: InboundMessage, now:
         "failed_drafts": 0,
         "created_at": now,
         "updated_at": now,
+        "status": ConversationStatus.OPEN,
+        "owner": ConversationOwner.BOT,
+        "status_at": now,
     }
-    conversation_id = str((await conn.execute(statement, values)).scalar_one())
-    return conversation_id, conversation_id == created_id
+    opened = life.life_of_row((await conn.execute(statement, values)).one())
+    return opened, opened.conversation_id == created_id
 
 
 async def add_customer_message(
@@ -107,16 +122,19 @@ async def add_customer_message(
     text: str,
     now: datetime,
     files: list[dict[str, Any]],
+    role: str = "customer",
 ) -> int:
     """Store the customer's message with what is known of its ``files`` (the core's
     :func:`bot.core.files.records_at_ack`), and the image bytes its adapter handed over of those
-    the records mark ``held`` (the drafting worker replaces them with their small version)."""
+    the records mark ``held`` (the drafting worker replaces them with their small version).
+    ``role``: who wrote it (:class:`bot.domain.roles.Role`): the customer, an agent answering by
+    hand, or an outsider whose words are context."""
     sent_at = message.sent_at if message.sent_at.tzinfo else now
     result = await conn.execute(
         _messages.insert().returning(_messages.c.id),
         {
             "conversation_id": conversation_id,
-            "role": "customer",
+            "role": role,
             "platform_message_id": message.message_id,
             "author_id": message.author.id,
             "author_name": message.author.display_name,
@@ -140,7 +158,9 @@ async def add_customer_message(
 async def add_reply(
     conn: AsyncConnection, conversation_id: str, draft_id: str, text: str, platform_message_id: str, now: datetime
 ) -> None:
-    """Store a reply that reached the customer, as a turn of the conversation."""
+    """Store a reply that reached the customer, as a turn of the conversation; an open
+    conversation now waits on its customer."""
+    await life.move_status(conn, conversation_id, ConversationStatus.OPEN, ConversationStatus.WAITING_ON_CUSTOMER, now)
     await conn.execute(
         _messages.insert(),
         {
@@ -184,6 +204,10 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
                 c.verify_attempts,
                 c.asker_email,
                 c.fact_notes,
+                c.status,
+                c.owner,
+                c.owner_reason,
+                c.assignee,
             ).where(c.id == conversation_id)
         )
     ).one()
@@ -202,6 +226,10 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
         verify_attempts=row.verify_attempts,
         asker_email=row.asker_email,
         fact_notes=tuple((int(at), dict(facts)) for at, facts in row.fact_notes or []),
+        status=ConversationStatus(row.status),
+        owner=ConversationOwner(row.owner),
+        owner_reason=row.owner_reason,
+        assignee=row.assignee,
     )
 
 

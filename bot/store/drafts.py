@@ -84,7 +84,8 @@ async def supersede_open(
     conn: AsyncConnection, conversation_id: str, why: str, now: datetime, *, notice: str | None = None
 ) -> list[str]:
     """A newer message makes the conversation's open drafts (and their proposals) moot. The card
-    says why: ``notice``, or by default that ``why`` superseded it and a fresh draft follows."""
+    says why: ``notice`` (an agent answered by hand, the customer edited or deleted their message),
+    or by default that ``why`` superseded it and a fresh draft follows."""
     for current in OPEN_DRAFT_STATES:
         check_transition(current, DraftStatus.SUPERSEDED)
     result = await conn.execute(
@@ -92,7 +93,7 @@ async def supersede_open(
         .where(d.conversation_id == conversation_id, d.status.in_(OPEN_DRAFT_STATES))
         .values(
             status=DraftStatus.SUPERSEDED,
-            notice=notice or f"Superseded by {why}; a fresh draft follows.",
+            notice=notice if notice is not None else f"Superseded by {why}; a fresh draft follows.",
             version=d.version + 1,
             updated_at=now,
         )

@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 import tools.orders
-from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
+from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxStatus
 from bot.events import ThreadRef
 
 
@@ -117,6 +117,22 @@ class Conversation(Base):
     verified_via: Mapped[str] = mapped_column(String(120), default="")
     verify_attempts: Mapped[int] = mapped_column(Integer, default=0)
     asker_email: Mapped[str] = mapped_column(String(320), default="")
+    # Its life (bot/store/life.py): a status, who answers (the bot drafts, or a human does) and the
+    # agent it is assigned to; ``status_at`` is when the status last changed (auto-resolve).
+    status: Mapped[ConversationStatus] = mapped_column(
+        state_column(ConversationStatus, "ck_conversations_status", 24),
+        default=ConversationStatus.OPEN,
+        server_default=ConversationStatus.OPEN.value,
+    )
+    owner: Mapped[ConversationOwner] = mapped_column(
+        state_column(ConversationOwner, "ck_conversations_owner", 8),
+        default=ConversationOwner.BOT,
+        server_default=ConversationOwner.BOT.value,
+    )
+    owner_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    assignee_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    assignee: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    status_at: Mapped[datetime | None] = mapped_column(default=None)
 
     @property
     def thread_ref(self) -> ThreadRef:
@@ -130,7 +146,7 @@ class Message(Base):
     __tablename__ = "messages"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
-    role: Mapped[str] = mapped_column(String(16))  # customer | assistant
+    role: Mapped[str] = mapped_column(String(16))  # customer | assistant | agent | outsider
     platform_message_id: Mapped[str] = mapped_column(String(128), default="")
     author_id: Mapped[str] = mapped_column(String(128), default="")
     author_name: Mapped[str] = mapped_column(String(255), default="")

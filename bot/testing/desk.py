@@ -362,6 +362,19 @@ class TestDesk:
     async def regenerate(self, card: ReviewCard, *, as_: str, instruction: str | None = None) -> str:
         return await self._decide(card, Move(DecisionAction.REGENERATE, instruction=instruction), as_)
 
+    async def take_over(self, card: ReviewCard, *, as_: str) -> str:
+        """``as_`` clicks Take over on ``card`` (its conversation); returns what they were told."""
+        return await self._decide(card, Move(DecisionAction.TAKE_OVER), as_)
+
+    async def hand_back(self, card: ReviewCard, *, as_: str) -> str:
+        return await self._decide(card, Move(DecisionAction.HAND_BACK), as_)
+
+    async def claim(self, card: ReviewCard, *, as_: str) -> str:
+        return await self._decide(card, Move(DecisionAction.CLAIM), as_)
+
+    async def resolve(self, card: ReviewCard, *, as_: str) -> str:
+        return await self._decide(card, Move(DecisionAction.RESOLVE), as_)
+
     async def _decide(self, card: ReviewCard, move: Move, agent: str) -> str:
         return await self.driver.decide(self.board.cards[card.draft_id], move, self.driver.user_id(agent))
 

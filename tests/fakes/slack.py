@@ -394,6 +394,8 @@ class FakeSlack:
         self.usergroups: dict[str, list[str]] = {}
         self.users: dict[str, JSON] = {}
         self.channels: dict[str, JSON] = {}
+        #: ``conversations.members`` per channel (the review channel's agents, say).
+        self.members: dict[str, list[str]] = {}
         self.add_user("U222", "customer.carol", real_name="Carol Customer", email="carol@customer.example")
         self.add_user("U333", "agent.alice", real_name="Alice Agent", email="alice@support.example")
         self.add_user(bot_user_id, "supportbot", real_name="Support Copilot", is_bot=True)
@@ -422,6 +424,7 @@ class FakeSlack:
             "conversations.replies": self._replies,
             "conversations.history": self._history,
             "conversations.info": self._conversations_info,
+            "conversations.members": self._conversations_members,
             "conversations.open": self._conversations_open,
             "users.info": self._users_info,
             "users.lookupByEmail": self._lookup_by_email,
@@ -1122,6 +1125,15 @@ class FakeSlack:
             else:
                 info = {**self.add_channel(channel, channel.lower())}
         return {"channel": info}
+
+    def _conversations_members(self, params: JSON) -> JSON:
+        channel = self._channel(params)
+        if "channels:read" not in self.scopes and "groups:read" not in self.scopes:
+            raise _SlackError("missing_scope")
+        if channel not in self.channels:
+            raise _SlackError("channel_not_found")
+        page, extra = self._page([{"id": m} for m in self.members.get(channel, [])], params, 100)
+        return {"members": [m["id"] for m in page], **extra}
 
     def _conversations_open(self, params: JSON) -> JSON:
         users = params.get("users")
