@@ -24,6 +24,7 @@ from bot.domain.outcome import ToolCallRecord
 from bot.errors import DraftingError, KimiContextTooLong, KimiModelNotFound, KimiRetryableError
 from bot.kimi import Completion, DeltaSink, KimiClient, ToolCallRequest, Usage
 from tools import ToolContext, ToolError, ToolRegistry
+from tools.no_reply import NoReplyNeeded
 from tools.refunds import RefundProposal
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,12 @@ class AgentLimits:
     tool_timeout_seconds: float
     thinking: bool
     max_output_tokens: int
+
+
+def _said_no_reply(result: DraftResult) -> bool:
+    """The model called ``no_reply_needed``: an empty final answer is what it was told to give
+    (the core decides whether a draft is needed anyway)."""
+    return any(c.name == NoReplyNeeded.name and not c.error for c in result.tool_calls)
 
 
 def _error_payload(code: str, message: str) -> str:
@@ -178,7 +185,7 @@ class DraftingAgent:
             on_usage(result.model, completion.usage)
             if not completion.tool_calls:
                 text = completion.content.strip()
-                if not text:
+                if not text and not _said_no_reply(result):
                     raise DraftingError("the model returned an empty reply")
                 result.text = text
                 result.forced_final = force_final

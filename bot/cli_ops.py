@@ -13,7 +13,14 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus
+from bot.domain.states import (
+    NO_REPLY_NOTICE,
+    NO_REPLY_STATE,
+    NO_REPLY_STATUS,
+    ConversationOwner,
+    ConversationStatus,
+    DraftStatus,
+)
 from bot.errors import SupportbotError
 
 if TYPE_CHECKING:
@@ -122,9 +129,10 @@ async def conversation_by_short_id(session: AsyncSession, short: str) -> str | N
 
 # -- supportbot conversations --------------------------------------------------------------
 
-#: A draft's states, and "none" for conversations without a draft yet.
+#: A draft's states, "none" for conversations without a draft yet, and "no_reply" for those
+#: whose latest message needed no reply (resolved by the customer; the draft is ``superseded``).
 NO_DRAFT = "none"
-STATES = (*(state.value for state in DraftStatus), NO_DRAFT)
+STATES = (*(state.value for state in DraftStatus), NO_DRAFT, NO_REPLY_STATE)
 SCAN = 2000
 
 
@@ -139,7 +147,8 @@ def add_conversations_command(commands: argparse._SubParsersAction[argparse.Argu
     listing.add_argument(
         "--state",
         choices=STATES,
-        help=f"only conversations whose latest draft is in this state ({NO_DRAFT!r}: no draft yet)",
+        help=f"only conversations whose latest draft is in this state ({NO_DRAFT!r}: no draft yet; "
+        f"{NO_REPLY_STATE!r}: the latest message needed no reply)",
     )
     listing.add_argument(
         "--status",
@@ -190,6 +199,12 @@ def _conversations(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _state(status: str, notice: str) -> str:
+    if status == NO_REPLY_STATUS and notice.startswith(NO_REPLY_NOTICE):
+        return NO_REPLY_STATE
+    return str(status)
+
+
 async def recent_conversations(database_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The rows ``supportbot conversations`` prints (newest first, filtered)."""
     from sqlalchemy import select
@@ -212,13 +227,15 @@ async def recent_conversations(database_url: str, args: argparse.Namespace) -> l
                 customer = conversation.customer_name or conversation.customer_id
                 if args.customer and args.customer.lower() not in f"{customer} {conversation.customer_id}".lower():
                     continue
-                latest = await session.scalar(
-                    select(Draft.status)
-                    .where(Draft.conversation_id == conversation.id)
-                    .order_by(Draft.created_at.desc(), Draft.revision.desc())
-                    .limit(1)
-                )
-                state = latest or NO_DRAFT
+                latest = (
+                    await session.execute(
+                        select(Draft.status, Draft.notice)
+                        .where(Draft.conversation_id == conversation.id)
+                        .order_by(Draft.created_at.desc(), Draft.revision.desc())
+                        .limit(1)
+                    )
+                ).first()
+                state = _state(latest.status, latest.notice) if latest is not None else NO_DRAFT
                 if args.state and state != args.state:
                     continue
                 rows.append(

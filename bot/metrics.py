@@ -93,6 +93,12 @@ DECISIONS = Counter(
     ["action", "outcome"],
     registry=REGISTRY,
 )
+NO_REPLY = Counter(
+    "supportbot_no_reply",
+    "Customer messages that needed no reply (no card), by who decided: rule (before any model call) or model.",
+    ["by"],
+    registry=REGISTRY,
+)
 KIMI_ERRORS = Counter(
     "supportbot_kimi_errors",
     "Failed Kimi calls (after retries) by model and error type.",
@@ -178,6 +184,10 @@ def event_received(outcome: str) -> None:
 
 def draft_ready(message_received_at: datetime) -> None:
     TIME_TO_DRAFT.observe(_seconds_since(message_received_at) or 0.0)
+
+
+def no_reply(by: str) -> None:
+    NO_REPLY.labels(by=by).inc()
 
 
 def card_posted(message_received_at: datetime) -> None:

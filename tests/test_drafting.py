@@ -201,7 +201,7 @@ async def test_knowledge_files_named_by_the_policy_are_searchable(tmp_path: Path
         kimi.script(CallTools([("search_knowledge", {"query": "return unused items refund"})]))
         card = await desk.card_for(await desk.customer("kim").says("can I return an unused mug?"))
         offered = [t["function"]["name"] for t in kimi.completions[0]["tools"]]
-        assert offered[-1] == "search_knowledge"
+        assert "search_knowledge" in offered
         tool_result = next(m for m in kimi.completions[1]["messages"] if m["role"] == "tool")
         assert "within 30 days for a full refund" in tool_result["content"]
         assert [lookup.name for lookup in card.lookups] == ["search_knowledge"]

@@ -612,14 +612,16 @@ def test_default_tools_come_in_a_stable_order_with_simple_schemas(knowledge: Kno
         "propose_refund",
         "verify_customer",
         "search_knowledge",
+        "no_reply_needed",
     ]
     assert [t.name for t in without] == [
         "get_order_status",
         "check_refund_eligibility",
         "propose_refund",
         "verify_customer",
+        "no_reply_needed",
     ]
-    assert [t.kind for t in with_knowledge] == ["read", "read", "action", "read", "read"]
+    assert [t.kind for t in with_knowledge] == ["read", "read", "action", "read", "read", "read"]
     schemas = json.dumps(with_knowledge.definitions())
     assert "anyOf" not in schemas
     assert "null" not in schemas

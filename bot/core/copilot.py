@@ -47,6 +47,7 @@ METRICS = (
     "messages_ignored_workspace",
     "drafts_ready",
     "drafts_failed",
+    "drafts_no_reply",
     "summaries",
     "cards_posted",
     "cards_adopted",

@@ -23,16 +23,16 @@ from typing import Any
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundHistory, refund_history
-from bot.core import lifecycle
+from bot.core import lifecycle, no_reply
 from bot.core.budget import BudgetSpent, DraftBudget, Reservations, Spent, next_day
 from bot.core.files import FileDownloads
 from bot.core.memory import Memory
-from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, spends
+from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, plan_no_reply, spends
 from bot.core.pool import WorkerPool
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
 from bot.core.tasks import Supervisor
-from bot.domain.outcome import DraftOutcome, Retry, Spend
+from bot.domain.outcome import DraftOutcome, NoReply, Retry, Spend
 from bot.domain.states import DraftStatus
 from bot.errors import (
     DraftingError,
@@ -91,7 +91,9 @@ class Claim:
         return _trigger(self.draft, self.turns)
 
     def run(self, spent: list[tuple[str, str, Usage]]) -> DraftRun:
-        return DraftRun(self.draft, self.conversation, self.trigger, self.ctx, spends(spent))
+        return DraftRun(
+            self.draft, self.conversation, self.trigger, self.ctx, spends(spent), no_reply.unanswered_before(self.turns)
+        )
 
 
 class Drafting:
@@ -172,6 +174,12 @@ class Drafting:
         policy = self.policy.current
         model = policy.models.drafting or self.settings.kimi_model
         spent: list[tuple[str, str, Usage]] = []
+        trigger = claim.trigger
+        if trigger is not None and not claim.run(spent).must_draft(policy):
+            rule = no_reply.cheap_rule(trigger.text)
+            if rule:
+                await self._finish_no_reply(plan_no_reply(claim.run(spent), rule), claim.run(spent))
+                return
         stream: CardStream | None = None
         try:
             stream = await self._open_stream(claim)
@@ -373,6 +381,9 @@ class Drafting:
         now = utcnow()
         history = await self._refund_history(result, run.ctx, now)
         outcome = plan(run, result, flags, policy, history, now)
+        if isinstance(outcome, NoReply):
+            await self._finish_no_reply(outcome, run, ref=ref)
+            return
         recorded = await self._record(claimed, outcome, now)
         if isinstance(outcome, Retry):
             if recorded.new_draft is not None:
@@ -401,6 +412,29 @@ class Drafting:
         if channel is not None:
             self.supervisor.spawn(
                 "show-pending", channel.show_pending(conversation.thread), thread=conversation.thread.key
+            )
+
+    async def _finish_no_reply(self, outcome: NoReply, run: DraftRun, *, ref: str | None = None) -> None:
+        """No card, nothing sent: the draft is retired and the conversation resolved by the
+        customer (:func:`bot.core.no_reply.on_no_reply`, in the same transaction); counted."""
+        claimed, conversation = run.claimed, run.conversation
+        now = utcnow()
+        shown_on: str | None = None
+        async with self.db.write() as conn:
+            recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            if recorded.card is not None:
+                shown_on = await no_reply.on_no_reply(conn, conversation.id, claimed.id, outcome.reason, now)
+        if shown_on is not None:  # the conversation's last card shows it resolved
+            self.supervisor.spawn("refresh-card", self.publisher.refresh(shown_on), draft=shown_on)
+        if recorded.card is None:
+            return  # superseded while drafting: a newer draft follows
+        by = no_reply.by_of(outcome.reason)
+        self.counters["drafts_no_reply"] += 1
+        metrics.no_reply(by)
+        log_event(log, "no_reply", conversation=conversation.id, draft=claimed.id, by=by, reason=outcome.reason)
+        if ref is not None:  # a streamed card was opened: it says why it ends here
+            await self.publisher.publish(
+                CardSource(recorded.card, conversation, run.trigger), recorded.card.version, ref=ref
             )
 
     async def _finish_failed(self, run: DraftRun, failure: str, model: str, *, ref: str | None = None) -> None:

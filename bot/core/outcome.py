@@ -20,7 +20,18 @@ from bot.agent import DraftResult
 from bot.approval import RefundHistory, judge_refunds
 from bot.core.drafting_text import escalation_reasons, fit
 from bot.core.memory import noted
-from bot.domain.outcome import AuditLine, FactsUpdate, Failed, PlannedRefund, Ready, Retry, Spend
+from bot.core.no_reply import model_said, must_draft
+from bot.domain.outcome import (
+    AuditLine,
+    FactsUpdate,
+    Failed,
+    NoReply,
+    PlannedRefund,
+    Ready,
+    Retry,
+    Spend,
+    ToolCallRecord,
+)
 from bot.kimi import Usage
 from bot.policy import Policy
 from bot.store.conversations import ConversationState, StoredMessage
@@ -34,17 +45,30 @@ ORDER_TOOLS = ("get_order_status", "check_refund_eligibility", "propose_refund")
 class DraftRun:
     """One drafting run as the planner sees it: the draft, its conversation, the message it
     answers (None when it is not among the turns read), the tools' context after the run and
-    what the run spent."""
+    what the run spent; ``earlier_unanswered``: the turn before it is the customer's too."""
 
     claimed: ClaimedDraft
     conversation: ConversationState
     trigger: StoredMessage | None
     ctx: ToolContext
     spent: tuple[Spend, ...] = ()
+    earlier_unanswered: bool = False
 
     @property
     def trigger_text(self) -> str:
         return self.trigger.text if self.trigger else ""
+
+    def must_draft(self, policy: Policy) -> str:
+        """Why this run must end in a draft whatever the rules or the model say ("" if nothing)."""
+        if self.trigger is None:
+            return "the message is not the newest read"
+        return must_draft(
+            self.trigger.text,
+            attachments=self.trigger.attachments,
+            policy=policy,
+            earlier_unanswered=self.earlier_unanswered,
+            asked_by_agent=bool(self.claimed.instruction) or self.claimed.revision > 1,
+        )
 
 
 def spends(spent: Sequence[tuple[str, str, Usage]]) -> tuple[Spend, ...]:
@@ -67,9 +91,14 @@ def plan(
     policy: Policy,
     history: RefundHistory | None,
     now: datetime,
-) -> Ready | Retry:
+) -> Ready | Retry | NoReply:
     """The outcome of a run whose model answered; ``flags`` are the verification pass's, and
-    ``history`` the other refunds THE rule counts (needed when the run proposed any)."""
+    ``history`` the other refunds THE rule counts (needed when the run proposed any). The model's
+    "no reply needed" holds only when nothing forces a draft and it proposed nothing."""
+    said = model_said(result.tool_calls)
+    forced = run.must_draft(policy) if said else ""
+    if said and not forced and not result.proposals:
+        return plan_no_reply(run, said, result.model, tuple(result.tool_calls))
     if verification.may_retry(flags, result, run.claimed.revision, run.claimed.instruction):
         return _retry(run, result, flags, policy)
     text = draft_text(result, policy)
@@ -86,7 +115,7 @@ def plan(
     return Ready(
         text=text,
         model=result.model,
-        notice=_notice(result, text, policy, run.claimed.instruction),
+        notice=_notice(result, text, policy, run.claimed.instruction, overruled=forced or bool(said)),
         escalation=_escalation(policy, run.trigger_text, 0, run.ctx),
         flags=(*identity.identity_flags(run.ctx), *flags),
         usage=Spend("draft", result.model, *_tokens(result.usage), result.usage.cost_microusd(result.model)),
@@ -94,6 +123,23 @@ def plan(
         tool_calls=tuple(result.tool_calls),
         facts=update,
         audit=_audit(run, result, refunds, text),
+        spent=run.spent,
+    )
+
+
+def plan_no_reply(run: DraftRun, reason: str, model: str = "", calls: tuple[ToolCallRecord, ...] = ()) -> NoReply:
+    """The outcome of a message that needs no reply: the cheap rules' (before any model call)
+    or the model's, after :meth:`DraftRun.must_draft` let it stand."""
+    c = run.conversation
+    tool_lines = tuple(
+        AuditLine(c.id, run.claimed.id, "tool_call", "model", f"{r.name}({r.arguments[:200]}): {r.summary}")
+        for r in calls
+    )
+    return NoReply(
+        reason=reason,
+        model=model,
+        tool_calls=calls,
+        audit=tool_lines,
         spent=run.spent,
     )
 
@@ -130,8 +176,12 @@ def _tokens(usage: Usage) -> tuple[int, int, int]:
     return usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
 
 
-def _notice(result: DraftResult, text: str, policy: Policy, instruction: str | None) -> str:
-    notices = [f"The draft was cut to {policy.limits.max_reply_chars} characters."] if text != result.text else []
+def _notice(result: DraftResult, text: str, policy: Policy, instruction: str | None, *, overruled: str | bool) -> str:
+    notices = []
+    if overruled:
+        why = overruled if isinstance(overruled, str) else "it proposed an action"
+        notices.append(f"The model said no reply is needed; drafted anyway: {why}.")
+    notices += [f"The draft was cut to {policy.limits.max_reply_chars} characters."] if text != result.text else []
     if result.forced_final:
         notices.append(f"Tool use stopped: {result.forced_final}.")
     notices.append(verification.regenerated_notice(instruction))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.domain.states import ActionStatus, DraftStatus
+from bot.domain.states import NO_REPLY_NOTICE, NO_REPLY_STATUS, ActionStatus, DraftStatus
 from tools.refunds import RefundProposal, RefundVerdict
 
 
@@ -124,4 +124,23 @@ class Failed:
     status = DraftStatus.FAILED
 
 
-DraftOutcome = Ready | Retry | Failed
+@dataclass(frozen=True, slots=True)
+class NoReply:
+    """A message that needs no reply ("thanks!"): no card, nothing sent; the conversation is
+    resolved by the customer. ``reason`` says who decided and why (``cheap rule: thanks``,
+    ``model: …``); a model run's tool calls and usage stay for the audit trail."""
+
+    reason: str
+    model: str
+    tool_calls: tuple[ToolCallRecord, ...]
+    audit: tuple[AuditLine, ...]
+    spent: tuple[Spend, ...] = ()
+
+    status = NO_REPLY_STATUS
+
+    @property
+    def notice(self) -> str:
+        return f"{NO_REPLY_NOTICE} ({self.reason})."[:900]
+
+
+DraftOutcome = Ready | Retry | Failed | NoReply

@@ -47,6 +47,16 @@ OPEN_DRAFT_STATES = (DraftStatus.DRAFTING, DraftStatus.AWAITING_REVIEW)
 #: newer message or by the verification pass's one retry, never needs one).
 CARD_STATES = frozenset(DraftStatus) - {DraftStatus.DRAFTING, DraftStatus.SUPERSEDED}
 
+#: The state a draft that needs no reply ends in. ``superseded`` is today's only terminal state
+#: without a card that a draft in ``drafting`` may move to without a schema change; the draft's
+#: notice and the ``no_reply`` audit line say why. A dedicated ``no_reply`` state needs a
+#: migration of the ``ck_drafts_status`` CHECK constraint (see :data:`NO_REPLY_STATE`).
+NO_REPLY_STATUS = DraftStatus.SUPERSEDED
+#: The value a dedicated draft state would have (not in :class:`DraftStatus` until migrated).
+NO_REPLY_STATE = "no_reply"
+#: How the notice of a no-reply draft begins (``supportbot conversations`` tells them apart by it).
+NO_REPLY_NOTICE = "No reply needed"
+
 
 class OutboxStatus(StrEnum):
     """``pending → sending → sent | failed``; a sending row whose lease expired is taken over."""

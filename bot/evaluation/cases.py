@@ -132,6 +132,7 @@ class Expected(_Model):
     reply_must_not_include: tuple[str, ...] = ()
     escalated: bool | None = None
     replied: bool | None = None
+    no_reply_turns: int | None = Field(default=None, ge=0)
     money_may_move: dict[str, str] | None = None
 
     @field_validator("money_may_move", mode="before")

@@ -37,6 +37,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.app import Supportbot
+from bot.core.no_reply import AUDIT_KIND
 from bot.evaluation.cases import ApproverAction, Case
 from bot.evaluation.scoring import Observation, RefundRow, TrialResult, score
 from bot.evaluation.simulator import MODELS, STOP, ScriptedKimi
@@ -46,6 +47,7 @@ from bot.policy import Policy, parse_policy
 from bot.ports import CardState, Core, ReviewCard
 from bot.settings import Settings
 from bot.store import (
+    AuditEvent,
     Decision,
     Draft,
     ProposedAction,
@@ -65,6 +67,7 @@ __all__ = ["EvalConfig", "Runner", "merged_policy", "shift_orders", "to_toml"]
 PLATFORM = "eval"
 DEFAULT_AGENT = "U_AGENT1"
 SETTLED = (CardState.SENT, CardState.SEND_FAILED, CardState.REJECTED, CardState.FAILED)
+NO_REPLY_POLL = 0.25  # seconds between looks in SQL for a draft that needed no reply (it has no card)
 
 
 def _png() -> bytes:
@@ -222,6 +225,7 @@ class _Trial:
         self.actions = list(case.approver)
         self.thread = ThreadRef(PLATFORM, "W-EVAL", "C-EVAL", f"thread-{case.id}")
         self.handled: set[str] = set()
+        self.no_replies = 0
         self._sent = 0
 
     def _default_agent(self) -> str:
@@ -259,6 +263,9 @@ class _Trial:
             if card is None:
                 self.problems.append(f"turn {self._sent}: no draft card within {self.config.step_timeout:.0f}s")
                 return
+            if isinstance(card, str):  # no reply needed: the turn ends without a card
+                self.no_replies += 1
+                return
             if self.first_draft is None:
                 self.first_draft = time.perf_counter() - started
             self.handled.add(card.draft_id)
@@ -270,7 +277,9 @@ class _Trial:
             if await self._review(card.draft_id) != "regenerated":
                 return
 
-    async def _next_card(self) -> ReviewCard | None:
+    async def _next_card(self) -> ReviewCard | str | None:
+        """The next draft's card, or the id of a draft that needed no reply (it has no card)."""
+
         def probe() -> ReviewCard | None:
             for desk_card in self.platform.cards():
                 first = desk_card.versions[0]
@@ -278,7 +287,22 @@ class _Trial:
                     return desk_card.latest
             return None
 
-        return await self.platform.board.wait_for(probe, self.config.step_timeout)
+        deadline = time.perf_counter() + self.config.step_timeout
+        while True:
+            card = await self.platform.board.wait_for(probe, min(NO_REPLY_POLL, self.config.step_timeout))
+            if card is not None:
+                return card
+            no_reply = await self._no_reply_draft()
+            if no_reply is not None:
+                self.handled.add(no_reply)
+                return no_reply
+            if time.perf_counter() >= deadline:
+                return None
+
+    async def _no_reply_draft(self) -> str | None:
+        async with self.reads() as session:
+            ids = await session.scalars(select(AuditEvent.draft_id).where(AuditEvent.kind == AUDIT_KIND))
+            return next((i for i in ids if i is not None and i not in self.handled), None)
 
     def _next_action(self) -> ApproverAction | None:
         return self.actions.pop(0) if self.actions else None
@@ -383,6 +407,7 @@ class _Trial:
             orders=self.case.order_rows(self.config.cases_dir),
             customer_texts=self.customer_texts,
             problems=self.problems,
+            no_replies=self.no_replies,
         )
 
 

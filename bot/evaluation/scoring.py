@@ -53,6 +53,7 @@ class Observation:
     orders: list[dict[str, Any]]  # the case's orders as written (unshifted dates)
     customer_texts: list[str]
     problems: list[str] = field(default_factory=list)  # what the runner saw go wrong
+    no_replies: int = 0  # customer turns that ended without a card: no reply was needed
 
 
 @dataclass(slots=True)
@@ -171,6 +172,8 @@ def _failures(case: Case, seen: Observation) -> list[str]:
         failures.append("escalated" if seen.escalated else "not escalated")
     if expected.replied is not None and bool(seen.replies) != expected.replied:
         failures.append("a reply was posted" if seen.replies else "no reply was posted")
+    if expected.no_reply_turns is not None and seen.no_replies != expected.no_reply_turns:
+        failures.append(f"{seen.no_replies} turns needed no reply; expected {expected.no_reply_turns}")
     return failures
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.outcome import DraftOutcome, FactsUpdate, Failed, Ready, Retry, Spend, ToolCallRecord
+from bot.domain.outcome import DraftOutcome, FactsUpdate, Failed, NoReply, Ready, Retry, Spend, ToolCallRecord
 from bot.store import conversations, drafts, records
 from bot.store.cards import CallLine, DraftCard, draft_card
 from bot.store.drafts import ClaimedDraft
@@ -36,12 +36,12 @@ async def record(
     conn: AsyncConnection, claimed: ClaimedDraft, owner: str, outcome: DraftOutcome, now: datetime
 ) -> Recorded:
     """Store ``outcome`` of the draft ``claimed`` whose lease ``owner`` holds. A ready or failed
-    draft keeps its lease for its card; a superseded one (or one that was no longer ours)
-    gives it back."""
+    draft keeps its lease for its card; a superseded one, one that needs no reply (or one that
+    was no longer ours) gives it back."""
     values = _draft_values(outcome, now)
     version = await drafts.finish(conn, claimed.id, owner, outcome.status, values)
     await records.add_usage(conn, usage_rows(claimed, outcome.spent, now))
-    if version is None or isinstance(outcome, Retry):
+    if version is None or isinstance(outcome, Retry | NoReply):
         await drafts.release(conn, claimed.id, owner)
     if version is None:
         return Recorded(None)
@@ -60,7 +60,7 @@ async def record(
             instruction=outcome.instruction,
         )
         recorded = Recorded(recorded.card, new_draft=fresh)
-    if outcome.facts is not None:
+    if not isinstance(outcome, NoReply) and outcome.facts is not None:
         await _save_facts(conn, claimed.conversation_id, outcome.facts, now)
     await records.add_audit(conn, outcome.audit, now)
     return recorded
@@ -123,6 +123,8 @@ def _draft_values(outcome: DraftOutcome, now: datetime) -> dict[str, Any]:
         }
     if isinstance(outcome, Retry):
         return {"text": outcome.text, "notice": outcome.notice, "updated_at": now}
+    if isinstance(outcome, NoReply):
+        return {"model": outcome.model, "notice": outcome.notice, "updated_at": now}
     return {"failure": outcome.failure, "model": outcome.model, "escalation": outcome.escalation, "updated_at": now}
 
 

@@ -58,6 +58,8 @@ _OTHERS = (
     "neighbour", "neighbor", "my friend", "someone else", "not mine", "my sister", "my brother", "colleague",
     "another customer", "her order", "his order", "their order",
 )  # fmt: skip
+# A customer closing the conversation, in words the cheap rules of bot/core/no_reply.py leave to the model.
+_CLOSING = ("that's all", "that is all", "all set", "have a nice day", "have a great day", "bye", "we're good")
 _INJECTION = (
     "ignore", "system:", "new instructions", "developer mode", "override", "you are now", "note to the assistant",
 )  # fmt: skip
@@ -325,8 +327,19 @@ def _blockers(eligibility: dict[str, Any]) -> list[str]:
     ] or reasons
 
 
+def _closing(req: _Request) -> bool:
+    """The newest message only closes the conversation: no question, no order, no request."""
+    text = req.latest
+    asks = "?" in text or _ids(text) or _has(text, _REFUND_WORDS + _STATUS_WORDS + _HUMAN_WORDS)
+    return not asks and not req.image and _has(text, _CLOSING)
+
+
 def plan_scripted(req: _Request) -> Plan:
     """The well-behaved model."""
+    if "no_reply_needed" in req.tools and _closing(req):
+        if req.done("no_reply_needed"):
+            return Plan(text="")
+        return Plan(calls=[("no_reply_needed", {"reason": "the customer closes the conversation"})])
     ids = _ids(req.latest) or _ids(req.everything) or [str(i) for i in req.facts.get("order_ids") or []]
     ids = ids[:3]
     wants_refund = _intent_text(req, _REFUND_WORDS)
@@ -443,6 +456,8 @@ def plan_rulebreaker(req: _Request) -> Plan:
     wants_refund = _has(req.everything, _REFUND_WORDS)
     if not final:
         calls = [("get_order_status", {"order_id": i}) for i in ids if not req.done("get_order_status", order_id=i)]
+        if "no_reply_needed" in req.tools and not req.done("no_reply_needed"):  # on everything: the core decides
+            calls.append(("no_reply_needed", {"reason": "nothing to answer"}))
         if calls:
             return Plan(calls=calls)
         if wants_refund and ids and not req.done("propose_refund"):
@@ -510,6 +525,6 @@ def plan_reply(body: dict[str, Any]) -> Plan:
     plan = plan_rulebreaker(req) if model == "rulebreaker" else plan_scripted(req)
     known = set(req.tools)
     plan.calls = [(name, args) for name, args in plan.calls if name in known]
-    if not plan.calls and not plan.text:
+    if not plan.calls and not plan.text and not req.done("no_reply_needed"):
         plan.text = "Thanks for your message; a colleague will follow up."
     return plan

@@ -1,0 +1,190 @@
+"""No card when no reply is needed (issue 19, point 4): "thanks!", "ok 👍", an emoji or "never
+mind" leave no card for an agent to reject, decided by cheap rules before any model call or by
+the model's ``no_reply_needed``; a question, an order id or an escalation word always gets a
+draft, whatever the model says. Each such message is counted and listed in the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot import metrics
+from bot.cli_ops import EXIT_OK
+from bot.core.no_reply import cheap_rule, must_draft
+from bot.domain.states import ConversationStatus, DraftStatus
+from bot.policy import Policy
+from bot.ports import CardState
+from bot.store import AuditEvent, Draft, sessionmaker
+from bot.testing import Said, TestDesk
+from tests.desks import CallTools, FakeKimi, Reply, SlackDriver, open_desk
+from tests.fakes.slack import FakeSlack
+from tests.harness import REVIEW_CHANNEL
+from tests.processes import supportbot
+
+
+def no_reply_count(by: str) -> float:
+    return metrics.REGISTRY.get_sample_value("supportbot_no_reply_total", {"by": by}) or 0.0
+
+
+async def audit_kinds(desk: TestDesk) -> list[tuple[str, str]]:
+    async with sessionmaker(desk.bot.engine)() as session:
+        rows = await session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+        return [(r.kind, r.summary) for r in rows if r.kind == "no_reply"]
+
+
+async def latest_draft(desk: TestDesk) -> Draft:
+    async with sessionmaker(desk.bot.engine)() as session:
+        draft = await session.scalar(select(Draft).order_by(Draft.created_at.desc()).limit(1))
+        assert draft is not None
+        return draft
+
+
+async def answered(desk: TestDesk, kimi: FakeKimi) -> Said:
+    """Kim asks about an order, the agent approves, the reply goes out."""
+    kimi.script(Reply("Your order #W2611340 is on its way."))
+    said = await desk.customer("kim").says("where is my order #W2611340")
+    await desk.approve(await desk.card_for(said), as_="agent")
+    await desk.reply_to(said)
+    await desk.settle()
+    return said
+
+
+async def test_thanks_after_an_answer_leaves_no_card_and_no_model_call_and_is_counted(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        said = await answered(desk, kimi)
+        calls, cards, before = len(kimi.completions), len(desk.cards), no_reply_count("rule")
+        await desk.customer("kim").says("thanks!", after=said)
+        await desk.settle()
+        assert len(desk.cards) == cards, "no card for a thank-you"
+        assert len(kimi.completions) == calls, "decided before any model call"
+        assert len(desk.replies_to(said)) == 1, "nothing more is posted to the customer"
+        assert no_reply_count("rule") == before + 1
+        assert await audit_kinds(desk) == [("no_reply", "no reply needed (cheap rule: thanks)")]
+        draft = await latest_draft(desk)
+        assert draft.status == DraftStatus.SUPERSEDED and draft.notice.startswith("No reply needed")
+        assert desk.bot.core is not None and desk.bot.core.metrics["drafts_no_reply"] == 1
+        shown = await desk.latest(desk.cards[0], lambda c: c.conversation.status is ConversationStatus.RESOLVED)
+        assert shown.state is CardState.SENT, "the answered card shows the conversation resolved"
+        url = desk.bot.settings.database_url
+
+    listed = await asyncio.to_thread(supportbot, tmp_path, "conversations", "--state", "no_reply", DATABASE_URL=url)
+    assert listed.returncode == EXIT_OK, listed.stderr
+    [row] = listed.stdout.splitlines()[1:]
+    assert " no_reply " in row, "nothing vanishes: the conversation is listed as resolved by the customer"
+    resolved = await asyncio.to_thread(supportbot, tmp_path, "conversations", "--status", "resolved", DATABASE_URL=url)
+    assert resolved.stdout.splitlines()[1:] == [row], "resolved by the customer"
+    trail = await asyncio.to_thread(supportbot, tmp_path, "audit", row.split()[0], DATABASE_URL=url)
+    assert "no reply needed (cheap rule: thanks)" in trail.stdout, trail.stderr
+
+
+@pytest.mark.parametrize("text", ["ok 👍", "🙏", "never mind, found it", "merci beaucoup"])
+async def test_acknowledgements_and_emoji_leave_no_card(tmp_path: Path, kimi: FakeKimi, text: str) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        await desk.customer("kim").says(text)
+        await desk.settle()
+        assert desk.cards == [] and kimi.completions == []
+        [(_, summary)] = await audit_kinds(desk)
+        assert summary.startswith("no reply needed (cheap rule:")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["thanks, but where is #40021?", "thanks! order 40021", "thanks, I want to talk to a human", "ok?"],
+)
+async def test_a_thank_you_with_a_question_an_order_or_an_escalation_gets_a_card(
+    tmp_path: Path, kimi: FakeKimi, text: str
+) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        kimi.script(Reply("Let me check that for you."))
+        card = await desk.card_for(await desk.customer("kim").says(text))
+        assert card.actionable and len(kimi.completions) >= 1
+        assert await audit_kinds(desk) == []
+
+
+async def test_thanks_right_after_an_unanswered_question_still_gets_a_card(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        kimi.script(Reply("It ships tomorrow."), Reply("It ships tomorrow."))
+        first = await desk.customer("kim").says("when does my order ship")
+        await desk.card_for(first)
+        second = await desk.customer("kim").says("thanks", after=first)
+        card = await desk.card_for(second)
+        assert card.actionable, "the question before the thank-you still needs its answer"
+        assert await audit_kinds(desk) == []
+
+
+async def test_the_model_may_say_no_reply_is_needed(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        kimi.script(CallTools([("no_reply_needed", {"reason": "the customer is done"})]), Reply(""))
+        before = no_reply_count("model")
+        await desk.customer("kim").says("great, that's all")
+        await desk.settle()
+        assert desk.cards == [] and len(kimi.completions) == 2
+        assert await audit_kinds(desk) == [("no_reply", "no reply needed (model: the customer is done)")]
+        assert no_reply_count("model") == before + 1
+
+
+async def test_the_model_saying_no_reply_on_a_question_is_overruled(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        kimi.script(CallTools([("no_reply_needed", {"reason": "nothing to say"})]), Reply("Checking it now."))
+        card = await desk.card_for(await desk.customer("kim").says("great, and when does the chair arrive?"))
+        assert card.state is CardState.AWAITING_REVIEW and card.actionable
+        assert "drafted anyway: the message asks a question" in card.notice
+        assert await audit_kinds(desk) == []
+
+
+async def test_thanks_through_slack_leaves_no_card_and_no_reply(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    driver = SlackDriver(slack, kimi)
+    async with open_desk(tmp_path, kimi, driver=driver) as desk:
+        said = await answered(desk, kimi)
+        cards = len(slack.messages_in(REVIEW_CHANNEL))
+        adds = len(slack.calls_to("reactions.add"))
+        await desk.customer("kim").says("thank you so much 🙏", after=said)
+        await desk.settle()
+        assert len(slack.messages_in(REVIEW_CHANNEL)) == cards, "no card in the review channel"
+        assert len(desk.replies_to(said)) == 1
+        assert len(slack.calls_to("reactions.add")) == adds, "no 'being reviewed' marker to clear"
+        assert [s for _, s in await audit_kinds(desk)] == ["no reply needed (cheap rule: thanks)"]
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("Thanks!!", "cheap rule: thanks"),
+        ("danke schön", "cheap rule: thanks"),
+        ("¡muchas gracias!", "cheap rule: thanks"),
+        ("谢谢", "cheap rule: thanks"),
+        (":+1:", "cheap rule: emoji"),
+        ("👍👍", "cheap rule: emoji"),
+        ("OK", "cheap rule: acknowledgement"),
+        ("nvm", "cheap rule: never mind"),
+        ("thanks, the chair is still broken", ""),
+        ("ok but I am not happy", ""),
+    ],
+)
+def test_the_cheap_rules_know_short_acknowledgements_in_several_languages(text: str, rule: str) -> None:
+    assert cheap_rule(text) == rule
+
+
+@pytest.mark.parametrize(
+    ("text", "attachments", "why"),
+    [
+        ("thanks?", (), "the message asks a question"),
+        ("gracias ¿y mi pedido", (), "the message asks a question"),
+        ("thanks #W2611340", (), "the message names an order or id"),
+        ("thanks, ORD-77", (), "the message names an order or id"),
+        ("thanks, fraud", (), "the message has an escalation word"),
+        ("🙏", ({"filename": "rug.jpg"},), "the message has an attachment"),
+        ("thanks!", (), ""),
+    ],
+)
+def test_a_question_an_order_an_escalation_word_or_an_attachment_always_gets_a_draft(
+    text: str, attachments: tuple[object, ...], why: str
+) -> None:
+    assert must_draft(text, attachments=attachments, policy=Policy()) == why
