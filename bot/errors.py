@@ -36,6 +36,10 @@ contain secrets.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
 
 class SupportbotError(Exception):
     """Base class of every error supportbot raises on purpose."""
@@ -176,3 +180,30 @@ class FileNotFetched(SupportbotError):
 
 class ImportFailed(SupportbotError):
     """An orders file was rejected; nothing from it was imported."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def translating(
+    translate: Callable[[Exception], PlatformError | None],
+) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Awaitable[_R]]]:
+    """A decorator for an adapter's port methods: an SDK exception ``translate`` knows leaves as
+    the port's :class:`PlatformError` (raised from it, so the cause stays in the traceback);
+    anything else, a bug, passes through as it is."""
+
+    def decorate(call: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+        @functools.wraps(call)
+        async def told(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return await call(*args, **kwargs)
+            except Exception as exc:
+                translated = translate(exc)
+                if translated is None:
+                    raise
+                raise translated from exc
+
+        return told
+
+    return decorate

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import ParamSpec, TypeVar
 
 import aiohttp
 import discord
 
 from adapters.discord.client import SupportbotClient
-from bot.errors import PlatformError, PlatformNotFound, PlatformRateLimited, PlatformRefused, PlatformUnavailable
+from bot.errors import (
+    PlatformError,
+    PlatformNotFound,
+    PlatformRateLimited,
+    PlatformRefused,
+    PlatformUnavailable,
+    translating,
+)
 from bot.events import ThreadRef
 
 log = logging.getLogger(__name__)
@@ -147,25 +153,13 @@ def platform_error(exc: Exception) -> PlatformError | None:
     return None
 
 
-def platform_errors_told(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """discord.py's exceptions reach the core as :class:`bot.errors.PlatformError` s: a rate
-    limit discord.py did not sit through (a wait above ``MAX_RATELIMIT_SLEEP_SECONDS`` raises
-    :class:`discord.RateLimited`; a 429 it could not handle is an ``HTTPException``) is
-    :class:`PlatformRateLimited` (the core retries later and logs one warning, not a traceback),
-    404 :class:`PlatformNotFound`, 5xx or no connection :class:`PlatformUnavailable`, any other
-    refusal (403, 400) :class:`PlatformRefused`."""
-
-    @functools.wraps(call)
-    async def told(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await call(*args, **kwargs)
-        except Exception as exc:
-            translated = platform_error(exc)
-            if translated is None:
-                raise
-            raise translated from exc
-
-    return told
+# discord.py's exceptions reach the core as :class:`bot.errors.PlatformError` s: a rate
+# limit discord.py did not sit through (a wait above ``MAX_RATELIMIT_SLEEP_SECONDS`` raises
+# :class:`discord.RateLimited`; a 429 it could not handle is an ``HTTPException``) is
+# :class:`PlatformRateLimited` (the core retries later and logs one warning, not a traceback),
+# 404 :class:`PlatformNotFound`, 5xx or no connection :class:`PlatformUnavailable`, any other
+# refusal (403, 400) :class:`PlatformRefused`.
+platform_errors_told = translating(platform_error)
 
 
 class DiscordCustomerChannel:

@@ -11,9 +11,7 @@ channel's recent history, both with ``include_all_metadata``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
-from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 import aiohttp
@@ -23,7 +21,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import cards, wire
 from adapters.slack.intake import FLAT_DM
 from adapters.slack.mrkdwn import escape, to_mrkdwn
-from bot.errors import PlatformError, PlatformNotFound, PlatformRateLimited, PlatformRefused, PlatformUnavailable
+from bot.errors import (
+    PlatformError,
+    PlatformNotFound,
+    PlatformRateLimited,
+    PlatformRefused,
+    PlatformUnavailable,
+    translating,
+)
 from bot.events import ThreadRef
 from bot.ports import ReviewCard
 
@@ -68,24 +73,12 @@ def platform_error(exc: Exception) -> PlatformError | None:
     return None
 
 
-def platform_errors_told(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """slack_sdk's exceptions reach the core as :class:`bot.errors.PlatformError` s: a 429 that
-    slack_sdk's retry handler did not get past is :class:`PlatformRateLimited` (the core retries
-    later and logs one warning, not a traceback), a gone channel or message
-    :class:`PlatformNotFound`, Slack's own failure or no connection :class:`PlatformUnavailable`,
-    any other ``ok: false`` :class:`PlatformRefused`."""
-
-    @functools.wraps(call)
-    async def told(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await call(*args, **kwargs)
-        except Exception as exc:
-            translated = platform_error(exc)
-            if translated is None:
-                raise
-            raise translated from exc
-
-    return told
+# slack_sdk's exceptions reach the core as :class:`bot.errors.PlatformError` s: a 429 that
+# slack_sdk's retry handler did not get past is :class:`PlatformRateLimited` (the core retries
+# later and logs one warning, not a traceback), a gone channel or message
+# :class:`PlatformNotFound`, Slack's own failure or no connection :class:`PlatformUnavailable`,
+# any other ``ok: false`` :class:`PlatformRefused`.
+platform_errors_told = translating(platform_error)
 
 
 class SlackOutbound:
