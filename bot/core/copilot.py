@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot import metrics
 from bot.agent import DraftingAgent
@@ -85,21 +85,12 @@ class Copilot:
         self.timing = WorkTiming.from_settings(settings)
         self.leases = LeaseKeeper(db, self.owner, self.timing)
         self.publisher = CardPublisher(db, policy, self.metrics, self.owner, self.timing)
+        self.policy_rejected = rejected_policy_notice(self.publisher)
         self._build_tools = tools
         self._tools: tuple[Policy, ToolRegistry] | None = None
-        self.drafting = Drafting(
-            settings,
-            db,
-            policy,
-            DraftingAgent(kimi),
-            Memory(settings, db, kimi, self.metrics),
-            self.tools_for,
-            self.publisher,
-            self.leases,
-            self.supervisor,
-            self.channels,
-            self.metrics,
-        )
+        agent, memory = DraftingAgent(kimi), Memory(settings, db, kimi, self.metrics)
+        rooms = (self.tools_for, self.publisher, self.leases, self.supervisor, self.channels, self.metrics)
+        self.drafting = Drafting(settings, db, policy, agent, memory, *rooms)
         self.intake = Intake(db, policy, self.metrics)
         self.intake.on_received = self._received
         self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
@@ -217,23 +208,12 @@ class Copilot:
         if received.draft_id is not None and received.starts_at is None:
             self.drafting.pool.submit(received.draft_id)  # a paced draft is the sweeper's when it may start
         if received.flood is not None:
-            self.supervisor.spawn("flood-notice", self._flood_notice(received.flood))
+            self.supervisor.spawn("flood-notice", notify_flood(self.publisher, self.policy.current, received.flood))
         if received.opened is not None:
             greet = self.greeter.greet(received.opened, received.conversation_id)
             self.supervisor.spawn("greet", greet, conversation=received.conversation_id)
         for old in (*received.superseded, *received.refresh):
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
-
-    async def _flood_notice(self, flood: Flood) -> None:
-        """One notice per flood: the desk hears that a sender is paced, not a card per message."""
-        fairness = self.policy.current.fairness
-        minutes = max(1, round((utcnow() - flood.since).total_seconds() / 60))
-        metrics.flood_notice(flood.platform)
-        await self.publisher.notice(
-            f":ocean: {flood.messages} messages from {flood.sender} ({flood.platform}) in {minutes} min: "
-            f"drafting for them is paused to {fairness.sender_messages_per_minute} per minute. Every message "
-            "is kept; a conversation's waiting draft covers all its messages so far."
-        )
 
     def _refresh_card(self, draft_id: str) -> None:
         self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
@@ -247,14 +227,6 @@ class Copilot:
             self.supervisor.spawn("refresh-card", self.publisher.refresh(other), draft=other)
         if effects.deliver:
             self.dispatcher.wake()
-
-    async def policy_rejected(self, error: PolicyError) -> None:
-        """A bad policy edit: the old policy stays; the agents hear about it once."""
-        text = (
-            f":warning: The policy file {error.path} was not reloaded; the previous policy stays in force.\n"
-            + "\n".join(f"• {p}" for p in error.problems[:20])
-        )
-        await self.publisher.notice(text)
 
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait until drafting, card work and deliveries that are due now are done (tests)."""
@@ -272,3 +244,27 @@ class Copilot:
                 if self.drafting.pool.idle() and not self.dispatcher.in_flight:
                     return
             await asyncio.sleep(0.01)
+
+
+async def notify_flood(publisher: CardPublisher, policy: Policy, flood: Flood) -> None:
+    """One notice per flood: the desk hears that a sender is paced, not a card per message."""
+    minutes = max(1, round((utcnow() - flood.since).total_seconds() / 60))
+    metrics.flood_notice(flood.platform)
+    await publisher.notice(
+        f":ocean: {flood.messages} messages from {flood.sender} ({flood.platform}) in {minutes} min: "
+        f"drafting for them is paused to {policy.fairness.sender_messages_per_minute} per minute. Every message "
+        "is kept; a conversation's waiting draft covers all its messages so far."
+    )
+
+
+def rejected_policy_notice(publisher: CardPublisher) -> Callable[[PolicyError], Awaitable[None]]:
+    """What a bad policy edit does: the old policy stays, and the agents hear about it once."""
+
+    async def policy_rejected(error: PolicyError) -> None:
+        text = (
+            f":warning: The policy file {error.path} was not reloaded; the previous policy stays in force.\n"
+            + "\n".join(f"• {p}" for p in error.problems[:20])
+        )
+        await publisher.notice(text)
+
+    return policy_rejected

@@ -17,14 +17,14 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundHistory, refund_history
 from bot.core import lifecycle, no_reply
-from bot.core.budget import BudgetSpent, DraftBudget, Reservations, Spent, next_day
+from bot.core.budget import BudgetSpent, DraftBudget, Reservations, Spent
 from bot.core.files import FileDownloads
 from bot.core.memory import Memory
 from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, plan_no_reply, spends
@@ -32,7 +32,8 @@ from bot.core.pool import WorkerPool
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
 from bot.core.tasks import Supervisor
-from bot.domain.outcome import DraftOutcome, NoReply, Retry, Spend
+from bot.core.waiting import DraftWaits
+from bot.domain.outcome import DraftOutcome, NoReply, Retry
 from bot.domain.states import DraftStatus
 from bot.errors import (
     DraftingError,
@@ -47,7 +48,7 @@ from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel
 from bot.prompt import build_messages
 from bot.settings import Settings
-from bot.store import Database, outcomes, records, utcnow
+from bot.store import Database, outcomes, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store.cards import CardSource, DraftCard
@@ -56,8 +57,6 @@ from bot.store.drafts import ClaimedDraft
 from tools import ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
-
-BUDGET_RECHECK_SWEEPS = 10  # a draft waiting for the budget looks again every ten sweeper passes
 
 
 def failure_reason(error: Exception) -> str:
@@ -128,9 +127,8 @@ class Drafting:
         self.timing = leases.timing
         self.lease = leases.lease
         self.pool = WorkerPool("drafting", supervisor, self.draft)
-        self._quota_alerted_at: float | None = None
         self.reservations = Reservations()
-        self._waiting_on: set[str] = set()  # episodes already on the desk: a budget's day, the breaker
+        self.waits = DraftWaits(settings, db, policy, publisher, leases)
         self.files = FileDownloads(db, settings.file_download_seconds)
 
     async def draft(self, draft_id: str) -> None:
@@ -186,17 +184,17 @@ class Drafting:
             result = await self._run(claim, policy, model, spent, stream)
         except KimiCircuitOpen as exc:
             await _close(stream)
-            await self._postpone(claim.draft, exc, spends(spent))
+            await self.waits.for_the_breaker(claim.draft, exc, spends(spent))
             return
         except BudgetSpent as exc:
             await _close(stream)
-            await self._wait_for_budget(claim, exc, spends(spent))
+            await self.waits.for_the_budget(claim.draft, claim.conversation, exc, spends(spent))
             return
         except (KimiError, DraftingError) as exc:
             await _close(stream)
             self.counters["drafts_failed"] += 1
             if isinstance(exc, KimiQuotaExhausted):
-                await self._quota_alert()
+                await self.waits.quota_alert()
             await self._finish_failed(claim.run(spent), failure_reason(exc), model, ref=stream.ref if stream else None)
             return
         except BaseException:
@@ -265,58 +263,6 @@ class Drafting:
         tenant = f"{platform}:{customer}"
         return DraftBudget(self.reservations, claim.draft.id, tenant, policy.limits, read_spent, worst_case)
 
-    async def _postpone(self, claimed: ClaimedDraft, exc: KimiCircuitOpen, spent: tuple[Spend, ...]) -> None:
-        """The model is cooling down and no fallback can take the call: the draft waits in SQL
-        (its lease free again after the cool-down), it does not fail."""
-        wait = exc.retry_after or self.timing.model_cool_down.total_seconds()
-        log.warning("draft %s waits %.0f s: %s", claimed.id, wait, exc)
-        now = utcnow()
-        await self._wait(claimed, spent, now + timedelta(seconds=wait))
-        await self._notice_once(
-            "breaker",
-            f":warning: Kimi is failing ({exc}); drafts wait in the queue and resume by themselves "
-            "when it answers again. Customers' messages are kept.",
-        )
-
-    async def _wait_for_budget(self, claim: Claim, exc: BudgetSpent, spent: tuple[Spend, ...]) -> None:
-        """A budget cannot take the next call: the draft waits (no failed card) and looks again
-        every few sweeps, so a raised budget resumes it; midnight UTC at the latest frees the day."""
-        now = utcnow()
-        recheck = timedelta(seconds=max(1.0, self.settings.sweep_seconds * BUDGET_RECHECK_SWEEPS))
-        until = min(next_day(now), now + recheck)
-        log.warning("draft %s waits for the budget: %s", claim.draft.id, exc)
-        metrics.budget_wait(exc.scope.partition(":")[0])
-        await self._wait(claim.draft, spent, until)
-        limits = self.policy.current.limits
-        if exc.scope == "daily":
-            whose, limit = "The daily model budget", limits.daily_budget_usd
-        else:
-            conversation = claim.conversation
-            who = conversation.customer_name or conversation.customer_id or conversation.id
-            whose = f"The daily model budget of {who} ({conversation.thread.platform})"
-            limit = limits.customer_daily_budget_usd
-        # one notice per budget, day and limit: a raised budget that runs out again says so again
-        await self._notice_once(
-            f"{exc.scope}@{now.date()}@{limit}",
-            f":moneybag: {whose} ({limit:.2f} USD) is used up: drafts wait in the queue, no card fails; "
-            "they resume by themselves at midnight UTC or as soon as the budget is raised in the policy. "
-            "Customers' messages are kept.",
-        )
-
-    async def _wait(self, claimed: ClaimedDraft, spent: tuple[Spend, ...], until: datetime) -> None:
-        """Record what the draft spent so far and keep it in the queue until ``until``."""
-        now = utcnow()
-        async with self.db.write() as conn:
-            await records.add_usage(conn, outcomes.usage_rows(claimed, spent, now))
-            await draft_rows.postpone(conn, claimed.id, self.leases.owner, until)
-
-    async def _notice_once(self, episode: str, text: str) -> None:
-        """One notice on the desk per episode (until a draft gets through again), not one per draft."""
-        if episode in self._waiting_on:
-            return
-        self._waiting_on.add(episode)
-        await self.publisher.notice(text)
-
     async def _open_stream(self, claim: Claim) -> CardStream | None:
         """With ``STREAM_DRAFTS_TO_CARD``, a card that fills in as Kimi streams the draft."""
         if not self.settings.stream_drafts_to_card:
@@ -359,24 +305,10 @@ class Drafting:
                 await lifecycle.on_escalated(conn, claimed.conversation_id, recorded.card.escalation, now)
             return recorded
 
-    async def _quota_alert(self) -> None:
-        """One alert on the review desk, at most hourly, while Kimi says the quota is used up."""
-        now = asyncio.get_running_loop().time()
-        if (
-            self._quota_alerted_at is not None
-            and now - self._quota_alerted_at < self.timing.quota_alert_every.total_seconds()
-        ):
-            return
-        self._quota_alerted_at = now
-        await self.publisher.notice(
-            ":rotating_light: Kimi says this account's quota is used up: drafts fail (each card says so) "
-            "until the balance is topped up. Customers' messages are kept; regenerate their drafts after."
-        )
-
     async def _finish_ok(self, run: DraftRun, result: DraftResult, policy: Policy, *, ref: str | None) -> None:
         """Verify, plan, record; then the card."""
         claimed, conversation = run.claimed, run.conversation
-        self._waiting_on.discard("breaker")  # a draft got through: the next cool-down is news again
+        self.waits.got_through()
         flags = await self._verify(conversation, result, run.ctx, draft_text(result, policy))
         now = utcnow()
         history = await self._refund_history(result, run.ctx, now)
