@@ -34,23 +34,10 @@ if TYPE_CHECKING:
     from tests.fakes.slack import FakeSlack
 
 __all__ = [
-    "SlackSender",
-    "action_body",
-    "app_mention",
-    "block_actions",
-    "event_body",
-    "message",
-    "message_changed",
-    "message_deleted",
-    "message_tombstoned",
-    "next_event_id",
-    "next_ts",
-    "observe_ts",
-    "rich_text_blocks",
-    "sign",
-    "url_verification",
-    "view_submission",
-]
+    "SlackSender", "action_body", "app_mention", "block_actions", "event_body", "message", "message_changed",
+    "message_deleted", "message_tombstoned", "next_event_id", "next_ts", "observe_ts", "rich_text_blocks", "sign",
+    "url_verification", "view_submission",
+]  # fmt: skip
 
 JSON: TypeAlias = dict[str, Any]
 
@@ -111,10 +98,8 @@ def sign(body: str, secret: str, timestamp: int | None = None, content_type: str
     if content_type is None:
         content_type = "application/x-www-form-urlencoded" if body.startswith("payload=") else "application/json"
     return {
-        "Content-Type": content_type,
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": f"v0={digest}",
-    }
+        "Content-Type": content_type, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",
+    }  # fmt: skip
 
 
 def event_body(envelope: JSON) -> str:
@@ -168,13 +153,8 @@ def _envelope(event: JSON, event_id: str | None, team: str, ext_shared: bool) ->
         "event_id": event_id or next_event_id(),
         "event_time": int(float(ts)),
         "authorizations": [
-            {
-                "enterprise_id": None,
-                "team_id": team,
-                "user_id": BOT_USER_ID,
-                "is_bot": True,
-                "is_enterprise_install": False,
-            }
+            {"enterprise_id": None, "team_id": team, "user_id": BOT_USER_ID, "is_bot": True}
+            | {"is_enterprise_install": False}
         ],
         "is_ext_shared_channel": ext_shared,
         "event_context": "4-" + uuid.uuid4().hex,
@@ -208,16 +188,9 @@ def app_mention(
         raise ValueError("an edited app_mention keeps the original message's ts: pass ts=")
     ts = _ts(ts)
     event: JSON = {
-        "client_msg_id": str(uuid.uuid4()),
-        "type": "app_mention",
-        "text": text,
-        "user": user,
-        "ts": ts,
-        "blocks": rich_text_blocks(text),
-        "team": team,
-        "channel": channel,
-        "event_ts": ts,
-    }
+        "client_msg_id": str(uuid.uuid4()), "type": "app_mention", "text": text, "user": user, "ts": ts,
+        "blocks": rich_text_blocks(text), "team": team, "channel": channel, "event_ts": ts,
+    }  # fmt: skip
     if thread_ts is not None:
         event["thread_ts"] = thread_ts
     if files is not None:
@@ -263,14 +236,28 @@ def message(
         event["blocks"] = rich_text_blocks(text)
     if edited is not None:
         event["edited"] = edited
-    if thread_ts is not None:
-        event["thread_ts"] = thread_ts
-        if thread_ts != ts:
-            event["parent_user_id"] = parent_user_id or user
-    event["channel"] = channel
-    event["event_ts"] = ts
-    event["channel_type"] = channel_type
+    _in_thread(event, ts, thread_ts, parent_user_id or user)
+    event.update(channel=channel, event_ts=ts, channel_type=channel_type)
     return _envelope(event, event_id, team, ext_shared)
+
+
+def _in_thread(message: JSON, ts: str, thread_ts: str | None, parent_user_id: str | None) -> JSON:
+    """``message`` with Slack's thread fields: ``thread_ts``, and ``parent_user_id`` on a reply."""
+    if thread_ts is not None:
+        message["thread_ts"] = thread_ts
+        if thread_ts != ts:
+            message["parent_user_id"] = parent_user_id
+    return message
+
+
+def _hidden_change(
+    subtype: str, channel: str, channel_type: str, team: str, event_id: str | None, event_ts: str = "", **fields: Any
+) -> JSON:
+    """The envelope of a hidden ``message_changed`` / ``message_deleted`` event (its own fresh ``ts``)."""
+    event_ts = event_ts or next_ts()
+    event: JSON = {"type": "message", "subtype": subtype, **fields, "channel": channel, "hidden": True}
+    event.update(ts=event_ts, event_ts=event_ts, channel_type=channel_type)
+    return _envelope(event, event_id, team, False)
 
 
 def message_changed(
@@ -287,41 +274,19 @@ def message_changed(
     """An envelope for an edit: ``subtype: message_changed`` with nested ``message`` (the new text,
     the original ``ts``, an ``edited`` object) and ``previous_message``, as Slack sends it when a
     user edits a message (unfurls and a bot's own ``chat.update`` arrive the same way)."""
-    event_ts = next_ts()
     client_msg_id = str(uuid.uuid4())
 
     def shown(body: str) -> JSON:
-        nested: JSON = {
-            "client_msg_id": client_msg_id,
-            "type": "message",
-            "text": body,
-            "user": user,
-            "ts": ts,
-            "blocks": rich_text_blocks(body),
-            "team": team,
-            "source_team": team,
-            "user_team": team,
-        }
-        if thread_ts is not None:
-            nested["thread_ts"] = thread_ts
-            if thread_ts != ts:
-                nested["parent_user_id"] = user
-        return nested
+        nested: JSON = {"client_msg_id": client_msg_id, "type": "message", "text": body, "user": user, "ts": ts}
+        nested.update(blocks=rich_text_blocks(body), team=team, source_team=team, user_team=team)
+        return _in_thread(nested, ts, thread_ts, user)
 
-    inner, previous = shown(text), shown(previous_text)
-    inner["edited"] = {"user": user, "ts": event_ts}
-    event: JSON = {
-        "type": "message",
-        "subtype": "message_changed",
-        "message": inner,
-        "previous_message": previous,
-        "channel": channel,
-        "hidden": True,
-        "ts": event_ts,
-        "event_ts": event_ts,
-        "channel_type": channel_type,
-    }
-    return _envelope(event, event_id, team, False)
+    event_ts = next_ts()
+    inner = {**shown(text), "edited": {"user": user, "ts": event_ts}}
+    return _hidden_change(
+        "message_changed", channel, channel_type, team, event_id, event_ts,
+        message=inner, previous_message=shown(previous_text),
+    )  # fmt: skip
 
 
 def message_deleted(
@@ -336,24 +301,11 @@ def message_deleted(
 ) -> JSON:
     """An envelope for a deletion: ``subtype: message_deleted`` with ``deleted_ts`` and the
     ``previous_message`` (carrying ``thread_ts`` for a message in a thread)."""
-    event_ts = next_ts()
     previous: JSON = {"type": "message", "text": previous_text, "user": user, "ts": ts, "team": team}
-    if thread_ts is not None:
-        previous["thread_ts"] = thread_ts
-        if thread_ts != ts:
-            previous["parent_user_id"] = user
-    event: JSON = {
-        "type": "message",
-        "subtype": "message_deleted",
-        "previous_message": previous,
-        "channel": channel,
-        "hidden": True,
-        "deleted_ts": ts,
-        "ts": event_ts,
-        "event_ts": event_ts,
-        "channel_type": channel_type,
-    }
-    return _envelope(event, event_id, team, False)
+    return _hidden_change(
+        "message_deleted", channel, channel_type, team, event_id,
+        previous_message=_in_thread(previous, ts, thread_ts, user), deleted_ts=ts,
+    )  # fmt: skip
 
 
 def message_tombstoned(
@@ -361,38 +313,13 @@ def message_tombstoned(
 ) -> JSON:
     """An envelope for a thread's first message deleted while it has replies: no
     ``message_deleted`` but a ``message_changed`` whose ``message`` is a ``tombstone``."""
-    event_ts = next_ts()
-    previous: JSON = {
-        "type": "message",
-        "text": previous_text,
-        "user": user,
-        "ts": ts,
-        "thread_ts": ts,
-        "reply_count": reply_count,
-        "team": team,
-    }
-    tombstone: JSON = {
-        "type": "message",
-        "subtype": "tombstone",
-        "text": "This message was deleted.",
-        "user": "USLACKBOT",
-        "hidden": True,
-        "ts": ts,
-        "thread_ts": ts,
-        "reply_count": reply_count,
-    }
-    event: JSON = {
-        "type": "message",
-        "subtype": "message_changed",
-        "message": tombstone,
-        "previous_message": previous,
-        "channel": channel,
-        "hidden": True,
-        "ts": event_ts,
-        "event_ts": event_ts,
-        "channel_type": "channel",
-    }
-    return _envelope(event, None, team, False)
+    thread = {"ts": ts, "thread_ts": ts, "reply_count": reply_count}
+    previous: JSON = {"type": "message", "text": previous_text, "user": user, **thread, "team": team}
+    tombstone: JSON = {"type": "message", "subtype": "tombstone", "text": "This message was deleted."}
+    tombstone.update(user="USLACKBOT", hidden=True, **thread)
+    return _hidden_change(
+        "message_changed", channel, "channel", team, None, message=tombstone, previous_message=previous
+    )
 
 
 def url_verification(challenge: str) -> JSON:
@@ -433,52 +360,26 @@ def block_actions(
     ``response_url=slack.response_url("name")`` to capture ``respond()`` calls.
     """
     message_ts = message_ts or (message or {}).get("ts") or next_ts()
-    button: JSON = {
-        "type": "button",
-        "action_id": action_id,
-        "text": {"type": "plain_text", "text": button_text},
-        "value": value,
-    }
+    button: JSON = {"type": "button", "action_id": action_id, "text": {"type": "plain_text", "text": button_text}}
+    button["value"] = value
     if style is not None:
         button["style"] = style
     if message is None:
-        message = {
-            "type": "message",
-            "text": "draft ready",
-            "user": BOT_USER_ID,
-            "ts": message_ts,
-            "bot_id": "BBOT",
-            "app_id": API_APP_ID,
-            "team": team,
-            "blocks": [{"type": "actions", "block_id": block_id, "elements": [button]}],
-        }
+        message = {"type": "message", "text": "draft ready", "user": BOT_USER_ID, "ts": message_ts, "bot_id": "BBOT"}
+        actions = {"type": "actions", "block_id": block_id, "elements": [button]}
+        message.update(app_id=API_APP_ID, team=team, blocks=[actions])
         if thread_ts is not None:
             message["thread_ts"] = thread_ts
-    container: JSON = {
-        "type": "message",
-        "message_ts": message_ts,
-        "channel_id": channel,
-        "is_ephemeral": is_ephemeral,
-    }
+    container: JSON = {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": is_ephemeral}
     if thread_ts is not None:
         container["thread_ts"] = thread_ts
     action = {**button, "block_id": block_id, "action_ts": next_ts()}
     return {
-        "type": "block_actions",
-        "user": _user(user, team),
-        "api_app_id": API_APP_ID,
-        "token": VERIFICATION_TOKEN,
-        "container": container,
-        "trigger_id": trigger_id or _trigger_id(),
-        "team": {"id": team, "domain": "acme"},
-        "enterprise": None,
-        "is_enterprise_install": False,
-        "channel": {"id": channel, "name": "support-drafts"},
-        "message": message,
-        "state": {"values": {}},
-        "response_url": response_url,
-        "actions": [action],
-    }
+        "type": "block_actions", "user": _user(user, team), "api_app_id": API_APP_ID, "token": VERIFICATION_TOKEN,
+        "container": container, "trigger_id": trigger_id or _trigger_id(), "team": {"id": team, "domain": "acme"},
+        "enterprise": None, "is_enterprise_install": False, "channel": {"id": channel, "name": "support-drafts"},
+        "message": message, "state": {"values": {}}, "response_url": response_url, "actions": [action],
+    }  # fmt: skip
 
 
 def view_submission(
@@ -508,16 +409,10 @@ def view_submission(
             else:
                 state[block_id][action_id] = {"type": "plain_text_input", "value": value}
                 element_type = "plain_text_input"
-            blocks.append(
-                {
-                    "type": "input",
-                    "block_id": block_id,
-                    "label": {"type": "plain_text", "text": block_id},
-                    "optional": False,
-                    "dispatch_action": False,
-                    "element": {"type": element_type, "action_id": action_id},
-                }
-            )
+            label = {"type": "plain_text", "text": block_id}
+            element = {"type": element_type, "action_id": action_id}
+            blocks.append({"type": "input", "block_id": block_id, "label": label, "optional": False})
+            blocks[-1].update(dispatch_action=False, element=element)
     return {
         "type": "view_submission",
         "team": {"id": team, "domain": "acme"},
@@ -526,25 +421,12 @@ def view_submission(
         "token": VERIFICATION_TOKEN,
         "trigger_id": trigger_id or _trigger_id(),
         "view": {
-            "id": view_id,
-            "team_id": team,
-            "type": "modal",
-            "callback_id": callback_id,
-            "private_metadata": private_metadata,
-            "blocks": blocks,
-            "state": {"values": state},
-            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
-            "title": {"type": "plain_text", "text": title},
-            "clear_on_close": False,
-            "notify_on_close": False,
-            "close": None,
-            "submit": {"type": "plain_text", "text": submit},
-            "previous_view_id": None,
-            "root_view_id": view_id,
-            "app_id": API_APP_ID,
-            "external_id": "",
-            "app_installed_team_id": team,
-            "bot_id": "BBOT",
+            "id": view_id, "team_id": team, "type": "modal", "callback_id": callback_id,
+            "private_metadata": private_metadata, "blocks": blocks, "state": {"values": state},
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}", "title": {"type": "plain_text", "text": title},
+            "clear_on_close": False, "notify_on_close": False, "close": None,
+            "submit": {"type": "plain_text", "text": submit}, "previous_view_id": None, "root_view_id": view_id,
+            "app_id": API_APP_ID, "external_id": "", "app_installed_team_id": team, "bot_id": "BBOT",
         },
         "response_urls": [],
         "is_enterprise_install": False,
