@@ -281,6 +281,10 @@ class DeskSlaFields(_Section):
     #: Sent to a customer who opens a conversation while the desk is open; ``{expected_minutes}``
     #: is filled in with when an answer is due (the first-response time, in business time).
     acknowledgement: Annotated[str, Field(max_length=2000)] = ""
+    #: Sent once when an escalation hands the conversation to a human (bot/core/handoff.py);
+    #: ``handoff_texts`` maps a language code (the conversation's ``language`` fact) to its text.
+    handoff: Annotated[str, Field(max_length=2000)] = ""
+    handoff_texts: dict[str, Annotated[str, Field(max_length=2000)]] = Field(default_factory=dict)
 
     @field_validator("acknowledgement")
     @classmethod
