@@ -299,6 +299,14 @@ class DeskSlaFields(_Section):
             raise ValueError("only {expected_minutes} may be filled in (write {{ and }} for braces)")
         return value
 
+    @field_validator("handoff_texts")
+    @classmethod
+    def _language_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        for code in value:
+            if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})?", code):
+                raise ValueError(f"{code!r} is not a lower-case language code such as de or pt-br")
+        return value
+
     @model_validator(mode="after")
     def _expected_needs_a_time(self) -> DeskSlaFields:
         if "{expected_minutes}" in self.acknowledgement.replace("{{", "") and not self.first_response_minutes:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 
 from bot.domain.states import ConversationOwner, ConversationStatus
+from bot.policy import PolicyError, parse_policy
 from bot.store.schema import Conversation
 from tests.desks import open_desk
 from tests.fakes.kimi import FakeKimi
@@ -68,3 +70,12 @@ async def test_the_hand_off_text_in_the_conversations_language(tmp_path: Path, k
         await desk.card_for(await kim.says("Ich will mit einem Menschen sprechen: talk to a human", after=said))
         await desk.settle()
         assert desk.replies_to(said) == [GERMAN]
+
+
+def test_a_hand_off_text_names_a_language_code() -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy('[desk.handoff_texts]\nGerman = "Danke."\n', "policy.toml")
+    assert len(caught.value.problems) == 1 and "'German' is not a lower-case language code" in caught.value.problems[0]
+    assert parse_policy('[desk.handoff_texts]\npt-br = "Obrigado."\n', "policy.toml").desk.handoff_texts == {
+        "pt-br": "Obrigado."
+    }
