@@ -29,6 +29,8 @@ async def test_an_escalation_tells_the_customer_once_per_opening(
         card = await desk.card_for(said)
         assert "asks for a human" in card.escalation
         assert card.conversation.owner is ConversationOwner.HUMAN
+        assert await desk.reply_to(said) == HANDOFF
+        await desk.settle()
         assert desk.replies_to(said) == [HANDOFF]
 
         # Handed back, the same message escalates again: the same opening, nothing more is said.

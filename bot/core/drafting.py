@@ -360,8 +360,8 @@ class Drafting:
             # In the same transaction: the conversation becomes a human's, and its hand-off text is claimed.
             if escalation and await lifecycle.on_escalated(conn, claimed.conversation_id, escalation, now):
                 told = await handoff.claim(conn, claimed.conversation_id, self.policy.current.desk, now)
-        if told is not None:
-            await handoff.post(self.channels, told)
+        if told is not None:  # in the background: a slow platform does not hold up the card
+            self.supervisor.spawn("handoff", handoff.post(self.channels, told), conversation=claimed.conversation_id)
         return recorded
 
     async def _quota_alert(self) -> None:

@@ -7,7 +7,7 @@ conversation from the bot to a human, :func:`claim` records a ``handoff`` audit 
 ``handoff-<conversation>-<opening>`` in that same transaction, unless this opening already has one
 (an agent handed it back and it escalated again). The opening counts the ``reopened`` lines: a
 customer writing after Resolve starts the next one. The text is posted right after the commit with
-that key as the post's idempotency key, like the greeting, not through the outbox (the outbox
+that key as the post's idempotency key (in the background, like the greeting), not through the outbox (the outbox
 holds one row per draft and the escalated draft may still be approved): a crash between the
 commit and the post loses that one hand-off text.
 
