@@ -281,6 +281,10 @@ class DeskSlaFields(_Section):
     #: Sent to a customer who opens a conversation while the desk is open; ``{expected_minutes}``
     #: is filled in with when an answer is due (the first-response time, in business time).
     acknowledgement: Annotated[str, Field(max_length=2000)] = ""
+    #: Sent once when an escalation hands the conversation to a human (bot/core/handoff.py);
+    #: ``handoff_texts`` maps a language code (the conversation's ``language`` fact) to its text.
+    handoff: Annotated[str, Field(max_length=2000)] = ""
+    handoff_texts: dict[str, Annotated[str, Field(max_length=2000)]] = Field(default_factory=dict)
 
     @field_validator("acknowledgement")
     @classmethod
@@ -293,6 +297,14 @@ class DeskSlaFields(_Section):
             fields = [("?", "", None)]
         if any(field != ("expected_minutes", "", None) for field in fields):
             raise ValueError("only {expected_minutes} may be filled in (write {{ and }} for braces)")
+        return value
+
+    @field_validator("handoff_texts")
+    @classmethod
+    def _language_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        for code in value:
+            if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})?", code):
+                raise ValueError(f"{code!r} is not a lower-case language code such as de or pt-br")
         return value
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ from typing import Any
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundHistory, refund_history
-from bot.core import lifecycle, no_reply
+from bot.core import handoff, lifecycle, no_reply
 from bot.core.budget import BudgetSpent, DraftBudget, Reservations, Spent
 from bot.core.files import FileDownloads
 from bot.core.memory import Memory
@@ -301,9 +301,14 @@ class Drafting:
     async def _record(self, claimed: ClaimedDraft, outcome: DraftOutcome, now: datetime) -> outcomes.Recorded:
         async with self.db.write() as conn:
             recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
-            if recorded.card is not None and recorded.card.escalation:  # in the same transaction
-                await lifecycle.on_escalated(conn, claimed.conversation_id, recorded.card.escalation, now)
-            return recorded
+            told = None
+            escalation = recorded.card.escalation if recorded.card is not None else ""
+            # In the same transaction: the conversation becomes a human's, and its hand-off text is claimed.
+            if escalation and await lifecycle.on_escalated(conn, claimed.conversation_id, escalation, now):
+                told = await handoff.claim(conn, claimed.conversation_id, self.policy.current.desk, now)
+        if told is not None:  # in the background: a slow platform does not hold up the card
+            self.supervisor.spawn("handoff", handoff.post(self.channels, told), conversation=claimed.conversation_id)
+        return recorded
 
     async def _finish_ok(self, run: DraftRun, result: DraftResult, policy: Policy, *, ref: str | None) -> None:
         """Verify, plan, record; then the card."""

@@ -40,9 +40,8 @@ async def on_escalated(conn: AsyncConnection, conversation_id: str, reason: str,
     failed): the conversation becomes a human's, so the bot drafts nothing more there until an
     agent hands it back. Returns True when this call made it human-owned.
 
-    The policy's fixed hand-off text to the customer (issue 19, point 6) belongs here: queue it
-    in this same transaction (an outbox row) so it is sent once, exactly when the conversation
-    changes hands."""
+    When it returns True the caller claims the policy's hand-off text in the same transaction
+    (:func:`bot.core.handoff.claim`, once per opening of the conversation)."""
     moved = await life_rows.move_owner(
         conn, conversation_id, ConversationOwner.BOT, ConversationOwner.HUMAN, now, reason=f"escalated: {reason}"
     )
