@@ -354,12 +354,19 @@ class _Trial:
             card = self.platform.board.cards.get(draft_id)
             return True if card is not None and card.latest.state in SETTLED else None
 
+        def posted() -> bool:
+            return any(r.idempotency_key == key for r in self.platform.replies)
+
         deadline = time.perf_counter() + self.config.step_timeout
         while time.perf_counter() < deadline:
-            if await self.platform.board.wait_for(probe, min(1.0, self.config.step_timeout)):
-                return
-            if await self._status(draft_id) in ("sent", "send_failed"):
-                return  # settled while the card was still on its way
+            settled = await self.platform.board.wait_for(probe, min(1.0, self.config.step_timeout))
+            status = await self._status(draft_id)
+            if status in ("sent", "send_failed"):
+                return  # recorded: the reply is a turn of the conversation the next draft reads
+            if settled and not posted():
+                return  # rejected, superseded or failed: nothing to deliver
+            if settled:
+                await asyncio.sleep(0.02)  # posted; its row is being marked sent
         self.problems.append(f"turn {self._sent}: the approved reply was not delivered")
 
     async def observe(self) -> Observation:
