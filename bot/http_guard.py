@@ -110,8 +110,8 @@ def open_files_cap(wanted: int, reserve: int = DESCRIPTOR_RESERVE) -> int:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
             soft = raised
-        except (ValueError, OSError):
-            pass
+        except (ValueError, OSError) as exc:  # the cap below then follows the limit as it is
+            log.info("could not raise the open-files limit to %d (%s): keeping %d", raised, exc, soft)
     if soft == resource.RLIM_INFINITY:
         return wanted
     return max(1, min(wanted, soft - min(reserve, soft // 2)))

@@ -45,4 +45,4 @@ class Loris:
                 finally:
                     writer.close()
         except TimeoutError:
-            pass
+            self.closed_after = None  # the server held it to the end of the attack: not closed
