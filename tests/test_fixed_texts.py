@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from bot.core.expected_wait import median_wait_minutes
-from bot.domain.states import ConversationOwner, OutboxStatus
+from bot.domain.states import ConversationOwner, ConversationStatus, OutboxStatus
 from bot.policy import parse_policy
 from bot.store.schema import Conversation, Draft, Message, OutboxItem
 from bot.testing import TestDesk
@@ -145,3 +145,20 @@ async def test_the_expected_wait_is_the_median_wait_of_the_last_seven_days(
     ) as desk:
         said = await desk.customer("fay").says("When does my order ship?")
         assert await desk.reply_to(said) == ACK.format(expected_minutes=16)
+
+
+async def test_a_reopened_conversation_is_acknowledged_once_more(tmp_path: Path, kimi: FakeKimi) -> None:
+    policy = f'[approvers]\nagents = ["alice"]\n[desk]\nfirst_response_minutes = 30\nacknowledgement = "{ACK}"\n'
+    told = ACK.format(expected_minutes=30)
+    async with open_desk(tmp_path, kimi, policy=policy) as desk:
+        kim = desk.customer("kim")
+        said = await kim.says("When does my order ship?")
+        card = await desk.card_for(said)
+        await desk.card_for(await kim.says("It is order #W2611340.", after=said))
+        await desk.settle()
+        assert desk.replies_to(said) == [told], "once per opening, not per message"
+        await desk.resolve(card, as_="alice")
+        await desk.latest(card, lambda c: c.conversation.status is ConversationStatus.RESOLVED)
+        await desk.card_for(await kim.says("It has still not arrived, where is it?", after=said))
+        await desk.settle()
+        assert desk.replies_to(said) == [told, told], "writing after Resolve opens it again"
