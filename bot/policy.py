@@ -298,14 +298,16 @@ class DeskSlaFields(_Section):
 
     first_response_minutes: Annotated[float, Field(ge=0, le=7 * 24 * 60)] = 0
     hours: DeskHoursSection | None = None
-    #: Sent to a customer who opens a conversation while the desk is open; ``{expected_minutes}``
-    #: is filled in with when an answer is due (the first-response time, in business time).
+    #: Sent to a customer who opens (or reopens) a conversation while the desk is open;
+    #: ``{expected_minutes}``: the median wait for an answer over the last 7 days, or the
+    #: first-response time with fewer than 5 answers, in business time (bot/core/expected_wait.py).
     acknowledgement: Annotated[str, Field(max_length=2000)] = ""
     #: ``acknowledgement`` per language code (the conversation's ``language`` fact, or the
     #: language detected in the customer's message: bot/core/language.py).
     acknowledgement_texts: dict[str, Annotated[str, Field(max_length=2000)]] = Field(default_factory=dict)
     #: Sent once when an escalation hands the conversation to a human (bot/core/handoff.py);
-    #: ``handoff_texts`` maps a language code (the conversation's ``language`` fact) to its text.
+    #: ``handoff_texts`` maps a language code (the conversation's ``language`` fact, or the
+    #: language detected in the customer's messages) to its text.
     handoff: Annotated[str, Field(max_length=2000)] = ""
     handoff_texts: dict[str, Annotated[str, Field(max_length=2000)]] = Field(default_factory=dict)
 
