@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.core import fixed_texts
 from bot.core.expected_wait import ExpectedWait
-from bot.domain.business_time import business_deadline, is_open
+from bot.domain.business_time import BusinessHours, business_deadline, is_open
 from bot.domain.states import OutboxKind
 from bot.events import ThreadRef
 from bot.policy import DeskSection, PolicyStore
@@ -24,10 +24,13 @@ from bot.store import Database
 from bot.store import conversations as conversation_rows
 
 
+def _hours(desk: DeskSection) -> BusinessHours | None:
+    return desk.hours.business_hours() if desk.hours is not None else None
+
+
 def _closed(desk: DeskSection, now: datetime) -> bool:
     """Outside the hours, with an out-of-hours text to say so."""
-    hours = desk.hours.business_hours() if desk.hours is not None else None
-    return desk.hours is not None and bool(desk.hours.out_of_hours) and not is_open(hours, now)
+    return desk.hours is not None and bool(desk.hours.out_of_hours) and not is_open(_hours(desk), now)
 
 
 def greeting(desk: DeskSection, now: datetime, *, language: str | None = None, typical: float | None = None) -> str:
@@ -38,9 +41,8 @@ def greeting(desk: DeskSection, now: datetime, *, language: str | None = None, t
     text = fixed_texts.in_language(desk.acknowledgement, desk.acknowledgement_texts, language)
     if not text:
         return ""
-    hours = desk.hours.business_hours() if desk.hours is not None else None
     wait = desk.first_response_minutes if typical is None else typical
-    due = business_deadline(hours, now, timedelta(minutes=wait))
+    due = business_deadline(_hours(desk), now, timedelta(minutes=wait))
     return text.format(expected_minutes=max(1, math.ceil((due - now) / timedelta(minutes=1))))
 
 
@@ -62,8 +64,7 @@ class Greeter:
         desk = self.policy.current.desk
         texts = (desk.acknowledgement, *desk.acknowledgement_texts.values())
         if any("{expected_minutes}" in t for t in texts):
-            hours = desk.hours.business_hours() if desk.hours is not None else None
-            self._typical = await self.expected.minutes(hours, now)
+            self._typical = await self.expected.minutes(_hours(desk), now)
 
     async def claim(
         self, conn: AsyncConnection, conversation_id: str, thread: ThreadRef, said: str, now: datetime
