@@ -269,6 +269,26 @@ class DeskHoursSection(_Section):
         )
 
 
+def _only_expected_minutes(value: str) -> str:
+    """An acknowledgement fills in ``{expected_minutes}`` only."""
+    try:
+        fields = [
+            (name, spec, conversion) for _, name, spec, conversion in Formatter().parse(value) if name is not None
+        ]
+    except ValueError:
+        fields = [("?", "", None)]
+    if any(field != ("expected_minutes", "", None) for field in fields):
+        raise ValueError("only {expected_minutes} may be filled in (write {{ and }} for braces)")
+    return value
+
+
+def _language_codes(value: dict[str, str]) -> dict[str, str]:
+    for code in value:
+        if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})?", code):
+            raise ValueError(f"{code!r} is not a lower-case language code such as de or pt-br")
+    return value
+
+
 class DeskSlaFields(_Section):
     """The desk's service level. ``first_response_minutes``: a card not decided within this many
     minutes (of business time, when ``[desk.hours]`` is set) gets one reminder in its thread
@@ -278,38 +298,40 @@ class DeskSlaFields(_Section):
 
     first_response_minutes: Annotated[float, Field(ge=0, le=7 * 24 * 60)] = 0
     hours: DeskHoursSection | None = None
-    #: Sent to a customer who opens a conversation while the desk is open; ``{expected_minutes}``
-    #: is filled in with when an answer is due (the first-response time, in business time).
+    #: Sent to a customer who opens (or reopens) a conversation while the desk is open;
+    #: ``{expected_minutes}``: the median wait for an answer over the last 7 days, or the
+    #: first-response time with fewer than 5 answers, in business time (bot/core/expected_wait.py).
     acknowledgement: Annotated[str, Field(max_length=2000)] = ""
+    #: ``acknowledgement`` per language code (the conversation's ``language`` fact, or the
+    #: language detected in the customer's message: bot/core/language.py).
+    acknowledgement_texts: dict[str, Annotated[str, Field(max_length=2000)]] = Field(default_factory=dict)
     #: Sent once when an escalation hands the conversation to a human (bot/core/handoff.py);
-    #: ``handoff_texts`` maps a language code (the conversation's ``language`` fact) to its text.
+    #: ``handoff_texts`` maps a language code (the conversation's ``language`` fact, or the
+    #: language detected in the customer's messages) to its text.
     handoff: Annotated[str, Field(max_length=2000)] = ""
     handoff_texts: dict[str, Annotated[str, Field(max_length=2000)]] = Field(default_factory=dict)
 
     @field_validator("acknowledgement")
     @classmethod
-    def _only_expected_minutes(cls, value: str) -> str:
-        try:
-            fields = [
-                (name, spec, conversion) for _, name, spec, conversion in Formatter().parse(value) if name is not None
-            ]
-        except ValueError:
-            fields = [("?", "", None)]
-        if any(field != ("expected_minutes", "", None) for field in fields):
-            raise ValueError("only {expected_minutes} may be filled in (write {{ and }} for braces)")
-        return value
+    def _fills_in_expected_minutes(cls, value: str) -> str:
+        return _only_expected_minutes(value)
+
+    @field_validator("acknowledgement_texts")
+    @classmethod
+    def _languages_fill_in_expected_minutes(cls, value: dict[str, str]) -> dict[str, str]:
+        for text in value.values():
+            _only_expected_minutes(text)
+        return _language_codes(value)
 
     @field_validator("handoff_texts")
     @classmethod
-    def _language_codes(cls, value: dict[str, str]) -> dict[str, str]:
-        for code in value:
-            if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})?", code):
-                raise ValueError(f"{code!r} is not a lower-case language code such as de or pt-br")
-        return value
+    def _handoff_languages(cls, value: dict[str, str]) -> dict[str, str]:
+        return _language_codes(value)
 
     @model_validator(mode="after")
     def _expected_needs_a_time(self) -> DeskSlaFields:
-        if "{expected_minutes}" in self.acknowledgement.replace("{{", "") and not self.first_response_minutes:
+        texts = (self.acknowledgement, *self.acknowledgement_texts.values())
+        if any("{expected_minutes}" in t.replace("{{", "") for t in texts) and not self.first_response_minutes:
             raise ValueError("acknowledgement names {expected_minutes}: set first_response_minutes")
         return self
 

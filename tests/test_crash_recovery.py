@@ -1,8 +1,9 @@
 """Kill -9 at the worst moments: the real ``supportbot run`` is killed while the model call is
-in flight, while a card post is in flight, right after a click's ack, and after a refund but
-before its reply; restarted at once, it finishes the work within 20 s, and nothing is lost or
-done twice. Stopped gracefully (SIGTERM, as ``docker stop`` does), it first finishes what is in
-flight within ``SHUTDOWN_GRACE_SECONDS`` and leaves the rest to the next run."""
+in flight, while a card post is in flight, right after a click's ack, after a refund but before
+its reply, and between queueing the policy's acknowledgement and its post; restarted at once, it
+finishes the work within 20 s, and nothing is lost or done twice. Stopped gracefully (SIGTERM, as
+``docker stop`` does), it first finishes what is in flight within ``SHUTDOWN_GRACE_SECONDS`` and
+leaves the rest to the next run."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from bot.domain.states import OutboxKind, OutboxStatus
 from bot.store import create_engine
-from bot.store.schema import Draft
+from bot.store.schema import Draft, OutboxItem
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
 from tests.fakes.slack import FakeSlack, SlackCall
 from tests.fakes.slack_payloads import app_mention, block_actions, message_changed, message_deleted
@@ -28,8 +30,8 @@ from tools.orders import order_refunds_table
 RECOVERY_SECONDS = 20.0
 
 
-async def launch(home: Path, kimi: FakeKimi, slack: FakeSlack, **variables: str) -> BotProcess:
-    (home / "policy.toml").write_text('[refunds]\nmax_amount = "500.00"\nmanager_threshold = "400.00"\n')
+async def launch(home: Path, kimi: FakeKimi, slack: FakeSlack, policy: str = "", **variables: str) -> BotProcess:
+    (home / "policy.toml").write_text('[refunds]\nmax_amount = "500.00"\nmanager_threshold = "400.00"\n' + policy)
     process = BotProcess(home, kimi.base_url, slack, **variables)
     rows = sample_orders()
     for row in rows:
@@ -381,5 +383,57 @@ async def test_killed_while_the_sla_reminder_is_on_its_way_it_is_never_sent_twic
         await until(overdue_marked, "the overdue mark from the restarted bot", timeout=RECOVERY_SECONDS)
         assert len(reminders()) == 1, "the restarted bot, past the card's SLA, did not remind again"
         assert str(reminders()[0].params["text"]).startswith("<!subteam^SONCALL> This card has waited")
+    finally:
+        await bot.stop()
+
+
+ACK = "Thanks! A person will answer within {expected_minutes} minutes."
+
+
+async def outbox_texts(bot: BotProcess, status: str) -> int:
+    """How many of the policy's fixed texts the outbox holds in ``status``."""
+    engine = create_engine(bot.database_url)
+    try:
+        async with engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).where(OutboxItem.kind != OutboxKind.REPLY, OutboxItem.status == status)
+            )
+    finally:
+        await engine.dispose()
+    return int(count or 0)
+
+
+async def test_killed_between_queueing_a_fixed_text_and_its_post_it_arrives_exactly_once(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    """Issue 19 point 6: the acknowledgement is queued by the ack, in its transaction. Killed
+    after Slack refused its first post (nothing in the thread yet), and again after its post
+    reached Slack but before Slack answered: each conversation gets it exactly once."""
+    bot = await launch(tmp_path, kimi, slack, f'[desk]\nfirst_response_minutes = 30\nacknowledgement = "{ACK}"\n')
+    told = ACK.format(expected_minutes=30)
+
+    def acknowledgements(thread_ts: str) -> list[object]:
+        return [m for m in slack.messages_in(CUSTOMER_CHANNEL, thread_ts) if m.get("text") == told]
+
+    try:
+        kimi.script(Hang(60))  # no card post competes with the acknowledgement's post
+        slack.fail_next("chat.postMessage", status=500)
+        refused = await ask(bot, "where is my order #W2611340?")
+        await until(lambda: replies_in(slack, refused), "the acknowledgement's first post, refused")
+        assert not acknowledgements(refused)
+        await restart(bot)  # before its retry: claimed, not sent
+        await until(lambda: acknowledgements(refused), "the next run's acknowledgement", timeout=RECOVERY_SECONDS)
+
+        slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == CUSTOMER_CHANNEL)
+        unanswered = await ask(bot, "my order #W2613451 has not arrived")
+        await until(lambda: acknowledgements(unanswered), "the acknowledgement reaching Slack (its answer hangs)")
+        await restart(bot)  # posted, not recorded as sent
+
+        async def both_recorded_sent() -> bool:
+            return await outbox_texts(bot, OutboxStatus.SENT) == 2
+
+        await until(both_recorded_sent, "both acknowledgements recorded as sent", timeout=RECOVERY_SECONDS)
+        assert len(acknowledgements(refused)) == 1
+        assert len(acknowledgements(unanswered)) == 1, "found by its key, not posted again"
     finally:
         await bot.stop()

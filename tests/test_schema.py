@@ -17,7 +17,7 @@ from sqlalchemy import CheckConstraint, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxStatus
+from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
 from bot.errors import SupportbotError
 from bot.settings import load_settings
 from bot.store import (
@@ -31,9 +31,16 @@ from bot.store import (
     sessionmaker,
     upgrade_database,
 )
+from bot.store import outbox as outbox_rows
 from tests.harness import Harness
 
 BEFORE_STATE_CHECKS = "0005_fact_notes"
+#: An approved reply as versions before 0009 queue it (no kind, conversation or key).
+OLD_OUTBOX_INSERT = (
+    "INSERT INTO outbox (draft_id, thread_key, text, status, attempts, claimed_by, next_attempt_at,"
+    " platform_message_id, last_error, created_at)"
+    " VALUES (:draft, 'slack:T1:C1:1.0', 'Refunded.', 'pending', 0, '', :now, '', '', :now) RETURNING id"
+)
 _QUOTED = re.compile(r"'([^']*)'")
 LITERAL = {"literal_binds": True}
 
@@ -124,15 +131,15 @@ async def _database_at_0005_with_work_in_flight(engine: AsyncEngine) -> dict[str
             status=ActionStatus.APPROVED,
             idempotency_key="refund-1",
         )
-        outbox = OutboxItem(draft_id=approved.id, thread_key=conversation.thread_key, text="Refunded.")
-        session.add_all([action, outbox])
+        session.add(action)
         await session.flush()
+        outbox = await session.scalar(text(OLD_OUTBOX_INSERT), {"draft": approved.id, "now": datetime.now(UTC)})
         return {
             "approved": approved.id,
             "sent": drafts[DraftStatus.SENT].id,
             "waiting": drafts[DraftStatus.AWAITING_REVIEW].id,
             "action": action.id,
-            "outbox": outbox.id,
+            "outbox": outbox,
             "conversation": conversation.id,
         }
 
@@ -160,6 +167,11 @@ async def test_an_upgrade_keeps_the_work_in_flight_and_then_refuses_what_is_not_
     assert action is not None and outbox is not None
     assert (action.draft_id, action.status, action.params["amount_cents"]) == (ids["approved"], "approved", 500)
     assert (outbox.draft_id, outbox.status) == (ids["approved"], OutboxStatus.PENDING)
+    assert (outbox.kind, outbox.conversation_id, outbox.idempotency_key) == (
+        OutboxKind.REPLY,
+        ids["conversation"],
+        None,
+    ), "a queued reply is a reply of its draft's conversation"
     async with sessionmaker(engine)() as session:
         conversation = await session.get(Conversation, ids["conversation"])
     assert conversation is not None, "the conversation survives the upgrade"
@@ -184,6 +196,39 @@ async def test_an_upgrade_keeps_the_work_in_flight_and_then_refuses_what_is_not_
     with pytest.raises(IntegrityError, match="ck_conversations_owner"):
         async with engine.begin() as conn:
             await conn.execute(text("UPDATE conversations SET owner = 'nobody'"))
+
+
+async def test_after_the_fixed_texts_upgrade_an_older_instance_still_queues_replies_and_a_text_is_queued_once(
+    old_engine: AsyncEngine,
+) -> None:
+    engine = old_engine
+    ids = await _database_at_0005_with_work_in_flight(engine)
+    await upgrade_database(engine)
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        # An older instance still running approves a reply and queues it as it always did.
+        older = await conn.scalar(text(OLD_OUTBOX_INSERT), {"draft": ids["waiting"], "now": now})
+        key = f"handoff-{ids['conversation']}-1"
+        queued = [
+            await outbox_rows.enqueue_text(
+                conn, OutboxKind.HANDOFF, ids["conversation"], "slack:T1:C1:1.0", key, t, now
+            )
+            for t in ("A person takes over.", "A second decision to say so.")
+        ]
+    assert queued == [True, False], "one text per key, whoever decides to send it"
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(select(OutboxItem.kind, OutboxItem.draft_id, OutboxItem.text).order_by(OutboxItem.id))
+        ).all()
+    assert older is not None
+    assert [tuple(r) for r in rows] == [
+        (OutboxKind.REPLY, ids["approved"], "Refunded."),
+        (OutboxKind.REPLY, ids["waiting"], "Refunded."),
+        (OutboxKind.HANDOFF, None, "A person takes over."),
+    ]
+    with pytest.raises(IntegrityError, match="ck_outbox_kind"):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE outbox SET kind = 'memo'"))
 
 
 async def test_an_upgrade_stops_on_a_status_it_cannot_map_and_changes_nothing(old_engine: AsyncEngine) -> None:

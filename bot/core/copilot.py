@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 
 from bot import metrics
 from bot.agent import DraftingAgent
+from bot.core import language
 from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.fairness import Flood
-from bot.core.greeting import Greeter
 from bot.core.intake import Intake, Received
 from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
@@ -107,6 +107,7 @@ class Copilot:
             refresh_card=self.publisher.refresh,
             supervisor=self.supervisor,
         )
+        self.drafting.deliver = self.dispatcher.wake
         self.resolver = AutoResolver(db, policy, self._refresh_card)
         self.sweeper = Sweeper(
             db,
@@ -118,7 +119,6 @@ class Copilot:
             resolve_idle=self.resolver.sweep,
         )
         self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
-        self.greeter = Greeter(policy, self.channels)
         self.sla = SlaWatch(db, policy, self.publisher.desks, self.metrics, self.publisher.refresh)
 
     # -- wiring ---------------------------------------------------------------------------
@@ -148,6 +148,9 @@ class Copilot:
         """Start the background rooms: drafting workers, lease renewal, the sweeper (which
         also resumes whatever an earlier run left), the dispatcher, the retention job."""
         self.drafting.pool.start(self.settings.drafting_concurrency)
+        desk = self.policy.current.desk
+        if desk.handoff_texts or desk.acknowledgement_texts:  # half a second, off the first ack
+            self.supervisor.spawn("language-model", asyncio.to_thread(language.load))
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
         self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.timing.sweep_seconds))
@@ -209,9 +212,8 @@ class Copilot:
             self.drafting.pool.submit(received.draft_id)  # a paced draft is the sweeper's when it may start
         if received.flood is not None:
             self.supervisor.spawn("flood-notice", notify_flood(self.publisher, self.policy.current, received.flood))
-        if received.opened is not None:
-            greet = self.greeter.greet(received.opened, received.conversation_id)
-            self.supervisor.spawn("greet", greet, conversation=received.conversation_id)
+        if received.deliver:
+            self.dispatcher.wake()
         for old in (*received.superseded, *received.refresh):
             self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
 

@@ -1,5 +1,6 @@
 """The dispatcher: executes approved actions exactly once, then posts the approved reply
-exactly once.
+exactly once; the policy's fixed texts (acknowledgement, out of hours, hand-off) are outbox rows
+too, posted exactly once the same way (no draft, no refund, no card).
 
 Due outbox rows are claimed under a lease the dispatcher renews while it works; different threads
 are delivered concurrently (bounded), one thread's replies in order, so one hanging post never
@@ -120,7 +121,7 @@ class Dispatcher:
         for item in claimed:
             # The supervisor owns each delivery: a failure is logged with the draft and counted
             # (the row is retried when its lease expires).
-            task = self.supervisor.spawn("deliver", self._deliver_and_free(item), draft=item.draft_id)
+            task = self.supervisor.spawn("deliver", self._deliver_and_free(item), draft=item.label)
             self._in_flight[item.id] = task
         return len(claimed)
 
@@ -153,6 +154,9 @@ class Dispatcher:
                     log.exception("renewing outbox leases failed")
 
     async def _deliver(self, item: ClaimedReply) -> None:
+        if item.draft_id is None:
+            await self._deliver_text(item)
+            return
         d, c = Draft.__table__.c, Conversation.__table__.c
         async with self.db.read() as conn:
             row = (
@@ -193,6 +197,31 @@ class Dispatcher:
         )
         await self._refresh_card(item.draft_id)
 
+    async def _deliver_text(self, item: ClaimedReply) -> None:
+        """A fixed text of the policy: posted once under its key, recorded by an audit line."""
+        c = Conversation.__table__.c
+        conversation_id = str(item.conversation_id)
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(select(c.platform, c.workspace, c.channel, c.thread).where(c.id == conversation_id))
+            ).one()
+        thread = ThreadRef(row.platform, row.workspace, row.channel, row.thread)
+        channel = self.channels.get(thread.platform)
+        if channel is None:
+            await self._retry(item, f"{thread.platform} is not connected")
+            return
+        message_id = await self._post(item, channel, thread, conversation_id)
+        if message_id is None:
+            return
+        now = utcnow()
+        async with self.db.write() as conn:
+            if not await outbox_rows.mark_sent(conn, item.id, self.owner, message_id, now):
+                return
+            line = AuditLine(conversation_id, None, "sent", "dispatcher", f"{item.kind} text posted as {message_id}")
+            await records.add_audit(conn, [line], now)
+        self.counters["fixed_texts_sent"] += 1
+        log_event(log, "fixed_text_sent", conversation=conversation_id, key=item.key, message=message_id)
+
     async def _refund(
         self,
         item: ClaimedReply,
@@ -223,12 +252,12 @@ class Dispatcher:
         self, item: ClaimedReply, channel: CustomerChannel, thread: ThreadRef, conversation_id: str
     ) -> str | None:
         """Post the reply (or find the one an earlier attempt posted); None when it must wait."""
-        key = f"draft-{item.draft_id}"
+        key = item.key
         try:
             existing = await channel.find_reply(thread, key) if item.attempts > 1 else None
             return existing or await channel.post_reply(thread, item.text, idempotency_key=key)
         except PlatformError as exc:
-            log.warning("posting draft %s failed (attempt %d): %s", item.draft_id, item.attempts, exc)
+            log.warning("posting %s failed (attempt %d): %s", item.label, item.attempts, exc)
             metrics.platform_error(thread.platform, "post_reply")
             if item.attempts >= self.timing.reply_attempts:
                 await self._fail(item, conversation_id, f"the platform refused the reply ({exc})")
@@ -239,19 +268,18 @@ class Dispatcher:
     async def _record_sent(self, item: ClaimedReply, conversation_id: str, message_id: str) -> bool:
         """The reply is in the thread: outbox, draft, conversation and audit say so (False: our
         lease expired and someone else took over; they found the reply)."""
+        draft_id = str(item.draft_id)  # a reply's row (a fixed text is recorded by _deliver_text)
         now = utcnow()
         async with self.db.write() as conn:
             if not await outbox_rows.mark_sent(conn, item.id, self.owner, message_id, now):
                 return False
-            status = await draft_rows.status_of(conn, item.draft_id)
+            status = await draft_rows.status_of(conn, draft_id)
             if status in (DraftStatus.APPROVED, DraftStatus.EDITED):
-                await draft_rows.transition(
-                    conn, item.draft_id, status, DraftStatus.SENT, now, sent_message_id=message_id
-                )
-            await conversation_rows.add_reply(conn, conversation_id, item.draft_id, item.text, message_id, now)
+                await draft_rows.transition(conn, draft_id, status, DraftStatus.SENT, now, sent_message_id=message_id)
+            await conversation_rows.add_reply(conn, conversation_id, draft_id, item.text, message_id, now)
             await records.add_audit(
                 conn,
-                [AuditLine(conversation_id, item.draft_id, "sent", "dispatcher", f"reply posted as {message_id}")],
+                [AuditLine(conversation_id, draft_id, "sent", "dispatcher", f"reply posted as {message_id}")],
                 now,
             )
         return True
@@ -337,11 +365,13 @@ class Dispatcher:
         async with self.db.write() as conn:
             if not await outbox_rows.mark_failed(conn, item.id, self.owner, error):
                 return  # our lease expired and someone else took over
-            status = await draft_rows.status_of(conn, item.draft_id)
-            if status in (DraftStatus.APPROVED, DraftStatus.EDITED):
-                await draft_rows.transition(conn, item.draft_id, status, DraftStatus.SEND_FAILED, now)
+            if item.draft_id is not None:
+                status = await draft_rows.status_of(conn, item.draft_id)
+                if status in (DraftStatus.APPROVED, DraftStatus.EDITED):
+                    await draft_rows.transition(conn, item.draft_id, status, DraftStatus.SEND_FAILED, now)
             await records.add_audit(
                 conn, [AuditLine(conversation_id, item.draft_id, "send_failed", "dispatcher", error)], now
             )
         self.counters["sends_failed"] += 1
-        await self._refresh_card(item.draft_id)
+        if item.draft_id is not None:
+            await self._refresh_card(item.draft_id)

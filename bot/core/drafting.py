@@ -130,6 +130,8 @@ class Drafting:
         self.reservations = Reservations()
         self.waits = DraftWaits(settings, db, policy, publisher, leases)
         self.files = FileDownloads(db, settings.file_download_seconds)
+        #: Wakes the dispatcher when a fixed text was queued (the core wires it).
+        self.deliver: Callable[[], None] = lambda: None
 
     async def draft(self, draft_id: str) -> None:
         """Draft ``draft_id`` if nobody live is, and put its card in front of the agents."""
@@ -301,13 +303,14 @@ class Drafting:
     async def _record(self, claimed: ClaimedDraft, outcome: DraftOutcome, now: datetime) -> outcomes.Recorded:
         async with self.db.write() as conn:
             recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
-            told = None
+            told = False
             escalation = recorded.card.escalation if recorded.card is not None else ""
-            # In the same transaction: the conversation becomes a human's, and its hand-off text is claimed.
+            # In the same transaction: the conversation becomes a human's, and its hand-off text is
+            # queued in the outbox (the dispatcher posts it; a slow platform does not hold up the card).
             if escalation and await lifecycle.on_escalated(conn, claimed.conversation_id, escalation, now):
                 told = await handoff.claim(conn, claimed.conversation_id, self.policy.current.desk, now)
-        if told is not None:  # in the background: a slow platform does not hold up the card
-            self.supervisor.spawn("handoff", handoff.post(self.channels, told), conversation=claimed.conversation_id)
+        if told:
+            self.deliver()
         return recorded
 
     async def _finish_ok(self, run: DraftRun, result: DraftResult, policy: Policy, *, ref: str | None) -> None:

@@ -1,51 +1,87 @@
 """What a customer opening a conversation is told at once, before any human answers: the
-policy's ``[desk] acknowledgement`` while the desk is open (``{expected_minutes}`` filled in with
-when the first response is due, in business time), ``[desk.hours] out_of_hours`` while it is
-closed. Fixed texts the managers wrote, never the model's; sent once, by the instance whose
-intake opened the conversation (a crash before the post loses that one greeting)."""
+policy's ``[desk] acknowledgement`` (or its ``[desk.acknowledgement_texts]`` text for the
+customer's language) while the desk is open, ``[desk.hours] out_of_hours`` while it is closed.
+``{expected_minutes}`` is when an answer can be expected: the median wait of the last 7 days
+(:mod:`bot.core.expected_wait`), or the first-response time while there are too few replies to
+tell, counted in business time. Fixed texts the managers wrote, never the model's: queued in the
+outbox by the ack that opens (or reopens) the conversation, in its transaction, and posted once
+by the dispatcher (:mod:`bot.core.fixed_texts`)."""
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from bot import metrics
-from bot.domain.business_time import business_deadline, is_open
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.core import fixed_texts
+from bot.core.expected_wait import ExpectedWait
+from bot.domain.business_time import BusinessHours, business_deadline, is_open
+from bot.domain.states import OutboxKind
 from bot.events import ThreadRef
 from bot.policy import DeskSection, PolicyStore
-from bot.ports import CustomerChannel
-from bot.store import utcnow
-
-log = logging.getLogger(__name__)
+from bot.store import Database
+from bot.store import conversations as conversation_rows
 
 
-def greeting(desk: DeskSection, now: datetime) -> str:
-    """The text for a conversation opened at ``now`` ("": say nothing)."""
-    hours = desk.hours.business_hours() if desk.hours is not None else None
-    if desk.hours is not None and desk.hours.out_of_hours and not is_open(hours, now):
+def _hours(desk: DeskSection) -> BusinessHours | None:
+    return desk.hours.business_hours() if desk.hours is not None else None
+
+
+def _closed(desk: DeskSection, now: datetime) -> bool:
+    """Outside the hours, with an out-of-hours text to say so."""
+    return desk.hours is not None and bool(desk.hours.out_of_hours) and not is_open(_hours(desk), now)
+
+
+def greeting(desk: DeskSection, now: datetime, *, language: str | None = None, typical: float | None = None) -> str:
+    """The text for a conversation opened at ``now`` ("": say nothing); ``typical``: the median
+    wait in business minutes (None: the policy's first-response time)."""
+    if desk.hours is not None and _closed(desk, now):
         return desk.hours.out_of_hours
-    if not desk.acknowledgement:
+    text = fixed_texts.in_language(desk.acknowledgement, desk.acknowledgement_texts, language)
+    if not text:
         return ""
-    due = business_deadline(hours, now, timedelta(minutes=desk.first_response_minutes))
-    return desk.acknowledgement.format(expected_minutes=math.ceil((due - now) / timedelta(minutes=1)))
+    wait = desk.first_response_minutes if typical is None else typical
+    due = business_deadline(_hours(desk), now, timedelta(minutes=wait))
+    return text.format(expected_minutes=max(1, math.ceil((due - now) / timedelta(minutes=1))))
 
 
 class Greeter:
-    """Posts the greeting in the customer's thread."""
+    """Queues the greeting of a conversation the ack opened."""
 
-    def __init__(self, policy: PolicyStore, channels: Mapping[str, CustomerChannel]) -> None:
+    def __init__(self, db: Database, policy: PolicyStore) -> None:
         self.policy = policy
-        self.channels = channels
+        self.expected = ExpectedWait(db)
+        self._typical: float | None = None
 
-    async def greet(self, thread: ThreadRef, conversation_id: str) -> None:
-        text = greeting(self.policy.current.desk, utcnow())
-        channel = self.channels.get(thread.platform)
-        if not text or channel is None:
-            return
-        try:
-            await channel.post_reply(thread, text, idempotency_key=f"greeting-{conversation_id}")
-        except Exception:
-            log.exception("the greeting of conversation %s could not be posted", conversation_id)
-            metrics.platform_error(thread.platform, "post_reply")
+    def _says_anything(self) -> bool:
+        desk = self.policy.current.desk
+        return bool(desk.acknowledgement or desk.acknowledgement_texts or (desk.hours and desk.hours.out_of_hours))
+
+    async def prepare(self, now: datetime) -> None:
+        """Before the ack's transaction: the median wait (read from SQL at most every few
+        minutes), when an acknowledgement counts it."""
+        desk = self.policy.current.desk
+        texts = (desk.acknowledgement, *desk.acknowledgement_texts.values())
+        if any("{expected_minutes}" in t for t in texts):
+            self._typical = await self.expected.minutes(_hours(desk), now)
+
+    async def claim(
+        self, conn: AsyncConnection, conversation_id: str, thread: ThreadRef, said: str, now: datetime
+    ) -> bool:
+        """In the ack's transaction: queue the greeting of this opening (False: nothing to say,
+        or it was queued before)."""
+        if not self._says_anything():
+            return False
+        desk = self.policy.current.desk
+        closed = _closed(desk, now)
+        language = None
+        if desk.acknowledgement_texts and not closed:
+            facts = await conversation_rows.facts_of(conn, conversation_id)
+            language = await fixed_texts.language_of(conn, conversation_id, facts, said)
+        text = greeting(desk, now, language=language, typical=self._typical)
+        if not text:
+            return False
+        kind = OutboxKind.OUT_OF_HOURS if closed else OutboxKind.ACKNOWLEDGEMENT
+        key = f"greeting-{conversation_id}-{await fixed_texts.opening(conn, conversation_id)}"
+        return await fixed_texts.claim(conn, kind, conversation_id, thread, key, text, now)

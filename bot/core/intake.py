@@ -27,6 +27,7 @@ from bot import identity, metrics
 from bot.core import edits
 from bot.core.fairness import Flood, Pacer
 from bot.core.files import records_at_ack
+from bot.core.greeting import Greeter
 from bot.domain.outcome import AuditLine
 from bot.domain.roles import Role, classify
 from bot.domain.states import ConversationOwner, ConversationStatus
@@ -53,9 +54,10 @@ class Received:
     draft_id: str | None
     superseded: tuple[str, ...]
     refresh: tuple[str, ...] = ()
-    #: The thread of a conversation this message opened, and its id (to greet the customer).
-    opened: ThreadRef | None = None
-    conversation_id: str = ""
+    #: This message opened or reopened its conversation (the ack greets the customer then).
+    opened: bool = False
+    #: A fixed text was queued in the outbox (the dispatcher is woken for it).
+    deliver: bool = False
     starts_at: datetime | None = None  # the draft waits for its sender's bucket until then
     flood: Flood | None = None  # a flood the desk has not heard of yet
 
@@ -71,6 +73,7 @@ class Intake:
         #: Whether the thread's workspace is served (:class:`bot.core.allowlist.WorkspaceAllowlist`).
         self.served: Callable[[ThreadRef], bool] = lambda _thread: True
         self.pacer = Pacer()
+        self.greeter = Greeter(db, policy)
 
     def watched(self, message: InboundMessage) -> bool:
         watch = self.policy.current.channels.watch
@@ -101,6 +104,7 @@ class Intake:
     async def _record(self, message: InboundMessage) -> bool:
         text = message.text[:MAX_CUSTOMER_TEXT]
         now = utcnow()
+        await self.greeter.prepare(now)
         async with self.db.write(urgent=True) as conn:
             if not await self._first_delivery(conn, message.event_id, now):
                 return False
@@ -122,8 +126,9 @@ class Intake:
                 repeated = False
                 conversation_id = life.conversation_id
                 role, received = await self._store(conn, life, message, text, now)
-                if created:
-                    received = replace(received, opened=message.thread, conversation_id=conversation_id)
+                if created or received.opened:  # in this transaction: the greeting goes out once
+                    greeted = await self.greeter.claim(conn, conversation_id, message.thread, text, now)
+                    received = replace(received, deliver=greeted)
         if repeated:
             return self._amended(amended, "message_edited", message.event_id)
         self.counters["events_received"] += 1
@@ -225,9 +230,9 @@ class Intake:
             )
             card = await life_rows.latest_card(conn, conversation_id)
             if card is None or card in retired:
-                return Received(None, tuple(retired))
+                return Received(None, tuple(retired), opened=life.status is ConversationStatus.RESOLVED)
             await life_rows.touch_card(conn, card, now)
-            return Received(None, tuple(retired), (card,))
+            return Received(None, tuple(retired), (card,), opened=life.status is ConversationStatus.RESOLVED)
         superseded = await draft_rows.supersede_open(conn, conversation_id, "a newer customer message", now)
         thread = message.thread
         starts_at = self.pacer.start_of(
@@ -246,7 +251,8 @@ class Intake:
             if card is not None and card not in superseded:
                 await life_rows.touch_card(conn, card, now)
                 refresh = (card,)
-        return Received(draft_id, tuple(superseded), refresh, starts_at=starts_at)
+        reopened = life.status is ConversationStatus.RESOLVED
+        return Received(draft_id, tuple(superseded), refresh, starts_at=starts_at, opened=reopened)
 
     @staticmethod
     async def _answered_by_hand(conn: AsyncConnection, life: Life, message: InboundMessage, now: datetime) -> Received:

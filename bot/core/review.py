@@ -319,7 +319,7 @@ class Decisions:
                 proposal=a.action.proposal.approve(a.amount),
                 approvals=[*a.approvers, actor.id],
             )
-        await outbox_rows.enqueue(conn, draft.id, draft.thread_key, text, now)
+        await outbox_rows.enqueue(conn, draft.id, draft.conversation_id, draft.thread_key, text, now)
         await records.add_audit(
             conn, [AuditLine(draft.conversation_id, draft.id, target.value, actor.id, text[:200])], now
         )

@@ -67,6 +67,16 @@ class OutboxStatus(StrEnum):
     FAILED = "failed"
 
 
+class OutboxKind(StrEnum):
+    """What an outbox row carries: an approved draft's reply, or one of the policy's fixed texts
+    (the managers' words, sent unreviewed: never the model's)."""
+
+    REPLY = "reply"
+    ACKNOWLEDGEMENT = "acknowledgement"
+    OUT_OF_HOURS = "out_of_hours"
+    HANDOFF = "handoff"
+
+
 OUTBOX_TRANSITIONS: dict[OutboxStatus, frozenset[OutboxStatus]] = {
     OutboxStatus.PENDING: frozenset({OutboxStatus.SENDING}),
     # sending → sending: another worker takes over a row whose sender's lease expired.

@@ -76,9 +76,7 @@ async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, no
     return (await open_conversation(conn, message, now))[0].conversation_id
 
 
-async def open_conversation(
-    conn: AsyncConnection, message: InboundMessage, now: datetime
-) -> tuple[life.Life, bool]:
+async def open_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> tuple[life.Life, bool]:
     """The conversation of the message's thread, created on its first message (its author is then
     its customer), with its life as it stands, and whether this statement created it (then no
     message of it can be stored yet); one statement, which also holds the conversation's row for
@@ -346,3 +344,14 @@ async def replace_text(conn: AsyncConnection, message_id: int, old: str, new: st
     m = _messages.c
     result = await conn.execute(update(_messages).where(m.id == message_id, m.text == old).values(text=new))
     return bool(result.rowcount == 1)
+
+
+async def facts_of(conn: AsyncConnection, conversation_id: str) -> dict[str, Any]:
+    facts = await conn.scalar(select(_conversations.c.facts).where(_conversations.c.id == conversation_id))
+    return dict(facts or {})
+
+
+async def note_fact(conn: AsyncConnection, conversation_id: str, name: str, value: Any) -> None:
+    """Set one of the conversation's facts (the others kept), in the caller's transaction."""
+    facts = await facts_of(conn, conversation_id) | {name: value}
+    await conn.execute(update(_conversations).where(_conversations.c.id == conversation_id).values(facts=facts))

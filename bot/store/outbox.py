@@ -1,4 +1,5 @@
-"""The outbox: approved replies waiting to be posted, claimed under a renewed lease.
+"""The outbox: texts waiting to be posted in customers' threads (approved replies, and the
+policy's fixed texts), claimed under a renewed lease.
 
 Only the oldest unfinished row of a thread can be claimed, so replies in one thread keep their
 order while different threads are delivered concurrently (and by several instances: on
@@ -14,7 +15,8 @@ from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from bot.domain.states import OutboxStatus, check_transition
+from bot.domain.states import OutboxKind, OutboxStatus, check_transition
+from bot.store.dialect import insert_ignore
 from bot.store.schema import OutboxItem, table_of
 
 _outbox = table_of(OutboxItem)
@@ -23,31 +25,63 @@ o = _outbox.c
 
 @dataclass(frozen=True, slots=True)
 class ClaimedReply:
-    """An outbox row this worker now holds."""
+    """An outbox row this worker now holds: a draft's reply, or a fixed text (no draft)."""
 
     id: int
-    draft_id: str
+    draft_id: str | None
     thread_key: str
     text: str
     attempts: int
+    kind: OutboxKind = OutboxKind.REPLY
+    conversation_id: str | None = None
+    stored_key: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The post's idempotency key (the platform is asked for it after a lost attempt)."""
+        return self.stored_key or f"draft-{self.draft_id}"
+
+    @property
+    def label(self) -> str:
+        """What logs and supervisors name this row by."""
+        return self.draft_id or self.key
 
 
-async def enqueue(conn: AsyncConnection, draft_id: str, thread_key: str, text: str, now: datetime) -> None:
-    await conn.execute(
-        _outbox.insert(),
-        {
-            "draft_id": draft_id,
-            "thread_key": thread_key,
-            "text": text,
-            "status": OutboxStatus.PENDING,
-            "attempts": 0,
-            "claimed_by": "",
-            "next_attempt_at": now,
-            "platform_message_id": "",
-            "last_error": "",
-            "created_at": now,
-        },
-    )
+def _new_row(thread_key: str, text: str, now: datetime) -> dict[str, object]:
+    return {
+        "thread_key": thread_key,
+        "text": text,
+        "status": OutboxStatus.PENDING,
+        "attempts": 0,
+        "claimed_by": "",
+        "next_attempt_at": now,
+        "platform_message_id": "",
+        "last_error": "",
+        "created_at": now,
+    }
+
+
+async def enqueue(
+    conn: AsyncConnection, draft_id: str, conversation_id: str, thread_key: str, text: str, now: datetime
+) -> None:
+    """An approved draft's reply."""
+    row = _new_row(thread_key, text, now) | {"draft_id": draft_id, "conversation_id": conversation_id}
+    await conn.execute(_outbox.insert(), row)
+
+
+async def enqueue_text(
+    conn: AsyncConnection,
+    kind: OutboxKind,
+    conversation_id: str,
+    thread_key: str,
+    key: str,
+    text: str,
+    now: datetime,
+) -> bool:
+    """A fixed text under its idempotency key, in the caller's transaction; False when that key
+    was claimed before (the text is sent once per key, whoever decides to send it)."""
+    row = _new_row(thread_key, text, now) | {"kind": kind, "conversation_id": conversation_id, "idempotency_key": key}
+    return await insert_ignore(conn, _outbox, row)
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -85,9 +119,14 @@ async def claim_due(
             lease_until=now + lease,
             attempts=o.attempts + 1,
         )
-        .returning(o.id, o.draft_id, o.thread_key, o.text, o.attempts)
+        .returning(o.id, o.draft_id, o.thread_key, o.text, o.attempts, o.kind, o.conversation_id, o.idempotency_key)
     )
-    claimed = [ClaimedReply(r.id, r.draft_id, r.thread_key, r.text, r.attempts) for r in rows]
+    claimed = [
+        ClaimedReply(
+            r.id, r.draft_id, r.thread_key, r.text, r.attempts, OutboxKind(r.kind), r.conversation_id, r.idempotency_key
+        )
+        for r in rows
+    ]
     return sorted(claimed, key=lambda c: c.id)
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 import tools.orders
-from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxStatus
+from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
 from bot.events import ThreadRef
 
 
@@ -255,11 +255,20 @@ class Decision(Base):
 
 
 class OutboxItem(Base):
-    """An approved reply waiting to be posted; one per draft, claimed by one dispatcher."""
+    """A text waiting to be posted in a customer's thread, claimed by one dispatcher: an approved
+    reply (one per draft), or a fixed text of the policy (``kind``; no draft, its conversation and
+    the post's idempotency key instead, unique so a text is claimed once)."""
 
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), unique=True)
+    draft_id: Mapped[str | None] = mapped_column(ForeignKey("drafts.id"), unique=True, default=None)
+    kind: Mapped[OutboxKind] = mapped_column(
+        state_column(OutboxKind, "ck_outbox_kind", 16), default=OutboxKind.REPLY, server_default="reply"
+    )
+    #: Set for every row this version writes (an older instance leaves it empty on its replies).
+    conversation_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    #: A fixed text's post key (``greeting-…``, ``handoff-…``); a reply's is ``draft-<draft_id>``.
+    idempotency_key: Mapped[str | None] = mapped_column(String(160), default=None)
     thread_key: Mapped[str] = mapped_column(String(512))
     text: Mapped[str] = mapped_column(Text)
     status: Mapped[OutboxStatus] = mapped_column(
@@ -277,6 +286,7 @@ class OutboxItem(Base):
 
 
 Index("ix_outbox_due", OutboxItem.status, OutboxItem.next_attempt_at)
+Index("ix_outbox_idempotency_key", OutboxItem.idempotency_key, unique=True)
 
 
 class UsageRecord(Base):
