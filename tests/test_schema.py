@@ -35,7 +35,7 @@ from bot.store import outbox as outbox_rows
 from tests.harness import Harness
 
 BEFORE_STATE_CHECKS = "0005_fact_notes"
-#: An approved reply as versions before 0009 queue it (no kind, conversation or key).
+#: An approved reply as versions before 0008 queue it (no kind, conversation or key).
 OLD_OUTBOX_INSERT = (
     "INSERT INTO outbox (draft_id, thread_key, text, status, attempts, claimed_by, next_attempt_at,"
     " platform_message_id, last_error, created_at)"

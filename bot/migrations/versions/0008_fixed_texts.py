@@ -1,7 +1,7 @@
 """fixed texts in the outbox: the policy's acknowledgement, out-of-hours and hand-off texts are
 outbox rows, delivered exactly once by the dispatcher like an approved reply
 
-Revision ID: 0009
+Revision ID: 0008
 Revises: 0007 (written beside another helper's 0008; rechained onto it at merge)
 
 Safe while an older instance still runs on the same PostgreSQL: the columns are added nullable
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
