@@ -156,3 +156,21 @@ class ReviewDecision:
     reason: str | None = None
     instruction: str | None = None
     refund_amount: str | None = None
+
+
+class Vote(StrEnum):
+    """A customer's rating of a delivered reply (its 👍 / 👎 buttons)."""
+
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackClick:
+    """A click on a delivered reply's 👍 / 👎, translated by an adapter: ``draft_id`` names the
+    reply it rates (carried by the button), ``author`` who clicked, with the facts the role
+    classifier needs. The core decides whether that person may rate it."""
+
+    draft_id: str
+    vote: Vote
+    author: Author

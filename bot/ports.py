@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus
-from bot.events import DecisionAction, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
+from bot.events import DecisionAction, FeedbackClick, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -137,9 +137,11 @@ class CustomerChannel(Protocol):
 
     platform: str
 
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
         """Post ``text`` in ``thread`` and return the platform's message id. The key lets the
-        platform (or :meth:`find_reply`) recognise a retried post."""
+        platform (or :meth:`find_reply`) recognise a retried post. ``feedback_for``: the draft
+        whose reply this is, when the reply carries 👍 / 👎 buttons (a click comes back as a
+        :class:`bot.events.FeedbackClick` for it); empty: no buttons."""
         ...
 
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
@@ -218,6 +220,11 @@ class Core(Protocol):
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome: ...
 
     async def edit_form(self, draft_id: str) -> EditForm | None: ...
+
+    async def rate(self, click: FeedbackClick) -> DecisionOutcome:
+        """A click on a delivered reply's 👍 / 👎. ``ok`` False carries ``message`` for an
+        ephemeral answer to the clicker (an agent or outsider is refused; empty: say nothing)."""
+        ...
 
     async def reload_policy(self) -> PolicyError | None:
         """Take up an edited policy file now rather than at the next poll (the playground's

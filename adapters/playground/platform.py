@@ -142,7 +142,7 @@ class PlaygroundPlatform:
 
     # -- CustomerChannel ------------------------------------------------------------------
 
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
         existing = self._keys.get(idempotency_key)
         if existing is not None:
             return existing

@@ -94,11 +94,13 @@ class SlackOutbound:
     # -- CustomerChannel --------------------------------------------------------------------
 
     @platform_errors_told
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
+        shown = safe_reply(to_mrkdwn(text))  # the model writes Markdown; Slack reads mrkdwn
         response = await self._client.chat_postMessage(
             channel=thread.channel,
             thread_ts=None if thread.thread == FLAT_DM else thread.thread,
-            text=safe_reply(to_mrkdwn(text)),  # the model writes Markdown; Slack reads mrkdwn
+            text=shown,
+            blocks=cards.reply_with_feedback(shown, feedback_for) if feedback_for else None,
             unfurl_links=False,
             metadata={"event_type": REPLY_EVENT, "event_payload": {"key": idempotency_key}},
         )

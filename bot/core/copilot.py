@@ -17,6 +17,7 @@ from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.fairness import Flood
+from bot.core.feedback import FeedbackDesk
 from bot.core.intake import Intake, Received
 from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
@@ -29,7 +30,7 @@ from bot.core.sla import SlaWatch
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
-from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
+from bot.events import FeedbackClick, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
@@ -95,6 +96,7 @@ class Copilot:
         self.intake.on_received = self._received
         self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
         self.decisions = Decisions(db, policy, orders, self._decided)
+        self.feedback = FeedbackDesk(db, policy)
         self.dispatcher = Dispatcher(
             db,
             policy,
@@ -198,6 +200,9 @@ class Copilot:
 
     async def edit_form(self, draft_id: str) -> EditForm | None:
         return await self.decisions.edit_form(draft_id)
+
+    async def rate(self, click: FeedbackClick) -> DecisionOutcome:
+        return await self.feedback.rate(click)
 
     async def reload_policy(self) -> PolicyError | None:
         """Take up an edited policy file now (the playground's editor); a bad file keeps the old

@@ -31,7 +31,7 @@ from sqlalchemy.types import TypeDecorator
 
 import tools.orders
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
-from bot.events import ThreadRef
+from bot.events import ThreadRef, Vote
 
 
 def utcnow() -> datetime:
@@ -287,6 +287,24 @@ class OutboxItem(Base):
 
 Index("ix_outbox_due", OutboxItem.status, OutboxItem.next_attempt_at)
 Index("ix_outbox_idempotency_key", OutboxItem.idempotency_key, unique=True)
+
+
+class Feedback(Base):
+    """A customer's 👍 / 👎 on a delivered reply, stored with the draft it rates: one row per
+    customer per reply (a second click changes ``vote``; ``votes`` counts the clicks)."""
+
+    __tablename__ = "feedback"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"))
+    conversation_id: Mapped[str] = mapped_column(String(32), index=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    vote: Mapped[Vote] = mapped_column(state_column(Vote, "ck_feedback_vote", 8))
+    votes: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+Index("ux_feedback_draft_customer", Feedback.draft_id, Feedback.customer_id, unique=True)
 
 
 class UsageRecord(Base):
