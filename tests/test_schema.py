@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
 from bot.errors import SupportbotError
+from bot.events import Vote
 from bot.settings import load_settings
 from bot.store import (
     ALL_METADATA,
@@ -31,6 +32,7 @@ from bot.store import (
     sessionmaker,
     upgrade_database,
 )
+from bot.store import feedback as feedback_rows
 from bot.store import outbox as outbox_rows
 from tests.harness import Harness
 
@@ -229,6 +231,35 @@ async def test_after_the_fixed_texts_upgrade_an_older_instance_still_queues_repl
     with pytest.raises(IntegrityError, match="ck_outbox_kind"):
         async with engine.begin() as conn:
             await conn.execute(text("UPDATE outbox SET kind = 'memo'"))
+
+
+async def test_after_the_feedback_upgrade_an_older_instance_still_queues_replies_and_a_vote_is_one_row(
+    old_engine: AsyncEngine,
+) -> None:
+    engine = old_engine
+    ids = await _database_at_0005_with_work_in_flight(engine)
+    await upgrade_database(engine, "0008")
+    # 0011 is applied while a 0008 instance runs: its replies and fixed texts still pass the checks.
+    await upgrade_database(engine)
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.scalar(text(OLD_OUTBOX_INSERT), {"draft": ids["waiting"], "now": now})
+        key = f"csat-{ids['conversation']}-1"
+        asked = [
+            await outbox_rows.enqueue_text(conn, OutboxKind.CSAT, ids["conversation"], "slack:T1:C1:1.0", key, q, now)
+            for q in ("How did we do?", "How did we do, again?")
+        ]
+        for vote in (Vote.DOWN, Vote.UP):  # the customer changes their mind
+            await feedback_rows.record(conn, ids["sent"], ids["conversation"], "U1", vote, now)
+    assert asked == [True, False], "the CSAT question is queued once per key"
+    async with engine.connect() as conn:
+        kinds = (await conn.scalars(select(OutboxItem.kind).order_by(OutboxItem.id))).all()
+        votes = (await conn.execute(text("SELECT draft_id, customer_id, vote, votes FROM feedback"))).all()
+    assert kinds == [OutboxKind.REPLY, OutboxKind.REPLY, OutboxKind.CSAT]
+    assert [tuple(v) for v in votes] == [(ids["sent"], "U1", "up", 2)], "one row per customer per reply"
+    with pytest.raises(IntegrityError, match="ck_feedback_vote"):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE feedback SET vote = 'meh'"))
 
 
 async def test_an_upgrade_stops_on_a_status_it_cannot_map_and_changes_nothing(old_engine: AsyncEngine) -> None:
