@@ -416,6 +416,7 @@ class FakeSlack:
             "chat.postEphemeral": self._post_ephemeral,
             "views.open": self._views_open,
             "views.push": self._views_open,
+            "views.publish": self._views_publish,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "conversations.replies": self._replies,
@@ -973,6 +974,16 @@ class FakeSlack:
         if not isinstance(trigger_id, str) or not trigger_id:
             raise _SlackError("invalid_trigger_id")
         view = self._check_view(params.get("view"))
+        self._view_counter += 1
+        return {"view": self._store_view(view, f"V{self._view_counter:010d}", None)}
+
+    def _views_publish(self, params: JSON) -> JSON:
+        """A user's Home tab: a view of type home, replaced on every publish."""
+        if not isinstance(params.get("user_id"), str) or not params["user_id"]:
+            raise _SlackError("invalid_arguments")
+        view = self._check_view(params.get("view"))
+        if view.get("type") != "home":
+            raise _SlackError("invalid_arguments", ["[ERROR] views.publish takes a view of type home"])
         self._view_counter += 1
         return {"view": self._store_view(view, f"V{self._view_counter:010d}", None)}
 
