@@ -151,7 +151,8 @@ FLOOD_NOTICES = Counter(
 )
 BUDGET_WAITS = Counter(
     "supportbot_budget_waits",
-    "Drafts put back in the queue because a model budget could not take the call, by budget (daily, customer).",
+    "Drafts put back in the queue because a model budget could not take the call, by budget"
+    " (daily, customer).",
     ["budget"],
     registry=REGISTRY,
 )

@@ -30,7 +30,7 @@ from bot.ports import Core, DeskHome, SlaState
 log = logging.getLogger(__name__)
 
 #: Seconds between two publishes of one user's Home (Slack limits views.publish per user).
-DEBOUNCE = 5.0
+DEBOUNCE = 2.0
 #: How long after opening the Home a user's view is kept fresh.
 VIEWER_TTL = 3600.0
 NOT_AN_AGENT = "This tab is for the support team: the review queue shows here for its agents."

@@ -85,7 +85,9 @@ class Reservations:
         spent = await read_spent(day_start())
         during = self._granted - granted
         if daily > 0 and spent.total + held_total + during + worst_case > daily:
-            raise BudgetSpent(f"the daily model budget ({limits.daily_budget_usd:.2f} USD) is used up", scope="daily")
+            raise BudgetSpent(
+                f"the daily model budget ({limits.daily_budget_usd:.2f} USD) is used up", scope="daily"
+            )
         if per_customer > 0 and spent.customer + held_customer + during + worst_case > per_customer:
             raise BudgetSpent(
                 f"this customer's daily model budget ({limits.customer_daily_budget_usd:.2f} USD) is used up",
