@@ -5,14 +5,17 @@ Home is published again when the desk changes, a burst of changes becoming one p
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from adapters.slack import cards
 from adapters.slack.home import NOT_AN_AGENT, SlackHome
 from adapters.slack.platform import SlackPlatform
-from bot.events import DecisionAction
+from bot.events import Author, DecisionAction
+from bot.ports import SlaState
 from bot.testing import until
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
@@ -98,3 +101,39 @@ def test_every_slack_manifest_turns_the_home_tab_on_and_subscribes_to_its_openin
         lines = [line.split("#")[0].rstrip() for line in manifest.read_text().splitlines()]
         assert "    home_tab_enabled: true" in lines, manifest.name
         assert "      - app_home_opened" in lines, manifest.name
+
+
+async def test_a_card_waiting_past_twice_the_first_response_time_shows_overdue_on_the_home(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    policy = '[approvers]\nagents = ["U333"]\n\n[desk]\nfirst_response_minutes = 0.03\n'  # 1.8 s
+    async with running_bot(tmp_path, kimi, slack, policy=policy) as harness:
+        await harness.mention("where is my order #W2611340?")
+        await harness.wait_cards(1)
+        core = harness.bot.core
+        assert core is not None
+
+        async def state() -> SlaState | None:
+            home = await core.home(Author("U333"))
+            assert home is not None
+            return home.queue[0].sla if home.queue else None
+
+        seen = {await state()}
+        while SlaState.OVERDUE not in seen:  # the card ages: within, due, then overdue
+            seen.add(await until_changed(state, seen))
+        assert SlaState.WITHIN in seen or SlaState.DUE in seen
+        await open_home(harness, "U333")
+        [shown] = await until(lambda: homes(slack, "U333"), "the agent's Home")
+        assert ":rotating_light: *overdue*" in shown
+        assert await core.home(Author("U222")) is None, "the customer is no agent: no home"
+
+
+async def until_changed(probe: Callable[[], Awaitable[SlaState | None]], seen: set[SlaState | None]) -> SlaState | None:
+    """The probe's next value not in ``seen`` (polled; fails after the desk's wait)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        value = await probe()
+        if value not in seen:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the card's SLA state stayed among {seen}")
