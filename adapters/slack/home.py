@@ -24,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import cards
 from adapters.slack.directory import SlackDirectory
 from adapters.slack.mrkdwn import escape
-from bot.events import Author, DecisionAction
+from bot.events import DecisionAction
 from bot.ports import Core, DeskHome, SlaState
 
 log = logging.getLogger(__name__)
@@ -173,9 +173,7 @@ class SlackHome:
             self._pending.pop(user, None)
 
     async def _publish(self, user: str) -> None:
-        member = await self._directory.is_member(self._review_channel, user) if self._review_channel else None
-        viewer = Author(user, f"<@{user}>", groups=await self._directory.groups_of(user), review_member=member)
-        home = await self._core().home(viewer)
+        home = await self._core().home(await self._directory.person(user, self._review_channel))
         await self._client.views_publish(user_id=user, view=home_view(home))
 
     async def close(self) -> None:

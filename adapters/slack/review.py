@@ -33,7 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import cards, wire
 from adapters.slack.directory import SlackDirectory
-from bot.events import Actor, Author, DecisionAction, FeedbackClick, ReviewDecision
+from bot.events import Actor, DecisionAction, FeedbackClick, ReviewDecision
 from bot.ports import Core, DecisionOutcome
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,7 @@ class SlackReview:
         vote, draft_id = wire.parse_vote(click["actions"][0]["value"])
 
         async def run() -> DecisionOutcome:
-            member = await self._directory.is_member(self._review_channel, user) if self._review_channel else None
-            author = Author(user, f"<@{user}>", groups=await self._directory.groups_of(user), review_member=member)
+            author = await self._directory.person(user, self._review_channel)
             return await self._core().rate(FeedbackClick(draft_id, vote, author))
 
         try:
