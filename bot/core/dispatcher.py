@@ -255,12 +255,12 @@ class Dispatcher:
         key = item.key
         try:
             existing = await channel.find_reply(thread, key) if item.attempts > 1 else None
-            rated = (
-                item.draft_id if item.kind is OutboxKind.REPLY and self.policy.current.feedback.after_reply else None
-            )
-            return existing or await channel.post_reply(
-                thread, item.text, idempotency_key=key, feedback_for=rated or ""
-            )
+            if existing:
+                return existing
+            if item.draft_id and item.kind is OutboxKind.REPLY and self.policy.current.feedback.after_reply:
+                return await channel.post_reply(thread, item.text, idempotency_key=key, feedback_for=item.draft_id)
+            # Without buttons the argument is left out: a channel written before it keeps working.
+            return await channel.post_reply(thread, item.text, idempotency_key=key)
         except PlatformError as exc:
             log.warning("posting %s failed (attempt %d): %s", item.label, item.attempts, exc)
             metrics.platform_error(thread.platform, "post_reply")
