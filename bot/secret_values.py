@@ -35,6 +35,11 @@ def configured_secrets(settings: Settings | None = None, env_file: Path = Path("
             value = getattr(settings, name)
             if isinstance(value, SecretStr):
                 found[name.upper()] = value.get_secret_value()
+        for platform in settings.platforms.values():
+            for name in type(platform).model_fields:
+                value = getattr(platform, name)
+                if isinstance(value, SecretStr):
+                    found[platform.variable(name)] = value.get_secret_value()
     from_file = dotenv_values(env_file) if env_file.is_file() else {}
     for name, value in [*from_file.items(), *os.environ.items(), *_secrets_dir().items()]:
         if value and SECRET_NAME.search(name):
