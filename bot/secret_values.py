@@ -1,11 +1,12 @@
 """The configured secrets, by name, so that no file holding one is handed to Kimi or indexed.
 
-Every :class:`pydantic.SecretStr` setting of the core (``MOONSHOT_API_KEY``, ``SLACK_*``,
-``DISCORD_BOT_TOKEN``, ``ORDERS_API_TOKEN``) and every variable whose name says it is a secret
-(``…_TOKEN``, ``…_SECRET``, ``…_KEY``, ``…_PASSWORD``) in the environment, the ``.env`` file and
-the secrets directory: the adapters read their own secrets (``PLAYGROUND_TOKEN``), which the core
-does not import, and their names give them away. Values shorter than :data:`MIN_SECRET_CHARS`
-are left out (they would match ordinary text and are no real secret anyway).
+Every :class:`pydantic.SecretStr` setting of the core (``MOONSHOT_API_KEY``, ``ORDERS_API_TOKEN``)
+and of each platform's settings (``SLACK_BOT_TOKEN``, ``DISCORD_BOT_TOKEN``: :attr:`Settings.platforms`),
+and every variable whose name says it is a secret (``…_TOKEN``, ``…_SECRET``, ``…_KEY``,
+``…_PASSWORD``) in the environment, the ``.env`` file and the secrets directory: an adapter's
+secrets read apart from the settings (``PLAYGROUND_TOKEN``) give themselves away by their names.
+Values shorter than :data:`MIN_SECRET_CHARS` are left out (they would match ordinary text and are
+no real secret anyway).
 """
 
 from __future__ import annotations
