@@ -122,7 +122,7 @@ def what_the_model_saw(kimi: FakeKimi) -> str:
 async def approve_and_settle(desk: TestDesk, card: ReviewCard, user: str = "mgr") -> str:
     """An agent clicks Approve; returns what they were told once everything the decision set off
     (refunds, the reply) has run."""
-    told = await desk.approve(card, as_=user)
+    told = await desk.agent(user).approve(card)
     await desk.settle()
     return told
 

@@ -31,13 +31,13 @@ import discord
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from adapters.discord.outbound import PendingMarkers
+from adapters.discord.settings import DM_WORKSPACE
 from bot.events import Attachment, Author, InboundMessage, MessageDeleted, MessageKind, ThreadRef
 from bot.ports import Core
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-DM_WORKSPACE = "@me"
 #: Minutes of inactivity before Discord hides the thread; a week covers a slow review.
 THREAD_AUTO_ARCHIVE_MINUTES: Final = 10080
 #: How often recording a customer message is tried before it is given up (and logged).

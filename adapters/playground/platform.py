@@ -36,7 +36,6 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 AGENT = Actor(PLATFORM, "playground-agent", "You (playground)")
-_OTHER_PLATFORMS = ("slack_bot_token", "slack_signing_secret", "slack_app_token", "discord_bot_token")
 
 
 def create(settings: object) -> PlaygroundPlatform | None:
@@ -53,7 +52,8 @@ def create(settings: object) -> PlaygroundPlatform | None:
 
 
 def _other_platform(settings: Settings) -> bool:
-    return any(getattr(settings, name, None) for name in _OTHER_PLATFORMS)
+    """Whether the operator configured a chat platform (its settings say it is enabled)."""
+    return any(platform.enabled for platform in settings.platforms.values())
 
 
 class PlaygroundPlatform:
