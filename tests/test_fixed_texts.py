@@ -106,7 +106,7 @@ async def test_the_expected_wait_is_the_median_wait_of_the_last_seven_days(
         for name in ("ana", "bo", "cy", "di", "ed"):
             said = await desk.customer(name).says("When does my order ship?")
             assert await desk.reply_to(said) == ACK.format(expected_minutes=30), "too few replies: the policy's time"
-            await desk.approve(await desk.card_for(said), as_="alice")
+            await desk.agent("alice").approve(await desk.card_for(said))
             await desk.settle()
             assert desk.replies_to(said) == [ACK.format(expected_minutes=30), "It ships today."]
 
@@ -157,7 +157,7 @@ async def test_a_reopened_conversation_is_acknowledged_once_more(tmp_path: Path,
         await desk.card_for(await kim.says("It is order #W2611340.", after=said))
         await desk.settle()
         assert desk.replies_to(said) == [told], "once per opening, not per message"
-        await desk.resolve(card, as_="alice")
+        await desk.agent("alice").resolve(card)
         await desk.latest(card, lambda c: c.conversation.status is ConversationStatus.RESOLVED)
         await desk.card_for(await kim.says("It has still not arrived, where is it?", after=said))
         await desk.settle()
