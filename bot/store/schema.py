@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -201,6 +202,15 @@ class Draft(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     guard_flags: Mapped[list[Any]] = mapped_column(default=list)  # bot/verification.py, shown on the card
+    # What the team learns (bot/insight): the policy the draft was written under (Policy.version),
+    # its category (bot/domain/category.py), when its card was first shown ready for review; at the
+    # decision, how far the sent reply is from the draft (0..1) and what the conversation had cost.
+    policy_version: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    category: Mapped[str] = mapped_column(String(24), default="", server_default="")
+    shown_at: Mapped[datetime | None] = mapped_column(default=None)
+    edit_distance: Mapped[float | None] = mapped_column(Float, default=None)
+    conversation_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    conversation_cost_microusd: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 Index("ix_drafts_work", Draft.status, Draft.lease_until)
