@@ -52,7 +52,7 @@ def _histogram(buckets: list[tuple[str, int]]) -> str:
     total = sum(n for _, n in buckets)
     lines = [
         f'<div class="row"><span class="label">{escape(label)}</span>'
-        f'{_bar([("edit", n / most, f"{label}: {n}")])}<span class="n">{n}</span></div>'
+        f'{_bar([("distance", n / most, f"{label}: {n}")])}<span class="n">{n}</span></div>'
         for label, n in buckets
     ]
     return (
