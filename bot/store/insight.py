@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import ConversationStatus, DraftStatus, OutboxStatus
+from bot.store.outcomes import spend
 from bot.store.schema import AuditEvent, Conversation, Draft, Message, OutboxItem, UsageRecord
 
 
@@ -103,16 +104,8 @@ async def resolved_spend(conn: AsyncConnection, since: datetime) -> ResolvedSpen
         Conversation.status == ConversationStatus.RESOLVED, Conversation.status_at >= since
     )
     count = await conn.scalar(select(func.count()).select_from(resolved.subquery()))
-    u = UsageRecord
-    row = (
-        await conn.execute(
-            select(
-                func.coalesce(func.sum(u.prompt_tokens + u.completion_tokens), 0),
-                func.coalesce(func.sum(u.cost_microusd), 0),
-            ).where(u.conversation_id.in_(resolved))
-        )
-    ).one()
-    return ResolvedSpend(int(count or 0), int(row[0]), int(row[1]))
+    tokens, cost = await spend(conn, UsageRecord.conversation_id.in_(resolved))
+    return ResolvedSpend(int(count or 0), tokens, cost)
 
 
 async def audit_counts(conn: AsyncConnection, since: datetime, kinds: Iterable[str]) -> dict[str, int]:

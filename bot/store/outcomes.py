@@ -99,18 +99,17 @@ async def spent_by_customer_since(conn: AsyncConnection, platform: str, customer
     return int(spent or 0)
 
 
-async def conversation_spend(conn: AsyncConnection, conversation_id: str) -> tuple[int, int]:
-    """What a conversation's model calls used so far: tokens (prompt and completion) and micro-USD."""
+async def spend(conn: AsyncConnection, *where: Any) -> tuple[int, int]:
+    """What the model calls matching ``where`` used: tokens (prompt and completion) and micro-USD."""
     u = UsageRecord
-    row = (
-        await conn.execute(
-            select(
-                func.coalesce(func.sum(u.prompt_tokens + u.completion_tokens), 0),
-                func.coalesce(func.sum(u.cost_microusd), 0),
-            ).where(u.conversation_id == conversation_id)
-        )
-    ).one()
+    tokens = func.coalesce(func.sum(u.prompt_tokens + u.completion_tokens), 0)
+    row = (await conn.execute(select(tokens, func.coalesce(func.sum(u.cost_microusd), 0)).where(*where))).one()
     return int(row[0]), int(row[1])
+
+
+async def conversation_spend(conn: AsyncConnection, conversation_id: str) -> tuple[int, int]:
+    """What a conversation's model calls used so far: tokens and micro-USD."""
+    return await spend(conn, UsageRecord.conversation_id == conversation_id)
 
 
 def usage_rows(claimed: ClaimedDraft, spent: Sequence[Spend], now: datetime) -> list[dict[str, Any]]:
