@@ -1,7 +1,8 @@
 """What the team learns (issue 21, points 1 and 2): every decision records its facts (policy
 version, model, category, when the card was shown and decided, the edit distance, the
-conversation's spend), the decision-time metric is observed, and ``supportbot report`` turns a
-scripted week of traffic into rates, timings, distances and costs, as text and as HTML."""
+conversation's spend), the decision-time metric is observed, customers' feedback is kept with
+the draft (point 4's storage), and ``supportbot report`` turns a scripted week of traffic into
+rates, timings, distances, costs and feedback, as text and as HTML."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from sqlalchemy import func, select
 from bot import metrics
 from bot.cli_ops import EXIT_OK, EXIT_USAGE
 from bot.domain.category import Category, DraftSignals, category_of
+from bot.domain.feedback import BadFeedback, Feedback, FeedbackKind
 from bot.domain.measures import edit_distance, percentile
+from bot.domain.states import DraftStatus
 from bot.insight.cli import parse_window
 from bot.insight.figures import Report, Verdict, gather
 from bot.insight.html import render_html
 from bot.insight.text import format_report
 from bot.store import Draft, UsageRecord, sessionmaker, utcnow
+from bot.store import feedback as feedback_rows
 from bot.testing import Said, TestDesk
 from tests.desks import CallTools, FakeKimi, Reply, open_desk
 from tests.harness import sample_orders
@@ -191,6 +195,30 @@ async def a_week(desk: TestDesk, kimi: FakeKimi) -> dict[str, Said]:
     return said
 
 
+async def customers_answer(desk: TestDesk, drafts: list[Draft]) -> None:
+    """The customers' feedback on the week's replies, kept through the feedback repository."""
+    sent = [d for d in drafts if d.status is DraftStatus.SENT]
+    kim = next(d.id for d in sent if d.category == "status" and d.edited_text is None)
+    lee = next(d.id for d in sent if d.category == "status" and d.edited_text is not None)
+    sam = next(d.id for d in sent if d.category == "other")
+    ana = next(d.id for d in sent if d.category == "manager")
+    answers = [
+        Feedback(kim, FeedbackKind.REPLY, 1, "kim"),
+        Feedback(lee, FeedbackKind.REPLY, 1, "lee"),
+        Feedback(lee, FeedbackKind.REPLY, -1, "lee"),  # a changed mind replaces the first answer
+        Feedback(sam, FeedbackKind.REPLY, 1, "sam"),
+        Feedback(ana, FeedbackKind.CSAT, 5, "ana"),
+        Feedback(kim, FeedbackKind.CSAT, 4, "kim"),
+    ]
+    assert desk.bot.core is not None
+    async with desk.bot.core.db.write() as conn:
+        for answer in answers:
+            assert await feedback_rows.record(conn, answer, utcnow())
+        assert not await feedback_rows.record(conn, Feedback("no-such-draft", FeedbackKind.REPLY, 1, "x"), utcnow())
+    with pytest.raises(BadFeedback, match="a reply score is one of -1, 1, not 3"):
+        Feedback(kim, FeedbackKind.REPLY, 3, "kim")
+
+
 def rates_of(report: Report, grouping: str) -> dict[str, tuple[int, dict[str, int]]]:
     return {r.group: (r.decided, {str(v): n for v, n in r.counts.items()}) for r in report.by[grouping]}
 
@@ -201,10 +229,11 @@ async def test_a_week_of_traffic_becomes_the_report(tmp_path: Path, kimi: FakeKi
         await a_week(desk, kimi)
         assert desk.bot.core is not None
         version = desk.bot.core.policy.current.version
+        drafts = await draft_rows(desk)
+        await customers_answer(desk, drafts)
         async with desk.bot.engine.connect() as conn:
             report = await gather(conn, timedelta(days=7), utcnow())
             later = await gather(conn, timedelta(hours=1), utcnow() + timedelta(days=1))
-        drafts = await draft_rows(desk)
         url = desk.bot.settings.database_url
 
     o = report.overall
@@ -232,13 +261,18 @@ async def test_a_week_of_traffic_becomes_the_report(tmp_path: Path, kimi: FakeKi
     cost = sum(d.cost_microusd for d in drafts if d.conversation_id in resolved)
     assert report.resolved.cost_microusd >= cost > 0
     assert report.cost_per_resolved_microusd == round(report.resolved.cost_microusd / 2)
+    f = report.feedback
+    assert (f.overall.up, f.overall.down, f.csat, f.csat_mean) == (2, 1, [4, 5], 4.5)
+    assert [(t.group, t.up, t.down) for t in f.by_category] == [("status", 1, 1), ("other", 1, 0)]
     assert later.overall.decided == 0 and later.first_response.count == 0, "the window leaves older days out"
 
     text = "\n".join(format_report(report))
     assert "6 drafts decided: approved 50%, edited 17%, rejected 17%, regenerated 17%" in text
     page = render_html(report, stylesheet_href="/report/report.css")
     assert "<script" not in page and "style=" not in page, "nothing the playground's CSP would block"
-    assert page.count('<svg class="bar"') == 3 + 3 + 1 + 1 + 5  # a bar per group row and per edit bucket
+    assert (
+        page.count('<svg class="bar"') == 3 + 3 + 1 + 1 + 5 + 2
+    )  # a bar per group row, edit bucket, feedback category
 
     html = tmp_path / "report.html"
     done = await asyncio.to_thread(

@@ -15,7 +15,10 @@ from playwright.async_api import async_playwright, expect
 
 from adapters.playground.guard import SECURITY_HEADERS
 from bot.app import Supportbot
+from bot.domain.feedback import Feedback, FeedbackKind
 from bot.events import Actor, DecisionAction, ReviewDecision
+from bot.store import feedback as feedback_rows
+from bot.store import utcnow
 from tests.fakes.kimi import CallTools, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import running_bot
@@ -33,7 +36,7 @@ async def converse(
     text: str,
     steps: list[CallTools | Reply],
     decisions: list[tuple[DecisionAction, str, str | None]],
-) -> None:
+) -> str:
     """A new customer thread on the playground: ``text``, drafted by ``steps``, then each decision
     (action, agent, edited text or instruction) taken on the card pending at the time."""
     playground = playground_of(bot)
@@ -62,6 +65,7 @@ async def converse(
         )
         assert outcome.ok, outcome.message
     await state_when(client, lambda _s: waiting() is None)
+    return card.draft_id  # the last one decided
 
 
 async def a_few_conversations(bot: Supportbot, client: httpx.AsyncClient, kimi: FakeKimi) -> None:
@@ -73,11 +77,11 @@ async def a_few_conversations(bot: Supportbot, client: httpx.AsyncClient, kimi: 
         DecisionAction.REGENERATE,
     )
     shipped = Reply("Your order #W2611340 shipped with UPS and arrives within two days.")
-    await converse(bot, client, kimi, "Where is #W2611340?", [STATUS, shipped], [(approve, "Ana", None)])
+    first = await converse(bot, client, kimi, "Where is #W2611340?", [STATUS, shipped], [(approve, "Ana", None)])
     await state_when(client, lambda s: 'class="msg support"' in s["customer"])
     await client.post("/playground/api/message", data={"text": "thanks!"})  # no reply needed: resolved
     await state_when(client, lambda s: "thanks!" in s["customer"])
-    await converse(bot, client, kimi, "Has #W2611340 shipped?", [STATUS, shipped], [(approve, "Ben", None)])
+    second = await converse(bot, client, kimi, "Has #W2611340 shipped?", [STATUS, shipped], [(approve, "Ben", None)])
     await converse(
         bot,
         client,
@@ -103,6 +107,14 @@ async def a_few_conversations(bot: Supportbot, client: httpx.AsyncClient, kimi: 
         [Reply("Yes, reply with the new address.")],
         [(edit, "Ben", "Of course: reply here with the new address and we will update the order before it ships.")],
     )
+    assert bot.core is not None
+    async with bot.core.db.write() as conn:  # what the customers answered (point 4's storage; no buttons yet)
+        for answer in (
+            Feedback(first, FeedbackKind.REPLY, 1, "kim"),
+            Feedback(second, FeedbackKind.REPLY, -1, "lee"),
+            Feedback(first, FeedbackKind.CSAT, 5, "kim"),
+        ):
+            await feedback_rows.record(conn, answer, utcnow())
     await converse(
         bot, client, kimi, "I was charged twice!", [Reply("Let me look.")], [(DecisionAction.TAKE_OVER, "Ana", None)]
     )

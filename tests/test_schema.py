@@ -286,6 +286,15 @@ async def test_an_upgrade_keeps_the_work_in_flight_and_then_refuses_what_is_not_
         with pytest.raises(IntegrityError, match="ck_"):
             async with engine.begin() as conn:  # around the models, as an older or buggy writer would
                 await conn.execute(text(f"UPDATE {table} SET status = 'archived' WHERE id = :id"), {"id": row})
+    with pytest.raises(IntegrityError, match="ck_feedback_score"):
+        async with engine.begin() as conn:  # a thumbs answer is -1 or 1, whoever writes it
+            await conn.execute(
+                text(
+                    "INSERT INTO feedback (conversation_id, draft_id, kind, score, author_id, created_at, updated_at)"
+                    " VALUES (:c, :d, 'reply', 3, 'U1', :now, :now)"
+                ),
+                {"c": ids["conversation"], "d": ids["sent"], "now": datetime.now(UTC)},
+            )
     with pytest.raises(IntegrityError, match="ck_conversations_owner"):
         async with engine.begin() as conn:
             await conn.execute(text("UPDATE conversations SET owner = 'nobody'"))

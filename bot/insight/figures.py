@@ -1,7 +1,7 @@
 """The report's figures, computed from the stored rows (:mod:`bot.store.insight`) by pure
 functions: decision rates by category, agent, model and policy version; time to first response
-and to decision; the edit-distance distribution; cost per resolved conversation; counts of what
-happened without a card."""
+and to decision; the edit-distance distribution; cost per resolved conversation; customers' feedback; counts of
+what happened without a card."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.feedback import FeedbackKind
 from bot.domain.measures import percentile
 from bot.domain.states import DraftStatus
 from bot.events import DecisionAction
 from bot.store import insight as rows
-from bot.store.insight import DecidedDraft, FirstResponse, ResolvedSpend
+from bot.store.insight import DecidedDraft, FeedbackScore, FirstResponse, ResolvedSpend
 
 #: What an agent did with a draft (the draft decisions of :class:`DecisionAction`).
 Verdict = DecisionAction
@@ -82,6 +83,51 @@ class Durations:
 
 
 @dataclass(frozen=True, slots=True)
+class Thumbs:
+    """Customers' 👍 / 👎 on the replies of one group."""
+
+    group: str
+    up: int = 0
+    down: int = 0
+
+    @property
+    def answers(self) -> int:
+        return self.up + self.down
+
+    @property
+    def up_share(self) -> float:
+        return self.up / self.answers if self.answers else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackFigures:
+    """Customers' feedback: thumbs overall and by category, and the CSAT answers (1..5)."""
+
+    overall: Thumbs
+    by_category: list[Thumbs]
+    csat: list[int]
+
+    @property
+    def csat_mean(self) -> float | None:
+        return sum(self.csat) / len(self.csat) if self.csat else None
+
+
+def feedback_figures(scores: Iterable[FeedbackScore]) -> FeedbackFigures:
+    """Thumbs by category (the most answered first) and the CSAT answers."""
+    thumbs: dict[str, Counter[int]] = defaultdict(Counter)
+    csat = []
+    for s in scores:
+        if s.kind is FeedbackKind.CSAT:
+            csat.append(s.score)
+        else:
+            thumbs[s.category or "(not recorded)"][s.score] += 1
+    groups = [Thumbs(name, c[1], c[-1]) for name, c in thumbs.items()]
+    groups.sort(key=lambda t: (-t.answers, t.group))
+    overall = Thumbs("all", sum(t.up for t in groups), sum(t.down for t in groups))
+    return FeedbackFigures(overall, groups, sorted(csat))
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """Everything ``supportbot report`` shows for one window."""
 
@@ -95,6 +141,7 @@ class Report:
     edit_distances: list[tuple[str, int]]
     resolved: ResolvedSpend
     counts: dict[str, int]
+    feedback: FeedbackFigures
 
     @property
     def cost_per_resolved_microusd(self) -> int | None:
@@ -134,6 +181,7 @@ def build(
     responses: Sequence[FirstResponse],
     resolved: ResolvedSpend,
     counts: dict[str, int],
+    feedback: Sequence[FeedbackScore] = (),
 ) -> Report:
     """The report from its rows (a pure function: the tests and both outputs share it)."""
     overall = rates(drafts, lambda _d: "all", "all")
@@ -151,6 +199,7 @@ def build(
         edit_distances=edit_histogram(sent),
         resolved=resolved,
         counts=counts,
+        feedback=feedback_figures(feedback),
     )
 
 
@@ -167,4 +216,5 @@ async def gather(conn: AsyncConnection, since: timedelta, now: datetime) -> Repo
         await rows.first_responses(conn, start),
         await rows.resolved_spend(conn, start),
         await rows.audit_counts(conn, start, COUNTED),
+        await rows.feedback_scores(conn, start),
     )

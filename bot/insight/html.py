@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from bot.insight.figures import COUNTED, VERDICTS, Durations, Rates, Report
-from bot.insight.text import COUNT_LABELS, VERDICT_LABELS, duration, period, share, usd
+from bot.insight.text import COUNT_LABELS, VERDICT_LABELS, csat, duration, period, share, usd
 
 STYLESHEET = Path(__file__).with_name("report.css")
 
@@ -59,6 +59,26 @@ def _histogram(buckets: list[tuple[str, int]]) -> str:
         f'<section class="panel"><h2>Edit distance of sent replies <small>n={total}</small></h2>'
         '<p class="hint">0 = sent as drafted, 1 = rewritten entirely (normalised character Levenshtein)</p>'
         f"{''.join(lines)}</section>"
+    )
+
+
+_NO_ANSWERS = '<p class="none">No answers yet.</p>'
+
+
+def _feedback(report: Report) -> str:
+    f = report.feedback
+    rows = [
+        f'<div class="row"><span class="label" title="{escape(g.group)}">{escape(g.group)}</span>'
+        + _bar([("approve", g.up_share, f"thumbs up: {g.up}"), ("reject", 1 - g.up_share, f"thumbs down: {g.down}")])
+        + f'<span class="n">{share(g.up_share)} · {g.answers}</span></div>'
+        for g in f.by_category
+    ]
+    t = f.overall
+    summary = f"thumbs up {t.up} · down {t.down}" + (f" ({share(t.up_share)} up)" if t.answers else "")
+    return (
+        '<section class="panel"><h2>Customer feedback</h2>'
+        f'<p class="hint">{escape(summary)} · CSAT {escape(csat(report))}</p>'
+        f"{''.join(rows) or _NO_ANSWERS}</section>"
     )
 
 
@@ -122,7 +142,7 @@ def render_html(report: Report, *, stylesheet_href: str | None = None) -> str:
 drafts decided.</p>
 <div class="grid">{charts}</div></section>
 <div class="grid">
-{_histogram(report.edit_distances)}
+<div class="stack">{_histogram(report.edit_distances)}{_feedback(report)}</div>
 <section class="panel"><h2>Timings</h2>
 <table><thead><tr><th></th><th>n</th><th>p50</th><th>p90</th></tr></thead><tbody>
 {_timing_row("Time to first response", report.first_response)}

@@ -89,6 +89,28 @@ def format_report(report: Report) -> list[str]:
         f" ({r.conversations} resolved, {usd(r.cost_microusd)} in all"
         + (f", {tokens:,} tokens each on average)" if tokens is not None else ")"),
         "",
+        *_feedback(report),
+        "",
         *(f"{COUNT_LABELS[kind]}: {report.counts.get(kind, 0)}" for kind in COUNTED),
     ]
+    return lines
+
+
+def csat(report: Report) -> str:
+    f = report.feedback
+    return "–" if f.csat_mean is None else f"{f.csat_mean:.1f} of 5 (n={len(f.csat)})"
+
+
+def _feedback(report: Report) -> list[str]:
+    f = report.feedback
+    t = f.overall
+    lines = [
+        f"customer feedback: thumbs up {t.up}, down {t.down}"
+        + (f" ({share(t.up_share)} up)" if t.answers else "")
+        + f"; CSAT {csat(report)}"
+    ]
+    if f.by_category:
+        width = max(len("by category"), *(len(g.group) for g in f.by_category))
+        lines.append(f"  {'by category':<{width}}  {'answers':>7}  {'up':>5}")
+        lines += [f"  {g.group:<{width}}  {g.answers:>7}  {share(g.up_share):>5}" for g in f.by_category]
     return lines

@@ -1,6 +1,6 @@
 """The rows the report reads (:mod:`bot.insight`): decided drafts with their decision facts,
-each conversation's first message and first reply, the spend of resolved conversations, and
-the audit lines that count what happened without a card."""
+each conversation's first message and first reply, the spend of resolved conversations, customers' feedback,
+and the audit lines that count what happened without a card."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.feedback import FeedbackKind
 from bot.domain.states import ConversationStatus, DraftStatus, OutboxStatus
 from bot.store.outcomes import spend
-from bot.store.schema import AuditEvent, Conversation, Draft, Message, OutboxItem, UsageRecord
+from bot.store.schema import AuditEvent, Conversation, Draft, FeedbackRow, Message, OutboxItem, UsageRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,15 @@ class FirstResponse:
 
     asked_at: datetime
     answered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackScore:
+    """A customer's answer, with the category of the draft it is about."""
+
+    kind: FeedbackKind
+    score: int
+    category: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +116,16 @@ async def resolved_spend(conn: AsyncConnection, since: datetime) -> ResolvedSpen
     count = await conn.scalar(select(func.count()).select_from(resolved.subquery()))
     tokens, cost = await spend(conn, UsageRecord.conversation_id.in_(resolved))
     return ResolvedSpend(int(count or 0), tokens, cost)
+
+
+async def feedback_scores(conn: AsyncConnection, since: datetime) -> list[FeedbackScore]:
+    """Customers' answers given (or last changed) since ``since``."""
+    rows = await conn.execute(
+        select(FeedbackRow.kind, FeedbackRow.score, Draft.category)
+        .join(Draft, Draft.id == FeedbackRow.draft_id)
+        .where(FeedbackRow.updated_at >= since)
+    )
+    return [FeedbackScore(FeedbackKind(r[0]), int(r[1]), str(r[2])) for r in rows.all()]
 
 
 async def audit_counts(conn: AsyncConnection, since: datetime, kinds: Iterable[str]) -> dict[str, int]:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
     Float,
@@ -26,11 +27,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 import tools.orders
+from bot.domain.feedback import FeedbackKind
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxStatus
 from bot.events import ThreadRef
 
@@ -214,6 +217,28 @@ class Draft(Base):
 
 
 Index("ix_drafts_work", Draft.status, Draft.lease_until)
+
+
+class FeedbackRow(Base):
+    """A customer's answer about a draft's reply (bot/domain/feedback.py): one per customer, kind
+    and draft; a changed mind replaces it."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("draft_id", "kind", "author_id", name="uq_feedback_answer"),
+        CheckConstraint(
+            "(kind = 'reply' AND abs(score) = 1) OR (kind = 'csat' AND score BETWEEN 1 AND 5)",
+            name="ck_feedback_score",
+        ),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"))
+    kind: Mapped[FeedbackKind] = mapped_column(state_column(FeedbackKind, "ck_feedback_kind", 8))
+    score: Mapped[int] = mapped_column(Integer)
+    author_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ProposedAction(Base):

@@ -6,8 +6,10 @@ Revises: 0007
 Drafts gain the policy version they were written under, their category (the eval's words, from
 their tools and outcome), the time their card was first shown ready for review, and, at the
 decision, the edit distance between draft and sent reply and the conversation's tokens and cost
-so far. Columns only added (nullable, or with a server default), so an older instance still
-running on the same PostgreSQL keeps inserting and deciding drafts; its rows simply lack the facts.
+so far; customers' feedback (a reply's 👍 / 👎, the CSAT answer) gets a table of its own, kept
+with the draft it is about. Columns (nullable, or with a server default) and a table only added,
+so an older instance still running on the same PostgreSQL keeps inserting and deciding drafts;
+its rows simply lack the facts.
 
 Backfilled where the stored rows say it: the category (from the draft's tool calls, escalation,
 refused refunds and no-reply notice), the edit distance of approved and edited drafts, and the
@@ -82,6 +84,25 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("edit_distance", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("conversation_tokens", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("conversation_cost_microusd", sa.BigInteger(), nullable=True))
+    op.create_table(
+        "feedback",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("conversation_id", sa.String(32), sa.ForeignKey("conversations.id"), nullable=False),
+        sa.Column("draft_id", sa.String(32), sa.ForeignKey("drafts.id"), nullable=False),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Column("score", sa.Integer(), nullable=False),
+        sa.Column("author_id", sa.String(128), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("draft_id", "kind", "author_id", name="uq_feedback_answer"),
+        sa.CheckConstraint("kind IN ('reply', 'csat')", name="ck_feedback_kind"),
+        sa.CheckConstraint(
+            "(kind = 'reply' AND abs(score) = 1) OR (kind = 'csat' AND score BETWEEN 1 AND 5)",
+            name="ck_feedback_score",
+        ),
+    )
+    op.create_index("ix_feedback_conversation_id", "feedback", ["conversation_id"])
+    op.create_index("ix_feedback_created_at", "feedback", ["created_at"])
     _backfill_categories()
     _backfill_edit_distances()
     _backfill_conversation_spend()
@@ -160,6 +181,7 @@ def _backfill_conversation_spend() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("feedback")
     with op.batch_alter_table("drafts", schema=None) as batch_op:
         for column in _COLUMNS:
             batch_op.drop_column(column)
