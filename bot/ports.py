@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from bot.errors import PolicyError
+    from bot.insight.figures import Report
     from bot.settings import Settings
 
 
@@ -223,6 +224,11 @@ class Core(Protocol):
         """Take up an edited policy file now rather than at the next poll (the playground's
         policy editor). None when the file's policy is in force; else why it was refused (the
         previous policy stays)."""
+        ...
+
+    async def report(self, since: timedelta) -> Report:
+        """What the team learns over the last ``since`` (``supportbot report``'s figures), for a
+        page the adapter serves (the playground's ``/report``)."""
         ...
 
 

@@ -26,6 +26,7 @@ from aiohttp import web
 from adapters.playground.gate import AccessGate
 from adapters.playground.guard import HostGuard
 from adapters.playground.handlers import PageHandlers, PolicyEditor
+from adapters.playground.report import STYLESHEET_PATH, ReportPage
 from adapters.playground.settings import PlaygroundSettings
 from adapters.playground.state import PLATFORM, ChatLine, PlaygroundState, now
 from bot.events import Actor, ThreadRef
@@ -80,6 +81,7 @@ class PlaygroundPlatform:
         self._card_keys: dict[str, str] = {}
         self._pages = PageHandlers(self)
         self._policy = PolicyEditor(self)
+        self._report = ReportPage(self)
 
     # -- PlatformAdapter ------------------------------------------------------------------
 
@@ -118,6 +120,8 @@ class PlaygroundPlatform:
             web.post("/playground/api/orders", guard(pages.orders)),
             web.post("/playground/api/policy/check", guard(policy.check)),
             web.post("/playground/api/policy/apply", guard(policy.apply)),
+            web.get("/report", guard(self._report.page)),
+            web.get(STYLESHEET_PATH, guard(self._report.stylesheet)),
         ]
 
     async def start(self, core: Core) -> None:

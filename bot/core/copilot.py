@@ -9,6 +9,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from bot import metrics
 from bot.agent import DraftingAgent
@@ -30,6 +31,7 @@ from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
 from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
+from bot.insight.figures import Report, gather
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
@@ -204,6 +206,10 @@ class Copilot:
         and its refusal is returned."""
         await self.policy.reload_if_changed(self.policy_rejected)
         return self.policy.refused
+
+    async def report(self, since: timedelta) -> Report:
+        async with self.db.read() as conn:
+            return await gather(conn, since, utcnow())
 
     # -- hand-offs between rooms ----------------------------------------------------------
 

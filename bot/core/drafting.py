@@ -302,7 +302,9 @@ class Drafting:
 
     async def _record(self, claimed: ClaimedDraft, outcome: DraftOutcome, now: datetime) -> outcomes.Recorded:
         async with self.db.write() as conn:
-            recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            recorded = await outcomes.record(
+                conn, claimed, self.leases.owner, outcome, now, policy_version=self.policy.current.version
+            )
             told = False
             escalation = recorded.card.escalation if recorded.card is not None else ""
             # In the same transaction: the conversation becomes a human's, and its hand-off text is
@@ -361,7 +363,9 @@ class Drafting:
         now = utcnow()
         shown_on: str | None = None
         async with self.db.write() as conn:
-            recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            recorded = await outcomes.record(
+                conn, claimed, self.leases.owner, outcome, now, policy_version=self.policy.current.version
+            )
             if recorded.card is not None:
                 shown_on = await no_reply.on_no_reply(conn, conversation.id, claimed.id, outcome.reason, now)
         if shown_on is not None:  # the conversation's last card shows it resolved

@@ -93,6 +93,7 @@ class CardPublisher:
             return False
         card = self.card(source, desk.name)
         key = card_key(source.draft_id)
+        shown_at = utcnow()  # before the post: an agent may click before it returns
         try:
             if ref is None and adopt:
                 ref = await desk.find_card(key)
@@ -110,7 +111,7 @@ class CardPublisher:
                 await draft_rows.postpone(conn, source.draft_id, self.owner, utcnow() + self.timing.card_retry_after)
             return False
         async with self.db.write() as conn:
-            current = await draft_rows.card_posted(conn, source.draft_id, self.owner, desk.name, ref, version)
+            current = await draft_rows.card_posted(conn, source.draft_id, self.owner, desk.name, ref, version, shown_at)
         log_event(log, "card_posted", draft=source.draft_id, platform=desk.name, card=ref, adopted=adopt)
         if current is not None and current > version:
             await self.refresh(source.draft_id)  # a click or a newer message changed it meanwhile
