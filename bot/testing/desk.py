@@ -42,7 +42,17 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from bot.app import Supportbot
-from bot.events import Actor, Attachment, Author, DecisionAction, InboundMessage, MessageKind, ReviewDecision, ThreadRef
+from bot.events import (
+    Actor,
+    Attachment,
+    Author,
+    DecisionAction,
+    InboundMessage,
+    MessageKind,
+    Place,
+    ReviewDecision,
+    ThreadRef,
+)
 from bot.ports import CardState, Core, PlatformFactory, ReviewCard
 from bot.settings import Settings
 from bot.testing.memory import Board, DeskCard, MemoryPlatform
@@ -92,13 +102,14 @@ class Said:
 @dataclass(frozen=True, slots=True)
 class Saying:
     """A customer's message for a driver to deliver: in ``thread`` (None opens one), in
-    ``channel`` (empty: the platform's support channel)."""
+    ``channel`` (empty: the platform's support channel), in a ``place`` others can read or not."""
 
     customer: Customer
     text: str
     thread: str | None = None
     channel: str = ""
     attachments: tuple[Attachment, ...] = ()
+    place: Place = Place.PUBLIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +168,18 @@ class Customer:
         return self.desk.driver.user_id(self.name)
 
     async def says(
-        self, text: str, *, after: Said | None = None, channel: str = "", attachments: Sequence[Attachment] = ()
+        self,
+        text: str,
+        *,
+        after: Said | None = None,
+        channel: str = "",
+        attachments: Sequence[Attachment] = (),
+        place: Place = Place.PUBLIC,
     ) -> Said:
         """Write ``text``: a new conversation, or a follow-up in the thread of ``after``."""
         before = len(self.desk.board.cards)
         thread, taken = await self.desk.driver.say(
-            Saying(self, text, after.thread if after else None, channel, tuple(attachments))
+            Saying(self, text, after.thread if after else None, channel, tuple(attachments), place)
         )
         return Said(self, text, thread, before, taken)
 
@@ -206,6 +223,7 @@ class MemoryDriver:
             sent_at=datetime.now(UTC),
             attachments=message.attachments,
             location=f"Desk · #{ref.channel}",
+            place=message.place,
         )
         return thread, await self._core().receive(inbound)
 
