@@ -21,7 +21,7 @@ from bot.public_places import FLAG, REMOVED
 from bot.store import Conversation, sessionmaker
 from bot.testing import TestDesk
 from tests.desks import CallTools, DiscordDriver, FakeKimi, Reply, SlackDriver, open_desk
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import GUILD_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import message
 from tests.harness import Harness, until
@@ -178,3 +178,24 @@ async def test_discord_a_server_thread_withholds_and_a_dm_does_not(tmp_path: Pat
             assert all(d in tool_results_of(kimi, since) for d in KIM_DETAILS)
             assert dm_card.draft_text == TELLS_ALL
             assert await places(desk) == [Place.PUBLIC, Place.PRIVATE]
+
+
+async def test_discord_a_private_thread_is_private(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with FakeDiscord() as discord:
+        driver = DiscordDriver(discord)
+        async with open_desk(tmp_path, kimi, policy=WITHHOLD, driver=driver) as desk:
+            await desk.import_orders(guard_orders(desk.account(KIM)))
+            thread = {  # a private thread Kim opened under the support channel and invited the bot to
+                "id": discord.next_id(), "type": 12, "guild_id": GUILD_ID, "parent_id": SUPPORT_CHANNEL_ID,
+                "owner_id": driver.user_id(KIM), "name": "my order", "last_message_id": None,
+                "message_count": 0, "member_count": 2, "rate_limit_per_user": 0, "flags": 0,
+                "thread_metadata": {"archived": False, "auto_archive_duration": 4320, "locked": False,
+                                    "archive_timestamp": "2026-12-07T09:00:00+00:00", "invitable": False},
+            }  # fmt: skip
+            discord.channels[thread["id"]] = thread
+            await discord.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+            kimi.script(LOOK_UP, Reply(TELLS_ALL))
+            await discord.post_user_message(thread["id"], driver.person(KIM), "where is #W2611340?", mention_bot=True)
+            card = await desk.card(0)
+            assert all(d in tool_results_of(kimi, 0) for d in KIM_DETAILS) and card.draft_text == TELLS_ALL
+            assert await places(desk) == [Place.PRIVATE]
