@@ -8,8 +8,10 @@ channel vs a DM) over their fakes; the Kimi simulator scripted to call the tools
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -45,11 +47,27 @@ async def places(desk: TestDesk) -> list[Place | None]:
         return list(await session.scalars(select(Conversation.place).order_by(Conversation.created_at)))
 
 
-@pytest.fixture
-async def withholding(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
-    async with open_desk(tmp_path, kimi, policy=WITHHOLD, database_url=database_url) as desk:
+@contextlib.asynccontextmanager
+async def kims_shop(tmp_path: Path, kimi: FakeKimi, policy: str = WITHHOLD, **options: Any) -> AsyncIterator[TestDesk]:
+    """The desk with ``policy`` (withhold by default; ``options`` for :func:`open_desk`), and Kim's orders."""
+    async with open_desk(tmp_path, kimi, policy=policy, **options) as desk:
         await desk.import_orders(guard_orders(desk.account(KIM)))
         yield desk
+
+
+@pytest.fixture
+async def withholding(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
+    async with kims_shop(tmp_path, kimi, database_url=database_url) as desk:
+        yield desk
+
+
+@pytest.fixture
+async def on_discord(tmp_path: Path, kimi: FakeKimi) -> AsyncIterator[tuple[TestDesk, FakeDiscord, DiscordDriver]]:
+    """The withholding desk through the real Discord adapter over the fake Discord."""
+    async with FakeDiscord() as discord:
+        driver = DiscordDriver(discord)
+        async with kims_shop(tmp_path, kimi, driver=driver) as desk:
+            yield desk, discord, driver
 
 
 async def test_withhold_keeps_verified_details_out_of_a_public_thread_whatever_the_model_writes(
@@ -87,8 +105,7 @@ async def test_withhold_keeps_verified_details_out_of_a_public_thread_whatever_t
 async def test_flag_shows_the_agent_which_verified_details_a_public_reply_would_post(
     tmp_path: Path, kimi: FakeKimi, database_url: str
 ) -> None:
-    async with open_desk(tmp_path, kimi, policy=POLICY, database_url=database_url) as desk:  # "flag": the default
-        await desk.import_orders(guard_orders(desk.account(KIM)))
+    async with kims_shop(tmp_path, kimi, POLICY, database_url=database_url) as desk:  # "flag": the default
         kimi.script(LOOK_UP, Reply(TELLS_ALL))
         card = await desk.card_for(await desk.customer(KIM).says("where is my order #W2611340?"))
         assert "1Z999AA10123456784" in tool_results_of(kimi, 0), "the model sees them"
@@ -121,8 +138,7 @@ async def test_slack_a_public_channel_withholds_and_a_dm_does_not(
 ) -> None:
     driver = SlackDriver(slack, kimi)
     slack.add_channel("C555", "help")  # an ordinary public channel (conversations.info tells)
-    async with open_desk(tmp_path, kimi, policy=WITHHOLD, driver=driver) as desk:
-        await desk.import_orders(guard_orders(desk.account(KIM)))
+    async with kims_shop(tmp_path, kimi, driver=driver) as desk:
         kimi.script(LOOK_UP, Reply(TELLS_ALL), LOOK_UP, Reply(TELLS_ALL))
         said = await desk.customer(KIM).says("where is my order #W2611340?", channel="C555")
         card = await desk.card_for(said)
@@ -148,8 +164,7 @@ async def test_slack_a_private_channel_is_private_and_a_slack_connect_channel_pu
 ) -> None:
     driver = SlackDriver(slack, kimi)
     slack.add_channel("C777", "vip-help", is_private=True)  # an app_mention carries no channel_type
-    async with open_desk(tmp_path, kimi, policy=WITHHOLD, driver=driver) as desk:
-        await desk.import_orders(guard_orders(desk.account(KIM)))
+    async with kims_shop(tmp_path, kimi, driver=driver) as desk:
         kimi.script(LOOK_UP, Reply(TELLS_ALL))
         private = await desk.card_for(await desk.customer(KIM).says("order #W2611340?", channel="C777"))
         kimi.script(LOOK_UP, Reply(TELLS_ALL), LOOK_UP, Reply(TELLS_ALL))
@@ -159,43 +174,41 @@ async def test_slack_a_private_channel_is_private_and_a_slack_connect_channel_pu
         assert await places(desk) == [Place.PRIVATE, Place.PUBLIC]
 
 
-async def test_discord_a_server_thread_withholds_and_a_dm_does_not(tmp_path: Path, kimi: FakeKimi) -> None:
-    async with FakeDiscord() as discord:
-        driver = DiscordDriver(discord)
-        async with open_desk(tmp_path, kimi, policy=WITHHOLD, driver=driver) as desk:
-            await desk.import_orders(guard_orders(desk.account(KIM)))
-            kimi.script(LOOK_UP, Reply(TELLS_ALL), LOOK_UP, Reply(TELLS_ALL))
-            said = await desk.customer(KIM).says("where is my order #W2611340?")  # a public thread opens
-            card = await desk.card_for(said)
-            assert not [d for d in KIM_DETAILS if d in tool_results_of(kimi, 0) or d in card.draft_text]
-            await desk.approve(card, as_="mgr")
-            assert not [d for d in KIM_DETAILS if d in await desk.reply_to(said)]
+async def test_discord_a_server_thread_withholds_and_a_dm_does_not(
+    on_discord: tuple[TestDesk, FakeDiscord, DiscordDriver], kimi: FakeKimi
+) -> None:
+    desk, discord, driver = on_discord
+    kimi.script(LOOK_UP, Reply(TELLS_ALL), LOOK_UP, Reply(TELLS_ALL))
+    said = await desk.customer(KIM).says("where is my order #W2611340?")  # a public thread opens
+    card = await desk.card_for(said)
+    assert not [d for d in KIM_DETAILS if d in tool_results_of(kimi, 0) or d in card.draft_text]
+    await desk.approve(card, as_="mgr")
+    assert not [d for d in KIM_DETAILS if d in await desk.reply_to(said)]
 
-            since, before = len(kimi.completions), len(desk.cards)
-            kimi.script(LOOK_UP, Reply(TELLS_ALL))
-            await discord.post_direct_message(driver.person(KIM), "and where is #W2611340 now?")
-            dm_card = await desk.card(before)
-            assert all(d in tool_results_of(kimi, since) for d in KIM_DETAILS)
-            assert dm_card.draft_text == TELLS_ALL
-            assert await places(desk) == [Place.PUBLIC, Place.PRIVATE]
+    since, before = len(kimi.completions), len(desk.cards)
+    kimi.script(LOOK_UP, Reply(TELLS_ALL))
+    await discord.post_direct_message(driver.person(KIM), "and where is #W2611340 now?")
+    dm_card = await desk.card(before)
+    assert all(d in tool_results_of(kimi, since) for d in KIM_DETAILS)
+    assert dm_card.draft_text == TELLS_ALL
+    assert await places(desk) == [Place.PUBLIC, Place.PRIVATE]
 
 
-async def test_discord_a_private_thread_is_private(tmp_path: Path, kimi: FakeKimi) -> None:
-    async with FakeDiscord() as discord:
-        driver = DiscordDriver(discord)
-        async with open_desk(tmp_path, kimi, policy=WITHHOLD, driver=driver) as desk:
-            await desk.import_orders(guard_orders(desk.account(KIM)))
-            thread = {  # a private thread Kim opened under the support channel and invited the bot to
-                "id": discord.next_id(), "type": 12, "guild_id": GUILD_ID, "parent_id": SUPPORT_CHANNEL_ID,
-                "owner_id": driver.user_id(KIM), "name": "my order", "last_message_id": None,
-                "message_count": 0, "member_count": 2, "rate_limit_per_user": 0, "flags": 0,
-                "thread_metadata": {"archived": False, "auto_archive_duration": 4320, "locked": False,
-                                    "archive_timestamp": "2026-12-07T09:00:00+00:00", "invitable": False},
-            }  # fmt: skip
-            discord.channels[thread["id"]] = thread
-            await discord.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
-            kimi.script(LOOK_UP, Reply(TELLS_ALL))
-            await discord.post_user_message(thread["id"], driver.person(KIM), "where is #W2611340?", mention_bot=True)
-            card = await desk.card(0)
-            assert all(d in tool_results_of(kimi, 0) for d in KIM_DETAILS) and card.draft_text == TELLS_ALL
-            assert await places(desk) == [Place.PRIVATE]
+async def test_discord_a_private_thread_is_private(
+    on_discord: tuple[TestDesk, FakeDiscord, DiscordDriver], kimi: FakeKimi
+) -> None:
+    desk, discord, driver = on_discord
+    thread = {  # a private thread Kim opened under the support channel and invited the bot to
+        "id": discord.next_id(), "type": 12, "guild_id": GUILD_ID, "parent_id": SUPPORT_CHANNEL_ID,
+        "owner_id": driver.user_id(KIM), "name": "my order", "last_message_id": None,
+        "message_count": 0, "member_count": 2, "rate_limit_per_user": 0, "flags": 0,
+        "thread_metadata": {"archived": False, "auto_archive_duration": 4320, "locked": False,
+                            "archive_timestamp": "2026-12-07T09:00:00+00:00", "invitable": False},
+    }  # fmt: skip
+    discord.channels[thread["id"]] = thread
+    await discord.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+    kimi.script(LOOK_UP, Reply(TELLS_ALL))
+    await discord.post_user_message(thread["id"], driver.person(KIM), "where is #W2611340?", mention_bot=True)
+    card = await desk.card(0)
+    assert all(d in tool_results_of(kimi, 0) for d in KIM_DETAILS) and card.draft_text == TELLS_ALL
+    assert await places(desk) == [Place.PRIVATE]
