@@ -2,8 +2,9 @@
 
 Drafting runs the model and the verification pass; :func:`plan` turns the run's result, the
 conversation's memory and the policy into a typed outcome (:mod:`bot.domain.outcome`): the text
-and its notices, the flags, the escalation, the refunds with THE rule's verdicts, the facts
-learned, who is asking. :func:`bot.store.outcomes.record` then stores it in one transaction.
+(without the verified order details a public place may not show, :mod:`bot.public_places`) and
+its notices, the flags, the escalation, the refunds with THE rule's verdicts, the facts learned,
+who is asking. :func:`bot.store.outcomes.record` then stores it in one transaction.
 Nothing here reads the database, the clock or the network, so every rule is testable alone.
 """
 
@@ -117,7 +118,7 @@ def plan(
     return Ready(
         text=text,
         model=result.model,
-        notice=_notice(result, fitted, policy, run.claimed.instruction, overruled=forced or bool(said), also=public),
+        notice=_notice(result, fitted, policy, run.claimed.instruction, overruled=forced or bool(said), public=public),
         escalation=_escalation(policy, run.trigger_text, 0, run.ctx),
         flags=(*identity.identity_flags(run.ctx), *public.flags, *flags),
         usage=Spend("draft", result.model, *_tokens(result.usage), result.usage.cost_microusd(result.model)),
@@ -185,7 +186,7 @@ def _notice(
     instruction: str | None,
     *,
     overruled: str | bool,
-    also: public_places.PublicCheck,
+    public: public_places.PublicCheck,
 ) -> str:
     notices = []
     if overruled:
@@ -195,7 +196,7 @@ def _notice(
     if result.forced_final:
         notices.append(f"Tool use stopped: {result.forced_final}.")
     notices.append(verification.regenerated_notice(instruction))
-    notices.append(also.notice)
+    notices.append(public.notice)
     return " ".join(n for n in notices if n)
 
 
