@@ -26,11 +26,14 @@ from bot.events import Place
 from bot.policy import IdentitySection
 from tools import ToolContext
 
-__all__ = ["REMOVED", "PublicCheck", "check_draft", "details_in", "withholds"]
+__all__ = ["FLAG", "REMOVED", "PublicCheck", "check_draft", "withholds"]
 
 #: What stands in the draft where a verified order detail was removed.
 REMOVED = "[withheld]"
 FLAG = "Verified order details in a public channel"
+#: What an order detail can be (:attr:`tools.ToolContext.order_details`), in the order the flag names
+#: them: the flag never repeats a value (it is stored with the draft and outlives erasure).
+KINDS = ("name", "e-mail", "postal code", "tracking number", "item", "amount")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +57,13 @@ def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in ordered) + r")(?!\w)", re.IGNORECASE)
 
 
-def details_in(text: str, details: Iterable[str]) -> list[str]:
-    """The details ``text`` holds (case-insensitive, as whole words), in the order they appear."""
-    pattern = _pattern(details)
-    found = [m.group(0) for m in pattern.finditer(text)] if pattern else []
-    return list(dict.fromkeys(found))
-
-
 def check_draft(text: str, place: Place, ctx: ToolContext, rules: IdentitySection) -> PublicCheck:
     """The draft for a conversation in ``place``, checked against the order details its run's
     tools noted (see the module's doc)."""
     pattern = _pattern(ctx.order_details) if place is Place.PUBLIC else None
     if pattern is None:
         return PublicCheck(text)
-    found = list(dict.fromkeys(m.group(0) for m in pattern.finditer(text)))
+    found = list(dict.fromkeys(m.group(0).casefold() for m in pattern.finditer(text)))
     if rules.public_places == "withhold":
         notice = (
             "This conversation is in a public place: the order's details beyond its status were kept "
@@ -79,11 +75,13 @@ def check_draft(text: str, place: Place, ctx: ToolContext, rules: IdentitySectio
         return PublicCheck(text, notice=notice)
     if not found:
         return PublicCheck(text)
-    shown = ", ".join(repr(v) for v in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    kind_of = {value.casefold(): kind for value, kind in ctx.order_details.items()}
+    kinds = {kind_of.get(f, "order details") for f in found}
+    shown = ", ".join(kind for kind in (*KINDS, "order details") if kind in kinds)
     return PublicCheck(
         text,
         flags=(
-            f"{FLAG}: the draft shows {shown} where others can read it. Approve only if the customer "
-            "should see them there; otherwise edit them out or answer in a direct message.",
+            f"{FLAG}: the draft shows the customer's {shown} where others can read it. Approve only if "
+            "the customer should see them there; otherwise edit them out or answer in a direct message.",
         ),
     )

@@ -111,7 +111,8 @@ async def test_flag_shows_the_agent_which_verified_details_a_public_reply_would_
         assert "1Z999AA10123456784" in tool_results_of(kimi, 0), "the model sees them"
         assert card.draft_text == TELLS_ALL, "nothing is rewritten: the agent decides"
         [flag] = public_flags(card.flags)
-        assert "'Oak desk', 'Blue mug', '900.00', '1Z999AA10123456784'" in flag
+        assert "the draft shows the customer's tracking number, item, amount where others can read it" in flag
+        assert not [d for d in KIM_DETAILS if d in flag], "the flag (kept with the draft) repeats no value"
 
         kimi.script(LOOK_UP, Reply("Your order #W2611340 was delivered."))
         status_only = await desk.card_for(await desk.customer(KIM).says("is #W2611340 delivered?"))

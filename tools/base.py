@@ -75,8 +75,9 @@ class ToolContext:
     Public places: ``public_place`` says the conversation is where others read it and the
     policy keeps the verified customer's order details out of it; the order tools then show even
     the order's owner only its status and expected delivery. Either way they note in
-    ``order_details`` the owner's details they showed the model, or kept from it (name, e-mail,
-    postal code, tracking number, item names, amounts), so the core can check the draft.
+    ``order_details`` the owner's details they showed the model, or kept from it, each with what
+    it is (``"name"``, ``"e-mail"``, ``"postal code"``, ``"tracking number"``, ``"item"``,
+    ``"amount"``), so the core can check the draft and say what it found without repeating it.
     """
 
     conversation_id: str
@@ -96,7 +97,7 @@ class ToolContext:
     foreign_orders: set[str] = field(default_factory=set)
     withheld: set[str] = field(default_factory=set)
     public_place: bool = False
-    order_details: set[str] = field(default_factory=set)
+    order_details: dict[str, str] = field(default_factory=dict)
 
     @property
     def verification_locked(self) -> bool:

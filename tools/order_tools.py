@@ -158,14 +158,21 @@ PUBLIC_PLACE_NOTE = (
 
 
 def _note_details(ctx: ToolContext, order: Order) -> None:
-    """Note the verified owner's order details a tool touched, for the core's check of the draft
-    in a public place (see :class:`~tools.base.ToolContext`)."""
+    """Note the verified owner's order details a tool touched, with what each is, for the core's
+    check of the draft in a public place (see :class:`~tools.base.ToolContext`)."""
     money = [order.total_cents, order.refunded_cents, order.refundable_cents]
     money += [item.unit_price_cents for item in order.items]
-    values = [order.customer_name, order.customer_email, order.tracking_number, order.customer_postal_code]
-    values += [item.name for item in order.items]
-    values += [Money.of_cents(cents).format() for cents in money if cents > 0]
-    ctx.order_details.update(v.strip() for v in values if v and len(v.strip()) >= 4)
+    found = [
+        (order.customer_name, "name"),
+        (order.customer_email, "e-mail"),
+        (order.customer_postal_code, "postal code"),
+        (order.tracking_number, "tracking number"),
+        *((item.name, "item") for item in order.items),
+        *((Money.of_cents(cents).format(), "amount") for cents in money if cents > 0),
+    ]
+    for value, kind in found:
+        if value and len(value.strip()) >= 4:
+            ctx.order_details.setdefault(value.strip(), kind)
 
 
 def _verification_needed(ctx: ToolContext, order_id: str, order: Order | None, *, status: bool) -> ToolResult:
