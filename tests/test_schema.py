@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
 from bot.errors import SupportbotError
+from bot.events import Place
 from bot.settings import load_settings
 from bot.store import (
     ALL_METADATA,
@@ -363,6 +364,53 @@ async def test_an_upgrade_stops_on_a_status_it_cannot_map_and_changes_nothing(ol
         assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == BEFORE_STATE_CHECKS
         stored = dict((await conn.execute(text("SELECT id, status FROM drafts"))).all())
     assert stored[ids["sent"]] == " Sent", "the upgrade rolled back whole"
+
+
+OLDER_CONVERSATION = text(
+    "INSERT INTO conversations (id, thread_key, platform, workspace, channel, thread, location,"
+    " customer_id, customer_name, summary, summary_through, facts, failed_drafts, created_at,"
+    " updated_at, verified_customer_id, verified_via, verify_attempts, asker_email)"
+    " VALUES (:id, :key, :platform, :workspace, :channel, :thread, '', 'U1', '', '', 0, '{}', 0, :now, :now,"
+    " '', '', 0, '')"
+)
+
+
+async def test_an_upgrade_to_0010_knows_each_conversations_place_and_an_older_writer_still_inserts(
+    old_engine: AsyncEngine,
+) -> None:
+    engine = old_engine
+    await upgrade_database(engine, "0009")
+    now = datetime.now(UTC)
+    older = {  # as 0009 wrote them: a Slack channel thread, a Slack DM, a Discord DM, a Discord thread
+        "slack-channel": ("slack", "T1", "C1", "1.0"),
+        "slack-dm": ("slack", "T1", "D1", "-"),
+        "discord-dm": ("discord", "@me", "55", "55"),
+        "discord-thread": ("discord", "G1", "66", "77"),
+    }
+    async with engine.begin() as conn:
+        for id_, (platform, workspace, channel, thread) in older.items():
+            values = dict(platform=platform, workspace=workspace, channel=channel, thread=thread, now=now)
+            await conn.execute(OLDER_CONVERSATION, {"id": id_, "key": id_, **values})
+
+    await upgrade_database(engine)
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_differences) == [], "the upgraded database is the models' schema"
+    async with engine.begin() as conn:  # an older instance still running writes no place
+        values = dict(platform="slack", workspace="T1", channel="C2", thread="2.0", now=now)
+        await conn.execute(OLDER_CONVERSATION, {"id": "written-by-0009", "key": "written-by-0009", **values})
+    async with sessionmaker(engine)() as session:
+        places = {id_: place for id_, place in await session.execute(select(Conversation.id, Conversation.place))}
+    assert places == {
+        "slack-channel": Place.PUBLIC,
+        "slack-dm": Place.PRIVATE,
+        "discord-dm": Place.PRIVATE,
+        "discord-thread": Place.PUBLIC,
+        "written-by-0009": Place.PUBLIC,  # the safe side, until this version sees its next message
+    }
+    with pytest.raises(IntegrityError, match="ck_conversations_place"):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE conversations SET place = 'secret'"))
 
 
 def test_secrets_come_from_a_secrets_directory(tmp_path: Path, monkeypatch: Any) -> None:

@@ -150,6 +150,31 @@ def _withhold(ctx: ToolContext, order: Order) -> None:
             ctx.withheld.add(value.strip())
 
 
+PUBLIC_PLACE_NOTE = (
+    "This conversation is in a public place others can read: share only the order's status and "
+    "expected delivery here. For its items, amounts, address or tracking, ask the customer to write "
+    "to us in a direct message."
+)
+
+
+def _note_details(ctx: ToolContext, order: Order) -> None:
+    """Note the verified owner's order details a tool touched, with what each is, for the core's
+    check of the draft in a public place (see :class:`~tools.base.ToolContext`)."""
+    money = [order.total_cents, order.refunded_cents, order.refundable_cents]
+    money += [item.unit_price_cents for item in order.items]
+    found = [
+        (order.customer_name, "name"),
+        (order.customer_email, "e-mail"),
+        (order.customer_postal_code, "postal code"),
+        (order.tracking_number, "tracking number"),
+        *((item.name, "item") for item in order.items),
+        *((Money.of_cents(cents).format(), "amount") for cents in money if cents > 0),
+    ]
+    for value, kind in found:
+        if value and len(value.strip()) >= 4:
+            ctx.order_details.setdefault(value.strip(), kind)
+
+
 def _verification_needed(ctx: ToolContext, order_id: str, order: Order | None, *, status: bool) -> ToolResult:
     shown = order.order_id if order is not None else order_id.strip()
     data: dict[str, Any] = {"order_id": shown, "verification": "needed", "note": VERIFICATION_NOTE}
@@ -198,6 +223,7 @@ class GetOrderStatus(Tool):
                 raise ToolError("not_found", f"No order with id {order_id.strip()}")
             return _verification_needed(ctx, order_id, found, status=True)
         order = found
+        _note_details(ctx, order)
         estimate, basis = _delivery_estimate(order)
         data: dict[str, Any] = {
             "order_id": order.order_id,
@@ -231,6 +257,10 @@ class GetOrderStatus(Tool):
             summary += f" {order.delivered_at.date().isoformat()}"
         if estimate is not None:
             summary += f", ETA {'~' if basis == 'placed_at_plus_5_days' else ''}{estimate.isoformat()}"
+        if ctx.public_place:
+            shown = ("order_id", "status", "estimated_delivery", "estimate_basis")
+            data = {key: data[key] for key in shown} | {"note": PUBLIC_PLACE_NOTE}
+            summary += " (public place: status only shown)"
         return ToolResult(data=data, summary=summary)
 
 
@@ -260,6 +290,7 @@ class CheckRefundEligibility(Tool):
                 raise ToolError("not_found", f"No order with id {order_id.strip()}")
             return _verification_needed(ctx, order_id, found, status=False)
         order = found
+        _note_details(ctx, order)
         rules = ctx.refund_rules
         currency = order.currency
         facts = eligibility(order_facts(order), rules, self._clock())
@@ -296,6 +327,9 @@ class CheckRefundEligibility(Tool):
             summary = f"{order.order_id}: not eligible without a manager ({'; '.join(blockers)})"
         else:
             summary = f"{order.order_id}: not eligible ({'; '.join(blockers)})"
+        if ctx.public_place:  # the verdict without the order's amounts; the card's summary keeps them
+            shown = ("order_id", "status", "status_refundable", "within_window", "eligible", "needs_manager")
+            data = {key: data[key] for key in shown} | {"note": PUBLIC_PLACE_NOTE}
         return ToolResult(data=data, summary=summary)
 
 

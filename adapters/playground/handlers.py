@@ -14,7 +14,7 @@ from aiohttp import web
 from adapters.playground import page
 from adapters.playground.state import ChatLine, now
 from bot.errors import ImportFailed, PolicyError
-from bot.events import Attachment, Author, DecisionAction, InboundMessage, MessageKind, ReviewDecision
+from bot.events import Attachment, Author, DecisionAction, InboundMessage, MessageKind, Place, ReviewDecision
 from bot.policy import check_policy
 from bot.samples import load_sample_orders
 
@@ -98,6 +98,7 @@ class PageHandlers:
             sent_at=line.at,
             attachments=tuple(attachments),
             location=thread.location,
+            place=Place.PRIVATE,  # one customer's chat with the shop, as in a direct message
         )
         thread.lines.append(line)
         await self._platform.state.changed()

@@ -35,7 +35,7 @@ from sqlalchemy.types import TypeDecorator
 import tools.orders
 from bot.domain.feedback import FeedbackKind
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
-from bot.events import ThreadRef
+from bot.events import Place, ThreadRef
 
 
 def utcnow() -> datetime:
@@ -137,6 +137,11 @@ class Conversation(Base):
     assignee_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
     assignee: Mapped[str] = mapped_column(String(255), default="", server_default="")
     status_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Who can read its thread, as the adapter last reported (bot/core/public_places.py); NULL
+    # (never written by this version) reads as public, the safe side.
+    place: Mapped[Place | None] = mapped_column(
+        state_column(Place, "ck_conversations_place", 8), default=Place.PUBLIC, server_default=Place.PUBLIC.value
+    )
 
     @property
     def thread_ref(self) -> ThreadRef:

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from bot.events import Actor, Attachment, Author, DecisionAction, InboundMessage, MessageKind, ReviewDecision, ThreadRef
+from bot.events import (
+    Actor,
+    Attachment,
+    Author,
+    DecisionAction,
+    InboundMessage,
+    MessageKind,
+    Place,
+    ReviewDecision,
+    ThreadRef,
+)
 from bot.testing.memory import Board, DeskCard, MemoryPlatform
 
 if TYPE_CHECKING:
@@ -26,13 +36,14 @@ __all__ = ["Driver", "MemoryDriver", "Move", "Saying"]
 @dataclass(frozen=True, slots=True)
 class Saying:
     """A customer's message for a driver to deliver: in ``thread`` (None opens one), in
-    ``channel`` (empty: the platform's support channel)."""
+    ``channel`` (empty: the platform's support channel), in a ``place`` others can read or not."""
 
     customer: Customer
     text: str
     thread: str | None = None
     channel: str = ""
     attachments: tuple[Attachment, ...] = ()
+    place: Place = Place.PUBLIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,7 @@ class MemoryDriver:
             sent_at=datetime.now(UTC),
             attachments=message.attachments,
             location=f"Desk · #{ref.channel}",
+            place=message.place,
         )
         return thread, await self._core().receive(inbound)
 

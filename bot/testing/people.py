@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.events import Attachment, DecisionAction
+from bot.events import Attachment, DecisionAction, Place
 from bot.testing.drivers import Move, Saying
 
 if TYPE_CHECKING:
@@ -51,12 +51,18 @@ class Customer:
         return self.desk.driver.user_id(self.name)
 
     async def says(
-        self, text: str, *, after: Said | None = None, channel: str = "", attachments: Sequence[Attachment] = ()
+        self,
+        text: str,
+        *,
+        after: Said | None = None,
+        channel: str = "",
+        attachments: Sequence[Attachment] = (),
+        place: Place = Place.PUBLIC,
     ) -> Said:
         """Write ``text``: a new conversation, or a follow-up in the thread of ``after``."""
         before = len(self.desk.board.cards)
         thread, taken = await self.desk.driver.say(
-            Saying(self, text, after.thread if after else None, channel, tuple(attachments))
+            Saying(self, text, after.thread if after else None, channel, tuple(attachments), place)
         )
         return Said(self, text, thread, before, taken)
 

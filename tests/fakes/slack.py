@@ -421,6 +421,7 @@ class FakeSlack:
             "conversations.replies": self._replies,
             "conversations.history": self._history,
             "conversations.members": self._conversations_members,
+            "conversations.info": self._conversations_info,
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroup_users,
             "usergroups.list": self._usergroups_list,
@@ -1078,6 +1079,16 @@ class FakeSlack:
             raise _SlackError("channel_not_found")
         page, extra = self._page([{"id": m} for m in self.members.get(channel, [])], params, 100)
         return {"members": [m["id"] for m in page], **extra}
+
+    def _conversations_info(self, params: JSON) -> JSON:
+        channel = self._channel(params)
+        if channel not in self.channels:
+            raise _SlackError("channel_not_found")
+        info = self.channels[channel]
+        needed = "groups:read" if info["is_private"] else "channels:read"
+        if needed not in self.scopes:
+            raise _SlackError("missing_scope")
+        return {"channel": _copy(info)}
 
     def _user_json(self, user_id: str, include_locale: bool) -> JSON:
         user = _copy({k: v for k, v in self.users[user_id].items() if k != "_locale"})
