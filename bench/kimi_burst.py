@@ -106,7 +106,8 @@ async def run(
     limiter: AccountLimiter,
 ) -> RunResult:
     async with FakeKimi(api_key=KEY) as kimi:
-        kimi.limits.max_concurrency, kimi.limits.rpm, kimi.limits.limit_window, kimi.latency = concurrency, rpm, window, latency
+        kimi.limits.max_concurrency, kimi.limits.rpm, kimi.limits.limit_window = concurrency, rpm, window
+        kimi.latency = latency
         client = KimiClient(kimi.base_url, SecretStr(KEY), limiter=limiter, max_retries=4)
         agent = DraftingAgent(client)
         tools = ToolRegistry([_OrderStatus()])
