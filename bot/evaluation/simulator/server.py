@@ -35,7 +35,7 @@ from aiohttp import typedefs as web_typedefs
 from aiohttp import web
 
 from bot.evaluation.simulator.behaviours import CallTools, Fail, Hang, Malformed, Output, Reply, Step, answer
-from bot.evaluation.simulator.loopback import LoopbackServer
+from bot.evaluation.simulator.loopback import LoopbackFake, LoopbackServer
 from bot.evaluation.simulator.scripted import MODELS as SCRIPTED
 from bot.evaluation.simulator.wire import (
     AK_ID,
@@ -340,7 +340,7 @@ async def _stream(
     return response
 
 
-class KimiSimulator:
+class KimiSimulator(LoopbackFake):
     """Kimi (Moonshot) API on ``http://127.0.0.1:<port>/v1``; an async context manager.
 
     ``api_key`` is the only key accepted (None: any bearer token); ``models`` picks catalog
@@ -392,19 +392,12 @@ class KimiSimulator:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> KimiSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def start(self) -> None:
         """Bind 127.0.0.1 on a free port and start serving."""
         self._closing = asyncio.Event()
         self.base_url = await self._server.start() + "/v1"
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         """Wake any hanging handlers and stop the server."""
         self._closing.set()
         await self._server.stop()
