@@ -27,11 +27,10 @@ from aiohttp import web
 
 from bot.evaluation.simulator.loopback import LoopbackFake, LoopbackServer
 from tests.fakes.common import FaultQueue, at_least
-from tests.fakes.slack_blocks import validate_blocks, validate_view
 from tests.fakes.slack_methods import ChatMethods, Handler, ReadMethods, SlackError, ViewAndReactionMethods
 from tests.fakes.slack_world import EMAIL_SCOPES, SlackWorkspace
 
-__all__ = ["EMAIL_SCOPES", "FakeSlack", "SlackCall", "WebhookPost", "validate_blocks", "validate_view"]
+__all__ = ["EMAIL_SCOPES", "FakeSlack", "SlackCall", "WebhookPost"]
 
 JSON: TypeAlias = dict[str, Any]
 
