@@ -20,7 +20,7 @@ from bot import metrics
 from bot.approval import check_draft_refunds, current_facts, is_manager, may_approve
 from bot.core import conversation_decisions
 from bot.domain.outcome import AuditLine
-from bot.domain.states import ActionStatus, DraftStatus
+from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus
 from bot.events import CONVERSATION_ACTIONS, Actor, DecisionAction, ReviewDecision
 from bot.identity import refund_owner
 from bot.logs import log_event
@@ -29,6 +29,7 @@ from bot.ports import DecisionOutcome, EditForm
 from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
+from bot.store import life as life_rows
 from bot.store import outbox as outbox_rows
 from bot.store.records import StoredAction
 from bot.store.reviews import DraftUnderReview, load_for_review, reply_text
@@ -66,6 +67,10 @@ class Effects:
 Handler = Callable[
     [AsyncConnection, DraftUnderReview, ReviewDecision, Policy, datetime, Effects], Awaitable[DecisionOutcome]
 ]
+
+
+def _is_retry(decision: ReviewDecision, draft: DraftUnderReview) -> bool:
+    return decision.action is DecisionAction.REGENERATE and draft.status is DraftStatus.FAILED
 
 
 def already(draft: DraftUnderReview) -> str:
@@ -111,6 +116,8 @@ class Decisions:
             on_desk = decision.actor.platform in self.desks
             if not may_approve(decision.actor, policy, on_desk=on_desk):
                 outcome = DecisionOutcome(False, _not_an_approver(on_desk))
+            elif _is_retry(decision, draft):
+                outcome = await self._retry(conn, draft, decision, now, effects)
             elif decision.action not in CONVERSATION_ACTIONS and draft.status is not DraftStatus.AWAITING_REVIEW:
                 outcome = DecisionOutcome(False, already(draft))
             else:
@@ -228,6 +235,41 @@ class Decisions:
             now,
         )
         return DecisionOutcome(True, "A new draft is on its way.")
+
+    async def _retry(
+        self, conn: AsyncConnection, draft: DraftUnderReview, decision: ReviewDecision, now: datetime, effects: Effects
+    ) -> DecisionOutcome:
+        """Retry on a failed card: the same message is drafted again, unless a newer draft already
+        answers it or a human answers the conversation (Hand back first)."""
+        if await draft_rows.open_draft_covering(conn, draft.conversation_id, draft.message_id) is not None:
+            return DecisionOutcome(False, "A newer draft for this conversation is already on its way.")
+        life = await life_rows.load(conn, draft.conversation_id)
+        if life is not None and life.owner is ConversationOwner.HUMAN:
+            return DecisionOutcome(False, "A human answers this conversation; Hand back to the bot first.")
+        who = decision.actor.display_name or decision.actor.id
+        moved = await draft_rows.transition(
+            conn,
+            draft.id,
+            DraftStatus.FAILED,
+            DraftStatus.SUPERSEDED,
+            now,
+            notice=f"Retried by {who}",
+            **self._decided_by(decision, now),
+        )
+        if not moved:
+            return DecisionOutcome(False, already(draft))
+        effects.new_draft = await draft_rows.insert_draft(
+            conn,
+            draft.conversation_id,
+            draft.message_id,
+            now,
+            revision=draft.revision + 1,
+            instruction=(decision.instruction or "").strip()[:500] or None,
+        )
+        await records.add_audit(
+            conn, [AuditLine(draft.conversation_id, draft.id, "retry", decision.actor.id, "drafting again")], now
+        )
+        return DecisionOutcome(True, "Drafting again.")
 
     async def _on_conversation(
         self,
