@@ -82,6 +82,7 @@ def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard
         conversation=conversation_view(conversation, draft.status, source.customer_wrote),
         overdue=source.overdue if draft.status is DraftStatus.AWAITING_REVIEW else "",
         thread=conversation.thread,
+        edited=draft.edited_text is not None,
     )
 
 

@@ -113,6 +113,8 @@ class ReviewCard:
     thread: ThreadRef | None = None
     #: What drafting has done so far on a card still being drafted ("looking up order #W2611340").
     progress: tuple[str, ...] = ()
+    #: The agent rewrote the draft before approving (``draft_text`` is their text).
+    edited: bool = False
 
     @property
     def actionable(self) -> bool:

@@ -327,6 +327,8 @@ class Drafting:
         if isinstance(outcome, Retry):
             if recorded.new_draft is not None:
                 self.pool.submit(recorded.new_draft)
+            if ref is not None:  # the forming card says it was redrafted (the new draft has its own)
+                await self._end_forming_card(ref, claimed.id)
             return
         if recorded.card is None:
             return  # superseded while drafting: a newer draft follows
@@ -352,6 +354,11 @@ class Drafting:
             self.supervisor.spawn(
                 "show-pending", channel.show_pending(conversation.thread), thread=conversation.thread.key
             )
+
+    async def _end_forming_card(self, ref: str, draft_id: str) -> None:
+        source = await self.publisher.load(draft_id)
+        if source is not None:
+            await self.publisher.show_progress(ref, source)
 
     async def _finish_no_reply(self, outcome: NoReply, run: DraftRun, *, ref: str | None = None) -> None:
         """No card, nothing sent: the draft is retired and the conversation resolved by the
