@@ -249,5 +249,5 @@ async def test_an_undecided_card_shows_its_reminder_and_then_overdue(tmp_path: P
         await client.post("/playground/api/message", data={"text": "Is anyone there?"})
         state = await state_when(client, lambda s: "This card has waited" in s["desk"])
         assert "↳ @oncall This card has waited" in state["desk"]
-        state = await state_when(client, lambda s: "⏰ Overdue: waiting" in s["desk"])
+        state = await state_when(client, lambda s: "⚑ Overdue: waiting" in s["desk"])
         assert state["desk"].count("This card has waited") == 1 and "Approve &amp; send" in state["desk"]
