@@ -316,7 +316,11 @@ async def test_the_page_says_when_the_bot_is_down_and_rebuilds_its_cards_after_a
             async with playground_bot(tmp_path, kimi, port=port) as bot:
                 await page.goto(f"http://127.0.0.1:{bot.port}/")
                 kimi.script(Reply("Our store opens at 9."))
+                kimi.latency = 1.0
                 await walk.send("When do you open?")
+                # Without streamed cards the desk still shows the draft being written, at once.
+                await expect(page.locator("#desk article.placeholder")).to_contain_text("When do you open?")
+                await expect(page.locator("#customer .note")).to_contain_text("a person reviews it")
                 await expect(walk.card("When do you open?").locator("button.approve")).to_be_visible(timeout=WAIT)
                 await walk.check()
                 walk.bot_down = True
