@@ -267,9 +267,10 @@ async def test_retry_on_a_failed_card_is_refused_once_a_newer_draft_answers_or_a
                 "the failed card",
             )
             assert card.retryable
-            assert f'data-action="regenerate" data-draft="{card.draft_id}">Retry' in (
-                await client.get("/playground/api/state")
-            ).json()["desk"]
+            assert (
+                f'data-action="regenerate" data-draft="{card.draft_id}">Retry'
+                in (await client.get("/playground/api/state")).json()["desk"]
+            )
             return card.draft_id
 
         async def decide(draft_id: str, action: str) -> dict[str, Any]:
