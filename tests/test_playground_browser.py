@@ -251,7 +251,7 @@ async def test_an_agent_walks_every_card_state_and_refund_path_without_a_dead_en
             await expect(page.locator("#customer .msg.support")).to_contain_text("by hand", timeout=WAIT)
             taken = page.locator("#desk article.card", has_text="ship to Canada").first
             await expect(taken).to_contain_text("taken over", timeout=WAIT)
-            await expect(taken).to_contain_text("Answered by hand")
+            await expect(taken.locator(".hand-reply")).to_contain_text("Canada takes 5-8 days")
             await walk.shoot(taken, "cards/taken-over.png")
             await taken.locator("button[data-action=resolve]").click()
             await expect(taken.locator("p.conversation")).to_contain_text("resolved", timeout=WAIT)

@@ -144,8 +144,15 @@ def desk_pane(state: PlaygroundState, *, has_desk: bool) -> str:
         for thread in state.threads.values()
         if thread.drafting and thread.ref not in forming
     ]
+    by_hand = {t.ref: tuple(line.text for line in t.lines if line.by_hand) for t in state.threads.values()}
     cards = [
-        render_card(ref, card, state.card_threads.get(ref, ()), newest=newest[card.thread or ref] == ref)
+        render_card(
+            ref,
+            card,
+            state.card_threads.get(ref, ()),
+            newest=newest[card.thread or ref] == ref,
+            by_hand=by_hand.get(card.thread, ()) if card.thread is not None else (),
+        )
         for ref, card in reversed(state.cards.items())
     ]
     if not cards and not waiting:
@@ -164,8 +171,11 @@ def _drafting_placeholder(thread: Thread) -> str:
     )
 
 
-def render_card(ref: str, card: ReviewCard, thread: Sequence[str] = (), *, newest: bool = True) -> str:
-    """One card as HTML: its sections in the order every desk shows them."""
+def render_card(
+    ref: str, card: ReviewCard, thread: Sequence[str] = (), *, newest: bool = True, by_hand: Sequence[str] = ()
+) -> str:
+    """One card as HTML: its sections in the order every desk shows them. The newest card of a
+    conversation offers Reply by hand and shows the replies written so (``by_hand``)."""
     later = card.revision > 1 or card.state is CardState.SUPERSEDED
     parts = (
         _head_html(card),
@@ -177,6 +187,7 @@ def render_card(ref: str, card: ReviewCard, thread: Sequence[str] = (), *, newes
         _meta_html(card),
         _decision_html(card),
         _conversation(card),
+        *(f'<p class="hand-reply">↳ <b>Answered by hand</b>: {folded(text)}</p>' for text in by_hand if newest),
         _by_hand_html(card) if newest and card.state is not CardState.DRAFTING else "",
         *(f'<p class="notice">↳ {escape(post)}</p>' for post in thread),
     )
