@@ -272,6 +272,7 @@ async def test_an_agent_walks_every_card_state_and_refund_path_without_a_dead_en
             thumb = page.locator("#customer img.thumb")
             await expect(thumb).to_have_count(1)
             assert await thumb.evaluate("img => img.complete && img.naturalWidth > 0")
+            await expect(folded.first.locator("img.thumb")).to_have_count(1)  # on the card too
             kimi.script(Reply("Sorry about the mug! A replacement is on its way."))
             await folded.first.locator("button.regenerate").click()
             await expect(folded).to_have_count(2, timeout=WAIT)

@@ -97,15 +97,19 @@ def customer_pane(state: PlaygroundState) -> str:
 
 def _chat_line(line: ChatLine) -> str:
     files = "".join(f'<span class="file">attached: {escape(name)}</span>' for name in line.attachments)
-    thumbs = "".join(
-        f'<a href="/playground/image/{escape(key, quote=True)}" target="_blank" rel="noopener">'
-        f'<img class="thumb" src="/playground/image/{escape(key, quote=True)}" alt="attached image"></a>'
-        for key in line.images
-    )
+    thumbs = _thumbnails(line.images)
     who = "You" if line.role == "customer" else ("Support (an agent, by hand)" if line.by_hand else "Support")
     return (
         f'<div class="msg {line.role}" id="line-{escape(line.id, quote=True)}"><b>{who}</b>'
         f'<div class="text">{folded(line.text)}</div>{thumbs}{files}</div>'
+    )
+
+
+def _thumbnails(images: Sequence[str]) -> str:
+    return "".join(
+        f'<a href="/playground/image/{escape(key, quote=True)}" target="_blank" rel="noopener">'
+        f'<img class="thumb" src="/playground/image/{escape(key, quote=True)}" alt="attached image"></a>'
+        for key in images
     )
 
 
@@ -145,6 +149,7 @@ def desk_pane(state: PlaygroundState, *, has_desk: bool) -> str:
         if thread.drafting and thread.ref not in forming
     ]
     by_hand = {t.ref: tuple(line.text for line in t.lines if line.by_hand) for t in state.threads.values()}
+    images = {(t.ref, line.text): line.images for t in state.threads.values() for line in t.lines if line.images}
     cards = [
         render_card(
             ref,
@@ -152,6 +157,7 @@ def desk_pane(state: PlaygroundState, *, has_desk: bool) -> str:
             state.card_threads.get(ref, ()),
             newest=newest[card.thread or ref] == ref,
             by_hand=by_hand.get(card.thread, ()) if card.thread is not None else (),
+            images=images.get((card.thread, card.customer_text), ()) if card.thread is not None else (),
         )
         for ref, card in reversed(state.cards.items())
     ]
@@ -172,14 +178,21 @@ def _drafting_placeholder(thread: Thread) -> str:
 
 
 def render_card(
-    ref: str, card: ReviewCard, thread: Sequence[str] = (), *, newest: bool = True, by_hand: Sequence[str] = ()
+    ref: str,
+    card: ReviewCard,
+    thread: Sequence[str] = (),
+    *,
+    newest: bool = True,
+    by_hand: Sequence[str] = (),
+    images: Sequence[str] = (),
 ) -> str:
     """One card as HTML: its sections in the order every desk shows them. The newest card of a
-    conversation offers Reply by hand and shows the replies written so (``by_hand``)."""
+    conversation offers Reply by hand and shows the replies written so (``by_hand``); ``images``
+    are the thumbnails of the customer's message."""
     later = card.revision > 1 or card.state is CardState.SUPERSEDED
     parts = (
         _head_html(card),
-        _customer_html(card, folded_always=later),
+        _customer_html(card, folded_always=later) + _thumbnails(images),
         _checks_html(card),
         _progress_html(card),
         _draft_html(card),
