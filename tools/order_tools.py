@@ -175,6 +175,13 @@ def _note_details(ctx: ToolContext, order: Order) -> None:
             ctx.order_details.setdefault(value.strip(), kind)
 
 
+async def _unknown_to_anyone(backend: OrderBackend, ctx: ToolContext) -> bool:
+    """Whether "no such order" may be said of a missing order: to a verified asker, with the
+    identity checks off, or when the store holds no orders at all (nothing to reveal then).
+    Otherwise an unverified asker hears "verification needed" either way (no probing for ids)."""
+    return bool(ctx.verified_customer_id) or not ctx.identity_checks or await backend.holds_no_orders()
+
+
 def _verification_needed(ctx: ToolContext, order_id: str, order: Order | None, *, status: bool) -> ToolResult:
     shown = order.order_id if order is not None else order_id.strip()
     data: dict[str, Any] = {"order_id": shown, "verification": "needed", "note": VERIFICATION_NOTE}
@@ -219,7 +226,7 @@ class GetOrderStatus(Tool):
         order_id = _expect(args, OrderIdArgs).order_id
         found = await self._backend.get_order(order_id)
         if found is None or not owns(ctx, found):
-            if found is None and (ctx.verified_customer_id or not ctx.identity_checks):
+            if found is None and await _unknown_to_anyone(self._backend, ctx):
                 raise ToolError("not_found", f"No order with id {order_id.strip()}")
             return _verification_needed(ctx, order_id, found, status=True)
         order = found
@@ -286,7 +293,7 @@ class CheckRefundEligibility(Tool):
         order_id = _expect(args, OrderIdArgs).order_id
         found = await self._backend.get_order(order_id)
         if found is None or not owns(ctx, found):
-            if found is None and (ctx.verified_customer_id or not ctx.identity_checks):
+            if found is None and await _unknown_to_anyone(self._backend, ctx):
                 raise ToolError("not_found", f"No order with id {order_id.strip()}")
             return _verification_needed(ctx, order_id, found, status=False)
         order = found
@@ -351,7 +358,7 @@ class ProposeRefund(Tool):
     async def run(self, args: BaseModel, ctx: ToolContext) -> ToolResult:
         a = _expect(args, ProposeRefundArgs)
         found = await self._backend.get_order(a.order_id)
-        if found is None and ctx.identity_checks and not ctx.verified_customer_id:
+        if found is None and not await _unknown_to_anyone(self._backend, ctx):
             return _verification_needed(ctx, a.order_id, None, status=False)
         order = found if found is not None else await _find(self._backend, a.order_id)
         mine = owns(ctx, order)

@@ -29,8 +29,9 @@ from adapters.playground.handlers import PageHandlers, PolicyEditor
 from adapters.playground.report import STYLESHEET_PATH, ReportPage
 from adapters.playground.settings import PlaygroundSettings
 from adapters.playground.state import PLATFORM, ChatLine, PlaygroundState, now
+from bot.domain.states import ConversationOwner
 from bot.events import Actor, ThreadRef
-from bot.ports import Core, ReviewCard
+from bot.ports import CardState, Core, ReviewCard
 from bot.secret_values import configured_secrets
 from bot.settings import Settings
 
@@ -112,11 +113,13 @@ class PlaygroundPlatform:
         return [
             web.get("/", guard(pages.page)),
             web.get("/playground/static/{name}", guard(pages.static)),
+            web.get("/playground/image/{image_id}", guard(pages.image)),
             web.get("/playground/api/state", guard(pages.state)),
             web.get("/playground/api/edit/{draft_id}", guard(pages.edit)),
             web.post("/playground/api/message", guard(pages.message)),
             web.post("/playground/api/thread", guard(pages.thread)),
             web.post("/playground/api/decide", guard(pages.decide)),
+            web.post("/playground/api/reply", guard(pages.reply)),
             web.post("/playground/api/orders", guard(pages.orders)),
             web.post("/playground/api/policy/check", guard(policy.check)),
             web.post("/playground/api/policy/apply", guard(policy.apply)),
@@ -126,6 +129,8 @@ class PlaygroundPlatform:
 
     async def start(self, core: Core) -> None:
         self._core = core
+        if self.with_desk:  # the cards of before a restart, rebuilt from the database
+            await core.reshow_cards(self.name)
         where = f"http://localhost:{self.settings.port}/"
         if self.token:
             log.info("the playground is at %s?token=… (PLAYGROUND_TOKEN)", where)
@@ -172,7 +177,7 @@ class PlaygroundPlatform:
         if existing is not None:
             return existing
         ref = f"card-{len(self.state.cards) + 1}-{card.draft_id[:8]}"
-        self.state.cards[ref] = card
+        self._show(ref, card)
         if idempotency_key:
             self._card_keys[idempotency_key] = ref
         await self.state.changed()
@@ -183,8 +188,18 @@ class PlaygroundPlatform:
         return self._card_keys.get(idempotency_key)
 
     async def update_card(self, ref: str, card: ReviewCard) -> None:
-        self.state.cards[ref] = card
+        self._show(ref, card)
         await self.state.changed()
+
+    def _show(self, ref: str, card: ReviewCard) -> None:
+        """Keep the card; its thread stops waiting once a draft (or a human) answers it."""
+        self.state.cards[ref] = card
+        if card.thread is None:
+            return
+        thread = self.state.thread(card.thread)
+        done = card.state not in (CardState.DRAFTING, CardState.SUPERSEDED)
+        if done or card.conversation.owner is ConversationOwner.HUMAN:
+            thread.drafting = ""
 
     async def post_notice(self, text: str) -> None:
         self.state.notices.append(text)

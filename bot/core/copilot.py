@@ -37,6 +37,7 @@ from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
 from bot.settings import Settings
 from bot.store import Database, utcnow
+from bot.store import drafts as draft_rows
 from tools import ToolRegistry
 from tools.orders import OrderBackend
 
@@ -210,6 +211,15 @@ class Copilot:
     async def report(self, since: timedelta) -> Report:
         async with self.db.read() as conn:
             return await gather(conn, since, utcnow())
+
+    async def reshow_cards(self, desk: str, limit: int = 30) -> int:
+        """Show the newest cards on ``desk`` again as they are now (a desk kept in memory, the
+        playground, after a restart); returns how many."""
+        async with self.db.read() as conn:
+            drafts = await draft_rows.cards_on_desk(conn, desk, limit)
+        for draft_id in drafts:
+            await self.publisher.refresh(draft_id)
+        return len(drafts)
 
     # -- hand-offs between rooms ----------------------------------------------------------
 

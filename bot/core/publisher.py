@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 
 from bot import metrics
 from bot.cards import build_card
@@ -72,13 +73,14 @@ class CardPublisher:
             metrics.platform_error(desk.name, "post_card")
             return None
 
-    async def show_progress(self, ref: str, source: CardSource) -> None:
-        """The draft so far on its open card (best effort: the final card follows anyway)."""
+    async def show_progress(self, ref: str, source: CardSource, steps: tuple[str, ...] = ()) -> None:
+        """The draft so far, and the steps drafting took, on its open card (best effort: the
+        final card follows anyway)."""
         desk = self.desk
         if desk is None:
             return
         try:
-            await desk.update_card(ref, self.card(source, desk.name))
+            await desk.update_card(ref, replace(self.card(source, desk.name), progress=steps))
         except PlatformError as exc:
             log.warning("updating the forming card of draft %s failed: %s", source.draft_id, exc)
             metrics.platform_error(desk.name, "update_card")

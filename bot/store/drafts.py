@@ -255,6 +255,20 @@ async def cards_missing(conn: AsyncConnection, now: datetime, limit: int) -> lis
     return [str(r) for r in rows.scalars()]
 
 
+async def cards_on_desk(conn: AsyncConnection, desk: str, limit: int) -> list[str]:
+    """The newest drafts whose card is on ``desk``, oldest first (a desk that forgot its cards
+    in a restart shows them again)."""
+    newest = (
+        select(d.id, d.created_at)
+        .where(d.card_desk == desk, d.card_ref != "")
+        .order_by(d.created_at.desc())
+        .limit(limit)
+        .subquery()
+    )
+    rows = await conn.execute(select(newest.c.id).order_by(newest.c.created_at))
+    return [str(r) for r in rows.scalars()]
+
+
 async def cards_stale(conn: AsyncConnection, before: datetime, limit: int) -> list[str]:
     """Cards showing an older version than the draft's (an update that failed)."""
     rows = await conn.execute(
