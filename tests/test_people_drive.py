@@ -128,7 +128,9 @@ class Drive:
         [card] = await until(
             lambda: [c for c in self.cards()[before:] if containing in card_text(c)], f"a card for {containing!r}", WAIT
         )
-        return draft_id_of(card)
+        draft = draft_id_of(card)
+        await until(lambda: self.awaiting_review(draft), f"the draft for {containing!r} written", WAIT)
+        return draft
 
     async def pending_card(self, side: Side, thread: str) -> SlackCall:
         """The card of the thread's conversation's one draft awaiting review."""
@@ -189,6 +191,11 @@ class Drive:
                 .order_by(Draft.created_at, Draft.revision)
             )
         return {draft: DraftStatus(status) for draft, status in rows.all()}
+
+    async def awaiting_review(self, draft: str) -> bool:
+        async with self.engine.connect() as conn:
+            status = await conn.scalar(select(Draft.status).where(Draft.id == draft))
+        return status == DraftStatus.AWAITING_REVIEW
 
     async def audit(self, conversation_id: str, kind: str) -> list[str]:
         async with self.engine.connect() as conn:
@@ -412,9 +419,11 @@ async def test_people_in_the_thread_on_both_platforms_through_kill_9(drive: Driv
 
     async def a_real_question_after_it(side: Side) -> None:
         thread = threads[side.platform]
-        before = len(drive.cards())
+        before, calls = len(drive.cards()), len(kimi.completions)
         await side.customer_says(thread, "when will the second mug arrive?")
         third[side.platform] = await drive.new_card(before, "when will the second mug arrive?")
+        prompt = json.dumps(kimi.completions[calls]["messages"])
+        assert "<outsider_message>" in prompt and outsider_words in prompt, "the outsider's words are context"
         assert (await drive.conversation(side, thread)).status is ConversationStatus.OPEN
 
     await each(sides, a_real_question_after_it)
