@@ -252,6 +252,8 @@ class DeskHoursSection(_Section):
     timezone: str = "UTC"
     #: Sent (as written) to a customer who opens a conversation while the desk is closed.
     out_of_hours: Annotated[str, Field(max_length=2000)] = ""
+    #: ``out_of_hours`` per language code, chosen as the acknowledgement's is.
+    out_of_hours_texts: dict[str, Annotated[str, Field(max_length=2000)]] = Field(default_factory=dict)
     days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ("mon", "tue", "wed", "thu", "fri")
     start: dt_time = dt_time(9, 0)
     end: dt_time = dt_time(17, 0)
@@ -264,6 +266,11 @@ class DeskHoursSection(_Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)") from None
         return value
+
+    @field_validator("out_of_hours_texts")
+    @classmethod
+    def _out_of_hours_languages(cls, value: dict[str, str]) -> dict[str, str]:
+        return _language_codes(value)
 
     @model_validator(mode="after")
     def _opens_before_closing(self) -> DeskHoursSection:

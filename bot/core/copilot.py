@@ -152,7 +152,8 @@ class Copilot:
         also resumes whatever an earlier run left), the dispatcher, the retention job."""
         self.drafting.pool.start(self.settings.drafting_concurrency)
         desk = self.policy.current.desk
-        if desk.handoff_texts or desk.acknowledgement_texts:  # half a second, off the first ack
+        out_of_hours_texts = desk.hours.out_of_hours_texts if desk.hours else {}
+        if desk.handoff_texts or desk.acknowledgement_texts or out_of_hours_texts:  # half a second, off the first ack
             self.supervisor.spawn("language-model", asyncio.to_thread(language.load))
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
