@@ -132,38 +132,56 @@ def _customer_note(state: PlaygroundState, thread: Thread) -> str:
 
 
 def desk_pane(state: PlaygroundState, *, has_desk: bool) -> str:
+    """The review desk: the newest notices, a placeholder per draft being written, the cards
+    (newest first)."""
     if not has_desk:
         return '<p class="hint">Cards go to the configured review desk (Slack or Discord).</p>'
-    notices = "".join(
+    waiting = _drafting_placeholders(state)
+    cards = _cards(state)
+    if not cards and not waiting:
+        cards.append('<p class="hint" id="desk-hint">Cards appear here while the model drafts a reply.</p>')
+    return _notices(state) + "".join(waiting) + "".join(cards)
+
+
+def _notices(state: PlaygroundState) -> str:
+    first = len(state.notices) - 3
+    return "".join(
         f'<div class="notice" id="notice-{i}">{escape(text)}</div>'
         for i, text in enumerate(state.notices)
-        if i >= len(state.notices) - 3
+        if i >= first
     )
-    newest: dict[object, str] = {}
-    for ref, card in state.cards.items():
-        newest[card.thread or ref] = ref
+
+
+def _drafting_placeholders(state: PlaygroundState) -> list[str]:
+    """A placeholder for each conversation being drafted whose card has not formed yet."""
     forming = {card.thread for card in state.cards.values() if card.state is CardState.DRAFTING}
-    waiting = [
+    return [
         _drafting_placeholder(thread)
         for thread in state.threads.values()
         if thread.drafting and thread.ref not in forming
     ]
+
+
+def _cards(state: PlaygroundState) -> list[str]:
+    newest: dict[object, str] = {}
+    for ref, card in state.cards.items():
+        newest[card.thread or ref] = ref
     by_hand = {t.ref: tuple(line.text for line in t.lines if line.by_hand) for t in state.threads.values()}
     images = {(t.ref, line.text): line.images for t in state.threads.values() for line in t.lines if line.images}
-    cards = [
-        render_card(
-            ref,
-            card,
-            state.card_threads.get(ref, ()),
-            newest=newest[card.thread or ref] == ref,
-            by_hand=by_hand.get(card.thread, ()) if card.thread is not None else (),
-            images=images.get((card.thread, card.customer_text), ()) if card.thread is not None else (),
+    rendered = []
+    for ref, card in reversed(state.cards.items()):
+        thread = card.thread
+        rendered.append(
+            render_card(
+                ref,
+                card,
+                state.card_threads.get(ref, ()),
+                newest=newest[thread or ref] == ref,
+                by_hand=by_hand.get(thread, ()) if thread is not None else (),
+                images=images.get((thread, card.customer_text), ()) if thread is not None else (),
+            )
         )
-        for ref, card in reversed(state.cards.items())
-    ]
-    if not cards and not waiting:
-        cards.append('<p class="hint" id="desk-hint">Cards appear here while the model drafts a reply.</p>')
-    return notices + "".join(waiting) + "".join(cards)
+    return rendered
 
 
 def _drafting_placeholder(thread: Thread) -> str:

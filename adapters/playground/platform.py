@@ -78,8 +78,8 @@ class PlaygroundPlatform:
         self.state = PlaygroundState()
         self.with_desk = with_desk
         self._core: Core | None = None
-        self._keys: dict[str, str] = {}
-        self._card_keys: dict[str, str] = {}
+        self._chat = PlaygroundChat(self.state)
+        self._desk = PlaygroundDesk(self.state)
         self._pages = PageHandlers(self)
         self._policy = PolicyEditor(self)
         self._report = ReportPage(self)
@@ -87,12 +87,12 @@ class PlaygroundPlatform:
     # -- PlatformAdapter ------------------------------------------------------------------
 
     @property
-    def customer_channel(self) -> PlaygroundPlatform:
-        return self
+    def customer_channel(self) -> PlaygroundChat:
+        return self._chat
 
     @property
-    def review_desk(self) -> PlaygroundPlatform | None:
-        return self if self.with_desk else None
+    def review_desk(self) -> PlaygroundDesk | None:
+        return self._desk if self.with_desk else None
 
     @property
     def desk_preferred(self) -> bool:
@@ -149,43 +149,66 @@ class PlaygroundPlatform:
         self._core = None
         await self.state.close()
 
-    # -- CustomerChannel ------------------------------------------------------------------
+    @property
+    def core(self) -> Core:
+        assert self._core is not None
+        return self._core
+
+
+class PlaygroundChat:
+    """The customer side of the page (the platform's customer channel): replies land as chat
+    lines, once per idempotency key."""
+
+    platform = PLATFORM
+
+    def __init__(self, state: PlaygroundState) -> None:
+        self.state = state
+        self.keys: dict[str, str] = {}
 
     async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
-        existing = self._keys.get(idempotency_key)
+        existing = self.keys.get(idempotency_key)
         if existing is not None:
             return existing
         chat = self.state.thread(thread)
         line = ChatLine(uuid.uuid4().hex, "support", text, now(), key=idempotency_key)
         chat.lines.append(line)
         chat.pending = False
-        self._keys[idempotency_key] = line.id
+        self.keys[idempotency_key] = line.id
         await self.state.changed()
         return line.id
 
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
-        return self._keys.get(idempotency_key)
+        return self.keys.get(idempotency_key)
 
     async def show_pending(self, thread: ThreadRef) -> None:
         self.state.thread(thread).pending = True
         await self.state.changed()
 
-    # -- ReviewDesk -----------------------------------------------------------------------
+
+class PlaygroundDesk:
+    """The review desk of the page: cards, notices and the lines under a card, kept in memory
+    (a restart rebuilds them from the database through ``Core.reshow_cards``)."""
+
+    name = PLATFORM
+
+    def __init__(self, state: PlaygroundState) -> None:
+        self.state = state
+        self.keys: dict[str, str] = {}
 
     async def post_card(self, card: ReviewCard, *, idempotency_key: str = "") -> str:
-        existing = self._card_keys.get(idempotency_key) if idempotency_key else None
+        existing = self.keys.get(idempotency_key) if idempotency_key else None
         if existing is not None:
             return existing
         ref = f"card-{len(self.state.cards) + 1}-{card.draft_id[:8]}"
         self._show(ref, card)
         if idempotency_key:
-            self._card_keys[idempotency_key] = ref
+            self.keys[idempotency_key] = ref
         await self.state.changed()
         return ref
 
     async def find_card(self, idempotency_key: str) -> str | None:
         """A card already posted with this key (the rebuilt core's crash recovery asks)."""
-        return self._card_keys.get(idempotency_key)
+        return self.keys.get(idempotency_key)
 
     async def update_card(self, ref: str, card: ReviewCard) -> None:
         self._show(ref, card)
@@ -209,8 +232,3 @@ class PlaygroundPlatform:
         tag = f"@{on_call} " if on_call else ""
         self.state.card_threads.setdefault(ref, []).append(f"{tag}{text}")
         await self.state.changed()
-
-    @property
-    def core(self) -> Core:
-        assert self._core is not None
-        return self._core
