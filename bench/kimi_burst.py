@@ -106,7 +106,8 @@ async def run(
     limiter: AccountLimiter,
 ) -> RunResult:
     async with FakeKimi(api_key=KEY) as kimi:
-        kimi.max_concurrency, kimi.rpm, kimi.limit_window, kimi.latency = concurrency, rpm, window, latency
+        kimi.limits.max_concurrency, kimi.limits.rpm, kimi.limits.limit_window = concurrency, rpm, window
+        kimi.latency = latency
         client = KimiClient(kimi.base_url, SecretStr(KEY), limiter=limiter, max_retries=4)
         agent = DraftingAgent(client)
         tools = ToolRegistry([_OrderStatus()])
@@ -148,11 +149,11 @@ async def run(
             label,
             max(ended),
             ideal_schedule(questions, CALLS_PER_DRAFT, concurrency, rpm, latency, window),
-            kimi.rate_limited,
+            kimi.limits.rate_limited,
             failed,
             percentile(waits, 50),
             percentile(waits, 99),
-            kimi.max_in_flight,
+            kimi.limits.max_in_flight,
         )
 
 

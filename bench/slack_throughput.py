@@ -482,7 +482,7 @@ def report(
         ],
         ["last Kimi answer -> card at Slack", f"{fmt_ms(median(after_kimi))} / {fmt_ms(percentile(after_kimi, 99))}"],
         ["Kimi calls per event (mean)", f"{sum(calls) / len(calls):.2f}" if calls else "n/a"],
-        ["peak concurrent Kimi calls seen by the fake", str(kimi.max_in_flight)],
+        ["peak concurrent Kimi calls seen by the fake", str(kimi.limits.max_in_flight)],
         [
             "bot CPU during the load (s, % of one core)",
             f"{bot_cpu:.1f} s, {100 * bot_cpu / wall:.0f} %" if wall else "n/a",

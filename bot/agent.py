@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 MAX_TOOL_RESULT_CHARS = 6000
 
 UsageSink = Callable[[str, Usage], None]
+#: Hears each tool call as it starts: ``(tool name, its JSON arguments)`` (progress on a forming card).
+StepSink = Callable[[str, str], None]
 
 
 class CallGate(Protocol):
@@ -115,6 +117,7 @@ class DraftingAgent:
         tools: ToolRegistry,
         on_usage: UsageSink,
         on_delta: DeltaSink | None = None,
+        on_step: StepSink | None = None,
         gate: CallGate | None = None,
     ) -> DraftResult:
         """Draft a reply. ``on_usage(model, usage)`` hears about every model call as it returns,
@@ -126,9 +129,17 @@ class DraftingAgent:
         was retired while the bot runs.
         Quota, content filter and key errors are raised as they are (a fallback on the same
         account cannot fix them). ``on_delta(text_so_far)`` sees each model call's answer as it
-        streams (a tool-calling step streams little or nothing; the final answer streams in full)."""
+        streams (a tool-calling step streams little or nothing; the final answer streams in full);
+        ``on_step(name, arguments)`` each tool call as it starts."""
         run = functools.partial(
-            self._run, limits=limits, context=context, tools=tools, on_usage=on_usage, on_delta=on_delta, gate=gate
+            self._run,
+            limits=limits,
+            context=context,
+            tools=tools,
+            on_usage=on_usage,
+            on_delta=on_delta,
+            on_step=on_step,
+            gate=gate,
         )
         try:
             try:
@@ -156,6 +167,7 @@ class DraftingAgent:
         tools: ToolRegistry,
         on_usage: UsageSink,
         on_delta: DeltaSink | None = None,
+        on_step: StepSink | None = None,
         gate: CallGate | None = None,
     ) -> DraftResult:
         conversation = list(messages)
@@ -203,6 +215,8 @@ class DraftingAgent:
                         "This exact call was already made; use its earlier result and answer.",
                     )
                 else:
+                    if on_step is not None:
+                        on_step(call.name, call.arguments or "")
                     record = await self._run_tool(call, tools, limits, context, result)
                     content = record.result
                     seen_calls[signature] = content

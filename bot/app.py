@@ -103,14 +103,15 @@ class Supportbot:
                 continue
             if platform is not None:
                 self.platforms.append(platform)
+        chat = self.settings.platforms.values()
         if not self.platforms and not half_configured:
             problems.append(
-                "no platform is configured: set SLACK_BOT_TOKEN and friends, or DISCORD_BOT_TOKEN"
+                f"no platform is configured: set {', or '.join(p.enabled_by for p in chat if p.enabled_by)}"
                 " (or PLAYGROUND_ENABLED=true for the local playground)"
             )
         desks = [p.review_desk for p in self.platforms if p.review_desk is not None]
         if self.platforms and not desks:
-            problems.append("no review desk: set SLACK_REVIEW_CHANNEL (or DISCORD_REVIEW_CHANNEL)")
+            problems.append(f"no review desk: set {' or '.join(p.desk_set_by for p in chat if p.desk_set_by)}")
         if problems:
             raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
 

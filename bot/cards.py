@@ -81,6 +81,8 @@ def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard
         flags=draft.guard_flags,
         conversation=conversation_view(conversation, draft.status, source.customer_wrote),
         overdue=source.overdue if draft.status is DraftStatus.AWAITING_REVIEW else "",
+        thread=conversation.thread,
+        edited=draft.edited_text is not None,
     )
 
 

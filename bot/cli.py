@@ -6,7 +6,8 @@
 CONVERSATION`` prints a conversation's audit trail; ``forget --customer ID | --account ACCOUNT`` erases one
 person everywhere. Adapters add their own commands through the
 ``supportbot.commands`` entry-point group (e.g. ``supportbot discord invite-url``).
-``conversations`` lists recent conversations with their state.
+``conversations`` lists recent conversations with their state; ``report`` shows what the team learns
+(decision rates, timings, edit distances, cost; ``--html FILE`` with charts).
 
 Exit codes: 0 ok, 1 runtime failure (a database that is down, a rejected file, no such
 conversation), 2 usage (a wrong command line), 3 configuration (settings, policy file,
@@ -262,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.evaluation.cli import register as register_eval  # supportbot eval (issue 9)
 
     register_eval(commands)
+    from bot.insight.cli import register as register_report  # supportbot report (issue 21)
+
+    register_report(commands)
     register_llm_commands(commands)  # costs, models, knowledge
     add_conversations_command(commands)
     for ep in entry_points(group="supportbot.commands"):

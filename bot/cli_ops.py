@@ -24,6 +24,7 @@ from bot.domain.states import (
 from bot.errors import SupportbotError
 
 if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
     from sqlalchemy.ext.asyncio import AsyncSession
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
@@ -58,17 +59,13 @@ def _shown_default(value: object) -> str:
 
 
 def settings_help() -> str:
-    """Every setting with its default, for the ``run`` command's help."""
-    from pydantic import SecretStr
+    """Every setting with its default, for the ``run`` command's help: the core's, then each
+    installed platform's own (:func:`bot.settings.platform_settings_classes`)."""
+    from bot.settings import Settings, platform_settings_classes
 
-    from bot.settings import Settings
-
-    rows: list[tuple[str, str, str]] = []
-    for name, field in Settings.model_fields.items():
-        default = field.default
-        secret = "SecretStr" in str(field.annotation) or isinstance(default, SecretStr)
-        shown = "" if default is None or secret else _shown_default(default)
-        rows.append((name.upper(), shown, (field.description or "") + (" (secret)" if secret else "")))
+    rows = _setting_rows(Settings)
+    for kind in platform_settings_classes().values():
+        rows.extend(_setting_rows(kind, kind.variable("")))
     rows.extend(OTHER_SETTINGS)
     width = max(len(name) for name, _, _ in rows)
     lines = ["settings (environment variables, a .env file, or files in SUPPORTBOT_SECRETS_DIR):"]
@@ -79,6 +76,19 @@ def settings_help() -> str:
     lines.append("With only MOONSHOT_API_KEY set, the playground opens on http://localhost:8080/.")
     lines.append("exit codes: 0 ok, 1 runtime failure, 2 usage, 3 configuration")
     return "\n".join(lines)
+
+
+def _setting_rows(settings: type[BaseSettings], prefix: str = "") -> list[tuple[str, str, str]]:
+    """(variable, default as shown, description) of every field of ``settings``; a secret shows no default."""
+    from pydantic import SecretStr
+
+    rows: list[tuple[str, str, str]] = []
+    for name, field in settings.model_fields.items():
+        default = field.default
+        secret = "SecretStr" in str(field.annotation) or isinstance(default, SecretStr)
+        shown = "" if default is None or secret else _shown_default(default)
+        rows.append((prefix + name.upper(), shown, (field.description or "") + (" (secret)" if secret else "")))
+    return rows
 
 
 class CommandParser(argparse.ArgumentParser):

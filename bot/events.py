@@ -16,6 +16,16 @@ class MessageKind(StrEnum):
     FOLLOW_UP = "follow-up"
 
 
+class Place(StrEnum):
+    """Who can read a conversation's thread, as the adapter sees it: ``public`` when people other
+    than the customer and the shop may read it (a public Slack channel, a Slack Connect channel, a
+    Discord server's channel or public thread), ``private`` when only they can (a direct message,
+    a private channel or group, a private thread). The core decides what may be said where."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
 @dataclass(frozen=True, slots=True)
 class ThreadRef:
     """One conversation: a thread on one platform.
@@ -84,6 +94,9 @@ class InboundMessage:
     is ignored. ``location`` is a human-readable "where" for the review card, e.g.
     ``"Slack · #support"`` or ``"Discord · Acme · #help · @kim"``.
 
+    ``place``: who can read the thread (:class:`Place`); an adapter that cannot tell says public,
+    the safe side.
+
     ``edited`` marks the platform telling of an edit: ``message_id`` names the message as first
     sent and ``text`` is its new text (Slack's ``message_changed``, or an ``app_mention``
     re-sent with ``edited``; Discord's MESSAGE_UPDATE). The core decides what an edit changes.
@@ -99,6 +112,7 @@ class InboundMessage:
     attachments: tuple[Attachment, ...] = ()
     location: str = ""
     edited: bool = False
+    place: Place = Place.PUBLIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +177,16 @@ class Vote(StrEnum):
 
     UP = "up"
     DOWN = "down"
+
+    @property
+    def score(self) -> int:
+        """The vote as a reply feedback score (:mod:`bot.domain.feedback`): +1 or -1."""
+        return 1 if self is Vote.UP else -1
+
+    @classmethod
+    def of_score(cls, score: int) -> Vote:
+        """The vote a stored reply score (+1 or -1) stands for."""
+        return cls.UP if score > 0 else cls.DOWN
 
 
 @dataclass(frozen=True, slots=True)

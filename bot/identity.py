@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot import public_places
 from bot.events import Author
 from bot.policy import IdentitySection, Policy
 from bot.store import AuditEvent, Database, utcnow
@@ -174,8 +175,9 @@ class AttemptLedger:
 def tool_context(
     conversation: Conversation, policy: Policy, identity: Identity, attempts: AttemptLedger | None = None
 ) -> ToolContext:
-    """The tools' context for one draft: the refund rules, who asks, who is verified, and where
-    failed checks are counted across conversations."""
+    """The tools' context for one draft: the refund rules, who asks, who is verified, where
+    failed checks are counted across conversations, and whether order details stay out of a
+    public place (:mod:`bot.public_places`)."""
     r, rules = policy.refunds, policy.identity
     return ToolContext(
         conversation_id=conversation.id,
@@ -196,6 +198,7 @@ def tool_context(
         max_verify_attempts=rules.max_attempts,
         verification_in_conversation=rules.in_conversation,
         attempts=attempts,
+        public_place=public_places.withholds(conversation.place, rules),
     )
 
 

@@ -167,9 +167,11 @@ class _DropHarmless(logging.Filter):
 
 
 def secret_values(settings: Settings) -> list[str]:
+    """Every secret value to keep out of the logs: the core's, each platform's, and the environment's."""
     return [
         value.get_secret_value()
-        for value in vars(settings).values()
+        for source in (settings, *settings.platforms.values())
+        for value in vars(source).values()
         if isinstance(value, SecretStr) and value.get_secret_value()
     ] + [value for name, value in os.environ.items() if name.endswith(("_TOKEN", "_SECRET", "_KEY")) and value]
 

@@ -150,7 +150,14 @@ class IdentitySection(_Section):
     fails). ``profile_email_outside_workspace``: in a Slack Connect channel, whether a customer
     from another organisation (not of the workspace that installed the bot) is verified by the
     profile e-mail their own organisation sets (default no: only the installing workspace's
-    members are)."""
+    members are).
+
+    ``public_places``: what happens to a verified customer's order details (address, items,
+    amounts, e-mail, tracking) in a place others can read (:class:`bot.events.Place`):
+    ``"flag"`` (the default) lets the tools show them to the model and flags the card when the
+    draft repeats them ("verified order details in a public channel"), so the agent decides before
+    Approve; ``"withhold"`` keeps them from the model there (an order's status and expected
+    delivery only) and removes any that still appear in the draft, whatever the model wrote."""
 
     linked_accounts: bool = True
     profile_email: bool = False
@@ -161,6 +168,7 @@ class IdentitySection(_Section):
     attempt_window_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
     lockout_minutes: Annotated[float, Field(gt=0, le=24 * 60 * 30)] = 60.0
     unverified_may_see: Literal["nothing", "status"] = "nothing"
+    public_places: Literal["flag", "withhold"] = "flag"
 
 
 class ApproversSection(_Section):
@@ -244,6 +252,8 @@ class DeskHoursSection(_Section):
     timezone: str = "UTC"
     #: Sent (as written) to a customer who opens a conversation while the desk is closed.
     out_of_hours: Annotated[str, Field(max_length=2000)] = ""
+    #: ``out_of_hours`` per language code, chosen as the acknowledgement's is.
+    out_of_hours_texts: dict[str, Annotated[str, Field(max_length=2000)]] = Field(default_factory=dict)
     days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ("mon", "tue", "wed", "thu", "fri")
     start: dt_time = dt_time(9, 0)
     end: dt_time = dt_time(17, 0)
@@ -256,6 +266,11 @@ class DeskHoursSection(_Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)") from None
         return value
+
+    @field_validator("out_of_hours_texts")
+    @classmethod
+    def _out_of_hours_languages(cls, value: dict[str, str]) -> dict[str, str]:
+        return _language_codes(value)
 
     @model_validator(mode="after")
     def _opens_before_closing(self) -> DeskHoursSection:

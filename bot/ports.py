@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from bot.errors import PolicyError
+    from bot.insight.figures import Report
     from bot.settings import Settings
 
 
@@ -109,10 +110,22 @@ class ReviewCard:
     # SLA (issue 19 point 7): set once the card waited twice the first-response time undecided
     # ("Overdue: waiting 12 min"); the adapter shows it prominently.
     overdue: str = ""
+    #: The customer thread the card's draft answers (an adapter that is its own customer channel,
+    #: the playground, finds the conversation again by it; chat desks link to it).
+    thread: ThreadRef | None = None
+    #: What drafting has done so far on a card still being drafted ("looking up order #W2611340").
+    progress: tuple[str, ...] = ()
+    #: The agent rewrote the draft before approving (``draft_text`` is their text).
+    edited: bool = False
 
     @property
     def actionable(self) -> bool:
         return self.state is CardState.AWAITING_REVIEW
+
+    @property
+    def retryable(self) -> bool:
+        """A failed draft may be drafted again (Regenerate on a failed card: "Retry")."""
+        return self.state is CardState.FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,10 +302,21 @@ class Core(Protocol):
         ephemeral answer to the clicker (an agent or outsider is refused; empty: say nothing)."""
         ...
 
+    async def reshow_cards(self, desk: str, limit: int = 30) -> int:
+        """Update the newest ``limit`` cards on the desk named ``desk`` to what they are now, with
+        their stored references (a desk that keeps its cards in memory, the playground, shows them
+        again after a restart). Returns how many."""
+        ...
+
     async def reload_policy(self) -> PolicyError | None:
         """Take up an edited policy file now rather than at the next poll (the playground's
         policy editor). None when the file's policy is in force; else why it was refused (the
         previous policy stays)."""
+        ...
+
+    async def report(self, since: timedelta) -> Report:
+        """What the team learns over the last ``since`` (``supportbot report``'s figures), for a
+        page the adapter serves (the playground's ``/report``)."""
         ...
 
 

@@ -1,11 +1,12 @@
 """The configured secrets, by name, so that no file holding one is handed to Kimi or indexed.
 
-Every :class:`pydantic.SecretStr` setting of the core (``MOONSHOT_API_KEY``, ``SLACK_*``,
-``DISCORD_BOT_TOKEN``, ``ORDERS_API_TOKEN``) and every variable whose name says it is a secret
-(``…_TOKEN``, ``…_SECRET``, ``…_KEY``, ``…_PASSWORD``) in the environment, the ``.env`` file and
-the secrets directory: the adapters read their own secrets (``PLAYGROUND_TOKEN``), which the core
-does not import, and their names give them away. Values shorter than :data:`MIN_SECRET_CHARS`
-are left out (they would match ordinary text and are no real secret anyway).
+Every :class:`pydantic.SecretStr` setting of the core (``MOONSHOT_API_KEY``, ``ORDERS_API_TOKEN``)
+and of each platform's settings (``SLACK_BOT_TOKEN``, ``DISCORD_BOT_TOKEN``: :attr:`Settings.platforms`),
+and every variable whose name says it is a secret (``…_TOKEN``, ``…_SECRET``, ``…_KEY``,
+``…_PASSWORD``) in the environment, the ``.env`` file and the secrets directory: an adapter's
+secrets read apart from the settings (``PLAYGROUND_TOKEN``) give themselves away by their names.
+Values shorter than :data:`MIN_SECRET_CHARS` are left out (they would match ordinary text and are
+no real secret anyway).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def configured_secrets(settings: Settings | None = None, env_file: Path = Path("
             value = getattr(settings, name)
             if isinstance(value, SecretStr):
                 found[name.upper()] = value.get_secret_value()
+        for platform in settings.platforms.values():
+            for name in type(platform).model_fields:
+                value = getattr(platform, name)
+                if isinstance(value, SecretStr):
+                    found[platform.variable(name)] = value.get_secret_value()
     from_file = dotenv_values(env_file) if env_file.is_file() else {}
     for name, value in [*from_file.items(), *os.environ.items(), *_secrets_dir().items()]:
         if value and SECRET_NAME.search(name):

@@ -2,22 +2,102 @@
 
 The variable names are part of the interface (see README): operators and tests rely on them.
 Secrets are :class:`pydantic.SecretStr` and never logged.
+
+The core's own settings are :class:`Settings`. A platform adapter owns its settings (``SLACK_*``,
+``DISCORD_*``): a :class:`PlatformSettings` subclass it registers in the ``supportbot.settings``
+entry-point group under its platform's name, as it registers its factory in
+``supportbot.platforms``. :class:`Settings` reads every registered one from the same sources, so
+the core lists them (``supportbot run --help``) and asks them the questions it has of every
+platform (which workspaces are served, where the review desk is) without naming a platform.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
 
 DEFAULT_SECRETS_DIR = "/run/secrets"
+#: Where the settings are read from (pydantic-settings' init arguments), shared by the core's and the platforms'.
+_SOURCES = ("_env_file", "_env_file_encoding", "_secrets_dir")
+
+_P = TypeVar("_P", bound="PlatformSettings")
+
+
+class PlatformSettings(BaseSettings):
+    """A platform adapter's own settings. A subclass sets ``env_prefix`` (``SLACK_``) in its
+    ``model_config``; each field reads the variable prefix + name from the environment, the same
+    ``.env`` file and the same secrets directory as :class:`Settings`."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+
+    #: What an operator sets to enable the platform, as a start-up error tells them.
+    enabled_by: ClassVar[str] = ""
+    #: What an operator sets to put the review desk on the platform.
+    desk_set_by: ClassVar[str] = ""
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of ``field`` (``bot_token`` on Slack is ``SLACK_BOT_TOKEN``)."""
+        return (str(cls.model_config.get("env_prefix") or "") + field).upper()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the operator configured this platform (set any of its credentials)."""
+        return False
+
+    @property
+    def hosts_review_desk(self) -> bool:
+        """Whether the operator put the review desk on this platform: another platform's adapter
+        then needs no review channel of its own."""
+        return False
+
+    def serves(self, workspace: str) -> bool:
+        """Whether the operator lets the bot serve ``workspace`` (a thread's
+        :attr:`~bot.events.ThreadRef.workspace` on this platform): the platform's allowlist."""
+        return True
+
+    def require(self, platform: str, fields: list[str]) -> None:
+        """Raise one ConfigError naming the variable of every field in ``fields`` that is not set."""
+        missing = [self.variable(name) for name in fields if not getattr(self, name)]
+        if missing:
+            raise ConfigError(f"{platform} is enabled but these settings are missing: {', '.join(missing)}")
+
+
+@functools.cache
+def platform_settings_classes() -> Mapping[str, type[PlatformSettings]]:
+    """Every installed adapter's settings class, by platform name (``supportbot.settings``)."""
+    found: dict[str, type[PlatformSettings]] = {}
+    for point in sorted(entry_points(group="supportbot.settings"), key=lambda p: p.name):
+        kind = point.load()
+        if not (isinstance(kind, type) and issubclass(kind, PlatformSettings)):
+            raise TypeError(f"supportbot.settings entry point {point.name!r} is not a PlatformSettings class")
+        found[point.name] = kind
+    return found
+
+
+def listed(value: str) -> frozenset[str]:
+    """A list setting (comma- or space-separated ids) as its items."""
+    return frozenset(value.replace(",", " ").split())
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> str:
+    """A pydantic error as one line naming each variable: ``DISCORD_PENDING_INDICATOR: must be …``."""
+    return "; ".join(
+        f"{prefix.upper()}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+    )
 
 
 class Settings(BaseSettings):
-    """Every setting the bot reads. Field names map to upper-case environment variables."""
+    """The core's settings. Field names map to upper-case environment variables; the platforms'
+    own settings come with them (:meth:`platform`, :attr:`platforms`)."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -25,6 +105,40 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
     )
+
+    _platforms: dict[str, PlatformSettings] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        """``values`` as pydantic-settings takes them; a value named by a platform's variable
+        (``slack_bot_token=…``) goes to that platform's settings. An invalid platform value is a
+        :class:`ConfigError` naming its variable."""
+        sources = {key: values[key] for key in _SOURCES if key in values}
+        own: dict[str, dict[str, Any]] = {}
+        for name, kind in platform_settings_classes().items():
+            prefix = str(kind.model_config.get("env_prefix") or "").lower()
+            own[name] = {
+                key[len(prefix) :].lower(): values.pop(key)
+                for key in list(values)
+                if prefix and key.lower().startswith(prefix) and key[len(prefix) :].lower() in kind.model_fields
+            }
+        super().__init__(**values)
+        for name, kind in platform_settings_classes().items():
+            try:
+                self._platforms[name] = kind(**sources, **own[name])
+            except ValidationError as exc:
+                raise ConfigError("invalid settings: " + _problems(exc, kind.variable(""))) from None
+
+    @property
+    def platforms(self) -> Mapping[str, PlatformSettings]:
+        """Every installed platform's settings, by platform name (``slack``, ``discord``)."""
+        return dict(self._platforms)
+
+    def platform(self, kind: type[_P]) -> _P:
+        """The settings of the platform whose class is ``kind``."""
+        for found in self._platforms.values():
+            if isinstance(found, kind):
+                return found
+        raise LookupError(f"{kind.__name__} is not installed (the supportbot.settings entry points)")
 
     moonshot_api_key: SecretStr | None = Field(None, description="Kimi API key (required)")
     kimi_base_url: str = Field(
@@ -93,41 +207,6 @@ class Settings(BaseSettings):
     drafting_concurrency: int = Field(32, description="drafts written at once (the backlog waits in SQL)")
     delivery_concurrency: int = Field(8, description="replies posted at once (in order within a thread)")
 
-    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token xoxb-… (enables Slack)")
-    slack_signing_secret: SecretStr | None = Field(None, description="Slack signing secret (HTTP mode)")
-    slack_app_token: SecretStr | None = Field(
-        None, description="Slack app token xapp-…: Socket Mode instead of HTTP mode"
-    )
-    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API (a proxy, or a test server)")
-    slack_review_channel: str | None = Field(None, description="Slack channel id where agents review drafts")
-    slack_files_url: str = Field(
-        "https://files.slack.com", description="where Slack serves files; the bot token is sent there and nowhere else"
-    )
-
-    discord_bot_token: SecretStr | None = Field(None, description="Discord bot token (enables Discord)")
-    discord_api_url: str = Field(
-        "https://discord.com/api/v10", description="Discord REST API; the gateway URL is taken from it"
-    )
-    discord_review_channel: str | None = Field(
-        None, description="Discord staff channel id to review drafts in instead of Slack"
-    )
-    discord_pending_indicator: str = Field(
-        "reaction", description="what the customer sees while a draft waits: reaction, typing or none"
-    )
-    discord_cdn_urls: str = Field(
-        "https://cdn.discordapp.com https://media.discordapp.net",
-        description="Discord's CDN origins (space- or comma-separated), the only hosts attachments come from",
-    )
-
-    slack_workspace_allowlist: str = Field(
-        "",
-        description="Slack team ids (T…, comma-separated) whose messages are served; empty serves every workspace",
-    )
-    discord_guild_allowlist: str = Field(
-        "", description="Discord server (guild) ids, comma-separated, whose messages are served; empty serves every one"
-    )
-    discord_allow_dms: bool = Field(True, description="serve direct messages to the Discord bot")
-
     orders_backend: str = Field("sql", description="sql (the embedded order store) or http (your shop's API)")
     orders_api_url: str | None = Field(None, description="the shop API for ORDERS_BACKEND=http")
     orders_api_token: SecretStr | None = Field(None, description="the shop API's bearer token")
@@ -172,13 +251,6 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
-    @field_validator("discord_pending_indicator")
-    @classmethod
-    def _indicator(cls, value: str) -> str:
-        if value not in {"reaction", "typing", "none"}:
-            raise ValueError("must be one of: reaction, typing, none")
-        return value
-
     @field_validator("orders_backend")
     @classmethod
     def _backend(cls, value: str) -> str:
@@ -193,12 +265,6 @@ class Settings(BaseSettings):
             raise ValueError("must differ from PORT (leave it unset to serve /metrics on PORT)")
         return value
 
-    def require(self, platform: str, names: list[str]) -> None:
-        """Raise one ConfigError naming every missing variable of an enabled platform."""
-        missing = [name.upper() for name in names if not getattr(self, name)]
-        if missing:
-            raise ConfigError(f"{platform} is enabled but these settings are missing: {', '.join(missing)}")
-
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment, ``.env`` and the secrets directory
@@ -210,7 +276,6 @@ def load_settings(**overrides: object) -> Settings:
     if Path(secrets_dir).is_dir():
         kwargs["_secrets_dir"] = secrets_dir
     try:
-        return Settings(**kwargs)  # type: ignore[arg-type]
+        return Settings(**kwargs)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()]
-        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+        raise ConfigError("invalid settings: " + _problems(exc)) from None

@@ -58,7 +58,7 @@ async def test_an_order_question_is_answered_once_after_approval(desk: TestDesk)
     assert [lookup.name for lookup in card.lookups] == ["get_order_status"] and "1Z999AA10123456784" in card.draft_text
     assert card.actionable and desk.replies_to(said) == [], "nothing reaches the customer before approval"
 
-    assert "on its way" in await desk.approve(card, as_="agent")
+    assert "on its way" in await desk.agent("agent").approve(card)
     assert "1Z999AA10123456784" in await desk.reply_to(said)
     sent = await desk.latest(card, until=lambda c: c.state is CardState.SENT)
     assert sent.decided_by and not sent.actionable
@@ -76,11 +76,11 @@ async def test_a_refund_above_the_manager_threshold_waits_for_a_manager(desk: Te
     [proposal] = card.proposals
     assert proposal.allowed and "needs a manager" in proposal.verdict
 
-    assert "needs a manager" in await desk.approve(card, as_="agent")
+    assert "needs a manager" in await desk.agent("agent").approve(card)
     await desk.settle()
     assert await desk.refunds("40021") == [] and desk.replies_to(said) == []
 
-    await desk.approve(card, as_="mgr")
+    await desk.agent("mgr").approve(card)
     assert "refund 150.00" in await desk.reply_to(said)
     await desk.settle()
     assert await desk.refunds("40021") == [15000]
@@ -96,11 +96,11 @@ async def test_a_manager_edits_the_refund_amount_and_the_edited_reply_and_amount
     )
     said = await desk.customer("kim").says("the chair from 40021 is scratched, can I get something back?")
     card = await desk.card_for(said)
-    assert "Refused" in await desk.edit(card, "We'll refund 600.00.", refund_amount="600.00", as_="mgr")
+    assert "Refused" in await desk.agent("mgr").edit(card, "We'll refund 600.00.", refund_amount="600.00")
     await desk.settle()
     assert await desk.refunds("40021") == [] and desk.replies_to(said) == []
 
-    await desk.edit(card, "We refunded 40.00 USD.", refund_amount="40.00", as_="mgr")
+    await desk.agent("mgr").edit(card, "We refunded 40.00 USD.", refund_amount="40.00")
     assert await desk.reply_to(said) == "We refunded 40.00 USD."
     await desk.settle()
     assert await desk.refunds("40021") == [4000]
@@ -125,7 +125,7 @@ async def test_a_stranger_gets_no_refund_on_someone_elses_order(desk: TestDesk, 
     assert not proposal.allowed and "not verified as the order's owner" in proposal.verdict
     assert "Kim Lee" not in repr(card) and "Desk chair" not in repr(card)
 
-    await desk.approve(card, as_="mgr")  # the reply may go out; the refund may not
+    await desk.agent("mgr").approve(card)  # the reply may go out; the refund may not
     await desk.reply_to(said)
     await desk.settle()
     assert await desk.refunds("40021") == []

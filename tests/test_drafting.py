@@ -210,14 +210,14 @@ async def test_knowledge_files_named_by_the_policy_are_searchable(tmp_path: Path
 async def test_a_burst_of_questions_under_the_accounts_concurrency_lands_every_card_without_a_429(
     tmp_path: Path, kimi: FakeKimi
 ) -> None:
-    kimi.max_concurrency, kimi.latency = 2, 0.2
+    kimi.limits.max_concurrency, kimi.latency = 2, 0.2
     async with open_desk(tmp_path, kimi, kimi_max_concurrency=2) as desk:
         kim = desk.customer("kim")
         for n in range(6):
             await kim.says(f"question {n}: where is #W2611340?")
         cards = [await desk.card(n, timeout=30) for n in range(6)]
         assert all(card.actionable for card in cards)
-    assert kimi.rate_limited == 0 and kimi.max_in_flight <= 2
+    assert kimi.limits.rate_limited == 0 and kimi.limits.max_in_flight <= 2
 
 
 async def test_a_draft_kimi_filters_fails_with_that_reason_on_its_card(tmp_path: Path, kimi: FakeKimi) -> None:

@@ -44,7 +44,7 @@ async def answered(desk: TestDesk, kimi: FakeKimi) -> tuple[Said, str]:
     kimi.script(Reply("Your order #W2611340 is on its way."))
     said = await desk.customer("kim").says("where is my order #W2611340")
     card = await desk.card_for(said)
-    await desk.approve(card, as_="agent")
+    await desk.agent("agent").approve(card)
     await desk.reply_to(said)
     await desk.settle()
     return said, card.draft_id
@@ -107,10 +107,10 @@ async def test_an_agents_resolve_asks_the_csat_question_once_and_a_thanks_the_bo
     async with open_desk(tmp_path, kimi, policy=CSAT) as desk:
         said, _ = await answered(desk, kimi)
         card = desk.cards[0]
-        assert await desk.resolve(card, as_="agent") == "Resolved; the customer writing again reopens it."
+        assert await desk.agent("agent").resolve(card) == "Resolved; the customer writing again reopens it."
         asked = await until(lambda: desk.replies_to(said)[1:], "the CSAT question")
         assert asked == ["How did we do? Answer 1 (poor) to 5 (great)."]
-        assert await desk.resolve(card, as_="agent") == "This conversation is already resolved."
+        assert await desk.agent("agent").resolve(card) == "This conversation is already resolved."
 
         other, _ = await answered(desk, kimi)
         await desk.customer("kim").says("thanks!", after=other)

@@ -75,6 +75,30 @@ async def test_a_short_or_unsure_message_gets_the_default_texts(tmp_path: Path, 
         assert all("language" not in f for f in await facts(desk))
 
 
+CLOSED_POLICY = f"""
+[desk]
+first_response_minutes = 30
+acknowledgement = "{ACK}"
+
+[desk.hours]
+days = []
+out_of_hours = "We are closed; we answer when we open."
+
+[desk.hours.out_of_hours_texts]
+de = "Wir haben geschlossen und antworten, sobald wir öffnen."
+"""
+
+
+async def test_a_german_customer_writing_while_the_desk_is_closed_is_told_so_in_german(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    async with open_desk(tmp_path, kimi, policy=CLOSED_POLICY) as desk:
+        jonas = await desk.customer("jonas").says("Mein Paket ist kaputt angekommen, was kann ich jetzt tun?")
+        ana = await desk.customer("ana").says("ok")
+        assert await desk.reply_to(jonas) == "Wir haben geschlossen und antworten, sobald wir öffnen."
+        assert await desk.reply_to(ana) == "We are closed; we answer when we open.", "too short to tell"
+
+
 async def answered_at(desk: TestDesk, waits: list[tuple[datetime, datetime]]) -> None:
     """Move the clock of the replies sent so far: the n-th customer asked and got the answer at
     ``waits[n]`` (the rows the real flow wrote, their times rewritten)."""
@@ -106,7 +130,7 @@ async def test_the_expected_wait_is_the_median_wait_of_the_last_seven_days(
         for name in ("ana", "bo", "cy", "di", "ed"):
             said = await desk.customer(name).says("When does my order ship?")
             assert await desk.reply_to(said) == ACK.format(expected_minutes=30), "too few replies: the policy's time"
-            await desk.approve(await desk.card_for(said), as_="alice")
+            await desk.agent("alice").approve(await desk.card_for(said))
             await desk.settle()
             assert desk.replies_to(said) == [ACK.format(expected_minutes=30), "It ships today."]
 
@@ -157,7 +181,7 @@ async def test_a_reopened_conversation_is_acknowledged_once_more(tmp_path: Path,
         await desk.card_for(await kim.says("It is order #W2611340.", after=said))
         await desk.settle()
         assert desk.replies_to(said) == [told], "once per opening, not per message"
-        await desk.resolve(card, as_="alice")
+        await desk.agent("alice").resolve(card)
         await desk.latest(card, lambda c: c.conversation.status is ConversationStatus.RESOLVED)
         await desk.card_for(await kim.says("It has still not arrived, where is it?", after=said))
         await desk.settle()

@@ -90,7 +90,7 @@ async def test_forget_erases_a_customer_everywhere_while_the_bot_runs_and_says_z
         "I'm Ana Diaz (postal code 10115): my chair from order 40021 broke",
         attachments=[Attachment("receipt.png", "image/png", len(PNG), data=PNG)],
     )
-    await desk.approve(await desk.card_for(said), as_="agent")
+    await desk.agent("agent").approve(await desk.card_for(said))
     await desk.reply_to(said)
     again = await ana.says("the chair's leg is cracked, can you send a new chair?", after=said)
     open_card = await desk.card_for(again)  # awaiting review when she is forgotten

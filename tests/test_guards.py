@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.approval import refusal_at_execution
+from bot.events import Place
 from bot.ports import ReviewCard
 from bot.store import Conversation, Draft, ProposedAction, sessionmaker
 from bot.store.conversations import load_conversation
@@ -122,7 +123,7 @@ def what_the_model_saw(kimi: FakeKimi) -> str:
 async def approve_and_settle(desk: TestDesk, card: ReviewCard, user: str = "mgr") -> str:
     """An agent clicks Approve; returns what they were told once everything the decision set off
     (refunds, the reply) has run."""
-    told = await desk.approve(card, as_=user)
+    told = await desk.agent(user).approve(card)
     await desk.settle()
     return told
 
@@ -182,7 +183,8 @@ async def test_the_owner_verifies_by_name_and_postal_code(shop: TestDesk, kimi: 
 
 
 async def test_a_linked_account_is_the_customer_without_asking(shop: TestDesk, kimi: FakeKimi) -> None:
-    said = await shop.customer(KIM).says("where is my order #W2611340?")  # the fake model looks it up
+    # In a direct message: what a public place adds to the card is tests/test_public_places.py's.
+    said = await shop.customer(KIM).says("where is my order #W2611340?", place=Place.PRIVATE)  # the model looks it up
     card = await shop.card_for(said)
     assert card.identity == "Verified customer C-1 (linked account)"
     assert "1Z999AA10123456784" in what_the_model_saw(kimi)
@@ -408,7 +410,8 @@ async def test_a_draft_claiming_a_refund_that_did_not_happen_is_regenerated_once
 ) -> None:
     look_up = CallTools([("get_order_status", {"order_id": "#W2611340"})])
     kimi.script(look_up, Reply(CLAIM), look_up, Reply(CLAIM))  # the model makes the claim twice
-    card = await shop.card_for(await shop.customer(KIM).says("where is my refund for #W2611340?"))
+    said = await shop.customer(KIM).says("where is my refund for #W2611340?", place=Place.PRIVATE)  # (a DM)
+    card = await shop.card_for(said)
 
     retry_prompt = json.dumps(kimi.completions[2]["messages"])
     assert "The verification pass flagged the previous draft" in retry_prompt

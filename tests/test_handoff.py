@@ -34,18 +34,18 @@ async def test_an_escalation_tells_the_customer_once_per_opening(
         assert desk.replies_to(said) == [HANDOFF]
 
         # Handed back, the same message escalates again: the same opening, nothing more is said.
-        await desk.hand_back(card, as_="alice")
+        await desk.agent("alice").hand_back(card)
         again = await desk.card(1)
         assert "asks for a human" in again.escalation and again.conversation.owner is ConversationOwner.HUMAN
         await desk.settle()
         assert desk.replies_to(said) == [HANDOFF]
 
         # Resolved, then reopened by the customer and handed back: a new opening, told once more.
-        assert await desk.resolve(again, as_="alice") == "Resolved; the customer writing again reopens it."
+        assert await desk.agent("alice").resolve(again) == "Resolved; the customer writing again reopens it."
         await desk.latest(again, lambda c: c.conversation.status is ConversationStatus.RESOLVED)
         await kim.says("still broken, talk to a human please", after=said)
         await desk.latest(again, lambda c: c.conversation.status is ConversationStatus.OPEN)
-        await desk.hand_back(again, as_="alice")
+        await desk.agent("alice").hand_back(again)
         reopened = await desk.card(2)
         assert "asks for a human" in reopened.escalation and reopened.conversation.owner is ConversationOwner.HUMAN
         await desk.settle()

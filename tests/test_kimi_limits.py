@@ -57,7 +57,7 @@ def client(kimi: FakeKimi, limiter: AccountLimiter | None = None, **options: obj
 
 async def test_a_burst_under_known_limits_lands_every_answer_without_a_single_429(kimi: FakeKimi) -> None:
     # The account: 2 concurrent, 6 requests per 2-second window; each answer takes 0.2 s.
-    kimi.max_concurrency, kimi.rpm, kimi.limit_window, kimi.latency = 2, 6, WINDOW, 0.2
+    kimi.limits.max_concurrency, kimi.limits.rpm, kimi.limits.limit_window, kimi.latency = 2, 6, WINDOW, 0.2
     limiter = AccountLimiter(max_concurrency=2, rpm=6, tpm=10_000_000, window=WINDOW, margin=0.1)
     kimi_client = client(kimi, limiter)
     started = time.monotonic()
@@ -67,8 +67,8 @@ async def test_a_burst_under_known_limits_lands_every_answer_without_a_single_42
         await kimi_client.aclose()
     elapsed = time.monotonic() - started
     assert all(a.content for a in answers)
-    assert kimi.rate_limited == 0 and kimi_client.rate_limited == 0
-    assert kimi.max_in_flight <= 2
+    assert kimi.limits.rate_limited == 0 and kimi_client.rate_limited == 0
+    assert kimi.limits.max_in_flight <= 2
     # 12 requests at 6 per window: the second six start one window after the first six.
     assert elapsed >= WINDOW
     assert len(limiter.stats.waits) == 12 and limiter.stats.percentile(99) > 0
@@ -114,7 +114,7 @@ async def test_a_sender_with_fifty_queued_calls_does_not_hold_up_another_custome
 
 async def test_tokens_per_minute_count_the_prompt_and_max_tokens(kimi: FakeKimi) -> None:
     # Each request is charged about 2,000 tokens of max_tokens; the account allows 5,000 a window.
-    kimi.tpm, kimi.limit_window = 5000, WINDOW
+    kimi.limits.tpm, kimi.limits.limit_window = 5000, WINDOW
     limiter = AccountLimiter(max_concurrency=10, rpm=1000, tpm=5000, window=WINDOW, margin=0.1)
     kimi_client = client(kimi, limiter)
     started = time.monotonic()
@@ -122,7 +122,7 @@ async def test_tokens_per_minute_count_the_prompt_and_max_tokens(kimi: FakeKimi)
         await asyncio.gather(*(kimi_client.chat(model="kimi-k2.5", messages=ask(n), max_tokens=2000) for n in range(4)))
     finally:
         await kimi_client.aclose()
-    assert kimi.rate_limited == 0
+    assert kimi.limits.rate_limited == 0
     assert [body["max_tokens"] for body in kimi.completions] == [2000] * 4
     assert time.monotonic() - started >= WINDOW, "only two requests fit in one window"
 
@@ -131,14 +131,14 @@ async def test_a_429_for_a_limit_we_did_not_know_waits_as_kimi_says_without_spen
     kimi: FakeKimi,
 ) -> None:
     # The account is smaller than configured (another process shares it): Kimi says "wait".
-    kimi.rpm, kimi.limit_window = 2, WINDOW
+    kimi.limits.rpm, kimi.limits.limit_window = 2, WINDOW
     kimi_client = client(kimi, AccountLimiter(max_concurrency=10, rpm=1000, tpm=10_000_000), max_retries=0)
     try:
         answers = await asyncio.gather(*(kimi_client.chat(model="kimi-k2.5", messages=ask(n)) for n in range(4)))
     finally:
         await kimi_client.aclose()
     assert all(a.content for a in answers), "no answer failed although the retry budget was 0"
-    assert kimi.rate_limited >= 1 and kimi_client.limiter.stats.pauses >= 1
+    assert kimi.limits.rate_limited >= 1 and kimi_client.limiter.stats.pauses >= 1
 
 
 @pytest.mark.parametrize(
@@ -331,7 +331,7 @@ async def test_with_exact_counts_tpm_is_charged_with_kimis_own_token_count(kimi:
 
 async def test_instances_sharing_an_account_each_keep_to_their_share(kimi: FakeKimi) -> None:
     # Two instances on one account of 2 concurrent / 4 per window: each takes half.
-    kimi.max_concurrency, kimi.rpm, kimi.limit_window, kimi.latency = 2, 4, WINDOW, 0.1
+    kimi.limits.max_concurrency, kimi.limits.rpm, kimi.limits.limit_window, kimi.latency = 2, 4, WINDOW, 0.1
     shares = [AccountLimiter.shared(max_concurrency=2, rpm=4, tpm=1000, instances=2, window=WINDOW) for _ in "ab"]
     assert [(s.max_concurrency, s.rpm, s.tpm) for s in shares] == [(1, 2, 500)] * 2
     shares = [AccountLimiter.shared(max_concurrency=2, rpm=4, tpm=10**7, instances=2, window=WINDOW) for _ in "ab"]
@@ -340,7 +340,7 @@ async def test_instances_sharing_an_account_each_keep_to_their_share(kimi: FakeK
         await asyncio.gather(
             *(c.chat(model="kimi-k2.5", messages=ask(n)) for c in clients for n in range(3)), return_exceptions=False
         )
-        assert kimi.rate_limited == 0 and kimi.max_in_flight <= 2
+        assert kimi.limits.rate_limited == 0 and kimi.limits.max_in_flight <= 2
         figures = clients[0].metrics()
         assert figures["kimi_rate_limited_total"] == 0 and figures["kimi_queue_waiting"] == 0
     finally:

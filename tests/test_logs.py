@@ -15,6 +15,7 @@ import pytest
 from bot import logs
 from bot.errors import ConfigError
 from bot.policy import PolicyStore
+from bot.settings import load_settings
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.harness import KIMI_KEY, SLACK_TOKEN, running_bot, settings_for
@@ -66,6 +67,21 @@ def test_a_step_is_one_json_line_with_its_ids_and_no_secret(
     assert echoed["message"] == "a library echoed the key ***"
     assert "RuntimeError: boom with ***" in str(failed["exc"])
     assert KIMI_KEY not in output.getvalue()
+
+
+def test_a_platform_secret_from_the_secrets_directory_never_shows_in_a_log(
+    tmp_path: Path, output: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "DISCORD_BOT_TOKEN").write_text("discord-token-from-a-file-0123")
+    monkeypatch.setenv("SUPPORTBOT_SECRETS_DIR", str(secrets))
+    monkeypatch.chdir(tmp_path)
+    logs.configure_logging(load_settings(), stream=output)
+
+    log.warning("the gateway refused %s", "discord-token-from-a-file-0123")
+
+    assert output.getvalue().strip().endswith("the gateway refused ***")
 
 
 def test_text_format_keeps_the_fields_readable(tmp_path: Path, output: io.StringIO) -> None:

@@ -46,7 +46,7 @@ async def answered(desk: TestDesk, kimi: FakeKimi) -> Said:
     """Kim asks about an order, the agent approves, the reply goes out."""
     kimi.script(Reply("Your order #W2611340 is on its way."))
     said = await desk.customer("kim").says("where is my order #W2611340")
-    await desk.approve(await desk.card_for(said), as_="agent")
+    await desk.agent("agent").approve(await desk.card_for(said))
     await desk.reply_to(said)
     await desk.settle()
     return said

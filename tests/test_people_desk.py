@@ -52,9 +52,9 @@ async def test_an_agent_answering_by_hand_retires_the_draft_and_the_bot_waits_fo
     await desk.settle()
     assert len(desk.cards) == 1 and len(kimi.completions) == drafted
 
-    assert await desk.hand_back(card, as_="kim") == "You are not on the policy's approver list for drafts."
+    assert await desk.agent("kim").hand_back(card) == "You are not on the policy's approver list for drafts."
     assert (await desk.latest(card)).conversation.owner is ConversationOwner.HUMAN, "only agents decide"
-    told = await desk.hand_back(card, as_="alice")
+    told = await desk.agent("alice").hand_back(card)
     assert told == "Handed back: the bot drafts the answer to the customer's last message."
     fresh = await desk.card(1)
     assert fresh.customer_text == "thanks! can I still change the address?"
@@ -74,12 +74,12 @@ async def test_someone_else_is_context_and_claim_resolve_reopen_show_on_the_card
     await desk.settle()
     assert len(desk.cards) == 1 and (await desk.latest(card)).state is CardState.AWAITING_REVIEW
 
-    assert await desk.claim(card, as_="alice") == "Claimed: the conversation is assigned to you."
+    assert await desk.agent("alice").claim(card) == "Claimed: the conversation is assigned to you."
     assert (await desk.latest(card, lambda c: c.conversation.assignee == "alice")).actionable
-    assert await desk.resolve(card, as_="alice") == "Resolved; the customer writing again reopens it."
+    assert await desk.agent("alice").resolve(card) == "Resolved; the customer writing again reopens it."
     resolved = await desk.latest(card, lambda c: c.conversation.status is ConversationStatus.RESOLVED)
     assert resolved.conversation.actions == ()
-    assert await desk.resolve(card, as_="alice") == "This conversation is already resolved."
+    assert await desk.agent("alice").resolve(card) == "This conversation is already resolved."
 
     reopened = await desk.card_for(await kim.says("it still has not arrived", after=said))
     assert reopened.conversation.status is ConversationStatus.OPEN and reopened.conversation.assignee == "alice"

@@ -23,7 +23,7 @@ from bot.core.images import MAX_SIDE
 from tests.fakes.files import photo, sent_image_bytes, sent_images
 from tests.fakes.kimi import CallTools, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
-from tests.harness import REVIEW_CHANNEL, running_bot, settings_for, wait_until
+from tests.harness import REVIEW_CHANNEL, running_bot, settings_for, until, wait_until
 from tests.playground_support import HEADER, playground_bot
 
 
@@ -249,5 +249,51 @@ async def test_an_undecided_card_shows_its_reminder_and_then_overdue(tmp_path: P
         await client.post("/playground/api/message", data={"text": "Is anyone there?"})
         state = await state_when(client, lambda s: "This card has waited" in s["desk"])
         assert "↳ @oncall This card has waited" in state["desk"]
-        state = await state_when(client, lambda s: "⏰ Overdue: waiting" in s["desk"])
+        state = await state_when(client, lambda s: "⚑ Overdue: waiting" in s["desk"])
         assert state["desk"].count("This card has waited") == 1 and "Approve &amp; send" in state["desk"]
+
+
+async def test_retry_on_a_failed_card_is_refused_once_a_newer_draft_answers_or_a_human_does(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    async with playground_bot(tmp_path, kimi) as bot, client_for(bot) as client:
+        playground = playground_of(bot)
+
+        async def failed_card(text: str) -> str:
+            kimi.script(Reply(""))  # an empty answer: the draft fails
+            await client.post("/playground/api/message", data={"text": text})
+            card = await until(
+                lambda: next((c for c in playground.state.cards.values() if c.customer_text == text), None),
+                "the failed card",
+            )
+            assert card.retryable
+            assert (
+                f'data-action="regenerate" data-draft="{card.draft_id}">Retry'
+                in (await client.get("/playground/api/state")).json()["desk"]
+            )
+            return card.draft_id
+
+        async def decide(draft_id: str, action: str) -> dict[str, Any]:
+            answered = await client.post("/playground/api/decide", data={"draft_id": draft_id, "action": action})
+            return dict(answered.json())
+
+        # The customer wrote again: a newer draft answers, so the failed one is not drafted twice.
+        first = await failed_card("Do you ship to Canada?")
+        kimi.script(Reply("Yes, we ship to Canada."))
+        await client.post("/playground/api/message", data={"text": "Hello? Canada?"})
+        await state_when(client, lambda s: "Yes, we ship to Canada." in s["desk"])
+        assert await decide(first, "regenerate") == {
+            "ok": False,
+            "message": "A newer draft for this conversation is already on its way.",
+        }
+
+        # A human took the conversation over: the bot does not draft until it is handed back.
+        await client.post("/playground/api/thread")
+        second = await failed_card("Where is my parcel?")
+        assert (await decide(second, "take_over"))["ok"]
+        assert await decide(second, "regenerate") == {
+            "ok": False,
+            "message": "A human answers this conversation; Hand back to the bot first.",
+        }
+        customer = (await client.get("/playground/api/state")).json()["customer"]
+        assert "A person is answering this conversation." in customer

@@ -10,6 +10,7 @@ import pytest
 
 from bot.errors import PolicyError
 from bot.policy import Policy, PolicyStore, deprecations, load_policy, parse_policy
+from bot.policy_defaults import defaults_text
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.harness import REVIEW_CHANNEL, draft_id_of, running_bot, wait_until
@@ -23,6 +24,14 @@ def problems(source: str) -> list[str]:
 
 def test_a_missing_file_means_the_built_in_defaults(tmp_path: Path) -> None:
     assert load_policy(tmp_path / "absent.toml") == Policy()
+
+
+def test_the_defaults_shown_without_a_policy_file_are_the_defaults_in_force() -> None:
+    # The playground's editor starts from this text when there is no policy file: saving it
+    # unchanged must change nothing (amounts as typed, "500.00", not the cents they are kept in).
+    text = defaults_text()
+    assert 'max_amount = "500.00"' in text
+    assert parse_policy(text) == Policy()
 
 
 def test_the_example_policy_is_valid() -> None:

@@ -88,7 +88,7 @@ async def test_a_manager_approves_a_refund_it_executes_once_then_the_reply_is_po
     assert await shop.refunds("40021") == [], "a proposal moves no money"
 
     # Two managers click Approve at the same moment: one refund, one reply.
-    await asyncio.gather(shop.approve(card, as_="mgr"), shop.approve(card, as_="mgr2"))
+    await asyncio.gather(shop.agent("mgr").approve(card), shop.agent("mgr2").approve(card))
     assert "refund 150.00" in await shop.reply_to(said)
     await shop.settle()
     assert await shop.refunds("40021") == [15000]
@@ -108,7 +108,7 @@ async def test_a_prompt_injection_cannot_get_a_refund_above_the_limit(shop: Test
     assert "refused by policy" in verdict and "above the 320.00 USD left on order 40021" in verdict
 
     # Even a manager's approval cannot execute it.
-    await shop.approve(card, as_="mgr")
+    await shop.agent("mgr").approve(card)
     await shop.reply_to(said)
     await shop.settle()
     assert await shop.refunds("40021") == []
@@ -121,7 +121,7 @@ async def test_a_non_manager_cannot_approve_a_refund_above_the_manager_threshold
     model_proposes(kimi, "150.00")
     said = await shop.customer("ana").says("refund order 40021 please, it broke")
     card = await shop.card_for(said)
-    assert "needs a manager" in await shop.approve(card, as_="agent")
+    assert "needs a manager" in await shop.agent("agent").approve(card)
     await shop.settle()
     assert await shop.refunds("40021") == []
     assert shop.replies_to(said) == []
@@ -138,13 +138,13 @@ async def test_an_edited_amount_above_the_limit_is_refused(shop: TestDesk, kimi:
     form = await core.edit_form(card.draft_id)
     assert form is not None and form.refund_amount == "50.00", "the Edit form is pre-filled with the amount"
 
-    told = await shop.edit(card, "We'll refund 600.00.", refund_amount="600.00", as_="mgr")
+    told = await shop.agent("mgr").edit(card, "We'll refund 600.00.", refund_amount="600.00")
     assert "Refused" in told
     await shop.settle()
     assert await shop.refunds("40021") == [] and shop.replies_to(said) == []
 
     # A valid edited amount goes through, and it is the edited amount that is refunded.
-    await shop.edit(card, "We refunded 40.00.", refund_amount="40.00", as_="mgr")
+    await shop.agent("mgr").edit(card, "We refunded 40.00.", refund_amount="40.00")
     assert await shop.reply_to(said) == "We refunded 40.00."
     await shop.settle()
     assert await shop.refunds("40021") == [4000]
@@ -158,10 +158,10 @@ async def test_an_amount_typed_with_a_decimal_comma_is_refused_not_read_a_hundre
     card = await shop.card_for(said)
 
     # "12,50" is not 1,250.00 (nor 12.50): the agent is told, nothing is approved.
-    told = await shop.edit(card, "We'll refund 12.50.", refund_amount="12,50", as_="mgr")
+    told = await shop.agent("mgr").edit(card, "We'll refund 12.50.", refund_amount="12,50")
     assert told == "'12,50' is not an amount."
 
-    await shop.edit(card, "We refunded 45.00.", refund_amount="45.00", as_="mgr")
+    await shop.agent("mgr").edit(card, "We refunded 45.00.", refund_amount="45.00")
     assert await shop.reply_to(said) == "We refunded 45.00."
     await shop.settle()
     assert await shop.refunds("40021") == [4500]
@@ -173,13 +173,13 @@ async def test_large_refunds_need_two_different_approvers(shop: TestDesk, kimi: 
     card = await shop.card_for(said)
     assert "needs two different approvers" in proposal_of(card)[1]
 
-    assert "second approver" in await shop.approve(card, as_="mgr")
+    assert "second approver" in await shop.agent("mgr").approve(card)
     await shop.latest(card, until=lambda c: "a second approver is needed" in c.notice)
-    assert "different approver" in await shop.approve(card, as_="mgr")
+    assert "different approver" in await shop.agent("mgr").approve(card)
     await shop.settle()
     assert await shop.refunds("40021") == [] and shop.replies_to(said) == []
 
-    await shop.approve(card, as_="mgr2")
+    await shop.agent("mgr2").approve(card)
     await shop.reply_to(said)
     await shop.settle()
     assert await shop.refunds("40021") == [30000]
@@ -193,7 +193,7 @@ async def test_a_refund_the_order_no_longer_allows_is_refused_at_approval(shop: 
     rows = [dict(r, refunded="300.00") if r["order_id"] == "40021" else r for r in shop_orders(shop.account("ana"))]
     await shop.import_orders(rows)
 
-    assert "20.00 USD left on order 40021" in await shop.approve(card, as_="mgr")
+    assert "20.00 USD left on order 40021" in await shop.agent("mgr").approve(card)
     await shop.settle()
     assert shop.replies_to(said) == []
     assert await shop.refunds("40021") == []
@@ -220,7 +220,7 @@ async def test_a_failed_refund_stops_the_reply_and_the_card_says_so(shop: TestDe
             )
         )
 
-    await shop.approve(card, as_="agent")
+    await shop.agent("agent").approve(card)
     failed = await shop.latest(card, until=lambda c: c.state is CardState.SEND_FAILED)
     assert "Sending failed" in failed.notice and "refund failed" in failed.notice
     assert "Nothing was sent to the customer" in failed.notice
@@ -238,7 +238,7 @@ async def test_a_newer_customer_message_supersedes_the_pending_proposal(shop: Te
     await shop.card_for(later)
     await shop.latest(card, until=lambda c: c.state is CardState.SUPERSEDED)
 
-    assert "already superseded" in await shop.approve(card, as_="agent")
+    assert "already superseded" in await shop.agent("agent").approve(card)
     await shop.settle()
     assert await shop.refunds("40021") == []
     assert await action_status(shop) == "superseded"
@@ -247,7 +247,7 @@ async def test_a_newer_customer_message_supersedes_the_pending_proposal(shop: Te
 async def test_regenerate_with_an_instruction_makes_a_new_draft(shop: TestDesk, kimi: FakeKimi) -> None:
     said = await shop.customer("ana").says("where is #W2611340")
     card = await shop.card_for(said)
-    await shop.regenerate(card, as_="agent", instruction="offer store credit instead")
+    await shop.agent("agent").regenerate(card, instruction="offer store credit instead")
     second = await shop.card(1)
     assert second.revision == 2
     assert "offer store credit instead" in str(kimi.completions[-1]["messages"])
@@ -260,12 +260,12 @@ async def test_the_second_approver_approves_what_the_first_one_edited(shop: Test
     said = await shop.customer("ana").says("order 40021 is a disaster, refund everything")
     card = await shop.card_for(said)
 
-    told = await shop.edit(card, "We are refunding 260.00.", refund_amount="260.00", as_="mgr")
+    told = await shop.agent("mgr").edit(card, "We are refunding 260.00.", refund_amount="260.00")
     assert "second approver" in told
     edited = await shop.latest(card, until=lambda c: c.proposals[0].summary.startswith("Refund 260.00 USD"))
     assert edited.draft_text == "We are refunding 260.00."
 
-    await shop.approve(card, as_="mgr2")
+    await shop.agent("mgr2").approve(card)
     assert await shop.reply_to(said) == "We are refunding 260.00."
     await shop.settle()
     assert await shop.refunds("40021") == [26000]

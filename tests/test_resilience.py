@@ -298,7 +298,7 @@ async def test_a_delivery_that_crashes_is_logged_with_its_draft_counted_and_sent
     async with open_desk(tmp_path, kimi, driver=_CrashingDriver(), work_lease_seconds=1.0, sweep_seconds=0.2) as desk:
         said = await desk.customer("kim").says("where is #W2611340")
         card = await desk.card_for(said)
-        await desk.approve(card, as_="ann")
+        await desk.agent("ann").approve(card)
         await desk.reply_to(said)
         assert len(desk.replies_to(said)) == 1
     assert failures() == before + 1

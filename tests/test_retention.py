@@ -92,7 +92,7 @@ async def test_old_conversations_are_erased_the_audit_keeps_hashes_and_work_in_f
         attachments=[Attachment("receipt.png", "image/png", len(PNG), data=PNG)],
     )
     card = await desk.card_for(said)
-    await desk.approve(card, as_="agent")
+    await desk.agent("agent").approve(card)
     await desk.reply_to(said)
     await desk.settle()
 
@@ -142,7 +142,7 @@ async def test_old_conversations_are_erased_the_audit_keeps_hashes_and_work_in_f
 
     # Once Bob's conversation settles, the next passes erase what of it is old; the reply he got
     # just now stays until it is 30 days old.
-    await desk.approve(bob_card, as_="agent")
+    await desk.agent("agent").approve(bob_card)
     await desk.reply_to(waiting)
     await desk.settle()
     await passes_after(desk, 2)

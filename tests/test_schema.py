@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import CheckConstraint, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.domain.feedback import Feedback, FeedbackKind
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
 from bot.errors import SupportbotError
-from bot.events import Vote
+from bot.events import Place, Vote
 from bot.settings import load_settings
 from bot.store import (
     ALL_METADATA,
@@ -28,6 +30,8 @@ from bot.store import (
     Message,
     OutboxItem,
     ProposedAction,
+    ToolCall,
+    UsageRecord,
     create_engine,
     sessionmaker,
     upgrade_database,
@@ -119,15 +123,41 @@ async def _database_at_0005_with_work_in_flight(engine: AsyncEngine) -> dict[str
         message = Message(conversation_id=conversation.id, role="customer", text="refund my order please")
         session.add(message)
         await session.flush()
+        now = datetime.now(UTC)
         drafts = {
-            status: Draft(conversation_id=conversation.id, message_id=message.id, status=status, text=str(status))
-            for status in (DraftStatus.APPROVED, DraftStatus.SENT, DraftStatus.AWAITING_REVIEW)
+            status: f"d-{status}" for status in (DraftStatus.APPROVED, DraftStatus.SENT, DraftStatus.AWAITING_REVIEW)
         }
-        session.add_all(drafts.values())
-        await session.flush()
+        for status, draft_id in drafts.items():  # as the older version wrote them
+            await _insert_older_draft(session, draft_id, conversation.id, message.id, status)
+        # The sent one was edited and decided after two model calls; it looked the order up.
+        await session.execute(
+            text(
+                "UPDATE drafts SET text = 'Your order ships today.', edited_text = 'Your order ships tomorrow.',"
+                " decided_at = :at WHERE id = :id"
+            ),
+            {"at": now, "id": drafts[DraftStatus.SENT]},
+        )
+        session.add_all(
+            [
+                ToolCall(draft_id=drafts[DraftStatus.SENT], name="get_order_status", arguments="{}"),
+                *(
+                    UsageRecord(
+                        conversation_id=conversation.id,
+                        purpose="drafting",
+                        model="kimi-k2.5",
+                        prompt_tokens=1000,
+                        completion_tokens=100,
+                        cached_tokens=0,
+                        cost_microusd=700,
+                        created_at=at,
+                    )
+                    for at in (now - timedelta(minutes=2), now - timedelta(minutes=1), now + timedelta(minutes=1))
+                ),
+            ]
+        )
         approved = drafts[DraftStatus.APPROVED]
         action = ProposedAction(
-            draft_id=approved.id,
+            draft_id=approved,
             kind="refund",
             params={"order_id": "#W1", "amount_cents": 500},
             status=ActionStatus.APPROVED,
@@ -135,15 +165,68 @@ async def _database_at_0005_with_work_in_flight(engine: AsyncEngine) -> dict[str
         )
         session.add(action)
         await session.flush()
-        outbox = await session.scalar(text(OLD_OUTBOX_INSERT), {"draft": approved.id, "now": datetime.now(UTC)})
+        outbox = await session.scalar(text(OLD_OUTBOX_INSERT), {"draft": approved, "now": datetime.now(UTC)})
         return {
-            "approved": approved.id,
-            "sent": drafts[DraftStatus.SENT].id,
-            "waiting": drafts[DraftStatus.AWAITING_REVIEW].id,
+            "approved": approved,
+            "sent": drafts[DraftStatus.SENT],
+            "waiting": drafts[DraftStatus.AWAITING_REVIEW],
             "action": action.id,
             "outbox": outbox,
             "conversation": conversation.id,
         }
+
+
+_OLDER_DRAFT_COLUMNS = (
+    "id",
+    "conversation_id",
+    "message_id",
+    "status",
+    "revision",
+    "text",
+    "model",
+    "failure",
+    "notice",
+    "escalation",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_microusd",
+    "card_desk",
+    "card_ref",
+    "decided_by",
+    "decided_by_id",
+    "sent_message_id",
+    "version",
+    "card_version",
+    "lease_owner",
+    "created_at",
+    "updated_at",
+    "guard_flags",
+)
+
+
+async def _insert_older_draft(session: Any, draft_id: str, conversation_id: str, message_id: int, status: str) -> None:
+    """A draft as a version before 0009 inserts it (bot/store/drafts.py then): none of the decision facts."""
+    values: dict[str, Any] = dict.fromkeys(_OLDER_DRAFT_COLUMNS, "")
+    values.update(
+        id=draft_id,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        status=str(status),
+        text=str(status),
+        revision=1,
+        version=1,
+        card_version=0,
+        prompt_tokens=0,
+        completion_tokens=0,
+        cached_tokens=0,
+        cost_microusd=0,
+        created_at=datetime.now(UTC),
+        updated_at=datetime.now(UTC),
+        guard_flags="[]",
+    )
+    older = sa.table("drafts", *(sa.column(name) for name in _OLDER_DRAFT_COLUMNS))
+    await session.execute(older.insert().values(values))
 
 
 async def test_an_upgrade_keeps_the_work_in_flight_and_then_refuses_what_is_not_a_state(
@@ -183,6 +266,29 @@ async def test_an_upgrade_keeps_the_work_in_flight_and_then_refuses_what_is_not_
         "",
     ), "an existing conversation is open and the bot's"
     assert conversation.status_at == conversation.updated_at
+    async with sessionmaker(engine)() as session:
+        facts = {
+            d.id: (
+                d.category,
+                d.edit_distance,
+                d.conversation_tokens,
+                d.conversation_cost_microusd,
+                d.policy_version,
+                d.shown_at,
+            )
+            for d in await session.scalars(select(Draft))
+        }
+    assert facts[ids["sent"]] == ("status", pytest.approx(6 / 26), 2200, 1400, "", None), (
+        "backfilled: the category from its tool calls, the edit's distance, the spend up to its decision"
+    )
+    assert facts[ids["approved"]][:3] == ("other", None, None), "decided by no one yet: no distance, no spend"
+    assert facts[ids["waiting"]][0] == "other"
+    async with sessionmaker(engine).begin() as session:  # an older instance still running keeps inserting drafts
+        message_id = await session.scalar(select(Message.id))
+        await _insert_older_draft(session, "d-older", ids["conversation"], int(message_id or 0), "drafting")
+    async with sessionmaker(engine)() as session:
+        older = await session.get(Draft, "d-older")
+    assert older is not None and (older.category, older.policy_version, older.edit_distance) == ("", "", None)
     async with engine.connect() as conn:
         assert await conn.run_sync(_differences) == [], "the upgraded database is the models' schema"
 
@@ -195,6 +301,15 @@ async def test_an_upgrade_keeps_the_work_in_flight_and_then_refuses_what_is_not_
         with pytest.raises(IntegrityError, match="ck_"):
             async with engine.begin() as conn:  # around the models, as an older or buggy writer would
                 await conn.execute(text(f"UPDATE {table} SET status = 'archived' WHERE id = :id"), {"id": row})
+    with pytest.raises(IntegrityError, match="ck_feedback_score"):
+        async with engine.begin() as conn:  # a thumbs answer is -1 or 1, whoever writes it
+            await conn.execute(
+                text(
+                    "INSERT INTO feedback (conversation_id, draft_id, kind, score, author_id, created_at, updated_at)"
+                    " VALUES (:c, :d, 'reply', 3, 'U1', :now, :now)"
+                ),
+                {"c": ids["conversation"], "d": ids["sent"], "now": datetime.now(UTC)},
+            )
     with pytest.raises(IntegrityError, match="ck_conversations_owner"):
         async with engine.begin() as conn:
             await conn.execute(text("UPDATE conversations SET owner = 'nobody'"))
@@ -233,13 +348,13 @@ async def test_after_the_fixed_texts_upgrade_an_older_instance_still_queues_repl
             await conn.execute(text("UPDATE outbox SET kind = 'memo'"))
 
 
-async def test_after_the_feedback_upgrade_an_older_instance_still_queues_replies_and_a_vote_is_one_row(
+async def test_after_the_csat_upgrade_an_older_instance_still_queues_replies_and_a_vote_is_one_row(
     old_engine: AsyncEngine,
 ) -> None:
     engine = old_engine
     ids = await _database_at_0005_with_work_in_flight(engine)
-    await upgrade_database(engine, "0008")
-    # 0011 is applied while a 0008 instance runs: its replies and fixed texts still pass the checks.
+    await upgrade_database(engine, "0010")
+    # 0011 is applied while a 0010 instance runs: its replies and fixed texts still pass the checks.
     await upgrade_database(engine)
     now = datetime.now(UTC)
     async with engine.begin() as conn:
@@ -250,16 +365,17 @@ async def test_after_the_feedback_upgrade_an_older_instance_still_queues_replies
             for q in ("How did we do?", "How did we do, again?")
         ]
         for vote in (Vote.DOWN, Vote.UP):  # the customer changes their mind
-            await feedback_rows.record(conn, ids["sent"], ids["conversation"], "U1", vote, now)
+            answer = Feedback(ids["sent"], FeedbackKind.REPLY, vote.score, "U1")
+            assert await feedback_rows.record(conn, answer, now)
     assert asked == [True, False], "the CSAT question is queued once per key"
     async with engine.connect() as conn:
         kinds = (await conn.scalars(select(OutboxItem.kind).order_by(OutboxItem.id))).all()
-        votes = (await conn.execute(text("SELECT draft_id, customer_id, vote, votes FROM feedback"))).all()
+        votes = (await conn.execute(text("SELECT draft_id, kind, author_id, score FROM feedback"))).all()
     assert kinds == [OutboxKind.REPLY, OutboxKind.REPLY, OutboxKind.CSAT]
-    assert [tuple(v) for v in votes] == [(ids["sent"], "U1", "up", 2)], "one row per customer per reply"
-    with pytest.raises(IntegrityError, match="ck_feedback_vote"):
+    assert [tuple(v) for v in votes] == [(ids["sent"], "reply", "U1", 1)], "one row per customer per reply"
+    with pytest.raises(IntegrityError, match="ck_feedback_score"):
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE feedback SET vote = 'meh'"))
+            await conn.execute(text("UPDATE feedback SET score = 2"))
 
 
 async def test_an_upgrade_stops_on_a_status_it_cannot_map_and_changes_nothing(old_engine: AsyncEngine) -> None:
@@ -280,6 +396,53 @@ async def test_an_upgrade_stops_on_a_status_it_cannot_map_and_changes_nothing(ol
         assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == BEFORE_STATE_CHECKS
         stored = dict((await conn.execute(text("SELECT id, status FROM drafts"))).all())
     assert stored[ids["sent"]] == " Sent", "the upgrade rolled back whole"
+
+
+OLDER_CONVERSATION = text(
+    "INSERT INTO conversations (id, thread_key, platform, workspace, channel, thread, location,"
+    " customer_id, customer_name, summary, summary_through, facts, failed_drafts, created_at,"
+    " updated_at, verified_customer_id, verified_via, verify_attempts, asker_email)"
+    " VALUES (:id, :key, :platform, :workspace, :channel, :thread, '', 'U1', '', '', 0, '{}', 0, :now, :now,"
+    " '', '', 0, '')"
+)
+
+
+async def test_an_upgrade_to_0010_knows_each_conversations_place_and_an_older_writer_still_inserts(
+    old_engine: AsyncEngine,
+) -> None:
+    engine = old_engine
+    await upgrade_database(engine, "0009")
+    now = datetime.now(UTC)
+    older = {  # as 0009 wrote them: a Slack channel thread, a Slack DM, a Discord DM, a Discord thread
+        "slack-channel": ("slack", "T1", "C1", "1.0"),
+        "slack-dm": ("slack", "T1", "D1", "-"),
+        "discord-dm": ("discord", "@me", "55", "55"),
+        "discord-thread": ("discord", "G1", "66", "77"),
+    }
+    async with engine.begin() as conn:
+        for id_, (platform, workspace, channel, thread) in older.items():
+            values = dict(platform=platform, workspace=workspace, channel=channel, thread=thread, now=now)
+            await conn.execute(OLDER_CONVERSATION, {"id": id_, "key": id_, **values})
+
+    await upgrade_database(engine)
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_differences) == [], "the upgraded database is the models' schema"
+    async with engine.begin() as conn:  # an older instance still running writes no place
+        values = dict(platform="slack", workspace="T1", channel="C2", thread="2.0", now=now)
+        await conn.execute(OLDER_CONVERSATION, {"id": "written-by-0009", "key": "written-by-0009", **values})
+    async with sessionmaker(engine)() as session:
+        places = {id_: place for id_, place in await session.execute(select(Conversation.id, Conversation.place))}
+    assert places == {
+        "slack-channel": Place.PUBLIC,
+        "slack-dm": Place.PRIVATE,
+        "discord-dm": Place.PRIVATE,
+        "discord-thread": Place.PUBLIC,
+        "written-by-0009": Place.PUBLIC,  # the safe side, until this version sees its next message
+    }
+    with pytest.raises(IntegrityError, match="ck_conversations_place"):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE conversations SET place = 'secret'"))
 
 
 def test_secrets_come_from_a_secrets_directory(tmp_path: Path, monkeypatch: Any) -> None:

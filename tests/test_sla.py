@@ -75,7 +75,7 @@ async def test_an_undecided_card_gets_one_reminder_then_is_marked_overdue(desk: 
 async def test_a_decided_card_gets_no_reminder(desk: TestDesk, kimi: FakeKimi) -> None:
     kimi.script(Reply("It ships today."), Reply("It ships tomorrow."))
     first = await desk.card_for(await desk.customer("ana").says("When does my order ship?"))
-    await desk.approve(first, as_="kim")
+    await desk.agent("kim").approve(first)
     decided = await desk.latest(first, lambda c: not c.actionable)
 
     second = await desk.card_for(await desk.customer("bo").says("And mine?"))

@@ -71,6 +71,13 @@ class ToolContext:
     that may see everything (never for a customer conversation). ``attempts`` counts failed
     checks across conversations (None: only this context's ``verify_attempts`` count);
     ``locked_until`` is set when it locked verification.
+
+    Public places: ``public_place`` says the conversation is where others read it and the
+    policy keeps the verified customer's order details out of it; the order tools then show even
+    the order's owner only its status and expected delivery. Either way they note in
+    ``order_details`` the owner's details they showed the model, or kept from it, each with what
+    it is (``"name"``, ``"e-mail"``, ``"postal code"``, ``"tracking number"``, ``"item"``,
+    ``"amount"``), so the core can check the draft and say what it found without repeating it.
     """
 
     conversation_id: str
@@ -89,6 +96,8 @@ class ToolContext:
     locked_until: datetime | None = None
     foreign_orders: set[str] = field(default_factory=set)
     withheld: set[str] = field(default_factory=set)
+    public_place: bool = False
+    order_details: dict[str, str] = field(default_factory=dict)
 
     @property
     def verification_locked(self) -> bool:

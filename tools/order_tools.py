@@ -150,6 +150,38 @@ def _withhold(ctx: ToolContext, order: Order) -> None:
             ctx.withheld.add(value.strip())
 
 
+PUBLIC_PLACE_NOTE = (
+    "This conversation is in a public place others can read: share only the order's status and "
+    "expected delivery here. For its items, amounts, address or tracking, ask the customer to write "
+    "to us in a direct message."
+)
+
+
+def _note_details(ctx: ToolContext, order: Order) -> None:
+    """Note the verified owner's order details a tool touched, with what each is, for the core's
+    check of the draft in a public place (see :class:`~tools.base.ToolContext`)."""
+    money = [order.total_cents, order.refunded_cents, order.refundable_cents]
+    money += [item.unit_price_cents for item in order.items]
+    found = [
+        (order.customer_name, "name"),
+        (order.customer_email, "e-mail"),
+        (order.customer_postal_code, "postal code"),
+        (order.tracking_number, "tracking number"),
+        *((item.name, "item") for item in order.items),
+        *((Money.of_cents(cents).format(), "amount") for cents in money if cents > 0),
+    ]
+    for value, kind in found:
+        if value and len(value.strip()) >= 4:
+            ctx.order_details.setdefault(value.strip(), kind)
+
+
+async def _unknown_to_anyone(backend: OrderBackend, ctx: ToolContext) -> bool:
+    """Whether "no such order" may be said of a missing order: to a verified asker, with the
+    identity checks off, or when the store holds no orders at all (nothing to reveal then).
+    Otherwise an unverified asker hears "verification needed" either way (no probing for ids)."""
+    return bool(ctx.verified_customer_id) or not ctx.identity_checks or await backend.holds_no_orders()
+
+
 def _verification_needed(ctx: ToolContext, order_id: str, order: Order | None, *, status: bool) -> ToolResult:
     shown = order.order_id if order is not None else order_id.strip()
     data: dict[str, Any] = {"order_id": shown, "verification": "needed", "note": VERIFICATION_NOTE}
@@ -194,10 +226,11 @@ class GetOrderStatus(Tool):
         order_id = _expect(args, OrderIdArgs).order_id
         found = await self._backend.get_order(order_id)
         if found is None or not owns(ctx, found):
-            if found is None and (ctx.verified_customer_id or not ctx.identity_checks):
+            if found is None and await _unknown_to_anyone(self._backend, ctx):
                 raise ToolError("not_found", f"No order with id {order_id.strip()}")
             return _verification_needed(ctx, order_id, found, status=True)
         order = found
+        _note_details(ctx, order)
         estimate, basis = _delivery_estimate(order)
         data: dict[str, Any] = {
             "order_id": order.order_id,
@@ -231,6 +264,10 @@ class GetOrderStatus(Tool):
             summary += f" {order.delivered_at.date().isoformat()}"
         if estimate is not None:
             summary += f", ETA {'~' if basis == 'placed_at_plus_5_days' else ''}{estimate.isoformat()}"
+        if ctx.public_place:
+            shown = ("order_id", "status", "estimated_delivery", "estimate_basis")
+            data = {key: data[key] for key in shown} | {"note": PUBLIC_PLACE_NOTE}
+            summary += " (public place: status only shown)"
         return ToolResult(data=data, summary=summary)
 
 
@@ -256,10 +293,11 @@ class CheckRefundEligibility(Tool):
         order_id = _expect(args, OrderIdArgs).order_id
         found = await self._backend.get_order(order_id)
         if found is None or not owns(ctx, found):
-            if found is None and (ctx.verified_customer_id or not ctx.identity_checks):
+            if found is None and await _unknown_to_anyone(self._backend, ctx):
                 raise ToolError("not_found", f"No order with id {order_id.strip()}")
             return _verification_needed(ctx, order_id, found, status=False)
         order = found
+        _note_details(ctx, order)
         rules = ctx.refund_rules
         currency = order.currency
         facts = eligibility(order_facts(order), rules, self._clock())
@@ -296,6 +334,9 @@ class CheckRefundEligibility(Tool):
             summary = f"{order.order_id}: not eligible without a manager ({'; '.join(blockers)})"
         else:
             summary = f"{order.order_id}: not eligible ({'; '.join(blockers)})"
+        if ctx.public_place:  # the verdict without the order's amounts; the card's summary keeps them
+            shown = ("order_id", "status", "status_refundable", "within_window", "eligible", "needs_manager")
+            data = {key: data[key] for key in shown} | {"note": PUBLIC_PLACE_NOTE}
         return ToolResult(data=data, summary=summary)
 
 
@@ -317,7 +358,7 @@ class ProposeRefund(Tool):
     async def run(self, args: BaseModel, ctx: ToolContext) -> ToolResult:
         a = _expect(args, ProposeRefundArgs)
         found = await self._backend.get_order(a.order_id)
-        if found is None and ctx.identity_checks and not ctx.verified_customer_id:
+        if found is None and not await _unknown_to_anyone(self._backend, ctx):
             return _verification_needed(ctx, a.order_id, None, status=False)
         order = found if found is not None else await _find(self._backend, a.order_id)
         mine = owns(ctx, order)

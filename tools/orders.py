@@ -164,6 +164,11 @@ class OrderBackend(Protocol):
         """The order, or ``None`` when there is none with this id."""
         ...
 
+    async def holds_no_orders(self) -> bool:
+        """True only when the backend knows it holds no order at all (a store nothing was imported
+        into yet); a shop's API cannot say, and answers False."""
+        ...
+
     async def execute_refund(
         self, order_id: str, amount_cents: int, reason: str, idempotency_key: str
     ) -> RefundReceipt:
@@ -403,6 +408,14 @@ class SqlOrderBackend:
                 "The order database failed during the refund; retry with the same idempotency key",
             ) from None
 
+    async def holds_no_orders(self) -> bool:
+        try:
+            async with self._reads.connect() as conn:
+                return (await conn.execute(select(orders_table.c.order_id).limit(1))).first() is None
+        except DBAPIError:
+            log.exception("order lookup failed in the database")
+            raise ToolError("unavailable", "The order database is unavailable") from None
+
     async def _get_order(self, order_id: str) -> Order | None:
         candidates = _id_candidates(order_id)
         if not candidates:
@@ -534,6 +547,11 @@ class HttpOrderBackend:
         """Close the HTTP client if this backend made it."""
         if self._owns_client:
             await self._client.aclose()
+
+    async def holds_no_orders(self) -> bool:
+        """The shop's API cannot say it holds no orders: an unknown order stays "verification
+        needed" for an unverified asker."""
+        return False
 
     async def get_order(self, order_id: str) -> Order | None:
         for candidate in _id_candidates(order_id):

@@ -23,11 +23,12 @@ def application_id_from_token(token: str) -> str:
 
 def _invite(args: argparse.Namespace) -> int:
     from adapters.discord.invite import invite_url  # discord.py is imported only when the command runs
+    from adapters.discord.settings import DiscordVariables
     from bot.settings import load_settings
 
     application_id = args.application_id
     if not application_id:
-        token = load_settings().discord_bot_token
+        token = load_settings().platform(DiscordVariables).bot_token
         if token is None:
             raise ConfigError("set DISCORD_BOT_TOKEN or pass --application-id")
         application_id = application_id_from_token(token.get_secret_value())

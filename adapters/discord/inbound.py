@@ -31,13 +31,13 @@ import discord
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from adapters.discord.outbound import PendingMarkers
-from bot.events import Attachment, Author, InboundMessage, MessageDeleted, MessageKind, ThreadRef
+from adapters.discord.settings import DM_WORKSPACE
+from bot.events import Attachment, Author, InboundMessage, MessageDeleted, MessageKind, Place, ThreadRef
 from bot.ports import Core
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-DM_WORKSPACE = "@me"
 #: Minutes of inactivity before Discord hides the thread; a week covers a slow review.
 THREAD_AUTO_ARCHIVE_MINUTES: Final = 10080
 #: How often recording a customer message is tried before it is given up (and logged).
@@ -87,7 +87,7 @@ class MessageIntake:
         routed = await self._route(client, core, message, mentioned)
         if routed is None:
             return
-        thread, kind, location = routed
+        thread, kind, location, place = routed
         self._pending.saw_customer_message(thread, message.channel.id, message.id)
         inbound = InboundMessage(
             event_id=f"discord:{message.id}",
@@ -99,17 +99,21 @@ class MessageIntake:
             sent_at=message.created_at,
             attachments=collect_attachments(message),
             location=location,
+            place=place,
         )
         await _receive_reliably(core, inbound)
 
     async def _route(
         self, client: discord.Client, core: Core, message: discord.Message, mentioned: bool
-    ) -> tuple[ThreadRef, MessageKind, str] | None:
+    ) -> tuple[ThreadRef, MessageKind, str, Place] | None:
+        """The conversation, how the message reached the bot, where (for the card) and who can
+        read it: a DM or a private thread is private; a server's channel, and the public thread
+        the bot opens there, are public."""
         author = f"@{message.author.display_name}"
         if message.guild is None:
             channel_id = str(message.channel.id)
             thread = ThreadRef(PLATFORM, DM_WORKSPACE, channel_id, channel_id)
-            return thread, MessageKind.DIRECT, f"Discord · DM · {author}"
+            return thread, MessageKind.DIRECT, f"Discord · DM · {author}", Place.PRIVATE
 
         guild = message.guild
         channel = await _resolve_channel(client, message)
@@ -123,10 +127,11 @@ class MessageIntake:
             thread = ThreadRef(PLATFORM, str(guild.id), str(parent_id), str(channel.id))
             parent_name = channel.parent.name if channel.parent is not None else channel.name
             location = f"Discord · {guild.name} · #{parent_name} · {author}"
+            place = Place.PRIVATE if channel.type is discord.ChannelType.private_thread else Place.PUBLIC
             if await core.has_conversation(thread):
-                return thread, MessageKind.FOLLOW_UP, location
+                return thread, MessageKind.FOLLOW_UP, location, place
             if mentioned:
-                return thread, MessageKind.MENTION, location
+                return thread, MessageKind.MENTION, location, place
             return None
 
         if not mentioned or self._is_review_channel(channel.id):
@@ -137,7 +142,8 @@ class MessageIntake:
         thread_id = await open_thread(message, channel)
         if thread_id is None:
             return None
-        return ThreadRef(PLATFORM, str(guild.id), str(channel.id), thread_id), MessageKind.MENTION, location
+        thread = ThreadRef(PLATFORM, str(guild.id), str(channel.id), thread_id)
+        return thread, MessageKind.MENTION, location, Place.PUBLIC
 
     async def handle_edit(self, client: discord.Client, core: Core, message: discord.Message) -> None:
         """MESSAGE_UPDATE: the message as edited. Its event id names the edit (Discord's

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -12,19 +13,23 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from adapters.playground import page
-from adapters.playground.state import ChatLine, now
+from adapters.playground.state import ChatLine, Image, now
 from bot.errors import ImportFailed, PolicyError
-from bot.events import Attachment, Author, DecisionAction, InboundMessage, MessageKind, ReviewDecision
+from bot.events import Attachment, Author, DecisionAction, InboundMessage, MessageKind, Place, ReviewDecision
 from bot.policy import check_policy
+from bot.policy_defaults import defaults_text
 from bot.samples import load_sample_orders
 
 if TYPE_CHECKING:
     from adapters.playground.platform import PlaygroundPlatform
 
+log = logging.getLogger(__name__)
+
 SAMPLE_ORDERS = Path(__file__).with_name("sample_orders.jsonl")
 STATIC = Path(__file__).with_name("static")
-STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
+THUMBNAIL_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 LONG_POLL_SECONDS = 20.0
 CUSTOMER = Author("playground-customer", "Playground customer")
 
@@ -46,6 +51,13 @@ class PageHandlers:
         )
         return web.Response(text=html, content_type="text/html")
 
+    async def image(self, request: web.Request) -> web.Response:
+        """An uploaded image, for its thumbnail (only the image types a browser shows)."""
+        image = self._platform.state.images.get(request.match_info["image_id"])
+        if image is None:
+            raise web.HTTPNotFound(text="no such image")
+        return web.Response(body=image.data, content_type=image.content_type)
+
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         kind = STATIC_TYPES.get(Path(name).suffix)
@@ -55,22 +67,25 @@ class PageHandlers:
         return web.Response(body=await asyncio.to_thread(path.read_bytes), content_type=kind, charset="utf-8")
 
     async def state(self, request: web.Request) -> web.Response:
+        """The panes, once they changed since ``since`` (long-polled). A page that saw another run
+        of the bot (its ``boot`` differs) gets them at once: its counter means nothing here."""
+        state = self._platform.state
         try:
             since = int(request.query.get("since", "-1"))
         except ValueError:
             since = -1
-        version = (
-            await self._platform.state.wait_change(since, LONG_POLL_SECONDS)
-            if since >= 0
-            else self._platform.state.version
-        )
+        boot = request.query.get("boot")
+        if boot is not None and boot != state.boot:
+            since = -1
+        version = await state.wait_change(since, LONG_POLL_SECONDS) if since >= 0 else state.version
         if version == since:
-            return web.json_response({"version": version})
+            return web.json_response({"version": version, "boot": state.boot})
         return web.json_response(
             {
                 "version": version,
-                "customer": page.customer_pane(self._platform.state),
-                "desk": page.desk_pane(self._platform.state, has_desk=self._platform.with_desk),
+                "boot": state.boot,
+                "customer": page.customer_pane(state),
+                "desk": page.desk_pane(state, has_desk=self._platform.with_desk),
             }
         )
 
@@ -86,8 +101,15 @@ class PageHandlers:
             attachments.append(Attachment(image.filename, image.content_type, len(data), data=data))
         if not text and not attachments:
             return answer(False, "write something (or attach an image)", status=400)
-        thread = self._platform.state.current
-        line = ChatLine(uuid.uuid4().hex, "customer", text, now(), tuple(a.filename for a in attachments))
+        state = self._platform.state
+        thread = state.current
+        thumbnails = tuple(
+            state.keep_image(Image(a.content_type, a.data))
+            for a in attachments
+            if a.data is not None and a.content_type in THUMBNAIL_TYPES
+        )
+        names = tuple(a.filename for a in attachments)
+        line = ChatLine(uuid.uuid4().hex, "customer", text, now(), names, images=thumbnails)
         message = InboundMessage(
             event_id=f"playground:{line.id}",
             thread=thread.ref,
@@ -98,11 +120,50 @@ class PageHandlers:
             sent_at=line.at,
             attachments=tuple(attachments),
             location=thread.location,
+            place=Place.PRIVATE,  # one customer's chat with the shop, as in a direct message
         )
         thread.lines.append(line)
-        await self._platform.state.changed()
-        await self._platform.core.receive(message)
+        thread.drafting = text or ", ".join(names)
+        await state.changed()
+        try:
+            await self._platform.core.receive(message)
+        except Exception as exc:  # the database is down: the message is not kept, so it is not shown
+            log.exception("the playground could not hand a message to the bot")
+            thread.lines.remove(line)
+            thread.drafting = ""
+            await state.changed()
+            return answer(False, f"not sent: the bot could not store it ({type(exc).__name__}); try again", status=503)
         return answer(True, "")
+
+    async def reply(self, request: web.Request) -> web.Response:
+        """An agent's reply written by hand: posted in the customer's thread as the agent's, and
+        heard by the core as an agent writing there (it takes the conversation over, as on Slack)."""
+        form = await request.post()
+        text = str(form.get("text") or "").strip()
+        card = self._platform.state.card_of(str(form.get("draft_id", "")))
+        if not text:
+            return answer(False, "write the reply first", status=400)
+        if card is None or card.thread is None:
+            return answer(False, "this card's conversation is not in the playground any more", status=404)
+        state, actor = self._platform.state, self._platform.actor
+        thread = state.thread(card.thread)
+        line = ChatLine(uuid.uuid4().hex, "support", text, now(), by_hand=True)
+        thread.lines.append(line)
+        thread.drafting = ""
+        await state.changed()
+        await self._platform.core.receive(
+            InboundMessage(
+                event_id=f"playground:{line.id}",
+                thread=thread.ref,
+                message_id=line.id,
+                author=Author(actor.id, actor.display_name, review_member=True),
+                text=text,
+                kind=MessageKind.FOLLOW_UP,
+                sent_at=line.at,
+                location=thread.location,
+            )
+        )
+        return answer(True, "sent as your answer; the conversation is yours now (Hand back gives it to the bot)")
 
     async def thread(self, _request: web.Request) -> web.Response:
         self._platform.state.new_thread()
@@ -124,6 +185,10 @@ class PageHandlers:
             refund_amount=form_text(form.get("refund_amount")),
         )
         outcome = await self._platform.core.decide(decision)
+        card = self._platform.state.card_of(decision.draft_id)
+        if outcome.ok and action is DecisionAction.REGENERATE and card is not None and card.thread is not None:
+            self._platform.state.thread(card.thread).drafting = card.customer_text or "…"
+            await self._platform.state.changed()
         return answer(outcome.ok, outcome.message)
 
     async def edit(self, request: web.Request) -> web.Response:
@@ -139,8 +204,7 @@ class PageHandlers:
             count = await load_sample_orders(self._platform.settings, SAMPLE_ORDERS)
         except ImportFailed as exc:
             return answer(False, str(exc), status=500)
-        ids = "#W2611340 (shipped), 40021 and 40022 (delivered), ORD-77 (delivered long ago)"
-        return answer(True, f"loaded {count} sample orders: {ids}")
+        return answer(True, f"loaded {count} sample orders: “Sample orders” above the chat says what each one shows")
 
 
 class PolicyEditor:
@@ -210,12 +274,11 @@ def answer(ok: bool, message: str, *, status: int = 200) -> web.Response:
 
 
 def read_policy(path: Path) -> str:
-    for candidate in (path, Path("policy.example.toml")):
-        try:
-            return candidate.read_text(encoding="utf-8")
-        except OSError:
-            continue
-    return ""
+    """The policy file, or the built-in defaults in force while there is none."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return defaults_text()
 
 
 def _read_exactly(path: Path) -> bytes | None:

@@ -1,186 +1,20 @@
 """The playground page, rendered on the server: one HTML page and the fragments it refreshes.
 
-Every piece of customer or model text goes through :func:`html.escape`. The card shows the
-same content as Slack's review card (:class:`bot.ports.ReviewCard`): draft, lookups,
-proposals with the policy's verdict, flags, and the four buttons.
+Every piece of customer or model text goes through :func:`html.escape`. The customer pane and
+the desk's cards are in :mod:`adapters.playground.cards_html`; this module holds the page, the
+edit form and the policy editor's answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from adapters.playground.state import PlaygroundState, Thread
-from bot.events import DecisionAction
-from bot.ports import CardState, EditForm, ReviewCard
+from adapters.playground.cards_html import customer_pane, desk_pane, render_card
+from adapters.playground.state import Thread
+from bot.ports import EditForm
 
-_STATE_LINES = {
-    CardState.APPROVED: "Approved by {who}{when}; sending…",
-    CardState.EDITED: "Edited and approved by {who}{when}; sending…",
-    CardState.SENT: "Approved by {who}{when} and sent to the customer.",
-    CardState.REJECTED: "Rejected by {who}{when}. Nothing was sent.",
-    CardState.SUPERSEDED: "Superseded{by}.",
-    CardState.FAILED: "No draft: answer the customer by hand.",
-    CardState.SEND_FAILED: "Approved by {who}{when}, but sending failed. Nothing reached the customer.",
-}
-
-
-def customer_pane(state: PlaygroundState) -> str:
-    thread = state.current
-    lines = [_chat_line(line.role, line.text, line.attachments) for line in thread.lines]
-    if not lines:
-        lines.append('<p class="hint">Write as a customer would, e.g. “Where is my order #W2611340?”</p>')
-    if thread.pending:
-        lines.append('<p class="pending" id="pending">A team member is reviewing an answer…</p>')
-    return f'<h3>{escape(thread.location)}</h3><div class="chat">{"".join(lines)}</div>'
-
-
-def _chat_line(role: str, text: str, attachments: tuple[str, ...]) -> str:
-    files = "".join(f'<span class="file">📎 {escape(name)}</span>' for name in attachments)
-    who = "You" if role == "customer" else "Support"
-    return f'<div class="msg {role}"><b>{who}</b><div class="text">{escape(text)}</div>{files}</div>'
-
-
-def desk_pane(state: PlaygroundState, *, has_desk: bool) -> str:
-    if not has_desk:
-        return '<p class="hint">Cards go to the configured review desk (Slack or Discord).</p>'
-    notices = "".join(f'<div class="notice">{escape(text)}</div>' for text in state.notices[-3:])
-    cards = [render_card(ref, card, state.card_threads.get(ref, ())) for ref, card in reversed(state.cards.items())]
-    if not cards:
-        cards.append('<p class="hint">Cards appear here once the model has drafted a reply.</p>')
-    return notices + "".join(cards)
-
-
-def render_card(ref: str, card: ReviewCard, thread: Sequence[str] = ()) -> str:
-    """One card as HTML: its sections in the order every desk shows them."""
-    parts = (
-        _customer_html(card),
-        _checks_html(card),
-        _draft_html(card),
-        _proposals_html(card),
-        _meta_html(card),
-        _decision_html(card),
-        _conversation(card),
-        *(f'<p class="notice">↳ {escape(post)}</p>' for post in thread),
-    )
-    return (
-        f'<div class="card state-{escape(card.state.value)}" id="card-{escape(ref, quote=True)}">{"".join(parts)}</div>'
-    )
-
-
-def _customer_html(card: ReviewCard) -> str:
-    html = (
-        f"<p><b>{escape(card.asked_by)}</b> asked in {escape(card.where)}:</p>"
-        f"<blockquote>{escape(card.customer_text)}</blockquote>"
-    )
-    if card.attachments:
-        html += f'<p class="meta">Attachments: {escape(", ".join(card.attachments))}</p>'
-    return html
-
-
-def _checks_html(card: ReviewCard) -> str:
-    """Identity, flags, escalation and a drafting failure."""
-    html = f'<p class="meta">{escape(card.identity)}</p>' if card.identity else ""
-    if card.flags:
-        items = "".join(f"<li>{escape(flag)}</li>" for flag in card.flags)
-        html += f'<div class="flag">🛑 <b>Check before approving:</b><ul>{items}</ul></div>'
-    if card.overdue:
-        html += f'<p class="flag">⏰ {escape(card.overdue)}</p>'
-    if card.escalation:
-        tag = f"@{escape(card.on_call)} " if card.on_call else ""
-        html += f'<p class="flag">🚨 {tag}Escalation: {escape(card.escalation)}</p>'
-    if card.failure:
-        html += (
-            f'<p class="flag">⚠️ <b>Drafting failed</b>: {escape(card.failure)}<br>'
-            "Please answer the customer by hand.</p>"
-        )
-    return html
-
-
-def _draft_html(card: ReviewCard) -> str:
-    if not card.draft_text:
-        return ""
-    label = "Reply sent" if card.state is CardState.SENT else "Draft reply"
-    return f'<p><b>{label}</b></p><div class="draft">{escape(card.draft_text)}</div>'
-
-
-def _proposals_html(card: ReviewCard) -> str:
-    """What the drafter looked up and the actions it proposes."""
-    html = ""
-    if card.lookups:
-        items = "".join(
-            f'<li class="{"" if lookup.ok else "failed"}"><code>{escape(lookup.name)}</code>: '
-            f"{escape(lookup.summary)}</li>"
-            for lookup in card.lookups
-        )
-        html += f'<p><b>Looked up</b></p><ul class="lookups">{items}</ul>'
-    for proposal in card.proposals:
-        icon = "💰" if proposal.allowed else "⛔"
-        html += (
-            f'<div class="proposal">{icon} <b>Proposed {escape(proposal.kind)}</b> ({escape(proposal.status)})<br>'
-            f"{escape(proposal.summary)}<br><i>Policy: {escape(proposal.verdict)}</i></div>"
-        )
-    return html
-
-
-def _meta_html(card: ReviewCard) -> str:
-    meta = f"Draft <code>{escape(card.draft_id[:8])}</code> · rev {card.revision}"
-    if card.model:
-        meta += f" · {escape(card.model)}"
-    if card.notice:
-        meta += f" · {escape(card.notice)}"
-    return f'<p class="meta">{meta}</p>'
-
-
-def _decision_html(card: ReviewCard) -> str:
-    """The draft's buttons while it can be decided, else who decided what."""
-    if card.actionable:
-        draft = escape(card.draft_id, quote=True)
-        return (
-            '<div class="actions">'
-            f'<button class="approve" data-action="approve" data-draft="{draft}">Approve &amp; send</button>'
-            f'<button class="edit" data-edit="{draft}">Edit</button>'
-            f'<button class="reject" data-action="reject" data-draft="{draft}">Reject</button>'
-            f'<button class="regenerate" data-action="regenerate" data-draft="{draft}">Regenerate</button>'
-            f'<input class="instruction" data-for="{draft}" placeholder="instruction for Regenerate (optional)">'
-            f'</div><div class="editor" id="edit-{draft}"></div>'
-        )
-    when = f" at {card.decided_at:%Y-%m-%d %H:%M} UTC" if card.decided_at else ""
-    by = f" ({escape(card.notice)})" if card.notice and card.state is CardState.SUPERSEDED else ""
-    line = _STATE_LINES.get(card.state, "").format(who=escape(card.decided_by), when=when, by=by)
-    return f'<p class="outcome">{line}</p>' if line else ""
-
-
-#: The conversation's buttons (issue 19); playground.js posts ``data-action`` as the decision.
-_CONVERSATION_LABELS = {
-    DecisionAction.TAKE_OVER: "Take over",
-    DecisionAction.HAND_BACK: "Hand back",
-    DecisionAction.CLAIM: "Claim",
-    DecisionAction.RESOLVE: "Resolve",
-}
-
-
-def _conversation(card: ReviewCard) -> str:
-    """The card's conversation: what the customer wrote since (a human answers), its status,
-    owner and assignee, and its buttons."""
-    view = card.conversation
-    html = ""
-    if view.customer_wrote:
-        html += (
-            '<p class="flag">💬 <b>The customer wrote since</b> (no draft):</p>'
-            f"<blockquote>{escape(view.customer_wrote)}</blockquote>"
-        )
-    html += f'<p class="meta conversation">{escape(view.line)}</p>'
-    if view.actions:
-        draft = escape(card.draft_id, quote=True)
-        buttons = "".join(
-            f'<button class="conversation" data-action="{escape(action.value, quote=True)}" data-draft="{draft}">'
-            f"{_CONVERSATION_LABELS[action]}</button>"
-            for action in view.actions
-        )
-        html += f'<div class="actions conversation-actions">{buttons}</div>'
-    return html
+__all__ = ["customer_pane", "desk_pane", "edit_form", "page", "policy_result", "render_card", "thread_title"]
 
 
 def edit_form(form: EditForm) -> str:
@@ -208,6 +42,31 @@ def thread_title(thread: Thread) -> str:
     return escape(thread.location)
 
 
+#: The sample orders and the refund path each walks under the default policy.
+SAMPLE_ORDERS = (
+    ("#W2611340", "shipped, 89.90", "Where is my order? (status and tracking)"),
+    ("#W2611341", "delivered 3 days ago, 39.00", "a refund an agent may approve"),
+    ("#W2611342", "delivered 4 days ago, 180.00", "over 100.00: needs a manager"),
+    ("#W2611343", "delivered 5 days ago, 420.00", "over 250.00: needs two different approvers, one a manager"),
+    ("#W2611344", "delivered 80 days ago, 60.00", "a refund outside the 30-day window: refused"),
+    ("40021", "another customer's order", "verification needed; nothing personal is shown"),
+)
+
+
+def _samples() -> str:
+    rows = "".join(
+        f"<tr><td><code>{escape(order)}</code></td><td>{escape(what)}</td><td>{escape(path)}</td></tr>"
+        for order, what, path in SAMPLE_ORDERS
+    )
+    return (
+        '<details id="samples"><summary>Sample orders: what each one shows</summary>'
+        '<p class="meta">Click “Load sample orders”, then ask as the customer, e.g. “I want a refund for '
+        "order #W2611342, the chair arrived broken”. Without them every order is unknown.</p>"
+        f'<div class="scroll"><table><tr><th>Order</th><th>What it is</th><th>What it shows</th></tr>{rows}'
+        "</table></div></details>"
+    )
+
+
 def page(*, has_desk: bool, can_apply: bool, policy_text: str, policy_path: str) -> str:
     """The whole page; the panes fill themselves from the fragments."""
     apply = (
@@ -218,6 +77,7 @@ def page(*, has_desk: bool, can_apply: bool, policy_text: str, policy_path: str)
     desk = '<section id="desk-side"><h2>Review desk</h2><div id="desk"></div></section>' if has_desk else ""
     return _PAGE.format(
         desk=desk,
+        samples=_samples(),
         policy=escape(policy_text),
         policy_path=escape(policy_path),
         policy_name=escape(Path(policy_path).name),
@@ -229,15 +89,20 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>supportbot playground</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/playground/static/playground.css">
+<link rel="icon" href="/playground/static/favicon.svg" type="image/svg+xml">
 </head>
 <body>
 <header><h1>supportbot playground</h1>
-<button id="orders">Load sample orders</button><button id="new-thread">New conversation</button>
-<span id="flash" role="status"></span></header>
+<span class="buttons"><button id="orders">Load sample orders</button>
+<button id="new-thread">New conversation</button></span>
+<span id="flash" role="status" aria-live="polite"></span>
+<span id="connection" role="alert" hidden></span></header>
 <main>
-<section id="customer-side"><h2>Customer</h2><div id="customer"></div>
-<form id="compose"><textarea name="text" rows="3" placeholder="Write to support…"></textarea>
-<input type="file" name="image" accept="image/*"><button type="submit">Send</button></form></section>
+<section id="customer-side"><h2>Customer</h2>{samples}<div id="customer"></div>
+<form id="compose">
+<textarea name="text" rows="3" placeholder="Write to support… (Enter sends, Shift+Enter: new line)"></textarea>
+<div class="compose-row"><input type="file" name="image" accept="image/*">
+<button type="submit">Send</button></div></form></section>
 {desk}
 <section id="policy-side"><h2>Policy <small title="{policy_path}">({policy_name})</small></h2>
 <textarea id="policy" spellcheck="false">{policy}</textarea>

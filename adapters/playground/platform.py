@@ -26,17 +26,18 @@ from aiohttp import web
 from adapters.playground.gate import AccessGate
 from adapters.playground.guard import HostGuard
 from adapters.playground.handlers import PageHandlers, PolicyEditor
+from adapters.playground.report import STYLESHEET_PATH, ReportPage
 from adapters.playground.settings import PlaygroundSettings
 from adapters.playground.state import PLATFORM, ChatLine, PlaygroundState, now
+from bot.domain.states import ConversationOwner
 from bot.events import Actor, ThreadRef
-from bot.ports import Core, ReviewCard
+from bot.ports import CardState, Core, ReviewCard
 from bot.secret_values import configured_secrets
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 AGENT = Actor(PLATFORM, "playground-agent", "You (playground)")
-_OTHER_PLATFORMS = ("slack_bot_token", "slack_signing_secret", "slack_app_token", "discord_bot_token")
 
 
 def create(settings: object) -> PlaygroundPlatform | None:
@@ -53,7 +54,8 @@ def create(settings: object) -> PlaygroundPlatform | None:
 
 
 def _other_platform(settings: Settings) -> bool:
-    return any(getattr(settings, name, None) for name in _OTHER_PLATFORMS)
+    """Whether the operator configured a chat platform (its settings say it is enabled)."""
+    return any(platform.enabled for platform in settings.platforms.values())
 
 
 class PlaygroundPlatform:
@@ -76,20 +78,21 @@ class PlaygroundPlatform:
         self.state = PlaygroundState()
         self.with_desk = with_desk
         self._core: Core | None = None
-        self._keys: dict[str, str] = {}
-        self._card_keys: dict[str, str] = {}
+        self._chat = PlaygroundChat(self.state)
+        self._desk = PlaygroundDesk(self.state)
         self._pages = PageHandlers(self)
         self._policy = PolicyEditor(self)
+        self._report = ReportPage(self)
 
     # -- PlatformAdapter ------------------------------------------------------------------
 
     @property
-    def customer_channel(self) -> PlaygroundPlatform:
-        return self
+    def customer_channel(self) -> PlaygroundChat:
+        return self._chat
 
     @property
-    def review_desk(self) -> PlaygroundPlatform | None:
-        return self if self.with_desk else None
+    def review_desk(self) -> PlaygroundDesk | None:
+        return self._desk if self.with_desk else None
 
     @property
     def desk_preferred(self) -> bool:
@@ -110,18 +113,24 @@ class PlaygroundPlatform:
         return [
             web.get("/", guard(pages.page)),
             web.get("/playground/static/{name}", guard(pages.static)),
+            web.get("/playground/image/{image_id}", guard(pages.image)),
             web.get("/playground/api/state", guard(pages.state)),
             web.get("/playground/api/edit/{draft_id}", guard(pages.edit)),
             web.post("/playground/api/message", guard(pages.message)),
             web.post("/playground/api/thread", guard(pages.thread)),
             web.post("/playground/api/decide", guard(pages.decide)),
+            web.post("/playground/api/reply", guard(pages.reply)),
             web.post("/playground/api/orders", guard(pages.orders)),
             web.post("/playground/api/policy/check", guard(policy.check)),
             web.post("/playground/api/policy/apply", guard(policy.apply)),
+            web.get("/report", guard(self._report.page)),
+            web.get(STYLESHEET_PATH, guard(self._report.stylesheet)),
         ]
 
     async def start(self, core: Core) -> None:
         self._core = core
+        if self.with_desk:  # the cards of before a restart, rebuilt from the database
+            await core.reshow_cards(self.name)
         where = f"http://localhost:{self.settings.port}/"
         if self.token:
             log.info("the playground is at %s?token=… (PLAYGROUND_TOKEN)", where)
@@ -140,47 +149,80 @@ class PlaygroundPlatform:
         self._core = None
         await self.state.close()
 
-    # -- CustomerChannel ------------------------------------------------------------------
+    @property
+    def core(self) -> Core:
+        assert self._core is not None
+        return self._core
+
+
+class PlaygroundChat:
+    """The customer side of the page (the platform's customer channel): replies land as chat
+    lines, once per idempotency key."""
+
+    platform = PLATFORM
+
+    def __init__(self, state: PlaygroundState) -> None:
+        self.state = state
+        self.keys: dict[str, str] = {}
 
     async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
-        existing = self._keys.get(idempotency_key)
+        existing = self.keys.get(idempotency_key)
         if existing is not None:
             return existing
         chat = self.state.thread(thread)
         line = ChatLine(uuid.uuid4().hex, "support", text, now(), key=idempotency_key)
         chat.lines.append(line)
         chat.pending = False
-        self._keys[idempotency_key] = line.id
+        self.keys[idempotency_key] = line.id
         await self.state.changed()
         return line.id
 
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
-        return self._keys.get(idempotency_key)
+        return self.keys.get(idempotency_key)
 
     async def show_pending(self, thread: ThreadRef) -> None:
         self.state.thread(thread).pending = True
         await self.state.changed()
 
-    # -- ReviewDesk -----------------------------------------------------------------------
+
+class PlaygroundDesk:
+    """The review desk of the page: cards, notices and the lines under a card, kept in memory
+    (a restart rebuilds them from the database through ``Core.reshow_cards``)."""
+
+    name = PLATFORM
+
+    def __init__(self, state: PlaygroundState) -> None:
+        self.state = state
+        self.keys: dict[str, str] = {}
 
     async def post_card(self, card: ReviewCard, *, idempotency_key: str = "") -> str:
-        existing = self._card_keys.get(idempotency_key) if idempotency_key else None
+        existing = self.keys.get(idempotency_key) if idempotency_key else None
         if existing is not None:
             return existing
         ref = f"card-{len(self.state.cards) + 1}-{card.draft_id[:8]}"
-        self.state.cards[ref] = card
+        self._show(ref, card)
         if idempotency_key:
-            self._card_keys[idempotency_key] = ref
+            self.keys[idempotency_key] = ref
         await self.state.changed()
         return ref
 
     async def find_card(self, idempotency_key: str) -> str | None:
         """A card already posted with this key (the rebuilt core's crash recovery asks)."""
-        return self._card_keys.get(idempotency_key)
+        return self.keys.get(idempotency_key)
 
     async def update_card(self, ref: str, card: ReviewCard) -> None:
-        self.state.cards[ref] = card
+        self._show(ref, card)
         await self.state.changed()
+
+    def _show(self, ref: str, card: ReviewCard) -> None:
+        """Keep the card; its thread stops waiting once a draft (or a human) answers it."""
+        self.state.cards[ref] = card
+        if card.thread is None:
+            return
+        thread = self.state.thread(card.thread)
+        done = card.state not in (CardState.DRAFTING, CardState.SUPERSEDED)
+        if done or card.conversation.owner is ConversationOwner.HUMAN:
+            thread.drafting = ""
 
     async def post_notice(self, text: str) -> None:
         self.state.notices.append(text)
@@ -190,8 +232,3 @@ class PlaygroundPlatform:
         tag = f"@{on_call} " if on_call else ""
         self.state.card_threads.setdefault(ref, []).append(f"{tag}{text}")
         await self.state.changed()
-
-    @property
-    def core(self) -> Core:
-        assert self._core is not None
-        return self._core

@@ -30,6 +30,8 @@ class ChatLine:
     at: datetime
     attachments: tuple[str, ...] = ()
     key: str = ""
+    images: tuple[str, ...] = ()  # ids of the uploaded images (:attr:`PlaygroundState.images`)
+    by_hand: bool = False  # an agent's reply written by hand on the desk
 
 
 @dataclass
@@ -40,10 +42,24 @@ class Thread:
     number: int
     lines: list[ChatLine] = field(default_factory=list)
     pending: bool = False
+    #: The message a draft is being written for, until its card is up ("" when none).
+    drafting: str = ""
 
     @property
     def location(self) -> str:
         return f"Playground · conversation {self.number}"
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image a customer uploaded, kept for its thumbnail."""
+
+    content_type: str
+    data: bytes
+
+
+#: Images kept for thumbnails (the oldest is forgotten first).
+MAX_IMAGES = 100
 
 
 class PlaygroundState:
@@ -54,7 +70,9 @@ class PlaygroundState:
         self.cards: dict[str, ReviewCard] = {}  # card ref -> the latest card
         self.notices: list[str] = []
         self.card_threads: dict[str, list[str]] = {}  # card ref -> posts in its thread (SLA reminders)
+        self.images: dict[str, Image] = {}
         self.version = 0
+        self.boot = uuid.uuid4().hex[:12]  # this run's id: a page from before a restart starts over
         self.closed = False
         self.waiting = 0  # pages waiting for a change right now
         self._changed = asyncio.Condition()
@@ -75,6 +93,21 @@ class PlaygroundState:
             found = Thread(ref, next(self._numbers))
             self.threads[ref.thread] = found
         return found
+
+    def keep_image(self, image: Image) -> str:
+        """Keep an uploaded image for its thumbnail; returns its id."""
+        key = uuid.uuid4().hex
+        self.images[key] = image
+        while len(self.images) > MAX_IMAGES:
+            del self.images[next(iter(self.images))]
+        return key
+
+    def card_of(self, draft_id: str) -> ReviewCard | None:
+        return next((card for card in self.cards.values() if card.draft_id == draft_id), None)
+
+    def cards_of(self, thread: Thread) -> list[ReviewCard]:
+        """The thread's cards, oldest first."""
+        return [card for card in self.cards.values() if card.thread == thread.ref]
 
     def pending_card(self) -> ReviewCard | None:
         """The newest card still waiting for a decision."""

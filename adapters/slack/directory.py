@@ -1,6 +1,7 @@
 """Who a Slack user is: the profile e-mail (``users.info``), user-group membership
-(``usergroups.list``) and review-channel membership (``conversations.members``), each cached for a
-while so a busy channel costs few Web API calls."""
+(``usergroups.list``) and review-channel membership (``conversations.members``); and whether a
+channel is private (``conversations.info``); each cached for a while so a busy channel costs few
+Web API calls."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ EMAIL_TTL = 600.0
 GROUPS_TTL = 60.0
 #: How long the review channel's member list is remembered.
 MEMBERS_TTL = 60.0
+#: How long whether a channel is private is remembered.
+CHANNEL_TTL = 600.0
 #: Member pages read at most (200 members each).
 MEMBER_PAGES = 10
 #: A lookup made while Slack waits for an ack is bounded by this.
@@ -48,6 +51,7 @@ class SlackDirectory:
         self._told_no_groups = False
         self._email_scope = True
         self._members: dict[str, tuple[float, frozenset[str] | None]] = {}
+        self._private: dict[str, tuple[float, bool | None]] = {}
 
     def grant(self, scopes: str | None) -> None:
         """The token's scopes, as Slack sends them in ``x-oauth-scopes`` (None: unknown). Without
@@ -143,6 +147,26 @@ class SlackDirectory:
         their user groups and whether they are in the review channel (when there is one)."""
         member = await self.is_member(review_channel, user_id) if review_channel else None
         return Author(user_id, f"<@{user_id}>", groups=await self.groups_of(user_id), review_member=member)
+
+    async def is_private(self, channel: str) -> bool | None:
+        """Whether ``channel`` is private (:func:`wire.parse_channel_privacy`), or None when Slack
+        will not say (no ``channels:read`` / ``groups:read``, or Slack unreachable)."""
+        fetched_at, private = self._private.get(channel, (float("-inf"), None))
+        if time.monotonic() - fetched_at <= CHANNEL_TTL:
+            return private
+        try:
+            response = await asyncio.wait_for(self._client.conversations_info(channel=channel), LOOKUP_TIMEOUT)
+            private = wire.parse_channel_privacy(response.data)
+        except SlackApiError as exc:
+            log.info("whether %s is private is unknown (%s)", channel, exc.response.get("error"))
+            private = None
+        except (TimeoutError, OSError, aiohttp.ClientError, wire.MalformedPayload) as exc:
+            log.info("whether %s is private is unknown for now (%s)", channel, type(exc).__name__)
+            return None
+        if len(self._private) >= _EMAIL_CACHE_SIZE:
+            self._private.clear()
+        self._private[channel] = (time.monotonic(), private)
+        return private
 
     async def _read_members(self, channel: str) -> frozenset[str]:
         found: set[str] = set()

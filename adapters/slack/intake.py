@@ -25,7 +25,7 @@ from slack_bolt.response import BoltResponse
 
 from adapters.slack import wire
 from adapters.slack.directory import SlackDirectory
-from bot.events import Attachment, Author, InboundMessage, MessageDeleted, MessageKind, ThreadRef
+from bot.events import Attachment, Author, InboundMessage, MessageDeleted, MessageKind, Place, ThreadRef
 from bot.ports import Core
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ IGNORED_SUBTYPES = frozenset(
 )
 CHANGED = "message_changed"
 DELETED = "message_deleted"
+#: ``channel_type`` of a message event in a place only its members read (a DM, a group DM, a
+#: private channel); ``channel`` is a public one.
+PRIVATE_CHANNEL_TYPES = frozenset({"im", "mpim", "group"})
 #: What a ``message_changed`` leaves of a thread's first message deleted while it has replies.
 TOMBSTONE = "tombstone"
 
@@ -192,7 +195,21 @@ class SlackIntake:
             attachments=tuple(self._attachment(f) for f in event["files"]),
             location=where,
             edited=edited,
+            place=await self._place(envelope, event),
         )
+
+    async def _place(self, envelope: wire.EventCallback, event: wire.MessageEvent) -> Place:
+        """Who can read the channel: a Slack Connect channel is public (another organisation reads
+        it); otherwise the message event's ``channel_type``, or, for an ``app_mention`` (which has
+        none), ``conversations.info``. What Slack will not tell is public."""
+        if envelope["is_ext_shared_channel"]:
+            return Place.PUBLIC
+        channel_type = event.get("channel_type")
+        if channel_type is None:
+            private = await self._directory.is_private(event["channel"])
+        else:
+            private = channel_type in PRIVATE_CHANNEL_TYPES
+        return Place.PRIVATE if private else Place.PUBLIC
 
     async def _author(self, envelope: wire.EventCallback, event: wire.MessageEvent, *, in_thread: bool) -> Author:
         """The author with the facts the core decides who is speaking from. Only a reply in an

@@ -1,15 +1,52 @@
-"""The Slack adapter's own settings, read from the core :class:`bot.settings.Settings` (the
-environment names stay ``SLACK_BOT_TOKEN``, ``SLACK_SIGNING_SECRET``, ``SLACK_APP_TOKEN``,
-``SLACK_API_URL``, ``SLACK_FILES_URL``, ``SLACK_REVIEW_CHANNEL``). The rest of the adapter reads only these."""
+"""The Slack adapter's own settings: :class:`SlackVariables` are the operator's ``SLACK_*``
+variables (registered in the ``supportbot.settings`` entry-point group, so the core reads them
+from the environment, ``.env`` and the secrets directory and lists them in ``run --help``);
+:class:`SlackSettings` is what the adapter runs with, checked from them. The rest of the adapter
+reads only these."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from bot.errors import ConfigError
-from bot.settings import Settings
+from bot.settings import PlatformSettings, Settings, listed
+
+
+class SlackVariables(PlatformSettings):
+    """``SLACK_BOT_TOKEN`` and the rest of Slack's variables."""
+
+    model_config = SettingsConfigDict(env_prefix="SLACK_")
+    enabled_by = "SLACK_BOT_TOKEN and friends"
+    desk_set_by = "SLACK_REVIEW_CHANNEL"
+
+    bot_token: SecretStr | None = Field(None, description="Slack bot token xoxb-… (enables Slack)")
+    signing_secret: SecretStr | None = Field(None, description="Slack signing secret (HTTP mode)")
+    app_token: SecretStr | None = Field(None, description="Slack app token xapp-…: Socket Mode instead of HTTP mode")
+    api_url: str = Field("https://slack.com/api/", description="Slack Web API (a proxy, or a test server)")
+    review_channel: str | None = Field(None, description="Slack channel id where agents review drafts")
+    files_url: str = Field(
+        "https://files.slack.com", description="where Slack serves files; the bot token is sent there and nowhere else"
+    )
+    workspace_allowlist: str = Field(
+        "",
+        description="Slack team ids (T…, comma-separated) whose messages are served; empty serves every workspace",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bot_token or self.signing_secret or self.app_token)
+
+    @property
+    def hosts_review_desk(self) -> bool:
+        return bool(self.review_channel)
+
+    def serves(self, workspace: str) -> bool:
+        """The event's team id (in a Slack Connect channel, the writer's own team)."""
+        allowed = listed(self.workspace_allowlist)
+        return not allowed or workspace in allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,22 +69,25 @@ class SlackSettings:
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackSettings | None:
         """None when Slack is not configured at all; :class:`ConfigError` naming every missing
-        variable when it is half configured."""
-        if not (settings.slack_bot_token or settings.slack_signing_secret or settings.slack_app_token):
+        variable when it is half configured. Slack needs a review channel unless another platform
+        hosts the review desk (``DISCORD_REVIEW_CHANNEL``)."""
+        own = settings.platform(SlackVariables)
+        if not own.enabled:
             return None
-        needed = ["slack_bot_token"]
-        if settings.slack_app_token is None:
-            needed.append("slack_signing_secret")
-        if not settings.discord_review_channel:
-            needed.append("slack_review_channel")
-        settings.require("Slack", needed)
-        if settings.slack_bot_token is None:  # settings.require raised already; this is for mypy
+        needed = ["bot_token"]
+        if own.app_token is None:
+            needed.append("signing_secret")
+        desk_elsewhere = any(p.hosts_review_desk for p in settings.platforms.values() if p is not own)
+        if not desk_elsewhere:
+            needed.append("review_channel")
+        own.require("Slack", needed)
+        if own.bot_token is None:  # own.require raised already; this is for mypy
             raise ConfigError("Slack is enabled but SLACK_BOT_TOKEN is missing")
         return cls(
-            bot_token=settings.slack_bot_token,
-            api_url=settings.slack_api_url,
-            files_url=settings.slack_files_url,
-            signing_secret=settings.slack_signing_secret if settings.slack_app_token is None else None,
-            app_token=settings.slack_app_token,
-            review_channel=settings.slack_review_channel or None,
+            bot_token=own.bot_token,
+            api_url=own.api_url,
+            files_url=own.files_url,
+            signing_secret=own.signing_secret if own.app_token is None else None,
+            app_token=own.app_token,
+            review_channel=own.review_channel or None,
         )

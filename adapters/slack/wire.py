@@ -387,6 +387,17 @@ def parse_user_info(response: Any) -> UserInfo:
     return UserInfo(id=_str(user, "id", "user.id"), email=email if isinstance(email, str) else "")
 
 
+def parse_channel_privacy(response: Any) -> bool:
+    """``conversations.info``: whether the conversation is private (a DM, a group DM, a private
+    channel) and not shared with another organisation (``is_ext_shared``)."""
+    channel = response.get("channel") if isinstance(response, dict) else None
+    if not isinstance(channel, dict):
+        raise MalformedPayload("conversations.info answered without a channel")
+    if channel.get("is_ext_shared") is True:
+        return False
+    return any(channel.get(flag) is True for flag in ("is_im", "is_mpim", "is_private"))
+
+
 def metadata_key_of(message: Any, event_type: str) -> str | None:
     """The key in a history message's metadata, when it carries our ``event_type``."""
     if not isinstance(message, dict):

@@ -9,6 +9,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from bot import metrics
 from bot.agent import DraftingAgent
@@ -32,11 +33,13 @@ from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
 from bot.events import Author, FeedbackClick, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
+from bot.insight.figures import Report, gather
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel, DecisionOutcome, DeskHome, EditForm, FileFetcher, ReviewDesk
 from bot.settings import Settings
 from bot.store import Database, utcnow
+from bot.store import drafts as draft_rows
 from tools import ToolRegistry
 from tools.orders import OrderBackend
 
@@ -153,7 +156,8 @@ class Copilot:
         also resumes whatever an earlier run left), the dispatcher, the retention job."""
         self.drafting.pool.start(self.settings.drafting_concurrency)
         desk = self.policy.current.desk
-        if desk.handoff_texts or desk.acknowledgement_texts:  # half a second, off the first ack
+        out_of_hours_texts = desk.hours.out_of_hours_texts if desk.hours else {}
+        if desk.handoff_texts or desk.acknowledgement_texts or out_of_hours_texts:  # half a second, off the first ack
             self.supervisor.spawn("language-model", asyncio.to_thread(language.load))
         self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
         self.supervisor.keep_running("sweeper", self.sweeper.run)
@@ -214,6 +218,19 @@ class Copilot:
         and its refusal is returned."""
         await self.policy.reload_if_changed(self.policy_rejected)
         return self.policy.refused
+
+    async def report(self, since: timedelta) -> Report:
+        async with self.db.read() as conn:
+            return await gather(conn, since, utcnow())
+
+    async def reshow_cards(self, desk: str, limit: int = 30) -> int:
+        """Show the newest cards on ``desk`` again as they are now (a desk kept in memory, the
+        playground, after a restart); returns how many."""
+        async with self.db.read() as conn:
+            drafts = await draft_rows.cards_on_desk(conn, desk, limit)
+        for draft_id in drafts:
+            await self.publisher.refresh(draft_id)
+        return len(drafts)
 
     # -- hand-offs between rooms ----------------------------------------------------------
 

@@ -29,6 +29,7 @@ from bot.core.files import FileDownloads
 from bot.core.memory import Memory
 from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, plan_no_reply, spends
 from bot.core.pool import WorkerPool
+from bot.core.progress import step_line
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
 from bot.core.tasks import Supervisor
@@ -240,6 +241,7 @@ class Drafting:
             on_usage=lambda used_model, usage: spent.append(("drafting", used_model, usage)),
             context=claim.ctx,
             on_delta=stream.delta if stream is not None else None,
+            on_step=stream.step if stream is not None else None,
             gate=self._budget(claim, policy),
         )
 
@@ -302,7 +304,9 @@ class Drafting:
 
     async def _record(self, claimed: ClaimedDraft, outcome: DraftOutcome, now: datetime) -> outcomes.Recorded:
         async with self.db.write() as conn:
-            recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            recorded = await outcomes.record(
+                conn, claimed, self.leases.owner, outcome, now, policy_version=self.policy.current.version
+            )
             told = False
             escalation = recorded.card.escalation if recorded.card is not None else ""
             # In the same transaction: the conversation becomes a human's, and its hand-off text is
@@ -328,6 +332,8 @@ class Drafting:
         if isinstance(outcome, Retry):
             if recorded.new_draft is not None:
                 self.pool.submit(recorded.new_draft)
+            if ref is not None:  # the forming card says it was redrafted (the new draft has its own)
+                await self._end_forming_card(ref, claimed.id)
             return
         if recorded.card is None:
             return  # superseded while drafting: a newer draft follows
@@ -354,6 +360,11 @@ class Drafting:
                 "show-pending", channel.show_pending(conversation.thread), thread=conversation.thread.key
             )
 
+    async def _end_forming_card(self, ref: str, draft_id: str) -> None:
+        source = await self.publisher.load(draft_id)
+        if source is not None:
+            await self.publisher.show_progress(ref, source)
+
     async def _finish_no_reply(self, outcome: NoReply, run: DraftRun, *, ref: str | None = None) -> None:
         """No card, nothing sent: the draft is retired and the conversation resolved by the
         customer (:func:`bot.core.no_reply.on_no_reply`, in the same transaction); counted."""
@@ -361,7 +372,9 @@ class Drafting:
         now = utcnow()
         shown_on: str | None = None
         async with self.db.write() as conn:
-            recorded = await outcomes.record(conn, claimed, self.leases.owner, outcome, now)
+            recorded = await outcomes.record(
+                conn, claimed, self.leases.owner, outcome, now, policy_version=self.policy.current.version
+            )
             if recorded.card is not None:
                 shown_on = await no_reply.on_no_reply(conn, conversation.id, claimed.id, outcome.reason, now)
         if shown_on is not None:  # the conversation's last card shows it resolved
@@ -388,7 +401,8 @@ class Drafting:
 
 
 class CardStream:
-    """Pushes the draft as Kimi streams it onto its open card, at most every ``every`` seconds."""
+    """Pushes the draft as Kimi streams it, and the steps drafting takes (its tool calls), onto
+    its open card, at most every ``every`` seconds."""
 
     def __init__(self, publisher: CardPublisher, ref: str, source: CardSource, every: float) -> None:
         self.publisher = publisher
@@ -396,6 +410,7 @@ class CardStream:
         self.source = source
         self.every = every
         self.latest = ""
+        self.steps: list[str] = []
         self.task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -403,15 +418,20 @@ class CardStream:
         self.latest = text_so_far
         self._changed.set()
 
+    def step(self, name: str, arguments: str) -> None:
+        self.steps.append(step_line(name, arguments))
+        self._changed.set()
+
     async def run(self) -> None:
-        shown = ""
+        shown: tuple[str, int] = ("", 0)
         while True:
             await self._changed.wait()
             self._changed.clear()
-            if self.latest != shown:
-                shown = self.latest
-                self.source = replace(self.source, draft=replace(self.source.draft, text=shown + " …"))
-                await self.publisher.show_progress(self.ref, self.source)
+            if (self.latest, len(self.steps)) != shown:
+                shown = (self.latest, len(self.steps))
+                text = self.latest + " …" if self.latest else ""
+                self.source = replace(self.source, draft=replace(self.source.draft, text=text))
+                await self.publisher.show_progress(self.ref, self.source, tuple(self.steps))
             await asyncio.sleep(self.every)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.core import fixed_texts
+from bot.domain.feedback import Feedback, FeedbackKind
 from bot.domain.outcome import AuditLine
 from bot.domain.roles import Role, classify
 from bot.domain.states import DraftStatus, OutboxKind
@@ -83,9 +84,8 @@ class FeedbackDesk:
             elif click.author.id != reply.asker_id:
                 outcome = DecisionOutcome(False, ONLY_THE_ASKER)
             else:
-                await feedback_rows.record(
-                    conn, click.draft_id, reply.conversation_id, click.author.id, click.vote, now
-                )
+                answer = Feedback(click.draft_id, FeedbackKind.REPLY, click.vote.score, click.author.id)
+                await feedback_rows.record(conn, answer, now)
                 line = AuditLine(reply.conversation_id, click.draft_id, "feedback", click.author.id, str(click.vote))
                 await records.add_audit(conn, [line], now)
                 outcome = DecisionOutcome(True, THANKS)

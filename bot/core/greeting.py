@@ -30,14 +30,15 @@ def _hours(desk: DeskSection) -> BusinessHours | None:
 
 def _closed(desk: DeskSection, now: datetime) -> bool:
     """Outside the hours, with an out-of-hours text to say so."""
-    return desk.hours is not None and bool(desk.hours.out_of_hours) and not is_open(_hours(desk), now)
+    hours = desk.hours
+    return hours is not None and bool(hours.out_of_hours or hours.out_of_hours_texts) and not is_open(_hours(desk), now)
 
 
 def greeting(desk: DeskSection, now: datetime, *, language: str | None = None, typical: float | None = None) -> str:
     """The text for a conversation opened at ``now`` ("": say nothing); ``typical``: the median
     wait in business minutes (None: the policy's first-response time)."""
     if desk.hours is not None and _closed(desk, now):
-        return desk.hours.out_of_hours
+        return fixed_texts.in_language(desk.hours.out_of_hours, desk.hours.out_of_hours_texts, language)
     text = fixed_texts.in_language(desk.acknowledgement, desk.acknowledgement_texts, language)
     if not text:
         return ""
@@ -56,7 +57,12 @@ class Greeter:
 
     def _says_anything(self) -> bool:
         desk = self.policy.current.desk
-        return bool(desk.acknowledgement or desk.acknowledgement_texts or (desk.hours and desk.hours.out_of_hours))
+        hours = desk.hours
+        return bool(
+            desk.acknowledgement
+            or desk.acknowledgement_texts
+            or (hours and (hours.out_of_hours or hours.out_of_hours_texts))
+        )
 
     async def prepare(self, now: datetime) -> None:
         """Before the ack's transaction: the median wait (read from SQL at most every few
@@ -76,7 +82,7 @@ class Greeter:
         desk = self.policy.current.desk
         closed = _closed(desk, now)
         language = None
-        if desk.acknowledgement_texts and not closed:
+        if desk.hours.out_of_hours_texts if closed and desk.hours else desk.acknowledgement_texts:
             facts = await conversation_rows.facts_of(conn, conversation_id)
             language = await fixed_texts.language_of(conn, conversation_id, facts, said)
         text = greeting(desk, now, language=language, typical=self._typical)

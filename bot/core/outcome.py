@@ -2,8 +2,9 @@
 
 Drafting runs the model and the verification pass; :func:`plan` turns the run's result, the
 conversation's memory and the policy into a typed outcome (:mod:`bot.domain.outcome`): the text
-and its notices, the flags, the escalation, the refunds with THE rule's verdicts, the facts
-learned, who is asking. :func:`bot.store.outcomes.record` then stores it in one transaction.
+(without the verified order details a public place may not show, :mod:`bot.public_places`) and
+its notices, the flags, the escalation, the refunds with THE rule's verdicts, the facts learned,
+who is asking. :func:`bot.store.outcomes.record` then stores it in one transaction.
 Nothing here reads the database, the clock or the network, so every rule is testable alone.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from bot import identity, verification
+from bot import identity, public_places, verification
 from bot.agent import DraftResult
 from bot.approval import RefundHistory, judge_refunds
 from bot.core.drafting_text import escalation_reasons, fit
@@ -101,7 +102,9 @@ def plan(
         return plan_no_reply(run, said, result.model, tuple(result.tool_calls))
     if verification.may_retry(flags, result, run.claimed.revision, run.claimed.instruction):
         return _retry(run, result, flags, policy)
-    text = draft_text(result, policy)
+    fitted = draft_text(result, policy)
+    public = public_places.check_draft(fitted, run.conversation.place, run.ctx, policy.identity)
+    text = public.text
     refunds = _refunds(result, run.ctx, policy, history, now)
     facts = _facts_after(run.conversation, result, refunds)
     known = identity.identity_values(run.conversation, run.ctx, policy)
@@ -115,9 +118,9 @@ def plan(
     return Ready(
         text=text,
         model=result.model,
-        notice=_notice(result, text, policy, run.claimed.instruction, overruled=forced or bool(said)),
+        notice=_notice(result, fitted, policy, run.claimed.instruction, overruled=forced or bool(said), public=public),
         escalation=_escalation(policy, run.trigger_text, 0, run.ctx),
-        flags=(*identity.identity_flags(run.ctx), *flags),
+        flags=(*identity.identity_flags(run.ctx), *public.flags, *flags),
         usage=Spend("draft", result.model, *_tokens(result.usage), result.usage.cost_microusd(result.model)),
         refunds=refunds,
         tool_calls=tuple(result.tool_calls),
@@ -176,7 +179,15 @@ def _tokens(usage: Usage) -> tuple[int, int, int]:
     return usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
 
 
-def _notice(result: DraftResult, text: str, policy: Policy, instruction: str | None, *, overruled: str | bool) -> str:
+def _notice(
+    result: DraftResult,
+    text: str,
+    policy: Policy,
+    instruction: str | None,
+    *,
+    overruled: str | bool,
+    public: public_places.PublicCheck,
+) -> str:
     notices = []
     if overruled:
         why = overruled if isinstance(overruled, str) else "it proposed an action"
@@ -185,6 +196,7 @@ def _notice(result: DraftResult, text: str, policy: Policy, instruction: str | N
     if result.forced_final:
         notices.append(f"Tool use stopped: {result.forced_final}.")
     notices.append(verification.regenerated_notice(instruction))
+    notices.append(public.notice)
     return " ".join(n for n in notices if n)
 
 

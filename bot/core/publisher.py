@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 
 from bot import metrics
 from bot.cards import build_card
@@ -72,13 +73,14 @@ class CardPublisher:
             metrics.platform_error(desk.name, "post_card")
             return None
 
-    async def show_progress(self, ref: str, source: CardSource) -> None:
-        """The draft so far on its open card (best effort: the final card follows anyway)."""
+    async def show_progress(self, ref: str, source: CardSource, steps: tuple[str, ...] = ()) -> None:
+        """The draft so far, and the steps drafting took, on its open card (best effort: the
+        final card follows anyway)."""
         desk = self.desk
         if desk is None:
             return
         try:
-            await desk.update_card(ref, self.card(source, desk.name))
+            await desk.update_card(ref, replace(self.card(source, desk.name), progress=steps))
         except PlatformError as exc:
             log.warning("updating the forming card of draft %s failed: %s", source.draft_id, exc)
             metrics.platform_error(desk.name, "update_card")
@@ -93,6 +95,7 @@ class CardPublisher:
             return False
         card = self.card(source, desk.name)
         key = card_key(source.draft_id)
+        shown_at = utcnow()  # before the post: an agent may click before it returns
         try:
             if ref is None and adopt:
                 ref = await desk.find_card(key)
@@ -110,7 +113,7 @@ class CardPublisher:
                 await draft_rows.postpone(conn, source.draft_id, self.owner, utcnow() + self.timing.card_retry_after)
             return False
         async with self.db.write() as conn:
-            current = await draft_rows.card_posted(conn, source.draft_id, self.owner, desk.name, ref, version)
+            current = await draft_rows.card_posted(conn, source.draft_id, self.owner, desk.name, ref, version, shown_at)
         log_event(log, "card_posted", draft=source.draft_id, platform=desk.name, card=ref, adopted=adopt)
         if current is not None and current > version:
             await self.refresh(source.draft_id)  # a click or a newer message changed it meanwhile

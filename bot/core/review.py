@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot import metrics
 from bot.approval import check_draft_refunds, current_facts, is_manager, may_approve
 from bot.core import conversation_decisions, feedback
+from bot.domain.measures import edit_distance
 from bot.domain.outcome import AuditLine
-from bot.domain.states import ActionStatus, DraftStatus
+from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus
 from bot.events import CONVERSATION_ACTIONS, Actor, DecisionAction, ReviewDecision
 from bot.identity import refund_owner
 from bot.logs import log_event
@@ -29,7 +30,9 @@ from bot.ports import DecisionOutcome, EditForm
 from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
+from bot.store import life as life_rows
 from bot.store import outbox as outbox_rows
+from bot.store import outcomes as outcome_rows
 from bot.store.records import StoredAction
 from bot.store.reviews import DraftUnderReview, load_for_review, reply_text
 from tools.money import Money
@@ -66,6 +69,10 @@ class Effects:
 Handler = Callable[
     [AsyncConnection, DraftUnderReview, ReviewDecision, Policy, datetime, Effects], Awaitable[DecisionOutcome]
 ]
+
+
+def _is_retry(decision: ReviewDecision, draft: DraftUnderReview) -> bool:
+    return decision.action is DecisionAction.REGENERATE and draft.status is DraftStatus.FAILED
 
 
 def already(draft: DraftUnderReview) -> str:
@@ -111,12 +118,15 @@ class Decisions:
             on_desk = decision.actor.platform in self.desks
             if not may_approve(decision.actor, policy, on_desk=on_desk):
                 outcome = DecisionOutcome(False, _not_an_approver(on_desk))
+            elif _is_retry(decision, draft):
+                outcome = await self._retry(conn, draft, decision, now, effects)
             elif decision.action not in CONVERSATION_ACTIONS and draft.status is not DraftStatus.AWAITING_REVIEW:
                 outcome = DecisionOutcome(False, already(draft))
             else:
                 outcome = await self._handlers[decision.action](conn, draft, decision, policy, now, effects)
             await self._record(conn, draft, decision, outcome, now)
-        metrics.decided(str(decision.action), outcome.ok)
+        shown_at = None if decision.action in CONVERSATION_ACTIONS else draft.shown_at
+        metrics.decided(str(decision.action), outcome.ok, shown_at)
         log_event(
             log,
             "decision",
@@ -163,11 +173,17 @@ class Decisions:
             )
 
     @staticmethod
-    def _decided_by(decision: ReviewDecision, now: datetime) -> dict[str, object]:
+    async def _decided_by(
+        conn: AsyncConnection, draft: DraftUnderReview, decision: ReviewDecision, now: datetime
+    ) -> dict[str, object]:
+        """Who decided and when, and what the conversation had cost by then (the report's figures)."""
+        tokens, cost = await outcome_rows.conversation_spend(conn, draft.conversation_id)
         return {
             "decided_by": decision.actor.display_name or decision.actor.id,
             "decided_by_id": decision.actor.id,
             "decided_at": now,
+            "conversation_tokens": tokens,
+            "conversation_cost_microusd": cost,
         }
 
     async def _reject(
@@ -180,7 +196,12 @@ class Decisions:
         effects: Effects,
     ) -> DecisionOutcome:
         moved = await draft_rows.transition(
-            conn, draft.id, DraftStatus.AWAITING_REVIEW, DraftStatus.REJECTED, now, **self._decided_by(decision, now)
+            conn,
+            draft.id,
+            DraftStatus.AWAITING_REVIEW,
+            DraftStatus.REJECTED,
+            now,
+            **await self._decided_by(conn, draft, decision, now),
         )
         if not moved:
             return DecisionOutcome(False, already(draft))
@@ -201,19 +222,46 @@ class Decisions:
         now: datetime,
         effects: Effects,
     ) -> DecisionOutcome:
+        return await self._draft_again(conn, draft, decision, now, effects, retry=False)
+
+    async def _retry(
+        self, conn: AsyncConnection, draft: DraftUnderReview, decision: ReviewDecision, now: datetime, effects: Effects
+    ) -> DecisionOutcome:
+        """Retry on a failed card: the same message is drafted again, unless a newer draft already
+        answers it or a human answers the conversation (Hand back first)."""
+        if await draft_rows.open_draft_covering(conn, draft.conversation_id, draft.message_id) is not None:
+            return DecisionOutcome(False, "A newer draft for this conversation is already on its way.")
+        life = await life_rows.load(conn, draft.conversation_id)
+        if life is not None and life.owner is ConversationOwner.HUMAN:
+            return DecisionOutcome(False, "A human answers this conversation; Hand back to the bot first.")
+        return await self._draft_again(conn, draft, decision, now, effects, retry=True)
+
+    async def _draft_again(
+        self,
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        decision: ReviewDecision,
+        now: datetime,
+        effects: Effects,
+        *,
+        retry: bool,
+    ) -> DecisionOutcome:
+        """Regenerate (a draft under review) or Retry (a failed one): the draft is superseded and
+        its message drafted again as the next revision, with the agent's instruction."""
         who = decision.actor.display_name or decision.actor.id
         moved = await draft_rows.transition(
             conn,
             draft.id,
-            DraftStatus.AWAITING_REVIEW,
+            DraftStatus.FAILED if retry else DraftStatus.AWAITING_REVIEW,
             DraftStatus.SUPERSEDED,
             now,
-            notice=f"Regenerated by {who}",
-            **self._decided_by(decision, now),
+            notice=f"{'Retried' if retry else 'Regenerated'} by {who}",
+            **await self._decided_by(conn, draft, decision, now),
         )
         if not moved:
             return DecisionOutcome(False, already(draft))
-        await records.move_actions_of(conn, [draft.id], ActionStatus.PROPOSED, ActionStatus.SUPERSEDED)
+        if not retry:
+            await records.move_actions_of(conn, [draft.id], ActionStatus.PROPOSED, ActionStatus.SUPERSEDED)
         effects.new_draft = await draft_rows.insert_draft(
             conn,
             draft.conversation_id,
@@ -222,12 +270,11 @@ class Decisions:
             revision=draft.revision + 1,
             instruction=(decision.instruction or "").strip()[:500] or None,
         )
+        kind = "retry" if retry else "regenerate"
         await records.add_audit(
-            conn,
-            [AuditLine(draft.conversation_id, draft.id, "regenerate", decision.actor.id, decision.instruction or "")],
-            now,
+            conn, [AuditLine(draft.conversation_id, draft.id, kind, decision.actor.id, decision.instruction or "")], now
         )
-        return DecisionOutcome(True, "A new draft is on its way.")
+        return DecisionOutcome(True, "Drafting again." if retry else "A new draft is on its way.")
 
     async def _on_conversation(
         self,
@@ -307,7 +354,8 @@ class Decisions:
         actor = decision.actor
         edited = decision.action is DecisionAction.EDIT or bool(draft.edited_text)
         target = DraftStatus.EDITED if edited else DraftStatus.APPROVED
-        values: dict[str, object] = self._decided_by(decision, now)
+        values: dict[str, object] = await self._decided_by(conn, draft, decision, now)
+        values["edit_distance"] = edit_distance(draft.text, text)
         if decision.action is DecisionAction.EDIT:
             values["edited_text"] = text
         if not await draft_rows.transition(conn, draft.id, DraftStatus.AWAITING_REVIEW, target, now, **values):

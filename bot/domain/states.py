@@ -36,7 +36,8 @@ DRAFT_TRANSITIONS: dict[DraftStatus, frozenset[DraftStatus]] = {
     DraftStatus.EDITED: frozenset({DraftStatus.SENT, DraftStatus.SEND_FAILED}),
     DraftStatus.REJECTED: frozenset(),
     DraftStatus.SUPERSEDED: frozenset(),
-    DraftStatus.FAILED: frozenset(),
+    # failed → superseded: Retry (Regenerate on a failed card) drafts the message again.
+    DraftStatus.FAILED: frozenset({DraftStatus.SUPERSEDED}),
     DraftStatus.SENT: frozenset(),
     DraftStatus.SEND_FAILED: frozenset(),
 }

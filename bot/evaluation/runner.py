@@ -449,7 +449,7 @@ class Runner:
             results = await asyncio.gather(*jobs)
         finally:
             if self._scripted is not None:
-                await self._scripted.stop()
+                await self._scripted.close()
             if self._template is not None:
                 self._template_dir.cleanup()
                 self._template = None

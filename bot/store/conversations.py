@@ -11,7 +11,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import ConversationOwner, ConversationStatus
-from bot.events import InboundMessage, ThreadRef
+from bot.events import InboundMessage, Place, ThreadRef
 from bot.store import life
 from bot.store.dialect import dialect_insert
 from bot.store.schema import AttachmentRow, Conversation, Message, ProcessedEvent, new_id, table_of
@@ -46,6 +46,8 @@ class ConversationState:
     owner: ConversationOwner = ConversationOwner.BOT
     owner_reason: str = ""
     assignee: str = ""
+    #: Who can read its thread, as the adapter last reported (unknown reads as public).
+    place: Place = Place.PUBLIC
 
     @property
     def platform(self) -> str:
@@ -80,13 +82,15 @@ async def open_conversation(conn: AsyncConnection, message: InboundMessage, now:
     """The conversation of the message's thread, created on its first message (its author is then
     its customer), with its life as it stands, and whether this statement created it (then no
     message of it can be stored yet); one statement, which also holds the conversation's row for
-    the caller's transaction (a click on it waits)."""
+    the caller's transaction (a click on it waits). Who can read the thread (``place``) is the
+    adapter's latest report: a channel made private, or shared with another organisation, counts
+    from its next message."""
     thread = message.thread
     c = _conversations.c
     created_id = new_id()
     base = dialect_insert(conn.dialect.name, _conversations)
     statement = base.on_conflict_do_update(
-        index_elements=[c.thread_key], set_={"updated_at": base.excluded.updated_at}
+        index_elements=[c.thread_key], set_={"updated_at": base.excluded.updated_at, "place": base.excluded.place}
     ).returning(*life.LIFE_COLUMNS)
     values = {
         "id": created_id,
@@ -108,6 +112,7 @@ async def open_conversation(conn: AsyncConnection, message: InboundMessage, now:
         "status": ConversationStatus.OPEN,
         "owner": ConversationOwner.BOT,
         "status_at": now,
+        "place": message.place,
     }
     opened = life.life_of_row((await conn.execute(statement, values)).one())
     return opened, opened.conversation_id == created_id
@@ -206,6 +211,7 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
                 c.owner,
                 c.owner_reason,
                 c.assignee,
+                c.place,
             ).where(c.id == conversation_id)
         )
     ).one()
@@ -228,6 +234,7 @@ async def load_conversation(conn: AsyncConnection, conversation_id: str) -> Conv
         owner=ConversationOwner(row.owner),
         owner_reason=row.owner_reason,
         assignee=row.assignee,
+        place=Place(row.place or Place.PUBLIC),
     )
 
 

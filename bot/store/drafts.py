@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import CARD_STATES, OPEN_DRAFT_STATES, ActionStatus, DraftStatus, check_transition
@@ -191,15 +191,22 @@ async def release(conn: AsyncConnection, draft_id: str, owner: str) -> None:
 
 
 async def card_posted(
-    conn: AsyncConnection, draft_id: str, owner: str, desk: str, ref: str, shown_version: int
+    conn: AsyncConnection, draft_id: str, owner: str, desk: str, ref: str, shown_version: int, now: datetime
 ) -> int | None:
-    """Record where the card is, release the lease; returns the draft's current version (a
-    click may have changed it while the card was on its way)."""
+    """Record where the card is and when it was first shown ready for review, release the lease;
+    returns the draft's current version (a click may have changed it while the card was on its way)."""
     row = (
         await conn.execute(
             update(_drafts)
             .where(d.id == draft_id, d.lease_owner == owner)
-            .values(card_desk=desk, card_ref=ref, card_version=shown_version, lease_owner="", lease_until=None)
+            .values(
+                card_desk=desk,
+                card_ref=ref,
+                card_version=shown_version,
+                lease_owner="",
+                lease_until=None,
+                shown_at=func.coalesce(d.shown_at, now),
+            )
             .returning(d.version)
         )
     ).first()
@@ -245,6 +252,20 @@ async def cards_missing(conn: AsyncConnection, now: datetime, limit: int) -> lis
         .order_by(d.updated_at)
         .limit(limit)
     )
+    return [str(r) for r in rows.scalars()]
+
+
+async def cards_on_desk(conn: AsyncConnection, desk: str, limit: int) -> list[str]:
+    """The newest drafts whose card is on ``desk``, oldest first (a desk that forgot its cards
+    in a restart shows them again)."""
+    newest = (
+        select(d.id, d.created_at)
+        .where(d.card_desk == desk, d.card_ref != "")
+        .order_by(d.created_at.desc())
+        .limit(limit)
+        .subquery()
+    )
+    rows = await conn.execute(select(newest.c.id).order_by(newest.c.created_at))
     return [str(r) for r in rows.scalars()]
 
 

@@ -1,5 +1,6 @@
-"""The customers' ratings of delivered replies (``feedback``): one row per customer per reply,
-whose vote a second click changes, and the counts a report reads."""
+"""Customer feedback rows (:mod:`bot.domain.feedback`): kept with the draft they are about, one
+per customer, kind and draft; a second answer replaces the first (``INSERT … ON CONFLICT``). Also
+the 👍 / 👎 a customer gave a reply and the per-reply counts (with the agent and model behind it)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ from datetime import datetime
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.feedback import Feedback, FeedbackKind
 from bot.events import Vote
 from bot.store.dialect import dialect_insert
-from bot.store.schema import Draft, Feedback, table_of
+from bot.store.schema import Draft, FeedbackRow, table_of
 
-_feedback = table_of(Feedback)
+_feedback = table_of(FeedbackRow)
 _drafts = table_of(Draft).c
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackCount:
-    """The votes on one reply over a period: the draft, the agent who decided it (their
+    """The thumbs on one reply over a period: the draft, the agent who decided it (their
     platform id and name), the model that drafted it."""
 
     draft_id: str
@@ -30,46 +32,51 @@ class FeedbackCount:
     down: int
 
 
-async def record(
-    conn: AsyncConnection, draft_id: str, conversation_id: str, customer_id: str, vote: Vote, now: datetime
-) -> None:
-    """Keep ``customer_id``'s ``vote`` on the reply of ``draft_id``: a first click adds the row,
-    a later one changes its vote (never a second row)."""
-    insert = dialect_insert(conn.dialect.name, _feedback).values(
-        draft_id=draft_id,
+async def record(conn: AsyncConnection, feedback: Feedback, now: datetime) -> bool:
+    """Keep ``feedback`` (or replace the customer's earlier answer). False: no such draft."""
+    conversation_id = await conn.scalar(select(Draft.conversation_id).where(Draft.id == feedback.draft_id))
+    if conversation_id is None:
+        return False
+    statement = dialect_insert(conn.dialect.name, _feedback).values(
         conversation_id=conversation_id,
-        customer_id=customer_id,
-        vote=vote,
-        votes=1,
+        draft_id=feedback.draft_id,
+        kind=feedback.kind,
+        score=feedback.score,
+        author_id=feedback.author_id,
         created_at=now,
         updated_at=now,
     )
     await conn.execute(
-        insert.on_conflict_do_update(
-            index_elements=[_feedback.c.draft_id, _feedback.c.customer_id],
-            set_={"vote": vote, "votes": _feedback.c.votes + 1, "updated_at": now},
+        statement.on_conflict_do_update(
+            index_elements=["draft_id", "kind", "author_id"],
+            set_={"score": statement.excluded.score, "updated_at": statement.excluded.updated_at},
         )
     )
+    return True
 
 
-async def vote_of(conn: AsyncConnection, draft_id: str, customer_id: str) -> Vote | None:
-    """The customer's current vote on the reply, if any."""
+async def vote_of(conn: AsyncConnection, draft_id: str, author_id: str) -> Vote | None:
+    """The customer's current 👍 / 👎 on the reply of ``draft_id``, if any."""
     found = await conn.scalar(
-        select(_feedback.c.vote).where(_feedback.c.draft_id == draft_id, _feedback.c.customer_id == customer_id)
+        select(_feedback.c.score).where(
+            _feedback.c.draft_id == draft_id,
+            _feedback.c.kind == FeedbackKind.REPLY,
+            _feedback.c.author_id == author_id,
+        )
     )
-    return Vote(found) if found is not None else None
+    return Vote.of_score(int(found)) if found is not None else None
 
 
 async def counts(conn: AsyncConnection, since: datetime, until: datetime) -> list[FeedbackCount]:
-    """The 👍 / 👎 per reply whose current vote was cast in ``[since, until)``, with the agent and
-    model behind it (a report sums them per agent, model or, joined on the draft, category)."""
+    """The 👍 / 👎 per reply whose current answer was given in ``[since, until)``, with the agent
+    and model behind it."""
     f = _feedback.c
-    up = func.sum(case((f.vote == Vote.UP.value, 1), else_=0))
-    down = func.sum(case((f.vote == Vote.DOWN.value, 1), else_=0))
+    up = func.sum(case((f.score > 0, 1), else_=0))
+    down = func.sum(case((f.score < 0, 1), else_=0))
     rows = await conn.execute(
         select(f.draft_id, _drafts.decided_by_id, _drafts.decided_by, _drafts.model, up, down)
         .join(table_of(Draft), _drafts.id == f.draft_id)
-        .where(f.updated_at >= since, f.updated_at < until)
+        .where(f.kind == FeedbackKind.REPLY, f.updated_at >= since, f.updated_at < until)
         .group_by(f.draft_id, _drafts.decided_by_id, _drafts.decided_by, _drafts.model)
         .order_by(f.draft_id)
     )

@@ -9,13 +9,13 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.feedback import FeedbackKind
 from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
-from bot.events import Vote
 from bot.ports import TodayFigures
-from bot.store.schema import Conversation, Draft, Feedback, Message, OutboxItem, table_of
+from bot.store.schema import Conversation, Draft, FeedbackRow, Message, OutboxItem, table_of
 
 _drafts, _conversations, _messages = table_of(Draft), table_of(Conversation), table_of(Message)
-_outbox, _feedback = table_of(OutboxItem), table_of(Feedback)
+_outbox, _feedback = table_of(OutboxItem), table_of(FeedbackRow)
 d, c, m = _drafts.c, _conversations.c, _messages.c
 
 
@@ -82,12 +82,16 @@ async def figures_since(conn: AsyncConnection, since: datetime) -> TodayFigures:
     resolved = await conn.scalar(
         select(func.count()).where(c.status == ConversationStatus.RESOLVED, c.status_at >= since)
     )
-    rows = await conn.execute(select(f.vote, func.count()).where(f.updated_at >= since).group_by(f.vote))
-    votes: dict[str, int] = {str(vote): int(count) for vote, count in rows}
+    rows = await conn.execute(
+        select(f.score, func.count())
+        .where(f.kind == FeedbackKind.REPLY, f.updated_at >= since)
+        .group_by(f.score)
+    )
+    votes: dict[int, int] = {int(score): int(count) for score, count in rows}
     return TodayFigures(
         replies_sent=int(sent or 0),
         waiting=int(waiting_now or 0),
         resolved=int(resolved or 0),
-        thumbs_up=int(votes.get(Vote.UP.value, 0)),
-        thumbs_down=int(votes.get(Vote.DOWN.value, 0)),
+        thumbs_up=int(votes.get(1, 0)),
+        thumbs_down=int(votes.get(-1, 0)),
     )

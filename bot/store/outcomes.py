@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.category import category_of, signals_of
 from bot.domain.outcome import DraftOutcome, FactsUpdate, Failed, NoReply, Ready, Retry, Spend, ToolCallRecord
 from bot.store import conversations, drafts, records
 from bot.store.cards import CallLine, DraftCard, draft_card
@@ -33,12 +34,22 @@ class Recorded:
 
 
 async def record(
-    conn: AsyncConnection, claimed: ClaimedDraft, owner: str, outcome: DraftOutcome, now: datetime
+    conn: AsyncConnection,
+    claimed: ClaimedDraft,
+    owner: str,
+    outcome: DraftOutcome,
+    now: datetime,
+    *,
+    policy_version: str = "",
 ) -> Recorded:
-    """Store ``outcome`` of the draft ``claimed`` whose lease ``owner`` holds. A ready or failed
-    draft keeps its lease for its card; a superseded one, one that needs no reply (or one that
-    was no longer ours) gives it back."""
-    values = _draft_values(outcome, now)
+    """Store ``outcome`` of the draft ``claimed`` whose lease ``owner`` holds, written under the
+    policy ``policy_version``. A ready or failed draft keeps its lease for its card; a superseded
+    one, one that needs no reply (or one that was no longer ours) gives it back."""
+    values = {
+        **_draft_values(outcome, now),
+        "policy_version": policy_version,
+        "category": category_of(signals_of(outcome)).value,
+    }
     version = await drafts.finish(conn, claimed.id, owner, outcome.status, values)
     await records.add_usage(conn, usage_rows(claimed, outcome.spent, now))
     if version is None or isinstance(outcome, Retry | NoReply):
@@ -86,6 +97,19 @@ async def spent_by_customer_since(conn: AsyncConnection, platform: str, customer
         )
     )
     return int(spent or 0)
+
+
+async def spend(conn: AsyncConnection, *where: Any) -> tuple[int, int]:
+    """What the model calls matching ``where`` used: tokens (prompt and completion) and micro-USD."""
+    u = UsageRecord
+    tokens = func.coalesce(func.sum(u.prompt_tokens + u.completion_tokens), 0)
+    row = (await conn.execute(select(tokens, func.coalesce(func.sum(u.cost_microusd), 0)).where(*where))).one()
+    return int(row[0]), int(row[1])
+
+
+async def conversation_spend(conn: AsyncConnection, conversation_id: str) -> tuple[int, int]:
+    """What a conversation's model calls used so far: tokens and micro-USD."""
+    return await spend(conn, UsageRecord.conversation_id == conversation_id)
 
 
 def usage_rows(claimed: ClaimedDraft, spent: Sequence[Spend], now: datetime) -> list[dict[str, Any]]:

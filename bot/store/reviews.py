@@ -4,6 +4,7 @@ decision's transaction, and the texts an edit form starts from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,6 +29,7 @@ class DraftUnderReview:
     text: str
     edited_text: str | None
     decided_by: str
+    shown_at: datetime | None
 
 
 async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderReview | None:
@@ -43,6 +45,7 @@ async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderRev
             d.text,
             d.edited_text,
             d.decided_by,
+            d.shown_at,
         )
         .join(_conversations, c.id == d.conversation_id)
         .where(d.id == draft_id)
@@ -62,6 +65,7 @@ async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderRev
         row.text,
         row.edited_text,
         row.decided_by,
+        row.shown_at,
     )
 
 

@@ -17,21 +17,25 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 import tools.orders
+from bot.domain.feedback import FeedbackKind
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
-from bot.events import ThreadRef, Vote
+from bot.events import Place, ThreadRef
 
 
 def utcnow() -> datetime:
@@ -133,6 +137,11 @@ class Conversation(Base):
     assignee_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
     assignee: Mapped[str] = mapped_column(String(255), default="", server_default="")
     status_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Who can read its thread, as the adapter last reported (bot/core/public_places.py); NULL
+    # (never written by this version) reads as public, the safe side.
+    place: Mapped[Place | None] = mapped_column(
+        state_column(Place, "ck_conversations_place", 8), default=Place.PUBLIC, server_default=Place.PUBLIC.value
+    )
 
     @property
     def thread_ref(self) -> ThreadRef:
@@ -201,9 +210,40 @@ class Draft(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     guard_flags: Mapped[list[Any]] = mapped_column(default=list)  # bot/verification.py, shown on the card
+    # What the team learns (bot/insight): the policy the draft was written under (Policy.version),
+    # its category (bot/domain/category.py), when its card was first shown ready for review; at the
+    # decision, how far the sent reply is from the draft (0..1) and what the conversation had cost.
+    policy_version: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    category: Mapped[str] = mapped_column(String(24), default="", server_default="")
+    shown_at: Mapped[datetime | None] = mapped_column(default=None)
+    edit_distance: Mapped[float | None] = mapped_column(Float, default=None)
+    conversation_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    conversation_cost_microusd: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 Index("ix_drafts_work", Draft.status, Draft.lease_until)
+
+
+class FeedbackRow(Base):
+    """A customer's answer about a draft's reply (bot/domain/feedback.py): one per customer, kind
+    and draft; a changed mind replaces it."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("draft_id", "kind", "author_id", name="uq_feedback_answer"),
+        CheckConstraint(
+            "(kind = 'reply' AND abs(score) = 1) OR (kind = 'csat' AND score BETWEEN 1 AND 5)",
+            name="ck_feedback_score",
+        ),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"))
+    kind: Mapped[FeedbackKind] = mapped_column(state_column(FeedbackKind, "ck_feedback_kind", 8))
+    score: Mapped[int] = mapped_column(Integer)
+    author_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ProposedAction(Base):
@@ -287,24 +327,6 @@ class OutboxItem(Base):
 
 Index("ix_outbox_due", OutboxItem.status, OutboxItem.next_attempt_at)
 Index("ix_outbox_idempotency_key", OutboxItem.idempotency_key, unique=True)
-
-
-class Feedback(Base):
-    """A customer's 👍 / 👎 on a delivered reply, stored with the draft it rates: one row per
-    customer per reply (a second click changes ``vote``; ``votes`` counts the clicks)."""
-
-    __tablename__ = "feedback"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"))
-    conversation_id: Mapped[str] = mapped_column(String(32), index=True)
-    customer_id: Mapped[str] = mapped_column(String(128))
-    vote: Mapped[Vote] = mapped_column(state_column(Vote, "ck_feedback_vote", 8))
-    votes: Mapped[int] = mapped_column(Integer, default=1)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-
-
-Index("ux_feedback_draft_customer", Feedback.draft_id, Feedback.customer_id, unique=True)
 
 
 class UsageRecord(Base):

@@ -9,17 +9,20 @@ A scenario reads as a support conversation::
         said = await desk.customer("kim").says("my chair from 40021 broke, refund please")
         card = await desk.card_for(said)
         assert "needs a manager" in card.proposals[0].verdict
-        told = await desk.approve(card, as_="U_AGENT")
+        told = await desk.agent("U_AGENT").approve(card)
         assert "needs a manager" in told and desk.replies_to(said) == []
 
 It starts :class:`bot.app.Supportbot` as ``supportbot run`` does (a real SQLite file, the policy
 file, Kimi at ``KIMI_BASE_URL``: a simulator on loopback in tests) and asserts on what a person
 would notice: the :class:`~bot.ports.ReviewCard` each draft shows, what the approver is told, the
-replies posted and the refunds made. The desk touches the core only as ``Supportbot`` (start,
+replies posted and the refunds made. Its people are handles it hands out (:mod:`bot.testing.people`):
+a customer says something, an agent approves, edits, rejects, regenerates, takes over, hands back,
+claims or resolves. The desk touches the core only as ``Supportbot`` (start,
 stop), the :class:`~bot.ports.Core` surface and the ports it implements, and the shop's tables
 (orders imported, refunds read): never the drafting internals.
 
-By default the platform lives in memory (:class:`MemoryDriver`). Another :class:`Driver` runs the
+By default the platform lives in memory (:class:`~bot.testing.drivers.MemoryDriver`). Another
+:class:`~bot.testing.drivers.Driver` runs the
 same scenario through a real adapter (the tests have one for Slack and one for Discord over their
 fake platforms): it delivers the customer's message and the agent's click the platform's way, reads
 the replies where the platform shows them, and the adapter's review desk keeps its cards on the
@@ -30,26 +33,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 from sqlalchemy import select
 
 from bot.app import Supportbot
-from bot.events import Actor, Attachment, Author, DecisionAction, InboundMessage, MessageKind, ReviewDecision, ThreadRef
-from bot.ports import CardState, Core, PlatformFactory, ReviewCard
+from bot.ports import CardState, ReviewCard
 from bot.settings import Settings
-from bot.testing.memory import Board, DeskCard, MemoryPlatform
+from bot.testing.drivers import Driver, MemoryDriver
+from bot.testing.memory import Board
+from bot.testing.people import Agent, Customer, Said
 from tools import import_orders
 from tools.orders import order_refunds_table
 
-__all__ = ["Customer", "Driver", "MemoryDriver", "Move", "Said", "Saying", "TestDesk", "desk_settings", "until"]
+__all__ = ["WAIT_SECONDS", "TestDesk", "desk_settings", "until"]
 
 _T = TypeVar("_T")
 
@@ -74,166 +75,6 @@ def desk_settings(workdir: Path, kimi_url: str, kimi_key: str, *, policy: str = 
         **overrides,
     }
     return Settings(_env_file=None, **values)
-
-
-@dataclass(frozen=True, slots=True)
-class Said:
-    """A customer message the desk delivered. ``thread`` is the driver's handle of the
-    conversation; ``cards_before`` counts the cards shown before it (its card comes next);
-    ``taken`` is False when the core said it would do nothing with it (an unwatched channel)."""
-
-    customer: Customer
-    text: str
-    thread: str
-    cards_before: int
-    taken: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Saying:
-    """A customer's message for a driver to deliver: in ``thread`` (None opens one), in
-    ``channel`` (empty: the platform's support channel)."""
-
-    customer: Customer
-    text: str
-    thread: str | None = None
-    channel: str = ""
-    attachments: tuple[Attachment, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Move:
-    """What an agent does with a card: the action and what goes with it."""
-
-    action: DecisionAction
-    text: str | None = None
-    refund_amount: str | None = None
-    instruction: str | None = None
-    reason: str | None = None
-
-
-class Driver(Protocol):
-    """How a desk reaches the core: the platform the customer and the agents use."""
-
-    platform: str
-
-    def factories(self, board: Board) -> dict[str, PlatformFactory]:
-        """The platforms the bot starts with; their review desks keep their cards on ``board``."""
-        ...
-
-    async def attach(self, bot: Supportbot) -> None:
-        """Called once the bot runs (its port is known)."""
-        ...
-
-    def user_id(self, person: str) -> str:
-        """The platform's id of the person a scenario calls ``person``."""
-        ...
-
-    async def say(self, message: Saying) -> tuple[str, bool]:
-        """Deliver a customer's message; return its thread's handle, and False when the core is
-        known to have ignored the message (True when only the platform knows)."""
-        ...
-
-    async def decide(self, card: DeskCard, move: Move, agent: str) -> str:
-        """Make ``move`` on ``card`` as ``agent``; return what the agent was told."""
-        ...
-
-    def replies(self, thread: str) -> list[str]:
-        """The replies posted in ``thread``, oldest first."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Customer:
-    """A customer writing to the shop through the desk's platform."""
-
-    desk: TestDesk
-    name: str
-    display_name: str = ""
-    email: str = ""
-
-    @property
-    def user_id(self) -> str:
-        return self.desk.driver.user_id(self.name)
-
-    async def says(
-        self, text: str, *, after: Said | None = None, channel: str = "", attachments: Sequence[Attachment] = ()
-    ) -> Said:
-        """Write ``text``: a new conversation, or a follow-up in the thread of ``after``."""
-        before = len(self.desk.board.cards)
-        thread, taken = await self.desk.driver.say(
-            Saying(self, text, after.thread if after else None, channel, tuple(attachments))
-        )
-        return Said(self, text, thread, before, taken)
-
-
-class MemoryDriver:
-    """The platform in memory: messages go in through ``core.receive``, clicks through
-    ``core.decide``, replies land on the board. Person names are the user ids."""
-
-    def __init__(self, platform: str = "desk") -> None:
-        self.platform = platform
-        self.memory = MemoryPlatform(platform)
-        self._bot: Supportbot | None = None
-        self._threads: dict[str, ThreadRef] = {}
-        self._events = itertools.count(1)
-
-    def factories(self, board: Board) -> dict[str, PlatformFactory]:
-        self.memory = MemoryPlatform(self.platform, board)
-        return {self.platform: self.memory.factory()}
-
-    async def attach(self, bot: Supportbot) -> None:
-        self._bot = bot
-
-    def user_id(self, person: str) -> str:
-        return person
-
-    async def say(self, message: Saying) -> tuple[str, bool]:
-        n = next(self._events)
-        thread = message.thread
-        if thread is None:
-            thread = f"t{n}"
-            self._threads[thread] = ThreadRef(self.platform, "W-DESK", message.channel or "C-SUPPORT", thread)
-        ref = self._threads[thread]
-        customer = message.customer
-        inbound = InboundMessage(
-            event_id=f"ev-{n}",
-            thread=ref,
-            message_id=f"cm{n}",
-            author=Author(customer.user_id, customer.display_name or customer.name, email=customer.email),
-            text=message.text,
-            kind=MessageKind.MENTION if message.thread is None else MessageKind.FOLLOW_UP,
-            sent_at=datetime.now(UTC),
-            attachments=message.attachments,
-            location=f"Desk · #{ref.channel}",
-        )
-        return thread, await self._core().receive(inbound)
-
-    async def decide(self, card: DeskCard, move: Move, agent: str) -> str:
-        core = self._core()
-        draft_id = card.latest.draft_id
-        text = move.text
-        if move.action is DecisionAction.EDIT and text is None:
-            form = await core.edit_form(draft_id)
-            text = form.text if form is not None else ""
-        decision = ReviewDecision(
-            draft_id,
-            move.action,
-            Actor(self.platform, agent, agent),
-            edited_text=text,
-            reason=move.reason,
-            instruction=move.instruction,
-            refund_amount=move.refund_amount,
-        )
-        return (await core.decide(decision)).message
-
-    def replies(self, thread: str) -> list[str]:
-        return [r.text for r in self.memory.board.replies if r.thread.thread == thread]
-
-    def _core(self) -> Core:
-        if self._bot is None or self._bot.core is None:
-            raise RuntimeError("the desk is not open")
-        return self._bot.core
 
 
 class TestDesk:
@@ -271,6 +112,10 @@ class TestDesk:
     def customer(self, name: str, *, display_name: str = "", email: str = "") -> Customer:
         """A customer; ``email`` is what their platform profile shares (Slack's users.info)."""
         return Customer(self, name, display_name, email)
+
+    def agent(self, name: str) -> Agent:
+        """A person on the review desk; what they may do is the policy's ``[approvers]`` call."""
+        return Agent(self, name)
 
     def account(self, person: str) -> str:
         """``person``'s account as the orders file links it (``desk:kim``, ``slack:U222``)."""
@@ -349,38 +194,6 @@ class TestDesk:
     def thread_of(self, card: ReviewCard) -> list[str]:
         """What was posted in ``card``'s thread on the desk (SLA reminders), oldest first."""
         return list(self.board.cards[card.draft_id].thread)
-
-    async def approve(self, card: ReviewCard, *, as_: str) -> str:
-        """``as_`` clicks Approve; returns what they were told."""
-        return await self._decide(card, Move(DecisionAction.APPROVE), as_)
-
-    async def edit(
-        self, card: ReviewCard, text: str | None = None, *, refund_amount: str | None = None, as_: str
-    ) -> str:
-        """``as_`` submits the Edit form with ``text`` (the draft as it stands when None)."""
-        return await self._decide(card, Move(DecisionAction.EDIT, text=text, refund_amount=refund_amount), as_)
-
-    async def reject(self, card: ReviewCard, *, as_: str, reason: str | None = None) -> str:
-        return await self._decide(card, Move(DecisionAction.REJECT, reason=reason), as_)
-
-    async def regenerate(self, card: ReviewCard, *, as_: str, instruction: str | None = None) -> str:
-        return await self._decide(card, Move(DecisionAction.REGENERATE, instruction=instruction), as_)
-
-    async def take_over(self, card: ReviewCard, *, as_: str) -> str:
-        """``as_`` clicks Take over on ``card`` (its conversation); returns what they were told."""
-        return await self._decide(card, Move(DecisionAction.TAKE_OVER), as_)
-
-    async def hand_back(self, card: ReviewCard, *, as_: str) -> str:
-        return await self._decide(card, Move(DecisionAction.HAND_BACK), as_)
-
-    async def claim(self, card: ReviewCard, *, as_: str) -> str:
-        return await self._decide(card, Move(DecisionAction.CLAIM), as_)
-
-    async def resolve(self, card: ReviewCard, *, as_: str) -> str:
-        return await self._decide(card, Move(DecisionAction.RESOLVE), as_)
-
-    async def _decide(self, card: ReviewCard, move: Move, agent: str) -> str:
-        return await self.driver.decide(self.board.cards[card.draft_id], move, self.driver.user_id(agent))
 
     # -- the customer's side --------------------------------------------------------------
 

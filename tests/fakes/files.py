@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
-from bot.evaluation.simulator import LoopbackServer
+from bot.evaluation.simulator.loopback import LoopbackFake, LoopbackServer
 
 CHUNK = 64 * 1024
 
@@ -97,7 +97,7 @@ def sent_images(completion: dict[str, Any]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(data)) for data in sent_image_bytes(completion)]
 
 
-class FakeFileHost:
+class FakeFileHost(LoopbackFake):
     """A loopback file host; an async context manager (see the module)."""
 
     def __init__(self, token: str | None = None) -> None:
@@ -108,11 +108,10 @@ class FakeFileHost:
         app.router.add_get("/{path:.*}", self._serve)
         self._server = LoopbackServer(app, shutdown_timeout=0.2)
 
-    async def __aenter__(self) -> FakeFileHost:
+    async def start(self) -> None:
         await self._server.start()
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def close(self) -> None:
         await self._server.stop()
 
     @property

@@ -29,10 +29,8 @@ The Web API (``chat.postMessage`` ...) is FakeSlack's; an app-level token is ref
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -40,7 +38,9 @@ from typing import Any, TypeAlias
 from aiohttp import WSMsgType, web
 
 from bot.evaluation.simulator import LoopbackServer
-from tests.fakes.slack import FakeSlack, _SlackError
+from tests.fakes.common import at_least
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_methods import SlackError
 
 __all__ = ["SocketConnection", "SocketModeSlack", "events_api_envelope", "interactive_envelope"]
 
@@ -132,19 +132,17 @@ class SocketModeSlack(FakeSlack):
     # ------------------------------------------------------------------ Web API side
 
     def _check_auth(self, request: web.Request, params: JSON) -> None:
-        method = request.match_info.get("method", "")
-        header = request.headers.get("Authorization", "")
-        token = header[len("Bearer ") :] if header.startswith("Bearer ") else params.get("token")
-        if method == "apps.connections.open":
+        token = self._token(request, params)
+        if request.match_info.get("method", "") == "apps.connections.open":
             if not token:
-                raise _SlackError("not_authed")
+                raise SlackError("not_authed")
             if token == self.bot_token:
-                raise _SlackError("not_allowed_token_type")
+                raise SlackError("not_allowed_token_type")
             if token != self.app_token:
-                raise _SlackError("invalid_auth")
+                raise SlackError("invalid_auth")
             return
         if token and token == self.app_token:
-            raise _SlackError("not_allowed_token_type")
+            raise SlackError("not_allowed_token_type")
         super()._check_auth(request, params)
 
     def _connections_open(self, params: JSON) -> JSON:
@@ -198,16 +196,9 @@ class SocketModeSlack(FakeSlack):
 
     async def wait_connected(self, count: int = 1, timeout: float = 5.0) -> SocketConnection:
         """Wait until the app has opened ``count`` connections in all; return the newest open one."""
-        deadline = time.monotonic() + timeout
-        while True:
-            current = self.connection
-            if current is not None and len(self.connections) >= count:
-                return current
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"expected {count} socket connection(s), got {len(self.connections)} within {timeout}s"
-                )
-            await asyncio.sleep(0.01)
+        failure = f"expected {count} socket connection(s), got {{}} within {timeout}s"
+        opened = await at_least(count, lambda: self.connections if self.connection else [], timeout, failure.format)
+        return self.connection or opened[-1]
 
     async def send(self, envelope: JSON) -> str:
         """Send one envelope over the newest open connection; return its ``envelope_id``."""
@@ -253,9 +244,6 @@ class SocketModeSlack(FakeSlack):
 
     async def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> JSON:
         """Wait for the app's ack of one envelope; return it."""
-        deadline = time.monotonic() + timeout
-        while not self.acked(envelope_id):
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"envelope {envelope_id} was not acked within {timeout}s; acks: {self.acks}")
-            await asyncio.sleep(0.01)
-        return self.acked(envelope_id)[0]
+        failure = f"envelope {envelope_id} was not acked within {timeout}s; acks: {self.acks}"
+        [ack, *_] = await at_least(1, lambda: self.acked(envelope_id), timeout, lambda _: failure)
+        return ack

@@ -3,9 +3,29 @@ the Kimi simulator share."""
 
 from __future__ import annotations
 
+from typing import Self
+
 from aiohttp import web
 
-__all__ = ["LoopbackServer"]
+__all__ = ["LoopbackFake", "LoopbackServer"]
+
+
+class LoopbackFake:
+    """Base of every fake served on loopback: an async context manager over :meth:`start` and
+    :meth:`close`, which each fake defines."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
 
 
 class LoopbackServer:

@@ -27,14 +27,15 @@ import secrets
 import string
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import typedefs as web_typedefs
 from aiohttp import web
 
 from bot.evaluation.simulator.behaviours import CallTools, Fail, Hang, Malformed, Output, Reply, Step, answer
-from bot.evaluation.simulator.loopback import LoopbackServer
+from bot.evaluation.simulator.loopback import LoopbackFake, LoopbackServer
 from bot.evaluation.simulator.scripted import MODELS as SCRIPTED
 from bot.evaluation.simulator.wire import (
     AK_ID,
@@ -52,7 +53,7 @@ from bot.evaluation.simulator.wire import (
     validate,
 )
 
-__all__ = ["KimiSimulator", "RecordedRequest", "ScriptedKimi"]
+__all__ = ["AccountLimits", "FilesApi", "KimiSimulator", "RecordedRequest", "Recorder", "ScriptedKimi"]
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -79,18 +80,274 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> w
     return web.Response(status=status, body=body, content_type="application/json", charset="utf-8", headers=headers)
 
 
+def _error(exc: ApiError) -> web.Response:
+    return _json(exc.status, {"error": {"message": exc.message, "type": exc.type}}, exc.headers or None)
+
+
 def _pieces(text: str, words: int = 3) -> list[str]:
     """Split text into small streaming fragments that concatenate back to ``text``."""
     tokens = re.findall(r"\s*\S+\s*|\s+", text)
     return ["".join(tokens[i : i + words]) for i in range(0, len(tokens), words)] or ([text] if text else [])
 
 
-class KimiSimulator:
+class Recorder:
+    """The simulator's HTTP edge, as an aiohttp middleware: records every request (and the bodies
+    of the completions answered) unless ``keep`` is False, turns :class:`ApiError` and aiohttp's
+    404/405 into Kimi's error bodies, and stamps ``Msh-Request-Id`` and ``Server-Timing``."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.requests: list[RecordedRequest] = []
+        self.completions: list[JSON] = []
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: web_typedefs.Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        request[_REQUEST_ID] = request_id = str(uuid.uuid4())
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        request[_RECORD] = record = RecordedRequest(request.method, request.path, dict(request.headers), raw, body)
+        if self.keep:
+            self.requests.append(record)
+        try:
+            response = await handler(request)
+        except web.HTTPNotFound:
+            response = _json(404, {"code": 5, "error": "url.not_found", "message": "没找到对象",
+                                   "method": request.method, "scode": "0x5", "status": False,
+                                   "ua": request.headers.get("User-Agent", ""), "url": request.path})  # fmt: skip
+        except web.HTTPMethodNotAllowed:
+            response = _error(ApiError(405, "invalid_request_error", "Method Not Allowed"))
+        except ApiError as exc:
+            response = _error(exc)
+        if not response.prepared:
+            response.headers["Msh-Request-Id"] = request_id
+            response.headers["Server-Timing"] = f"inner; dur={int((time.monotonic() - started) * 1000)}"
+        record.status = response.status
+        if self.keep and isinstance(response, web.Response) and response.body is not None:
+            try:
+                record.response = json.loads(response.body)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                record.response = response.text
+        return response
+
+
+@dataclass
+class AccountLimits:
+    """The account's limits as Moonshot enforces them, each off while None.
+
+    * ``max_concurrency`` – a completion arriving while this many are in flight gets the real 429
+      concurrency error.
+    * ``rpm`` / ``tpm`` – requests and tokens per ``limit_window`` seconds (a sliding window, 60 s by
+      default): a completion past either gets the real 429 ``rate_limit_reached_error`` (RPM with
+      "please try again after N seconds", TPM with ``current:..., limit:...``). TPM is pre-charged
+      with prompt tokens + ``max_tokens`` (or the model's default), as Moonshot does.
+    * ``rate_limited`` – how many 429s these limits caused.
+    * ``in_flight`` / ``max_in_flight`` – current and peak number of concurrent completions.
+    """
+
+    max_concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    limit_window: float = 60.0
+    rate_limited: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    _starts: list[float] = field(default_factory=list)
+    _charges: list[tuple[float, int]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def admit(self, models: dict[str, ModelSpec], body: Any) -> Iterator[None]:
+        """Let one completion in (or raise the real 429) and count it in flight while it runs."""
+        if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
+            self._limited(f"max organization concurrency: {self.max_concurrency}, please try again after 1 seconds")
+        self._check_minute_limits(models, body)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    def _limited(self, what: str) -> None:
+        self.rate_limited += 1
+        raise ApiError(429, "rate_limit_reached_error", f"Your account {ORG_ID}<{AK_ID}> request reached {what}")
+
+    def _check_minute_limits(self, models: dict[str, ModelSpec], body: Any) -> None:
+        """RPM and TPM over a sliding window, checked when a request arrives; an accepted request
+        is charged at once (429s are not)."""
+        if self.rpm is None and self.tpm is None:
+            return
+        now = time.monotonic()
+        horizon = now - self.limit_window
+        self._starts = [t for t in self._starts if t > horizon]
+        self._charges = [(t, n) for t, n in self._charges if t > horizon]
+        if self.rpm is not None and len(self._starts) >= self.rpm:
+            after = max(1, math.ceil(self._starts[0] + self.limit_window - now))
+            self._limited(f"organization max RPM: {self.rpm}, please try again after {after} seconds")
+        charge = 0
+        if isinstance(body, dict):
+            spec = models.get(str(body.get("model")))
+            default_max = spec.default_max_tokens if spec else 1024
+            max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else default_max
+            charge = estimate_tokens(prompt_bytes(body.get("messages"), body.get("tools"))) + int(max_tokens or 0)
+        current = sum(n for _, n in self._charges)
+        if self.tpm is not None and current + charge > self.tpm:
+            self._limited(f"organization TPM rate limit, current:{current + charge}, limit:{self.tpm}")
+        self._starts.append(now)
+        self._charges.append((now, charge))
+
+
+class FilesApi:
+    """Kimi's files API (``purpose=file-extract``): upload, list, content, delete. ``files`` maps a
+    file id to its FileObject, ``file_bytes`` to the uploaded bytes."""
+
+    def __init__(self, check_auth: Callable[[web.Request], None]) -> None:
+        self.files: dict[str, JSON] = {}
+        self.file_bytes: dict[str, bytes] = {}
+        self._check_auth = check_auth
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/files", self._upload)
+        router.add_get("/v1/files", self._list)
+        router.add_delete("/v1/files/{file_id}", self._delete)
+        router.add_get("/v1/files/{file_id}/content", self._content)
+
+    def _file(self, request: web.Request) -> JSON:
+        self._check_auth(request)
+        found = self.files.get(request.match_info["file_id"])
+        if found is None:
+            raise ApiError(404, "resource_not_found_error", f"file {request.match_info['file_id']} not found")
+        return found
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        content_type = request.headers.get("Content-Type", "")
+        if not content_type.startswith("multipart/form-data"):
+            raise bad("Invalid request: multipart/form-data expected")  # invented
+        fields: dict[str, tuple[str, bytes]] = {}
+        boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
+        for part in request[_RECORD].raw.split(b"--" + boundary):
+            head, sep, body = part.partition(b"\r\n\r\n")
+            disposition = re.search(rb'name="([^"]+)"(?:; filename="([^"]*)")?', head) if sep else None
+            if disposition:
+                filename = (disposition.group(2) or b"").decode()
+                fields[disposition.group(1).decode()] = (filename, body.removesuffix(b"\r\n"))
+        purpose = fields.get("purpose", ("", b""))[1].decode()
+        if purpose != "file-extract":
+            raise bad("Invalid purpose: only 'file-extract' accepted")
+        if "file" not in fields:
+            raise bad("Invalid request: file is required")  # invented
+        filename, data = fields["file"]
+        if not data:
+            raise bad("File size is zero, please confirm and re-upload the file")
+        if len(data) > 100 * 1024 * 1024:
+            raise bad("File size is too large, max file size is 100MB, please confirm and re-upload the file")
+        file_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(20))
+        self.files[file_id] = obj = {"id": file_id, "object": "file", "bytes": len(data),
+                                     "created_at": int(time.time()), "filename": filename, "purpose": purpose,
+                                     "status": "ok", "status_details": ""}  # fmt: skip
+        self.file_bytes[file_id] = data
+        return _json(200, obj)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        return _json(200, {"object": "list", "data": list(self.files.values())})
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        obj = self._file(request)
+        del self.files[obj["id"]]
+        self.file_bytes.pop(obj["id"], None)
+        return _json(200, {"id": obj["id"], "object": "file", "deleted": True})
+
+    async def _content(self, request: web.Request) -> web.Response:
+        obj = self._file(request)
+        text = self.file_bytes[obj["id"]].decode("utf-8", errors="replace")
+        payload = {"content": text, "file_type": "text/plain", "filename": obj["filename"], "title": "", "type": "file"}
+        # The "internally agreed format": a JSON string, served as text.
+        return web.Response(status=200, text=json.dumps(payload, ensure_ascii=False), content_type="text/plain")
+
+
+async def _stream(
+    request: web.Request,
+    completion: JSON,
+    output: Output,
+    *,
+    thinking: bool,
+    include_usage: bool,
+    hang: Hang | None,
+    pause: Callable[[float], Awaitable[None]],
+    chunk_delay: float,
+) -> web.StreamResponse:
+    """Send ``completion`` as SSE chunks, as Kimi streams it (``pause`` sleeps, waking when the
+    simulator stops)."""
+    response = web.StreamResponse(
+        status=200,
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                 "Msh-Request-Id": request[_REQUEST_ID], "Server-Timing": "inner; dur=1"},
+    )  # fmt: skip
+    await response.prepare(request)
+    fingerprint = completion["system_fingerprint"]
+    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
+            "model": completion["model"]}  # fmt: skip
+    sent = 0
+
+    async def send(payload: JSON | str) -> None:
+        nonlocal sent
+        if hang is not None and hang.after_chunks is not None and sent == hang.after_chunks:
+            await pause(hang.seconds)
+        data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+        await response.write(f"data: {data}\n\n".encode())
+        sent += 1
+        if chunk_delay:
+            await pause(chunk_delay)
+
+    def chunk(index: int, delta: JSON, finish: str | None = None, usage: JSON | None = None) -> JSON:
+        choice: JSON = {"index": index, "delta": delta, "finish_reason": finish}
+        if usage is not None:
+            choice["usage"] = usage
+        out: JSON = {**base, "choices": [choice], "system_fingerprint": fingerprint}
+        return out | {"usage": None} if include_usage else out
+
+    usage = completion["usage"]
+    try:
+        for choice in completion["choices"]:
+            i = choice["index"]
+            await send(chunk(i, {"role": "assistant", "content": ""}))
+            for piece in _pieces(output.reasoning or "") if thinking else []:
+                await send(chunk(i, {"reasoning_content": piece}))
+            for piece in _pieces(output.content):
+                await send(chunk(i, {"content": piece}))
+            for n, call in enumerate(output.tool_calls or []):
+                function = call["function"]
+                first = {"index": n, "id": call["id"], "type": call["type"],
+                         "function": {"name": function["name"], "arguments": ""}}  # fmt: skip
+                await send(chunk(i, {"tool_calls": [first]}))
+                arguments = function["arguments"]
+                step = max(1, len(arguments) // 3 + 1)
+                for start in range(0, len(arguments), step):
+                    fragment = {"index": n, "function": {"arguments": arguments[start : start + step]}}
+                    await send(chunk(i, {"tool_calls": [fragment]}))
+            await send(chunk(i, {}, output.finish_reason, dict(usage)))
+        if include_usage:
+            await send({**base, "choices": [], "usage": dict(usage), "system_fingerprint": fingerprint})
+        await send("[DONE]")
+        await response.write_eof()
+    except (ConnectionResetError, RuntimeError):
+        pass  # the client went away mid-stream
+    return response
+
+
+class KimiSimulator(LoopbackFake):
     """Kimi (Moonshot) API on ``http://127.0.0.1:<port>/v1``; an async context manager.
 
     ``api_key`` is the only key accepted (None: any bearer token); ``models`` picks catalog
     entries from ``catalog`` (the Kimi models by default); ``record=False`` keeps no history
-    (``requests`` and ``completions`` stay empty), for long eval runs.
+    (``requests`` and ``completions`` stay empty), for long eval runs. Its jobs live in small
+    parts: :class:`Recorder` (the HTTP edge and history), :class:`AccountLimits` (``limits``),
+    :class:`FilesApi` (``files``); this class answers chat completions and takes a test's script.
 
     Attributes tests can read or set:
 
@@ -99,15 +356,7 @@ class KimiSimulator:
     * ``completions`` – bodies of the chat-completion requests answered with 200.
     * ``latency`` – seconds slept before every chat completion answer.
     * ``chunk_delay`` – seconds slept between SSE events when streaming.
-    * ``max_concurrency`` – when set, a completion arriving while this many are in flight gets the
-      real 429 concurrency error.
-    * ``rpm`` / ``tpm`` – when set, the account's requests and tokens per ``limit_window`` seconds
-      (a sliding window, 60 s by default): a completion past either gets the real 429
-      ``rate_limit_reached_error`` (RPM with "please try again after N seconds", TPM with
-      ``current:..., limit:...``). TPM is pre-charged with prompt tokens + ``max_tokens`` (or the
-      model's default), as Moonshot does.
-    * ``rate_limited`` – how many 429 ``rate_limit_reached_error`` the account limits caused.
-    * ``in_flight`` / ``max_in_flight`` – current and peak number of concurrent completions.
+    * ``limits`` – the account's :class:`AccountLimits` (concurrency, RPM, TPM) and their counters.
     """
 
     def __init__(
@@ -120,55 +369,35 @@ class KimiSimulator:
     ) -> None:
         self.api_key = api_key
         self.models = {mid: catalog[mid] for mid in (models if models is not None else list(catalog))}
-        self.record = record
-        self.requests: list[RecordedRequest] = []
-        self.completions: list[JSON] = []
+        self.recorder = Recorder(keep=record)
+        self.requests, self.completions = self.recorder.requests, self.recorder.completions
+        self.limits = AccountLimits()
+        self.files_api = FilesApi(self._check_auth)
+        self.files = self.files_api.files
         self.latency = 0.0
         self.chunk_delay = 0.0
-        self.max_concurrency: int | None = None
-        self.rpm: int | None = None
-        self.tpm: int | None = None
-        self.limit_window = 60.0
-        self.rate_limited = 0
-        self._starts: list[float] = []
-        self._charges: list[tuple[float, int]] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
         self.system_fingerprint = "fpv0_" + secrets.token_hex(4)
         self._script: list[Step] = []
         self._always: Fail | None = None
         self._failing_models: dict[str, Fail] = {}
-        self.files: dict[str, JSON] = {}  # file id -> FileObject
-        self.file_bytes: dict[str, bytes] = {}
         self._cache = PrefixCache()
         self._closing = asyncio.Event()
-        app = web.Application(middlewares=[self._middleware], client_max_size=100 * 1024 * 1024)
-        route = app.router
-        route.add_get("/v1/models", self._models)
-        route.add_post("/v1/chat/completions", self._chat)
-        route.add_post("/v1/tokenizers/estimate-token-count", self._estimate)
-        route.add_post("/v1/files", self._file_upload)
-        route.add_get("/v1/files", self._file_list)
-        route.add_delete("/v1/files/{file_id}", self._file_delete)
-        route.add_get("/v1/files/{file_id}/content", self._file_content)
+        app = web.Application(middlewares=[self.recorder.middleware], client_max_size=100 * 1024 * 1024)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/tokenizers/estimate-token-count", self._estimate)
+        self.files_api.add_routes(app.router)
         self._server = LoopbackServer(app)
         self.base_url = ""
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> KimiSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Bind 127.0.0.1 on a free port and start serving."""
         self._closing = asyncio.Event()
         self.base_url = await self._server.start() + "/v1"
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         """Wake any hanging handlers and stop the server."""
         self._closing.set()
         await self._server.stop()
@@ -206,45 +435,6 @@ class KimiSimulator:
         """The ``prompt_tokens`` the simulator would report for this prompt."""
         return estimate_tokens(prompt_bytes(messages, tools))
 
-    # ------------------------------------------------------------------ plumbing
-
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: web_typedefs.Handler) -> web.StreamResponse:
-        started = time.monotonic()
-        request[_REQUEST_ID] = request_id = str(uuid.uuid4())
-        raw = await request.read()
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        request[_RECORD] = record = RecordedRequest(request.method, request.path, dict(request.headers), raw, body)
-        if self.record:
-            self.requests.append(record)
-        try:
-            response = await handler(request)
-        except web.HTTPNotFound:
-            response = _json(404, {"code": 5, "error": "url.not_found", "message": "没找到对象",
-                                   "method": request.method, "scode": "0x5", "status": False,
-                                   "ua": request.headers.get("User-Agent", ""), "url": request.path})  # fmt: skip
-        except web.HTTPMethodNotAllowed:
-            response = self._error(ApiError(405, "invalid_request_error", "Method Not Allowed"))
-        except ApiError as exc:
-            response = self._error(exc)
-        if not response.prepared:
-            response.headers["Msh-Request-Id"] = request_id
-            response.headers["Server-Timing"] = f"inner; dur={int((time.monotonic() - started) * 1000)}"
-        record.status = response.status
-        if self.record and isinstance(response, web.Response) and response.body is not None:
-            try:
-                record.response = json.loads(response.body)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                record.response = response.text
-        return response
-
-    @staticmethod
-    def _error(exc: ApiError) -> web.Response:
-        return _json(exc.status, {"error": {"message": exc.message, "type": exc.type}}, exc.headers or None)
-
     def _check_auth(self, request: web.Request) -> None:
         given = request.headers.get("Authorization", "")
         if not (given.startswith("Bearer ") if self.api_key is None else given == f"Bearer {self.api_key}"):
@@ -280,63 +470,7 @@ class KimiSimulator:
             raise bad("Invalid request: messages must not be empty")  # invented
         return _json(200, {"data": {"total_tokens": estimate_tokens(prompt_bytes(messages, body.get("tools")))}})
 
-    # ------------------------------------------------------------------ files (purpose=file-extract)
-
-    def _file(self, request: web.Request) -> JSON:
-        self._check_auth(request)
-        found = self.files.get(request.match_info["file_id"])
-        if found is None:
-            raise ApiError(404, "resource_not_found_error", f"file {request.match_info['file_id']} not found")
-        return found
-
-    async def _file_upload(self, request: web.Request) -> web.Response:
-        self._check_auth(request)
-        content_type = request.headers.get("Content-Type", "")
-        if not content_type.startswith("multipart/form-data"):
-            raise bad("Invalid request: multipart/form-data expected")  # invented
-        fields: dict[str, tuple[str, bytes]] = {}
-        boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
-        for part in request[_RECORD].raw.split(b"--" + boundary):
-            head, sep, body = part.partition(b"\r\n\r\n")
-            disposition = re.search(rb'name="([^"]+)"(?:; filename="([^"]*)")?', head) if sep else None
-            if disposition:
-                filename = (disposition.group(2) or b"").decode()
-                fields[disposition.group(1).decode()] = (filename, body.removesuffix(b"\r\n"))
-        purpose = fields.get("purpose", ("", b""))[1].decode()
-        if purpose != "file-extract":
-            raise bad("Invalid purpose: only 'file-extract' accepted")
-        if "file" not in fields:
-            raise bad("Invalid request: file is required")  # invented
-        filename, data = fields["file"]
-        if not data:
-            raise bad("File size is zero, please confirm and re-upload the file")
-        if len(data) > 100 * 1024 * 1024:
-            raise bad("File size is too large, max file size is 100MB, please confirm and re-upload the file")
-        file_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(20))
-        self.files[file_id] = obj = {"id": file_id, "object": "file", "bytes": len(data),
-                                     "created_at": int(time.time()), "filename": filename, "purpose": purpose,
-                                     "status": "ok", "status_details": ""}  # fmt: skip
-        self.file_bytes[file_id] = data
-        return _json(200, obj)
-
-    async def _file_list(self, request: web.Request) -> web.Response:
-        self._check_auth(request)
-        return _json(200, {"object": "list", "data": list(self.files.values())})
-
-    async def _file_delete(self, request: web.Request) -> web.Response:
-        obj = self._file(request)
-        del self.files[obj["id"]]
-        self.file_bytes.pop(obj["id"], None)
-        return _json(200, {"id": obj["id"], "object": "file", "deleted": True})
-
-    async def _file_content(self, request: web.Request) -> web.Response:
-        obj = self._file(request)
-        text = self.file_bytes[obj["id"]].decode("utf-8", errors="replace")
-        payload = {"content": text, "file_type": "text/plain", "filename": obj["filename"], "title": "", "type": "file"}
-        # The "internally agreed format": a JSON string, served as text.
-        return web.Response(status=200, text=json.dumps(payload, ensure_ascii=False), content_type="text/plain")
-
-    # ------------------------------------------------------------------ chat completions: faults and limits
+    # ------------------------------------------------------------------ chat completions
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self._check_auth(request)
@@ -344,43 +478,8 @@ class KimiSimulator:
         failing = self._failing_models.get(str(body.get("model"))) if isinstance(body, dict) else None
         if (failure := self._always or failing) is not None:
             raise ApiError(failure.status, failure.type, failure.message, failure.headers)
-        if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
-            self._limited(f"max organization concurrency: {self.max_concurrency}, please try again after 1 seconds")
-        self._check_minute_limits(body)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
+        with self.limits.admit(self.models, body):
             return await self._chat_inner(request)
-        finally:
-            self.in_flight -= 1
-
-    def _limited(self, what: str) -> None:
-        self.rate_limited += 1
-        raise ApiError(429, "rate_limit_reached_error", f"Your account {ORG_ID}<{AK_ID}> request reached {what}")
-
-    def _check_minute_limits(self, body: Any) -> None:
-        """RPM and TPM over a sliding window, checked when a request arrives; an accepted request
-        is charged at once (429s are not)."""
-        if self.rpm is None and self.tpm is None:
-            return
-        now = time.monotonic()
-        horizon = now - self.limit_window
-        self._starts = [t for t in self._starts if t > horizon]
-        self._charges = [(t, n) for t, n in self._charges if t > horizon]
-        if self.rpm is not None and len(self._starts) >= self.rpm:
-            after = max(1, math.ceil(self._starts[0] + self.limit_window - now))
-            self._limited(f"organization max RPM: {self.rpm}, please try again after {after} seconds")
-        charge = 0
-        if isinstance(body, dict):
-            spec = self.models.get(str(body.get("model")))
-            default_max = spec.default_max_tokens if spec else 1024
-            max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else default_max
-            charge = estimate_tokens(prompt_bytes(body.get("messages"), body.get("tools"))) + int(max_tokens or 0)
-        current = sum(n for _, n in self._charges)
-        if self.tpm is not None and current + charge > self.tpm:
-            self._limited(f"organization TPM rate limit, current:{current + charge}, limit:{self.tpm}")
-        self._starts.append(now)
-        self._charges.append((now, charge))
 
     async def _chat_inner(self, request: web.Request) -> web.StreamResponse:
         hang: Hang | None = None
@@ -447,73 +546,16 @@ class KimiSimulator:
             "usage": usage,
             "system_fingerprint": self.system_fingerprint,
         }
-        if self.record:
+        if self.recorder.keep:
             self.completions.append(body)
         if not stream:
             return _json(200, completion)
         request[_RECORD].response = completion
-        return await self._stream(request, body, completion, output, thinking, hang)
-
-    # ------------------------------------------------------------------ streaming
-
-    async def _stream(
-        self, request: web.Request, body: JSON, completion: JSON, output: Output, thinking: bool, hang: Hang | None
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=200,
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                     "Msh-Request-Id": request[_REQUEST_ID], "Server-Timing": "inner; dur=1"},
-        )  # fmt: skip
-        await response.prepare(request)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
-                "model": completion["model"]}  # fmt: skip
-        sent = 0
-
-        async def send(payload: JSON | str) -> None:
-            nonlocal sent
-            if hang is not None and hang.after_chunks is not None and sent == hang.after_chunks:
-                await self._sleep(hang.seconds)
-            data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-            await response.write(f"data: {data}\n\n".encode())
-            sent += 1
-            if self.chunk_delay:
-                await self._sleep(self.chunk_delay)
-
-        def chunk(index: int, delta: JSON, finish: str | None = None, usage: JSON | None = None) -> JSON:
-            choice: JSON = {"index": index, "delta": delta, "finish_reason": finish}
-            if usage is not None:
-                choice["usage"] = usage
-            out: JSON = {**base, "choices": [choice], "system_fingerprint": self.system_fingerprint}
-            return out | {"usage": None} if include_usage else out
-
-        usage = completion["usage"]
-        try:
-            for choice in completion["choices"]:
-                i = choice["index"]
-                await send(chunk(i, {"role": "assistant", "content": ""}))
-                for piece in _pieces(output.reasoning or "") if thinking else []:
-                    await send(chunk(i, {"reasoning_content": piece}))
-                for piece in _pieces(output.content):
-                    await send(chunk(i, {"content": piece}))
-                for n, call in enumerate(output.tool_calls or []):
-                    function = call["function"]
-                    first = {"index": n, "id": call["id"], "type": call["type"],
-                             "function": {"name": function["name"], "arguments": ""}}  # fmt: skip
-                    await send(chunk(i, {"tool_calls": [first]}))
-                    arguments = function["arguments"]
-                    step = max(1, len(arguments) // 3 + 1)
-                    for start in range(0, len(arguments), step):
-                        fragment = {"index": n, "function": {"arguments": arguments[start : start + step]}}
-                        await send(chunk(i, {"tool_calls": [fragment]}))
-                await send(chunk(i, {}, output.finish_reason, dict(usage)))
-            if include_usage:
-                await send({**base, "choices": [], "usage": dict(usage), "system_fingerprint": self.system_fingerprint})
-            await send("[DONE]")
-            await response.write_eof()
-        except (ConnectionResetError, RuntimeError):
-            pass  # the client went away mid-stream
-        return response
+        return await _stream(
+            request, completion, output, thinking=thinking, include_usage=include_usage, hang=hang,
+            pause=self._sleep, chunk_delay=self.chunk_delay,
+        )  # fmt: skip
 
 
 class ScriptedKimi(KimiSimulator):
