@@ -170,3 +170,31 @@ class ReviewDecision:
     reason: str | None = None
     instruction: str | None = None
     refund_amount: str | None = None
+
+
+class Vote(StrEnum):
+    """A customer's rating of a delivered reply (its 👍 / 👎 buttons)."""
+
+    UP = "up"
+    DOWN = "down"
+
+    @property
+    def score(self) -> int:
+        """The vote as a reply feedback score (:mod:`bot.domain.feedback`): +1 or -1."""
+        return 1 if self is Vote.UP else -1
+
+    @classmethod
+    def of_score(cls, score: int) -> Vote:
+        """The vote a stored reply score (+1 or -1) stands for."""
+        return cls.UP if score > 0 else cls.DOWN
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackClick:
+    """A click on a delivered reply's 👍 / 👎, translated by an adapter: ``draft_id`` names the
+    reply it rates (carried by the button), ``author`` who clicked, with the facts the role
+    classifier needs. The core decides whether that person may rate it."""
+
+    draft_id: str
+    vote: Vote
+    author: Author

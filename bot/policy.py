@@ -404,6 +404,23 @@ class RetentionSection(_Section):
     days: Annotated[int, Field(ge=0, le=36500)] = 0
 
 
+class FeedbackSection(_Section):
+    """What the customer is asked about the answers (issue 21 point 4). ``after_reply``: a
+    delivered reply carries 👍 / 👎 buttons (only the conversation's customer may click them; a
+    second click changes the vote). ``csat_question``: a fixed text sent once when an agent's
+    Resolve closes the conversation (never when the bot resolved it itself); empty: none."""
+
+    after_reply: bool = False
+    csat_question: Annotated[str, Field(max_length=2000)] = ""
+
+    @field_validator("csat_question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if value and not value.strip():
+            raise ValueError("must be empty (no question) or a question, not only spaces")
+        return value.strip()
+
+
 class Policy(_Section):
     """The whole policy file."""
 
@@ -421,6 +438,7 @@ class Policy(_Section):
     knowledge: KnowledgeSection = KnowledgeSection()
     logs: LogsSection = LogsSection()
     retention: RetentionSection = RetentionSection()
+    feedback: FeedbackSection = FeedbackSection()
 
     @property
     def version(self) -> str:

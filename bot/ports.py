@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus
-from bot.events import DecisionAction, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
+from bot.events import Author, DecisionAction, FeedbackClick, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -145,14 +146,73 @@ class EditForm:
     refund_amount: str | None = None
 
 
+class SlaState(StrEnum):
+    """Where a waiting card stands against ``[desk] first_response_minutes``."""
+
+    NONE = "none"  # no SLA set
+    WITHIN = "within"
+    DUE = "due"  # past the first-response time
+    OVERDUE = "overdue"  # past twice that
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """A card waiting for a decision, as an agent's Home shows it."""
+
+    draft_id: str
+    where: str
+    customer: str
+    text: str
+    waited: timedelta
+    sla: SlaState
+    assignee: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MyConversation:
+    """An open conversation assigned to the agent looking."""
+
+    conversation_id: str
+    where: str
+    customer: str
+    status: ConversationStatus
+    owner: ConversationOwner
+
+
+@dataclass(frozen=True, slots=True)
+class TodayFigures:
+    """The desk's day so far (since midnight in the desk's timezone)."""
+
+    replies_sent: int = 0
+    waiting: int = 0
+    resolved: int = 0
+    thumbs_up: int = 0
+    thumbs_down: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeskHome:
+    """What an agent's home on a desk shows: the queue (oldest first), their conversations and
+    today's figures; ``sla_minutes`` is the first-response time the ages are held against (0:
+    none). Platform-neutral: the Slack adapter renders it as its App Home."""
+
+    queue: tuple[QueueItem, ...]
+    mine: tuple[MyConversation, ...]
+    today: TodayFigures
+    sla_minutes: float = 0.0
+    more_waiting: int = 0
+
+
 class CustomerChannel(Protocol):
     """Posts approved replies into customer threads on one platform."""
 
     platform: str
 
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
         """Post ``text`` in ``thread`` and return the platform's message id. The key lets the
-        platform (or :meth:`find_reply`) recognise a retried post."""
+        platform (or :meth:`find_reply`) recognise a retried post. ``feedback_for``: the draft
+        whose reply this is, when the reply carries 👍 / 👎 buttons (a click comes back as a
+        :class:`bot.events.FeedbackClick` for it); empty: no buttons."""
         ...
 
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
@@ -231,6 +291,16 @@ class Core(Protocol):
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome: ...
 
     async def edit_form(self, draft_id: str) -> EditForm | None: ...
+
+    async def home(self, viewer: Author) -> DeskHome | None:
+        """What the desk's home shows ``viewer`` now (the queue, their conversations, today's
+        figures); None when the viewer is no agent by the policy (they see nothing of the desk)."""
+        ...
+
+    async def rate(self, click: FeedbackClick) -> DecisionOutcome:
+        """A click on a delivered reply's 👍 / 👎. ``ok`` False carries ``message`` for an
+        ephemeral answer to the clicker (an agent or outsider is refused; empty: say nothing)."""
+        ...
 
     async def reshow_cards(self, desk: str, limit: int = 30) -> int:
         """Update the newest ``limit`` cards on the desk named ``desk`` to what they are now, with

@@ -259,11 +259,11 @@ class _CrashesOnce:
         self.platform = inner.platform
         self.crashed = False
 
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
         if not self.crashed:
             self.crashed = True
             raise RuntimeError("a bug in the adapter")
-        return await self.inner.post_reply(thread, text, idempotency_key=idempotency_key)
+        return await self.inner.post_reply(thread, text, idempotency_key=idempotency_key, feedback_for=feedback_for)
 
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
         return await self.inner.find_reply(thread, idempotency_key)

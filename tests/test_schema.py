@@ -18,9 +18,10 @@ from sqlalchemy import CheckConstraint, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.domain.feedback import Feedback, FeedbackKind
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
 from bot.errors import SupportbotError
-from bot.events import Place
+from bot.events import Place, Vote
 from bot.settings import load_settings
 from bot.store import (
     ALL_METADATA,
@@ -35,6 +36,7 @@ from bot.store import (
     sessionmaker,
     upgrade_database,
 )
+from bot.store import feedback as feedback_rows
 from bot.store import outbox as outbox_rows
 from tests.harness import Harness
 
@@ -344,6 +346,36 @@ async def test_after_the_fixed_texts_upgrade_an_older_instance_still_queues_repl
     with pytest.raises(IntegrityError, match="ck_outbox_kind"):
         async with engine.begin() as conn:
             await conn.execute(text("UPDATE outbox SET kind = 'memo'"))
+
+
+async def test_after_the_csat_upgrade_an_older_instance_still_queues_replies_and_a_vote_is_one_row(
+    old_engine: AsyncEngine,
+) -> None:
+    engine = old_engine
+    ids = await _database_at_0005_with_work_in_flight(engine)
+    await upgrade_database(engine, "0010")
+    # 0011 is applied while a 0010 instance runs: its replies and fixed texts still pass the checks.
+    await upgrade_database(engine)
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.scalar(text(OLD_OUTBOX_INSERT), {"draft": ids["waiting"], "now": now})
+        key = f"csat-{ids['conversation']}-1"
+        asked = [
+            await outbox_rows.enqueue_text(conn, OutboxKind.CSAT, ids["conversation"], "slack:T1:C1:1.0", key, q, now)
+            for q in ("How did we do?", "How did we do, again?")
+        ]
+        for vote in (Vote.DOWN, Vote.UP):  # the customer changes their mind
+            answer = Feedback(ids["sent"], FeedbackKind.REPLY, vote.score, "U1")
+            assert await feedback_rows.record(conn, answer, now)
+    assert asked == [True, False], "the CSAT question is queued once per key"
+    async with engine.connect() as conn:
+        kinds = (await conn.scalars(select(OutboxItem.kind).order_by(OutboxItem.id))).all()
+        votes = (await conn.execute(text("SELECT draft_id, kind, author_id, score FROM feedback"))).all()
+    assert kinds == [OutboxKind.REPLY, OutboxKind.REPLY, OutboxKind.CSAT]
+    assert [tuple(v) for v in votes] == [(ids["sent"], "reply", "U1", 1)], "one row per customer per reply"
+    with pytest.raises(IntegrityError, match="ck_feedback_score"):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE feedback SET score = 2"))
 
 
 async def test_an_upgrade_stops_on_a_status_it_cannot_map_and_changes_nothing(old_engine: AsyncEngine) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.events import DecisionAction
+from bot.events import DecisionAction, Vote
 
 #: Seconds discord.py waits after the last GUILD_CREATE before it fires ``on_ready``.
 DEFAULT_GUILD_READY_TIMEOUT = 2.0
@@ -70,6 +70,8 @@ class EventHandlers(Protocol):
     async def on_review_click(
         self, interaction: discord.Interaction[Any], action: DecisionAction, draft_id: str
     ) -> None: ...
+
+    async def on_feedback_click(self, interaction: discord.Interaction[Any], vote: Vote, draft_id: str) -> None: ...
 
 
 class SupportbotClient(discord.AutoShardedClient):

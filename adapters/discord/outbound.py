@@ -12,6 +12,7 @@ import aiohttp
 import discord
 
 from adapters.discord.client import SupportbotClient
+from adapters.discord.feedback import feedback_buttons
 from bot.errors import (
     PlatformError,
     PlatformNotFound,
@@ -182,8 +183,9 @@ class DiscordCustomerChannel:
         self._posted: OrderedDict[str, str] = OrderedDict()
 
     @platform_errors_told
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
-        """Post ``text`` (split under 2,000 characters) and return the first message's id."""
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
+        """Post ``text`` (split under 2,000 characters) and return the first message's id; with
+        ``feedback_for``, the last part carries the 👍 / 👎 buttons rating that draft's reply."""
         parts = split_message(text)
         if not parts:
             raise PlatformRefused("Discord", "refusing to post an empty reply")
@@ -191,11 +193,12 @@ class DiscordCustomerChannel:
         channel = client.get_partial_messageable(channel_id_of(thread))
         first_id = ""
         for index, part in enumerate(parts):
-            message = await channel.send(
-                part,
-                nonce=reply_nonce(idempotency_key, index),
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
+            nonce, mentions = reply_nonce(idempotency_key, index), discord.AllowedMentions.none()
+            if feedback_for and index == len(parts) - 1:
+                view = feedback_buttons(feedback_for)
+                message = await channel.send(part, nonce=nonce, allowed_mentions=mentions, view=view)
+            else:
+                message = await channel.send(part, nonce=nonce, allowed_mentions=mentions)
             if index == 0:
                 first_id = str(message.id)
         self._posted[idempotency_key] = first_id

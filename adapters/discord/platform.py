@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import discord
 
+from adapters.discord import feedback
 from adapters.discord.client import DEFAULT_GUILD_READY_TIMEOUT, SupportbotClient
 from adapters.discord.inbound import MessageIntake
 from adapters.discord.outbound import DiscordCustomerChannel, PendingMarkers
@@ -17,7 +18,7 @@ from adapters.discord.review import DiscordReviewDesk, ReviewButton, ReviewInter
 from adapters.discord.settings import DiscordSettings
 from bot.downloads import FileHost
 from bot.errors import ConfigError, PlatformUnavailable
-from bot.events import DecisionAction
+from bot.events import DecisionAction, Vote
 from bot.ports import Core
 
 if TYPE_CHECKING:
@@ -137,7 +138,9 @@ class DiscordPlatform:
         self._core = core
         # Every REST call (and the gateway URL GET /gateway/bot returns) goes through this base.
         discord.http.Route.BASE = self._api_url
-        client = SupportbotClient(self, dynamic_items=[ReviewButton], guild_ready_timeout=self._guild_ready_timeout)
+        client = SupportbotClient(
+            self, dynamic_items=[ReviewButton, feedback.FeedbackButton], guild_ready_timeout=self._guild_ready_timeout
+        )
         self._client = client
         try:
             await asyncio.wait_for(self._connect(client), self._ready_timeout)
@@ -247,6 +250,16 @@ class DiscordPlatform:
             log.warning("handling %s on draft %s failed: Discord answered %s", action, draft_id, exc)
         except Exception:
             log.exception("handling %s on draft %s failed", action, draft_id)
+
+    async def on_feedback_click(self, interaction: discord.Interaction[Any], vote: Vote, draft_id: str) -> None:
+        if self._core is None:
+            return
+        try:
+            await feedback.rate(self._require_core, interaction, vote, draft_id)
+        except discord.HTTPException as exc:
+            log.warning("handling a %s vote on draft %s failed: Discord answered %s", vote, draft_id, exc)
+        except Exception:
+            log.exception("handling a %s vote on draft %s failed", vote, draft_id)
 
     def _require_client(self) -> SupportbotClient:
         if self._client is None:  # stopped, or between a dead gateway and its reconnect

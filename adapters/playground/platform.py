@@ -165,7 +165,7 @@ class PlaygroundChat:
         self.state = state
         self.keys: dict[str, str] = {}
 
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
         existing = self.keys.get(idempotency_key)
         if existing is not None:
             return existing

@@ -23,6 +23,8 @@ from bot.ports import CardState, ReviewCard
 SECTION_LIMIT = 2900
 APPROVE, EDIT, REJECT, REGENERATE = "approve_draft", "edit_draft", "reject_draft", "regenerate_draft"
 EDIT_MODAL, REGENERATE_MODAL = "edit_draft_modal", "regenerate_draft_modal"
+#: The reply's 👍 / 👎 (a ``feedback_buttons`` element): each button's value is "<vote>:<draft id>".
+FEEDBACK = "rate_reply"
 #: The conversation's buttons (issue 19): action id and label per decision.
 CONVERSATION_BUTTONS: dict[DecisionAction, tuple[str, str]] = {
     DecisionAction.TAKE_OVER: ("take_over_conversation", "Take over"),
@@ -347,3 +349,24 @@ def regenerate_modal(draft_id: str, card_channel: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+def reply_with_feedback(text: str, draft_id: str) -> list[dict[str, Any]]:
+    """A customer reply's blocks: its text (in sections of at most 3,000 characters) and a
+    ``context_actions`` block whose ``feedback_buttons`` rate the reply of ``draft_id``."""
+    buttons = {
+        "type": "feedback_buttons",
+        "action_id": FEEDBACK,
+        "positive_button": {
+            "text": {"type": "plain_text", "text": "👍"},
+            "value": f"up:{draft_id}",
+            "accessibility_label": "This answer helped",
+        },
+        "negative_button": {
+            "text": {"type": "plain_text", "text": "👎"},
+            "value": f"down:{draft_id}",
+            "accessibility_label": "This answer did not help",
+        },
+    }
+    sections = [_section(chunk) for chunk in _chunks(text)]
+    return [*sections, {"type": "context_actions", "block_id": f"feedback-{draft_id}", "elements": [buttons]}]

@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import wire
+from bot.events import Author
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,12 @@ class SlackDirectory:
                 return None if members is None else user_id in members
             self._members[channel] = (time.monotonic(), members)
         return None if members is None else user_id in members
+
+    async def person(self, user_id: str, review_channel: str) -> Author:
+        """A user clicking or looking (not writing), with the facts the role classifier reads:
+        their user groups and whether they are in the review channel (when there is one)."""
+        member = await self.is_member(review_channel, user_id) if review_channel else None
+        return Author(user_id, f"<@{user_id}>", groups=await self.groups_of(user_id), review_member=member)
 
     async def is_private(self, channel: str) -> bool | None:
         """Whether ``channel`` is private (:func:`wire.parse_channel_privacy`), or None when Slack

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import aiohttp
@@ -90,15 +91,19 @@ class SlackOutbound:
     def __init__(self, client: AsyncWebClient, review_channel: str | None) -> None:
         self._client = client
         self.review_channel = review_channel
+        #: Told after a card is posted or updated (the agents' Home tabs refresh).
+        self.desk_changed: Callable[[], None] = lambda: None
 
     # -- CustomerChannel --------------------------------------------------------------------
 
     @platform_errors_told
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
+        shown = safe_reply(to_mrkdwn(text))  # the model writes Markdown; Slack reads mrkdwn
         response = await self._client.chat_postMessage(
             channel=thread.channel,
             thread_ts=None if thread.thread == FLAT_DM else thread.thread,
-            text=safe_reply(to_mrkdwn(text)),  # the model writes Markdown; Slack reads mrkdwn
+            text=shown,
+            blocks=cards.reply_with_feedback(shown, feedback_for) if feedback_for else None,
             unfurl_links=False,
             metadata={"event_type": REPLY_EVENT, "event_payload": {"key": idempotency_key}},
         )
@@ -149,6 +154,7 @@ class SlackOutbound:
             blocks=cards.card_blocks(card),
             metadata={"event_type": CARD_EVENT, "event_payload": {"key": idempotency_key}},
         )
+        self.desk_changed()
         return f"{response['channel']}:{response['ts']}"
 
     @platform_errors_told
@@ -173,6 +179,7 @@ class SlackOutbound:
         await self._client.chat_update(
             channel=channel, ts=ts, text=cards.card_fallback_text(card), blocks=cards.card_blocks(card)
         )
+        self.desk_changed()
 
     @platform_errors_told
     async def post_in_card_thread(self, ref: str, text: str, *, on_call: str = "") -> None:

@@ -44,6 +44,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import wire
 from adapters.slack.directory import SlackDirectory
+from adapters.slack.home import SlackHome
 from adapters.slack.intake import SlackIntake
 from adapters.slack.lazy import SupervisedLazyListenerRunner
 from adapters.slack.outbound import SlackOutbound
@@ -156,8 +157,13 @@ class SlackPlatform:
         self._review = SlackReview(
             core=self._require_core, client=self.client, directory=self.directory, review_channel=self.review_channel
         )
+        self._home = SlackHome(
+            core=self._require_core, client=self.client, directory=self.directory, review_channel=self.review_channel
+        )
+        self._outbound.desk_changed = self._home.desk_changed
         self._intake.register(self.app, self.review_channel)
         self._review.register(self.app)
+        self._home.register(self.app)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackPlatform | None:
@@ -174,6 +180,11 @@ class SlackPlatform:
     @property
     def review_desk(self) -> SlackOutbound | None:
         return self._outbound if self.review_channel else None
+
+    @property
+    def home(self) -> SlackHome:
+        """The agents' App Home."""
+        return self._home
 
     @property
     def desk_preferred(self) -> bool:
@@ -228,6 +239,7 @@ class SlackPlatform:
         self._authenticated = False
         await self._close_socket()
         await self._lazy.drain(LAZY_DRAIN_SECONDS)  # ephemerals and modals still on their way
+        await self._home.close()
         self._core = None
         await self._http.close()
 

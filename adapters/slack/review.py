@@ -33,7 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import cards, wire
 from adapters.slack.directory import SlackDirectory
-from bot.events import Actor, DecisionAction, ReviewDecision
+from bot.events import Actor, DecisionAction, FeedbackClick, ReviewDecision
 from bot.ports import Core, DecisionOutcome
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ DECIDE_TIMEOUT = 2.0
 #: The edit form is loaded before ``views.open``, whose trigger expires 3 s after the click.
 EDIT_FORM_TIMEOUT = 2.0
 COULD_NOT_RECORD = "Could not record your decision, please click again."
+COULD_NOT_RECORD_VOTE = "Could not record your vote, please click again."
 COULD_NOT_RECORD_FORM = "Could not record your decision, please submit again."
 UNREADABLE_FORM = "This form could not be read. Close it and click the button on the card again."
 #: The input block of each of our modals that carries a form-level error.
@@ -77,6 +78,7 @@ class SlackReview:
         app.action(cards.REJECT)(ack=self.reject, lazy=[self.tell_clicker])
         for action, (action_id, _label) in cards.CONVERSATION_BUTTONS.items():
             app.action(action_id)(ack=self._conversation_click(action), lazy=[self.tell_clicker])
+        app.action(cards.FEEDBACK)(ack=self.rate_reply, lazy=[self.tell_clicker])
         app.action(cards.EDIT)(ack=self.ack_click, lazy=[self.open_edit_modal])
         app.action(cards.REGENERATE)(ack=self.ack_click, lazy=[self.open_regenerate_modal])
         app.view(cards.EDIT_MODAL)(ack=self.submit_edit, lazy=[self.tell_clicker])
@@ -108,6 +110,25 @@ class SlackReview:
         outcome = await self._decide(user, draft_id, lambda actor: ReviewDecision(draft_id, action, actor))
         await ack()
         self._leave_message(context, outcome, channel, user, draft_id, COULD_NOT_RECORD)
+
+    async def rate_reply(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        """A 👍 / 👎 on a customer reply: the clicker's facts go to the core, which decides
+        whether they may rate it; the answer reaches them ephemerally, in the customer's channel."""
+        click = wire.parse_block_actions(body)
+        user = click["user"]["id"]
+        vote, draft_id = wire.parse_vote(click["actions"][0]["value"])
+
+        async def run() -> DecisionOutcome:
+            author = await self._directory.person(user, self._review_channel)
+            return await self._core().rate(FeedbackClick(draft_id, vote, author))
+
+        try:
+            outcome: DecisionOutcome | None = await asyncio.wait_for(run(), self._decide_timeout)
+        except Exception:
+            log.exception("the vote of %s on the reply of draft %s could not be recorded", user, draft_id)
+            outcome = None
+        await ack()
+        self._leave_message(context, outcome, click["channel_id"], user, draft_id, COULD_NOT_RECORD_VOTE)
 
     async def ack_click(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         wire.parse_block_actions(body)  # a malformed click is answered by on_error

@@ -15,6 +15,7 @@ import math
 import urllib.parse
 from typing import Any, NotRequired, TypedDict
 
+from bot.events import Vote
 from tools.json_input import NestedTooDeeply, loads
 
 #: Seconds since 1970 a ``ts`` may carry (the year 5138): larger is no Slack timestamp.
@@ -315,6 +316,14 @@ def parse_block_actions(body: dict[str, Any]) -> BlockActions:
         trigger_id=_str(body, "trigger_id", "trigger_id"),
         channel_id=channel,
     )
+
+
+def parse_vote(value: str) -> tuple[Vote, str]:
+    """A feedback button's value ("up:<draft id>" / "down:<draft id>"): the vote and the draft."""
+    vote, _, draft_id = value.partition(":")
+    if vote not in (Vote.UP, Vote.DOWN) or not draft_id:
+        raise MalformedPayload(f"actions[0].value {value[:40]!r} is not a vote on a reply")
+    return Vote(vote), draft_id
 
 
 def parse_view_submission(body: dict[str, Any]) -> ViewSubmission:

@@ -18,6 +18,8 @@ from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.fairness import Flood
+from bot.core.feedback import FeedbackDesk
+from bot.core.home import HomeBuilder
 from bot.core.intake import Intake, Received
 from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
@@ -30,11 +32,11 @@ from bot.core.sla import SlaWatch
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
-from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
+from bot.events import Author, FeedbackClick, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 from bot.insight.figures import Report, gather
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
-from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
+from bot.ports import CustomerChannel, DecisionOutcome, DeskHome, EditForm, FileFetcher, ReviewDesk
 from bot.settings import Settings
 from bot.store import Database, utcnow
 from bot.store import drafts as draft_rows
@@ -98,6 +100,8 @@ class Copilot:
         self.intake.on_received = self._received
         self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
         self.decisions = Decisions(db, policy, orders, self._decided)
+        self.feedback = FeedbackDesk(db, policy)
+        self.homes = HomeBuilder(db, policy)
         self.dispatcher = Dispatcher(
             db,
             policy,
@@ -202,6 +206,12 @@ class Copilot:
 
     async def edit_form(self, draft_id: str) -> EditForm | None:
         return await self.decisions.edit_form(draft_id)
+
+    async def rate(self, click: FeedbackClick) -> DecisionOutcome:
+        return await self.feedback.rate(click)
+
+    async def home(self, viewer: Author) -> DeskHome | None:
+        return await self.homes.home(viewer)
 
     async def reload_policy(self) -> PolicyError | None:
         """Take up an edited policy file now (the playground's editor); a bad file keeps the old

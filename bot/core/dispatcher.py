@@ -26,7 +26,7 @@ from bot.approval import refusal_at_execution
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.domain.outcome import AuditLine
-from bot.domain.states import ActionStatus, DraftStatus
+from bot.domain.states import ActionStatus, DraftStatus, OutboxKind
 from bot.errors import PlatformError
 from bot.events import ThreadRef
 from bot.logs import log_event
@@ -255,7 +255,12 @@ class Dispatcher:
         key = item.key
         try:
             existing = await channel.find_reply(thread, key) if item.attempts > 1 else None
-            return existing or await channel.post_reply(thread, item.text, idempotency_key=key)
+            if existing:
+                return existing
+            if item.draft_id and item.kind is OutboxKind.REPLY and self.policy.current.feedback.after_reply:
+                return await channel.post_reply(thread, item.text, idempotency_key=key, feedback_for=item.draft_id)
+            # Without buttons the argument is left out: a channel written before it keeps working.
+            return await channel.post_reply(thread, item.text, idempotency_key=key)
         except PlatformError as exc:
             log.warning("posting %s failed (attempt %d): %s", item.label, item.attempts, exc)
             metrics.platform_error(thread.platform, "post_reply")

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import metrics
 from bot.approval import check_draft_refunds, current_facts, is_manager, may_approve
-from bot.core import conversation_decisions
+from bot.core import conversation_decisions, feedback
 from bot.domain.measures import edit_distance
 from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus
@@ -288,6 +288,8 @@ class Decisions:
         """Take over, Hand back, Claim, Resolve: :mod:`bot.core.conversation_decisions`."""
         click = conversation_decisions.Click(decision.action, draft.conversation_id, draft.id, decision.actor, now)
         decided = await conversation_decisions.decide(conn, click)
+        if decided.outcome.ok and decision.action is DecisionAction.RESOLVE:
+            await feedback.ask_csat(conn, draft.conversation_id, policy.feedback, now)
         effects.new_draft = decided.new_draft
         effects.cards.extend(decided.cards)
         return decided.outcome

@@ -76,6 +76,7 @@ class OutboxKind(StrEnum):
     ACKNOWLEDGEMENT = "acknowledgement"
     OUT_OF_HOURS = "out_of_hours"
     HANDOFF = "handoff"
+    CSAT = "csat"
 
 
 OUTBOX_TRANSITIONS: dict[OutboxStatus, frozenset[OutboxStatus]] = {

@@ -38,6 +38,7 @@ class PostedReply:
     text: str
     idempotency_key: str
     message_id: str
+    feedback_for: str = ""  # the draft the reply's 👍 / 👎 rate (empty: no buttons)
 
 
 @dataclass(slots=True)
@@ -111,12 +112,12 @@ class MemoryChannel:
         self._board = board
         self.platform = platform
 
-    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str) -> str:
+    async def post_reply(self, thread: ThreadRef, text: str, *, idempotency_key: str, feedback_for: str = "") -> str:
         for reply in self._board.replies:
             if reply.idempotency_key == idempotency_key:
                 return reply.message_id  # the platform recognises a retried post
         message_id = f"m{len(self._board.replies) + 1}"
-        self._board.replies.append(PostedReply(thread, text, idempotency_key, message_id))
+        self._board.replies.append(PostedReply(thread, text, idempotency_key, message_id, feedback_for))
         await self._board.notify()
         return message_id
 

@@ -207,7 +207,8 @@ class ChatMethods:
 
 
 class ViewAndReactionMethods:
-    """``views.open`` (and ``views.push``) and ``reactions.add`` / ``reactions.remove``."""
+    """``views.open`` (and ``views.push``), ``views.publish`` (a Home tab) and ``reactions.add`` /
+    ``reactions.remove``."""
 
     def __init__(self, world: SlackWorkspace) -> None:
         self.world = world
@@ -215,6 +216,7 @@ class ViewAndReactionMethods:
         self.handlers: dict[str, Handler] = {
             "views.open": self._views_open,
             "views.push": self._views_open,
+            "views.publish": self._views_publish,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
         }
@@ -259,6 +261,16 @@ class ViewAndReactionMethods:
         if not isinstance(trigger_id, str) or not trigger_id:
             raise SlackError("invalid_trigger_id")
         view = self._check_view(params.get("view"))
+        self._view_counter += 1
+        return {"view": self._store_view(view, f"V{self._view_counter:010d}", None)}
+
+    def _views_publish(self, params: JSON) -> JSON:
+        """A user's Home tab: a view of type home, replaced on every publish."""
+        if not isinstance(params.get("user_id"), str) or not params["user_id"]:
+            raise SlackError("invalid_arguments")
+        view = self._check_view(params.get("view"))
+        if view.get("type") != "home":
+            raise SlackError("invalid_arguments", ["[ERROR] views.publish takes a view of type home"])
         self._view_counter += 1
         return {"view": self._store_view(view, f"V{self._view_counter:010d}", None)}
 

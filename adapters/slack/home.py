@@ -1,0 +1,185 @@
+"""The agents' App Home in Slack: on ``app_home_opened`` (the Home tab) the core's
+:class:`bot.ports.DeskHome` for that user is rendered as a ``home`` view and published with
+``views.publish``; a user the policy does not count as an agent sees one line saying the tab is
+for the support team.
+
+Refreshes: whenever the review desk posts or updates a card (the queue changed), the Home of
+each user who opened it within :data:`VIEWER_TTL` seconds is published again, at most once per
+:data:`DEBOUNCE` seconds per user (``views.publish`` is rate limited per user: a burst of card
+changes becomes one publish). The Claim buttons are the cards' own (``claim_conversation`` with
+the draft id), so a click is decided by the same path as on a card."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import cards
+from adapters.slack.directory import SlackDirectory
+from adapters.slack.mrkdwn import escape
+from bot.events import DecisionAction
+from bot.ports import Core, DeskHome, SlaState
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two publishes of one user's Home (Slack limits views.publish per user).
+DEBOUNCE = 2.0
+#: How long after opening the Home a user's view is kept fresh.
+VIEWER_TTL = 3600.0
+NOT_AN_AGENT = "This tab is for the support team: the review queue shows here for its agents."
+_SLA_MARK = {
+    SlaState.NONE: "",
+    SlaState.WITHIN: "",
+    SlaState.DUE: " · :warning: past the first-response time",
+    SlaState.OVERDUE: " · :rotating_light: *overdue*",
+}
+
+
+def _age(seconds: float) -> str:
+    minutes = seconds / 60
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    return f"{minutes / 60:.1f} h"
+
+
+def _section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+    if accessory is not None:
+        block["accessory"] = accessory
+    return block
+
+
+def home_view(home: DeskHome | None) -> dict[str, Any]:
+    """The Home tab's view for what the core said."""
+    if home is None:
+        return {"type": "home", "blocks": [_section(NOT_AN_AGENT)]}
+    claim_id, claim_label = cards.CONVERSATION_BUTTONS[DecisionAction.CLAIM]
+    sla = f" (first response within {home.sla_minutes:g} min)" if home.sla_minutes > 0 else ""
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"Waiting for review: {home.today.waiting}"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Oldest first{sla}."}]},
+    ]
+    for item in home.queue:
+        who = f" · assigned to {escape(item.assignee)}" if item.assignee else ""
+        line = (
+            f"*{escape(item.customer or 'a customer')}* in {escape(item.where or 'a thread')} · "
+            f"waiting {_age(item.waited.total_seconds())}{_SLA_MARK[item.sla]}{who}\n>{escape(item.text)}"
+        )
+        button = {
+            "type": "button",
+            "action_id": claim_id,
+            "text": {"type": "plain_text", "text": claim_label},
+            "value": item.draft_id,
+        }
+        blocks.append(_section(line, button))
+    if not home.queue:
+        blocks.append(_section("Nothing waits for a decision."))
+    if home.more_waiting:
+        blocks.append(_section(f"…and {home.more_waiting} more in the review channel."))
+    blocks += [{"type": "divider"}, {"type": "header", "text": {"type": "plain_text", "text": "My conversations"}}]
+    for mine in home.mine:
+        answered = "you answer" if mine.owner.value == "human" else "the bot drafts"
+        status = mine.status.value.replace("_", " ")
+        blocks.append(
+            _section(f"*{escape(mine.customer or 'a customer')}* in {escape(mine.where)} · {status} · {answered}")
+        )
+    if not home.mine:
+        blocks.append(_section("No open conversation is assigned to you."))
+    t = home.today
+    figures = (
+        f"Replies sent: *{t.replies_sent}*  ·  Resolved: *{t.resolved}*  ·  "
+        f"Waiting: *{t.waiting}*  ·  :+1: {t.thumbs_up}  :-1: {t.thumbs_down}"
+    )
+    blocks += [
+        {"type": "divider"},
+        {"type": "header", "text": {"type": "plain_text", "text": "Today"}},
+        _section(figures),
+    ]
+    return {"type": "home", "blocks": blocks}
+
+
+class SlackHome:
+    """Publishes the agents' Home tab, and keeps it fresh for those who look at it."""
+
+    def __init__(
+        self,
+        *,
+        core: Callable[[], Core],
+        client: AsyncWebClient,
+        directory: SlackDirectory,
+        review_channel: str | None,
+        debounce: float = DEBOUNCE,
+    ) -> None:
+        self._core = core
+        self._client = client
+        self._directory = directory
+        self._review_channel = review_channel or ""
+        self._debounce = debounce
+        self._viewers: dict[str, float] = {}  # user -> when they last opened the Home tab
+        self._published: dict[str, float] = {}  # user -> when their Home was last published
+        self._pending: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def refreshing(self) -> frozenset[str]:
+        """The users whose Home is about to be published."""
+        return frozenset(self._pending)
+
+    def register(self, app: AsyncApp) -> None:
+        app.event("app_home_opened")(self.on_home_opened)
+
+    async def on_home_opened(self, event: dict[str, Any]) -> None:
+        user = event.get("user")
+        if event.get("tab") != "home" or not isinstance(user, str) or not user:
+            return  # the Messages tab, or nobody to show it to
+        self._viewers[user] = time.monotonic()
+        self._schedule(user, now=True)
+
+    def desk_changed(self) -> None:
+        """The queue changed: refresh the Home of everyone looking at it lately (debounced)."""
+        horizon = time.monotonic() - VIEWER_TTL
+        for user, opened in list(self._viewers.items()):
+            if opened < horizon:
+                del self._viewers[user]
+            else:
+                self._schedule(user)
+
+    def _schedule(self, user: str, *, now: bool = False) -> None:
+        if user in self._pending:
+            return  # a publish is on its way and will read the desk as it is then
+        since = time.monotonic() - self._published.get(user, float("-inf"))
+        wait = 0.0 if now and since >= self._debounce else max(0.0, self._debounce - since)
+        self._pending[user] = asyncio.create_task(self._publish_after(user, wait), name=f"slack-home-{user}")
+
+    async def _publish_after(self, user: str, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+            self._published[user] = time.monotonic()
+            del self._pending[user]
+            await self._publish(user)
+        except asyncio.CancelledError:
+            raise
+        except SlackApiError as exc:
+            log.warning("could not publish the Home of %s: %s", user, exc.response.get("error"))
+        except Exception:
+            log.exception("could not publish the Home of %s", user)
+        finally:
+            self._pending.pop(user, None)
+
+    async def _publish(self, user: str) -> None:
+        home = await self._core().home(await self._directory.person(user, self._review_channel))
+        await self._client.views_publish(user_id=user, view=home_view(home))
+
+    async def close(self) -> None:
+        """Stop the refreshes on their way (the adapter stops)."""
+        pending = list(self._pending.values())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._pending.clear()
