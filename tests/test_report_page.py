@@ -40,10 +40,11 @@ async def converse(
     """A new customer thread on the playground: ``text``, drafted by ``steps``, then each decision
     (action, agent, edited text or instruction) taken on the card pending at the time."""
     playground = playground_of(bot)
+    # The cards of earlier threads are done, even when their last update is still on its way.
+    decided = {card.draft_id for card in playground.state.cards.values()}
     await client.post("/playground/api/thread")
     kimi.script(*steps)
     await client.post("/playground/api/message", data={"text": text})
-    decided: set[str] = set()
 
     def waiting() -> str | None:
         card = playground.state.pending_card()

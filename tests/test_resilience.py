@@ -175,7 +175,7 @@ async def test_slack_gets_its_200_only_once_the_message_is_stored(harness: Harne
 
     database = harness.tmp_path / "supportbot.db"
     # Another writer holds the database for a moment, as a busy moment or a slow disk would.
-    blocker = sqlite3.connect(database, isolation_level=None)
+    blocker = sqlite3.connect(database, isolation_level=None, timeout=10)  # the bot may be writing
     blocker.execute("BEGIN IMMEDIATE")
 
     async def release() -> None:
