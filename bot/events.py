@@ -170,3 +170,25 @@ class ReviewDecision:
     reason: str | None = None
     instruction: str | None = None
     refund_amount: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DraftRequest:
+    """An agent asks for a draft on a message that did not mention the bot (Slack's message
+    shortcut "Draft a reply with supportbot"): ``message`` is that message as the customer's,
+    ``requester`` the agent who asked. ``message.event_id`` names the request (one per message:
+    asking twice does nothing twice)."""
+
+    requester: Author
+    message: InboundMessage
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCommand:
+    """An agent's ``/supportbot`` command: its ``text`` after the command's name, who typed it,
+    and the customer's thread it names (a message link the adapter read), if any."""
+
+    requester: Author
+    platform: str
+    text: str
+    thread: ThreadRef | None = None

@@ -79,12 +79,13 @@ class Intake:
         watch = self.policy.current.channels.watch
         return not watch or message.kind is MessageKind.DIRECT or message.thread.channel in watch
 
-    async def receive(self, message: InboundMessage) -> bool:
-        """Store the message and do what its author's role calls for. False when the event was
-        seen before (a redelivery), comes from a workspace not served, a channel the policy does not
-        watch, or a bot: nothing is done. An edit (``edited``, or a message already stored under
-        the same thread and id) goes to :func:`bot.core.edits.amend` instead: at most one fresh
-        draft, never a second message."""
+    async def receive(self, message: InboundMessage, *, requested_by: str = "") -> bool:
+        """Store the message and do what its author's role calls for (``requested_by``: the agent
+        who asked for a draft on it, :mod:`bot.core.on_demand`; audited in the same transaction).
+        False when the event was seen before (a redelivery), comes from a workspace not served, a
+        channel the policy does not watch, or a bot: nothing is done. An edit (``edited``, or a
+        message already stored under the same thread and id) goes to :func:`bot.core.edits.amend`
+        instead: at most one fresh draft, never a second message."""
         if not self.served(message.thread):
             metrics.event_received("ignored")
             return False
@@ -96,12 +97,12 @@ class Intake:
             metrics.event_received("ignored")
             return False
         try:
-            return await self._record(message)
+            return await self._record(message, requested_by)
         except Exception:
             metrics.event_received("failed")
             raise
 
-    async def _record(self, message: InboundMessage) -> bool:
+    async def _record(self, message: InboundMessage, requested_by: str = "") -> bool:
         text = message.text[:MAX_CUSTOMER_TEXT]
         now = utcnow()
         await self.greeter.prepare(now)
@@ -126,6 +127,11 @@ class Intake:
                 repeated = False
                 conversation_id = life.conversation_id
                 role, received = await self._store(conn, life, message, text, now)
+                if requested_by:
+                    line = AuditLine(
+                        conversation_id, received.draft_id, "draft_requested", requested_by, "asked for a draft"
+                    )
+                    await add_audit(conn, [line], now)
                 if created or received.opened:  # in this transaction: the greeting goes out once
                     greeted = await self.greeter.claim(conn, conversation_id, message.thread, text, now)
                     received = replace(received, deliver=greeted)
