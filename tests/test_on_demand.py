@@ -24,9 +24,7 @@ ANA_PRIVATE = ("Ana Diaz", "JD0146", "Desk chair", "320.00")
 
 @pytest.fixture
 async def desk(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
-    async with open_desk(
-        tmp_path, kimi, policy=POLICY, orders=sample_orders(), database_url=database_url
-    ) as opened:
+    async with open_desk(tmp_path, kimi, policy=POLICY, orders=sample_orders(), database_url=database_url) as opened:
         yield opened
 
 
