@@ -21,7 +21,7 @@ from bot.events import DecisionAction
 from tests.desks import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import action_body, message, message_shortcut, sign, slash_command
-from tests.harness import REVIEW_CHANNEL, Harness, draft_id_of, running_bot
+from tests.harness import REVIEW_CHANNEL, SIGNING_SECRET, Harness, draft_id_of, running_bot
 
 AGENT, STRANGER, CUSTOMER = "U333", "U444", "U222"
 
@@ -33,9 +33,9 @@ async def harness(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> AsyncIter
         yield running
 
 
-async def posted_without_mention(harness: Harness, text: str, **kwargs: Any) -> dict[str, Any]:
-    """A customer's message the bot is told of but does not take up (no mention, no thread it follows)."""
-    envelope = message(text, user=CUSTOMER, **kwargs)
+async def posted_without_mention(harness: Harness, text: str, user: str = CUSTOMER, **kwargs: Any) -> dict[str, Any]:
+    """A message the bot is told of but does not take up (no mention, no thread it follows)."""
+    envelope = message(text, user=user, **kwargs)
     assert (await harness.sender.event(envelope)).status_code == 200
     return dict(envelope["event"])
 
@@ -77,6 +77,22 @@ async def test_an_agents_shortcut_drafts_a_reply_to_a_message_that_did_not_menti
     [reply] = await harness.wait_replies(event["ts"])
     assert "#W2611340" in reply.params["text"], "the approved draft goes to the customer's thread"
     assert len(harness.cards()) == 1
+
+
+async def test_a_draft_asked_for_on_a_reply_sees_the_thread_before_it(harness: Harness, kimi: FakeKimi) -> None:
+    root = await posted_without_mention(harness, "my order #W2611340 is late, it was a birthday gift")
+    await posted_without_mention(harness, "same here with mine", thread_ts=root["ts"], user=STRANGER)
+    asked = await posted_without_mention(harness, "any news?", thread_ts=root["ts"])
+    await harness.settle()
+    assert kimi.completions == [], "the bot follows no thread it was never asked into"
+
+    assert (await shortcut(harness, asked, AGENT, "ask")).startswith(f"Drafting a reply to <@{CUSTOMER}>'s")
+    [card] = await harness.wait_cards(1)
+    assert "any news?" in json.dumps(card.params["blocks"])
+    seen = json.dumps([c["messages"] for c in kimi.completions])
+    assert "it was a birthday gift" in seen and "same here with mine" in seen, "the thread is the draft's context"
+    await harness.click("approve_draft", draft_id_of(card), user=AGENT)
+    await harness.wait_replies(root["ts"])
 
 
 async def test_a_non_agent_is_refused_and_nothing_is_drafted(harness: Harness, kimi: FakeKimi) -> None:
@@ -124,7 +140,7 @@ async def test_a_forged_or_unsigned_request_is_refused(harness: Harness, kimi: F
     form = urllib.parse.urlencode(slash_command("order #W2611340"))
     unsigned = {"Content-Type": "application/x-www-form-urlencoded"}
     assert (await harness.sender.raw(form, unsigned)).status_code == 401
-    stale = sign(form, "not-the-signing-secret", content_type="application/x-www-form-urlencoded")
+    stale = sign(form, SIGNING_SECRET, int(time.time()) - 600, "application/x-www-form-urlencoded")
     assert (await harness.sender.raw(form, stale)).status_code == 401
     await harness.settle()
     assert harness.cards() == [] and kimi.completions == []

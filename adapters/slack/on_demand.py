@@ -12,17 +12,21 @@ thread it was typed in).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import wire
 from adapters.slack.directory import SlackDirectory
-from adapters.slack.intake import SlackIntake
-from bot.events import AgentCommand, Author, DraftRequest, ThreadRef
+from adapters.slack.intake import FLAT_DM, SlackIntake
+from bot.events import AgentCommand, Author, DraftRequest, InboundMessage, ThreadRef
 from bot.ports import Core
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,9 @@ TELL = "supportbot_on_demand"
 #: when the message is a reply in a thread).
 LINK = re.compile(r"/archives/([A-Z0-9]+)/p(\d{10})(\d{6})")
 THREAD_TS = re.compile(r"[?&]thread_ts=(\d{10}\.\d{6})")
+#: How many of a thread's earlier messages go with a draft request, read within how long.
+EARLIER_LIMIT = 20
+EARLIER_TIMEOUT = 1.5
 
 
 def thread_of_link(text: str, team: str) -> ThreadRef | None:
@@ -51,9 +58,16 @@ class SlackOnDemand:
     """The shortcut and the command become :class:`DraftRequest` and :class:`AgentCommand`."""
 
     def __init__(
-        self, *, core: Callable[[], Core], intake: SlackIntake, directory: SlackDirectory, review_channel: str | None
+        self,
+        *,
+        core: Callable[[], Core],
+        client: AsyncWebClient,
+        intake: SlackIntake,
+        directory: SlackDirectory,
+        review_channel: str | None,
     ) -> None:
         self._core = core
+        self._client = client
         self._intake = intake
         self._directory = directory
         self._review_channel = review_channel or ""
@@ -67,8 +81,29 @@ class SlackOnDemand:
         home = shortcut["user_team"] == shortcut["team_id"] if shortcut["user_team"] else None
         requester = await self._requester(shortcut["user"]["id"], home)
         message = await self._intake.requested(shortcut)
-        context[TELL] = await self._core().draft_on_request(DraftRequest(requester, message))
+        earlier = await self._earlier(shortcut, message)
+        context[TELL] = await self._core().draft_on_request(DraftRequest(requester, message, earlier))
         await ack()
+
+    async def _earlier(self, shortcut: wire.MessageShortcut, message: InboundMessage) -> tuple[InboundMessage, ...]:
+        """The thread's messages before the one asked about (its root and the replies between,
+        the last :data:`EARLIER_LIMIT`), translated as that one is; none when Slack does not
+        answer within :data:`EARLIER_TIMEOUT` (the draft then sees the message alone)."""
+        thread = message.thread
+        if thread.thread in (message.message_id, FLAT_DM):
+            return ()
+
+        async def read() -> tuple[InboundMessage, ...]:
+            response = await self._client.conversations_replies(channel=thread.channel, ts=thread.thread, limit=200)
+            found = [m for m in response.get("messages") or [] if isinstance(m, dict)]
+            before = [m for m in found if float(m.get("ts") or 0) < float(message.message_id)][-EARLIER_LIMIT:]
+            return tuple([await self._intake.requested({**shortcut, "message": m}) for m in before])
+
+        try:
+            return await asyncio.wait_for(read(), EARLIER_TIMEOUT)
+        except (SlackApiError, TimeoutError, OSError, aiohttp.ClientError, ValueError, TypeError) as exc:
+            log.info("the thread of a draft request was not read (%s): the message goes alone", type(exc).__name__)
+            return ()
 
     async def tell(self, respond: AsyncRespond, context: AsyncBoltContext) -> None:
         """Lazy: what the agent is told, to them alone."""

@@ -158,7 +158,11 @@ class SlackPlatform:
             core=self._require_core, client=self.client, directory=self.directory, review_channel=self.review_channel
         )
         self._on_demand = SlackOnDemand(
-            core=self._require_core, intake=self._intake, directory=self.directory, review_channel=self.review_channel
+            core=self._require_core,
+            client=self.client,
+            intake=self._intake,
+            directory=self.directory,
+            review_channel=self.review_channel,
         )
         self._intake.register(self.app, self.review_channel)
         self._on_demand.register(self.app)

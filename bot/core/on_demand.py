@@ -5,7 +5,8 @@ only translates the request and shows the answer to the agent alone.
 * Only an agent (:func:`bot.domain.roles.is_agent`) may ask; anyone else is refused politely.
 * A draft on request is the message taken as the customer's, through intake exactly as a mention
   (:meth:`bot.core.intake.Intake.receive`): the same one short transaction (the request is stored
-  before it is acknowledged), the same drafting, guards and card. The same rules hold: a workspace
+  before it is acknowledged), the same drafting, guards and card. When it opens the conversation,
+  the thread's earlier messages the adapter read are stored with it as context. The same rules hold: a workspace
   not served or a channel not watched is refused, a message the bot already has is not drafted
   again, a bot's, an agent's or an outsider's message is no customer's.
 * A conversation a human took over is theirs: the agent is told so and to Hand back on its card
@@ -96,7 +97,7 @@ class OnDemand:
             return f"That message is not from this conversation's customer ({who}): pick one of theirs."
         if conversation is not None and conversation.owner is ConversationOwner.HUMAN:
             return taken_over(conversation)
-        if not await self.intake.receive(message, requested_by=request.requester.id):
+        if not await self.intake.receive(message, requested_by=request.requester.id, earlier=request.earlier):
             return ALREADY
         who = message.author.display_name or message.author.id
         return f"Drafting a reply to {who}'s message: its card will be on the review desk."
