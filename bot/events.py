@@ -198,3 +198,29 @@ class FeedbackClick:
     draft_id: str
     vote: Vote
     author: Author
+
+
+@dataclass(frozen=True, slots=True)
+class DraftRequest:
+    """An agent asks for a draft on a message that did not mention the bot (Slack's message
+    shortcut "Draft a reply with supportbot"): ``message`` is that message as the customer's (its
+    author is the conversation's customer when the request opens it), ``requester`` the agent who
+    asked. ``message.event_id`` names the request (one per message:
+    asking twice does nothing twice)."""
+
+    requester: Author
+    message: InboundMessage
+    #: The thread's messages before it the adapter could read (oldest first): the conversation's
+    #: context when the request opens it; nothing is drafted for them.
+    earlier: tuple[InboundMessage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCommand:
+    """An agent's ``/supportbot`` command: its ``text`` after the command's name, who typed it,
+    and the customer's thread it names (a message link the adapter read), if any."""
+
+    requester: Author
+    platform: str
+    text: str
+    thread: ThreadRef | None = None

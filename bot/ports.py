@@ -15,7 +15,17 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus
-from bot.events import Author, DecisionAction, FeedbackClick, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
+from bot.events import (
+    AgentCommand,
+    Author,
+    DecisionAction,
+    DraftRequest,
+    FeedbackClick,
+    InboundMessage,
+    MessageDeleted,
+    ReviewDecision,
+    ThreadRef,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -281,6 +291,16 @@ class Core(Protocol):
         ...
 
     async def has_conversation(self, thread: ThreadRef) -> bool: ...
+
+    async def draft_on_request(self, request: DraftRequest) -> str:
+        """An agent asks for a draft on a message that did not mention the bot: it goes through
+        intake as a mention (stored in one short transaction before this returns) unless a rule
+        refuses it (:mod:`bot.core.on_demand`). What the agent alone is told."""
+        ...
+
+    async def agent_command(self, command: AgentCommand) -> str:
+        """An agent's ``/supportbot`` command; the answer the agent alone is told."""
+        ...
 
     def serves(self, thread: ThreadRef) -> bool:
         """Whether the bot serves ``thread``'s workspace (the operator's allowlists); an adapter

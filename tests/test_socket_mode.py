@@ -12,8 +12,8 @@ import pytest
 
 from bot.app import Supportbot
 from tests.fakes.kimi import FakeKimi
-from tests.fakes.slack_payloads import app_mention, block_actions
-from tests.fakes.socket_mode import SocketModeSlack
+from tests.fakes.slack_payloads import app_mention, block_actions, message, message_shortcut, slash_command
+from tests.fakes.socket_mode import SocketModeSlack, interactive_envelope
 from tests.harness import (
     KIMI_KEY,
     REVIEW_CHANNEL,
@@ -118,3 +118,26 @@ async def test_the_fake_refuses_the_wrong_token_types(socket_slack: SocketModeSl
         )
     assert with_bot.json() == {"ok": False, "error": "not_allowed_token_type"}
     assert with_app.json() == {"ok": False, "error": "not_allowed_token_type"}
+
+
+async def test_the_shortcut_and_supportbot_work_over_the_socket(
+    socket_bot: Harness, socket_slack: SocketModeSlack
+) -> None:
+    """Copilot on demand (issue 21 point 7) over the socket: the shortcut is acked and its card
+    shows; the command's ephemeral answer rides in its ack."""
+    socket_slack.members[REVIEW_CHANNEL] = ["U333"]
+    await socket_slack.wait_connected()
+    body = message("where is my order #W2611340?", user="U222")
+    socket_slack.ingest_event(body)
+    asked = message_shortcut(body["event"], user="U333", response_url=socket_slack.response_url("ask"))
+    await socket_slack.wait_ack(await socket_slack.send_interactive(asked))
+    [told] = await socket_slack.wait_for_webhook("ask")
+    assert told.body["text"] == "Drafting a reply to <@U222>'s message: its card will be on the review desk."
+    [card] = await socket_bot.wait_cards(1)
+    assert "where is my order #W2611340?" in card_text(card)
+
+    command = {"type": "slash_commands", "accepts_response_payload": True}
+    envelope = {**interactive_envelope(slash_command("order 40021", user="U333")), **command}
+    ack = await socket_slack.wait_ack(await socket_slack.send(envelope))
+    assert ack["payload"]["response_type"] == "ephemeral"
+    assert ack["payload"]["text"].startswith("*Order 40021*: delivered")

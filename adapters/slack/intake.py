@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -165,6 +166,32 @@ class SlackIntake:
         await self._core().retract(
             MessageDeleted(event_id, ThreadRef("slack", team, deleted["channel"], thread), deleted["ts"])
         )
+
+    async def requested(self, shortcut: wire.MessageShortcut) -> InboundMessage:
+        """The message an agent's shortcut names (:mod:`adapters.slack.on_demand`), translated as
+        its mention (or its reply in a thread) would be. One request per message: its event id is
+        the channel and the message's ``ts``. A bot's message is marked as a bot's."""
+        raw = shortcut["message"]
+        channel = shortcut["channel"]
+        event = wire.parse_message_event({**raw, "type": "message", "channel": channel})
+        envelope = wire.EventCallback(
+            type="message_action",
+            event_id=f"draft_reply:{channel}:{event['ts']}",
+            team_id=shortcut["team_id"],
+            is_ext_shared_channel=False,
+            event=raw,
+        )
+        if channel.startswith("D"):
+            kind = MessageKind.DIRECT
+        elif event.get("thread_ts", event["ts"]) != event["ts"]:
+            kind = MessageKind.FOLLOW_UP
+        else:
+            kind = MessageKind.MENTION
+        message = await self.translate(envelope, event, kind)
+        if event.get("bot_id") or not event["user"] or event.get("subtype") in IGNORED_SUBTYPES:
+            author = replace(message.author, id=event["user"] or event.get("bot_id", ""), is_bot=True)
+            message = replace(message, author=author)
+        return message
 
     def _strip_mention(self, text: str) -> str:
         bot = self._bot_user_id()

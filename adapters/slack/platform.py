@@ -11,7 +11,7 @@ At the door (HTTP): a forged or stale signature is 401; a body that is no Slack 
 array or ``null``, not JSON at all) is 400; a signed request whose envelope is malformed (an
 ``event`` that is not an object, a click without ``actions``) is 200 and ignored, logged once
 with the reason, so Slack does not send it again. Socket Mode envelopes pass the same check.
-A request no listener takes (a reaction, a slash command, another app's button) is 200 as well,
+A request no listener takes (a reaction, another app's slash command or button) is 200 as well,
 over HTTP and the socket alike (``app.error`` in :mod:`~adapters.slack.review`).
 """
 
@@ -47,6 +47,7 @@ from adapters.slack.directory import SlackDirectory
 from adapters.slack.home import SlackHome
 from adapters.slack.intake import SlackIntake
 from adapters.slack.lazy import SupervisedLazyListenerRunner
+from adapters.slack.on_demand import SlackOnDemand
 from adapters.slack.outbound import SlackOutbound
 from adapters.slack.review import SlackReview, describe
 from adapters.slack.settings import SlackSettings
@@ -161,7 +162,15 @@ class SlackPlatform:
             core=self._require_core, client=self.client, directory=self.directory, review_channel=self.review_channel
         )
         self._outbound.desk_changed = self._home.desk_changed
+        self._on_demand = SlackOnDemand(
+            core=self._require_core,
+            client=self.client,
+            intake=self._intake,
+            directory=self.directory,
+            review_channel=self.review_channel,
+        )
         self._intake.register(self.app, self.review_channel)
+        self._on_demand.register(self.app)
         self._review.register(self.app)
         self._home.register(self.app)
 

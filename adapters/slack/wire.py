@@ -124,6 +124,29 @@ class ViewSubmission(TypedDict):
     values: dict[str, dict[str, str | None]]
 
 
+class MessageShortcut(TypedDict):
+    """A message shortcut (``message_action``): who used it, on which message, where, and the
+    ``response_url`` that answers the user alone."""
+
+    callback_id: str
+    user: UserRef
+    user_team: str
+    team_id: str
+    channel: str
+    message: dict[str, Any]
+    response_url: str
+
+
+class SlashCommand(TypedDict):
+    """A slash command (a form post): who typed what, where."""
+
+    command: str
+    text: str
+    user_id: str
+    team_id: str
+    channel_id: str
+
+
 class UserInfo(TypedDict):
     """What ``users.info`` tells about a user (only what the adapter reads)."""
 
@@ -185,6 +208,10 @@ def check_envelope(body: dict[str, Any]) -> None:
         actions = body.get("actions")
         if not isinstance(actions, list) or not actions or not all(isinstance(a, dict) for a in actions):
             raise MalformedPayload("actions is missing or not a list of objects")
+        _user(body)
+    elif kind == "message_action":
+        if not isinstance(body.get("message"), dict):
+            raise MalformedPayload("message is missing or not an object")
         _user(body)
     elif kind in ("view_submission", "view_closed"):
         if not isinstance(body.get("view"), dict):
@@ -324,6 +351,43 @@ def parse_vote(value: str) -> tuple[Vote, str]:
     if vote not in (Vote.UP, Vote.DOWN) or not draft_id:
         raise MalformedPayload(f"actions[0].value {value[:40]!r} is not a vote on a reply")
     return Vote(vote), draft_id
+
+
+def parse_message_shortcut(body: dict[str, Any]) -> MessageShortcut:
+    """A ``message_action``: the message is checked later as a message event
+    (:func:`parse_message_event`), with its channel from the payload."""
+    message = body.get("message")
+    if not isinstance(message, dict):
+        raise MalformedPayload("message is missing or not an object")
+    team, channel, user = body.get("team"), body.get("channel"), body.get("user")
+    if not isinstance(team, dict) or not isinstance(channel, dict) or not isinstance(user, dict):
+        raise MalformedPayload("team, channel or user is missing or not an object")
+    channel_id = _str(channel, "id", "channel.id")
+    if not channel_id:
+        raise MalformedPayload("channel.id is empty")
+    return MessageShortcut(
+        callback_id=_str(body, "callback_id", "callback_id"),
+        user=_user(body),
+        user_team=_str(user, "team_id", "user.team_id"),
+        team_id=_str(team, "id", "team.id"),
+        channel=channel_id,
+        message=message,
+        response_url=_str(body, "response_url", "response_url"),
+    )
+
+
+def parse_slash_command(body: dict[str, Any]) -> SlashCommand:
+    """A slash command's form fields; the user must be named."""
+    command = SlashCommand(
+        command=_str(body, "command", "command"),
+        text=_str(body, "text", "text"),
+        user_id=_str(body, "user_id", "user_id"),
+        team_id=_str(body, "team_id", "team_id"),
+        channel_id=_str(body, "channel_id", "channel_id"),
+    )
+    if not command["user_id"]:
+        raise MalformedPayload("user_id is empty")
+    return command
 
 
 def parse_view_submission(body: dict[str, Any]) -> ViewSubmission:

@@ -23,6 +23,7 @@ from bot.core.home import HomeBuilder
 from bot.core.intake import Intake, Received
 from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
+from bot.core.on_demand import OnDemand
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
 from bot.core.retention import COUNTERS as RETENTION_COUNTERS
@@ -32,7 +33,16 @@ from bot.core.sla import SlaWatch
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.errors import PolicyError
-from bot.events import Author, FeedbackClick, InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
+from bot.events import (
+    AgentCommand,
+    Author,
+    DraftRequest,
+    FeedbackClick,
+    InboundMessage,
+    MessageDeleted,
+    ReviewDecision,
+    ThreadRef,
+)
 from bot.insight.figures import Report, gather
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
@@ -99,6 +109,7 @@ class Copilot:
         self.intake = Intake(db, policy, self.metrics)
         self.intake.on_received = self._received
         self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
+        self.on_demand = OnDemand(db, policy, self.intake, self.tools_for)
         self.decisions = Decisions(db, policy, orders, self._decided)
         self.feedback = FeedbackDesk(db, policy)
         self.homes = HomeBuilder(db, policy)
@@ -194,6 +205,12 @@ class Copilot:
 
     async def retract(self, deleted: MessageDeleted) -> bool:
         return await self.intake.retract(deleted)
+
+    async def draft_on_request(self, request: DraftRequest) -> str:
+        return await self.on_demand.draft(request)
+
+    async def agent_command(self, command: AgentCommand) -> str:
+        return await self.on_demand.command(command)
 
     async def has_conversation(self, thread: ThreadRef) -> bool:
         return await self.intake.has_conversation(thread)

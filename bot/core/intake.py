@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -79,12 +79,17 @@ class Intake:
         watch = self.policy.current.channels.watch
         return not watch or message.kind is MessageKind.DIRECT or message.thread.channel in watch
 
-    async def receive(self, message: InboundMessage) -> bool:
-        """Store the message and do what its author's role calls for. False when the event was
-        seen before (a redelivery), comes from a workspace not served, a channel the policy does not
-        watch, or a bot: nothing is done. An edit (``edited``, or a message already stored under
-        the same thread and id) goes to :func:`bot.core.edits.amend` instead: at most one fresh
-        draft, never a second message."""
+    async def receive(
+        self, message: InboundMessage, *, requested_by: str = "", earlier: Sequence[InboundMessage] = ()
+    ) -> bool:
+        """Store the message and do what its author's role calls for (``requested_by``: the agent
+        who asked for a draft on it, :mod:`bot.core.on_demand`, audited in the same transaction;
+        ``earlier``: its thread's messages before it, stored as context when it opens the
+        conversation).
+        False when the event was seen before (a redelivery), comes from a workspace not served, a
+        channel the policy does not watch, or a bot: nothing is done. An edit (``edited``, or a
+        message already stored under the same thread and id) goes to :func:`bot.core.edits.amend`
+        instead: at most one fresh draft, never a second message."""
         if not self.served(message.thread):
             metrics.event_received("ignored")
             return False
@@ -96,12 +101,14 @@ class Intake:
             metrics.event_received("ignored")
             return False
         try:
-            return await self._record(message)
+            return await self._record(message, requested_by, earlier)
         except Exception:
             metrics.event_received("failed")
             raise
 
-    async def _record(self, message: InboundMessage) -> bool:
+    async def _record(
+        self, message: InboundMessage, requested_by: str = "", context: Sequence[InboundMessage] = ()
+    ) -> bool:
         text = message.text[:MAX_CUSTOMER_TEXT]
         now = utcnow()
         await self.greeter.prepare(now)
@@ -125,7 +132,14 @@ class Intake:
             else:
                 repeated = False
                 conversation_id = life.conversation_id
+                if created and context:
+                    await self._store_context(conn, life, context, now)
                 role, received = await self._store(conn, life, message, text, now)
+                if requested_by:
+                    line = AuditLine(
+                        conversation_id, received.draft_id, "draft_requested", requested_by, "asked for a draft"
+                    )
+                    await add_audit(conn, [line], now)
                 if created or received.opened:  # in this transaction: the greeting goes out once
                     greeted = await self.greeter.claim(conn, conversation_id, message.thread, text, now)
                     received = replace(received, deliver=greeted)
@@ -176,6 +190,23 @@ class Intake:
             await add_audit(conn, [line], now)
             return role, Received(None, ())
         return role, await self._from_customer(conn, life, message_id, message, text, now)
+
+    async def _store_context(
+        self, conn: AsyncConnection, life: Life, earlier: Sequence[InboundMessage], now: datetime
+    ) -> None:
+        """A new conversation's earlier thread messages, each as its author's turn (the customer,
+        an agent, an outsider; a bot's is left out): context the draft sees, nothing drafted for
+        them and nobody takes the conversation over by them."""
+        policy = self.policy.current
+        for message in earlier:
+            role = classify(message.author, life.customer_id, policy)
+            if role is Role.BOT:
+                continue
+            text = message.text[:MAX_CUSTOMER_TEXT]
+            context = replace(message, attachments=())  # the words only
+            await conversation_rows.add_customer_message(
+                conn, life.conversation_id, context, text, now, [], role=role.value
+            )
 
     async def retract(self, deleted: MessageDeleted) -> bool:
         """A customer deleted a message (see :mod:`bot.core.edits`): one short transaction, like

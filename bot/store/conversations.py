@@ -181,8 +181,13 @@ async def add_reply(
 
 
 async def has_conversation(conn: AsyncConnection, thread: ThreadRef) -> bool:
+    return await conversation_at(conn, thread) is not None
+
+
+async def conversation_at(conn: AsyncConnection, thread: ThreadRef) -> str | None:
+    """The id of the conversation in ``thread``, or None."""
     found = await conn.scalar(select(_conversations.c.id).where(_conversations.c.thread_key == thread.key))
-    return found is not None
+    return None if found is None else str(found)
 
 
 async def load_conversation(conn: AsyncConnection, conversation_id: str) -> ConversationState:

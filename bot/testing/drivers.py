@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from bot.events import (
     Actor,
+    AgentCommand,
     Attachment,
     Author,
     DecisionAction,
+    DraftRequest,
     InboundMessage,
     MessageKind,
     Place,
@@ -110,6 +112,23 @@ class MemoryDriver:
         return person
 
     async def say(self, message: Saying) -> tuple[str, bool]:
+        thread, inbound = self._inbound(message)
+        return thread, await self._core().receive(inbound)
+
+    async def ask_draft(self, message: Saying, agent: str) -> tuple[str, str]:
+        """``message`` is posted without mentioning the bot (the core never hears of it); then
+        ``agent`` asks for a draft on it (Slack's message shortcut). Returns the thread's handle
+        and what the agent was told."""
+        thread, inbound = self._inbound(message)
+        told = await self._core().draft_on_request(DraftRequest(Author(agent, agent), inbound))
+        return thread, told
+
+    async def command(self, agent: str, text: str, thread: str | None = None) -> str:
+        """``agent`` types ``/supportbot <text>`` naming ``thread``; what they were told."""
+        ref = self._threads.get(thread) if thread is not None else None
+        return await self._core().agent_command(AgentCommand(Author(agent, agent), self.platform, text, ref))
+
+    def _inbound(self, message: Saying) -> tuple[str, InboundMessage]:
         n = next(self._events)
         thread = message.thread
         if thread is None:
@@ -117,7 +136,7 @@ class MemoryDriver:
             self._threads[thread] = ThreadRef(self.platform, "W-DESK", message.channel or "C-SUPPORT", thread)
         ref = self._threads[thread]
         customer = message.customer
-        inbound = InboundMessage(
+        return thread, InboundMessage(
             event_id=f"ev-{n}",
             thread=ref,
             message_id=f"cm{n}",
@@ -129,7 +148,6 @@ class MemoryDriver:
             location=f"Desk · #{ref.channel}",
             place=message.place,
         )
-        return thread, await self._core().receive(inbound)
 
     async def decide(self, card: DeskCard, move: Move, agent: str) -> str:
         core = self._core()

@@ -434,6 +434,42 @@ def view_submission(
     }
 
 
+def message_shortcut(
+    message: JSON,
+    callback_id: str = "draft_reply",
+    user: str = "U333",
+    channel: str = "C111",
+    team: str = "T111",
+    response_url: str = DEAD_RESPONSE_URL,
+) -> JSON:
+    """A message shortcut (``message_action``) on ``message`` (a message event as Slack stored
+    it, e.g. ``message(...)["event"]``), in bolt-python's tests' shape."""
+    shown = {k: v for k, v in message.items() if k not in ("channel", "channel_type", "event_ts")}
+    return {
+        "type": "message_action", "token": VERIFICATION_TOKEN, "action_ts": next_ts(),
+        "team": {"id": team, "domain": "acme"}, "user": {"id": user, "name": f"agent.{user.lower()}", "team_id": team},
+        "channel": {"id": channel, "name": "support"}, "callback_id": callback_id, "trigger_id": _trigger_id(),
+        "message_ts": message["ts"], "message": shown, "response_url": response_url,
+    }  # fmt: skip
+
+
+def slash_command(
+    text: str,
+    user: str = "U333",
+    channel: str = "C111",
+    command: str = "/supportbot",
+    team: str = "T111",
+    response_url: str = DEAD_RESPONSE_URL,
+) -> dict[str, str]:
+    """A slash command's form fields, as Slack posts them (bolt-python's tests' shape)."""
+    return {
+        "token": VERIFICATION_TOKEN, "team_id": team, "team_domain": "acme", "channel_id": channel,
+        "channel_name": "support", "user_id": user, "user_name": f"agent.{user.lower()}", "command": command,
+        "text": text, "api_app_id": API_APP_ID, "is_enterprise_install": "false", "response_url": response_url,
+        "trigger_id": _trigger_id(),
+    }  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------------
 # Sender
 # --------------------------------------------------------------------------------------------------
@@ -474,6 +510,11 @@ class SlackSender:
     async def action(self, payload: JSON, timestamp: int | None = None) -> httpx.Response:
         """POST an interactivity payload (``block_actions``, ``view_submission``, ...)."""
         body = action_body(payload)
+        return await self.raw(body, sign(body, self.signing_secret, timestamp, "application/x-www-form-urlencoded"))
+
+    async def command(self, fields: dict[str, str], timestamp: int | None = None) -> httpx.Response:
+        """POST a slash command's form."""
+        body = urllib.parse.urlencode(fields)
         return await self.raw(body, sign(body, self.signing_secret, timestamp, "application/x-www-form-urlencoded"))
 
     async def raw(self, body: str | bytes, headers: dict[str, str]) -> httpx.Response:
