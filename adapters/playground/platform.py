@@ -170,6 +170,9 @@ class PlaygroundPlatform:
         self.state.thread(thread).pending = True
         await self.state.changed()
 
+    async def open_direct(self, thread: ThreadRef, user_id: str) -> ThreadRef:
+        return thread  # each playground chat is one customer's, already private
+
     # -- ReviewDesk -----------------------------------------------------------------------
 
     async def post_card(self, card: ReviewCard, *, idempotency_key: str = "") -> str:
