@@ -12,11 +12,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.domain.states import DraftStatus
+from bot.errors import SupportbotError
 from bot.events import Place
+from bot.policy import parse_policy
 from bot.public_places import BY_DM
 from bot.testing import TestDesk
-from tests.desks import FakeKimi, Reply
+from tests.desks import DiscordDriver, FakeKimi, Reply, SlackDriver
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.slack import FakeSlack
+from tests.harness import until
 from tests.test_guards import POLICY
 from tests.test_identity_edge import tool_results_of
 from tests.test_public_places import KIM, KIM_DETAILS, LOOK_UP, TELLS_ALL, kims_shop
@@ -72,3 +79,67 @@ async def test_a_customer_who_accepts_no_direct_message_gets_nothing_in_public_a
         assert "not posted in the public thread either" in failed.notice
         await desk.settle()
         assert desk.replies_to(said) == [] and desk.direct_messages(KIM) == [], "never a public fallback"
+
+
+async def test_slack_the_reply_goes_to_the_customers_dm_and_the_thread_gets_the_line(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with dm_shop(tmp_path, kimi, driver=SlackDriver(slack, kimi)) as desk:
+        kimi.script(LOOK_UP, Reply(TELLS_ALL))
+        said = await desk.customer(KIM).says("where is my order #W2611340?")  # C111: Slack Connect, public
+        card = await desk.card_for(said)
+        assert card.notice.startswith(BY_DM)
+        await desk.agent("mgr").approve(card)
+        assert await desk.reply_to(said) == LINE
+        assert await until(lambda: desk.direct_messages(KIM), "the reply in Kim's DM") == [TELLS_ALL]
+        assert [c.params["users"] for c in slack.calls_to("conversations.open")] == ["UKIM"]
+        await desk.settle()
+        assert desk.replies_to(said) == [LINE] and desk.direct_messages(KIM) == [TELLS_ALL], "each once"
+
+
+async def test_slack_a_dm_slack_refuses_posts_nothing(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
+    slack.dm_refusals["UKIM"] = "user_disabled"
+    async with dm_shop(tmp_path, kimi, driver=SlackDriver(slack, kimi)) as desk:
+        kimi.script(LOOK_UP, Reply(TELLS_ALL))
+        said = await desk.customer(KIM).says("where is my order #W2611340?")
+        card = await desk.card_for(said)
+        await desk.agent("mgr").approve(card)
+        failed = await desk.latest(card, lambda c: c.state is DraftStatus.SEND_FAILED)
+        assert "the customer accepts no direct message (Slack: user_disabled)" in failed.notice
+        await desk.settle()
+        assert desk.replies_to(said) == [] and desk.direct_messages(KIM) == []
+
+
+async def test_discord_the_reply_goes_to_the_members_dm_and_a_closed_dm_leaks_nothing(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    async with FakeDiscord() as discord, dm_shop(tmp_path, kimi, driver=DiscordDriver(discord)) as desk:
+        kimi.script(LOOK_UP, Reply(TELLS_ALL))
+        said = await desk.customer(KIM).says("where is my order #W2611340?")  # a public thread opens
+        card = await desk.card_for(said)
+        assert card.notice.startswith(BY_DM)
+        await desk.agent("mgr").approve(card)
+        assert await desk.reply_to(said) == LINE
+        assert await until(lambda: desk.direct_messages(KIM), "the reply in Kim's DM") == [TELLS_ALL]
+        opened = discord.calls_to("POST", "/users/@me/channels")
+        assert [str(c.json["recipient_id"]) for c in opened] == [desk.customer(KIM).user_id]
+
+        # Kim closes their DMs to the bot: Discord refuses the post (50007); nothing goes public.
+        discord.closed_dms.add(desk.customer(KIM).user_id)
+        kimi.script(LOOK_UP, Reply(TELLS_ALL))
+        again = await desk.customer(KIM).says("and #W2611340 again?")
+        second = await desk.card_for(again)
+        await desk.agent("mgr").approve(second)
+        failed = await desk.latest(second, lambda c: c.state is DraftStatus.SEND_FAILED)
+        assert "the customer accepts no direct message (Discord: 403 Cannot send messages" in failed.notice
+        await desk.settle()
+        assert desk.replies_to(again) == [] and desk.direct_messages(KIM) == [TELLS_ALL]
+
+
+def test_the_line_in_the_thread_is_the_policys_and_never_empty() -> None:
+    assert parse_policy("").identity.dm_notice == LINE
+    mine = parse_policy('[identity]\npublic_places = "dm"\ndm_notice = "Check your DMs, please."\n').identity
+    assert mine.dm_notice == "Check your DMs, please."
+    with pytest.raises(SupportbotError) as refused:
+        parse_policy('[identity]\ndm_notice = ""\n')
+    assert str(refused.value).startswith("policy.toml: line 2: identity.dm_notice: String should have at least 1")
