@@ -23,7 +23,8 @@ from bot.testing import TestDesk
 from tests.desks import DiscordDriver, FakeKimi, Reply, SlackDriver
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack
-from tests.harness import until
+from tests.harness import draft_id_of, until
+from tests.test_crash_recovery import RECOVERY_SECONDS, approve, ask, launch, replies_in, restart
 from tests.test_guards import POLICY
 from tests.test_identity_edge import tool_results_of
 from tests.test_public_places import KIM, KIM_DETAILS, LOOK_UP, TELLS_ALL, kims_shop
@@ -143,3 +144,37 @@ def test_the_line_in_the_thread_is_the_policys_and_never_empty() -> None:
     with pytest.raises(SupportbotError) as refused:
         parse_policy('[identity]\ndm_notice = ""\n')
     assert str(refused.value).startswith("policy.toml: line 2: identity.dm_notice: String should have at least 1")
+
+
+async def test_killed_between_the_direct_message_and_the_line_each_arrives_exactly_once(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    """The real ``supportbot run``, killed -9 after the direct message reached Slack but before
+    Slack answered (so neither it nor the thread's line is recorded): the next run finds the
+    message by its key in the DM, then posts the line; each exactly once."""
+    bot = await launch(tmp_path, kimi, slack, '[identity]\npublic_places = "dm"\n')
+    dm = "D222"  # the fake's DM channel with U222, the customer of ``ask``
+
+    def in_dm() -> list[object]:
+        return [m for m in slack.messages_in(dm) if m.get("bot_id")]
+
+    try:
+        thread_ts = await ask(bot, "where is my order #W2611340?")
+        [card] = await until(bot.cards, "the card")
+        slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == dm)
+        await approve(bot, draft_id_of(card))
+        await until(in_dm, "the direct message reaching Slack (its answer hangs)")
+        assert replies_in(slack, thread_ts) == [], "no line before the direct message is recorded"
+        await restart(bot)
+
+        [line] = await until(lambda: replies_in(slack, thread_ts), "the line in the thread", timeout=RECOVERY_SECONDS)
+        assert line.params["text"] == LINE
+        await until(
+            lambda: [c for c in slack.calls_to("chat.update") if "sent to the customer" in str(c.params)],
+            "the card saying it was sent",
+            timeout=RECOVERY_SECONDS,
+        )
+        assert len(in_dm()) == 1, "found by its key in the DM, not posted again"
+        assert len(replies_in(slack, thread_ts)) == 1
+    finally:
+        await bot.stop()
