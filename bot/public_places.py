@@ -55,9 +55,11 @@ def withholds(place: Place, rules: IdentitySection) -> bool:
     return place is Place.PUBLIC and rules.public_places == "withhold"
 
 
-def by_direct_message(place: Place, rules: IdentitySection) -> bool:
-    """Whether a reply approved in ``place`` goes to the customer by direct message."""
-    return place is Place.PUBLIC and rules.public_places == "dm"
+def by_direct_message(place: Place, rules: IdentitySection, notice: str = "") -> bool:
+    """Whether a reply approved in ``place`` goes to the customer by direct message: the policy
+    says so now, or its card said so (``notice``: the draft was made under ``"dm"`` and may show
+    the details, whatever the policy became since)."""
+    return place is Place.PUBLIC and (rules.public_places == "dm" or notice.startswith(BY_DM))
 
 
 def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:

@@ -66,6 +66,22 @@ async def test_a_public_reply_with_verified_details_goes_by_direct_message_and_t
         assert await desk.reply_to(dm) == TELLS_ALL
 
 
+async def test_a_card_that_said_direct_message_goes_by_direct_message_after_the_policy_changed(
+    tmp_path: Path, kimi: FakeKimi, database_url: str
+) -> None:
+    async with dm_shop(tmp_path, kimi, database_url=database_url) as desk:
+        kimi.script(LOOK_UP, Reply(TELLS_ALL))
+        said = await desk.customer(KIM).says("where is my order #W2611340?")
+        card = await desk.card_for(said)
+        assert card.notice.startswith(BY_DM)
+        desk.bot.settings.policy_file.write_text(POLICY)  # back to "flag" before anyone clicks
+        core = desk.bot.core
+        assert core is not None and await core.reload_policy() is None
+        await desk.agent("mgr").approve(card)
+        assert await desk.reply_to(said) == LINE, "the card said so: the details never go public"
+        assert desk.direct_messages(KIM) == [TELLS_ALL]
+
+
 async def test_a_customer_who_accepts_no_direct_message_gets_nothing_in_public_and_the_card_says_so(
     tmp_path: Path, kimi: FakeKimi, database_url: str
 ) -> None:

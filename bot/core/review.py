@@ -369,7 +369,7 @@ class Decisions:
                 proposal=a.action.proposal.approve(a.amount),
                 approvals=[*a.approvers, actor.id],
             )
-        direct = public_places.by_direct_message(draft.place, policy.identity)
+        direct = public_places.by_direct_message(draft.place, policy.identity, draft.notice)
         kind = OutboxKind.DIRECT_REPLY if direct else OutboxKind.REPLY
         await outbox_rows.enqueue(conn, draft.id, draft.conversation_id, draft.thread_key, text, now, kind=kind)
         await records.add_audit(

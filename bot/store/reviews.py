@@ -33,6 +33,8 @@ class DraftUnderReview:
     shown_at: datetime | None
     #: Where the conversation is (an older instance's row, without one, reads as public).
     place: Place = Place.PUBLIC
+    #: What the card says about the draft (:func:`bot.public_places.by_direct_message` reads it).
+    notice: str = ""
 
 
 async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderReview | None:
@@ -50,6 +52,7 @@ async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderRev
             d.decided_by,
             d.shown_at,
             c.place,
+            d.notice,
         )
         .join(_conversations, c.id == d.conversation_id)
         .where(d.id == draft_id)
@@ -71,6 +74,7 @@ async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderRev
         row.decided_by,
         row.shown_at,
         Place(row.place or Place.PUBLIC),
+        row.notice,
     )
 
 
