@@ -20,6 +20,7 @@ from bot.events import Place
 from bot.policy import parse_policy
 from bot.public_places import BY_DM
 from bot.testing import TestDesk
+from bot.testing.people import Said
 from tests.desks import DiscordDriver, FakeKimi, Reply, SlackDriver
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack
@@ -33,6 +34,19 @@ LINE = "I've sent you the details in a direct message."
 BY_DIRECT_MESSAGE = POLICY + '\n[identity]\npublic_places = "dm"\n'
 
 
+@pytest.fixture
+async def dm_desk(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
+    """Kim's shop under ``public_places = "dm"`` on the test desk (SQLite and PostgreSQL)."""
+    async with dm_shop(tmp_path, kimi, database_url=database_url) as desk:
+        yield desk
+
+
+async def kim_asks_in_public(desk: TestDesk, kimi: FakeKimi, text: str = "where is my order #W2611340?") -> Said:
+    """Kim asks in a public place; the model looks the order up and tells all."""
+    kimi.script(LOOK_UP, Reply(TELLS_ALL))
+    return await desk.customer(KIM).says(text)
+
+
 @contextlib.asynccontextmanager
 async def dm_shop(tmp_path: Path, kimi: FakeKimi, **options: Any) -> AsyncIterator[TestDesk]:
     async with kims_shop(tmp_path, kimi, BY_DIRECT_MESSAGE, **options) as desk:
@@ -40,70 +54,66 @@ async def dm_shop(tmp_path: Path, kimi: FakeKimi, **options: Any) -> AsyncIterat
 
 
 async def test_a_public_reply_with_verified_details_goes_by_direct_message_and_the_thread_gets_one_line(
-    tmp_path: Path, kimi: FakeKimi, database_url: str
+    dm_desk: TestDesk, kimi: FakeKimi
 ) -> None:
-    async with dm_shop(tmp_path, kimi, database_url=database_url) as desk:
-        kimi.script(LOOK_UP, Reply(TELLS_ALL))
-        said = await desk.customer(KIM).says("where is my order #W2611340?")
-        card = await desk.card_for(said)
-        assert all(d in tool_results_of(kimi, 0) for d in KIM_DETAILS), "the model may use the details"
-        assert card.draft_text == TELLS_ALL, "nothing is cut: the reply is not going to the thread"
-        assert card.notice.startswith(BY_DM) and LINE in card.notice, "the card tells where the reply goes"
+    desk = dm_desk
+    said = await kim_asks_in_public(desk, kimi)
+    card = await desk.card_for(said)
+    assert all(d in tool_results_of(kimi, 0) for d in KIM_DETAILS), "the model may use the details"
+    assert card.draft_text == TELLS_ALL, "nothing is cut: the reply is not going to the thread"
+    assert card.notice.startswith(BY_DM) and LINE in card.notice, "the card tells where the reply goes"
 
-        told = await desk.agent("mgr").approve(card)
-        assert "by direct message" in told
-        assert await desk.reply_to(said) == LINE, "the public thread gets the policy's line"
-        await desk.settle()
-        assert desk.direct_messages(KIM) == [TELLS_ALL], "the reply, once, in Kim's direct messages"
-        assert desk.replies_to(said) == [LINE], "once, and nothing else in public"
+    told = await desk.agent("mgr").approve(card)
+    assert "by direct message" in told
+    assert await desk.reply_to(said) == LINE, "the public thread gets the policy's line"
+    await desk.settle()
+    assert desk.direct_messages(KIM) == [TELLS_ALL], "the reply, once, in Kim's direct messages"
+    assert desk.replies_to(said) == [LINE], "once, and nothing else in public"
 
-        # In a direct message already, the reply simply goes there (no line anywhere).
-        kimi.script(LOOK_UP, Reply(TELLS_ALL))
-        dm = await desk.customer(KIM).says("and my order #W2611340?", place=Place.PRIVATE)
-        private = await desk.card_for(dm)
-        assert BY_DM not in private.notice
-        await desk.agent("mgr").approve(private)
-        assert await desk.reply_to(dm) == TELLS_ALL
+    # In a direct message already, the reply simply goes there (no line anywhere).
+    kimi.script(LOOK_UP, Reply(TELLS_ALL))
+    dm = await desk.customer(KIM).says("and my order #W2611340?", place=Place.PRIVATE)
+    private = await desk.card_for(dm)
+    assert BY_DM not in private.notice
+    await desk.agent("mgr").approve(private)
+    assert await desk.reply_to(dm) == TELLS_ALL
 
 
 async def test_a_card_that_said_direct_message_goes_by_direct_message_after_the_policy_changed(
-    tmp_path: Path, kimi: FakeKimi, database_url: str
+    dm_desk: TestDesk, kimi: FakeKimi
 ) -> None:
-    async with dm_shop(tmp_path, kimi, database_url=database_url) as desk:
-        kimi.script(LOOK_UP, Reply(TELLS_ALL))
-        said = await desk.customer(KIM).says("where is my order #W2611340?")
-        card = await desk.card_for(said)
-        assert card.notice.startswith(BY_DM)
-        desk.bot.settings.policy_file.write_text(POLICY)  # back to "flag" before anyone clicks
-        core = desk.bot.core
-        assert core is not None and await core.reload_policy() is None
-        await desk.agent("mgr").approve(card)
-        assert await desk.reply_to(said) == LINE, "the card said so: the details never go public"
-        assert desk.direct_messages(KIM) == [TELLS_ALL]
+    desk = dm_desk
+    said = await kim_asks_in_public(desk, kimi)
+    card = await desk.card_for(said)
+    assert card.notice.startswith(BY_DM)
+    desk.bot.settings.policy_file.write_text(POLICY)  # back to "flag" before anyone clicks
+    core = desk.bot.core
+    assert core is not None and await core.reload_policy() is None
+    await desk.agent("mgr").approve(card)
+    assert await desk.reply_to(said) == LINE, "the card said so: the details never go public"
+    assert desk.direct_messages(KIM) == [TELLS_ALL]
 
 
 async def test_a_customer_who_accepts_no_direct_message_gets_nothing_in_public_and_the_card_says_so(
-    tmp_path: Path, kimi: FakeKimi, database_url: str
+    dm_desk: TestDesk, kimi: FakeKimi
 ) -> None:
-    async with dm_shop(tmp_path, kimi, database_url=database_url) as desk:
-        desk.board.closed_dms.add(desk.customer(KIM).user_id)
-        kimi.script(LOOK_UP, Reply(TELLS_ALL))
-        said = await desk.customer(KIM).says("where is my order #W2611340?")
-        card = await desk.card_for(said)
-        await desk.agent("mgr").approve(card)
-        failed = await desk.latest(card, lambda c: c.state is DraftStatus.SEND_FAILED)
-        assert "the customer accepts no direct message" in failed.notice
-        assert "not posted in the public thread either" in failed.notice
-        await desk.settle()
-        assert desk.replies_to(said) == [] and desk.direct_messages(KIM) == [], "never a public fallback"
+    desk = dm_desk
+    desk.board.closed_dms.add(desk.customer(KIM).user_id)
+    said = await kim_asks_in_public(desk, kimi)
+    card = await desk.card_for(said)
+    await desk.agent("mgr").approve(card)
+    failed = await desk.latest(card, lambda c: c.state is DraftStatus.SEND_FAILED)
+    assert "the customer accepts no direct message" in failed.notice
+    assert "not posted in the public thread either" in failed.notice
+    await desk.settle()
+    assert desk.replies_to(said) == [] and desk.direct_messages(KIM) == [], "never a public fallback"
 
 
 async def test_slack_the_reply_goes_to_the_customers_dm_and_the_thread_gets_the_line(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
     async with dm_shop(tmp_path, kimi, driver=SlackDriver(slack, kimi)) as desk:
-        kimi.script(LOOK_UP, Reply(TELLS_ALL))
-        said = await desk.customer(KIM).says("where is my order #W2611340?")  # C111: Slack Connect, public
+        said = await kim_asks_in_public(desk, kimi)  # C111: Slack Connect, public
         card = await desk.card_for(said)
         assert card.notice.startswith(BY_DM)
         await desk.agent("mgr").approve(card)
@@ -117,8 +127,7 @@ async def test_slack_the_reply_goes_to_the_customers_dm_and_the_thread_gets_the_
 async def test_slack_a_dm_slack_refuses_posts_nothing(tmp_path: Path, kimi: FakeKimi, slack: FakeSlack) -> None:
     slack.dm_refusals["UKIM"] = "user_disabled"
     async with dm_shop(tmp_path, kimi, driver=SlackDriver(slack, kimi)) as desk:
-        kimi.script(LOOK_UP, Reply(TELLS_ALL))
-        said = await desk.customer(KIM).says("where is my order #W2611340?")
+        said = await kim_asks_in_public(desk, kimi)
         card = await desk.card_for(said)
         await desk.agent("mgr").approve(card)
         failed = await desk.latest(card, lambda c: c.state is DraftStatus.SEND_FAILED)
@@ -131,8 +140,7 @@ async def test_discord_the_reply_goes_to_the_members_dm_and_a_closed_dm_leaks_no
     tmp_path: Path, kimi: FakeKimi
 ) -> None:
     async with FakeDiscord() as discord, dm_shop(tmp_path, kimi, driver=DiscordDriver(discord)) as desk:
-        kimi.script(LOOK_UP, Reply(TELLS_ALL))
-        said = await desk.customer(KIM).says("where is my order #W2611340?")  # a public thread opens
+        said = await kim_asks_in_public(desk, kimi)  # a public thread opens
         card = await desk.card_for(said)
         assert card.notice.startswith(BY_DM)
         await desk.agent("mgr").approve(card)
@@ -143,8 +151,7 @@ async def test_discord_the_reply_goes_to_the_members_dm_and_a_closed_dm_leaks_no
 
         # Kim closes their DMs to the bot: Discord refuses the post (50007); nothing goes public.
         discord.closed_dms.add(desk.customer(KIM).user_id)
-        kimi.script(LOOK_UP, Reply(TELLS_ALL))
-        again = await desk.customer(KIM).says("and #W2611340 again?")
+        again = await kim_asks_in_public(desk, kimi, "and #W2611340 again?")
         second = await desk.card_for(again)
         await desk.agent("mgr").approve(second)
         failed = await desk.latest(second, lambda c: c.state is DraftStatus.SEND_FAILED)
