@@ -152,6 +152,11 @@ class PlatformRefused(PlatformError):
     """The platform refused the call: missing permission or scope, a request it rejects."""
 
 
+class DirectMessageRefused(PlatformRefused):
+    """A direct message to the user cannot be opened (they accept none from the bot: Discord's
+    50007, Slack's ``cannot_dm_bot``/``user_disabled``). Retrying does not help."""
+
+
 class PlatformRateLimited(PlatformError):
     """Slack or Discord asked the bot to slow down and its client library's own retries are
     used up (or the wait it asked for is too long to sit through). Transient: the core tries

@@ -157,7 +157,10 @@ class IdentitySection(_Section):
     ``"flag"`` (the default) lets the tools show them to the model and flags the card when the
     draft repeats them ("verified order details in a public channel"), so the agent decides before
     Approve; ``"withhold"`` keeps them from the model there (an order's status and expected
-    delivery only) and removes any that still appear in the draft, whatever the model wrote."""
+    delivery only) and removes any that still appear in the draft, whatever the model wrote;
+    ``"dm"`` lets the model use them and sends the approved reply to the customer by direct
+    message, with the fixed line ``dm_notice`` in the public thread (the card says so before
+    Approve; when the customer accepts no direct message, nothing is posted and the card says so)."""
 
     linked_accounts: bool = True
     profile_email: bool = False
@@ -168,7 +171,8 @@ class IdentitySection(_Section):
     attempt_window_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
     lockout_minutes: Annotated[float, Field(gt=0, le=24 * 60 * 30)] = 60.0
     unverified_may_see: Literal["nothing", "status"] = "nothing"
-    public_places: Literal["flag", "withhold"] = "flag"
+    public_places: Literal["flag", "withhold", "dm"] = "flag"
+    dm_notice: Annotated[str, Field(min_length=1, max_length=500)] = "I've sent you the details in a direct message."
 
 
 class ApproversSection(_Section):

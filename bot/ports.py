@@ -233,6 +233,12 @@ class CustomerChannel(Protocol):
         """Tell the customer a human-reviewed answer is coming (reaction or typing)."""
         ...
 
+    async def open_direct(self, thread: ThreadRef, user_id: str) -> ThreadRef:
+        """The direct message between the bot and ``user_id`` (the customer of ``thread``), opened
+        if need be; opening it again returns the same one. Raises
+        :class:`bot.errors.DirectMessageRefused` when the user accepts no direct message."""
+        ...
+
 
 class ReviewDesk(Protocol):
     """Where agents see draft cards and decide."""

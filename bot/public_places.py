@@ -11,7 +11,10 @@ postal code, tracking number, item names, amounts) that the order tools noted
 * ``"withhold"``: the tools show the model an order's status and expected delivery only
   (:func:`withholds` sets :attr:`tools.ToolContext.public_place`), and :func:`check_draft` removes
   any detail the draft still holds (from the customer's own words, or an earlier turn) and says so
-  on the card. The text the agent approves has none of them.
+  on the card. The text the agent approves has none of them;
+* ``"dm"``: the model sees them, and every reply approved there goes to the customer by direct
+  message, the thread getting only the policy's fixed ``dm_notice`` (:func:`by_direct_message`;
+  the dispatcher delivers both). Every card there says so (:data:`BY_DM`).
 
 Private places (a direct message, a private channel or thread) change nothing.
 """
@@ -26,11 +29,13 @@ from bot.events import Place
 from bot.policy import IdentitySection
 from tools import ToolContext
 
-__all__ = ["FLAG", "REMOVED", "PublicCheck", "check_draft", "withholds"]
+__all__ = ["BY_DM", "FLAG", "REMOVED", "PublicCheck", "by_direct_message", "check_draft", "withholds"]
 
 #: What stands in the draft where a verified order detail was removed.
 REMOVED = "[withheld]"
 FLAG = "Verified order details in a public channel"
+#: What the card of every draft in a public place says under ``public_places = "dm"``.
+BY_DM = "This reply goes to the customer by direct message"
 #: What an order detail can be (:attr:`tools.ToolContext.order_details`), in the order the flag names
 #: them: the flag never repeats a value (it is stored with the draft and outlives erasure).
 KINDS = ("name", "e-mail", "postal code", "tracking number", "item", "amount")
@@ -50,6 +55,13 @@ def withholds(place: Place, rules: IdentitySection) -> bool:
     return place is Place.PUBLIC and rules.public_places == "withhold"
 
 
+def by_direct_message(place: Place, rules: IdentitySection, notice: str = "") -> bool:
+    """Whether a reply approved in ``place`` goes to the customer by direct message: the policy
+    says so now, or its card said so (``notice``: the draft was made under ``"dm"`` and may show
+    the details, whatever the policy became since)."""
+    return place is Place.PUBLIC and (rules.public_places == "dm" or notice.startswith(BY_DM))
+
+
 def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
     ordered = sorted({v for v in values if v}, key=len, reverse=True)  # the longest value wins
     if not ordered:
@@ -60,6 +72,13 @@ def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
 def check_draft(text: str, place: Place, ctx: ToolContext, rules: IdentitySection) -> PublicCheck:
     """The draft for a conversation in ``place``, checked against the order details its run's
     tools noted (see the module's doc)."""
+    if by_direct_message(place, rules):
+        notice = (
+            f'{BY_DM} (this conversation is in a public place; [identity] public_places = "dm"): '
+            f"the thread gets only {rules.dm_notice!r}. If the customer accepts no direct message, "
+            "nothing is posted and this card says so."
+        )
+        return PublicCheck(text, notice=notice)
     pattern = _pattern(ctx.order_details) if place is Place.PUBLIC else None
     if pattern is None:
         return PublicCheck(text)

@@ -117,6 +117,10 @@ class SlackDriver:
     def replies(self, thread: str) -> list[str]:
         return [str(c.params.get("text")) for c in self._slack().replies(thread)]
 
+    def direct_messages(self, person: str) -> list[str]:
+        dm = "D" + self.user_id(person)[1:]  # the fake's DM channel with U… (conversations.open)
+        return [str(c.params.get("text")) for c in self._slack().replies(None, channel=dm)]
+
     def _slack(self) -> Harness:
         if self._harness is None:
             raise RuntimeError("the desk is not open")
@@ -186,3 +190,8 @@ class DiscordDriver:
 
     def replies(self, thread: str) -> list[str]:
         return [str(m["content"]) for m in self.discord.messages_in(thread) if m["author"]["id"] == BOT_ID]
+
+    def direct_messages(self, person: str) -> list[str]:
+        user = self.user_id(person)
+        dms = [c["id"] for c in self.discord.channels.values() if c["type"] == 1 and c["recipients"][0]["id"] == user]
+        return [text for dm in dms for text in self.replies(str(dm))]

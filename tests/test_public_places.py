@@ -125,9 +125,12 @@ async def test_flag_shows_the_agent_which_verified_details_a_public_reply_would_
 
 def test_the_policy_names_the_choices_in_one_line() -> None:
     assert parse_policy('[identity]\npublic_places = "withhold"\n').identity.public_places == "withhold"
+    assert parse_policy('[identity]\npublic_places = "dm"\n').identity.public_places == "dm"
     with pytest.raises(SupportbotError) as refused:
-        parse_policy('[identity]\npublic_places = "dm"\n')
-    assert str(refused.value) == "policy.toml: line 2: identity.public_places: Input should be 'flag' or 'withhold'"
+        parse_policy('[identity]\npublic_places = "thread"\n')
+    assert str(refused.value) == (
+        "policy.toml: line 2: identity.public_places: Input should be 'flag', 'withhold' or 'dm'"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -271,6 +271,9 @@ class _CrashesOnce:
     async def show_pending(self, thread: ThreadRef) -> None:
         await self.inner.show_pending(thread)
 
+    async def open_direct(self, thread: ThreadRef, user_id: str) -> ThreadRef:
+        return await self.inner.open_direct(thread, user_id)
+
 
 class _CrashingPlatform(MemoryPlatform):
     def __init__(self, name: str, board: Board) -> None:

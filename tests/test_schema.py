@@ -445,6 +445,43 @@ async def test_an_upgrade_to_0010_knows_each_conversations_place_and_an_older_wr
             await conn.execute(text("UPDATE conversations SET place = 'secret'"))
 
 
+async def test_an_upgrade_to_0012_takes_direct_replies_and_an_older_writer_still_queues_its_replies(
+    old_engine: AsyncEngine,
+) -> None:
+    engine = old_engine
+    ids = await _database_at_0005_with_work_in_flight(engine)
+    await upgrade_database(engine, "0011")
+    await upgrade_database(engine)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_differences) == [], "the upgraded database is the models' schema"
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        # An older instance still running approves a reply and queues it as it always did (kind
+        # by the server default); this version sends the waiting one by direct message, and
+        # queues its line in the thread.
+        await conn.execute(text(OLD_OUTBOX_INSERT), {"draft": ids["waiting"], "now": now})
+        key = f"dm-notice-{ids['waiting']}"
+        line = "I've sent you the details in a direct message."
+        queued = [
+            await outbox_rows.enqueue_text(
+                conn, OutboxKind.DM_NOTICE, ids["conversation"], "slack:T1:C1:1.0", key, line, now
+            )
+            for _ in range(2)
+        ]
+        await conn.execute(text("UPDATE outbox SET kind = 'direct_reply' WHERE draft_id = :d"), {"d": ids["approved"]})
+    assert queued == [True, False], "the thread's line is queued once per key"
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(OutboxItem.kind, OutboxItem.draft_id).order_by(OutboxItem.id))).all()
+    assert [tuple(r) for r in rows] == [
+        (OutboxKind.DIRECT_REPLY, ids["approved"]),
+        (OutboxKind.REPLY, ids["waiting"]),
+        (OutboxKind.DM_NOTICE, None),
+    ]
+    with pytest.raises(IntegrityError, match="ck_outbox_kind"):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE outbox SET kind = 'memo'"))
+
+
 def test_secrets_come_from_a_secrets_directory(tmp_path: Path, monkeypatch: Any) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()

@@ -13,7 +13,9 @@ import discord
 
 from adapters.discord.client import SupportbotClient
 from adapters.discord.feedback import feedback_buttons
+from adapters.discord.settings import DM_WORKSPACE
 from bot.errors import (
+    DirectMessageRefused,
     PlatformError,
     PlatformNotFound,
     PlatformRateLimited,
@@ -135,6 +137,10 @@ def _remember(memory: OrderedDict[str, tuple[int, int]], key: str, value: tuple[
         memory.popitem(last=False)
 
 
+#: Discord's "Cannot send messages to this user" (their DMs are closed to the bot): no retry helps.
+CANNOT_MESSAGE_USER = 50007
+
+
 def platform_error(exc: Exception) -> PlatformError | None:
     """What a discord.py (or transport) exception means at the port boundary; None for anything
     else (a bug, which the core sees as it is)."""
@@ -144,6 +150,8 @@ def platform_error(exc: Exception) -> PlatformError | None:
         said = f"Discord: {exc.status} {exc.text or ''}".strip()
         if exc.status == 429:
             return PlatformRateLimited("Discord")
+        if exc.code == CANNOT_MESSAGE_USER:
+            return DirectMessageRefused("Discord", said)
         if isinstance(exc, discord.NotFound):
             return PlatformNotFound("Discord", said)
         if isinstance(exc, discord.DiscordServerError) or exc.status >= 500:
@@ -206,6 +214,13 @@ class DiscordCustomerChannel:
             self._posted.popitem(last=False)
         await self._clear_pending(client, thread)
         return first_id
+
+    @platform_errors_told
+    async def open_direct(self, thread: ThreadRef, user_id: str) -> ThreadRef:
+        """``POST /users/@me/channels`` with the user as recipient: the same DM channel every time.
+        Discord opens it even for a user who accepts no DM; posting there is then refused (50007)."""
+        channel = await self._client().create_dm(discord.Object(int(user_id)))
+        return ThreadRef(self.platform, DM_WORKSPACE, str(channel.id), str(channel.id))
 
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
         """The first message id of a reply this process posted under ``idempotency_key``.

@@ -184,6 +184,8 @@ class PlaygroundChat:
         self.state.thread(thread).pending = True
         await self.state.changed()
 
+    async def open_direct(self, thread: ThreadRef, user_id: str) -> ThreadRef:
+        return thread  # each playground chat is one customer's, already private
 
 class PlaygroundDesk:
     """The review desk of the page: cards, notices and the lines under a card, kept in memory

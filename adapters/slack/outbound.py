@@ -23,6 +23,7 @@ from adapters.slack import cards, wire
 from adapters.slack.intake import FLAT_DM
 from adapters.slack.mrkdwn import escape, to_mrkdwn
 from bot.errors import (
+    DirectMessageRefused,
     PlatformError,
     PlatformNotFound,
     PlatformRateLimited,
@@ -53,6 +54,8 @@ NOT_FOUND_ERRORS = frozenset(
     {"channel_not_found", "thread_not_found", "message_not_found", "cant_update_message", "is_archived"}
 )
 #: Slack's ``error`` codes that say Slack itself failed: trying later may work.
+#: Slack's refusals of a direct message with a user (``conversations.open``): no retry helps.
+DM_REFUSED_ERRORS = frozenset({"cannot_dm_bot", "user_disabled", "user_not_visible"})
 UNAVAILABLE_ERRORS = frozenset({"fatal_error", "internal_error", "service_unavailable", "request_timeout"})
 
 
@@ -64,6 +67,8 @@ def platform_error(exc: Exception) -> PlatformError | None:
         if status == 429:
             wait = str(exc.response.headers.get("Retry-After", ""))
             return PlatformRateLimited("Slack", float(wait) if wait.isdigit() else None)
+        if error in DM_REFUSED_ERRORS:
+            return DirectMessageRefused("Slack", f"Slack: {error}")
         if error in NOT_FOUND_ERRORS or status == 404:
             return PlatformNotFound("Slack", f"Slack: {error or status}")
         if error in UNAVAILABLE_ERRORS or status >= 500:
@@ -128,6 +133,13 @@ class SlackOutbound:
             if wire.metadata_key_of(message, REPLY_EVENT) == idempotency_key:
                 return str(message.get("ts"))
         return None
+
+    @platform_errors_told
+    async def open_direct(self, thread: ThreadRef, user_id: str) -> ThreadRef:
+        """``conversations.open`` with the user (scope ``im:write``): the same DM every time."""
+        response = await self._client.conversations_open(users=user_id)
+        channel = response.get("channel") or {}
+        return ThreadRef("slack", thread.workspace, str(channel["id"]), FLAT_DM)
 
     @platform_errors_told
     async def show_pending(self, thread: ThreadRef) -> None:

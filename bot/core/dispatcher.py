@@ -7,6 +7,12 @@ are delivered concurrently (bounded), one thread's replies in order, so one hang
 holds back the rest. A claim left behind by a crash expires with its lease; the next claimer first
 asks the platform whether the reply is already there. Refunds run before the reply, with an
 idempotency key per action: a refund that fails stops the reply, and the card says so.
+
+A reply queued as :attr:`~bot.domain.states.OutboxKind.DIRECT_REPLY` (``[identity] public_places
+= "dm"`` in a public place) goes to the conversation's customer by direct message; the very
+transaction that records it sent queues the policy's ``dm_notice`` for the public thread (a fixed
+text under its own key), so each is posted once, a crash between them included. A customer who
+accepts no direct message gets nothing, in the thread neither: the card says so.
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from sqlalchemy import select
 
 from bot import metrics
 from bot.approval import refusal_at_execution
+from bot.core import fixed_texts
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, DraftStatus, OutboxKind
-from bot.errors import PlatformError
+from bot.errors import DirectMessageRefused, PlatformError
 from bot.events import ThreadRef
 from bot.logs import log_event
 from bot.policy import PolicyStore
@@ -161,7 +168,7 @@ class Dispatcher:
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
-                    select(d.conversation_id, d.decided_at, c.platform, c.workspace, c.channel, c.thread)
+                    select(d.conversation_id, d.decided_at, c.platform, c.workspace, c.channel, c.thread, c.customer_id)
                     .join(Conversation.__table__, c.id == d.conversation_id)
                     .where(d.id == item.draft_id)
                 )
@@ -176,10 +183,13 @@ class Dispatcher:
         if channel is None:
             await self._retry(item, f"{thread.platform} is not connected")
             return
-        if not await self._refund(item, conversation_id, conversation, actions):
+        target: ThreadRef | None = thread
+        if item.kind is OutboxKind.DIRECT_REPLY:  # opened before any refund: a refusal moves no money
+            target = await self._open_direct(item, channel, thread, str(row.customer_id), conversation_id)
+        if target is None or not await self._refund(item, conversation_id, conversation, actions):
             return
-        message_id = await self._post(item, channel, thread, conversation_id)
-        if message_id is None or not await self._record_sent(item, conversation_id, message_id):
+        message_id = await self._post(item, channel, target, conversation_id)
+        if message_id is None or not await self._record_sent(item, conversation_id, thread, message_id):
             return
         self.counters["replies_sent"] += 1
         decided_at = (
@@ -248,6 +258,17 @@ class Dispatcher:
                 return False
         return True
 
+    async def _open_direct(
+        self, item: ClaimedReply, channel: CustomerChannel, thread: ThreadRef, customer: str, conversation_id: str
+    ) -> ThreadRef | None:
+        """The customer's direct message with the bot (opening it again finds the same one); None
+        when the reply must wait or never go."""
+        try:
+            return await channel.open_direct(thread, customer)
+        except PlatformError as exc:
+            await self._platform_failed(item, thread, conversation_id, exc, "open_direct")
+            return None
+
     async def _post(
         self, item: ClaimedReply, channel: CustomerChannel, thread: ThreadRef, conversation_id: str
     ) -> str | None:
@@ -262,17 +283,32 @@ class Dispatcher:
             # Without buttons the argument is left out: a channel written before it keeps working.
             return await channel.post_reply(thread, item.text, idempotency_key=key)
         except PlatformError as exc:
-            log.warning("posting %s failed (attempt %d): %s", item.label, item.attempts, exc)
-            metrics.platform_error(thread.platform, "post_reply")
-            if item.attempts >= self.timing.reply_attempts:
-                await self._fail(item, conversation_id, f"the platform refused the reply ({exc})")
-            else:
-                await self._retry(item, f"{type(exc).__name__}: {exc}")
+            await self._platform_failed(item, thread, conversation_id, exc, "post_reply")
             return None
 
-    async def _record_sent(self, item: ClaimedReply, conversation_id: str, message_id: str) -> bool:
-        """The reply is in the thread: outbox, draft, conversation and audit say so (False: our
-        lease expired and someone else took over; they found the reply)."""
+    async def _platform_failed(
+        self, item: ClaimedReply, thread: ThreadRef, conversation_id: str, exc: PlatformError, call: str
+    ) -> None:
+        """Retry later, or give up once the attempts are spent (at once for a customer who
+        accepts no direct message: the reply is never posted anywhere else)."""
+        log.warning("%s for %s failed (attempt %d): %s", call, item.label, item.attempts, exc)
+        metrics.platform_error(thread.platform, call)
+        if isinstance(exc, DirectMessageRefused):
+            await self._fail(
+                item,
+                conversation_id,
+                f"the customer accepts no direct message ({exc}), and the reply was not posted in the public "
+                "thread either: answer them by hand, or ask them to open their direct messages",
+            )
+        elif item.attempts >= self.timing.reply_attempts:
+            await self._fail(item, conversation_id, f"the platform refused the reply ({exc})")
+        else:
+            await self._retry(item, f"{type(exc).__name__}: {exc}")
+
+    async def _record_sent(self, item: ClaimedReply, conversation_id: str, thread: ThreadRef, message_id: str) -> bool:
+        """The reply is in the thread (or the customer's direct messages): outbox, draft,
+        conversation and audit say so, and a direct reply queues the thread's ``dm_notice``
+        (False: our lease expired and someone else took over; they found the reply)."""
         draft_id = str(item.draft_id)  # a reply's row (a fixed text is recorded by _deliver_text)
         now = utcnow()
         async with self.db.write() as conn:
@@ -282,11 +318,16 @@ class Dispatcher:
             if status in (DraftStatus.APPROVED, DraftStatus.EDITED):
                 await draft_rows.transition(conn, draft_id, status, DraftStatus.SENT, now, sent_message_id=message_id)
             await conversation_rows.add_reply(conn, conversation_id, draft_id, item.text, message_id, now)
+            where = "sent by direct message" if item.kind is OutboxKind.DIRECT_REPLY else "posted"
             await records.add_audit(
                 conn,
-                [AuditLine(conversation_id, draft_id, "sent", "dispatcher", f"reply posted as {message_id}")],
+                [AuditLine(conversation_id, draft_id, "sent", "dispatcher", f"reply {where} as {message_id}")],
                 now,
             )
+            if item.kind is OutboxKind.DIRECT_REPLY:
+                line = self.policy.current.identity.dm_notice
+                key = f"dm-notice-{draft_id}"
+                await fixed_texts.claim(conn, OutboxKind.DM_NOTICE, conversation_id, thread, key, line, now)
         return True
 
     async def _execute(self, conversation_id: str, action: StoredAction) -> ToolError | None:

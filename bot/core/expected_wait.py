@@ -42,7 +42,7 @@ async def median_wait_minutes(conn: AsyncConnection, hours: BusinessHours | None
         .join(table_of(Message), _m.id == _d.message_id)
         .where(
             _o.status == OutboxStatus.SENT,
-            _o.kind == OutboxKind.REPLY,
+            _o.kind.in_((OutboxKind.REPLY, OutboxKind.DIRECT_REPLY)),  # a reply wherever it went
             _o.sent_at >= now - WINDOW,
             _o.sent_at <= now,
         )

@@ -16,12 +16,12 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot import metrics
+from bot import metrics, public_places
 from bot.approval import check_draft_refunds, current_facts, is_manager, may_approve
 from bot.core import conversation_decisions, feedback
 from bot.domain.measures import edit_distance
 from bot.domain.outcome import AuditLine
-from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus
+from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus, OutboxKind
 from bot.events import CONVERSATION_ACTIONS, Actor, DecisionAction, ReviewDecision
 from bot.identity import refund_owner
 from bot.logs import log_event
@@ -313,7 +313,7 @@ class Decisions:
             return DecisionOutcome(False, str(refused))
         if any(a.first_of_two for a in approvals):
             return await self._first_of_two(conn, draft, decision, text, approvals, now)
-        return await self._approved(conn, draft, decision, text, approvals, now, effects)
+        return await self._approved(conn, draft, decision, text, approvals, now, effects, policy)
 
     @staticmethod
     async def _first_of_two(
@@ -349,8 +349,10 @@ class Decisions:
         approvals: list[RefundApproval],
         now: datetime,
         effects: Effects,
+        policy: Policy,
     ) -> DecisionOutcome:
-        """The draft is approved (or edited): its refunds too, and the reply goes to the outbox."""
+        """The draft is approved (or edited): its refunds too, and the reply goes to the outbox
+        (as a direct message when the policy says so for the conversation's place)."""
         actor = decision.actor
         edited = decision.action is DecisionAction.EDIT or bool(draft.edited_text)
         target = DraftStatus.EDITED if edited else DraftStatus.APPROVED
@@ -369,14 +371,17 @@ class Decisions:
                 proposal=a.action.proposal.approve(a.amount),
                 approvals=[*a.approvers, actor.id],
             )
-        await outbox_rows.enqueue(conn, draft.id, draft.conversation_id, draft.thread_key, text, now)
+        direct = public_places.by_direct_message(draft.place, policy.identity, draft.notice)
+        kind = OutboxKind.DIRECT_REPLY if direct else OutboxKind.REPLY
+        await outbox_rows.enqueue(conn, draft.id, draft.conversation_id, draft.thread_key, text, now, kind=kind)
         await records.add_audit(
             conn, [AuditLine(draft.conversation_id, draft.id, target.value, actor.id, text[:200])], now
         )
         effects.deliver = True
         return DecisionOutcome(
             True,
-            "Approved; the reply is on its way." if not approvals else "Approved; refund and reply are on their way.",
+            ("Approved; the reply is on its way" if not approvals else "Approved; refund and reply are on their way")
+            + (" (by direct message)." if direct else "."),
         )
 
     async def _recheck(

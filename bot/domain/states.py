@@ -77,6 +77,11 @@ class OutboxKind(StrEnum):
     OUT_OF_HOURS = "out_of_hours"
     HANDOFF = "handoff"
     CSAT = "csat"
+    #: An approved reply that goes to the customer by direct message (``[identity] public_places
+    #: = "dm"`` in a public place); its own kind, so an older instance never posts it in the thread.
+    DIRECT_REPLY = "direct_reply"
+    #: The policy's fixed line in the public thread once that direct message is sent.
+    DM_NOTICE = "dm_notice"
 
 
 OUTBOX_TRANSITIONS: dict[OutboxStatus, frozenset[OutboxStatus]] = {

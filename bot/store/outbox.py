@@ -62,10 +62,17 @@ def _new_row(thread_key: str, text: str, now: datetime) -> dict[str, object]:
 
 
 async def enqueue(
-    conn: AsyncConnection, draft_id: str, conversation_id: str, thread_key: str, text: str, now: datetime
+    conn: AsyncConnection,
+    draft_id: str,
+    conversation_id: str,
+    thread_key: str,
+    text: str,
+    now: datetime,
+    *,
+    kind: OutboxKind = OutboxKind.REPLY,
 ) -> None:
-    """An approved draft's reply."""
-    row = _new_row(thread_key, text, now) | {"draft_id": draft_id, "conversation_id": conversation_id}
+    """An approved draft's reply (``kind``: in its thread, or by direct message)."""
+    row = _new_row(thread_key, text, now) | {"draft_id": draft_id, "conversation_id": conversation_id, "kind": kind}
     await conn.execute(_outbox.insert(), row)
 
 

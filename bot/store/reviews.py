@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import DraftStatus
+from bot.events import Place
 from bot.store.schema import Conversation, Draft, table_of
 
 _drafts = table_of(Draft)
@@ -30,6 +31,10 @@ class DraftUnderReview:
     edited_text: str | None
     decided_by: str
     shown_at: datetime | None
+    #: Where the conversation is (an older instance's row, without one, reads as public).
+    place: Place = Place.PUBLIC
+    #: What the card says about the draft (:func:`bot.public_places.by_direct_message` reads it).
+    notice: str = ""
 
 
 async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderReview | None:
@@ -46,6 +51,8 @@ async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderRev
             d.edited_text,
             d.decided_by,
             d.shown_at,
+            c.place,
+            d.notice,
         )
         .join(_conversations, c.id == d.conversation_id)
         .where(d.id == draft_id)
@@ -66,6 +73,8 @@ async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderRev
         row.edited_text,
         row.decided_by,
         row.shown_at,
+        Place(row.place or Place.PUBLIC),
+        row.notice,
     )
 
 

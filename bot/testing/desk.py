@@ -201,6 +201,10 @@ class TestDesk:
         """The replies posted in the thread of ``said``, oldest first."""
         return self.driver.replies(said.thread)
 
+    def direct_messages(self, person: str) -> list[str]:
+        """What the bot sent ``person`` by direct message, oldest first."""
+        return self.driver.direct_messages(person)
+
     async def reply_to(self, said: Said, timeout: float = WAIT_SECONDS) -> str:
         """The first reply in the thread of ``said``, once posted."""
         return (await until(lambda: self.replies_to(said), f"a reply to {said.text!r}", timeout))[0]

@@ -89,6 +89,10 @@ class Driver(Protocol):
         """The replies posted in ``thread``, oldest first."""
         ...
 
+    def direct_messages(self, person: str) -> list[str]:
+        """What the bot sent ``person`` by direct message, oldest first."""
+        ...
+
 
 class MemoryDriver:
     """The platform in memory: messages go in through ``core.receive``, clicks through
@@ -169,6 +173,9 @@ class MemoryDriver:
 
     def replies(self, thread: str) -> list[str]:
         return [r.text for r in self.memory.board.replies if r.thread.thread == thread]
+
+    def direct_messages(self, person: str) -> list[str]:
+        return [r.text for r in self.memory.board.replies if r.thread.channel == f"dm-{self.user_id(person)}"]
 
     def _core(self) -> Core:
         if self._bot is None or self._bot.core is None:

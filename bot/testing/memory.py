@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from bot.errors import PlatformNotFound
+from bot.errors import DirectMessageRefused, PlatformNotFound
 from bot.events import ThreadRef
 from bot.ports import ReviewCard
 
@@ -66,6 +66,8 @@ class Board:
         self.keys: dict[str, str] = {}  # card idempotency key -> card ref
         self.notices: list[str] = []
         self.pending_shown = 0
+        #: The users who accept no direct message (opening one is refused).
+        self.closed_dms: set[str] = set()
 
     async def notify(self) -> None:
         async with self.changed:
@@ -129,6 +131,11 @@ class MemoryChannel:
 
     async def show_pending(self, thread: ThreadRef) -> None:
         self._board.pending_shown += 1
+
+    async def open_direct(self, thread: ThreadRef, user_id: str) -> ThreadRef:
+        if user_id in self._board.closed_dms:
+            raise DirectMessageRefused(self.platform, f"{user_id} accepts no direct messages")
+        return ThreadRef(thread.platform, thread.workspace, f"dm-{user_id}", f"dm-{user_id}")
 
 
 class MemoryDesk:

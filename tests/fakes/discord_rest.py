@@ -26,6 +26,7 @@ from tests.fakes.discord_world import (
     TOKEN_LIFETIME_SECONDS,
     DiscordWorld,
     FakeInteraction,
+    FakeUser,
     InteractionResponse,
 )
 
@@ -172,6 +173,7 @@ class MessageRoutes:
             ("GET", _MESSAGE, self._get_message),
             ("PATCH", _MESSAGE, self._edit_message),
             ("POST", _MESSAGE + "/threads", self._create_thread),
+            ("POST", "/users/@me/channels", self._create_dm),
         ]
 
     async def _get_channel(self, request: web.Request, match: re.Match[str], body: Any) -> JSON:
@@ -206,10 +208,21 @@ class MessageRoutes:
     async def _get_message(self, request: web.Request, match: re.Match[str], body: Any) -> JSON:
         return self._message_at(match)
 
+    async def _create_dm(self, request: web.Request, match: re.Match[str], body: Any) -> JSON:
+        """POST /users/@me/channels ``{recipient_id}``: the DM channel with that user, the same one
+        every time. Discord opens it even for a user whose DMs are closed (posting is refused)."""
+        recipient = str(body.get("recipient_id") or "") if isinstance(body, dict) else ""
+        if not recipient.isdigit():
+            raise _invalid_form()
+        return self.world.channels[self.world.dm_channel(FakeUser(recipient, f"user{recipient}"))]
+
     async def _create_message(self, request: web.Request, match: re.Match[str], body: Any) -> JSON:
         channel_id = self._channel_at(match)
         if not isinstance(body, dict):
             raise Refused(400, 50006, "Cannot send an empty message")
+        channel = self.world.channels.get(channel_id, {})
+        if channel.get("type") == 1 and channel["recipients"][0]["id"] in self.world.closed_dms:
+            raise Refused(403, 50007, "Cannot send messages to this user")
         _check_message(body)
         nonce = body.get("nonce")
         now = time.monotonic()

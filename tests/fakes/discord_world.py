@@ -143,6 +143,8 @@ class DiscordWorld:
         #: When set, READY waits until the event is set (a gateway that is slow to get ready).
         self.ready_gate: asyncio.Event | None = None
         self.channels: dict[str, JSON] = {}
+        #: Users whose direct messages are closed to the bot (a post in their DM: 403, code 50007).
+        self.closed_dms: set[str] = set()
         self.messages: dict[str, JSON] = {}
         self.interactions: dict[str, FakeInteraction] = {}
         self.files: dict[str, tuple[bytes, str]] = {}

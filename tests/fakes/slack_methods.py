@@ -66,6 +66,7 @@ class ChatMethods:
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
+            "conversations.open": self._conversations_open,
         }
 
     def _auth_test(self, params: JSON) -> JSON:
@@ -93,6 +94,19 @@ class ChatMethods:
                 msg["subtype"] = "thread_broadcast"
         self.world.store(channel, msg)
         return self._warn({"channel": channel, "ts": ts, "message": copy_json(msg)}, warnings)
+
+    def _conversations_open(self, params: JSON) -> JSON:
+        """A DM with one user (``users``; scope ``im:write``): the same ``D…`` channel every time."""
+        if "im:write" not in self.world.scopes:
+            raise SlackError("missing_scope")
+        user = str(params.get("users") or "")
+        if not user:
+            raise SlackError("users_list_not_supplied")
+        if "," in user or user[0] not in "UW":
+            raise SlackError("user_not_found")  # a group DM is not what the bot opens
+        if user in self.world.dm_refusals:
+            raise SlackError(self.world.dm_refusals[user])
+        return {"channel": {"id": channel_of({"channel": user})}}
 
     def _update(self, params: JSON) -> JSON:
         channel = channel_of(params)

@@ -58,6 +58,8 @@ class SlackWorkspace:
         self.channels: dict[str, JSON] = {}
         #: ``conversations.members`` per channel (the review channel's agents, say).
         self.members: dict[str, list[str]] = {}
+        #: ``conversations.open`` refuses a DM with these users, with this error (``user_disabled``).
+        self.dm_refusals: dict[str, str] = {}
         self.add_user("U222", "customer.carol", real_name="Carol Customer", email="carol@customer.example")
         self.add_user("U333", "agent.alice", real_name="Alice Agent", email="alice@support.example")
         self.add_user(bot_user_id, "supportbot", real_name="Support Copilot", is_bot=True)
