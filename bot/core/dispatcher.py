@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import select
 
 from bot import metrics
-from bot.approval import refusal_at_execution
 from bot.core import fixed_texts
+from bot.core.refund_execution import RefundExecutor
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
 from bot.domain.outcome import AuditLine
@@ -47,7 +47,6 @@ from bot.store.conversations import ConversationState
 from bot.store.outbox import ClaimedReply
 from bot.store.records import StoredAction
 from bot.store.schema import Conversation, Draft
-from tools import ToolError
 from tools.orders import OrderBackend
 
 log = logging.getLogger(__name__)
@@ -81,6 +80,7 @@ class Dispatcher:
         self.concurrency = concurrency
         self._refresh_card = refresh_card
         self.supervisor = supervisor
+        self.refunds = RefundExecutor(db, policy, orders, counters, timing)
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[Any]] = {}
         self._winding_down = False
@@ -241,22 +241,14 @@ class Dispatcher:
     ) -> bool:
         """Execute the draft's approved refunds before its reply; False when the reply must wait
         (retried) or never go (failed)."""
-        if actions and conversation is not None:  # THE refund rule once more, right before money moves
-            refusal = await refusal_at_execution(
-                self.db, self.orders, self.policy.current, conversation, actions, utcnow()
-            )
-            if refusal:
-                await self._fail(item, conversation_id, f"refund refused at execution: {refusal}")
-                return False
-        for action in actions:
-            error = await self._execute(conversation_id, action)
-            if error is not None:
-                if error.code == "unavailable" and item.attempts < self.timing.reply_attempts:
-                    await self._retry(item, f"refund backend unavailable: {error.message}")
-                    return False
-                await self._fail(item, conversation_id, f"refund failed: {error.message}")
-                return False
-        return True
+        held = await self.refunds.execute(conversation_id, conversation, actions, attempts=item.attempts)
+        if held is None:
+            return True
+        if held.retry:
+            await self._retry(item, held.reason)
+        else:
+            await self._fail(item, conversation_id, held.reason)
+        return False
 
     async def _open_direct(
         self, item: ClaimedReply, channel: CustomerChannel, thread: ThreadRef, customer: str, conversation_id: str
@@ -329,77 +321,6 @@ class Dispatcher:
                 key = f"dm-notice-{draft_id}"
                 await fixed_texts.claim(conn, OutboxKind.DM_NOTICE, conversation_id, thread, key, line, now)
         return True
-
-    async def _execute(self, conversation_id: str, action: StoredAction) -> ToolError | None:
-        """Carry out one approved refund, idempotently. Returns the error, if any."""
-        refund = action.proposal
-        try:
-            receipt = await self.orders.execute_refund(
-                refund.order_id, refund.due.cents, refund.reason, action.idempotency_key
-            )
-        except ToolError as exc:
-            error: ToolError | None = exc
-            result: dict[str, Any] = {"error": exc.message}
-            status = ActionStatus.APPROVED if exc.code == "unavailable" else ActionStatus.FAILED
-        else:
-            error = None
-            result = {
-                "refund_id": receipt.refund_id,
-                "amount_cents": receipt.amount_cents,
-                "replayed": receipt.replayed,
-            }
-            status = ActionStatus.EXECUTED
-        await self._record_execution(conversation_id, action, status, result)
-        if error is None:
-            self.counters["refunds_executed"] += 1
-            log_event(
-                log,
-                "refund_executed",
-                conversation=conversation_id,
-                draft=action.draft_id,
-                order=refund.order_id,
-                amount_cents=refund.due.cents,
-                refund=result.get("refund_id"),
-            )
-        return error
-
-    async def _record_execution(
-        self, conversation_id: str, action: StoredAction, status: ActionStatus, result: dict[str, Any]
-    ) -> None:
-        """Write one refund attempt's outcome: the action's new state and its audit line."""
-        refund = action.proposal
-        now = utcnow()
-        summary = (
-            f"refund {refund.due.format(currency=False)} on {refund.order_id} executed as {result.get('refund_id')}"
-            if status is ActionStatus.EXECUTED
-            else f"refund on {refund.order_id} failed: {result['error']}"
-        )
-        async with self.db.write() as conn:
-            if status is ActionStatus.APPROVED:  # the backend was unavailable: tried again with the reply
-                await records.note_attempt(conn, action.id, result)
-            else:
-                await records.move_action(
-                    conn,
-                    action.id,
-                    ActionStatus.APPROVED,
-                    status,
-                    result=result,
-                    executed_at=now if status is ActionStatus.EXECUTED else None,
-                )
-            await records.add_audit(
-                conn,
-                [
-                    AuditLine(
-                        conversation_id,
-                        action.draft_id,
-                        "action",
-                        "executor",
-                        summary,
-                        {"idempotency_key": action.idempotency_key, **result},
-                    )
-                ],
-                now,
-            )
 
     async def _retry(self, item: ClaimedReply, error: str) -> None:
         due = utcnow() + self.timing.reply_retry_after(item.attempts)
