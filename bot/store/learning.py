@@ -1,0 +1,99 @@
+"""The corrections ``supportbot suggest`` learns from (:mod:`bot.learning`): drafts an agent
+edited before sending, drafts rejected with the reason given, and replies a customer scored
+badly (a thumbs down, or a CSAT of 1 or 2), each with the customer's message it answered."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.domain.feedback import FeedbackKind
+from bot.domain.lessons import Lesson, LessonKind
+from bot.domain.states import DraftStatus
+from bot.store.schema import AuditEvent, Draft, FeedbackRow, Message
+
+LOW_CSAT = 2
+
+
+async def edited(conn: AsyncConnection, since: datetime) -> list[Lesson]:
+    """Drafts decided since ``since`` whose text an agent changed."""
+    rows = await conn.execute(
+        select(
+            Draft.conversation_id,
+            Draft.id,
+            Draft.category,
+            Draft.decided_at,
+            Message.text,
+            Draft.text,
+            Draft.edited_text,
+        )
+        .join(Message, Message.id == Draft.message_id)
+        .where(Draft.decided_at >= since, Draft.edited_text.is_not(None), Draft.decided_by != "")
+        .order_by(Draft.decided_at)
+    )
+    return [
+        Lesson(LessonKind.EDIT, r[0], r[1], r[2], r[3], r[4], r[5], sent=r[6] or "")
+        for r in rows.all()
+        if r[3] is not None and (r[6] or "").strip() != r[5].strip()
+    ]
+
+
+async def rejected(conn: AsyncConnection, since: datetime) -> list[Lesson]:
+    """Drafts rejected since ``since``, with the reason the agent gave (the audit's reject line)."""
+    rows = await conn.execute(
+        select(
+            Draft.conversation_id,
+            Draft.id,
+            Draft.category,
+            Draft.decided_at,
+            Message.text,
+            Draft.text,
+            AuditEvent.summary,
+        )
+        .join(Message, Message.id == Draft.message_id)
+        .outerjoin(AuditEvent, and_(AuditEvent.draft_id == Draft.id, AuditEvent.kind == "reject"))
+        .where(Draft.decided_at >= since, Draft.status == DraftStatus.REJECTED)
+        .order_by(Draft.decided_at)
+    )
+    return [
+        Lesson(LessonKind.REJECT, r[0], r[1], r[2], r[3], r[4], r[5], reason=r[6] or "rejected")
+        for r in rows.all()
+        if r[3] is not None
+    ]
+
+
+async def scored_badly(conn: AsyncConnection, since: datetime) -> list[Lesson]:
+    """Replies a customer gave a thumbs down, or a CSAT of ``LOW_CSAT`` or less, since ``since``."""
+    rows = await conn.execute(
+        select(
+            Draft.conversation_id,
+            Draft.id,
+            Draft.category,
+            FeedbackRow.updated_at,
+            Message.text,
+            Draft.text,
+            Draft.edited_text,
+            FeedbackRow.score,
+        )
+        .join(Draft, Draft.id == FeedbackRow.draft_id)
+        .join(Message, Message.id == Draft.message_id)
+        .where(
+            FeedbackRow.updated_at >= since,
+            or_(
+                and_(FeedbackRow.kind == FeedbackKind.REPLY, FeedbackRow.score < 0),
+                and_(FeedbackRow.kind == FeedbackKind.CSAT, FeedbackRow.score <= LOW_CSAT),
+            ),
+        )
+        .order_by(FeedbackRow.updated_at)
+    )
+    return [
+        Lesson(LessonKind.FEEDBACK, r[0], r[1], r[2], r[3], r[4], r[5], sent=r[6] or r[5], score=int(r[7]))
+        for r in rows.all()
+    ]
+
+
+async def lessons(conn: AsyncConnection, since: datetime) -> list[Lesson]:
+    """Every correction since ``since``: edits, rejections, negative feedback."""
+    return [*await edited(conn, since), *await rejected(conn, since), *await scored_badly(conn, since)]
