@@ -92,9 +92,9 @@ async def a_month_of_replies(desk: TestDesk, kimi: FakeKimi) -> None:
 
 
 async def test_sent_conversations_become_cases_without_personal_data_that_load_and_run(
-    tmp_path: Path, kimi: FakeKimi
+    tmp_path: Path, kimi: FakeKimi, database_url: str
 ) -> None:
-    async with open_desk(tmp_path, kimi, policy=POLICY) as desk:
+    async with open_desk(tmp_path, kimi, policy=POLICY, database_url=database_url) as desk:
         linked = {"#W2611340": {"customer_accounts": desk.account("kim")}}
         linked["40021"] = {"customer_accounts": desk.account("ana"), "customer_postal_code": "75011"}
         rows = [dict(r, customer_accounts="") | linked.get(str(r["order_id"]), {}) for r in sample_orders()]

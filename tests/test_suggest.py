@@ -163,9 +163,9 @@ def proposals_from(ids: dict[str, str], *also: dict[str, object]) -> CallTools:
 
 
 async def test_suggest_prints_a_diff_from_the_desk_s_corrections_and_write_applies_it_only_when_valid(
-    tmp_path: Path, kimi: FakeKimi
+    tmp_path: Path, kimi: FakeKimi, database_url: str
 ) -> None:
-    async with open_desk(tmp_path, kimi, policy=POLICY, orders=sample_orders()) as desk:
+    async with open_desk(tmp_path, kimi, policy=POLICY, orders=sample_orders(), database_url=database_url) as desk:
         ids = await a_month_of_corrections(desk, kimi)
         url = desk.bot.settings.database_url
     env = {"DATABASE_URL": url, "MOONSHOT_API_KEY": KIMI_KEY, "KIMI_BASE_URL": kimi.base_url, "KIMI_MAX_RETRIES": "0"}
