@@ -163,3 +163,15 @@ async def test_sent_conversations_become_cases_without_personal_data_that_load_a
     assert trials[status.id]["passed"], trials[status.id]
     assert trials[refund.id]["passed"], trials[refund.id]
     assert ran.returncode == EXIT_OK, ran.stderr
+
+
+def test_export_with_nothing_sent_writes_nothing_and_its_options_belong_to_it(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    done = supportbot(tmp_path, "eval", "export", "--out", "cases", DATABASE_URL=url)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert "nothing to export" in done.stdout and not (tmp_path / "cases").exists()
+    misplaced = supportbot(tmp_path, "eval", "cases.jsonl", "--since", "7d")
+    assert (
+        misplaced.returncode == EXIT_RUNTIME
+        and "--since and --out belong to: supportbot eval export" in misplaced.stderr
+    )

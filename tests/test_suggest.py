@@ -235,6 +235,15 @@ async def test_suggest_prints_a_diff_from_the_desk_s_corrections_and_write_appli
     checked = await asyncio.to_thread(supportbot, tmp_path, "policy", "check", "policy.toml")
     assert checked.returncode == EXIT_OK and "OK (policy version" in checked.stdout, checked.stderr
 
+    # The same proposals again: the knowledge file is there already, so nothing is written.
+    kimi.script(proposals_from(ids))
+    twice = await asyncio.to_thread(supportbot, tmp_path, "suggest", "--write", **env)
+    assert twice.returncode == EXIT_CONFIG
+    assert twice.stderr.strip() == (
+        "policy.toml: invalid policy: knowledge/opening-hours.md exists already; nothing was written"
+    )
+    assert policy.read_text() == after
+
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
@@ -242,7 +251,7 @@ async def test_suggest_prints_a_diff_from_the_desk_s_corrections_and_write_appli
     finally:
         await engine.dispose()
     suggesting = [cost for purpose, cost in purposes if purpose == "suggesting"]
-    assert len(suggesting) == 4 and all(cost > 0 for cost in suggesting), "every call is in the usage ledger"
+    assert len(suggesting) == 5 and all(cost > 0 for cost in suggesting), "every call is in the usage ledger"
 
 
 async def test_suggest_with_nothing_corrected_asks_kimi_nothing(tmp_path: Path, kimi: FakeKimi) -> None:

@@ -4,9 +4,11 @@ badly (a thumbs down, or a CSAT of 1 or 2), each with the customer's message it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.feedback import FeedbackKind
@@ -17,24 +19,27 @@ from bot.store.schema import AuditEvent, Draft, FeedbackRow, Message
 LOW_CSAT = 2
 
 
+def _answered(at: Any, *extra: Any) -> Select[Any]:
+    """A lesson's columns: conversation, draft, category, ``at``, the customer's message, the
+    draft's text, then ``extra``; the message joined."""
+    d = Draft
+    columns = (d.conversation_id, d.id, d.category, at, Message.text, d.text, *extra)
+    return select(*columns).join(Message, Message.id == d.message_id)
+
+
+def _lesson(kind: LessonKind, row: Sequence[Any], **more: Any) -> Lesson:
+    return Lesson(kind, row[0], row[1], row[2], row[3], row[4], row[5], **more)
+
+
 async def edited(conn: AsyncConnection, since: datetime) -> list[Lesson]:
     """Drafts decided since ``since`` whose text an agent changed."""
     rows = await conn.execute(
-        select(
-            Draft.conversation_id,
-            Draft.id,
-            Draft.category,
-            Draft.decided_at,
-            Message.text,
-            Draft.text,
-            Draft.edited_text,
-        )
-        .join(Message, Message.id == Draft.message_id)
+        _answered(Draft.decided_at, Draft.edited_text)
         .where(Draft.decided_at >= since, Draft.edited_text.is_not(None), Draft.decided_by != "")
         .order_by(Draft.decided_at)
     )
     return [
-        Lesson(LessonKind.EDIT, r[0], r[1], r[2], r[3], r[4], r[5], sent=r[6] or "")
+        _lesson(LessonKind.EDIT, r, sent=r[6] or "")
         for r in rows.all()
         if r[3] is not None and (r[6] or "").strip() != r[5].strip()
     ]
@@ -43,42 +48,19 @@ async def edited(conn: AsyncConnection, since: datetime) -> list[Lesson]:
 async def rejected(conn: AsyncConnection, since: datetime) -> list[Lesson]:
     """Drafts rejected since ``since``, with the reason the agent gave (the audit's reject line)."""
     rows = await conn.execute(
-        select(
-            Draft.conversation_id,
-            Draft.id,
-            Draft.category,
-            Draft.decided_at,
-            Message.text,
-            Draft.text,
-            AuditEvent.summary,
-        )
-        .join(Message, Message.id == Draft.message_id)
+        _answered(Draft.decided_at, AuditEvent.summary)
         .outerjoin(AuditEvent, and_(AuditEvent.draft_id == Draft.id, AuditEvent.kind == "reject"))
         .where(Draft.decided_at >= since, Draft.status == DraftStatus.REJECTED)
         .order_by(Draft.decided_at)
     )
-    return [
-        Lesson(LessonKind.REJECT, r[0], r[1], r[2], r[3], r[4], r[5], reason=r[6] or "rejected")
-        for r in rows.all()
-        if r[3] is not None
-    ]
+    return [_lesson(LessonKind.REJECT, r, reason=r[6] or "rejected") for r in rows.all() if r[3] is not None]
 
 
 async def scored_badly(conn: AsyncConnection, since: datetime) -> list[Lesson]:
     """Replies a customer gave a thumbs down, or a CSAT of ``LOW_CSAT`` or less, since ``since``."""
     rows = await conn.execute(
-        select(
-            Draft.conversation_id,
-            Draft.id,
-            Draft.category,
-            FeedbackRow.updated_at,
-            Message.text,
-            Draft.text,
-            Draft.edited_text,
-            FeedbackRow.score,
-        )
-        .join(Draft, Draft.id == FeedbackRow.draft_id)
-        .join(Message, Message.id == Draft.message_id)
+        _answered(FeedbackRow.updated_at, Draft.edited_text, FeedbackRow.score)
+        .join(FeedbackRow, FeedbackRow.draft_id == Draft.id)
         .where(
             FeedbackRow.updated_at >= since,
             or_(
@@ -88,10 +70,7 @@ async def scored_badly(conn: AsyncConnection, since: datetime) -> list[Lesson]:
         )
         .order_by(FeedbackRow.updated_at)
     )
-    return [
-        Lesson(LessonKind.FEEDBACK, r[0], r[1], r[2], r[3], r[4], r[5], sent=r[6] or r[5], score=int(r[7]))
-        for r in rows.all()
-    ]
+    return [_lesson(LessonKind.FEEDBACK, r, sent=r[6] or r[5], score=int(r[7])) for r in rows.all()]
 
 
 async def lessons(conn: AsyncConnection, since: datetime) -> list[Lesson]:
