@@ -17,7 +17,7 @@ from sqlalchemy import select
 from bot.cli_ops import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from bot.domain.feedback import Feedback, FeedbackKind
 from bot.domain.lessons import Lesson, LessonKind, group_lessons
-from bot.learning.proposals import Proposals, ProposalShapeError, parse_proposals, plan
+from bot.learning.proposals import Proposals, ProposalShapeError, parse_proposals, plan, proposals_tool
 from bot.store import Draft, UsageRecord, create_engine, sessionmaker, utcnow
 from bot.store import feedback as feedback_rows
 from bot.testing import TestDesk
@@ -60,6 +60,11 @@ def test_corrections_are_grouped_by_kind_and_category_newest_first_within_a_boun
 
 
 def test_a_proposal_that_breaks_the_shape_is_a_clear_error() -> None:
+    parameters = proposals_tool()["function"]["parameters"]
+    assert "$ref" not in json.dumps(parameters) and set(parameters["properties"]) == {
+        "policy_changes",
+        "knowledge_entries",
+    }
     known = {"1a2b3c4d"}
     good = {"key": "refunds.window_days", "value": 14, "why": "agents say 14", "conversations": ["1a2b3c4d"]}
     assert parse_proposals(json.dumps({"policy_changes": [good]}), known).policy_changes[0].value == 14

@@ -89,9 +89,27 @@ def proposals_tool() -> dict[str, Any]:
         "function": {
             "name": TOOL_NAME,
             "description": "Propose policy changes and knowledge entries that would have avoided the corrections.",
-            "parameters": Proposals.model_json_schema(),
+            "parameters": inline_schema(Proposals.model_json_schema()),
         },
     }
+
+
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every ``$ref`` to ``$defs`` written in place and the titles left out: the
+    plain subset of JSON Schema Kimi's tool parameters take (MFJS), whatever it resolves."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(defs[str(node["$ref"]).rsplit("/", 1)[-1]])
+            return {k: walk(v) for k, v in node.items() if k != "$defs" and not (k == "title" and isinstance(v, str))}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = walk(schema)
+    return inlined
 
 
 def parse_proposals(arguments: str, known: set[str]) -> Proposals:
