@@ -21,7 +21,7 @@ from bot.learning.proposals import Proposals, ProposalShapeError, parse_proposal
 from bot.store import Draft, UsageRecord, create_engine, sessionmaker, utcnow
 from bot.store import feedback as feedback_rows
 from bot.testing import TestDesk
-from tests.desks import CallTools, FakeKimi, Reply, open_desk
+from tests.desks import CallTools, Fail, FakeKimi, Reply, open_desk
 from tests.harness import KIMI_KEY, sample_orders
 from tests.processes import supportbot
 
@@ -175,6 +175,14 @@ async def test_suggest_prints_a_diff_from_the_desk_s_corrections_and_write_appli
         url = desk.bot.settings.database_url
     env = {"DATABASE_URL": url, "MOONSHOT_API_KEY": KIMI_KEY, "KIMI_BASE_URL": kimi.base_url, "KIMI_MAX_RETRIES": "0"}
     policy = tmp_path / "policy.toml"
+
+    # Kimi failing: one line, nothing changed.
+    kimi.script(Fail(500, "server_error", "the engine is down"))
+    failed = await asyncio.to_thread(supportbot, tmp_path, "suggest", "--write", **env)
+    assert failed.returncode == EXIT_RUNTIME, failed.stderr
+    [line] = failed.stderr.strip().splitlines()
+    assert line.startswith("error: could not ask Kimi for proposals: ") and line.endswith("; nothing was changed")
+    assert policy.read_text() == POLICY
 
     # A model answer that breaks the shape: a clear error, nothing changed.
     kimi.script(CallTools([("propose_changes", {"policy_changes": [{"key": "refunds.window_days", "value": 14}]})]))

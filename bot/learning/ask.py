@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.lessons import LessonGroup, LessonKind, clip, lessons_by_short_id
+from bot.errors import KimiError
 from bot.kimi import KimiClient
 from bot.learning.proposals import TOOL_NAME, Proposals, ProposalShapeError, parse_proposals, proposals_tool
 from bot.store.records import add_usage
@@ -62,13 +63,16 @@ async def ask_for_proposals(
     client: KimiClient, engine: AsyncEngine, model: str, groups: Sequence[LessonGroup], policy_text: str, now: datetime
 ) -> Proposals:
     """Kimi's proposals for ``groups``; :class:`ProposalShapeError` when its answer breaks the shape."""
-    completion = await client.chat(
-        model=model,
-        messages=messages_for(groups, policy_text),
-        tools=[proposals_tool()],
-        max_tokens=MAX_ANSWER_TOKENS,
-        tenant="suggest",
-    )
+    try:
+        completion = await client.chat(
+            model=model,
+            messages=messages_for(groups, policy_text),
+            tools=[proposals_tool()],
+            max_tokens=MAX_ANSWER_TOKENS,
+            tenant="suggest",
+        )
+    except KimiError as exc:
+        raise KimiError(f"could not ask Kimi for proposals: {exc}; nothing was changed", kind=exc.kind) from None
     usage = completion.usage
     async with engine.begin() as conn:
         await add_usage(
