@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from bot.cli_ops import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from bot.domain.feedback import Feedback, FeedbackKind
-from bot.domain.lessons import Lesson, LessonKind, group_lessons
+from bot.domain.lessons import Lesson, LessonKind, changed_part, group_lessons
 from bot.learning.proposals import Proposals, ProposalShapeError, parse_proposals, plan, proposals_tool
 from bot.store import Draft, UsageRecord, create_engine, sessionmaker, utcnow
 from bot.store import feedback as feedback_rows
@@ -57,6 +57,16 @@ def test_corrections_are_grouped_by_kind_and_category_newest_first_within_a_boun
     bounded = group_lessons(huge, text_limit=400, max_chars=2_000)
     assert sum(g.chars for g in bounded) <= 2_000 and len(bounded[0].lessons) == 2, "the prompt never grows"
     assert group_lessons([]) == []
+    assert changed_part("Your order ships today, Kim.", "Your order ships tomorrow, Kim.") == (
+        "Your order ships today, Kim.",
+        "Your order ships tomorrow, Kim.",
+    )
+    assert changed_part(
+        "a b c d e f g h i j k l m n o p q r s t u v w x y z", "a b c d e f g h i j K l m n o p q r s t u v w x y z"
+    ) == (
+        "…c d e f g h i j k l m n o p q r s…",
+        "…c d e f g h i j K l m n o p q r s…",
+    ), "whole words around the change"
 
 
 def test_a_proposal_that_breaks_the_shape_is_a_clear_error() -> None:
@@ -200,7 +210,8 @@ async def test_suggest_prints_a_diff_from_the_desk_s_corrections_and_write_appli
     print(shown.stdout)  # the issue's note shows it (pytest -s)
     out = shown.stdout
     assert "1. set refunds.window_days = 14" in out
-    assert f'   - conversation {ids["lee"]}: edited "You can return it within 30 days of del…" to "You can' in out
+    lee_quote = 'edited "…return it within 30 days of delivery." to "…return it within 14 days of delivery."'
+    assert f"   - conversation {ids['lee']}: {lee_quote}" in out
     assert (
         f'   - conversation {ids["kim"]}: rejected "We are open every day, Sundays included.": we are closed on sundays'
         in out

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from difflib import SequenceMatcher
 from enum import StrEnum
 
 SHORT_ID = 8  # the short id a card shows; the model cites conversations by it
@@ -44,7 +45,8 @@ class Lesson:
     def quote(self) -> str:
         """A short quote of what was wrong, for the conversations behind a proposal."""
         if self.kind is LessonKind.EDIT:
-            return f'edited "{clip(self.draft, QUOTE_CHARS // 2)}" to "{clip(self.sent, QUOTE_CHARS // 2)}"'
+            before, after = changed_part(" ".join(self.draft.split()), " ".join(self.sent.split()))
+            return f'edited "{clip(before, QUOTE_CHARS // 2)}" to "{clip(after, QUOTE_CHARS // 2)}"'
         if self.kind is LessonKind.REJECT:
             return f'rejected "{clip(self.draft, QUOTE_CHARS // 2)}": {clip(self.reason, QUOTE_CHARS // 2)}'
         return f'customer scored {self.score} on "{clip(self.sent or self.draft, QUOTE_CHARS)}"'
@@ -65,6 +67,23 @@ def clip(text: str, limit: int) -> str:
     """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: max(limit - 1, 0)].rstrip() + "…"
+
+
+def changed_part(before: str, after: str, context: int = 16) -> tuple[str, str]:
+    """The part of ``before`` an edit changed and what replaced it, with ``context`` characters
+    around (an ellipsis where text was left out): what a manager needs to see of an edit."""
+    opcodes = [op for op in SequenceMatcher(None, before, after, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if not opcodes:
+        return before, after
+
+    def around(text: str, start: int, end: int) -> str:
+        left = text.rfind(" ", 0, start - context) + 1 if start > context else 0  # whole words
+        right = text.find(" ", end + context)
+        right = len(text) if right < 0 else right
+        return ("…" if left else "") + text[left:right] + ("…" if right < len(text) else "")
+
+    first, last = opcodes[0], opcodes[-1]
+    return around(before, first[1], last[2]), around(after, first[3], last[4])
 
 
 def lesson_chars(lesson: Lesson, text_limit: int) -> int:
