@@ -7,7 +7,8 @@ CONVERSATION`` prints a conversation's audit trail; ``forget --customer ID | --a
 person everywhere. Adapters add their own commands through the
 ``supportbot.commands`` entry-point group (e.g. ``supportbot discord invite-url``).
 ``conversations`` lists recent conversations with their state; ``report`` shows what the team learns
-(decision rates, timings, edit distances, cost; ``--html FILE`` with charts).
+(decision rates, timings, edit distances, cost; ``--html FILE`` with charts); ``suggest`` proposes policy
+changes and knowledge entries from the desk's edits, rejections and negative feedback (``--write`` applies them).
 
 Exit codes: 0 ok, 1 runtime failure (a database that is down, a rejected file, no such
 conversation), 2 usage (a wrong command line), 3 configuration (settings, policy file,
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.insight.cli import register as register_report  # supportbot report (issue 21)
 
     register_report(commands)
+    from bot.learning.cli import register as register_suggest  # supportbot suggest (issue 21)
+
+    register_suggest(commands)
     register_llm_commands(commands)  # costs, models, knowledge
     add_conversations_command(commands)
     for ep in entry_points(group="supportbot.commands"):

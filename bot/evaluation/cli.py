@@ -1,4 +1,4 @@
-"""``supportbot eval CASES.jsonl`` and ``supportbot eval compare A.json B.json``."""
+"""``supportbot eval CASES.jsonl``, ``supportbot eval compare A.json B.json`` and ``supportbot eval export``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import SupportbotError
+from bot.insight.cli import parse_window
 
 if TYPE_CHECKING:  # the command line imports the runner only when ``eval`` runs (supportbot --help stays light)
     from bot.evaluation.scoring import TrialResult
@@ -68,6 +69,12 @@ def _run(args: argparse.Namespace) -> int:
     from bot.evaluation.runner import EvalConfig, Runner
     from bot.evaluation.simulator import MODELS
 
+    if args.cases == "export":
+        from bot.evaluation.export_cli import export
+
+        return export(args)
+    if args.since is not None or args.out is not None:
+        raise SupportbotError("--since and --out belong to: supportbot eval export [--since 30d] [--out DIR]")
     if args.cases == "compare":
         if len(args.extra) != 2:
             raise SupportbotError("usage: supportbot eval compare A.json B.json")
@@ -149,11 +156,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Add ``eval`` to the ``supportbot`` command line."""
     parser = commands.add_parser(
         "eval",
-        help="measure drafts and policy safety on a case suite (pass^k); or: eval compare A.json B.json",
+        help="measure drafts and policy safety on a case suite (pass^k); or: eval compare A.json B.json;"
+        " or: eval export [--since 30d] [--out DIR]",
         description="Run evaluation cases through the real core, k trials each, and print pass^1..pass^k, "
         "policy violations, model calls, tokens and cost per category.",
     )
-    parser.add_argument("cases", help="a JSON Lines cases file (see evals/README.md), or 'compare'")
+    parser.add_argument("cases", help="a JSON Lines cases file (see evals/README.md), or 'compare', or 'export'")
     parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("-k", type=int, default=1, help="trials per case (pass^1 .. pass^k); default 1")
     parser.add_argument(
@@ -169,4 +177,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each draft or reply")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the bot's own messages to stderr")
+    parser.add_argument(
+        "--since",
+        type=parse_window,
+        help="export: the period whose approved and edited conversations become cases (default 30d)",
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="export: the folder of the new cases.jsonl (default evals/exported)"
+    )
     parser.set_defaults(handler=_run)
