@@ -189,7 +189,7 @@ class Supportbot:
         core.supervisor.keep_running("http-guard", guard.watch)
         for platform in self.platforms:
             await platform.start(core)
-        core.start()
+        core.background.start(self.settings.drafting_concurrency)
         core.supervisor.keep_running(
             "policy-watcher", lambda: policy.watch(settings.policy_reload_seconds, core.policy_rejected)
         )
@@ -283,7 +283,7 @@ class Supportbot:
 
             async def wind_down() -> None:
                 log.info("stopping: work in flight has %.0f s to finish", grace)
-                if not await core.wind_down(grace):
+                if not await core.background.wind_down(grace):
                     log.warning("stopping: what is still in flight after %.0f s is left to the next run", grace)
 
             await _bounded("finishing the work in flight", wind_down(), grace + 1.0)
@@ -297,7 +297,7 @@ class Supportbot:
         if self._guard is not None:
             self._guard.uninstall()
         if self.core is not None:
-            await _bounded("stopping the background work", self.core.close(), STOP_PHASE_SECONDS)
+            await _bounded("stopping the background work", self.core.background.close(), STOP_PHASE_SECONDS)
             await _bounded("handing back the work cut off", self._hand_back(self.core), STOP_PHASE_SECONDS)
         if self._kimi is not None:
             await _bounded("closing the Kimi client", self._kimi.aclose(), STOP_PHASE_SECONDS)

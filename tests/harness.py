@@ -196,7 +196,7 @@ class Harness:
     async def settle(self) -> None:
         """Let background work (drafting, dispatch) finish."""
         assert self.bot.core is not None
-        await self.bot.core.settle(10)
+        await self.bot.core.background.settle(10)
 
 
 @contextlib.asynccontextmanager
@@ -231,7 +231,7 @@ async def running_instances(
         yield first, [SlackSender(f"http://127.0.0.1:{i.port}/slack/events", SIGNING_SECRET) for i in instances]
         for instance in instances:
             assert instance.core is not None
-            await instance.core.settle(5)
+            await instance.core.background.settle(5)
     finally:
         for instance in instances:
             await instance.stop()

@@ -60,7 +60,7 @@ async def test_a_discord_server_not_on_the_allowlist_is_ignored_while_direct_mes
         await discord.post_direct_message(ALICE, "in a direct message")
         cards = await wait_until(lambda: [m for m in discord.messages_in(REVIEW_CHANNEL_ID) if m.get("embeds")])
         assert bot.core is not None
-        await bot.core.settle(10)
+        await bot.core.background.settle(10)
         assert len(cards) == 1 and "in a direct message" in str(cards[0])
         assert len(kimi.completions) == 1
         assert "unlisted server" not in str(kimi.completions[0])

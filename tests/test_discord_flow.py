@@ -117,7 +117,7 @@ async def test_discord_review_desk_buttons_survive_a_restart_and_the_first_click
             lambda: [f["content"] for click in clicks for f in click.followups if "already" in f["content"]]
         )
         assert second.core is not None
-        await second.core.settle(5)
+        await second.core.background.settle(5)
         assert len(bot_messages(discord, asked["id"])) == 1
         assert "40021" in replies[0]["content"]
         assert said

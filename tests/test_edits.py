@@ -388,7 +388,7 @@ async def test_on_the_discord_staff_desk_the_retired_card_says_why(
         labels = {b["label"] for row in discord.messages[card["id"]]["components"] for b in row["components"]}
         assert not labels & {"Approve", "Edit", "Reject", "Regenerate"}, "nothing to approve on a retired card"
         assert bot.core is not None
-        await bot.core.settle(5)
+        await bot.core.background.settle(5)
         assert not bot_messages(discord, asked["id"]), "nothing sent"
     finally:
         await bot.stop()

@@ -285,7 +285,7 @@ async def test_an_agent_answering_by_hand_on_discord_takes_the_thread_over(
         buttons = json.dumps(retired[0].get("components"))
         assert ":approve:" not in buttons and ":hand_back:" in buttons
         assert bot.core is not None
-        await bot.core.settle(5)
+        await bot.core.background.settle(5)
         assert len(_discord_cards(discord, "")) == 1, "no card for the agent's message"
         assert not [m for m in discord.messages_in(thread) if m["author"]["id"] == BOT_ID]
     finally:

@@ -62,7 +62,7 @@ async def test_two_instances_share_the_work_and_post_once(
         await first.wait_replies(thread_ts)
         for instance in instances:
             assert instance.core is not None
-            await instance.core.settle(5)
+            await instance.core.background.settle(5)
         assert len(first.replies(thread_ts)) == 1
         assert len(first.cards()) == 1
     finally:
@@ -85,11 +85,11 @@ async def test_work_an_instance_dropped_mid_draft_is_finished_by_the_other_once_
         assert (await sender.event(app_mention("<@UBOT> where is my order #W2611340?"))).status_code == 200
         await wait_until(lambda: [r for r in kimi.requests if r.path.endswith("/chat/completions")])
         assert dying.core is not None
-        await dying.core.close()  # the instance is gone; its lease is left behind in PostgreSQL
+        await dying.core.background.close()  # the instance is gone; its lease is left behind in PostgreSQL
         [card] = await Harness(survivor, slack, kimi, tmp_path).wait_cards(1, timeout=15)
         assert "approve_draft" in card_text(card)
         assert survivor.core is not None
-        await survivor.core.settle(5)
+        await survivor.core.background.settle(5)
         assert len(first.cards()) == 1
     finally:
         await dying.stop()
@@ -119,7 +119,7 @@ async def test_an_image_is_downloaded_once_by_whichever_instance_drafts_it(
             [card] = await first.wait_cards(1)
             for instance in instances:
                 assert instance.core is not None
-                await instance.core.settle(5)
+                await instance.core.background.settle(5)
         finally:
             for instance in instances:
                 await instance.stop()

@@ -97,7 +97,7 @@ async def test_a_draft_cut_off_by_a_crash_is_drafted_again_once_its_lease_expire
         await harness.mention("where is #W2611340")
         await wait_until(lambda: [r for r in kimi.requests if r.path.endswith("/chat/completions")])
         assert harness.bot.core is not None
-        await harness.bot.core.close()  # the process goes down mid-draft, its lease left behind
+        await harness.bot.core.background.close()  # the process goes down mid-draft, its lease left behind
     assert not slack.calls_to("chat.postMessage")
 
     restarted_bot = Supportbot(settings)

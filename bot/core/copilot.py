@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -11,16 +10,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from bot import metrics
 from bot.agent import DraftingAgent
-from bot.core import language
 from bot.core.allowlist import WorkspaceAllowlist
+from bot.core.background import Background
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
-from bot.core.fairness import Flood
 from bot.core.feedback import FeedbackDesk
 from bot.core.home import HomeBuilder
-from bot.core.intake import Intake, Received
+from bot.core.intake import Intake
 from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
 from bot.core.on_demand import OnDemand
@@ -28,7 +25,7 @@ from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
 from bot.core.retention import COUNTERS as RETENTION_COUNTERS
 from bot.core.retention import RetentionJob
-from bot.core.review import Decisions, Effects
+from bot.core.review import Decisions
 from bot.core.sla import SlaWatch
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
@@ -77,7 +74,7 @@ METRICS = (
 
 class Copilot:
     """The core. Adapters call :meth:`receive`, :meth:`has_conversation`, :meth:`decide` and
-    :meth:`edit_form`; :meth:`start` runs the background rooms under one supervisor."""
+    :meth:`edit_form`; :attr:`background` runs the background rooms under one supervisor."""
 
     def __init__(
         self,
@@ -88,11 +85,8 @@ class Copilot:
         orders: OrderBackend,
         tools: Callable[[Policy], ToolRegistry],
     ) -> None:
-        self.settings = settings
-        self.db = db
-        self.policy = policy
-        self.kimi = kimi
-        self.orders = orders
+        self.settings, self.db, self.policy = settings, db, policy
+        self.kimi, self.orders = kimi, orders
         self.metrics: Counter[str] = Counter(dict.fromkeys(METRICS, 0))
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
         self.supervisor = Supervisor()
@@ -107,10 +101,11 @@ class Copilot:
         rooms = (self.tools_for, self.publisher, self.leases, self.supervisor, self.channels, self.metrics)
         self.drafting = Drafting(settings, db, policy, agent, memory, *rooms)
         self.intake = Intake(db, policy, self.metrics)
-        self.intake.on_received = self._received
+        # The hand-offs go to self.background, built last from the rooms below.
+        self.intake.on_received = lambda received: self.background.received(received)  # noqa: PLW0108
         self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
         self.on_demand = OnDemand(db, policy, self.intake, self.tools_for)
-        self.decisions = Decisions(db, policy, orders, self._decided)
+        self.decisions = Decisions(db, policy, orders, lambda draft, fx: self.background.decided(draft, fx))  # noqa: PLW0108
         self.feedback = FeedbackDesk(db, policy)
         self.homes = HomeBuilder(db, policy)
         self.dispatcher = Dispatcher(
@@ -126,7 +121,7 @@ class Copilot:
             supervisor=self.supervisor,
         )
         self.drafting.deliver = self.dispatcher.wake
-        self.resolver = AutoResolver(db, policy, self._refresh_card)
+        self.resolver = AutoResolver(db, policy, lambda draft: self.background.refresh_card(draft))  # noqa: PLW0108
         self.sweeper = Sweeper(
             db,
             timing=self.timing,
@@ -138,6 +133,8 @@ class Copilot:
         )
         self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
         self.sla = SlaWatch(db, policy, self.publisher.desks, self.metrics, self.publisher.refresh)
+        runs = (self.drafting, self.dispatcher, self.leases, self.sweeper, self.sla, self.retention)
+        self.background = Background(db, policy, self.supervisor, self.timing, self.publisher, *runs)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -161,42 +158,6 @@ class Copilot:
         if self._tools is None or self._tools[0] is not policy:
             self._tools = (policy, self._build_tools(policy))
         return self._tools[1]
-
-    def start(self) -> None:
-        """Start the background rooms: drafting workers, lease renewal, the sweeper (which
-        also resumes whatever an earlier run left), the dispatcher, the retention job."""
-        self.drafting.pool.start(self.settings.drafting_concurrency)
-        desk = self.policy.current.desk
-        out_of_hours_texts = desk.hours.out_of_hours_texts if desk.hours else {}
-        if desk.handoff_texts or desk.acknowledgement_texts or out_of_hours_texts:  # half a second, off the first ack
-            self.supervisor.spawn("language-model", asyncio.to_thread(language.load))
-        self.supervisor.keep_running("lease-renewal", self.leases.renew_forever)
-        self.supervisor.keep_running("sweeper", self.sweeper.run)
-        self.supervisor.keep_running("dispatcher", lambda: self.dispatcher.run(self.timing.sweep_seconds))
-        self.supervisor.keep_running("sla", lambda: self.sla.run(self.timing.sweep_seconds))
-        # A failing pass is retried after a minute, not a second: it is no hurry, and logs once.
-        self.supervisor.keep_running("retention", self.retention.run, backoff=min(60.0, self.retention.interval))
-        self.supervisor.keep_running("wal-checkpoint", self.db.checkpoint_forever)
-
-    async def wind_down(self, grace: float) -> bool:
-        """A graceful stop's first phase: start no new draft or delivery and give what is in
-        flight (drafts being written, replies being posted, card updates) up to ``grace`` seconds
-        to finish, so a SIGTERM does not waste a model call the next run would make again. What is
-        still running after that is cancelled by :meth:`close` and resumed from SQL by the next
-        run. True when everything finished in time."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-
-        def left() -> float:
-            return max(0.0, deadline - loop.time())
-
-        drafted = await self.drafting.pool.wind_down(left())
-        delivered = await self.dispatcher.wind_down(left())
-        await self.supervisor.drain(left())  # card posts and updates the drafts started
-        return drafted and delivered and self.supervisor.busy == 0
-
-    async def close(self) -> None:
-        await self.supervisor.close()
 
     # -- the Core surface -----------------------------------------------------------------
 
@@ -248,59 +209,6 @@ class Copilot:
         for draft_id in drafts:
             await self.publisher.refresh(draft_id)
         return len(drafts)
-
-    # -- hand-offs between rooms ----------------------------------------------------------
-
-    def _received(self, received: Received) -> None:
-        if received.draft_id is not None and received.starts_at is None:
-            self.drafting.pool.submit(received.draft_id)  # a paced draft is the sweeper's when it may start
-        if received.flood is not None:
-            self.supervisor.spawn("flood-notice", notify_flood(self.publisher, self.policy.current, received.flood))
-        if received.deliver:
-            self.dispatcher.wake()
-        for old in (*received.superseded, *received.refresh):
-            self.supervisor.spawn("refresh-card", self.publisher.refresh(old), draft=old)
-
-    def _refresh_card(self, draft_id: str) -> None:
-        self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
-
-    def _decided(self, draft_id: str, effects: Effects) -> None:
-        if effects.new_draft is not None:
-            self.drafting.pool.submit(effects.new_draft)
-        if effects.refresh:
-            self.supervisor.spawn("refresh-card", self.publisher.refresh(draft_id), draft=draft_id)
-        for other in effects.cards:
-            self.supervisor.spawn("refresh-card", self.publisher.refresh(other), draft=other)
-        if effects.deliver:
-            self.dispatcher.wake()
-
-    async def settle(self, timeout: float = 10.0) -> None:
-        """Wait until drafting, card work and deliveries that are due now are done (tests)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-
-        def left() -> float:
-            return max(0.0, deadline - loop.time())
-
-        while left() > 0:
-            await self.supervisor.drain(left())
-            if self.drafting.pool.idle():
-                await self.dispatcher.settle(left())
-                await self.supervisor.drain(left())
-                if self.drafting.pool.idle() and not self.dispatcher.in_flight:
-                    return
-            await asyncio.sleep(0.01)
-
-
-async def notify_flood(publisher: CardPublisher, policy: Policy, flood: Flood) -> None:
-    """One notice per flood: the desk hears that a sender is paced, not a card per message."""
-    minutes = max(1, round((utcnow() - flood.since).total_seconds() / 60))
-    metrics.flood_notice(flood.platform)
-    await publisher.notice(
-        f":ocean: {flood.messages} messages from {flood.sender} ({flood.platform}) in {minutes} min: "
-        f"drafting for them is paused to {policy.fairness.sender_messages_per_minute} per minute. Every message "
-        "is kept; a conversation's waiting draft covers all its messages so far."
-    )
 
 
 def rejected_policy_notice(publisher: CardPublisher) -> Callable[[PolicyError], Awaitable[None]]:

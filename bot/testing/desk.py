@@ -142,7 +142,7 @@ class TestDesk:
         """Let background work (drafting, refunds, sending) finish."""
         core = self.bot.core
         assert core is not None
-        await core.settle(WAIT_SECONDS)
+        await core.background.settle(WAIT_SECONDS)
 
     # -- the review desk ------------------------------------------------------------------
 
