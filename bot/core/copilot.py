@@ -29,6 +29,7 @@ from bot.core.review import Decisions, Effects
 from bot.core.sla import SlaWatch
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
+from bot.core.translation import Translator
 from bot.errors import PolicyError
 from bot.events import InboundMessage, MessageDeleted, ReviewDecision, ThreadRef
 from bot.insight.figures import Report, gather
@@ -98,6 +99,8 @@ class Copilot:
         self.intake.on_received = self._received
         self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
         self.decisions = Decisions(db, policy, orders, self._decided)
+        self.translator = Translator(settings, db, kimi, self.drafting.budget_for)
+        self.drafting.translator = self.decisions.translator = self.translator
         self.dispatcher = Dispatcher(
             db,
             policy,
