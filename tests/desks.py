@@ -117,6 +117,11 @@ class SlackDriver:
     def replies(self, thread: str) -> list[str]:
         return [str(c.params.get("text")) for c in self._slack().replies(thread)]
 
+    @property
+    def harness(self) -> Harness:
+        """The Slack side of the open desk (for a click no :class:`Move` covers, like opening Edit)."""
+        return self._slack()
+
     def _slack(self) -> Harness:
         if self._harness is None:
             raise RuntimeError("the desk is not open")

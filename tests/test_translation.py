@@ -6,6 +6,7 @@ holds the card up. The Slack rendering is in tests/test_slack_cards.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ from bot.errors import PolicyError
 from bot.policy import parse_policy
 from bot.ports import CardState, ReviewCard
 from bot.store.schema import Conversation, UsageRecord
-from bot.testing import TestDesk
-from tests.desks import open_desk
+from bot.testing import TestDesk, until
+from tests.desks import SlackDriver, open_desk
 from tests.fakes.kimi import Fail, FakeKimi, Reply
+from tests.fakes.slack import FakeSlack
+from tests.harness import REVIEW_CHANNEL
 
 POLICY = '[approvers]\nagents = ["alice"]\n[desk]\nlanguage = "en"\n'
 ASKED = "Mein Paket ist immer noch nicht angekommen. Wo bleibt es denn?"
@@ -148,3 +151,40 @@ def test_the_desk_language_is_a_language_code() -> None:
     with pytest.raises(PolicyError) as caught:
         parse_policy('[desk]\nlanguage = "English"\n', "policy.toml")
     assert any("'english' is not a lower-case language code" in p for p in caught.value.problems)
+
+
+async def test_through_slack_the_cards_blocks_show_the_translation_and_the_edit_form_opens_in_english(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    edit_de = "Ihr Paket kommt morgen an; wir schreiben Ihnen die Sendungsnummer."
+    policy = '[approvers]\nagents = ["UALICE"]\n[desk]\nlanguage = "en"\n'
+    async with open_desk(tmp_path, kimi, policy=policy, driver=SlackDriver(slack, kimi)) as desk:
+        card, said = await translated_card(desk, kimi, Reply(ASKED_EN), Reply(DRAFT_EN))
+        [posted] = [m for m in slack.messages_in(REVIEW_CHANNEL) if m.get("blocks")]
+        contexts = [e["text"] for b in posted["blocks"] if b["type"] == "context" for e in b["elements"]]
+        assert f":globe_with_meridians: Machine translation de → en: {ASKED_EN}" in contexts
+        assert f":globe_with_meridians: Machine translation de → en: {DRAFT_EN}" in contexts
+        assert DRAFT in json.dumps(posted["blocks"], ensure_ascii=False), "the draft itself, in German"
+
+        assert isinstance(desk.driver, SlackDriver)
+        await desk.driver.harness.click("edit_draft", card.draft_id, user="UALICE")
+        [opened] = await slack.wait_for("views.open")
+        assert opened.params["view"]["blocks"][0]["element"]["initial_value"] == DRAFT_EN, "edited in English"
+
+        kimi.script(Reply(edit_de))
+        told = await desk.agent("alice").edit(card, "Your parcel arrives tomorrow; we will send the tracking number.")
+        assert "translated into de" in told
+
+        def updated() -> list[str]:
+            return [
+                json.dumps(c.params["blocks"], ensure_ascii=False)
+                for c in slack.calls_to("chat.update")
+                if edit_de in json.dumps(c.params.get("blocks"), ensure_ascii=False)
+            ]
+
+        [blocks] = (await until(updated, "the card with the translated edit"))[-1:]
+        assert "Machine translation de → en: Your parcel arrives tomorrow" in blocks
+        assert "approve_draft" in blocks, "back on the desk for approval"
+        await desk.agent("alice").approve(await desk.latest(card, lambda c: c.draft_text == edit_de))
+        await desk.settle()
+        assert desk.replies_to(said) == [edit_de]
