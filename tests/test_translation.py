@@ -80,21 +80,23 @@ async def test_an_edit_in_english_comes_back_in_german_for_approval_and_only_the
 ) -> None:
     edit = "We will refund the 20 euros for the shipping today."
     edit_de = "Wir erstatten Ihnen heute die 20 Euro für den Versand."
+    read_back = "We will refund you the 20 euros for shipping today."
     async with open_desk(tmp_path, kimi, policy=POLICY, database_url=database_url) as desk:
         card, said = await translated_card(desk, kimi, Reply(ASKED_EN), Reply(DRAFT_EN))
-        kimi.script(Reply(edit_de))
+        kimi.script(Reply(edit_de), Reply(read_back))
         told = await desk.agent("alice").edit(card, edit)
         assert "translated into de" in told and "Approve" in told
         back = await desk.latest(card, lambda c: c.draft_text == edit_de)
         assert back.state is CardState.AWAITING_REVIEW, "the translation waits for approval, nothing was sent"
-        assert back.translation is not None and back.translation.draft_text == edit, "beside it: the agent's words"
+        assert back.translation is not None
+        assert back.translation.draft_text == read_back, "beside it: what the German says, read back"
         assert "machine-translated into de" in back.notice
-        assert translation_calls(kimi)[-1]["messages"][1]["content"] == edit
+        assert [c["messages"][1]["content"] for c in translation_calls(kimi)[2:]] == [edit, edit_de]
 
         await desk.agent("alice").approve(back)
         await desk.settle()
         assert desk.replies_to(said) == [edit_de], "the customer gets the approved translation only"
-        assert (await ledger(desk)).count("translating") == 3
+        assert (await ledger(desk)).count("translating") == 4
 
 
 async def test_an_edit_written_in_the_customers_language_is_sent_as_written(tmp_path: Path, kimi: FakeKimi) -> None:
@@ -171,7 +173,7 @@ async def test_through_slack_the_cards_blocks_show_the_translation_and_the_edit_
         [opened] = await slack.wait_for("views.open")
         assert opened.params["view"]["blocks"][0]["element"]["initial_value"] == DRAFT_EN, "edited in English"
 
-        kimi.script(Reply(edit_de))
+        kimi.script(Reply(edit_de), Reply("Your parcel arrives tomorrow; we will write you the tracking number."))
         told = await desk.agent("alice").edit(card, "Your parcel arrives tomorrow; we will send the tracking number.")
         assert "translated into de" in told
 
@@ -183,7 +185,7 @@ async def test_through_slack_the_cards_blocks_show_the_translation_and_the_edit_
             ]
 
         [blocks] = (await until(updated, "the card with the translated edit"))[-1:]
-        assert "Machine translation de → en: Your parcel arrives tomorrow" in blocks
+        assert "Machine translation de → en: Your parcel arrives tomorrow; we will write you" in blocks
         assert "approve_draft" in blocks, "back on the desk for approval"
         await desk.agent("alice").approve(await desk.latest(card, lambda c: c.draft_text == edit_de))
         await desk.settle()

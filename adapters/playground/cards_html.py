@@ -236,7 +236,7 @@ def _customer_html(card: ReviewCard, *, folded_always: bool) -> str:
     if card.attachments:
         html += f'<p class="meta">Attached: {escape(", ".join(card.attachments))}</p>'
     if card.translation is not None:
-        html += f'<p class="translation">🌐 {escape(card.translation.customer_line())}</p>'
+        html += f'<p class="translation">{escape(card.translation.customer_line())}</p>'
     return html
 
 
@@ -276,7 +276,7 @@ def _draft_html(card: ReviewCard) -> str:
         return f'<details class="old-draft"><summary>{label}</summary><div class="draft">{text}</div></details>'
     shown = f'<p><b>{label}</b></p><div class="draft">{text}</div>'
     if card.translation is not None:  # for reading: the reply goes out as written above
-        shown += f'<p class="translation">🌐 {escape(card.translation.draft_line())}</p>'
+        shown += f'<p class="translation">{escape(card.translation.draft_line())}</p>'
     return shown
 
 

@@ -1,6 +1,7 @@
 """The reviewer's language: a card for a customer who writes another language than the desk's
 (``[desk] language``) shows their message and the draft translated; an agent's edit written in the
-desk's language is translated back into the customer's and shown again for approval.
+desk's language is translated into the customer's and shown again for approval, beside that
+translation translated back (so the agent reads what the customer will, not what they typed).
 
 Each text is translated once per language (one Kimi call, kept in ``translations``). A call goes
 the way the memory's summary goes: the same Kimi client and limiter, a budget reservation of its
@@ -105,9 +106,9 @@ class Translator:
         text = await self.into(edit, customer, conversation, draft_id, policy)
         if text is None:
             raise Untranslatable(f"Your edit could not be translated into {customer}; nothing was sent. Try again.")
-        async with self.db.write() as conn:
-            # The card shows the agent's own words as the translation's reading.
-            await translation_rows.remember(conn, text, target, edit, utcnow())
+        # The card shows what the translation says, translated back (not the agent's own words):
+        # the agent approves what the customer will read.
+        await self.into(text, target, conversation, draft_id, policy)
         return BackTranslation(text, customer, edit)
 
     async def into(
