@@ -2,7 +2,8 @@
 than the desk's (``[desk] language``) gets a card with their message and the draft translated,
 marked as a translation (one model call per text, kept); the reply goes out in their language;
 an edit in the desk's language comes back translated for approval; a failed translation never
-holds the card up. The Slack rendering is in tests/test_slack_cards.py."""
+holds the card up. Through the real Slack and Discord adapters at the end; the playground's
+picture in tests/test_translation_browser.py."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from bot.policy import parse_policy
 from bot.ports import CardState, ReviewCard
 from bot.store.schema import Conversation, UsageRecord
 from bot.testing import TestDesk, until
-from tests.desks import SlackDriver, open_desk
+from tests.desks import DiscordDriver, SlackDriver, open_desk
+from tests.fakes.discord import REVIEW_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import Fail, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import REVIEW_CHANNEL
@@ -190,3 +192,17 @@ async def test_through_slack_the_cards_blocks_show_the_translation_and_the_edit_
         await desk.agent("alice").approve(await desk.latest(card, lambda c: c.draft_text == edit_de))
         await desk.settle()
         assert desk.replies_to(said) == [edit_de]
+
+
+async def test_through_discord_the_staff_cards_embed_shows_the_translation(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with (
+        FakeDiscord() as discord,
+        open_desk(tmp_path, kimi, policy=POLICY, driver=DiscordDriver(discord)) as desk,
+    ):
+        await translated_card(desk, kimi, Reply(ASKED_EN), Reply(DRAFT_EN))
+        [posted] = [m for m in discord.messages_in(REVIEW_CHANNEL_ID) if m.get("embeds")]
+        fields = {f["name"]: f["value"] for f in posted["embeds"][0]["fields"]}
+        assert fields["🌐 Their message, translated"] == f"Machine translation de → en: {ASKED_EN}"
+        translated = fields["🌐 The draft, translated (the reply goes out as drafted)"]
+        assert translated == f"Machine translation de → en: {DRAFT_EN}"
+        assert DRAFT in posted["embeds"][0]["description"], "the draft itself, in German"
