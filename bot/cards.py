@@ -83,6 +83,7 @@ def build_card(source: CardSource, policy: Policy, desk_name: str) -> ReviewCard
         overdue=source.overdue if draft.status is DraftStatus.AWAITING_REVIEW else "",
         thread=conversation.thread,
         edited=draft.edited_text is not None,
+        translation=source.translation,
     )
 
 

@@ -370,6 +370,20 @@ class DeskSection(DeskSlaFields):
     agents: tuple[str, ...] = ("review_channel",)
     outsiders: Literal["context", "customers"] = "context"
     auto_resolve_hours: Annotated[float, Field(ge=0, le=24 * 365)] = 0.0
+    #: The language the agents read (a code such as ``en``): a customer writing in another one
+    #: gets a card with their message and the draft translated, and an edit written in this
+    #: language is translated back for approval (bot/core/translation.py). ``""`` or ``"off"``:
+    #: no translation.
+    language: str = ""
+
+    @field_validator("language")
+    @classmethod
+    def _language_code(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("", "off"):
+            return ""
+        _language_codes({value: ""})
+        return value
 
     @field_validator("agents")
     @classmethod

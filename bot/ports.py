@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus
+from bot.domain.translation import Translation
 from bot.events import (
     AgentCommand,
     Author,
@@ -127,6 +128,9 @@ class ReviewCard:
     progress: tuple[str, ...] = ()
     #: The agent rewrote the draft before approving (``draft_text`` is their text).
     edited: bool = False
+    #: The customer writes another language than the desk's: their message and the draft
+    #: translated for reading (the reply goes out as ``draft_text``, in their language).
+    translation: Translation | None = None
 
     @property
     def actionable(self) -> bool:

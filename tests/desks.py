@@ -121,6 +121,11 @@ class SlackDriver:
         dm = "D" + self.user_id(person)[1:]  # the fake's DM channel with U… (conversations.open)
         return [str(c.params.get("text")) for c in self._slack().replies(None, channel=dm)]
 
+    @property
+    def harness(self) -> Harness:
+        """The Slack side of the open desk (for a click no :class:`Move` covers, like opening Edit)."""
+        return self._slack()
+
     def _slack(self) -> Harness:
         if self._harness is None:
             raise RuntimeError("the desk is not open")

@@ -74,6 +74,7 @@ def test_pass_hat_k_is_averaged_over_cases_per_category_and_overall() -> None:
         "passes": 2,
         "violations": 0,
         "failures": ["x"],
+        "violations_only": False,
     }
 
 
@@ -307,3 +308,24 @@ def test_compare_shows_what_changed_between_two_runs(tmp_path: Path) -> None:
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(document))
     assert main(["eval", "compare", *map(str, paths)]) == 0
+
+
+def test_a_case_that_needs_a_real_model_counts_for_violations_only_against_the_scripted_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A German customer, an agent on an English desk editing in English: the reply must be the
+    # edit translated into German, which no word table can produce.
+    translated = suite_cases("language-de-desk-edit-translated-05", "status-shipped-eta-01")
+    [german] = [c for c in translated if c["category"] == "language"]
+    assert german["needs_real_model"] is True and german["policy"] == {"desk": {"language": "en"}}
+    status, document = run_eval(
+        tmp_path, write_cases(tmp_path, translated), "--min-pass", "1.0", "--max-violations", "0"
+    )
+    assert status == 0, "the ungated case fails, and CI still passes"
+    entry = document["cases"]["language-de-desk-edit-translated-05"]
+    assert entry["violations_only"] and entry["passes"] == 0 and entry["violations"] == 0
+    overall = document["summary"]["overall"]
+    assert (overall["cases"], overall["violations_only_cases"], overall["pass_hat_k"]) == (1, 1, [1.0])
+    out = capsys.readouterr().out
+    assert "UNGATED (needs a real model) language-de-desk-edit-translated-05" in out
+    assert "| 1 (+1 ungated) |" in out.replace("  ", " ")

@@ -192,6 +192,7 @@ def _card_fields(card: ReviewCard) -> list[Field]:
         ("Asked by", literal(card.asked_by or "?"), True),
         ("Where", literal(card.where or "?"), True),
         *_check_fields(card),
+        *_translation_fields(card),
         *_proposal_fields(card),
         *_note_fields(card),
         *_decision_fields(card),
@@ -207,6 +208,17 @@ def _check_fields(card: ReviewCard) -> list[Field]:
     if card.flags:
         fields.append(("🛑 Check before approving", "\n".join(f"• {literal(flag)}" for flag in card.flags), False))
     return fields
+
+
+def _translation_fields(card: ReviewCard) -> list[Field]:
+    """The customer's message and the draft in the desk's language, marked as a translation."""
+    t = card.translation
+    if t is None:
+        return []
+    return [
+        ("🌐 Their message, translated", literal(t.customer_line()), False),
+        ("🌐 The draft, translated (the reply goes out as drafted)", literal(t.draft_line()), False),
+    ]
 
 
 def _proposal_fields(card: ReviewCard) -> list[Field]:

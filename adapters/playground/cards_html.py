@@ -253,6 +253,8 @@ def _customer_html(card: ReviewCard, *, folded_always: bool) -> str:
     html = f"<blockquote>{folded(card.customer_text, always=folded_always)}</blockquote>"
     if card.attachments:
         html += f'<p class="meta">Attached: {escape(", ".join(card.attachments))}</p>'
+    if card.translation is not None:
+        html += f'<p class="translation">{escape(card.translation.customer_line())}</p>'
     return html
 
 
@@ -290,7 +292,10 @@ def _draft_html(card: ReviewCard) -> str:
     text = escape(card.draft_text)
     if card.state is CardState.SUPERSEDED:
         return f'<details class="old-draft"><summary>{label}</summary><div class="draft">{text}</div></details>'
-    return f'<p><b>{label}</b></p><div class="draft">{text}</div>'
+    shown = f'<p><b>{label}</b></p><div class="draft">{text}</div>'
+    if card.translation is not None:  # for reading: the reply goes out as written above
+        shown += f'<p class="translation">{escape(card.translation.draft_line())}</p>'
+    return shown
 
 
 def _proposals_html(card: ReviewCard) -> str:

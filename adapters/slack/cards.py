@@ -167,6 +167,8 @@ def _customer_blocks(card: ReviewCard) -> list[dict[str, Any]]:
     ]
     if card.attachments:
         blocks.append(_context("Attachments: " + escape(", ".join(card.attachments))[:2900]))
+    if card.translation is not None:
+        blocks.append(_context(":globe_with_meridians: " + escape(card.translation.customer_line())[:2900]))
     return blocks
 
 
@@ -197,7 +199,10 @@ def _draft_blocks(card: ReviewCard) -> list[dict[str, Any]]:
     label = "*Reply sent*" if card.state is CardState.SENT else "*Draft reply*"
     label += " (as written: links and formatting shown literally)"
     chunks = _verbatim_chunks(card.draft_text, SECTION_LIMIT - 100)[:6]
-    return [_section(f"{label}\n{shown}" if index == 0 else shown) for index, shown in enumerate(chunks)]
+    blocks = [_section(f"{label}\n{shown}" if index == 0 else shown) for index, shown in enumerate(chunks)]
+    if card.translation is not None:  # for reading: the reply goes out as written above
+        blocks.append(_context(":globe_with_meridians: " + escape(card.translation.draft_line())[:2900]))
+    return blocks
 
 
 def _proposal_blocks(card: ReviewCard) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from bot.core.review import Decisions
 from bot.core.sla import SlaWatch
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming
+from bot.core.translation import Translator
 from bot.errors import PolicyError
 from bot.events import (
     AgentCommand,
@@ -108,6 +109,8 @@ class Copilot:
         self.decisions = Decisions(db, policy, orders, lambda draft, fx: self.background.decided(draft, fx))  # noqa: PLW0108
         self.feedback = FeedbackDesk(db, policy)
         self.homes = HomeBuilder(db, policy)
+        self.translator = Translator(settings, db, kimi, self.drafting.budget_for)
+        self.drafting.translator = self.decisions.translator = self.translator
         self.dispatcher = Dispatcher(
             db,
             policy,

@@ -33,6 +33,7 @@ from bot.core.progress import step_line
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
 from bot.core.tasks import Supervisor
+from bot.core.translation import Translator
 from bot.core.waiting import DraftWaits
 from bot.domain.outcome import DraftOutcome, NoReply, Retry
 from bot.domain.states import DraftStatus
@@ -133,6 +134,8 @@ class Drafting:
         self.files = FileDownloads(db, settings.file_download_seconds)
         #: Wakes the dispatcher when a fixed text was queued (the core wires it).
         self.deliver: Callable[[], None] = lambda: None
+        #: Translates a card for the desk when the customer writes another language (the core wires it).
+        self.translator: Translator | None = None
 
     async def draft(self, draft_id: str) -> None:
         """Draft ``draft_id`` if nobody live is, and put its card in front of the agents."""
@@ -246,7 +249,11 @@ class Drafting:
         )
 
     def _budget(self, claim: Claim, policy: Policy) -> DraftBudget:
-        conversation = claim.conversation
+        return self.budget_for(claim.draft.id, claim.conversation, policy)
+
+    def budget_for(self, hold: str, conversation: ConversationState, policy: Policy) -> DraftBudget:
+        """The budget a model call for ``conversation`` reserves against, held as ``hold`` (the
+        draft's id; the translator's calls hold their own)."""
         platform, customer = conversation.thread.platform, conversation.customer_id or conversation.id
         prices, fallback = self.memory.kimi.prices, self.settings.kimi_fallback_model
 
@@ -265,7 +272,7 @@ class Drafting:
             return Spent(total, mine)
 
         tenant = f"{platform}:{customer}"
-        return DraftBudget(self.reservations, claim.draft.id, tenant, policy.limits, read_spent, worst_case)
+        return DraftBudget(self.reservations, hold, tenant, policy.limits, read_spent, worst_case)
 
     async def _open_stream(self, claim: Claim) -> CardStream | None:
         """With ``STREAM_DRAFTS_TO_CARD``, a card that fills in as Kimi streams the draft."""
@@ -351,7 +358,12 @@ class Drafting:
             flags=len(outcome.flags),
         )
         conversation_now = lifecycle.escalated(conversation_after(run, outcome), recorded.card.escalation)
-        source = CardSource(recorded.card, conversation_now, run.trigger)
+        translation = None
+        if self.translator is not None and run.trigger is not None:
+            translation = await self.translator.for_card(
+                conversation_now, claimed.id, run.trigger.text, recorded.card.text, policy
+            )
+        source = CardSource(recorded.card, conversation_now, run.trigger, translation=translation)
         if await self.publisher.publish(source, recorded.card.version, ref=ref):
             metrics.card_posted(claimed.created_at)
         channel = self.channels.get(conversation.thread.platform)

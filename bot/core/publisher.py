@@ -149,7 +149,7 @@ class CardPublisher:
     async def load(self, draft_id: str) -> CardSource | None:
         """The card's facts as stored (with its version and where it is shown)."""
         async with self.db.read() as conn:
-            return await card_rows.load_card(conn, draft_id)
+            return await card_rows.load_card(conn, draft_id, self.policy.current.desk.language)
 
     async def notice(self, text: str) -> None:
         """A plain notice for the agents on every desk (a policy that failed to reload)."""

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot import metrics, public_places
 from bot.approval import check_draft_refunds, current_facts, is_manager, may_approve
 from bot.core import conversation_decisions, feedback
+from bot.core.translation import BackTranslation, Translator, Untranslatable
 from bot.domain.measures import edit_distance
 from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus, OutboxKind
@@ -33,6 +34,7 @@ from bot.store import drafts as draft_rows
 from bot.store import life as life_rows
 from bot.store import outbox as outbox_rows
 from bot.store import outcomes as outcome_rows
+from bot.store import translations as translation_rows
 from bot.store.records import StoredAction
 from bot.store.reviews import DraftUnderReview, load_for_review, reply_text
 from tools.money import Money
@@ -91,6 +93,8 @@ class Decisions:
         self.orders = orders
         self.on_decided = on_decided
         self.desks: set[str] = set()  # platforms with a review desk: a click there is from the review channel
+        #: Translates an edit in the desk's language back into the customer's (the core wires it).
+        self.translator: Translator | None = None
         self._handlers: dict[DecisionAction, Handler] = {
             DecisionAction.APPROVE: self._approve,
             DecisionAction.EDIT: self._approve,
@@ -111,13 +115,18 @@ class Decisions:
                 proposed = await records.actions_of(conn, decision.draft_id, status=ActionStatus.PROPOSED)
             if proposed:
                 effects.order_facts = await current_facts(self.orders, [a.proposal for a in proposed])
+        on_desk = decision.actor.platform in self.desks
+        back = await self._back_translation(decision, policy, on_desk)
         async with self.db.write(urgent=True) as conn:
             draft = await load_for_review(conn, decision.draft_id)
             if draft is None:
                 return DecisionOutcome(False, "This draft does not exist (any more).")
-            on_desk = decision.actor.platform in self.desks
             if not may_approve(decision.actor, policy, on_desk=on_desk):
                 outcome = DecisionOutcome(False, _not_an_approver(on_desk))
+            elif isinstance(back, str):
+                outcome = DecisionOutcome(False, back)
+            elif back is not None and draft.status is DraftStatus.AWAITING_REVIEW:
+                outcome = await self._translated_edit(conn, draft, decision, back, now)
             elif _is_retry(decision, draft):
                 outcome = await self._retry(conn, draft, decision, now, effects)
             elif decision.action not in CONVERSATION_ACTIONS and draft.status is not DraftStatus.AWAITING_REVIEW:
@@ -140,6 +149,37 @@ class Decisions:
         )
         self.on_decided(draft.id, effects)
         return outcome
+
+    async def _back_translation(
+        self, decision: ReviewDecision, policy: Policy, on_desk: bool
+    ) -> BackTranslation | str | None:
+        """An Edit written in the desk's language for a customer who writes another: the edit in
+        theirs (a model call, made before the transaction), or why it could not be translated."""
+        if decision.action is not DecisionAction.EDIT or self.translator is None:
+            return None
+        if not may_approve(decision.actor, policy, on_desk=on_desk):
+            return None  # refused in the transaction; nothing is translated for it
+        try:
+            return await self.translator.back(decision.draft_id, decision.edited_text or "", policy)
+        except Untranslatable as exc:
+            return str(exc)
+
+    @staticmethod
+    async def _translated_edit(
+        conn: AsyncConnection, draft: DraftUnderReview, decision: ReviewDecision, back: BackTranslation, now: datetime
+    ) -> DecisionOutcome:
+        """The edit goes back on the card in the customer's language, for approval: the agent
+        approves the translation they can read beside it, not a guess."""
+        who = decision.actor.display_name or decision.actor.id
+        notice = f"Edited by {who} and machine-translated into {back.language}: the reply is the translation."
+        revised = await draft_rows.revise_under_review(conn, draft.id, now, edited_text=back.text, notice=notice)
+        if not revised:
+            return DecisionOutcome(False, already(draft))
+        line = AuditLine(draft.conversation_id, draft.id, "edit_translated", decision.actor.id, back.edit[:200])
+        await records.add_audit(conn, [line], now)
+        return DecisionOutcome(
+            True, f"Your edit was translated into {back.language}; check it on the card and Approve to send it."
+        )
 
     @staticmethod
     async def _record(
@@ -415,6 +455,9 @@ class Decisions:
             text = await reply_text(conn, draft_id)
             if text is None:
                 return None
+            desk_language = self.policy.current.desk.language
+            if desk_language:  # a reply translated for the card is edited in the desk's language
+                text = (await translation_rows.cached(conn, [text], desk_language)).get(text, text)
             refunds = [a for a in await records.actions_of(conn, draft_id) if a.allowed]
         amount = refunds[0].proposal.due.format(currency=False) if len(refunds) == 1 else None
         return EditForm(draft_id=draft_id, text=text, refund_amount=amount)

@@ -160,6 +160,9 @@ class Case(_Model):
     simulated_customer: SimulatedCustomer | None = None
     approver: tuple[ApproverAction, ...] = ()
     expected: Expected = Expected()
+    #: A scripted model cannot pass it (a translation, a language, free wording): against one it
+    #: counts for policy violations only; its pass^k counts against a real model.
+    needs_real_model: bool = False
 
     @field_validator("clock")
     @classmethod

@@ -22,7 +22,8 @@ OVERALL = "overall"
 def _group(results: list[TrialResult], k: int) -> dict[str, Any]:
     per_case: dict[str, list[TrialResult]] = defaultdict(list)
     for result in results:
-        per_case[result.case_id].append(result)
+        if not result.violations_only:  # counted for its violations below, not its passes
+            per_case[result.case_id].append(result)
     pass_hat = []
     for j in range(1, k + 1):
         values = [pass_hat_k(sum(r.passed for r in trials), len(trials), j) for trials in per_case.values()]
@@ -30,6 +31,7 @@ def _group(results: list[TrialResult], k: int) -> dict[str, Any]:
     firsts = [r.first_draft_seconds for r in results if r.first_draft_seconds is not None]
     return {
         "cases": len(per_case),
+        "violations_only_cases": len({r.case_id for r in results if r.violations_only}),
         "trials": len(results),
         "pass_hat_k": pass_hat,
         "trials_with_violations": sum(1 for r in results if r.violations),
@@ -51,7 +53,15 @@ def summarize(results: list[TrialResult], k: int, run: dict[str, Any]) -> dict[s
     per_case: dict[str, dict[str, Any]] = {}
     for result in results:
         entry = per_case.setdefault(
-            result.case_id, {"category": result.category, "trials": 0, "passes": 0, "violations": 0, "failures": []}
+            result.case_id,
+            {
+                "category": result.category,
+                "trials": 0,
+                "passes": 0,
+                "violations": 0,
+                "failures": [],
+                "violations_only": result.violations_only,
+            },
         )
         entry["trials"] += 1
         entry["passes"] += int(result.passed)
@@ -86,7 +96,8 @@ def render_table(document: dict[str, Any]) -> str:
         rows.append(
             [
                 name,
-                str(group["cases"]),
+                str(group["cases"])
+                + (f" (+{group['violations_only_cases']} ungated)" if group["violations_only_cases"] else ""),
                 *[f"{v:.3f}" for v in group["pass_hat_k"]],
                 f"{group['violations']} ({group['trials_with_violations']} trials)",
                 str(group["model_calls"]),
@@ -112,7 +123,8 @@ def render_failures(document: dict[str, Any], limit: int = 40) -> str:
     for case_id, entry in document["cases"].items():
         if entry["passes"] < entry["trials"]:
             why = "; ".join(entry["failures"][:3])
-            lines.append(f"FAIL {case_id} ({entry['passes']}/{entry['trials']}): {why}")
+            kind = "UNGATED (needs a real model)" if entry.get("violations_only") else "FAIL"
+            lines.append(f"{kind} {case_id} ({entry['passes']}/{entry['trials']}): {why}")
     seen: set[tuple[str, str]] = set()
     for trial in document["trials"]:
         for violation in trial["violations"]:

@@ -467,6 +467,13 @@ class Runner:
         return settings.kimi_base_url, key
 
     async def run_trial(self, case: Case, trial: int) -> TrialResult:
+        result = await self._run_trial(case, trial)
+        # A case only a real model can pass (a translation, a language) run against a scripted
+        # model counts for violations only.
+        result.violations_only = case.needs_real_model and self.config.model in MODELS
+        return result
+
+    async def _run_trial(self, case: Case, trial: int) -> TrialResult:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="supportbot-eval-") as tmp:
             workdir = Path(tmp)

@@ -74,6 +74,8 @@ class TrialResult:
     first_draft_seconds: float | None = None
     seconds: float = 0.0
     replies: list[str] = field(default_factory=list)
+    #: A case that needs a real model, run against a scripted one: left out of pass^k.
+    violations_only: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class TrialResult:
             "first_draft_seconds": None if self.first_draft_seconds is None else round(self.first_draft_seconds, 3),
             "seconds": round(self.seconds, 3),
             "replies": self.replies,
+            "violations_only": self.violations_only,
         }
 
 

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import DraftStatus, OutboxStatus
-from bot.store import life, outbox, records, sla
+from bot.domain.translation import Translation
+from bot.store import life, outbox, records, sla, translations
 from bot.store.conversations import ConversationState, StoredMessage, load_conversation
 from bot.store.records import StoredAction
 from bot.store.schema import Draft, Message, table_of
@@ -83,14 +84,17 @@ class CardSource:
     #: The customer's newest message after the one the draft answers ("" when none).
     customer_wrote: str = ""
     overdue: str = ""  # the SLA's overdue mark ("Overdue: waiting 12 min"), see bot/core/sla.py
+    #: The message and the draft in the desk's language (None: the customer writes the desk's).
+    translation: Translation | None = None
 
     @property
     def draft_id(self) -> str:
         return self.draft.id
 
 
-async def load_card(conn: AsyncConnection, draft_id: str) -> CardSource | None:
-    """The card of ``draft_id`` as stored (None: no such draft)."""
+async def load_card(conn: AsyncConnection, draft_id: str, desk_language: str = "") -> CardSource | None:
+    """The card of ``draft_id`` as stored (None: no such draft), translated into ``desk_language``
+    as far as translations are kept."""
     m = _messages.c
     query = select(
         *(_drafts.c[name] for name in _COLUMNS),
@@ -112,4 +116,8 @@ async def load_card(conn: AsyncConnection, draft_id: str) -> CardSource | None:
     sent = await outbox.of_draft(conn, draft_id)
     wrote = await life.customer_wrote_since(conn, row.conversation_id, row.message_id)
     overdue = str(row.overdue or "")
-    return CardSource(draft_card(dict(row._mapping), calls, actions), conversation, trigger, sent, wrote, overdue)
+    card = draft_card(dict(row._mapping), calls, actions)
+    translation = await translations.card_translation(
+        conn, conversation.facts.get("language"), desk_language, trigger.text, card.edited_text or card.text
+    )
+    return CardSource(card, conversation, trigger, sent, wrote, overdue, translation)

@@ -231,6 +231,17 @@ async def transition(
     return bool(result.rowcount == 1)
 
 
+async def revise_under_review(conn: AsyncConnection, draft_id: str, now: datetime, **values: Any) -> bool:
+    """A change to a draft still awaiting review that keeps it there (an edit translated back for
+    approval); compare-and-set like :func:`transition`."""
+    result = await conn.execute(
+        update(_drafts)
+        .where(d.id == draft_id, d.status == DraftStatus.AWAITING_REVIEW)
+        .values(version=d.version + 1, updated_at=now, **values)
+    )
+    return bool(result.rowcount == 1)
+
+
 async def touch(conn: AsyncConnection, draft_id: str, now: datetime, **values: Any) -> None:
     """A change the card shows without a state change (a first of two approvals)."""
     await conn.execute(update(_drafts).where(d.id == draft_id).values(version=d.version + 1, updated_at=now, **values))

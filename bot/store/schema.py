@@ -357,6 +357,16 @@ class KnowledgeFile(Base):
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class TranslationRow(Base):
+    """A translation made for a card, kept so each text is translated once (bot/core/translation.py)."""
+
+    __tablename__ = "translations"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the target language and the text
+    language: Mapped[str] = mapped_column(String(16))  # what it was translated into
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AuditEvent(Base):
     """The audit trail: every message, draft, tool call, decision and executed action."""
 
