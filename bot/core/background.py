@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from bot import metrics
 from bot.core import language
+from bot.core.decided import Effects
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.fairness import Flood
@@ -18,7 +19,6 @@ from bot.core.intake import Received
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper, Sweeper
 from bot.core.retention import RetentionJob
-from bot.core.review import Effects
 from bot.core.sla import SlaWatch
 from bot.core.tasks import Supervisor
 from bot.core.timing import WorkTiming

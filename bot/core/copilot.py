@@ -75,7 +75,8 @@ METRICS = (
 
 class Copilot:
     """The core. Adapters call :meth:`receive`, :meth:`has_conversation`, :meth:`decide` and
-    :meth:`edit_form`; :attr:`background` runs the background rooms under one supervisor."""
+    :meth:`edit_form`; :attr:`background` runs the background rooms under one supervisor. The
+    rooms hand off to each other through it, built last (hence the lambdas before it)."""
 
     def __init__(
         self,
@@ -102,14 +103,13 @@ class Copilot:
         rooms = (self.tools_for, self.publisher, self.leases, self.supervisor, self.channels, self.metrics)
         self.drafting = Drafting(settings, db, policy, agent, memory, *rooms)
         self.intake = Intake(db, policy, self.metrics)
-        # The hand-offs go to self.background, built last from the rooms below.
         self.intake.on_received = lambda received: self.background.received(received)  # noqa: PLW0108
         self.intake.served = WorkspaceAllowlist(settings, self.metrics).allows
         self.on_demand = OnDemand(db, policy, self.intake, self.tools_for)
         self.decisions = Decisions(db, policy, orders, lambda draft, fx: self.background.decided(draft, fx))  # noqa: PLW0108
         self.feedback = FeedbackDesk(db, policy)
         self.homes = HomeBuilder(db, policy)
-        self.translator = Translator(settings, db, kimi, self.drafting.budget_for)
+        self.translator = Translator(settings, db, kimi, self.drafting.budgets.for_call)
         self.drafting.translator = self.decisions.translator = self.translator
         self.dispatcher = Dispatcher(
             db,

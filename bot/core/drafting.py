@@ -18,13 +18,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from bot import identity, metrics, verification
 from bot.agent import AgentLimits, DraftingAgent, DraftResult
 from bot.approval import RefundHistory, refund_history
 from bot.core import handoff, lifecycle, no_reply
-from bot.core.budget import BudgetSpent, DraftBudget, Reservations, Spent
+from bot.core.budget import BudgetSpent, DraftBudget
 from bot.core.files import FileDownloads
 from bot.core.memory import Memory
 from bot.core.outcome import DraftRun, conversation_after, draft_text, plan, plan_failed, plan_no_reply, spends
@@ -32,6 +31,7 @@ from bot.core.pool import WorkerPool
 from bot.core.progress import step_line
 from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
+from bot.core.spending import Budgets
 from bot.core.tasks import Supervisor
 from bot.core.translation import Translator
 from bot.core.waiting import DraftWaits
@@ -44,7 +44,7 @@ from bot.errors import (
     KimiError,
     KimiQuotaExhausted,
 )
-from bot.kimi import Usage, estimate_prompt_tokens
+from bot.kimi import Usage
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
 from bot.ports import CustomerChannel
@@ -129,7 +129,7 @@ class Drafting:
         self.timing = leases.timing
         self.lease = leases.lease
         self.pool = WorkerPool("drafting", supervisor, self.draft)
-        self.reservations = Reservations()
+        self.budgets = Budgets(settings, db, memory.kimi)
         self.waits = DraftWaits(settings, db, policy, publisher, leases)
         self.files = FileDownloads(db, settings.file_download_seconds)
         #: Wakes the dispatcher when a fixed text was queued (the core wires it).
@@ -153,7 +153,7 @@ class Drafting:
                 failure = f"internal error while drafting ({type(exc).__name__})"
                 await self._finish_failed(claim.run([]), failure, "")
             finally:
-                self.reservations.release(draft_id)  # its spend is in the usage ledger now
+                self.budgets.reservations.release(draft_id)  # its spend is in the usage ledger now
 
     async def _claim(self, draft_id: str) -> Claim | None:
         """Take the draft's lease and read what its run needs, in one transaction."""
@@ -249,30 +249,7 @@ class Drafting:
         )
 
     def _budget(self, claim: Claim, policy: Policy) -> DraftBudget:
-        return self.budget_for(claim.draft.id, claim.conversation, policy)
-
-    def budget_for(self, hold: str, conversation: ConversationState, policy: Policy) -> DraftBudget:
-        """The budget a model call for ``conversation`` reserves against, held as ``hold`` (the
-        draft's id; the translator's calls hold their own)."""
-        platform, customer = conversation.thread.platform, conversation.customer_id or conversation.id
-        prices, fallback = self.memory.kimi.prices, self.settings.kimi_fallback_model
-
-        def worst_case(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, out: int) -> int:
-            prompt = estimate_prompt_tokens(messages, tools)
-            # the client may move the call to the fallback model: reserve at the dearer of the two
-            return max(
-                prices.microusd(m, prompt_tokens=prompt, cached_tokens=0, completion_tokens=out)
-                for m in {model, fallback or model}
-            )
-
-        async def read_spent(start: datetime) -> Spent:
-            async with self.db.read() as conn:
-                total = await outcomes.spent_since(conn, start)
-                mine = await outcomes.spent_by_customer_since(conn, platform, customer, start)
-            return Spent(total, mine)
-
-        tenant = f"{platform}:{customer}"
-        return DraftBudget(self.reservations, hold, tenant, policy.limits, read_spent, worst_case)
+        return self.budgets.for_call(claim.draft.id, claim.conversation, policy)
 
     async def _open_stream(self, claim: Claim) -> CardStream | None:
         """With ``STREAM_DRAFTS_TO_CARD``, a card that fills in as Kimi streams the draft."""

@@ -11,62 +11,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot import metrics, public_places
-from bot.approval import check_draft_refunds, current_facts, is_manager, may_approve
+from bot import metrics
+from bot.approval import current_facts, may_approve
 from bot.core import conversation_decisions, feedback
+from bot.core.approving import Approving
+from bot.core.decided import Effects, already, decided_by
 from bot.core.translation import BackTranslation, Translator, Untranslatable
-from bot.domain.measures import edit_distance
 from bot.domain.outcome import AuditLine
-from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus, OutboxKind
-from bot.events import CONVERSATION_ACTIONS, Actor, DecisionAction, ReviewDecision
-from bot.identity import refund_owner
+from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus
+from bot.events import CONVERSATION_ACTIONS, DecisionAction, ReviewDecision
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
 from bot.ports import DecisionOutcome, EditForm
 from bot.store import Database, records, utcnow
-from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import life as life_rows
-from bot.store import outbox as outbox_rows
-from bot.store import outcomes as outcome_rows
 from bot.store import translations as translation_rows
-from bot.store.records import StoredAction
 from bot.store.reviews import DraftUnderReview, load_for_review, reply_text
-from tools.money import Money
 from tools.orders import OrderBackend
-from tools.refunds import OrderFacts, RefundVerdict
 
 log = logging.getLogger(__name__)
-
-_ALREADY = {
-    DraftStatus.APPROVED: "approved",
-    DraftStatus.EDITED: "edited and approved",
-    DraftStatus.SENT: "approved and sent",
-    DraftStatus.REJECTED: "rejected",
-    DraftStatus.SUPERSEDED: "superseded",
-    DraftStatus.FAILED: "marked failed",
-    DraftStatus.DRAFTING: "still being drafted",
-    DraftStatus.SEND_FAILED: "approved, but sending failed",
-}
-
-
-@dataclass(slots=True)
-class Effects:
-    """What must happen once the decision has committed."""
-
-    refresh: bool = True
-    deliver: bool = False
-    new_draft: str | None = None
-    #: Other cards to refresh (the conversation's newest, after a conversation decision).
-    cards: list[str] = field(default_factory=list)
-    #: The orders the draft's refunds name, fetched fresh before the transaction.
-    order_facts: dict[str, OrderFacts] = field(default_factory=dict)
-
 
 Handler = Callable[
     [AsyncConnection, DraftUnderReview, ReviewDecision, Policy, datetime, Effects], Awaitable[DecisionOutcome]
@@ -75,11 +43,6 @@ Handler = Callable[
 
 def _is_retry(decision: ReviewDecision, draft: DraftUnderReview) -> bool:
     return decision.action is DecisionAction.REGENERATE and draft.status is DraftStatus.FAILED
-
-
-def already(draft: DraftUnderReview) -> str:
-    who = f" by {draft.decided_by}" if draft.decided_by else ""
-    return f"This draft was already {_ALREADY.get(draft.status, draft.status.value)}{who}."
 
 
 class Decisions:
@@ -92,12 +55,13 @@ class Decisions:
         self.policy = policy
         self.orders = orders
         self.on_decided = on_decided
+        self.approving = Approving(orders)
         self.desks: set[str] = set()  # platforms with a review desk: a click there is from the review channel
         #: Translates an edit in the desk's language back into the customer's (the core wires it).
         self.translator: Translator | None = None
         self._handlers: dict[DecisionAction, Handler] = {
-            DecisionAction.APPROVE: self._approve,
-            DecisionAction.EDIT: self._approve,
+            DecisionAction.APPROVE: self.approving.approve,
+            DecisionAction.EDIT: self.approving.approve,
             DecisionAction.REJECT: self._reject,
             DecisionAction.REGENERATE: self._regenerate,
             **dict.fromkeys(CONVERSATION_ACTIONS, self._on_conversation),
@@ -212,20 +176,6 @@ class Decisions:
                 now,
             )
 
-    @staticmethod
-    async def _decided_by(
-        conn: AsyncConnection, draft: DraftUnderReview, decision: ReviewDecision, now: datetime
-    ) -> dict[str, object]:
-        """Who decided and when, and what the conversation had cost by then (the report's figures)."""
-        tokens, cost = await outcome_rows.conversation_spend(conn, draft.conversation_id)
-        return {
-            "decided_by": decision.actor.display_name or decision.actor.id,
-            "decided_by_id": decision.actor.id,
-            "decided_at": now,
-            "conversation_tokens": tokens,
-            "conversation_cost_microusd": cost,
-        }
-
     async def _reject(
         self,
         conn: AsyncConnection,
@@ -241,7 +191,7 @@ class Decisions:
             DraftStatus.AWAITING_REVIEW,
             DraftStatus.REJECTED,
             now,
-            **await self._decided_by(conn, draft, decision, now),
+            **await decided_by(conn, draft, decision, now),
         )
         if not moved:
             return DecisionOutcome(False, already(draft))
@@ -296,7 +246,7 @@ class Decisions:
             DraftStatus.SUPERSEDED,
             now,
             notice=f"{'Retried' if retry else 'Regenerated'} by {who}",
-            **await self._decided_by(conn, draft, decision, now),
+            **await decided_by(conn, draft, decision, now),
         )
         if not moved:
             return DecisionOutcome(False, already(draft))
@@ -334,122 +284,6 @@ class Decisions:
         effects.cards.extend(decided.cards)
         return decided.outcome
 
-    async def _approve(
-        self,
-        conn: AsyncConnection,
-        draft: DraftUnderReview,
-        decision: ReviewDecision,
-        policy: Policy,
-        now: datetime,
-        effects: Effects,
-    ) -> DecisionOutcome:
-        try:
-            text = _reply_text(draft, decision, policy)
-            refunds = [a for a in await records.actions_of(conn, draft.id, status=ActionStatus.PROPOSED) if a.allowed]
-            amounts = _amounts(decision, refunds)
-            verdicts = await self._recheck(conn, draft, refunds, amounts, policy, now, effects)
-            approvals = _approvals(refunds, amounts, verdicts, decision.actor, policy)
-        except Refused as refused:
-            return DecisionOutcome(False, str(refused))
-        if any(a.first_of_two for a in approvals):
-            return await self._first_of_two(conn, draft, decision, text, approvals, now)
-        return await self._approved(conn, draft, decision, text, approvals, now, effects, policy)
-
-    @staticmethod
-    async def _first_of_two(
-        conn: AsyncConnection,
-        draft: DraftUnderReview,
-        decision: ReviewDecision,
-        text: str,
-        approvals: list[RefundApproval],
-        now: datetime,
-    ) -> DecisionOutcome:
-        """The first of two approvers: the approvals (and amounts) are kept, nothing is sent."""
-        actor = decision.actor
-        for a in approvals:
-            await records.amend_proposal(
-                conn,
-                a.action.id,
-                proposal=a.action.proposal.approve(a.amount),
-                approvals=[actor.id] if a.first_of_two else list(a.action.approvals),
-            )
-        changes: dict[str, object] = {"edited_text": text} if decision.action is DecisionAction.EDIT else {}
-        await draft_rows.touch(conn, draft.id, now, **changes)
-        await records.add_audit(
-            conn, [AuditLine(draft.conversation_id, draft.id, "approval", actor.id, "first of two approvals")], now
-        )
-        return DecisionOutcome(True, "Your approval is recorded; a second approver is needed before anything is sent.")
-
-    async def _approved(
-        self,
-        conn: AsyncConnection,
-        draft: DraftUnderReview,
-        decision: ReviewDecision,
-        text: str,
-        approvals: list[RefundApproval],
-        now: datetime,
-        effects: Effects,
-        policy: Policy,
-    ) -> DecisionOutcome:
-        """The draft is approved (or edited): its refunds too, and the reply goes to the outbox
-        (as a direct message when the policy says so for the conversation's place)."""
-        actor = decision.actor
-        edited = decision.action is DecisionAction.EDIT or bool(draft.edited_text)
-        target = DraftStatus.EDITED if edited else DraftStatus.APPROVED
-        values: dict[str, object] = await self._decided_by(conn, draft, decision, now)
-        values["edit_distance"] = edit_distance(draft.text, text)
-        if decision.action is DecisionAction.EDIT:
-            values["edited_text"] = text
-        if not await draft_rows.transition(conn, draft.id, DraftStatus.AWAITING_REVIEW, target, now, **values):
-            return DecisionOutcome(False, already(draft))
-        for a in approvals:
-            await records.move_action(
-                conn,
-                a.action.id,
-                ActionStatus.PROPOSED,
-                ActionStatus.APPROVED,
-                proposal=a.action.proposal.approve(a.amount),
-                approvals=[*a.approvers, actor.id],
-            )
-        direct = public_places.by_direct_message(draft.place, policy.identity, draft.notice)
-        kind = OutboxKind.DIRECT_REPLY if direct else OutboxKind.REPLY
-        await outbox_rows.enqueue(conn, draft.id, draft.conversation_id, draft.thread_key, text, now, kind=kind)
-        await records.add_audit(
-            conn, [AuditLine(draft.conversation_id, draft.id, target.value, actor.id, text[:200])], now
-        )
-        effects.deliver = True
-        return DecisionOutcome(
-            True,
-            ("Approved; the reply is on its way" if not approvals else "Approved; refund and reply are on their way")
-            + (" (by direct message)." if direct else "."),
-        )
-
-    async def _recheck(
-        self,
-        conn: AsyncConnection,
-        draft: DraftUnderReview,
-        actions: list[StoredAction],
-        amounts: list[Money],
-        policy: Policy,
-        now: datetime,
-        effects: Effects,
-    ) -> list[RefundVerdict]:
-        """THE refund rule over the draft's refunds together, as the orders are now."""
-        if not actions:
-            return []
-        conversation = await conversation_rows.load_conversation(conn, draft.conversation_id)
-        proposals = [a.proposal for a in actions]
-        verdicts = await check_draft_refunds(
-            conn,
-            effects.order_facts or await current_facts(self.orders, proposals),
-            policy,
-            checked_ids=[a.id for a in actions],
-            verified_customer_id=refund_owner(conversation, proposals),
-            refunds=[p.request(amount) for p, amount in zip(proposals, amounts, strict=True)],
-            now=now,
-        )
-        return list(verdicts)
-
     async def edit_form(self, draft_id: str) -> EditForm | None:
         async with self.db.read() as conn:
             text = await reply_text(conn, draft_id)
@@ -461,68 +295,6 @@ class Decisions:
             refunds = [a for a in await records.actions_of(conn, draft_id) if a.allowed]
         amount = refunds[0].proposal.due.format(currency=False) if len(refunds) == 1 else None
         return EditForm(draft_id=draft_id, text=text, refund_amount=amount)
-
-
-class Refused(Exception):
-    """A click the rules refuse; the message says why (nothing was changed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RefundApproval:
-    """One refund as a click approves it: the amount, the earlier approvers that still count,
-    and whether this is the first of two approvals it needs."""
-
-    action: StoredAction
-    amount: Money
-    approvers: list[str]
-    first_of_two: bool
-
-
-def _reply_text(draft: DraftUnderReview, decision: ReviewDecision, policy: Policy) -> str:
-    """The reply an approval sends: the draft, a first approver's edit, or this click's edit."""
-    if decision.action is not DecisionAction.EDIT:
-        return draft.edited_text or draft.text  # a first approver's edit stands until changed
-    text = (decision.edited_text or "").strip()
-    if not text:
-        raise Refused("The edited reply is empty; nothing was sent.")
-    if len(text) > policy.limits.max_reply_chars:
-        raise Refused(f"The edited reply is longer than {policy.limits.max_reply_chars} characters.")
-    return text
-
-
-def _amounts(decision: ReviewDecision, refunds: list[StoredAction]) -> list[Money]:
-    """What each refund is approved for: what it stands for, or the amount the agent typed."""
-    if decision.refund_amount in (None, ""):
-        return [a.proposal.due for a in refunds]
-    try:
-        currency = refunds[0].proposal.amount.currency if refunds else ""
-        edited = Money.parse(decision.refund_amount or "", currency)
-    except ValueError:
-        raise Refused(f"{decision.refund_amount!r} is not an amount.") from None
-    if len(refunds) != 1:
-        raise Refused("There is no single refund proposal whose amount could be edited.")
-    return [edited]
-
-
-def _approvals(
-    refunds: list[StoredAction], amounts: list[Money], verdicts: list[RefundVerdict], actor: Actor, policy: Policy
-) -> list[RefundApproval]:
-    """Each refund as ``actor`` may approve it under the verdicts, or :class:`Refused`."""
-    approvals = []
-    for action, amount, verdict in zip(refunds, amounts, verdicts, strict=True):
-        if not verdict.allowed:
-            raise Refused(f"Refused: the refund {verdict.reason}. Nothing was sent.")
-        if verdict.needs_manager and not is_manager(actor, policy):
-            raise Refused(f"Refused: a refund of {amount.format(currency=False)} needs a manager's approval.")
-        approvers = list(action.approvals)
-        if verdict.needs_two_approvers:
-            # Both approvals must be for the same amount: a changed amount starts over.
-            earlier = action.proposal.approved
-            approvers = approvers if earlier is None or earlier == amount else []
-            if actor.id in approvers:
-                raise Refused("You already approved this refund; a different approver is needed.")
-        approvals.append(RefundApproval(action, amount, approvers, verdict.needs_two_approvers and not approvers))
-    return approvals
 
 
 def _not_an_approver(on_desk: bool) -> str:
