@@ -46,27 +46,8 @@ MAX_WORDS_AFTER = 8
 _STAR = "⭐★"
 #: Words after a score that make it the start of a question or a new request, not an answer
 #: (a misread answer only reopens the conversation; a misread problem would go unanswered).
-_ASKING = frozenset(
-    [
-        "where",
-        "when",
-        "why",
-        "how",
-        "what",
-        "who",
-        "which",
-        "can",
-        "could",
-        "would",
-        "will",
-        "do",
-        "does",
-        "did",
-        "but",
-        "please",
-        "help",
-    ]
-)
+_QUESTION_WORDS = ("where", "when", "why", "how", "what", "who", "which", "can", "could", "would", "will")
+_ASKING = frozenset((*_QUESTION_WORDS, "do", "does", "did", "but", "please", "help"))
 _ANSWER = re.compile(
     rf"""
     (?:
