@@ -156,6 +156,12 @@ BUDGET_WAITS = Counter(
     ["budget"],
     registry=REGISTRY,
 )
+CSAT_ANSWERS = Counter(
+    "supportbot_csat_answers",
+    "Customers' answers to the CSAT question kept as a score (no draft, the conversation stays resolved), by score.",
+    ["score"],
+    registry=REGISTRY,
+)
 BACKLOG_READS = Counter(
     "supportbot_backlog_reads",
     "SQL reads of the backlog gauges (scrapes within METRICS_CACHE_SECONDS share one).",
@@ -180,6 +186,10 @@ def _observe(histogram: Histogram, since: datetime | None) -> None:
 def event_received(outcome: str) -> None:
     """A customer message arrived: ``accepted``, ``duplicate``, ``ignored`` or ``failed``."""
     EVENTS.labels(outcome=outcome).inc()
+
+
+def csat_answered(score: int) -> None:
+    CSAT_ANSWERS.labels(score=str(score)).inc()
 
 
 def draft_ready(message_received_at: datetime) -> None:

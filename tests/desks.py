@@ -109,6 +109,8 @@ class SlackDriver:
             if move.refund_amount is not None:
                 values["refund_block"] = {"refund_input": move.refund_amount}
             await harness.submit("edit_draft_modal", draft_id, values, user=agent)
+        elif move.action is DecisionAction.RESOLVE:
+            await harness.click("resolve_conversation", draft_id, user=agent)
         else:
             raise ValueError(f"the Slack driver does not {move.action.value} (no scenario needs it yet)")
         told = await until(lambda: harness.ephemerals(agent)[before:], f"what {agent} was told")

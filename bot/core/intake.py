@@ -2,8 +2,10 @@
 (:func:`bot.domain.roles.classify`), and what their message does, in one short transaction:
 
 * the **customer**'s message is stored and supersedes a pending draft and queues a new one;
-  it reopens a resolved conversation; in a conversation a human answers it drafts nothing and
-  the conversation's newest card shows it instead (at most one card per message: never a new one);
+  it reopens a resolved conversation, unless it answers the CSAT question just asked
+  (:mod:`bot.core.csat`: kept as a score, nothing drafted, the conversation stays resolved);
+  in a conversation a human answers it drafts nothing and the conversation's newest card
+  shows it instead (at most one card per message: never a new one);
 * an **agent** writing in the thread answers by hand: the pending draft is superseded ("answered
   by hand by …", nothing sent), the conversation becomes a human's (assigned to that agent) and
   waits on its customer; the message is stored as an ``agent`` turn the next draft sees;
@@ -24,7 +26,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import identity, metrics
-from bot.core import edits
+from bot.core import csat, edits
 from bot.core.fairness import Flood, Pacer
 from bot.core.files import records_at_ack
 from bot.core.greeting import Greeter
@@ -60,6 +62,7 @@ class Received:
     deliver: bool = False
     starts_at: datetime | None = None  # the draft waits for its sender's bucket until then
     flood: Flood | None = None  # a flood the desk has not heard of yet
+    csat_score: int | None = None  # the message answered the CSAT question with this score
 
 
 class Intake:
@@ -147,6 +150,9 @@ class Intake:
             return self._amended(amended, "message_edited", message.event_id)
         self.counters["events_received"] += 1
         metrics.event_received("accepted")
+        if received.csat_score is not None:
+            self.counters["csat_answers"] += 1
+            metrics.csat_answered(received.csat_score)
         log_event(
             log,
             "message_received",
@@ -249,6 +255,10 @@ class Intake:
     ) -> Received:
         conversation_id = life.conversation_id
         audit = [AuditLine(conversation_id, None, "message", message.author.id, f"customer wrote: {text[:200]}")]
+        score = await csat.take_answer(conn, life, message.author.id, text, now)
+        if score is not None:  # an answer to the CSAT question: it stays resolved, nothing drafted
+            await add_audit(conn, audit, now)
+            return Received(None, (), csat_score=score)
         if life.status is not ConversationStatus.OPEN:
             await life_rows.move_status(conn, conversation_id, life.status, ConversationStatus.OPEN, now)
             if life.status is ConversationStatus.RESOLVED:
