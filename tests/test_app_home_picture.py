@@ -8,8 +8,6 @@ would. ``SUPPORTBOT_HOME_SCREENSHOTS=docs`` refreshes docs/app-home.png."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from tests.fakes.kimi import CallTools, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_blocks import validate_view
 from tests.harness import Harness, draft_id_of, running_bot, until
-from tests.playground_support import CHROMIUM_FLAGS, need_chromium
+from tests.playground_support import CHROMIUM_FLAGS, need_chromium, take_picture
 from tests.test_app_home import homes, open_home
 
 SCREENSHOTS_TO = "SUPPORTBOT_HOME_SCREENSHOTS"  # e.g. docs: refreshes the README's picture
@@ -141,10 +139,27 @@ async def test_the_home_tab_shows_the_oldest_card_first_the_overdue_one_claim_bu
             await expect(page.locator(".unsupported")).to_have_count(0)
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= 700, "nothing runs off the side"
-            shot = tmp_path / "app-home.png"
-            await page.locator("main").screenshot(path=str(shot))
-            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-            if os.environ.get(SCREENSHOTS_TO):
-                shutil.copy(shot, Path(os.environ[SCREENSHOTS_TO]) / "app-home.png")
+            await take_picture(page.locator("main"), tmp_path, "app-home.png", SCREENSHOTS_TO)
         finally:
             await browser.close()
+
+
+def test_the_preview_escapes_every_text_and_draws_mrkdwn() -> None:
+    said = "*late* _again_ <https://shop.example/?a=1&b=2|the order> &lt;script&gt;alert(1)&lt;/script&gt; <@U1>"
+    page = preview(
+        {
+            "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": "<img src=x>"}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": said}},
+                {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "<b>"}}]},
+                {"type": "video"},
+            ]
+        },
+        {"U1": "Ann"},
+    )
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;img src=x&gt;" in page and ">&lt;b&gt;</button>" in page
+    assert "<b>late</b>" in page and "<i>again</i>" in page
+    assert '<a href="https://shop.example/?a=1&amp;b=2">the order</a>' in page
+    assert '<span class="mention">@Ann</span>' in page
+    assert "unsupported block: video" in page, "a block the preview cannot draw is shown, not dropped"
