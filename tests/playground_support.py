@@ -4,12 +4,14 @@ opens by itself), and a headless Debian chromium driven by Playwright."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Locator
 
 from bot.app import Supportbot
 from tests.fakes.kimi import FakeKimi
@@ -47,3 +49,14 @@ def need_chromium() -> str:
     if path is None:
         pytest.skip("no chromium: apt-get install chromium (.ci/run installs it)")
     return path
+
+
+async def take_picture(locator: Locator, shots: Path, name: str, copy_to_variable: str) -> Path:
+    """A PNG of ``locator`` in ``shots``, copied into the directory the environment variable
+    ``copy_to_variable`` names (e.g. ``docs``) when it is set: how the README's pictures refresh."""
+    shot = shots / name
+    await locator.screenshot(path=str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get(copy_to_variable):
+        shutil.copy(shot, Path(os.environ[copy_to_variable]) / name)
+    return shot

@@ -76,7 +76,7 @@ async def test_an_agent_sees_the_queue_claims_from_home_and_the_home_follows_the
         refreshed = await until(
             lambda: [h for h in homes(slack, "U333")[1:] if "you answer" in h or "the bot drafts" in h], "a fresh Home"
         )
-        assert "assigned to &lt;@U333&gt;" in refreshed[-1], "the queue says who claimed the card"
+        assert "assigned to <@U333>" in refreshed[-1], "the queue names (mentions) who claimed the card"
         assert "No open conversation is assigned to you." not in refreshed[-1], "it is among my conversations"
         assert len([c for c in slack.calls_to("views.publish") if c.params.get("user_id") == "U222"]) == 1
 

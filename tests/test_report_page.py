@@ -1,10 +1,13 @@
 """``/report`` on the running bot (issue 21, point 2): the report page behind the playground's
 access rule, drawn without a script (the playground's CSP holds), looked at in headless chromium
-at desktop and phone widths. ``SUPPORTBOT_REPORT_SCREENSHOTS=docs`` refreshes docs/report.png
-and docs/report-phone.png."""
+at desktop and phone widths; and ``supportbot report``'s text for the scripted week, as a
+terminal shows it. ``SUPPORTBOT_REPORT_SCREENSHOTS=docs`` refreshes docs/report.png,
+docs/report-phone.png and docs/report-text.png."""
 
 from __future__ import annotations
 
+import asyncio
+import html
 import os
 import shutil
 from pathlib import Path
@@ -15,17 +18,32 @@ from playwright.async_api import async_playwright, expect
 
 from adapters.playground.guard import SECURITY_HEADERS
 from bot.app import Supportbot
+from bot.cli_ops import EXIT_OK
 from bot.domain.feedback import Feedback, FeedbackKind
 from bot.events import Actor, DecisionAction, ReviewDecision
 from bot.store import feedback as feedback_rows
 from bot.store import utcnow
+from tests.desks import open_desk
 from tests.fakes.kimi import CallTools, FakeKimi, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import running_bot
-from tests.playground_support import CHROMIUM_FLAGS, need_chromium, playground_bot
+from tests.playground_support import CHROMIUM_FLAGS, need_chromium, playground_bot, take_picture
+from tests.processes import supportbot
+from tests.test_insight import POLICY, a_week, customers_answer, draft_rows, shop
 from tests.test_playground import client_for, playground_of, state_when
 
 SCREENSHOTS_TO = "SUPPORTBOT_REPORT_SCREENSHOTS"
+#: A terminal window around the text report, for its picture (the report itself is plain text).
+TERMINAL = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>supportbot report</title>
+<style>
+body {{ margin: 0; background: #fff; }}
+figure {{ display: inline-block; margin: 16px; border-radius: 8px; overflow: hidden;
+  box-shadow: 0 2px 10px rgba(0, 0, 0, .25); }}
+figcaption {{ background: #3a3d41; color: #c8c8c8; font: 12px "DejaVu Sans", sans-serif; padding: 6px 12px; }}
+pre {{ margin: 0; padding: 14px 18px; background: #1e1f22; color: #e6e6e6;
+  font: 13px/1.4 "DejaVu Sans Mono", monospace; }}
+</style></head><body><figure><figcaption>$ supportbot report --since 7d</figcaption>
+<pre>{text}</pre></figure></body></html>"""
 STATUS = CallTools([("get_order_status", {"order_id": "#W2611340"})])
 
 
@@ -187,5 +205,43 @@ async def test_an_operator_opens_the_report_on_a_desktop_and_on_a_phone(tmp_path
                     shutil.copy(shot, Path(os.environ[SCREENSHOTS_TO]) / name)
                 assert not errors, errors
                 await page.close()
+        finally:
+            await browser.close()
+
+
+async def test_the_text_report_of_a_scripted_week_as_a_terminal_shows_it(tmp_path: Path, kimi: FakeKimi) -> None:
+    chromium = need_chromium()
+    async with open_desk(tmp_path, kimi, policy=POLICY) as desk:
+        await desk.import_orders(shop(desk))
+        await a_week(desk, kimi)
+        await customers_answer(desk, await draft_rows(desk))
+        url = desk.bot.settings.database_url
+    done = await asyncio.to_thread(supportbot, tmp_path, "report", "--since", "7d", DATABASE_URL=url)
+    assert done.returncode == EXIT_OK, done.stderr
+    page_file = tmp_path / "report-text.html"
+    page_file.write_text(TERMINAL.format(text=html.escape(done.stdout.rstrip())))
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1000, "height": 800})
+            await page.goto(page_file.as_uri())
+            terminal = page.locator("pre")
+            await expect(terminal).to_contain_text("supportbot report: ")
+            for heading in (
+                "6 drafts decided: approved 50%, edited 17%, rejected 17%, regenerated 17%",
+                "by category",
+                "by agent",
+                "by model",
+                "by policy version",
+                "time to first response",
+                "time to decision",
+                "edit distance of sent replies",
+                "cost per resolved conversation",
+                "customer feedback: thumbs up 2, down 1",
+            ):
+                await expect(terminal).to_contain_text(heading)
+            width = await page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1000, "the longest line fits a 1000 px window"
+            await take_picture(page.locator("figure"), tmp_path, "report-text.png", SCREENSHOTS_TO)
         finally:
             await browser.close()

@@ -67,9 +67,17 @@ def _where(card: ReviewCard) -> str:
     return card.where if _from_slack(card) else escape(card.where)
 
 
-def _name(name: str) -> str:
-    """The deciding agent: a Slack click's actor is the mention ``<@U…>`` this desk wrote; any
-    other name is escaped text."""
+def origin(asked_by: str, where: str) -> tuple[str, str]:
+    """Who asked and where, as mrkdwn: the intake's own ``<@U…>`` and ``<#C…>`` kept (Slack shows
+    the person's and the channel's names), anything else escaped text."""
+    if _SLACK_LOCATION.fullmatch(where) and _SLACK_USER.fullmatch(asked_by):
+        return asked_by, where
+    return escape(asked_by), escape(where)
+
+
+def agent_name(name: str) -> str:
+    """The deciding (or assigned) agent: a Slack click's actor is the mention ``<@U…>`` this desk
+    wrote, shown as a mention; any other name is escaped text."""
     return name if _SLACK_USER.fullmatch(name) else escape(name)
 
 
@@ -240,7 +248,7 @@ def _decision_blocks(card: ReviewCard) -> list[dict[str, Any]]:
     line = _STATE_LINES.get(card.state, "")
     when = f" at {card.decided_at:%Y-%m-%d %H:%M} UTC" if card.decided_at else ""
     by = f" ({escape(card.notice)})" if card.notice and card.state is CardState.SUPERSEDED else ""
-    text = line.format(who=_name(card.decided_by), when=when, by=by)
+    text = line.format(who=agent_name(card.decided_by), when=when, by=by)
     return [_context(text)] if text else []
 
 

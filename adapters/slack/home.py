@@ -67,9 +67,10 @@ def home_view(home: DeskHome | None) -> dict[str, Any]:
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Oldest first{sla}."}]},
     ]
     for item in home.queue:
-        who = f" · assigned to {escape(item.assignee)}" if item.assignee else ""
+        who = f" · assigned to {cards.agent_name(item.assignee)}" if item.assignee else ""
+        customer, where = cards.origin(item.customer or "a customer", item.where or "a thread")
         line = (
-            f"*{escape(item.customer or 'a customer')}* in {escape(item.where or 'a thread')} · "
+            f"*{customer}* in {where} · "
             f"waiting {_age(item.waited.total_seconds())}{_SLA_MARK[item.sla]}{who}\n>{escape(item.text)}"
         )
         button = {
@@ -87,9 +88,8 @@ def home_view(home: DeskHome | None) -> dict[str, Any]:
     for mine in home.mine:
         answered = "you answer" if mine.owner.value == "human" else "the bot drafts"
         status = mine.status.value.replace("_", " ")
-        blocks.append(
-            _section(f"*{escape(mine.customer or 'a customer')}* in {escape(mine.where)} · {status} · {answered}")
-        )
+        customer, where = cards.origin(mine.customer or "a customer", mine.where)
+        blocks.append(_section(f"*{customer}* in {where} · {status} · {answered}"))
     if not home.mine:
         blocks.append(_section("No open conversation is assigned to you."))
     t = home.today
