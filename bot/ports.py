@@ -76,15 +76,21 @@ class ConversationView:
     actions: tuple[DecisionAction, ...] = ()
 
     @property
+    def life(self) -> str:
+        """The status and who answers: "Conversation: open · the bot drafts" (plain text)."""
+        who = "the bot drafts"
+        if self.owner is ConversationOwner.HUMAN:
+            who = "a human answers" + (f" ({self.owner_reason})" if self.owner_reason else "") + "; no drafts"
+        return f"Conversation: {self.status.value.replace('_', ' ')} · {who}"
+
+    def assigned(self, name: str) -> str:
+        """"assigned to <name>" (the assignee as the desk renders it), or "unassigned"."""
+        return f"assigned to {name}" if self.assignee else "unassigned"
+
+    @property
     def line(self) -> str:
         """One plain line for the card: "Conversation: open · answered by a human (…) · assigned to …"."""
-        parts = [f"Conversation: {self.status.value.replace('_', ' ')}"]
-        if self.owner is ConversationOwner.HUMAN:
-            parts.append("a human answers" + (f" ({self.owner_reason})" if self.owner_reason else "") + "; no drafts")
-        else:
-            parts.append("the bot drafts")
-        parts.append(f"assigned to {self.assignee}" if self.assignee else "unassigned")
-        return " · ".join(parts)
+        return f"{self.life} · {self.assigned(self.assignee)}"
 
 
 @dataclass(frozen=True, slots=True)

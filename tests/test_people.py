@@ -153,7 +153,7 @@ async def test_claim_shows_the_assignee_and_resolve_then_the_customer_reopens(de
     thread, draft = await a_card(desk, "where is my order #W2611340?")
 
     await desk.click("claim_conversation", draft, user=AGENT)
-    claimed = await desk.wait_card_update(draft, "assigned to &lt;@U333&gt;")
+    claimed = await desk.wait_card_update(draft, "assigned to <@U333>")
     assert "approve_draft" in card_text(claimed), "claiming leaves the draft to decide"
     await desk.click("claim_conversation", draft, user=AGENT)
     await wait_until(lambda: [t for t in desk.ephemerals(AGENT) if "already assigned to you" in t])
@@ -169,7 +169,7 @@ async def test_claim_shows_the_assignee_and_resolve_then_the_customer_reopens(de
     # The customer writes after resolution: reopened, and drafted for.
     await desk.reply_in_thread("it still has not arrived", thread)
     [_, fresh] = await desk.wait_cards(2)
-    assert "Conversation: open" in card_text(fresh) and "assigned to &lt;@U333&gt;" in card_text(fresh)
+    assert "Conversation: open" in card_text(fresh) and "assigned to <@U333>" in card_text(fresh)
     assert (await conversation(desk)).status is ConversationStatus.OPEN
     async with sessionmaker(desk.bot.engine)() as session:
         kinds = list(await session.scalars(select(AuditEvent.kind).order_by(AuditEvent.id)))
@@ -358,7 +358,7 @@ async def test_the_installed_bot_keeps_who_answers_through_kill_9(
         assert "I'll handle this one myself." in prompt_of(kimi.completions[drafted])
 
         await click("claim_conversation", draft_id_of(fresh))
-        await wait_until(lambda: updates(draft_id_of(fresh), "assigned to &lt;@U333&gt;"))
+        await wait_until(lambda: updates(draft_id_of(fresh), "assigned to <@U333>"))
         await bot.kill9()
         listed = supportbot(
             tmp_path, "conversations", "--status", "open", "--owner", "bot", DATABASE_URL=bot.database_url

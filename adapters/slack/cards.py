@@ -276,7 +276,8 @@ def _conversation_blocks(card: ReviewCard) -> list[dict[str, Any]]:
         blocks.append(
             _section(f":speech_balloon: *The customer wrote since* (no draft):\n{_quote(view.customer_wrote[:2500])}")
         )
-    blocks.append(_context(escape(view.line)[:2900]))
+    # The assignee is a click's actor, ``<@U…>``: shown as a mention, like the deciding agent.
+    blocks.append(_context(f"{escape(view.life)[:2500]} · {view.assigned(agent_name(view.assignee))}"))
     if view.actions:
         blocks.append(
             {
