@@ -262,11 +262,13 @@ async def test_retry_on_a_failed_card_is_refused_once_a_newer_draft_answers_or_a
         async def failed_card(text: str) -> str:
             kimi.script(Reply(""))  # an empty answer: the draft fails
             await client.post("/playground/api/message", data={"text": text})
+            # The card may show first while its draft is still being written: wait for the failure.
             card = await until(
-                lambda: next((c for c in playground.state.cards.values() if c.customer_text == text), None),
+                lambda: next(
+                    (c for c in playground.state.cards.values() if c.customer_text == text and c.retryable), None
+                ),
                 "the failed card",
             )
-            assert card.retryable
             assert (
                 f'data-action="regenerate" data-draft="{card.draft_id}">Retry'
                 in (await client.get("/playground/api/state")).json()["desk"]
@@ -295,5 +297,5 @@ async def test_retry_on_a_failed_card_is_refused_once_a_newer_draft_answers_or_a
             "ok": False,
             "message": "A human answers this conversation; Hand back to the bot first.",
         }
-        customer = (await client.get("/playground/api/state")).json()["customer"]
-        assert "A person is answering this conversation." in customer
+        # The card's refresh after the take-over tells the customer side (in the background).
+        await state_when(client, lambda s: "A person is answering this conversation." in s["customer"])
