@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import cards
 from adapters.slack.directory import SlackDirectory
 from adapters.slack.mrkdwn import escape
+from bot import metrics
 from bot.events import DecisionAction
 from bot.ports import Core, DeskHome, SlaState
 
@@ -165,9 +166,11 @@ class SlackHome:
             await self._publish(user)
         except asyncio.CancelledError:
             raise
-        except SlackApiError as exc:
+        except SlackApiError as exc:  # counted; the next desk change or opening publishes again
+            metrics.platform_error("slack", "views.publish")
             log.warning("could not publish the Home of %s: %s", user, exc.response.get("error"))
         except Exception:
+            metrics.background_failure("slack-home")
             log.exception("could not publish the Home of %s", user)
         finally:
             self._pending.pop(user, None)

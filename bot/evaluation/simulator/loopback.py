@@ -3,6 +3,7 @@ the Kimi simulator share."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Self
 
 from aiohttp import web
@@ -10,15 +11,17 @@ from aiohttp import web
 __all__ = ["LoopbackFake", "LoopbackServer"]
 
 
-class LoopbackFake:
+class LoopbackFake(ABC):
     """Base of every fake served on loopback: an async context manager over :meth:`start` and
     :meth:`close`, which each fake defines."""
 
+    @abstractmethod
     async def start(self) -> None:
-        raise NotImplementedError
+        """Serve the fake (its port is known afterwards)."""
 
+    @abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """Stop serving and let go of every connection."""
 
     async def __aenter__(self) -> Self:
         await self.start()
