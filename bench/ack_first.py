@@ -48,6 +48,7 @@ from bench.slack_throughput import (
     bot_environment,
     cli,
     cpu_seconds,
+    customer,
     import_sample_orders,
     post_signed,
     question,
@@ -125,7 +126,8 @@ async def send(
     arrived = watch.expect(marker)
     wire = Wire()
     sent = time.perf_counter()
-    status = await post_signed(client, url, slack, app_mention(f"<@UBOT> {text}"), {"trace": wire})
+    envelope = app_mention(f"<@UBOT> {text}", user=customer(index))
+    status = await post_signed(client, url, slack, envelope, {"trace": wire})
     seen = time.perf_counter() - sent
     if status == 200 and card_timeout is not None:
         with contextlib.suppress(TimeoutError):

@@ -192,6 +192,21 @@ class Sample:
         return math.nan if self.card is None else self.card - self.sent
 
 
+def customer(index: int) -> str:
+    """Each question comes from a customer of its own: the load is many customers, never one
+    sender's flood (which intake's fairness buckets would rightly slow down)."""
+    return f"UC{index:05d}"
+
+
+def write_bench_policy(tmp: Path) -> Path:
+    """The built-in policy, but no workspace bucket: the whole load comes from one workspace, far
+    past its default 600 messages a minute, as a large customer's busy hour would (whose operator
+    raises that limit)."""
+    path = tmp / "bench-policy.toml"
+    path.write_text("[fairness]\nworkspace_messages_per_minute = 0\n", encoding="utf-8")
+    return path
+
+
 def bot_environment(tmp: Path, kimi: FakeKimi, slack: FakeSlack, port: int) -> dict[str, str]:
     """Only what the bot needs (no inherited SLACK_/DISCORD_/KIMI_ variables, no secrets dir)."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT")
@@ -202,7 +217,7 @@ def bot_environment(tmp: Path, kimi: FakeKimi, slack: FakeSlack, port: int) -> d
         "KIMI_BASE_URL": kimi.base_url,
         "KIMI_TIMEOUT_SECONDS": "20",
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
-        "POLICY_FILE": str(tmp / "none.toml"),
+        "POLICY_FILE": str(write_bench_policy(tmp)),
         "SLACK_BOT_TOKEN": SLACK_TOKEN,
         **(
             {"SLACK_APP_TOKEN": slack.app_token}
@@ -247,7 +262,7 @@ async def send_one(
     client: httpx.AsyncClient, url: str, slack: FakeSlack, watch: CardWatch, index: int, timeout: float
 ) -> Sample:
     text, marker = question(index)
-    envelope = app_mention(f"<@UBOT> {text}")
+    envelope = app_mention(f"<@UBOT> {text}", user=customer(index))
     arrived = watch.expect(marker)
     sent = time.perf_counter()
     if isinstance(slack, SocketModeSlack):
