@@ -1,15 +1,17 @@
 """Shared fixtures: fakes on loopback and the real bot started against them.
 
 PostgreSQL tests run when ``SUPPORTBOT_TEST_POSTGRES_URL`` is set (``.ci/run`` sets it) or,
-without it, when a local server answers with a database named ``supportbot_test`` (the tests
-drop and create tables, so no other database is ever picked up by itself):
-``createdb supportbot_test`` is enough on a developer's machine with a local server, and
-``SUPPORTBOT_TEST_POSTGRES=off`` turns the look-up off.
+without it, when a local server answers with a database named ``supportbot_test`` (so no server
+is ever picked up by itself): ``createdb supportbot_test`` is enough on a developer's machine with
+a local server, and ``SUPPORTBOT_TEST_POSTGRES=off`` turns the look-up off. Each test creates a
+database of its own on that server and drops it after, so the tests run in parallel workers
+(pytest-xdist, ``-n auto`` in ``pyproject.toml``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import socket
@@ -86,27 +88,31 @@ async def no_unobserved_task_failures() -> AsyncIterator[None]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def order_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """An empty order store on SQLite, and on PostgreSQL when SUPPORTBOT_TEST_POSTGRES_URL is set."""
-    if request.param == "sqlite":
-        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
-    else:
-        url = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL")
-        if not url:
-            pytest.skip(
-                "no PostgreSQL: set SUPPORTBOT_TEST_POSTGRES_URL, or createdb supportbot_test on a local server"
-                " (.ci/run starts one)"
-            )
+    """An empty order store on SQLite, and on PostgreSQL when SUPPORTBOT_TEST_POSTGRES_URL is set
+    (a database of its own: tests run in parallel workers)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}"
+        else:
+            url = await stack.enter_async_context(fresh_postgres_database())
         engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    await engine.dispose()
+        stack.push_async_callback(engine.dispose)
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        yield engine
 
 
 @pytest.fixture
 async def database() -> AsyncIterator[str]:
     """The URL of a fresh, empty database on the SUPPORTBOT_TEST_POSTGRES_URL server, dropped after."""
+    async with fresh_postgres_database() as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_database() -> AsyncIterator[str]:
+    """A new database on the SUPPORTBOT_TEST_POSTGRES_URL server (skips the test without one),
+    dropped after."""
     server = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL", "")
     if not server:
         pytest.skip("set SUPPORTBOT_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
