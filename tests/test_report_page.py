@@ -97,7 +97,9 @@ async def a_few_conversations(bot: Supportbot, client: httpx.AsyncClient, kimi: 
     )
     shipped = Reply("Your order #W2611340 shipped with UPS and arrives within two days.")
     first = await converse(bot, client, kimi, "Where is #W2611340?", [STATUS, shipped], [(approve, "Ana", None)])
-    await state_when(client, lambda s: 'class="msg support"' in s["customer"])
+    # The answer is in the chat as soon as it is posted, and recorded as sent a moment later (the
+    # card turns "sent"): a "thanks!" in between would follow an answer the bot has not recorded.
+    await state_when(client, lambda s: 'class="msg support"' in s["customer"] and "state-sent" in s["desk"])
     await client.post("/playground/api/message", data={"text": "thanks!"})  # no reply needed: resolved
     await state_when(client, lambda s: "thanks!" in s["customer"])
     second = await converse(bot, client, kimi, "Has #W2611340 shipped?", [STATUS, shipped], [(approve, "Ben", None)])
