@@ -41,6 +41,7 @@ async def open_desk(
     policy: str = "",
     orders: Sequence[Mapping[str, Any]] = (),
     driver: Driver | None = None,
+    board: Board | None = None,
     **overrides: Any,
 ) -> AsyncIterator[TestDesk]:
     """The real bot on the Kimi simulator with ``policy`` and ``orders``, on ``driver``'s platform
@@ -48,7 +49,7 @@ async def open_desk(
     if isinstance(driver, SlackDriver | DiscordDriver):
         overrides = {**driver.settings(), **overrides}
     settings = desk_settings(tmp_path, kimi.base_url, KIMI_KEY, policy=policy, **overrides)
-    async with TestDesk.open(settings, driver=driver, orders=orders) as desk:
+    async with TestDesk.open(settings, driver=driver, orders=orders, board=board) as desk:
         yield desk
 
 

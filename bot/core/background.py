@@ -14,6 +14,7 @@ from bot.core import language
 from bot.core.decided import Effects
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
+from bot.core.edit_translation import EditTranslations
 from bot.core.fairness import Flood
 from bot.core.intake import Received
 from bot.core.publisher import CardPublisher
@@ -41,6 +42,7 @@ class Background:
     sweeper: Sweeper
     sla: SlaWatch
     retention: RetentionJob
+    edits: EditTranslations
 
     def start(self, drafting_concurrency: int) -> None:
         """Start the background rooms: drafting workers, lease renewal, the sweeper (which
@@ -111,6 +113,8 @@ class Background:
             self.refresh_card(other)
         if effects.deliver:
             self.dispatcher.wake()
+        if effects.translate is not None:
+            self.supervisor.spawn("translate-edit", self.edits.translate(effects.translate), draft=draft_id)
 
 
 def _clock(seconds: float) -> Callable[[], float]:

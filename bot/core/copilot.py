@@ -15,6 +15,7 @@ from bot.core.allowlist import WorkspaceAllowlist
 from bot.core.background import Background
 from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
+from bot.core.edit_translation import EditTranslations
 from bot.core.feedback import FeedbackDesk
 from bot.core.home import HomeBuilder
 from bot.core.intake import Intake
@@ -125,6 +126,14 @@ class Copilot:
         )
         self.drafting.deliver = self.dispatcher.wake
         self.resolver = AutoResolver(db, policy, lambda draft: self.background.refresh_card(draft))  # noqa: PLW0108
+        self.edits = EditTranslations(
+            db,
+            policy,
+            self.translator,
+            self.timing,
+            lambda draft: self.background.refresh_card(draft),  # noqa: PLW0108
+        )
+        self.decisions.lease = self.timing.lease
         self.sweeper = Sweeper(
             db,
             timing=self.timing,
@@ -133,10 +142,11 @@ class Copilot:
             refresh=self.publisher.refresh,
             deliver=self.dispatcher.wake,
             resolve_idle=self.resolver.sweep,
+            translate_edits=self.edits.resume,
         )
         self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
         self.sla = SlaWatch(db, policy, self.publisher.desks, self.metrics, self.publisher.refresh)
-        runs = (self.drafting, self.dispatcher, self.leases, self.sweeper, self.sla, self.retention)
+        runs = (self.drafting, self.dispatcher, self.leases, self.sweeper, self.sla, self.retention, self.edits)
         self.background = Background(db, policy, self.supervisor, self.timing, self.publisher, *runs)
 
     # -- wiring ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.domain.states import DraftStatus
 from bot.events import ReviewDecision
 from bot.store import outcomes as outcome_rows
+from bot.store.pending_edits import HeldEdit
 from bot.store.reviews import DraftUnderReview
 from tools.refunds import OrderFacts
 
@@ -38,6 +39,8 @@ class Effects:
     cards: list[str] = field(default_factory=list)
     #: The orders the draft's refunds name, fetched fresh before the transaction.
     order_facts: dict[str, OrderFacts] = field(default_factory=dict)
+    #: An edit held for its translation into the customer's language, to translate now.
+    translate: HeldEdit | None = None
 
 
 def already(draft: DraftUnderReview) -> str:

@@ -72,9 +72,11 @@ class Sweeper:
         refresh: Callable[[str], Awaitable[None]],
         deliver: Callable[[], None],
         resolve_idle: Callable[[], Awaitable[int]] | None = None,
+        translate_edits: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.db = db
         self._resolve_idle = resolve_idle
+        self._translate_edits = translate_edits
         self.interval = timing.sweep_seconds
         self._redraft = redraft
         self._repost = repost
@@ -83,8 +85,9 @@ class Sweeper:
         self.passes = 0
 
     async def sweep(self) -> None:
-        """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date, and
-        conversations idle on their customer too long to resolve."""
+        """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date,
+        conversations idle on their customer too long to resolve, and agents' edits whose
+        translation an earlier run left."""
         now = utcnow()
         async with self.db.read() as conn:
             drafting = await draft_rows.drafting_due(conn, now, 50)
@@ -98,6 +101,8 @@ class Sweeper:
             await self._refresh(draft_id)
         if self._resolve_idle is not None:
             await self._resolve_idle()
+        if self._translate_edits is not None:
+            await self._translate_edits()
         self._deliver()
         self.passes += 1
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,17 +20,19 @@ from bot.approval import current_facts, may_approve
 from bot.core import conversation_decisions, feedback
 from bot.core.approving import Approving
 from bot.core.decided import Effects, already, decided_by
-from bot.core.translation import BackTranslation, Translator, Untranslatable
+from bot.core.edit_translation import translating_notice
+from bot.core.translation import Translator
 from bot.domain.outcome import AuditLine
 from bot.domain.states import ActionStatus, ConversationOwner, DraftStatus
 from bot.events import CONVERSATION_ACTIONS, DecisionAction, ReviewDecision
 from bot.logs import log_event
 from bot.policy import Policy, PolicyStore
 from bot.ports import DecisionOutcome, EditForm
-from bot.store import Database, records, utcnow
+from bot.store import Database, pending_edits, records, utcnow
 from bot.store import drafts as draft_rows
 from bot.store import life as life_rows
 from bot.store import translations as translation_rows
+from bot.store.pending_edits import HeldEdit
 from bot.store.reviews import DraftUnderReview, load_for_review, reply_text
 from tools.orders import OrderBackend
 
@@ -59,6 +61,8 @@ class Decisions:
         self.desks: set[str] = set()  # platforms with a review desk: a click there is from the review channel
         #: Translates an edit in the desk's language back into the customer's (the core wires it).
         self.translator: Translator | None = None
+        #: How long the deciding instance owns an edit it holds for translation (the work lease).
+        self.lease = timedelta(seconds=10)
         self._handlers: dict[DecisionAction, Handler] = {
             DecisionAction.APPROVE: self.approving.approve,
             DecisionAction.EDIT: self.approving.approve,
@@ -80,17 +84,15 @@ class Decisions:
             if proposed:
                 effects.order_facts = await current_facts(self.orders, [a.proposal for a in proposed])
         on_desk = decision.actor.platform in self.desks
-        back = await self._back_translation(decision, policy, on_desk)
+        language = await self._edit_language(decision, policy, on_desk)
         async with self.db.write(urgent=True) as conn:
             draft = await load_for_review(conn, decision.draft_id)
             if draft is None:
                 return DecisionOutcome(False, "This draft does not exist (any more).")
             if not may_approve(decision.actor, policy, on_desk=on_desk):
                 outcome = DecisionOutcome(False, _not_an_approver(on_desk))
-            elif isinstance(back, str):
-                outcome = DecisionOutcome(False, back)
-            elif back is not None and draft.status is DraftStatus.AWAITING_REVIEW:
-                outcome = await self._translated_edit(conn, draft, decision, back, now)
+            elif language is not None and draft.status is DraftStatus.AWAITING_REVIEW:
+                outcome = await self._hold_edit(conn, draft, decision, language, now, effects)
             elif _is_retry(decision, draft):
                 outcome = await self._retry(conn, draft, decision, now, effects)
             elif decision.action not in CONVERSATION_ACTIONS and draft.status is not DraftStatus.AWAITING_REVIEW:
@@ -114,35 +116,41 @@ class Decisions:
         self.on_decided(draft.id, effects)
         return outcome
 
-    async def _back_translation(
-        self, decision: ReviewDecision, policy: Policy, on_desk: bool
-    ) -> BackTranslation | str | None:
-        """An Edit written in the desk's language for a customer who writes another: the edit in
-        theirs (a model call, made before the transaction), or why it could not be translated."""
+    async def _edit_language(self, decision: ReviewDecision, policy: Policy, on_desk: bool) -> str | None:
+        """An Edit written in the desk's language for a customer who writes another: theirs, which
+        the edit is translated into after the click (no model call here)."""
         if decision.action is not DecisionAction.EDIT or self.translator is None:
             return None
         if not may_approve(decision.actor, policy, on_desk=on_desk):
             return None  # refused in the transaction; nothing is translated for it
-        try:
-            return await self.translator.back(decision.draft_id, decision.edited_text or "", policy)
-        except Untranslatable as exc:
-            return str(exc)
+        return await self.translator.language_for_edit(decision.draft_id, decision.edited_text or "", policy)
 
-    @staticmethod
-    async def _translated_edit(
-        conn: AsyncConnection, draft: DraftUnderReview, decision: ReviewDecision, back: BackTranslation, now: datetime
+    async def _hold_edit(
+        self,
+        conn: AsyncConnection,
+        draft: DraftUnderReview,
+        decision: ReviewDecision,
+        language: str,
+        now: datetime,
+        effects: Effects,
     ) -> DecisionOutcome:
-        """The edit goes back on the card in the customer's language, for approval: the agent
-        approves the translation they can read beside it, not a guess."""
-        who = decision.actor.display_name or decision.actor.id
-        notice = f"Edited by {who} and machine-translated into {back.language}: the reply is the translation."
-        revised = await draft_rows.revise_under_review(conn, draft.id, now, edited_text=back.text, notice=notice)
-        if not revised:
+        """The edit is kept for its translation (:mod:`bot.core.edit_translation`), which goes on
+        the card for approval: the agent approves the translation they can read beside it."""
+        edit = HeldEdit(
+            draft.id,
+            (decision.edited_text or "").strip(),
+            language,
+            decision.actor.id,
+            decision.actor.display_name or decision.actor.id,
+        )
+        if not await draft_rows.revise_under_review(conn, draft.id, now, notice=translating_notice(edit)):
             return DecisionOutcome(False, already(draft))
-        line = AuditLine(draft.conversation_id, draft.id, "edit_translated", decision.actor.id, back.edit[:200])
+        await pending_edits.hold(conn, edit, now, self.lease)
+        line = AuditLine(draft.conversation_id, draft.id, "edit_translating", decision.actor.id, edit.edit[:200])
         await records.add_audit(conn, [line], now)
+        effects.translate = edit
         return DecisionOutcome(
-            True, f"Your edit was translated into {back.language}; check it on the card and Approve to send it."
+            True, f"Your edit is being translated into {language}; the card shows it for approval in a moment."
         )
 
     @staticmethod

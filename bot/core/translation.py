@@ -57,10 +57,6 @@ class BackTranslation:
     edit: str
 
 
-class Untranslatable(Exception):
-    """An edit in the desk's language could not be translated into the customer's."""
-
-
 class Translator:
     """Translates cards' texts for the desk, and agents' edits back for the customer."""
 
@@ -87,10 +83,10 @@ class Translator:
         draft = await self.into(draft_text, target, conversation, draft_id, policy)
         return Translation(source, target, customer, draft)
 
-    async def back(self, draft_id: str, edit: str, policy: Policy) -> BackTranslation | None:
-        """``edit`` in the customer's language when they write another than the desk's and the
-        edit is not already in theirs (None: send the edit as written). Raises
-        :class:`Untranslatable` when the call fails."""
+    async def language_for_edit(self, draft_id: str, edit: str, policy: Policy) -> str | None:
+        """The customer's language when ``edit`` must be translated into it before it is sent:
+        they write another than the desk's and the agent did not write theirs (None: send the edit
+        as written). No model call: the translation itself is :meth:`translate_edit`."""
         target = policy.desk.language
         edit = edit.strip()
         if not target or not edit:
@@ -103,13 +99,23 @@ class Translator:
             return None
         if not needs_translation(languages.detect(edit), customer):
             return None  # the agent wrote the customer's language themselves
-        text = await self.into(edit, customer, conversation, draft_id, policy)
+        return customer
+
+    async def translate_edit(self, draft_id: str, edit: str, language: str, policy: Policy) -> BackTranslation | None:
+        """``edit`` in ``language``, and that translation read back into the desk's language for
+        the card (the agent approves what the customer will read, not their own words). None: the
+        call failed (or the draft is gone)."""
+        async with self.db.read() as conn:
+            conversation_id = await translation_rows.conversation_of(conn, draft_id)
+            conversation = await load_conversation(conn, conversation_id) if conversation_id else None
+        if conversation is None:
+            return None
+        text = await self.into(edit.strip(), language, conversation, draft_id, policy)
         if text is None:
-            raise Untranslatable(f"Your edit could not be translated into {customer}; nothing was sent. Try again.")
-        # The card shows what the translation says, translated back (not the agent's own words):
-        # the agent approves what the customer will read.
-        await self.into(text, target, conversation, draft_id, policy)
-        return BackTranslation(text, customer, edit)
+            return None
+        if policy.desk.language:
+            await self.into(text, policy.desk.language, conversation, draft_id, policy)
+        return BackTranslation(text, language, edit.strip())
 
     async def into(
         self, text: str, target: str, conversation: ConversationState, draft_id: str, policy: Policy

@@ -57,6 +57,7 @@ from bot.store import (
     sessionmaker,
     upgrade_database,
 )
+from bot.store.schema import PendingEdit
 from bot.testing.memory import MemoryPlatform
 from tools import import_orders
 from tools.importer import COLUMNS
@@ -322,6 +323,8 @@ class _Trial:
                 defaulted = True
                 action = ApproverAction.model_validate({"action": "approve", "as": self._default_agent()})
             await self.core.decide(await self._decision(draft_id, action))
+            if action.action == "edit":
+                await self._edit_translated(draft_id)
             status = await self._status(draft_id)
             if status == "awaiting_review":
                 continue
@@ -330,6 +333,17 @@ class _Trial:
             if status in ("approved", "edited"):
                 await self._settle(draft_id)
             return status
+
+    async def _edit_translated(self, draft_id: str) -> None:
+        """An edit held for its translation is on the card (or said to have failed) before the
+        next click, as an agent waits to read it."""
+        deadline = time.perf_counter() + self.config.step_timeout
+        while time.perf_counter() < deadline:
+            async with self.reads() as session:
+                if await session.get(PendingEdit, draft_id) is None:
+                    return
+            await self.platform.board.wait_for(lambda: None, 0.05)
+        self.problems.append(f"turn {self._sent}: the edit was not translated in time")
 
     async def _decision(self, draft_id: str, action: ApproverAction) -> ReviewDecision:
         actor = Actor(platform=PLATFORM, id=action.as_, display_name=action.as_)

@@ -12,6 +12,7 @@ from sqlalchemy import and_, delete, false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import OPEN_DRAFT_STATES, ActionStatus, DraftStatus, check_transition
+from bot.store import pending_edits
 from bot.store.records import move_actions_of
 from bot.store.retention import ERASED, ERASURE_KIND, conversations_in_flight
 from bot.store.schema import AuditEvent, Conversation, Draft, Message, table_of
@@ -97,6 +98,7 @@ async def retire_open_drafts(conn: AsyncConnection, conversation_id: str, now: d
     ids = [str(i) for i in result.scalars()]
     if ids:
         await move_actions_of(conn, ids, ActionStatus.PROPOSED, ActionStatus.SUPERSEDED)
+        await pending_edits.forget(conn, ids)
     return len(ids)
 
 

@@ -367,6 +367,22 @@ class TranslationRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class PendingEdit(Base):
+    """An agent's edit waiting for its translation into the customer's language
+    (bot/core/edit_translation.py): kept from the click's transaction until the translated edit is
+    back on the card, so a crash between the two loses nothing. ``lease_until``: until then the
+    instance that took it is translating it; after, any instance may."""
+
+    __tablename__ = "pending_edits"
+    draft_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    edit: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(16))  # the customer's, what the edit goes into
+    actor_id: Mapped[str] = mapped_column(String(255))
+    actor_name: Mapped[str] = mapped_column(String(255), default="")
+    lease_until: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AuditEvent(Base):
     """The audit trail: every message, draft, tool call, decision and executed action."""
 

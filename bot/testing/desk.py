@@ -90,12 +90,19 @@ class TestDesk:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, settings: Settings, *, driver: Driver | None = None, orders: Sequence[Mapping[str, Any]] = ()
+        cls,
+        settings: Settings,
+        *,
+        driver: Driver | None = None,
+        orders: Sequence[Mapping[str, Any]] = (),
+        board: Board | None = None,
     ) -> AsyncIterator[TestDesk]:
         """Start the bot with ``settings`` on ``driver``'s platform (in memory by default), with
-        ``orders`` imported; stop it (letting background work finish) after."""
+        ``orders`` imported; stop it (letting background work finish) after. A restart passes the
+        same ``driver`` and the earlier run's ``board``: the platform outlives the bot, as Slack's
+        channels do."""
         driver = driver if driver is not None else MemoryDriver()
-        board = Board()
+        board = board if board is not None else Board()
         bot = Supportbot(settings, factories=driver.factories(board))
         await bot.start()
         try:
@@ -183,12 +190,14 @@ class TestDesk:
         """``card`` as the desk shows it now, once ``until`` holds for it."""
 
         def probe() -> ReviewCard | None:
-            newest = self.board.cards[card.draft_id].latest
-            return newest if until(newest) else None
+            shown = self.board.cards.get(card.draft_id)  # None: not on this run's desk yet (a restart)
+            newest = shown.latest if shown is not None else None
+            return newest if newest is not None and until(newest) else None
 
         found = await self.board.wait_for(probe, timeout)
         if found is None:
-            raise AssertionError(f"card {card.draft_id[:8]} never got there; it is {self.board.cards[card.draft_id]}")
+            shown = self.board.cards.get(card.draft_id, "not shown")
+            raise AssertionError(f"card {card.draft_id[:8]} never got there; it is {shown}")
         return found
 
     def thread_of(self, card: ReviewCard) -> list[str]:
