@@ -8,6 +8,7 @@ leaves the rest to the next run."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,7 @@ from bot.store import create_engine
 from bot.store.schema import Draft, OutboxItem
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
 from tests.fakes.slack import FakeSlack, SlackCall
-from tests.fakes.slack_payloads import app_mention, block_actions, message_changed, message_deleted
+from tests.fakes.slack_payloads import app_mention, block_actions, message_changed, message_deleted, view_submission
 from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, draft_id_of, sample_orders, until
 from tests.processes import BotProcess, seed_orders
 from tools.orders import order_refunds_table
@@ -435,5 +436,47 @@ async def test_killed_between_queueing_a_fixed_text_and_its_post_it_arrives_exac
         await until(both_recorded_sent, "both acknowledgements recorded as sent", timeout=RECOVERY_SECONDS)
         assert len(acknowledgements(refused)) == 1
         assert len(acknowledgements(unanswered)) == 1, "found by its key, not posted again"
+    finally:
+        await bot.stop()
+
+
+async def test_killed_while_an_edit_is_being_translated_it_lands_on_the_card_after_the_restart(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    """An agent's edit for a German customer on an English desk: the form is acked at once (the
+    translation runs after it), the bot is killed while Kimi translates, and the restarted bot
+    translates the kept edit and puts it on the card for approval; nothing reaches the customer
+    before that approval."""
+    policy = '[approvers]\nagents = ["U333"]\n[desk]\nlanguage = "en"\n'
+    bot = await launch(tmp_path, kimi, slack, policy)
+    try:
+        kimi.script(
+            Reply("Es tut uns leid! Ihr Paket ist unterwegs und kommt morgen an."),
+            Reply("My parcel still has not arrived. Where is it?"),
+            Reply("We are sorry! Your parcel is on its way and arrives tomorrow."),
+        )
+        thread_ts = await ask(bot, "Mein Paket ist immer noch nicht angekommen. Wo bleibt es denn?")
+        [card] = await until(bot.cards, "the card")
+        draft_id = draft_id_of(card)
+        kimi.script(Hang(60))
+        edit = {"draft_block": {"draft_input": "We will refund the shipping today."}}
+        metadata = json.dumps({"draft_id": draft_id, "channel": REVIEW_CHANNEL})
+        answer = await bot.sender.action(view_submission("edit_draft_modal", metadata, edit, user="U333"))
+        assert answer.status_code == 200 and "errors" not in answer.text, "the form is acked, not held open"
+        await until(lambda: card_updated(slack, draft_id, "translating the edit into de"), "the card saying so")
+        await until(lambda: len(completions(kimi)) == 4, "the translation call")
+        kimi.script(Reply("Wir erstatten Ihnen heute den Versand."), Reply("We refund the shipping today."))
+        started = await restart(bot)
+
+        await until(
+            lambda: card_updated(slack, draft_id, "Wir erstatten Ihnen heute den Versand."),
+            "the translated edit on the card",
+            timeout=RECOVERY_SECONDS,
+        )
+        assert time.monotonic() - started < RECOVERY_SECONDS
+        assert replies_in(slack, thread_ts) == [], "nothing is sent before the translation is approved"
+        await approve(bot, draft_id)
+        [reply] = await until(lambda: replies_in(slack, thread_ts), "the reply")
+        assert isinstance(reply, SlackCall) and reply.params["text"] == "Wir erstatten Ihnen heute den Versand."
     finally:
         await bot.stop()
