@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -123,9 +124,10 @@ class FakeInteraction:
         return next((r.data for r in self.responses if r.type == 9), None)
 
 
-class DiscordWorld:
+class DiscordWorld(ABC):
     """The state of the fake Discord and the builders of its payloads; see
-    :class:`tests.fakes.discord.FakeDiscord` for the settings."""
+    :class:`tests.fakes.discord.FakeDiscord` for the settings. Its gateway (which :meth:`dispatch`
+    writes to) is the fake's."""
 
     def __init__(
         self,
@@ -158,9 +160,9 @@ class DiscordWorld:
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
+    @abstractmethod
     async def dispatch(self, event: str, data: JSON) -> None:
         """Send a DISPATCH (op 0) to every identified gateway session."""
-        raise NotImplementedError
 
     def next_id(self) -> str:
         """A fresh snowflake with the current time in it."""
