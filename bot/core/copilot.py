@@ -113,41 +113,25 @@ class Copilot:
         self.translator = Translator(settings, db, kimi, self.drafting.budgets.for_call)
         self.drafting.translator = self.decisions.translator = self.translator
         self.dispatcher = Dispatcher(
-            db,
-            policy,
-            orders,
-            self.channels,
-            self.metrics,
-            self.owner,
-            timing=self.timing,
-            concurrency=settings.delivery_concurrency,
-            refresh_card=self.publisher.refresh,
-            supervisor=self.supervisor,
-        )
+            db, policy, orders, self.channels, self.metrics, self.owner, timing=self.timing,
+            concurrency=settings.delivery_concurrency, refresh_card=self.publisher.refresh, supervisor=self.supervisor,
+        )  # fmt: skip
         self.drafting.deliver = self.dispatcher.wake
-        self.resolver = AutoResolver(db, policy, lambda draft: self.background.refresh_card(draft))  # noqa: PLW0108
-        self.edits = EditTranslations(
-            db,
-            policy,
-            self.translator,
-            self.timing,
-            lambda draft: self.background.refresh_card(draft),  # noqa: PLW0108
-        )
+        self.resolver = AutoResolver(db, policy, self._refresh_card)
+        self.edits = EditTranslations(db, policy, self.translator, self.timing, self._refresh_card)
         self.decisions.lease = self.timing.lease
         self.sweeper = Sweeper(
-            db,
-            timing=self.timing,
-            redraft=self.drafting.pool.submit,
-            repost=self.publisher.recover,
-            refresh=self.publisher.refresh,
-            deliver=self.dispatcher.wake,
-            resolve_idle=self.resolver.sweep,
+            db, timing=self.timing, redraft=self.drafting.pool.submit, repost=self.publisher.recover,
+            refresh=self.publisher.refresh, deliver=self.dispatcher.wake, resolve_idle=self.resolver.sweep,
             translate_edits=self.edits.resume,
-        )
+        )  # fmt: skip
         self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
         self.sla = SlaWatch(db, policy, self.publisher.desks, self.metrics, self.publisher.refresh)
         runs = (self.drafting, self.dispatcher, self.leases, self.sweeper, self.sla, self.retention, self.edits)
         self.background = Background(db, policy, self.supervisor, self.timing, self.publisher, *runs)
+
+    def _refresh_card(self, draft_id: str) -> None:
+        self.background.refresh_card(draft_id)
 
     # -- wiring ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.domain.states import ActionStatus, DraftStatus
+from bot.store.proposals import proposal_of
 from bot.store.schema import Conversation, Draft, Message, ProposedAction, ToolCall
 from tools.orders import Order, SqlOrderBackend, linked_customer
 
@@ -156,8 +157,8 @@ async def _refunds(conn: AsyncConnection, draft_ids: list[str]) -> dict[str, lis
         )
     )
     for draft_id, params in rows.all():
-        amount = params.get("approved_amount_cents", params.get("amount_cents", 0))
-        refunds.setdefault(draft_id, []).append((str(params.get("order_id", "")), int(amount)))
+        proposal = proposal_of(params)
+        refunds.setdefault(draft_id, []).append((proposal.order_id, proposal.due.cents))
     return refunds
 
 
