@@ -94,6 +94,7 @@ async def test_the_clock_stops_outside_business_hours(tmp_path: Path, kimi: Fake
     kimi.script(Reply("Let me check."))
     async with open_desk(tmp_path, kimi, policy=policy, sweep_seconds=0.1) as desk:
         card = await desk.card_for(await desk.customer("ana").says("Anyone there?"))
+        await desk.settle()  # the card's reference is recorded just after it shows: only then can it be reminded
         core = desk.bot.core
         assert core is not None
         sla = timedelta(minutes=SLA_MINUTES)
