@@ -127,3 +127,37 @@ async def test_forget_erases_a_customer_everywhere_while_the_bot_runs_and_says_z
     assert "review card" not in again_output
     by_customer = await forget(desk, "--customer", "C-2")
     assert count_of(by_customer, "messages") == 0 and count_of(by_customer, "orders") == 0
+
+
+async def test_forget_also_drops_the_kept_translations_of_a_customers_words(
+    tmp_path: Path, kimi: FakeKimi, database_url: str
+) -> None:
+    """A German customer on an English desk: their message and the draft were translated for the
+    card and kept (one model call per text). Forgetting them erases those translations too (they are
+    their words, in another language), while another customer's stay."""
+    policy = '[approvers]\nagents = ["agent"]\n[desk]\nlanguage = "en"\n'
+    async with open_desk(tmp_path, kimi, policy=policy, database_url=database_url) as desk:
+        kimi.script(
+            Reply("Es tut uns leid, Frau Weber! Ihr Stuhl ist unterwegs."),
+            Reply("My chair from Weber Moebel has not arrived yet, where is it?"),
+            Reply("We are sorry, Ms Weber! Your chair is on its way."),
+            Reply("Ihre Tasse kommt morgen an."),
+            Reply("Where is my blue mug? It has not arrived yet."),
+            Reply("Your mug arrives tomorrow."),
+        )
+        await desk.card_for(
+            await desk.customer("greta").says("Mein Stuhl von Weber Möbel ist nicht angekommen, wo ist er?")
+        )
+        await desk.card_for(
+            await desk.customer("jonas").says("Wo ist meine blaue Tasse? Sie ist noch nicht angekommen.")
+        )
+        await desk.settle()
+        before = await everything_stored(desk)
+        assert mentions(before, "Weber Moebel") and mentions(before, "Ms Weber"), "the card's translations are kept"
+
+        output = await forget(desk, "--account", desk.account("greta"))
+        assert count_of(output, "messages") == 1
+
+        after = await everything_stored(desk)
+        assert not mentions(after, "Weber"), "neither her words nor the draft to her, in any language"
+        assert mentions(after, "Where is my blue mug?") and mentions(after, "Your mug arrives tomorrow.")

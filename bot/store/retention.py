@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, CompoundSelect, Select, bindparam, literal
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import ActionStatus, DraftStatus, OutboxStatus
+from bot.store import translations as translation_rows
 from bot.store.schema import (
     AttachmentRow,
     AuditEvent,
@@ -119,10 +120,13 @@ async def _rewrite(conn: AsyncConnection, table: Any, changes: list[dict[str, An
 
 
 async def erase_messages(conn: AsyncConnection, scope: Scope, before: datetime | None, limit: int) -> int:
-    """Messages' text, author names and file records (names, links)."""
+    """Messages' text (and its kept translations), author names and file records (names, links)."""
     m = _messages.c
-    query = select(m.id).where(scope(m.conversation_id), m.text != ERASED, _older(m.created_at, before)).limit(limit)
-    return await _erase_ids(conn, query, _messages, {"text": ERASED, "author_name": "", "attachments": []})
+    query = select(m.id, m.text).where(scope(m.conversation_id), m.text != ERASED, _older(m.created_at, before))
+    rows = (await conn.execute(query.limit(limit))).all()
+    await translation_rows.forget_texts(conn, [row.text for row in rows])
+    ids = select(m.id).where(m.id.in_([row.id for row in rows]))
+    return await _erase_ids(conn, ids, _messages, {"text": ERASED, "author_name": "", "attachments": []})
 
 
 async def erase_images(conn: AsyncConnection, scope: Scope, before: datetime | None, limit: int) -> int:
@@ -138,10 +142,16 @@ async def erase_images(conn: AsyncConnection, scope: Scope, before: datetime | N
 
 
 async def erase_drafts(conn: AsyncConnection, scope: Scope, before: datetime | None, limit: int) -> int:
-    """Drafts' texts: the draft, the agent's edit, the regeneration instruction."""
+    """Drafts' texts (and their kept translations): the draft, the agent's edit, the regeneration
+    instruction."""
     d = _drafts.c
-    query = select(d.id).where(scope(d.conversation_id), d.text != ERASED, _older(d.created_at, before)).limit(limit)
-    return await _erase_ids(conn, query, _drafts, {"text": ERASED, "edited_text": None, "instruction": None})
+    query = select(d.id, d.text, d.edited_text).where(
+        scope(d.conversation_id), d.text != ERASED, _older(d.created_at, before)
+    )
+    rows = (await conn.execute(query.limit(limit))).all()
+    await translation_rows.forget_texts(conn, [text for row in rows for text in (row.text, row.edited_text)])
+    ids = select(d.id).where(d.id.in_([row.id for row in rows]))
+    return await _erase_ids(conn, ids, _drafts, {"text": ERASED, "edited_text": None, "instruction": None})
 
 
 async def erase_tool_calls(conn: AsyncConnection, scope: Scope, before: datetime | None, limit: int) -> int:

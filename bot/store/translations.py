@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, distinct, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.translation import Translation, needs_translation
@@ -38,6 +38,20 @@ async def remember(conn: AsyncConnection, text: str, language: str, translated: 
     """Keep ``translated`` as ``text`` in ``language`` (a translation kept already stays)."""
     values = {"key": key_of(text, language), "language": language, "text": translated, "created_at": now}
     await insert_ignore(conn, TranslationRow, values)
+
+
+async def forget_texts(conn: AsyncConnection, texts: Iterable[str | None]) -> int:
+    """Drop the kept translations of ``texts`` into any language (their words are being erased:
+    retention, ``forget``); how many."""
+    originals = {text for text in texts if text}
+    if not originals:
+        return 0
+    languages = list(await conn.scalars(select(distinct(_translations.c.language))))
+    keys = [key_of(text, language) for text in originals for language in languages]
+    if not keys:
+        return 0
+    result = await conn.execute(delete(_translations).where(_translations.c.key.in_(keys)))
+    return int(result.rowcount or 0)
 
 
 async def conversation_of(conn: AsyncConnection, draft_id: str) -> str | None:
