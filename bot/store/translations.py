@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import delete, distinct, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.translation import Translation, needs_translation
@@ -46,7 +46,7 @@ async def forget_texts(conn: AsyncConnection, texts: Iterable[str | None]) -> in
     originals = {text for text in texts if text}
     if not originals:
         return 0
-    languages = list(await conn.scalars(select(distinct(_translations.c.language))))
+    languages = list(await conn.scalars(select(_translations.c.language).distinct()))
     keys = [key_of(text, language) for text in originals for language in languages]
     if not keys:
         return 0
