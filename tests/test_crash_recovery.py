@@ -356,7 +356,7 @@ async def test_killed_while_the_sla_reminder_is_on_its_way_it_is_never_sent_twic
     bot = await launch(tmp_path, kimi, slack)
     try:
         with (tmp_path / "policy.toml").open("a") as policy:
-            policy.write('[escalation]\non_call_slack = "SONCALL"\n[desk]\nfirst_response_minutes = 0.1\n')
+            policy.write('[escalation.slack]\non_call = "SONCALL"\n[desk]\nfirst_response_minutes = 0.1\n')
         await bot.stop()  # take the policy up from the start
         await bot.start()
         slack.stall_next(

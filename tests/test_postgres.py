@@ -133,7 +133,7 @@ async def test_two_instances_racing_over_an_overdue_card_remind_once(
 ) -> None:
     # Issue 19 point 7: both instances' SLA passes see the card due at once; one reminder, one mark.
     (tmp_path / "policy.toml").write_text(
-        '[escalation]\non_call_slack = "SONCALL"\n[desk]\nfirst_response_minutes = 60\n'
+        '[escalation.slack]\non_call = "SONCALL"\n[desk]\nfirst_response_minutes = 60\n'
     )
     instances = [Supportbot(settings_for(tmp_path, kimi, slack, database_url=database)) for _ in range(2)]
     for instance in instances:
