@@ -73,13 +73,13 @@ class EditTranslations:
                 return  # decided meanwhile: that decision stands
             if back is not None:
                 notice = f"Edited by {who} and machine-translated into {back.language}: the reply is the translation."
-                kind, summary = "edit_translated", edit.edit[:200]
+                kind = "edit_translated"
                 await draft_rows.revise_under_review(conn, edit.draft_id, now, edited_text=back.text, notice=notice)
             else:
                 notice = f"The edit by {who} could not be translated into {edit.language}: nothing was sent."
-                kind, summary = "edit_untranslated", edit.edit[:200]
+                kind = "edit_untranslated"
                 await draft_rows.revise_under_review(conn, edit.draft_id, now, notice=notice)
-            line = AuditLine(draft.conversation_id, draft.id, kind, edit.actor_id, summary)
+            line = AuditLine(draft.conversation_id, draft.id, kind, edit.actor_id, edit.edit[:200])
             await records.add_audit(conn, [line], now)
         self.refresh_card(edit.draft_id)
 
