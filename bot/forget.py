@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.store import Database, utcnow
+from bot.store import Database, life, utcnow
 from bot.store import erasure as rows
 from bot.store.retention import ERASERS, one_conversation
 
@@ -74,6 +74,7 @@ async def forget(engine: AsyncEngine, *, customer: str | None = None, account: s
         conversations = await rows.conversations_of(conn, accounts, customers, emails)
     for conversation_id in conversations:
         async with db.write() as conn:
+            await life.lock(conn, conversation_id)
             if await rows.sending(conn, conversation_id):
                 forgotten.busy.append(conversation_id)
                 continue

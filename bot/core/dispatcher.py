@@ -42,6 +42,7 @@ from bot.ports import CustomerChannel
 from bot.store import Database, records, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
+from bot.store import life as life_rows
 from bot.store import outbox as outbox_rows
 from bot.store.conversations import ConversationState
 from bot.store.outbox import ClaimedReply
@@ -304,6 +305,7 @@ class Dispatcher:
         draft_id = str(item.draft_id)  # a reply's row (a fixed text is recorded by _deliver_text)
         now = utcnow()
         async with self.db.write() as conn:
+            await life_rows.lock(conn, conversation_id)
             if not await outbox_rows.mark_sent(conn, item.id, self.owner, message_id, now):
                 return False
             status = await draft_rows.status_of(conn, draft_id)

@@ -66,9 +66,9 @@ class EditTranslations:
         who = edit.actor_name or edit.actor_id
         now = utcnow()
         async with self.db.write() as conn:
+            draft = await load_for_review(conn, edit.draft_id)  # its conversation first, as a click
             if not await pending_edits.finish(conn, edit):
                 return  # replaced by a newer edit, or finished elsewhere
-            draft = await load_for_review(conn, edit.draft_id)
             if draft is None or draft.status is not DraftStatus.AWAITING_REVIEW:
                 return  # decided meanwhile: that decision stands
             if back is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ScalarSelect, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import ConversationOwner, ConversationStatus, check_transition
@@ -32,6 +32,15 @@ class Life:
     owner_reason: str = ""
     assignee_id: str = ""
     assignee: str = ""
+
+
+async def lock(conn: AsyncConnection, conversation_id: str | ScalarSelect[Any]) -> None:
+    """On PostgreSQL, lock the conversation's row for the caller's transaction, before any of its
+    drafts: every transaction that writes a conversation and its drafts takes the conversation
+    first (a message superseding drafts, a click, a draft's outcome saving facts), so two of them
+    queue instead of deadlocking. SQLite has one writer and needs no row lock."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(c.id).where(c.id == conversation_id).with_for_update())
 
 
 async def load(conn: AsyncConnection, conversation_id: str) -> Life | None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.category import category_of, signals_of
 from bot.domain.outcome import DraftOutcome, FactsUpdate, Failed, NoReply, Ready, Retry, Spend, ToolCallRecord
-from bot.store import conversations, drafts, records
+from bot.store import conversations, drafts, life, records
 from bot.store.cards import CallLine, DraftCard, draft_card
 from bot.store.drafts import ClaimedDraft
 from bot.store.records import StoredAction
@@ -50,6 +50,7 @@ async def record(
         "policy_version": policy_version,
         "category": category_of(signals_of(outcome)).value,
     }
+    await life.lock(conn, claimed.conversation_id)
     version = await drafts.finish(conn, claimed.id, owner, outcome.status, values)
     await records.add_usage(conn, usage_rows(claimed, outcome.spent, now))
     if version is None or isinstance(outcome, Retry | NoReply):

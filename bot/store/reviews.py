@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import DraftStatus
 from bot.events import Place
+from bot.store import life
 from bot.store.schema import Conversation, Draft, table_of
 
 _drafts = table_of(Draft)
@@ -58,6 +59,7 @@ async def load_for_review(conn: AsyncConnection, draft_id: str) -> DraftUnderRev
         .where(d.id == draft_id)
     )
     if conn.dialect.name == "postgresql":
+        await life.lock(conn, select(d.conversation_id).where(d.id == draft_id).scalar_subquery())
         query = query.with_for_update(of=_drafts)
     row = (await conn.execute(query)).first()
     if row is None:
