@@ -22,7 +22,6 @@ Private places (a direct message, a private channel or thread) change nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bot.events import Place
@@ -62,11 +61,37 @@ def by_direct_message(place: Place, rules: IdentitySection, notice: str = "") ->
     return place is Place.PUBLIC and (rules.public_places == "dm" or notice.startswith(BY_DM))
 
 
-def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
-    ordered = sorted({v for v in values if v}, key=len, reverse=True)  # the longest value wins
+#: What may stand beside an amount written without its cents ("$900", "900 USD", "€900").
+_CURRENCY = r"(?:[$€£¥]|\b(?:USD|EUR|GBP|CAD|AUD|CHF|JPY|dollars?|euros?|pounds?)\b)"
+#: What may group an amount's thousands: a comma, a point, a space (also no-break and narrow), an apostrophe.
+_GROUPING = "[,.\u00a0\u202f' ]?"
+
+
+def _amount(value: str) -> str:
+    """``1900.00`` as a draft may write it: ``1900.00``, ``1,900.00``, ``1.900,00``, ``1 900,00``;
+    without its cents only beside a currency (``$1,900``, ``1900 USD``): a bare ``5`` is not ``5.00``."""
+    whole, _, cents = value.partition(".")
+    head = len(whole) % 3 or 3
+    number = _GROUPING.join([whole[:head], *(whole[i : i + 3] for i in range(head, len(whole), 3))])
+    written = rf"{number}[.,]{cents}"
+    if cents != "00":
+        return written
+    return rf"{written}|{_CURRENCY}\s?{number}(?![.,]?\d)|{number}\s?{_CURRENCY}"
+
+
+def _details(details: dict[str, str]) -> tuple[re.Pattern[str], dict[str, str]] | None:
+    """One pattern for every detail (each its own group, the longest value first, so it wins)
+    and what each group is."""
+    ordered = sorted((v for v in details if v), key=len, reverse=True)
     if not ordered:
         return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in ordered) + r")(?!\w)", re.IGNORECASE)
+    kinds: dict[str, str] = {}
+    alternatives = []
+    for n, value in enumerate(ordered):
+        kinds[f"d{n}"] = details[value]
+        amount = details[value] == "amount" and re.fullmatch(r"[0-9]+\.[0-9]{2}", value)
+        alternatives.append(f"(?P<d{n}>{_amount(value) if amount else re.escape(value)})")
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE), kinds
 
 
 def check_draft(text: str, place: Place, ctx: ToolContext, rules: IdentitySection) -> PublicCheck:
@@ -79,10 +104,11 @@ def check_draft(text: str, place: Place, ctx: ToolContext, rules: IdentitySectio
             "nothing is posted and this card says so."
         )
         return PublicCheck(text, notice=notice)
-    pattern = _pattern(ctx.order_details) if place is Place.PUBLIC else None
-    if pattern is None:
+    details = _details(ctx.order_details) if place is Place.PUBLIC else None
+    if details is None:
         return PublicCheck(text)
-    found = list(dict.fromkeys(m.group(0).casefold() for m in pattern.finditer(text)))
+    pattern, kind_of = details
+    found = {str(m.lastgroup): kind_of[str(m.lastgroup)] for m in pattern.finditer(text)}
     if rules.public_places == "withhold":
         notice = (
             "This conversation is in a public place: the order's details beyond its status were kept "
@@ -94,8 +120,7 @@ def check_draft(text: str, place: Place, ctx: ToolContext, rules: IdentitySectio
         return PublicCheck(text, notice=notice)
     if not found:
         return PublicCheck(text)
-    kind_of = {value.casefold(): kind for value, kind in ctx.order_details.items()}
-    kinds = {kind_of.get(f, "order details") for f in found}
+    kinds = {kind if kind in KINDS else "order details" for kind in found.values()}
     shown = ", ".join(kind for kind in (*KINDS, "order details") if kind in kinds)
     return PublicCheck(
         text,

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from bot.errors import SupportbotError
 from bot.events import Place
 from bot.policy import parse_policy
-from bot.public_places import FLAG, REMOVED
+from bot.public_places import FLAG, REMOVED, check_draft
 from bot.store import Conversation, sessionmaker
 from bot.testing import TestDesk
 from tests.desks import CallTools, DiscordDriver, FakeKimi, Reply, SlackDriver, open_desk
@@ -29,6 +29,7 @@ from tests.fakes.slack_payloads import message
 from tests.harness import Harness, until
 from tests.test_guards import POLICY, guard_orders
 from tests.test_identity_edge import tool_results_of
+from tools import ToolContext
 
 KIM = "kim"
 WITHHOLD = POLICY + '\n[identity]\npublic_places = "withhold"\n'
@@ -100,6 +101,40 @@ async def test_withhold_keeps_verified_details_out_of_a_public_thread_whatever_t
     assert all(d in tool_results_of(kimi, since) for d in KIM_DETAILS)
     assert dm.draft_text == TELLS_ALL and public_flags(dm.flags) == [] and "public place" not in dm.notice
     assert await places(desk) == [Place.PUBLIC, Place.PRIVATE], "each conversation keeps where it is"
+
+
+async def test_withhold_finds_amounts_however_the_model_writes_them(withholding: TestDesk, kimi: FakeKimi) -> None:
+    desk = withholding
+    written = (
+        "Your Oak desk cost $800 and the order 900,00 €; a refund of 900 USD is possible. "
+        "It left our store 5 days ago, 2 parcels."
+    )
+    kimi.script(LOOK_UP, Reply(written), LOOK_UP, Reply(written))
+    card = await desk.card_for(await desk.customer(KIM).says("what did I pay for #W2611340?"))
+    assert card.draft_text == (
+        f"Your {REMOVED} cost {REMOVED} and the order {REMOVED} €; a refund of {REMOVED} is possible. "
+        "It left our store 5 days ago, 2 parcels."
+    ), "an amount without its cents is one only beside a currency"
+    assert "3 verified order detail(s) in the draft were removed" in card.notice
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["1900.00", "1,900.00", "1.900,00", "1 900,00", "1\u202f900,00", "1'900.00", "$1,900", "1900 EUR", "€1.900"],
+)
+def test_an_amount_is_recognised_in_the_ways_people_write_it(written: str) -> None:
+    ctx = ToolContext("c-1", order_details={"1900.00": "amount"})
+    rules = parse_policy('[identity]\npublic_places = "withhold"\n').identity
+    checked = check_draft(f"You paid {written} for it.", Place.PUBLIC, ctx, rules)
+    assert checked.text == f"You paid {REMOVED} for it."
+
+
+@pytest.mark.parametrize("written", ["1900 parcels", "21,900.00", "1,900.001", "1900.50", "$1,900.50"])
+def test_other_numbers_are_not_the_amount(written: str) -> None:
+    ctx = ToolContext("c-1", order_details={"1900.00": "amount"})
+    rules = parse_policy('[identity]\npublic_places = "withhold"\n').identity
+    checked = check_draft(f"You paid {written} for it.", Place.PUBLIC, ctx, rules)
+    assert checked.text == f"You paid {written} for it."
 
 
 async def test_flag_shows_the_agent_which_verified_details_a_public_reply_would_post(
