@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.roles import listed
@@ -85,7 +85,12 @@ async def refund_history(
         select(a.params, a.status, a.executed_at).where(
             a.id.not_in(list(checked_ids)),
             a.kind == "refund",
-            a.status.in_((ActionStatus.APPROVED, ActionStatus.EXECUTED)),
+            # Executed refunds count only on the day they ran (checked below, exactly), so only the
+            # last two days' are read: the read stays small however long the shop has run.
+            or_(
+                a.status == ActionStatus.APPROVED,
+                and_(a.status == ActionStatus.EXECUTED, a.executed_at >= start - timedelta(days=1)),
+            ),
         )
     )
     today = 0
