@@ -387,6 +387,8 @@ class AuditEvent(Base):
     """The audit trail: every message, draft, tool call, decision and executed action."""
 
     __tablename__ = "audit_events"
+    # The identity checks count failed attempts, and the reports read decisions, by kind and time.
+    __table_args__ = (Index("ix_audit_events_kind_created_at", "kind", "created_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(String(32), index=True)
     draft_id: Mapped[str | None] = mapped_column(String(32), default=None)
