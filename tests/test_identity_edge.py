@@ -5,15 +5,13 @@ the real Slack adapter over the fake Slack; the Kimi simulator scripted to call 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.identity import AttemptLedger
@@ -196,28 +194,3 @@ async def test_a_lockout_ends_after_its_minutes_and_one_more_miss_locks_again(tm
     finally:
         await db.dispose()
         await engine.dispose()
-
-
-async def test_counting_failed_checks_reads_an_index_not_the_whole_audit_trail(tmp_path: Path) -> None:
-    # Every verification counts the recent failures; the audit trail is the largest table.
-    path = tmp_path / "bot.db"
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-    await upgrade_database(engine)
-    db = Database(engine)
-    statements: list[tuple[str, Any]] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        if "FROM audit_events" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(Engine, "before_cursor_execute", seen)  # every engine: the reads have a pool of their own
-    try:
-        await AttemptLedger(db, parse_policy("").identity, "conv-1").check("desk:mallory", "C-2")
-    finally:
-        event.remove(Engine, "before_cursor_execute", seen)
-        await db.dispose()
-        await engine.dispose()
-    [(statement, parameters)] = statements
-    with sqlite3.connect(path) as conn:
-        plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + statement, parameters))
-    assert "ix_audit_events_kind_created_at" in plan, plan

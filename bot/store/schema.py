@@ -149,6 +149,9 @@ class Conversation(Base):
         return ThreadRef(self.platform, self.workspace, self.channel, self.thread)
 
 
+# Auto-resolve looks for conversations waiting on their customer too long (bot/store/life.py).
+Index("ix_conversations_waiting", Conversation.status, Conversation.status_at)
+
 class Message(Base):
     """A turn in a conversation: a customer message or a reply that was sent."""
 
@@ -222,6 +225,15 @@ class Draft(Base):
 
 
 Index("ix_drafts_work", Draft.status, Draft.lease_until)
+# The sweeper's looks every second (bot/store/drafts.py): cards never posted, and cards showing an
+# older version than their draft's (a partial index: only those rows are in it).
+Index("ix_drafts_without_card", Draft.card_ref, Draft.status)
+Index(
+    "ix_drafts_stale_cards",
+    Draft.updated_at,
+    sqlite_where=Draft.card_version < Draft.version,
+    postgresql_where=Draft.card_version < Draft.version,
+)
 
 
 class FeedbackRow(Base):
