@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from bot import metrics
+from bot.core.fairness import BUCKETS_KEPT, Pacer
+from bot.policy import parse_policy
 from bot.ports import CardState
 from bot.store import Conversation, UsageRecord, sessionmaker
 from tests.desks import Fail, FakeKimi, open_desk
@@ -187,3 +190,23 @@ async def test_an_open_breaker_is_one_notice_and_the_waiting_drafts_resume_when_
         await until(lambda: len(desk.cards) == 3, "the three cards once Kimi answers", timeout=30)
         assert all(card.state is not CardState.FAILED for card in desk.cards)
         assert len([n for n in desk.notices if "Kimi is failing" in n]) == 1
+
+
+
+def test_a_public_servers_one_time_senders_are_not_kept_in_memory_and_a_flooder_stays_paced() -> None:
+    pacer = Pacer()
+    policy = parse_policy("").fairness  # 12 a minute per sender, burst 20
+    t0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+    def write(sender: str, workspace: str, conversation: str, at: datetime) -> datetime | None:
+        return pacer.start_of(
+            policy, platform="discord", workspace=workspace, sender=sender, conversation=conversation, now=at
+        )
+
+    flooded = [write("FLOOD", "GF", f"f{k}", t0) for k in range(40)]
+    assert flooded[-1] == t0 + timedelta(seconds=100), "20 past the burst, at 12 a minute"
+    for n in range(20_000):  # then 20,000 members of public servers write once each, within 50 s
+        write(f"U{n}", f"G{n % 50}", f"c{n}", t0 + timedelta(seconds=n / 400))
+    assert pacer.buckets <= 2 * BUCKETS_KEPT, "a bucket kept for every sender ever heard from"
+    again = write("FLOOD", "GF", "f-again", t0 + timedelta(seconds=50))
+    assert again == t0 + timedelta(seconds=105), "the flooder's debt outlived the forgetting"

@@ -21,6 +21,9 @@ from datetime import datetime, timedelta
 from bot import metrics
 from bot.policy import FairnessSection
 
+#: How many buckets a pacer keeps before it forgets the full ones.
+BUCKETS_KEPT = 10_000
+
 
 @dataclass(slots=True)
 class TokenBucket:
@@ -69,11 +72,19 @@ class Pacer:
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
     _starts: dict[str, datetime] = field(default_factory=dict)  # conversation -> its waiting draft's start
     _floods: dict[str, _Episode] = field(default_factory=dict)
+    _prune_at: int = BUCKETS_KEPT
+
+    @property
+    def buckets(self) -> int:
+        """How many buckets this instance keeps (a sender or workspace not heard from lately has none)."""
+        return len(self._buckets)
 
     def start_of(
         self, policy: FairnessSection, *, platform: str, workspace: str, sender: str, conversation: str, now: datetime
     ) -> datetime | None:
         """The new draft's start (None: at once)."""
+        if len(self._buckets) > self._prune_at:
+            self._forget_full(policy, now)
         self._count(policy, platform, sender, now)
         waiting = self._starts.get(conversation)
         if waiting is not None and waiting > now:
@@ -113,10 +124,26 @@ class Pacer:
         bucket = self._buckets.get(f"sender:{key}")
         rate = policy.sender_messages_per_minute / 60.0
         if bucket is None or rate <= 0 or bucket.refill(now, rate, float(policy.sender_burst)):
-            self._floods[key] = _Episode(now)
-            if len(self._floods) > 10_000:
+            if len(self._floods) >= 10_000:  # before adding this sender's, which must stay
                 self._floods = {k: v for k, v in self._floods.items() if v.flooding}
+            self._floods[key] = _Episode(now)
         self._floods[key].messages += 1
+
+    def _forget_full(self, policy: FairnessSection, now: datetime) -> None:
+        """Drop the buckets that have filled up again: a full bucket is what a new one would be,
+        so a public server's thousands of one-time senders do not stay in memory. The next prune
+        waits until the kept ones have doubled (each message costs O(1) on average)."""
+        rates = {
+            "sender": (policy.sender_messages_per_minute, policy.sender_burst),
+            "workspace": (policy.workspace_messages_per_minute, policy.workspace_burst),
+        }
+        kept = {}
+        for key, bucket in self._buckets.items():
+            per_minute, burst = rates[key.split(":", 1)[0]]
+            if per_minute > 0 and not bucket.refill(now, per_minute / 60.0, float(burst)):
+                kept[key] = bucket
+        self._buckets = kept
+        self._prune_at = max(BUCKETS_KEPT, 2 * len(kept))
 
     def _book(self, key: str, per_minute: int, burst: int, now: datetime) -> float:
         if per_minute <= 0:
