@@ -3,6 +3,7 @@ message does, and the conversation's life shows on its card (ReviewCard.conversa
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -84,3 +85,53 @@ async def test_someone_else_is_context_and_claim_resolve_reopen_show_on_the_card
     reopened = await desk.card_for(await kim.says("it still has not arrived", after=said))
     assert reopened.conversation.status is ConversationStatus.OPEN and reopened.conversation.assignee == "alice"
     assert "same problem here" in json.dumps(kimi.completions[-1]["messages"])
+
+
+# Everything about one conversation at the same instant: the customer writing again, an agent
+# clicking on its card, its draft being finished. On PostgreSQL these are concurrent transactions on
+# the same rows; each takes the conversation's row before its drafts, so they queue instead of
+# deadlocking (PostgreSQL would abort one: a message refused, a click answered with an error, a
+# draft failed with "internal error"). On SQLite they take turns at the one writer.
+
+
+async def test_a_customer_writing_while_agents_click_on_their_card_every_message_and_click_lands(
+    desk: TestDesk,
+) -> None:
+    alice = desk.agent("alice")
+    for n in range(6):
+        kim = desk.customer(f"kim{n}")
+        said = await kim.says("where is my order #W2611340?")
+        card = await desk.card_for(said)
+        # A database error would raise here: the message not taken, the click not recorded.
+        told = await asyncio.gather(
+            alice.approve(card),
+            kim.says("also, any news?", after=said),
+            alice.claim(card),
+            kim.says("hello?", after=said),
+            alice.take_over(card),
+        )
+        approved, claimed, taken = told[0], told[2], told[4]
+        assert approved in ("Approved; the reply is on its way.", "This draft was already superseded.")
+        assert "assigned to you" in claimed
+        assert "answer this conversation" in taken
+    await desk.settle()
+    for shown in desk.cards:
+        assert shown.state is not CardState.FAILED, shown.notice
+
+
+async def test_a_customer_writing_while_their_draft_is_finished_never_fails_the_draft(
+    desk: TestDesk, kimi: FakeKimi
+) -> None:
+    kimi.latency = 0.02  # drafts finish while the follow-ups arrive
+
+    async def customer(n: int) -> None:
+        kim = desk.customer(f"kim{n}")
+        said = await kim.says("where is my order #W2611340?")
+        for _ in range(5):
+            await kim.says("any news?", after=said)
+
+    await asyncio.gather(*(customer(n) for n in range(20)))
+    await desk.settle()
+    assert desk.cards
+    for shown in desk.cards:
+        assert shown.state is not CardState.FAILED, shown.notice
