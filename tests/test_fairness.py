@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bot import metrics
-from bot.core.fairness import BUCKETS_KEPT, Pacer
+from bot.core.fairness import KEPT, Pacer
 from bot.policy import parse_policy
 from bot.ports import CardState
 from bot.store import Conversation, UsageRecord, sessionmaker
@@ -207,6 +207,6 @@ def test_a_public_servers_one_time_senders_are_not_kept_in_memory_and_a_flooder_
     assert flooded[-1] == t0 + timedelta(seconds=100), "20 past the burst, at 12 a minute"
     for n in range(20_000):  # then 20,000 members of public servers write once each, within 50 s
         write(f"U{n}", f"G{n % 50}", f"c{n}", t0 + timedelta(seconds=n / 400))
-    assert pacer.buckets <= BUCKETS_KEPT, "a bucket kept for every sender ever heard from (20,052)"
+    assert pacer.buckets <= KEPT, "a bucket kept for every sender ever heard from (20,052)"
     again = write("FLOOD", "GF", "f-again", t0 + timedelta(seconds=50))
     assert again == t0 + timedelta(seconds=105), "the flooder's debt outlived the forgetting"

@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 from bot import metrics
 from bot.policy import FairnessSection
 
-#: How many buckets a pacer keeps before it forgets the full ones.
-BUCKETS_KEPT = 10_000
+#: How many buckets, waiting starts or flood episodes a pacer holds before it forgets what no
+#: longer matters (full buckets, starts past, episodes that are not floods).
+KEPT = 10_000
 
 
 @dataclass(slots=True)
@@ -72,7 +73,7 @@ class Pacer:
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
     _starts: dict[str, datetime] = field(default_factory=dict)  # conversation -> its waiting draft's start
     _floods: dict[str, _Episode] = field(default_factory=dict)
-    _prune_at: int = BUCKETS_KEPT
+    _prune_at: int = KEPT
 
     @property
     def buckets(self) -> int:
@@ -106,7 +107,7 @@ class Pacer:
         metrics.flood_deferred(platform)
         start = now + timedelta(seconds=delay)
         self._starts[conversation] = start
-        if len(self._starts) > 10_000:  # forget starts long past
+        if len(self._starts) > KEPT:  # forget starts long past
             self._starts = {k: v for k, v in self._starts.items() if v > now}
         return start
 
@@ -124,7 +125,7 @@ class Pacer:
         bucket = self._buckets.get(f"sender:{key}")
         rate = policy.sender_messages_per_minute / 60.0
         if bucket is None or rate <= 0 or bucket.refill(now, rate, float(policy.sender_burst)):
-            if len(self._floods) >= 10_000:  # before adding this sender's, which must stay
+            if len(self._floods) >= KEPT:  # before adding this sender's, which must stay
                 self._floods = {k: v for k, v in self._floods.items() if v.flooding}
             self._floods[key] = _Episode(now)
         self._floods[key].messages += 1
@@ -143,7 +144,7 @@ class Pacer:
             if per_minute > 0 and not bucket.refill(now, per_minute / 60.0, float(burst)):
                 kept[key] = bucket
         self._buckets = kept
-        self._prune_at = max(BUCKETS_KEPT, 2 * len(kept))
+        self._prune_at = max(KEPT, 2 * len(kept))
 
     def _book(self, key: str, per_minute: int, burst: int, now: datetime) -> float:
         if per_minute <= 0:
