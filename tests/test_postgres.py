@@ -10,6 +10,7 @@ import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from bot.app import Supportbot
 from tests.fakes.files import FakeFileHost, png
 from tests.fakes.kimi import FakeKimi, Hang
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions
+from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions, message
 from tests.harness import (
     REVIEW_CHANNEL,
     SIGNING_SECRET,
@@ -26,8 +27,10 @@ from tests.harness import (
     card_text,
     draft_id_of,
     settings_for,
+    until,
     wait_until,
 )
+from tests.processes import BotProcess, seed_orders
 
 SERVER = os.environ.get("SUPPORTBOT_TEST_POSTGRES_URL", "")
 pytestmark = pytest.mark.skipif(not SERVER, reason="set SUPPORTBOT_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
@@ -158,3 +161,37 @@ async def test_two_instances_racing_over_an_overdue_card_remind_once(
     finally:
         for instance in instances:
             await instance.stop()
+
+
+async def test_the_installed_bot_takes_a_customers_messages_and_the_agents_clicks_on_one_conversation_at_once(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
+) -> None:
+    # From outside, on PostgreSQL: each customer writes again while an agent approves, claims and
+    # takes over their card, all at the same instant. Every request is answered, and the bot's log
+    # holds no aborted transaction (a deadlock would refuse a message or a click).
+    bot = BotProcess(tmp_path, kimi.base_url, slack, DATABASE_URL=database)
+    await seed_orders(database, tmp_path / "orders.jsonl")
+    await bot.start()
+    try:
+        for n in range(6):
+            mention = app_mention(f"<@UBOT> where is my order #W2611340? (ticket {n})", user=f"U9{n:02d}")
+            assert (await bot.sender.event(mention)).status_code == 200
+
+            def card_of(n: int = n) -> list[Any]:
+                return [c for c in bot.cards() if f"(ticket {n})" in card_text(c) and "approve_draft" in card_text(c)]
+
+            [card] = (await until(card_of, f"the card of ticket {n}"))[:1]
+            draft_id, ts = draft_id_of(card), mention["event"]["ts"]
+            clicks = [
+                block_actions(action, draft_id, user="U333", channel=REVIEW_CHANNEL)
+                for action in ("approve_draft", "claim_conversation", "take_over_conversation")
+            ]
+            follow_ups = [message(text, user=f"U9{n:02d}", thread_ts=ts) for text in ("any news?", "hello?")]
+            answers = await asyncio.gather(
+                *(bot.sender.action(click) for click in clicks), *(bot.sender.event(m) for m in follow_ups)
+            )
+            assert [a.status_code for a in answers] == [200] * 5
+    finally:
+        await bot.stop()  # SIGTERM: the work in flight finishes first
+    log = bot.stderr_path.read_text()
+    assert "deadlock" not in log and "Traceback" not in log, log[-3000:]
