@@ -367,6 +367,29 @@ async def test_the_daily_limit_per_customer_counts_across_drafts(tmp_path: Path,
         assert await desk.refunds("NODATE-5") == []
 
 
+async def test_a_refund_that_ran_yesterday_does_not_count_against_todays_limit(tmp_path: Path, kimi: FakeKimi) -> None:
+    policy = POLICY.replace("window_days = 30", 'window_days = 30\nmax_per_customer_per_day = "100.00"')
+    async with open_desk(tmp_path, kimi, policy=policy) as desk:
+        await desk.import_orders(guard_orders(desk.account(KIM)))
+        kim = desk.customer(KIM)
+        kimi.script(CallTools([refund("#W2611340", "60.00")]), Reply("Asked the team."))
+        await approve_and_settle(desk, await desk.card_for(await kim.says("refund 60 on #W2611340")))
+        assert await desk.refunds("#W2611340") == [6000]
+        async with desk.bot.engine.begin() as conn:  # that refund ran a day ago
+            a = ProposedAction.__table__.c
+            await conn.execute(
+                ProposedAction.__table__.update()
+                .where(a.kind == "refund")
+                .values(executed_at=datetime.now(UTC) - timedelta(days=1))
+            )
+
+        kimi.script(CallTools([refund("NODATE-5", "50.00")]), Reply("Asked the team."))
+        card = await desk.card_for(await kim.says("and 50 on NODATE-5"))
+        assert "daily limit" not in card.proposals[0].verdict
+        await approve_and_settle(desk, card)
+        assert await desk.refunds("NODATE-5") == [5000]
+
+
 async def test_what_changed_after_approval_is_refused_at_execution(shop: TestDesk, kimi: FakeKimi) -> None:
     kimi.script(CallTools([refund("40021", "80.00")]), Reply("Asked the team."))
     card = await shop.card_for(await shop.customer(ANA).says("40021 broke; ana@example.com"))
