@@ -84,7 +84,7 @@ class ConversationView:
         return f"Conversation: {self.status.value.replace('_', ' ')} · {who}"
 
     def assigned(self, name: str) -> str:
-        """"assigned to <name>" (the assignee as the desk renders it), or "unassigned"."""
+        """ "assigned to <name>" (the assignee as the desk renders it), or "unassigned"."""
         return f"assigned to {name}" if self.assignee else "unassigned"
 
     @property
@@ -331,6 +331,16 @@ class Core(Protocol):
     async def home(self, viewer: Author) -> DeskHome | None:
         """What the desk's home shows ``viewer`` now (the queue, their conversations, today's
         figures); None when the viewer is no agent by the policy (they see nothing of the desk)."""
+        ...
+
+    async def home_opened(self, desk: str, user_id: str) -> None:
+        """``user_id`` opened their home on ``desk`` (e.g. "slack"): every instance keeps it fresh
+        for the next hour."""
+        ...
+
+    async def home_viewers(self, desk: str) -> list[str]:
+        """Who opened their home on ``desk`` in the last hour, on any instance: the homes to
+        publish again when the queue changes."""
         ...
 
     async def rate(self, click: FeedbackClick) -> DecisionOutcome:

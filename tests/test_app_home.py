@@ -1,7 +1,8 @@
 """Slack App Home (issue 21 point 3): an agent opening the Home tab sees the queue (oldest
 first, each card's age against the first-response time, a Claim button that decides like the
 card's), their conversations and today's figures; someone who is no agent sees none of it; the
-Home is published again when the desk changes, a burst of changes becoming one publish."""
+Home is published again when the desk changes, a burst of changes becoming one publish, whichever
+instance changed it and across a restart."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from bot.ports import SlaState
 from bot.testing import until
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
-from tests.harness import Harness, draft_id_of, running_bot
+from tests.fakes.slack_payloads import app_mention
+from tests.harness import Harness, draft_id_of, running_bot, running_instances
 
 RECORDED = Path(__file__).parent / "payloads" / "slack" / "event-callback-app-home-opened-1.json"
 POLICY = '[approvers]\nagents = ["U333"]\n\n[desk]\nfirst_response_minutes = 30\n'
@@ -94,6 +96,37 @@ async def test_a_burst_of_desk_changes_is_one_publish_per_user(
         await until(lambda: len(homes(slack, "U333")) > before, "the refresh")
         await until(lambda: not home.refreshing or None, "nothing more on its way")
         assert len(homes(slack, "U333")) == before + 1
+
+
+async def test_a_home_opened_before_a_restart_follows_the_desk_after_it(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with running_bot(tmp_path, kimi, slack, policy=POLICY) as harness:
+        await open_home(harness, "U333")
+        [empty] = await until(lambda: homes(slack, "U333"), "the agent's Home")
+        assert "Nothing waits for a decision." in empty
+
+    async with running_bot(tmp_path, kimi, slack) as restarted:  # the agent still has the tab open
+        await restarted.mention("where is my order #W2611340?")
+        await restarted.wait_cards(1)
+        fresh = await until(lambda: [h for h in homes(slack, "U333")[1:] if "#W2611340" in h], "the Home refreshed")
+        assert "Waiting for review: 1" in fresh[-1]
+
+
+async def test_a_home_opened_on_one_instance_follows_a_card_another_instance_posts(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
+) -> None:
+    (tmp_path / "policy.toml").write_text(POLICY)
+    async with running_instances(tmp_path, kimi, slack, database) as (first, senders):
+        await open_home(first, "U333")  # Slack delivers the opening to the first instance
+        await until(lambda: homes(slack, "U333"), "the agent's Home")
+
+        # The customer's message reaches the second instance, which drafts and posts the card.
+        response = await senders[1].event(app_mention("<@UBOT> where is my order #W2611340?"))
+        assert response.status_code == 200, response.text
+        await first.wait_cards(1)
+        fresh = await until(lambda: [h for h in homes(slack, "U333")[1:] if "#W2611340" in h], "the Home refreshed")
+        assert "Waiting for review: 1" in fresh[-1]
 
 
 def test_every_slack_manifest_turns_the_home_tab_on_and_subscribes_to_its_opening() -> None:

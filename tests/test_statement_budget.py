@@ -1,6 +1,7 @@
 """A card for a quarter of the work: the path message → draft → card costs at most 4
 transactions and 15 SQL statements (counted with SQLAlchemy's engine events), and the ack
-itself is one transaction."""
+itself is one transaction. The Slack Home's read of who has it open (one statement, once per burst
+of card changes, on the read pool) is counted apart: at most one."""
 
 from __future__ import annotations
 
@@ -87,5 +88,8 @@ async def test_a_question_becomes_a_card_in_four_transactions_and_fifteen_statem
             await card_recorded(tmp_path / "supportbot.db")
             path_transactions, path_statements = count.take()
     assert ack_statements[0].startswith("INSERT INTO processed_events"), "the ack starts the path"
-    assert ack_transactions + path_transactions <= 4, ack_statements + path_statements
+    homes = [s for s in path_statements if "home_viewers" in s]
+    path_statements = [s for s in path_statements if "home_viewers" not in s]
+    assert len(homes) <= 1, homes
+    assert ack_transactions + path_transactions - len(homes) <= 4, ack_statements + path_statements
     assert len(ack_statements) + len(path_statements) <= 15, ack_statements + path_statements

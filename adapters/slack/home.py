@@ -4,9 +4,11 @@
 for the support team.
 
 Refreshes: whenever the review desk posts or updates a card (the queue changed), the Home of
-each user who opened it within :data:`VIEWER_TTL` seconds is published again, at most once per
-:data:`DEBOUNCE` seconds per user (``views.publish`` is rate limited per user: a burst of card
-changes becomes one publish). The Claim buttons are the cards' own (``claim_conversation`` with
+each user who opened it in the last hour is published again, at most once per :data:`DEBOUNCE`
+seconds per user (``views.publish`` is rate limited per user: a burst of card changes becomes one
+publish). Who opened it is the core's to keep (in SQL), so the instance that changes a card
+refreshes a Home opened on another, and a restart forgets nobody; one read of it serves a burst of
+changes. The Claim buttons are the cards' own (``claim_conversation`` with
 the draft id), so a click is decided by the same path as on a card."""
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two publishes of one user's Home (Slack limits views.publish per user).
 DEBOUNCE = 2.0
-#: How long after opening the Home a user's view is kept fresh.
-VIEWER_TTL = 3600.0
+#: The desk's name for the core's list of who opened their home.
+DESK = "slack"
 NOT_AN_AGENT = "This tab is for the support team: the review queue shows here for its agents."
 _SLA_MARK = {
     SlaState.NONE: "",
@@ -123,7 +125,7 @@ class SlackHome:
         self._directory = directory
         self._review_channel = review_channel or ""
         self._debounce = debounce
-        self._viewers: dict[str, float] = {}  # user -> when they last opened the Home tab
+        self._reading: asyncio.Task[None] | None = None
         self._published: dict[str, float] = {}  # user -> when their Home was last published
         self._pending: dict[str, asyncio.Task[None]] = {}
 
@@ -139,17 +141,34 @@ class SlackHome:
         user = event.get("user")
         if event.get("tab") != "home" or not isinstance(user, str) or not user:
             return  # the Messages tab, or nobody to show it to
-        self._viewers[user] = time.monotonic()
+        try:
+            await self._core().home_opened(DESK, user)
+        except Exception:  # shown all the same; only its refreshes are lost
+            metrics.background_failure("slack-home")
+            log.exception("could not keep %s among the Home's viewers", user)
         self._schedule(user, now=True)
 
     def desk_changed(self) -> None:
-        """The queue changed: refresh the Home of everyone looking at it lately (debounced)."""
-        horizon = time.monotonic() - VIEWER_TTL
-        for user, opened in list(self._viewers.items()):
-            if opened < horizon:
-                del self._viewers[user]
-            else:
+        """The queue changed: refresh the Home of everyone who opened it lately, on any instance
+        (debounced)."""
+        # A change while the viewers are being read is covered by that read: the publishes it
+        # schedules start after it and read the desk as it is then.
+        if self._reading is None:
+            self._reading = asyncio.create_task(self._refresh_viewers(), name="slack-home-viewers")
+
+    async def _refresh_viewers(self) -> None:
+        try:
+            viewers = await self._core().home_viewers(DESK)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next desk change reads again
+            metrics.background_failure("slack-home")
+            log.exception("could not read who has the Home open")
+        else:
+            for user in viewers:
                 self._schedule(user)
+        finally:
+            self._reading = None
 
     def _schedule(self, user: str, *, now: bool = False) -> None:
         if user in self._pending:
@@ -181,7 +200,7 @@ class SlackHome:
 
     async def close(self) -> None:
         """Stop the refreshes on their way (the adapter stops)."""
-        pending = list(self._pending.values())
+        pending = [*self._pending.values(), *([self._reading] if self._reading else [])]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -188,6 +188,12 @@ class Copilot:
     async def home(self, viewer: Author) -> DeskHome | None:
         return await self.homes.home(viewer)
 
+    async def home_opened(self, desk: str, user_id: str) -> None:
+        await self.homes.opened(desk, user_id)
+
+    async def home_viewers(self, desk: str) -> list[str]:
+        return await self.homes.viewers(desk)
+
     async def reload_policy(self) -> PolicyError | None:
         """Take up an edited policy file now (the playground's editor); a bad file keeps the old
         and its refusal is returned."""

@@ -16,6 +16,8 @@ from bot.ports import DeskHome, MyConversation, QueueItem, SlaState
 from bot.store import Database, utcnow
 from bot.store import home as home_rows
 
+#: How long after opening their home an agent's view is kept fresh.
+VIEWER_TTL = timedelta(hours=1)
 #: Cards and conversations shown at most (a Home view holds 100 blocks).
 QUEUE_SHOWN = 15
 MINE_SHOWN = 10
@@ -38,7 +40,7 @@ def snippet(text: str) -> str:
 
 
 class HomeBuilder:
-    """Reads what an agent's home shows."""
+    """Reads what an agent's home shows, and remembers who looks at it (for every instance)."""
 
     def __init__(self, db: Database, policy: PolicyStore) -> None:
         self.db = db
@@ -79,3 +81,14 @@ class HomeBuilder:
             sla_minutes=desk.first_response_minutes,
             more_waiting=max(0, total - len(queue)),
         )
+
+    async def opened(self, desk: str, user_id: str) -> None:
+        """``user_id`` opened their home on ``desk``: kept fresh for :data:`VIEWER_TTL`."""
+        now = utcnow()
+        async with self.db.write() as conn:
+            await home_rows.viewer_opened(conn, desk, user_id, now, now - VIEWER_TTL)
+
+    async def viewers(self, desk: str) -> list[str]:
+        """Who opened their home on ``desk`` within :data:`VIEWER_TTL`, on any instance."""
+        async with self.db.read() as conn:
+            return await home_rows.viewers_since(conn, desk, utcnow() - VIEWER_TTL)

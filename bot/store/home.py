@@ -1,21 +1,23 @@
 """What an agent's home reads: the cards waiting (oldest first), the open conversations assigned
-to an agent, and the desk's figures since a moment (the start of the day)."""
+to an agent, and the desk's figures since a moment (the start of the day); and who has opened
+their home lately, for every instance to keep fresh."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.feedback import FeedbackKind
 from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
 from bot.ports import TodayFigures
-from bot.store.schema import Conversation, Draft, FeedbackRow, Message, OutboxItem, table_of
+from bot.store.dialect import dialect_insert
+from bot.store.schema import Conversation, Draft, FeedbackRow, HomeViewer, Message, OutboxItem, table_of
 
 _drafts, _conversations, _messages = table_of(Draft), table_of(Conversation), table_of(Message)
-_outbox, _feedback = table_of(OutboxItem), table_of(FeedbackRow)
+_outbox, _feedback, _viewers = table_of(OutboxItem), table_of(FeedbackRow), table_of(HomeViewer)
 d, c, m = _drafts.c, _conversations.c, _messages.c
 
 
@@ -83,9 +85,7 @@ async def figures_since(conn: AsyncConnection, since: datetime) -> TodayFigures:
         select(func.count()).where(c.status == ConversationStatus.RESOLVED, c.status_at >= since)
     )
     rows = await conn.execute(
-        select(f.score, func.count())
-        .where(f.kind == FeedbackKind.REPLY, f.updated_at >= since)
-        .group_by(f.score)
+        select(f.score, func.count()).where(f.kind == FeedbackKind.REPLY, f.updated_at >= since).group_by(f.score)
     )
     votes: dict[int, int] = {int(score): int(count) for score, count in rows}
     return TodayFigures(
@@ -95,3 +95,19 @@ async def figures_since(conn: AsyncConnection, since: datetime) -> TodayFigures:
         thumbs_up=int(votes.get(1, 0)),
         thumbs_down=int(votes.get(-1, 0)),
     )
+
+
+async def viewer_opened(conn: AsyncConnection, desk: str, user_id: str, now: datetime, forget_before: datetime) -> None:
+    """``user_id`` opened their home on ``desk`` at ``now``; viewers who last looked before
+    ``forget_before`` are dropped (the table stays as small as the team)."""
+    insert = dialect_insert(conn.dialect.name, _viewers).values(desk=desk, user_id=user_id, opened_at=now)
+    await conn.execute(
+        insert.on_conflict_do_update(index_elements=[_viewers.c.desk, _viewers.c.user_id], set_={"opened_at": now})
+    )
+    await conn.execute(delete(_viewers).where(_viewers.c.opened_at < forget_before))
+
+
+async def viewers_since(conn: AsyncConnection, desk: str, since: datetime) -> list[str]:
+    """Who opened their home on ``desk`` since ``since``, on any instance."""
+    v = _viewers.c
+    return list((await conn.scalars(select(v.user_id).where(v.desk == desk, v.opened_at >= since))).all())

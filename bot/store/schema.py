@@ -152,6 +152,7 @@ class Conversation(Base):
 # Auto-resolve looks for conversations waiting on their customer too long (bot/store/life.py).
 Index("ix_conversations_waiting", Conversation.status, Conversation.status_at)
 
+
 class Message(Base):
     """A turn in a conversation: a customer message or a reply that was sent."""
 
@@ -393,6 +394,17 @@ class PendingEdit(Base):
     actor_name: Mapped[str] = mapped_column(String(255), default="")
     lease_until: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HomeViewer(Base):
+    """Who opened their home on a desk (Slack's App Home) and when: every instance refreshes the
+    homes of those who looked lately when the queue changes, whichever instance they opened it on,
+    and a restart keeps them."""
+
+    __tablename__ = "home_viewers"
+    desk: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditEvent(Base):
