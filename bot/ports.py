@@ -333,9 +333,9 @@ class Core(Protocol):
         figures); None when the viewer is no agent by the policy (they see nothing of the desk)."""
         ...
 
-    async def home_opened(self, desk: str, user_id: str) -> None:
-        """``user_id`` opened their home on ``desk`` (e.g. "slack"): every instance keeps it fresh
-        for the next hour."""
+    async def home_opened(self, desk: str, viewer: Author) -> None:
+        """``viewer`` opened their home on ``desk`` (e.g. "slack"): an agent's is kept fresh by
+        every instance for the next hour (anyone else's shows nothing that changes)."""
         ...
 
     async def home_viewers(self, desk: str) -> list[str]:

@@ -142,7 +142,7 @@ class SlackHome:
         if event.get("tab") != "home" or not isinstance(user, str) or not user:
             return  # the Messages tab, or nobody to show it to
         try:
-            await self._core().home_opened(DESK, user)
+            await self._core().home_opened(DESK, await self._directory.person(user, self._review_channel))
         except Exception:  # shown all the same; only its refreshes are lost
             metrics.background_failure("slack-home")
             log.exception("could not keep %s among the Home's viewers", user)

@@ -188,8 +188,8 @@ class Copilot:
     async def home(self, viewer: Author) -> DeskHome | None:
         return await self.homes.home(viewer)
 
-    async def home_opened(self, desk: str, user_id: str) -> None:
-        await self.homes.opened(desk, user_id)
+    async def home_opened(self, desk: str, viewer: Author) -> None:
+        await self.homes.opened(desk, viewer)
 
     async def home_viewers(self, desk: str) -> list[str]:
         return await self.homes.viewers(desk)

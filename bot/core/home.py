@@ -82,11 +82,14 @@ class HomeBuilder:
             more_waiting=max(0, total - len(queue)),
         )
 
-    async def opened(self, desk: str, user_id: str) -> None:
-        """``user_id`` opened their home on ``desk``: kept fresh for :data:`VIEWER_TTL`."""
+    async def opened(self, desk: str, viewer: Author) -> None:
+        """``viewer`` opened their home on ``desk``: an agent's is kept fresh for
+        :data:`VIEWER_TTL`; nobody else's is kept (it shows nothing that changes)."""
+        if viewer.is_bot or not is_agent(viewer, self.policy.current):
+            return
         now = utcnow()
         async with self.db.write() as conn:
-            await home_rows.viewer_opened(conn, desk, user_id, now, now - VIEWER_TTL)
+            await home_rows.viewer_opened(conn, desk, viewer.id, now, now - VIEWER_TTL)
 
     async def viewers(self, desk: str) -> list[str]:
         """Who opened their home on ``desk`` within :data:`VIEWER_TTL`, on any instance."""
