@@ -348,7 +348,9 @@ async def test_a_prompt_injection_asking_for_a_refund_on_another_order_moves_no_
     assert await shop.refunds("40021") == []
 
 
-async def test_the_daily_limit_per_customer_counts_across_drafts(tmp_path: Path, kimi: FakeKimi) -> None:
+async def test_the_daily_limit_per_customer_counts_todays_refunds_across_drafts_not_yesterdays(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
     policy = POLICY.replace("window_days = 30", 'window_days = 30\nmax_per_customer_per_day = "100.00"')
     async with open_desk(tmp_path, kimi, policy=policy) as desk:
         await desk.import_orders(guard_orders(desk.account(KIM)))
@@ -366,25 +368,15 @@ async def test_the_daily_limit_per_customer_counts_across_drafts(tmp_path: Path,
         await approve_and_settle(desk, card)
         assert await desk.refunds("NODATE-5") == []
 
-
-async def test_a_refund_that_ran_yesterday_does_not_count_against_todays_limit(tmp_path: Path, kimi: FakeKimi) -> None:
-    policy = POLICY.replace("window_days = 30", 'window_days = 30\nmax_per_customer_per_day = "100.00"')
-    async with open_desk(tmp_path, kimi, policy=policy) as desk:
-        await desk.import_orders(guard_orders(desk.account(KIM)))
-        kim = desk.customer(KIM)
-        kimi.script(CallTools([refund("#W2611340", "60.00")]), Reply("Asked the team."))
-        await approve_and_settle(desk, await desk.card_for(await kim.says("refund 60 on #W2611340")))
-        assert await desk.refunds("#W2611340") == [6000]
-        async with desk.bot.engine.begin() as conn:  # that refund ran a day ago
+        async with desk.bot.engine.begin() as conn:  # a day later: the first refund ran yesterday
             a = ProposedAction.__table__.c
             await conn.execute(
                 ProposedAction.__table__.update()
-                .where(a.kind == "refund")
+                .where(a.kind == "refund", a.executed_at.is_not(None))
                 .values(executed_at=datetime.now(UTC) - timedelta(days=1))
             )
-
         kimi.script(CallTools([refund("NODATE-5", "50.00")]), Reply("Asked the team."))
-        card = await desk.card_for(await kim.says("and 50 on NODATE-5"))
+        card = await desk.card_for(await kim.says("so, 50 on NODATE-5?"))
         assert "daily limit" not in card.proposals[0].verdict
         await approve_and_settle(desk, card)
         assert await desk.refunds("NODATE-5") == [5000]
