@@ -265,6 +265,12 @@ class ReviewDesk(Protocol):
 
     async def update_card(self, ref: str, card: ReviewCard) -> None: ...
 
+    def cards_changed(self) -> None:
+        """A card was recorded as shown on this desk, and that is committed: the cards waiting
+        changed. A desk that also lists them elsewhere (Slack's Home) refreshes that list; it must
+        not block."""
+        ...
+
     async def post_notice(self, text: str) -> None:
         """Post a plain notice for the agents (e.g. a policy file that failed to reload)."""
         ...

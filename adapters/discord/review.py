@@ -487,6 +487,9 @@ class DiscordReviewDesk:
         while len(self._keys) > _KEY_MEMORY:
             self._keys.popitem(last=False)
 
+    def cards_changed(self) -> None:
+        """Nothing on Discord lists the cards apart from the staff channel."""
+
     @platform_errors_told
     async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         channel = self._client().get_partial_messageable(self.channel_id)

@@ -197,6 +197,9 @@ class PlaygroundDesk:
         self.state = state
         self.keys: dict[str, str] = {}
 
+    def cards_changed(self) -> None:
+        """The page lists the cards themselves."""
+
     async def post_card(self, card: ReviewCard, *, idempotency_key: str = "") -> str:
         existing = self.keys.get(idempotency_key) if idempotency_key else None
         if existing is not None:

@@ -3,7 +3,7 @@
 ``views.publish``; a user the policy does not count as an agent sees one line saying the tab is
 for the support team.
 
-Refreshes: whenever the review desk posts or updates a card (the queue changed), the Home of
+Refreshes: whenever a card is recorded as posted or is updated (the queue changed), the Home of
 each user who opened it in the last hour is published again, at most once per :data:`DEBOUNCE`
 seconds per user (``views.publish`` is rate limited per user: a burst of card changes becomes one
 publish). Who opened it is the core's to keep (in SQL), so the instance that changes a card
@@ -126,6 +126,7 @@ class SlackHome:
         self._review_channel = review_channel or ""
         self._debounce = debounce
         self._reading: asyncio.Task[None] | None = None
+        self._opened: set[str] = set()  # users whose opening the core has not heard of yet
         self._published: dict[str, float] = {}  # user -> when their Home was last published
         self._pending: dict[str, asyncio.Task[None]] = {}
 
@@ -141,11 +142,7 @@ class SlackHome:
         user = event.get("user")
         if event.get("tab") != "home" or not isinstance(user, str) or not user:
             return  # the Messages tab, or nobody to show it to
-        try:
-            await self._core().home_opened(DESK, await self._directory.person(user, self._review_channel))
-        except Exception:  # shown all the same; only its refreshes are lost
-            metrics.background_failure("slack-home")
-            log.exception("could not keep %s among the Home's viewers", user)
+        self._opened.add(user)  # recorded by the publish, after the ack (listeners run before it)
         self._schedule(user, now=True)
 
     def desk_changed(self) -> None:
@@ -195,7 +192,15 @@ class SlackHome:
             self._pending.pop(user, None)
 
     async def _publish(self, user: str) -> None:
-        home = await self._core().home(await self._directory.person(user, self._review_channel))
+        person = await self._directory.person(user, self._review_channel)
+        if user in self._opened:
+            self._opened.discard(user)
+            try:
+                await self._core().home_opened(DESK, person)
+            except Exception:  # shown all the same; only its refreshes are lost
+                metrics.background_failure("slack-home")
+                log.exception("could not keep %s among the Home's viewers", user)
+        home = await self._core().home(person)
         await self._client.views_publish(user_id=user, view=home_view(home))
 
     async def close(self) -> None:

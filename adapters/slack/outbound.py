@@ -166,7 +166,6 @@ class SlackOutbound:
             blocks=cards.card_blocks(card),
             metadata={"event_type": CARD_EVENT, "event_payload": {"key": idempotency_key}},
         )
-        self.desk_changed()
         return f"{response['channel']}:{response['ts']}"
 
     @platform_errors_told
@@ -191,6 +190,9 @@ class SlackOutbound:
         await self._client.chat_update(
             channel=channel, ts=ts, text=cards.card_fallback_text(card), blocks=cards.card_blocks(card)
         )
+        self.desk_changed()  # a click's or a refresh's change is committed by now; a new card's, see below
+
+    def cards_changed(self) -> None:
         self.desk_changed()
 
     @platform_errors_told

@@ -114,6 +114,7 @@ class CardPublisher:
             return False
         async with self.db.write() as conn:
             current = await draft_rows.card_posted(conn, source.draft_id, self.owner, desk.name, ref, version, shown_at)
+        desk.cards_changed()
         log_event(log, "card_posted", draft=source.draft_id, platform=desk.name, card=ref, adopted=adopt)
         if current is not None and current > version:
             await self.refresh(source.draft_id)  # a click or a newer message changed it meanwhile

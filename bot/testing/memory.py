@@ -145,6 +145,9 @@ class MemoryDesk:
         self._board = board
         self.name = name
 
+    def cards_changed(self) -> None:
+        """The board is the only list of cards here."""
+
     async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         ref = f"card-{len(self._board.refs) + 1}"
         await self._board.card_posted(ref, card, idempotency_key)
@@ -233,6 +236,9 @@ class RecordingDesk:
         self._inner = inner
         self._board = board
         self.name = inner.name
+
+    def cards_changed(self) -> None:
+        self._inner.cards_changed()
 
     async def post_card(self, card: ReviewCard, *, idempotency_key: str) -> str:
         ref = await self._inner.post_card(card, idempotency_key=idempotency_key)
