@@ -295,10 +295,34 @@ class FileFetcher(Protocol):
         ...
 
 
+class AgentHomes(Protocol):
+    """The agents' homes on a desk (Slack's App Home): what each shows, and who looks at them."""
+
+    async def home(self, viewer: Author) -> DeskHome | None:
+        """What the desk's home shows ``viewer`` now (the queue, their conversations, today's
+        figures); None when the viewer is no agent by the policy (they see nothing of the desk)."""
+        ...
+
+    async def opened(self, desk: str, viewer: Author) -> None:
+        """``viewer`` opened their home on ``desk`` (e.g. "slack"): an agent's is kept fresh by
+        every instance for the next hour (anyone else's shows nothing that changes)."""
+        ...
+
+    async def viewers(self, desk: str) -> list[str]:
+        """Who opened their home on ``desk`` in the last hour, on any instance: the homes to
+        publish again when the queue changes."""
+        ...
+
+
 class Core(Protocol):
     """The surface of the core an adapter may call."""
 
     settings: Settings
+
+    @property
+    def homes(self) -> AgentHomes:
+        """The agents' homes (Slack's App Home)."""
+        ...
 
     async def receive(self, message: InboundMessage) -> bool:
         """Record a customer message and start drafting in the background. Returns False when
@@ -333,21 +357,6 @@ class Core(Protocol):
     async def decide(self, decision: ReviewDecision) -> DecisionOutcome: ...
 
     async def edit_form(self, draft_id: str) -> EditForm | None: ...
-
-    async def home(self, viewer: Author) -> DeskHome | None:
-        """What the desk's home shows ``viewer`` now (the queue, their conversations, today's
-        figures); None when the viewer is no agent by the policy (they see nothing of the desk)."""
-        ...
-
-    async def home_opened(self, desk: str, viewer: Author) -> None:
-        """``viewer`` opened their home on ``desk`` (e.g. "slack"): an agent's is kept fresh by
-        every instance for the next hour (anyone else's shows nothing that changes)."""
-        ...
-
-    async def home_viewers(self, desk: str) -> list[str]:
-        """Who opened their home on ``desk`` in the last hour, on any instance: the homes to
-        publish again when the queue changes."""
-        ...
 
     async def rate(self, click: FeedbackClick) -> DecisionOutcome:
         """A click on a delivered reply's 👍 / 👎. ``ok`` False carries ``message`` for an

@@ -149,7 +149,7 @@ async def test_a_card_waiting_past_twice_the_first_response_time_shows_overdue_o
         assert core is not None
 
         async def state() -> SlaState | None:
-            home = await core.home(Author("U333"))
+            home = await core.homes.home(Author("U333"))
             assert home is not None
             return home.queue[0].sla if home.queue else None
 
@@ -160,7 +160,7 @@ async def test_a_card_waiting_past_twice_the_first_response_time_shows_overdue_o
         await open_home(harness, "U333")
         [shown] = await until(lambda: homes(slack, "U333"), "the agent's Home")
         assert ":rotating_light: *overdue*" in shown
-        assert await core.home(Author("U222")) is None, "the customer is no agent: no home"
+        assert await core.homes.home(Author("U222")) is None, "the customer is no agent: no home"
 
 
 async def until_changed(probe: Callable[[], Awaitable[SlaState | None]], seen: set[SlaState | None]) -> SlaState | None:

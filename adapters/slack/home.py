@@ -155,7 +155,7 @@ class SlackHome:
 
     async def _refresh_viewers(self) -> None:
         try:
-            viewers = await self._core().home_viewers(DESK)
+            viewers = await self._core().homes.viewers(DESK)
         except asyncio.CancelledError:
             raise
         except Exception:  # the next desk change reads again
@@ -196,11 +196,11 @@ class SlackHome:
         if user in self._opened:
             self._opened.discard(user)
             try:
-                await self._core().home_opened(DESK, person)
+                await self._core().homes.opened(DESK, person)
             except Exception:  # shown all the same; only its refreshes are lost
                 metrics.background_failure("slack-home")
                 log.exception("could not keep %s among the Home's viewers", user)
-        home = await self._core().home(person)
+        home = await self._core().homes.home(person)
         await self._client.views_publish(user_id=user, view=home_view(home))
 
     async def close(self) -> None:

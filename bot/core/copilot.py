@@ -17,7 +17,7 @@ from bot.core.dispatcher import Dispatcher
 from bot.core.drafting import Drafting
 from bot.core.edit_translation import EditTranslations
 from bot.core.feedback import FeedbackDesk
-from bot.core.home import HomeBuilder
+from bot.core.home import Homes
 from bot.core.intake import Intake
 from bot.core.lifecycle import AutoResolver
 from bot.core.memory import Memory
@@ -34,7 +34,6 @@ from bot.core.translation import Translator
 from bot.errors import PolicyError
 from bot.events import (
     AgentCommand,
-    Author,
     DraftRequest,
     FeedbackClick,
     InboundMessage,
@@ -45,7 +44,7 @@ from bot.events import (
 from bot.insight.figures import Report, gather
 from bot.kimi import KimiClient
 from bot.policy import Policy, PolicyStore
-from bot.ports import CustomerChannel, DecisionOutcome, DeskHome, EditForm, FileFetcher, ReviewDesk
+from bot.ports import CustomerChannel, DecisionOutcome, EditForm, FileFetcher, ReviewDesk
 from bot.settings import Settings
 from bot.store import Database, utcnow
 from bot.store import drafts as draft_rows
@@ -109,7 +108,7 @@ class Copilot:
         self.on_demand = OnDemand(db, policy, self.intake, self.tools_for)
         self.decisions = Decisions(db, policy, orders, lambda draft, fx: self.background.decided(draft, fx))  # noqa: PLW0108
         self.feedback = FeedbackDesk(db, policy)
-        self.homes = HomeBuilder(db, policy)
+        self.homes = Homes(db, policy)
         self.translator = Translator(settings, db, kimi, self.drafting.budgets.for_call)
         self.drafting.translator = self.decisions.translator = self.translator
         self.dispatcher = Dispatcher(
@@ -184,15 +183,6 @@ class Copilot:
 
     async def rate(self, click: FeedbackClick) -> DecisionOutcome:
         return await self.feedback.rate(click)
-
-    async def home(self, viewer: Author) -> DeskHome | None:
-        return await self.homes.home(viewer)
-
-    async def home_opened(self, desk: str, viewer: Author) -> None:
-        await self.homes.opened(desk, viewer)
-
-    async def home_viewers(self, desk: str) -> list[str]:
-        return await self.homes.viewers(desk)
 
     async def reload_policy(self) -> PolicyError | None:
         """Take up an edited policy file now (the playground's editor); a bad file keeps the old

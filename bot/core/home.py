@@ -39,7 +39,7 @@ def snippet(text: str) -> str:
     return line if len(line) <= SNIPPET else line[: SNIPPET - 1] + "…"
 
 
-class HomeBuilder:
+class Homes:
     """Reads what an agent's home shows, and remembers who looks at it (for every instance)."""
 
     def __init__(self, db: Database, policy: PolicyStore) -> None:
