@@ -27,6 +27,7 @@ from adapters.slack import cards
 from adapters.slack.directory import SlackDirectory
 from adapters.slack.mrkdwn import escape
 from bot import metrics
+from bot.core.tasks import Supervisor
 from bot.events import DecisionAction
 from bot.ports import Core, DeskHome, SlaState
 
@@ -125,6 +126,7 @@ class SlackHome:
         self._directory = directory
         self._review_channel = review_channel or ""
         self._debounce = debounce
+        self._tasks = Supervisor()  # the reads and publishes on their way; a failure is logged and counted
         self._reading: asyncio.Task[None] | None = None
         self._opened: set[str] = set()  # users whose opening the core has not heard of yet
         self._published: dict[str, float] = {}  # user -> when their Home was last published
@@ -151,18 +153,11 @@ class SlackHome:
         # A change while the viewers are being read is covered by that read: the publishes it
         # schedules start after it and read the desk as it is then.
         if self._reading is None:
-            self._reading = asyncio.create_task(self._refresh_viewers(), name="slack-home-viewers")
+            self._reading = self._tasks.spawn("slack-home", self._refresh_viewers(), reading="viewers")
 
     async def _refresh_viewers(self) -> None:
-        try:
-            viewers = await self._core().homes.viewers(DESK)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the next desk change reads again
-            metrics.background_failure("slack-home")
-            log.exception("could not read who has the Home open")
-        else:
-            for user in viewers:
+        try:  # failing, it is logged and counted; the next desk change reads again
+            for user in await self._core().homes.viewers(DESK):
                 self._schedule(user)
         finally:
             self._reading = None
@@ -172,24 +167,23 @@ class SlackHome:
             return  # a publish is on its way and will read the desk as it is then
         since = time.monotonic() - self._published.get(user, float("-inf"))
         wait = 0.0 if now and since >= self._debounce else max(0.0, self._debounce - since)
-        self._pending[user] = asyncio.create_task(self._publish_after(user, wait), name=f"slack-home-{user}")
+        self._pending[user] = self._tasks.spawn("slack-home", self._publish_after(user, wait), user=user)
 
     async def _publish_after(self, user: str, wait: float) -> None:
+        """Publish ``user``'s Home after ``wait``; any failure but Slack's is the supervisor's to
+        log and count. The next desk change or opening publishes again."""
+        this = asyncio.current_task()
         try:
             await asyncio.sleep(wait)
             self._published[user] = time.monotonic()
-            del self._pending[user]
+            del self._pending[user]  # from here a desk change schedules the next publish
             await self._publish(user)
-        except asyncio.CancelledError:
-            raise
-        except SlackApiError as exc:  # counted; the next desk change or opening publishes again
+        except SlackApiError as exc:
             metrics.platform_error("slack", "views.publish")
             log.warning("could not publish the Home of %s: %s", user, exc.response.get("error"))
-        except Exception:
-            metrics.background_failure("slack-home")
-            log.exception("could not publish the Home of %s", user)
         finally:
-            self._pending.pop(user, None)
+            if self._pending.get(user) is this:
+                del self._pending[user]
 
     async def _publish(self, user: str) -> None:
         person = await self._directory.person(user, self._review_channel)
@@ -205,8 +199,5 @@ class SlackHome:
 
     async def close(self) -> None:
         """Stop the refreshes on their way (the adapter stops)."""
-        pending = [*self._pending.values(), *([self._reading] if self._reading else [])]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.close()
         self._pending.clear()
