@@ -303,18 +303,18 @@ async def drive_canary(home: Path) -> CanaryRun:
         try:
             base = f"http://127.0.0.1:{port}"
 
-            async def healthy() -> bool:
+            async def ready() -> bool:  # not /healthz: alive is not yet taking events
                 if process.returncode is not None:
                     raise AssertionError(f"supportbot run exited early:\n{stderr_path.read_text()}")
                 try:
                     async with httpx.AsyncClient(timeout=1) as client:
-                        return (await client.get(f"{base}/healthz")).status_code == 200
+                        return (await client.get(f"{base}/readyz")).status_code == 200
                 except httpx.HTTPError:
                     return False
 
             deadline = time.monotonic() + 20
-            while not await healthy():
-                assert time.monotonic() < deadline, "/healthz never answered"
+            while not await ready():
+                assert time.monotonic() < deadline, "/readyz never answered 200"
                 await asyncio.sleep(0.1)
 
             def cards() -> list[Any]:
