@@ -30,9 +30,10 @@ MICRO = 1_000_000
 class BudgetSpent(DraftingError):
     """The call's worst case does not fit the daily or the customer's budget: the draft waits."""
 
-    def __init__(self, message: str, *, scope: str) -> None:
+    def __init__(self, message: str, *, scope: str, limit_usd: float) -> None:
         super().__init__(message)
         self.scope = scope  # "daily" or "customer:<id>"
+        self.limit_usd = limit_usd  # the limit in force when the call was turned back
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +87,15 @@ class Reservations:
         during = self._granted - granted
         if daily > 0 and spent.total + held_total + during + worst_case > daily:
             raise BudgetSpent(
-                f"the daily model budget ({limits.daily_budget_usd:.2f} USD) is used up", scope="daily"
+                f"the daily model budget ({limits.daily_budget_usd:.2f} USD) is used up",
+                scope="daily",
+                limit_usd=limits.daily_budget_usd,
             )
         if per_customer > 0 and spent.customer + held_customer + during + worst_case > per_customer:
             raise BudgetSpent(
                 f"this customer's daily model budget ({limits.customer_daily_budget_usd:.2f} USD) is used up",
                 scope=f"customer:{customer}",
+                limit_usd=limits.customer_daily_budget_usd,
             )
         self._holds.setdefault(draft_id, _Hold(customer)).amount += worst_case
         self._granted += worst_case

@@ -130,7 +130,7 @@ class Drafting:
         self.lease = leases.lease
         self.pool = WorkerPool("drafting", supervisor, self.draft)
         self.budgets = Budgets(settings, db, memory.kimi)
-        self.waits = DraftWaits(settings, db, policy, publisher, leases)
+        self.waits = DraftWaits(settings, db, publisher, leases)
         self.files = FileDownloads(db, settings.file_download_seconds)
         #: Wakes the dispatcher when a fixed text was queued (the core wires it).
         self.deliver: Callable[[], None] = lambda: None

@@ -18,7 +18,6 @@ from bot.core.publisher import CardPublisher
 from bot.core.recovery import LeaseKeeper
 from bot.domain.outcome import Spend
 from bot.errors import KimiCircuitOpen
-from bot.policy import PolicyStore
 from bot.settings import Settings
 from bot.store import Database, outcomes, records, utcnow
 from bot.store import drafts as draft_rows
@@ -33,12 +32,9 @@ BUDGET_RECHECK_SWEEPS = 10  # a draft waiting for the budget looks again every t
 class DraftWaits:
     """Puts a draft back in the queue until it may run, and tells the desk once."""
 
-    def __init__(
-        self, settings: Settings, db: Database, policy: PolicyStore, publisher: CardPublisher, leases: LeaseKeeper
-    ) -> None:
+    def __init__(self, settings: Settings, db: Database, publisher: CardPublisher, leases: LeaseKeeper) -> None:
         self.settings = settings
         self.db = db
-        self.policy = policy
         self.publisher = publisher
         self.leases = leases
         self.timing = leases.timing
@@ -73,13 +69,12 @@ class DraftWaits:
         log.warning("draft %s waits for the budget: %s", claimed.id, exc)
         metrics.budget_wait(exc.scope.partition(":")[0])
         await self._wait(claimed, spent, until)
-        limits = self.policy.current.limits
+        limit = exc.limit_usd  # the one the call met, not the policy as it may be by now
         if exc.scope == "daily":
-            whose, limit = "The daily model budget", limits.daily_budget_usd
+            whose = "The daily model budget"
         else:
             who = conversation.customer_name or conversation.customer_id or conversation.id
             whose = f"The daily model budget of {who} ({conversation.thread.platform})"
-            limit = limits.customer_daily_budget_usd
         # one notice per budget, day and limit: a raised budget that runs out again says so again
         await self._notice_once(
             f"{exc.scope}@{now.date()}@{limit}",
