@@ -641,10 +641,21 @@ def load_policy(path: Path, secrets: Secrets | None = None) -> Policy:
         size = path.stat().st_size
         if size > MAX_POLICY_BYTES:
             raise PolicyError(str(path), [_too_large(size)])
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise PolicyError(str(path), [f"cannot read the file: {exc}"]) from None
-    return check_policy(source, path, secrets or {})
+    return policy_of(path, data, secrets or {})
+
+
+def policy_of(path: Path, data: bytes, secrets: Secrets) -> Policy:
+    """The policy in ``data``, the bytes read from ``path``."""
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError(str(path), [_too_large(len(data))])
+    try:
+        source = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(str(path), [f"cannot read the file: {exc}"]) from None
+    return check_policy(source, path, secrets)
 
 
 class PolicyStore:
@@ -656,7 +667,9 @@ class PolicyStore:
         self.secrets = secrets or {}
         self.current = policy if policy is not None else load_policy(path, self.secrets)
         self.refused: PolicyError | None = None  # why the file as it is now is not in force
-        self._fingerprint = self._read_fingerprint()
+        data = self._read()
+        self._fingerprint = None if data is None else hashlib.sha256(data).digest()
+        self._candidate: tuple[bytes | None] | None = None  # a new content seen once, not yet taken
         if policy is None:
             self._warn_deprecated()
 
@@ -664,20 +677,33 @@ class PolicyStore:
         for line in read_deprecations(self.path):
             log.warning("%s: %s", self.path, line)
 
-    def _read_fingerprint(self) -> bytes | None:
+    def _read(self) -> bytes | None:
         try:
-            return hashlib.sha256(self.path.read_bytes()).digest()
+            return self.path.read_bytes()
         except OSError:
             return None
 
-    async def reload_if_changed(self, on_error: Callable[[PolicyError], Awaitable[None]]) -> bool:
-        """Reload when the file's content changed. Returns True when a new policy is in force."""
-        fingerprint = await asyncio.to_thread(self._read_fingerprint)
+    def _policy_of(self, data: bytes | None) -> Policy:
+        return load_policy(self.path, self.secrets) if data is None else policy_of(self.path, data, self.secrets)
+
+    async def reload_if_changed(
+        self, on_error: Callable[[PolicyError], Awaitable[None]], *, settled: bool = False
+    ) -> bool:
+        """Reload when the file's content changed (the content read is the content loaded).
+        ``settled``: only once the same new content is seen on two looks in a row, so a file caught
+        half written (an editor saving in place, a copy on its way) is never put in force; a bad
+        edit is reported once it has settled too. Returns True when a new policy is in force."""
+        data = await asyncio.to_thread(self._read)
+        fingerprint = None if data is None else hashlib.sha256(data).digest()
         if fingerprint == self._fingerprint:
+            self._candidate = None
             return False
-        self._fingerprint = fingerprint
+        if settled and self._candidate != (fingerprint,):
+            self._candidate = (fingerprint,)
+            return False
+        self._fingerprint, self._candidate = fingerprint, None
         try:
-            policy = await asyncio.to_thread(load_policy, self.path, self.secrets)
+            policy = await asyncio.to_thread(self._policy_of, data)
         except PolicyError as exc:
             log.warning("policy reload failed, keeping the previous policy: %s", exc)
             self.refused = exc
@@ -690,7 +716,8 @@ class PolicyStore:
         return True
 
     async def watch(self, interval: float, on_error: Callable[[PolicyError], Awaitable[None]]) -> None:
-        """Poll the file (works on bind mounts and ConfigMap symlink swaps alike)."""
+        """Poll the file (works on bind mounts and ConfigMap symlink swaps alike); a change is
+        taken once it has stayed the same for one ``interval``."""
         while True:
             await asyncio.sleep(interval)
-            await self.reload_if_changed(on_error)
+            await self.reload_if_changed(on_error, settled=True)

@@ -100,6 +100,38 @@ async def test_live_reload_applies_good_edits_and_keeps_the_old_policy_on_a_bad_
         await harness.wait_replies(None)
 
 
+async def test_the_watcher_never_puts_a_half_written_file_in_force(tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text('[refunds]\nmax_amount = "300.00"\n\n[approvers]\nmanagers = ["mgr"]\n')
+    store = PolicyStore(policy_file)
+    refused: list[PolicyError] = []
+
+    async def look() -> bool:  # one look of the watcher
+        async def report(error: PolicyError) -> None:
+            refused.append(error)
+
+        return await store.reload_if_changed(report, settled=True)
+
+    # An editor saving in place: the file is empty for a moment, then holds the new text.
+    policy_file.write_text("")
+    assert not await look() and store.current.refunds.max_amount == 30_000, "the empty moment is not taken"
+    policy_file.write_text('[refunds]\nmax_amount = "400.00"\n\n[approvers]\nmanagers = ["mgr"]\n')
+    assert not await look(), "seen once: it may still be on its way"
+    assert await look() and store.current.refunds.max_amount == 40_000
+    assert not await look()
+
+    # A copy cut short mid-line is no error for the desk; the same bad text on two looks is one.
+    policy_file.write_text('[refunds]\nmax_amount = "3')
+    assert not await look() and refused == []
+    assert not await look() and len(refused) == 1
+    assert not await look() and len(refused) == 1 and store.current.refunds.max_amount == 40_000
+
+    # Emptied on purpose (it stays so): the built-in defaults, one look later.
+    policy_file.write_text("")
+    assert not await look()
+    assert await look() and store.current == Policy()
+
+
 def test_a_knowledge_file_that_does_not_exist_is_a_policy_error(tmp_path: Path) -> None:
     (tmp_path / "faq.md").write_text("# FAQ\n\nWe ship worldwide.\n")
     policy = tmp_path / "policy.toml"
