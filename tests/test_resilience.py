@@ -175,8 +175,10 @@ async def test_slack_gets_its_200_only_once_the_message_is_stored(harness: Harne
 
     database = harness.tmp_path / "supportbot.db"
     # Another writer holds the database for a moment, as a busy moment or a slow disk would.
-    blocker = sqlite3.connect(database, isolation_level=None, timeout=10)  # the bot may be writing
-    blocker.execute("BEGIN IMMEDIATE")
+    blocker = sqlite3.connect(database, isolation_level=None, timeout=10, check_same_thread=False)
+    # Taken off the event loop: the bot may be mid-write on this loop, and a blocking wait here
+    # would keep it from ever finishing (both would wait out the timeout; CI saw it once).
+    await asyncio.to_thread(blocker.execute, "BEGIN IMMEDIATE")
 
     async def release() -> None:
         await asyncio.sleep(0.5)
