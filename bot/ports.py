@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from bot.settings import Settings
 
 
+#: What every platform route answers, with a 503 and ``Retry-After``, until the bot is ready:
+#: Slack retries the event, an agent clicks again, a person in the playground reads it.
+STARTING_UP = "the bot is starting; retry in a moment"
+
 #: What a review card shows: the draft's state. The adapter renders buttons only for
 #: ``AWAITING_REVIEW``; ``DRAFTING`` is a draft still forming on the card (streamed).
 CardState = DraftStatus
@@ -408,7 +412,8 @@ class PlatformAdapter(Protocol):
         ...
 
     def routes(self) -> Sequence[web.RouteDef]:
-        """HTTP routes this adapter serves on the bot's HTTP server (e.g. ``/slack/events``)."""
+        """HTTP routes this adapter serves on the bot's HTTP server (e.g. ``/slack/events``).
+        Until the bot is ready they answer 503 with :data:`STARTING_UP` (the app's gate)."""
         ...
 
     @property

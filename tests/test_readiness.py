@@ -1,7 +1,8 @@
 """Ready means ready: while Slack and Discord are both configured and Discord is still
 connecting, events and clicks get a 503 (Slack retries them; the agent sees the click fail and
-clicks again), never an "ok" followed by a silent loss; /readyz tells the truth; a dead
-gateway makes /readyz fail until the watchdog has reconnected it."""
+clicks again; a person opening the playground reads that it is starting), never an "ok"
+followed by a silent loss; /readyz tells the truth; a dead gateway makes /readyz fail until the
+watchdog has reconnected it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from bot.app import Supportbot
+from bot.ports import STARTING_UP
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
@@ -32,8 +34,9 @@ async def readyz(port: int) -> int:
 
 
 async def test_events_and_clicks_wait_with_a_503_until_every_platform_is_connected(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("PLAYGROUND_TOKEN", "pg-token-4242")  # the playground next to both platforms
     discord.ready_gate = asyncio.Event()
     settings = settings_for(
         tmp_path, kimi, slack, discord_bot_token=discord.token, discord_api_url=discord.api_url, port=0
@@ -47,6 +50,10 @@ async def test_events_and_clicks_wait_with_a_503_until_every_platform_is_connect
         early_event = await sender.event(app_mention("<@UBOT> where is my order #W2611340?"))
         early_click = await sender.action(block_actions("approve_draft", "d" * 32, user="U333", channel=REVIEW_CHANNEL))
         assert early_event.status_code == 503 and early_click.status_code == 503
+        async with httpx.AsyncClient() as browser:  # an agent opens the playground meanwhile
+            early_page = await browser.get(f"http://127.0.0.1:{bot.port}/?token=pg-token-4242")
+        for early in (early_event, early_click, early_page):  # one plain sentence a person can read
+            assert (early.status_code, early.text, early.headers["Retry-After"]) == (503, STARTING_UP, "1")
         assert await readyz(bot.port) == 503
         assert not kimi.requests or all("chat" not in r.path for r in kimi.requests)
 

@@ -17,6 +17,7 @@ from adapters.playground.guard import (
     with_security_headers,
     without_token,
 )
+from bot.ports import STARTING_UP
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,7 +43,7 @@ class AccessGate:
 
     async def _admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not self._started():
-            raise web.HTTPServiceUnavailable(text="the bot is starting")
+            raise web.HTTPServiceUnavailable(text=STARTING_UP, headers={"Retry-After": "1"})
         refusal = self._hosts.host_refusal(request)
         if refusal is not None:
             raise web.HTTPForbidden(text=refusal)
