@@ -154,8 +154,12 @@ async def test_a_flood_inside_one_thread_is_coalesced_into_one_draft_that_covers
         first = await kim.says("flood message start: hello?")
         await desk.card_for(first)  # the burst's draft
         calls_before = len(kimi.completions)
+        flood_began = time.monotonic()
         for n in range(30):
             await kim.says(f"flood message {n}: anyone there?", after=first)
+        # a token flows back every second: on a slow machine the thirty take longer to send, and
+        # each token that came back while they were sent lets one more message start a draft
+        refills = int(time.monotonic() - flood_began)
         # the thread's draft waited for the bucket (one second) and then covered all thirty
         last = await until(
             lambda: next((c for c in reversed(desk.cards) if "flood message 29" in c.customer_text), None),
@@ -164,11 +168,11 @@ async def test_a_flood_inside_one_thread_is_coalesced_into_one_draft_that_covers
         assert last.state is not CardState.FAILED
         # the bucket holds one message: the first (or, had a token flowed back in, the second) of
         # the thirty got a draft of its own, every later one joined the waiting draft
-        assert counted(metrics.FLOOD_COALESCED) - coalesced_before in (28, 29)
+        assert 28 - refills <= counted(metrics.FLOOD_COALESCED) - coalesced_before <= 29
         await desk.settle()
         # at most two drafts for the thirty messages (with a summary call and a tool step each)
-        assert len(kimi.completions) - calls_before <= 6
-        assert len(desk.cards) <= 3
+        assert len(kimi.completions) - calls_before <= 6 + 3 * refills
+        assert len(desk.cards) <= 3 + refills
         prompt = json.dumps(kimi.completions[-1]["messages"])
         assert "flood message 29:" in prompt
 
