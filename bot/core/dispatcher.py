@@ -84,6 +84,9 @@ class Dispatcher:
         self.refunds = RefundExecutor(db, policy, orders, counters, timing)
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[Any]] = {}
+        # One claiming pass at a time in this process: a second one (settle's) would skip the
+        # rows the first holds locked on PostgreSQL and see none of them in flight yet.
+        self._claiming = asyncio.Lock()
         self._winding_down = False
         self.passes = 0
 
@@ -120,18 +123,19 @@ class Dispatcher:
 
     async def deliver_due(self) -> int:
         """Claim what is due (up to the free slots) and start delivering it; returns how many."""
-        free = self.concurrency - len(self._in_flight)
-        if free <= 0 or self._winding_down:
-            return 0
-        async with self.db.write() as conn:
-            claimed = await outbox_rows.claim_due(conn, self.owner, utcnow(), self.lease, free)
-        self.passes += 1
-        for item in claimed:
-            # The supervisor owns each delivery: a failure is logged with the draft and counted
-            # (the row is retried when its lease expires).
-            task = self.supervisor.spawn("deliver", self._deliver_and_free(item), draft=item.label)
-            self._in_flight[item.id] = task
-        return len(claimed)
+        async with self._claiming:
+            free = self.concurrency - len(self._in_flight)
+            if free <= 0 or self._winding_down:
+                return 0
+            async with self.db.write() as conn:
+                claimed = await outbox_rows.claim_due(conn, self.owner, utcnow(), self.lease, free)
+            self.passes += 1
+            for item in claimed:
+                # The supervisor owns each delivery: a failure is logged with the draft and counted
+                # (the row is retried when its lease expires).
+                task = self.supervisor.spawn("deliver", self._deliver_and_free(item), draft=item.label)
+                self._in_flight[item.id] = task
+            return len(claimed)
 
     async def _deliver_and_free(self, item: ClaimedReply) -> None:
         try:
