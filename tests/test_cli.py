@@ -5,11 +5,11 @@ the short id a card shows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +18,7 @@ import pytest
 from bot.cli_ops import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from bot.settings import Settings
 from tests.fakes.kimi import FakeKimi
-from tests.harness import KIMI_KEY
+from tests.harness import KIMI_KEY, until
 from tests.playground_support import HEADER, playground_bot
 from tests.processes import SUPPORTBOT, free_port, operator_env, supportbot
 from tests.test_playground import client_for, playground_of, state_when
@@ -41,18 +41,17 @@ async def test_a_newcomer_with_only_a_kimi_key_gets_the_playground_and_a_whole_c
         process = await asyncio.create_subprocess_exec(SUPPORTBOT, "run", cwd=tmp_path, env=env, stderr=err)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=HEADER, timeout=30) as client:
-            deadline = time.monotonic() + 20
-            while True:
+
+            async def the_page_once_started() -> httpx.Response | None:
                 assert process.returncode is None, stderr.read_text()
-                try:
-                    page = await client.get("/")
-                    if page.status_code != 503:
-                        break
-                    assert "the bot is starting" in page.text, page.text  # bound, not started yet
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the playground never answered"
-                await asyncio.sleep(0.1)
+                with contextlib.suppress(httpx.TransportError):  # not bound yet
+                    answer = await client.get("/")
+                    if answer.status_code != 503:
+                        return answer
+                    assert "the bot is starting" in answer.text, answer.text  # bound, not started yet
+                return None
+
+            page = await until(the_page_once_started, "the playground", timeout=20)
             assert page.status_code == 200 and "supportbot playground" in page.text
             assert (await client.post("/playground/api/orders")).json()["ok"]
             await client.post("/playground/api/message", data={"text": "Where is my order #W2611340?"})
