@@ -95,6 +95,23 @@ async def test_only_the_customer_rates_a_reply_and_a_second_click_changes_the_vo
         )
 
 
+async def test_a_click_on_a_reply_the_platform_shows_before_it_answers_the_post_is_counted(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    async with open_desk(tmp_path, kimi, policy=FEEDBACK) as desk:
+        kimi.script(Reply("Your order #W2611340 is on its way."))
+        said = await desk.customer("kim").says("where is my order #W2611340")
+        card = await desk.card_for(said)
+        desk.board.post_answered.clear()
+        await desk.agent("agent").approve(card)
+        await desk.reply_to(said)  # on the customer's screen, the bot still waiting for the platform
+
+        assert await rate(desk, card.draft_id, Vote.UP, Author("kim")) == DecisionOutcome(True, THANKS)
+        desk.board.post_answered.set()
+        await desk.settle()
+        assert [(c.up, c.down) for c in await counts(desk)] == [(1, 0)]
+
+
 async def test_without_the_policy_a_reply_has_no_buttons(tmp_path: Path, kimi: FakeKimi) -> None:
     async with open_desk(tmp_path, kimi) as desk:
         await answered(desk, kimi)

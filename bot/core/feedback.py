@@ -35,6 +35,9 @@ from bot.store.schema import Draft, Message, table_of
 log = logging.getLogger(__name__)
 
 _drafts, _messages = table_of(Draft).c, table_of(Message).c
+#: A reply's buttons can be clicked the moment the platform shows it, before the bot has recorded
+#: the post as sent: an approved or edited draft is one being delivered.
+_RATED_STATES = (DraftStatus.APPROVED, DraftStatus.EDITED, DraftStatus.SENT)
 
 THANKS = "Thanks for your feedback!"
 NOT_RATED = "This reply cannot be rated (any more)."
@@ -55,7 +58,7 @@ async def _rated_reply(conn: AsyncConnection, draft_id: str) -> RatedReply | Non
         await conn.execute(
             select(_drafts.conversation_id, _messages.author_id)
             .join(table_of(Message), _messages.id == _drafts.message_id)
-            .where(_drafts.id == draft_id, _drafts.status == DraftStatus.SENT)
+            .where(_drafts.id == draft_id, _drafts.status.in_(_RATED_STATES))
         )
     ).first()
     return RatedReply(row[0], row[1]) if row is not None else None

@@ -68,6 +68,10 @@ class Board:
         self.pending_shown = 0
         #: The users who accept no direct message (opening one is refused).
         self.closed_dms: set[str] = set()
+        #: Cleared: a posted reply shows at once but the platform's answer to the post waits for
+        #: it (a slow API), so the customer can click on a reply the bot has not yet seen sent.
+        self.post_answered = asyncio.Event()
+        self.post_answered.set()
 
     async def notify(self) -> None:
         async with self.changed:
@@ -121,6 +125,7 @@ class MemoryChannel:
         message_id = f"m{len(self._board.replies) + 1}"
         self._board.replies.append(PostedReply(thread, text, idempotency_key, message_id, feedback_for))
         await self._board.notify()
+        await self._board.post_answered.wait()
         return message_id
 
     async def find_reply(self, thread: ThreadRef, idempotency_key: str) -> str | None:
