@@ -33,7 +33,7 @@ from bot.llm.knowledge import KnowledgeSync, knowledge_paths
 from bot.llm.setup import start_client
 from bot.operator_access import OperatorAccess, Verdict, refusal
 from bot.policy import Policy, PolicyStore
-from bot.ports import STARTING_UP, PlatformAdapter, PlatformFactory
+from bot.ports import STARTING_UP, STARTING_UP_HEADERS, PlatformAdapter, PlatformFactory
 from bot.recent import Recent
 from bot.secret_values import configured_secrets
 from bot.settings import Settings
@@ -246,7 +246,7 @@ class Supportbot:
     ) -> web.StreamResponse:
         """Events and clicks wait for readiness: a 503 makes Slack retry, never lose them."""
         if not self.ready and request.path in self._platform_routes:
-            return web.Response(text=STARTING_UP, status=503, headers={"Retry-After": "1"})
+            return web.Response(text=STARTING_UP, status=503, headers=STARTING_UP_HEADERS)
         return await handler(request)
 
     async def _watchdog(self) -> None:

@@ -8,10 +8,11 @@ core never imports an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from bot.domain.states import ConversationOwner, ConversationStatus, DraftStatus
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 #: What every platform route answers, with a 503 and ``Retry-After``, until the bot is ready:
 #: Slack retries the event, an agent clicks again, a person in the playground reads it.
 STARTING_UP = "the bot is starting; retry in a moment"
+#: The headers of that answer: a start takes seconds, so ask again in one.
+STARTING_UP_HEADERS: Mapping[str, str] = MappingProxyType({"Retry-After": "1"})
 
 #: What a review card shows: the draft's state. The adapter renders buttons only for
 #: ``AWAITING_REVIEW``; ``DRAFTING`` is a draft still forming on the card (streamed).

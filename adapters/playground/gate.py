@@ -17,7 +17,7 @@ from adapters.playground.guard import (
     with_security_headers,
     without_token,
 )
-from bot.ports import STARTING_UP
+from bot.ports import STARTING_UP, STARTING_UP_HEADERS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,7 +43,7 @@ class AccessGate:
 
     async def _admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not self._started():
-            raise web.HTTPServiceUnavailable(text=STARTING_UP, headers={"Retry-After": "1"})
+            raise web.HTTPServiceUnavailable(text=STARTING_UP, headers=STARTING_UP_HEADERS)
         refusal = self._hosts.host_refusal(request)
         if refusal is not None:
             raise web.HTTPForbidden(text=refusal)
