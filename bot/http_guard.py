@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import heapq
+import itertools
 import logging
 import resource
 import socket
@@ -156,11 +157,13 @@ class GuardedRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if data and self._phase is Phase.IDLE:  # the first bytes of the next request
             self._phase, self._since = Phase.HEADERS, self._guard.now()
+            self._guard.waiting_for_headers(self)
         super().data_received(data)
 
     def request_began(self, body: StreamReader) -> None:
         """The headers are complete and a handler takes the request."""
         self._phase, self._since, self._body = Phase.BODY, self._guard.now(), body
+        self._guard.headers_complete(self)
 
     def request_ended(self) -> None:
         self._phase, self._since, self._body = Phase.IDLE, self._guard.now(), None
@@ -247,6 +250,10 @@ class ConnectionGuard:
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
         self._open: dict[GuardedRequestHandler, None] = {}  # in arrival order
+        # Those whose request headers are incomplete, in the order they began waiting for them:
+        # oldest first, so the arrival path takes its victims from the front instead of ranking
+        # every open connection (a reconnecting flood brings thousands of newcomers a second).
+        self._incomplete: dict[GuardedRequestHandler, None] = {}
         self._arriving = 0  # accepted, protocol made, not admitted yet
         self._closed: Counter[str] = Counter()  # since the last report
         self._reported_at = float("-inf")
@@ -268,7 +275,9 @@ class ConnectionGuard:
         an idle or slow-body one might rank after the other newcomers of the same pass."""
         self._arriving += 1
         asyncio.get_running_loop().call_soon(self._arrived)  # runs just before its connection_made
-        self._make_room(len(self._open) + self._arriving - self.limits.max_connections, headers_only=True)
+        over = len(self._open) + self._arriving - self.limits.max_connections
+        for victim in list(itertools.islice(self._incomplete, max(0, over))):
+            self._close(victim, "cap")
 
     def _arrived(self) -> None:
         self._arriving -= 1
@@ -277,24 +286,33 @@ class ConnectionGuard:
         """A new connection: closed at once if the server is still over its cap (every other
         connection is being answered)."""
         self._open[connection] = None
+        self._incomplete[connection] = None
         over = len(self._open) - self.limits.max_connections
         if over > 0 and self._make_room(over, keep=connection) == 0:
             self._close(connection, "full")
 
-    def _make_room(self, over: int, keep: GuardedRequestHandler | None = None, *, headers_only: bool = False) -> int:
-        """Close ``over`` connections in :func:`victims` order, or a batch of them (so a flood of
-        connections does not rank every open one for each newcomer); how many were closed."""
-        if over <= 0:
-            return 0
+    def waiting_for_headers(self, connection: GuardedRequestHandler) -> None:
+        """A kept-alive connection began its next request."""
+        if connection in self._open:
+            self._incomplete[connection] = None
+
+    def headers_complete(self, connection: GuardedRequestHandler) -> None:
+        """A handler took the connection's request: no newcomer closes it any more."""
+        self._incomplete.pop(connection, None)
+
+    def _make_room(self, over: int, keep: GuardedRequestHandler) -> int:
+        """Close ``over`` connections other than ``keep`` in :func:`victims` order (or a batch of
+        them, so that a flood of connections does not rank every open one for each newcomer);
+        how many were closed."""
         batch = max(over, self.limits.max_connections // 50)
-        states = ((c, c.state) for c in self._open if c is not keep)
-        chosen = victims(((c, s) for c, s in states if s.phase is Phase.HEADERS or not headers_only), batch)
+        chosen = victims(((c, c.state) for c in self._open if c is not keep), batch)
         for victim in chosen:
             self._close(victim, "cap")
         return len(chosen)
 
     def forget(self, connection: GuardedRequestHandler) -> None:
         self._open.pop(connection, None)
+        self._incomplete.pop(connection, None)
 
     def sweep(self) -> None:
         """Close every request whose headers or body overran their timeout."""
@@ -371,7 +389,7 @@ class ConnectionGuard:
             loop.default_exception_handler(context)
 
     def _close(self, connection: GuardedRequestHandler, reason: str) -> None:
-        self._open.pop(connection, None)
+        self.forget(connection)
         connection.force_close()
         self._closed[reason] += 1
         metrics.http_connection_closed(reason)

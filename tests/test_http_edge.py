@@ -19,8 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 
-from bot.http_guard import ConnectionState, Phase, victims
+from bot.http_guard import ConnectionGuard, ConnectionState, GuardedRunner, HttpLimits, Phase, victims
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention
@@ -171,6 +172,53 @@ async def test_at_the_cap_a_newcomer_closes_the_oldest_incomplete_request_not_an
     finally:
         writer.close()
     assert await closed_total(bot, "cap") >= 15
+
+
+async def test_at_the_cap_newcomers_close_the_oldest_incomplete_headers_never_an_upload_being_read() -> None:
+    """The guard's arrival path takes its victims from the connections still sending headers, in
+    the order they began; a request whose headers are complete (its body being read) is not one."""
+    guard = ConnectionGuard(HttpLimits(header_timeout=60.0, body_timeout=60.0, max_connections=3))
+    reading = asyncio.Event()
+
+    async def upload(request: web.Request) -> web.Response:
+        reading.set()
+        return web.Response(text=f"stored {len(await request.read())} bytes")
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/upload", upload)
+    app.router.add_get("/healthz", ok)
+    runner = GuardedRunner(app, guard, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = int(runner.addresses[0][1])
+    lorises: list[Loris] = []
+    attacks: list[asyncio.Task[None]] = []
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        await asyncio.wait_for(reading.wait(), 5)  # its headers are complete: the handler reads the body
+        for at_the_cap in (2, 3):  # two slow-lorises, one after the other
+            lorises.append(Loris(port, every=0.2, lifetime=10.0))
+            attacks.append(asyncio.create_task(lorises[-1].run()))
+            await until(lambda n=at_the_cap: guard.open_connections == n, f"{at_the_cap} connections open")
+
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            assert (await client.get(f"http://127.0.0.1:{port}/healthz")).text == "ok"
+            await until(lambda: lorises[0].closed_after is not None, "the older slow-loris closed for the newcomer")
+            assert lorises[1].closed_after is None, "only as many closed as the newcomer needed"
+
+        writer.write(b"x" * 90)  # the upload was kept: it finishes and is answered
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        for attack in attacks:
+            attack.cancel()
+        await asyncio.gather(*attacks, return_exceptions=True)
+        await runner.cleanup()
 
 
 def test_room_is_made_from_incomplete_headers_first_then_idle_then_slow_bodies_never_active() -> None:
