@@ -3,7 +3,9 @@
 One 60-turn Slack conversation runs in this process the way the integration harness runs the
 bot: the real ``Supportbot`` serving HTTP on 127.0.0.1, a fake Slack and a fake Kimi, SQLite in a
 temporary directory, and a policy file whose ``[memory]`` section holds the repository's defaults
-(``summarize_after_turns``, ``keep_recent_turns``; override with the flags). Turn 1 is an
+(``summarize_after_turns``, ``keep_recent_turns``; override with the flags) and whose sender
+bucket is off (``[fairness]``: a customer answering as fast as the desk approves would be paced,
+which moves when a draft starts, not what it sends). Turn 1 is an
 ``app_mention``; turns 2..60 are replies in its thread. Every turn's card is approved (the
 ``approve_draft`` button) and the turn ends when the reply is in the thread and the card says it
 was sent, so the history grows as in a real conversation (customer and support messages).
@@ -214,13 +216,18 @@ async def converse(
     after = args.summarize_after or memory.summarize_after_turns
     keep = args.keep_recent or memory.keep_recent_turns
     own = args.policy.read_text(encoding="utf-8") if args.policy else ""
-    if "memory" in tomllib.loads(own):
+    sections = tomllib.loads(own)
+    if "memory" in sections:
         if args.summarize_after or args.keep_recent:
             raise SystemExit(f"{args.policy} has a [memory] section: edit it instead of passing the flags")
-        (tmp / "policy.toml").write_text(own)
     else:
-        memory_section = f"[memory]\nsummarize_after_turns = {after}\nkeep_recent_turns = {keep}\n"
-        (tmp / "policy.toml").write_text(own + "\n" + memory_section)
+        own += f"\n[memory]\nsummarize_after_turns = {after}\nkeep_recent_turns = {keep}\n"
+    if "fairness" not in sections:
+        # One customer answering as fast as the desk approves: 60 messages in a minute or two, which
+        # intake's sender bucket rightly paces (a draft every 5 s past the burst). Pacing changes
+        # when a draft starts, not what its prompt holds, so the bench measures without it.
+        own += "\n[fairness]\nsender_messages_per_minute = 0\n"
+    (tmp / "policy.toml").write_text(own)
     effective = load_policy(tmp / "policy.toml").memory
 
     figures: list[TurnFigures] = []
