@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import TextClause, func, select, text
+from sqlalchemy import TextClause, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bot.app import Supportbot
-from bot.store import AuditEvent, Draft, Message, sessionmaker
+from bot.store import AuditEvent, Draft, Message, sessionmaker, utcnow
 from tests.fakes.discord import ALICE, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
@@ -88,6 +89,36 @@ async def test_an_edited_mention_before_approval_is_answered_once_from_the_new_t
         edits = list(await session.scalars(select(AuditEvent).where(AuditEvent.kind == "message_edited")))
     assert texts == ["is the shop open on Saturday?"]
     assert [e.detail["original"] for e in edits] == ["is the shop open on Sunday?"]
+
+
+async def test_a_card_posted_just_before_a_crash_and_superseded_meanwhile_is_found_and_says_so(
+    harness: Harness,
+) -> None:
+    asked = await harness.mention("is the shop open on Sunday?")
+    ts = asked["event"]["ts"]
+    [first] = await harness.wait_cards(1)
+    await harness.settle()
+    # The worker died after Slack took the card and before the row recorded it; its lease runs a
+    # moment longer. Meanwhile the customer edits the question: the draft is superseded.
+    dying = {"lease_owner": "a-worker-that-died", "lease_until": utcnow() + timedelta(seconds=1)}
+    async with sessionmaker(harness.bot.engine).begin() as session:
+        await session.execute(
+            update(Draft).where(Draft.id == draft_id_of(first)).values(card_ref="", card_desk="", **dying)
+        )
+    await edit_mention(harness, ts, "is the shop open on Saturday?", "is the shop open on Sunday?")
+
+    # Once the dead worker's lease is out, the card on the desk is found and says what happened:
+    # nobody is offered Approve on the Sunday answer.
+    old = await harness.wait_card_update(draft_id_of(first), "customer edited their message")
+    assert "approve_draft" not in card_text(old)
+    cards = await harness.wait_cards(2)
+    assert "Saturday" in card_text(cards[1])
+    await harness.settle()
+    assert len(harness.cards()) == 2, "the lost card was found, not posted again"
+    async with sessionmaker(harness.bot.engine)() as session:
+        draft = await session.get(Draft, draft_id_of(first))
+    assert draft is not None and draft.card_ref == f"{first.response['channel']}:{first.response['ts']}"
+    assert draft.lease_owner == ""
 
 
 async def test_an_edit_after_the_answer_was_sent_drafts_nothing(harness: Harness) -> None:

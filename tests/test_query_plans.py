@@ -36,6 +36,13 @@ SWEEPER_LOOKS: dict[str, tuple[Callable[[AsyncConnection], Awaitable[object]], s
         lambda conn: draft_rows.cards_stale(conn, NOW - timedelta(seconds=2), 20),
         "ix_drafts_stale_cards",
     ),
+    # Superseded drafts left in a dead worker's hands: a narrow slice of ix_drafts_work (status,
+    # then a lease that ran out), not every superseded draft without a card (ix_drafts_without_card
+    # would read all the no-reply and coalesced ones ever written).
+    "cards a dead worker may have left on the desk": (
+        lambda conn: draft_rows.lost_cards(conn, NOW, 20),
+        "ix_drafts_work",
+    ),
     "conversations to auto-resolve": (
         lambda conn: life_rows.waiting_since(conn, NOW - timedelta(hours=48), 50),
         "ix_conversations_waiting",

@@ -121,8 +121,8 @@ class Copilot:
         self.decisions.lease = self.timing.lease
         self.sweeper = Sweeper(
             db, timing=self.timing, redraft=self.drafting.pool.submit, repost=self.publisher.recover,
-            refresh=self.publisher.refresh, deliver=self.dispatcher.wake, resolve_idle=self.resolver.sweep,
-            translate_edits=self.edits.resume,
+            refresh=self.publisher.refresh, find_lost=self.publisher.find_lost_card, deliver=self.dispatcher.wake,
+            resolve_idle=self.resolver.sweep, translate_edits=self.edits.resume,
         )  # fmt: skip
         self.retention = RetentionJob(db, policy, self.metrics, interval=settings.retention_sweep_seconds)
         self.sla = SlaWatch(db, policy, self.publisher.desks, self.metrics, self.publisher.refresh)

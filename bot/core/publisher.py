@@ -129,6 +129,34 @@ class CardPublisher:
         if source is not None:
             await self.publish(source, source.draft.version, adopt=True)
 
+    async def find_lost_card(self, draft_id: str) -> None:
+        """A draft superseded while the worker that was posting (or streaming) its card died: the
+        card may be on the desk with no record of it here, still offering Approve on words
+        nobody should send. Found, it is recorded and made to say the draft is superseded; not
+        found, nothing is posted (the newer draft has its own card). A desk that fails is asked
+        again once the claim runs out."""
+        async with self.db.write() as conn:
+            if not await draft_rows.claim_lost_card(conn, draft_id, self.owner, utcnow(), self.timing.card_claim):
+                return
+        desk, source = self.desk, await self.load(draft_id)
+        ref: str | None = None
+        try:
+            if desk is not None and source is not None:
+                ref = await desk.find_card(card_key(draft_id))
+                if ref is not None:
+                    await desk.update_card(ref, self.card(source, desk.name))
+        except PlatformError as exc:
+            _failed(exc, "looking for the card of superseded draft %s failed; it will be retried", draft_id)
+            return
+        async with self.db.write() as conn:
+            if desk is None or source is None or ref is None:
+                await draft_rows.release(conn, draft_id, self.owner)
+                return
+            await draft_rows.card_posted(conn, draft_id, self.owner, desk.name, ref, source.draft.version, utcnow())
+        self.counters["cards_adopted"] += 1
+        desk.cards_changed()
+        log_event(log, "card_found", draft=draft_id, platform=desk.name, card=ref)
+
     async def refresh(self, draft_id: str) -> None:
         """Update a draft's card to what the draft is now."""
         source = await self.load(draft_id)

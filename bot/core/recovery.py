@@ -70,6 +70,7 @@ class Sweeper:
         redraft: Callable[[str], None],
         repost: Callable[[str], Awaitable[None]],
         refresh: Callable[[str], Awaitable[None]],
+        find_lost: Callable[[str], Awaitable[None]],
         deliver: Callable[[], None],
         resolve_idle: Callable[[], Awaitable[int]] | None = None,
         translate_edits: Callable[[], Awaitable[int]] | None = None,
@@ -81,24 +82,29 @@ class Sweeper:
         self._redraft = redraft
         self._repost = repost
         self._refresh = refresh
+        self._find_lost = find_lost
         self._deliver = deliver
         self.passes = 0
 
     async def sweep(self) -> None:
-        """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date,
-        conversations idle on their customer too long to resolve, and agents' edits whose
-        translation an earlier run left."""
+        """One pass: drafts to (re)draft, cards to (re)post, cards to bring up to date, cards of
+        superseded drafts a dead worker may have left on the desk unrecorded, conversations idle
+        on their customer too long to resolve, and agents' edits whose translation an earlier
+        run left."""
         now = utcnow()
         async with self.db.read() as conn:
             drafting = await draft_rows.drafting_due(conn, now, 50)
             missing = await draft_rows.cards_missing(conn, now, 20)
             stale = await draft_rows.cards_stale(conn, now - timedelta(seconds=self.interval * 2), 20)
+            lost = await draft_rows.lost_cards(conn, now, 20)
         for draft_id in drafting:
             self._redraft(draft_id)
         for draft_id in missing:
             await self._repost(draft_id)
         for draft_id in stale:
             await self._refresh(draft_id)
+        for draft_id in lost:
+            await self._find_lost(draft_id)
         if self._resolve_idle is not None:
             await self._resolve_idle()
         if self._translate_edits is not None:

@@ -149,6 +149,29 @@ async def claim_for_card(conn: AsyncConnection, draft_id: str, owner: str, now: 
     return bool(result.rowcount == 1)
 
 
+def _superseded_in_a_dead_hand(now: datetime) -> Any:
+    """Superseded with no card recorded while a worker that died still holds it (its lease ran
+    out): it was drafting (a streamed card may be up) or posting its card when it died."""
+    return and_(d.status == DraftStatus.SUPERSEDED, d.card_ref == "", d.lease_owner != "", d.lease_until < now)
+
+
+async def lost_cards(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:
+    """Superseded drafts whose card may be on the desk with no record of it here (see
+    :func:`_superseded_in_a_dead_hand`); read through ``ix_drafts_work``."""
+    rows = await conn.execute(select(d.id).where(_superseded_in_a_dead_hand(now)).order_by(d.lease_until).limit(limit))
+    return [str(r) for r in rows.scalars()]
+
+
+async def claim_lost_card(conn: AsyncConnection, draft_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
+    """Take over one of :func:`lost_cards` to look for its card."""
+    result = await conn.execute(
+        update(_drafts)
+        .where(d.id == draft_id, _superseded_in_a_dead_hand(now))
+        .values(lease_owner=owner, lease_until=now + lease)
+    )
+    return bool(result.rowcount == 1)
+
+
 async def renew_leases(conn: AsyncConnection, draft_ids: Sequence[str], owner: str, until: datetime) -> set[str]:
     """Extend this worker's leases; returns the ids it still holds."""
     if not draft_ids:
