@@ -320,7 +320,8 @@ class Drafting:
                 await self._end_forming_card(ref, claimed.id)
             return
         if recorded.card is None:
-            return  # superseded while drafting: a newer draft follows
+            await self._end_superseded_card(ref, claimed.id)  # superseded while drafting: a newer draft follows
+            return
         self.counters["drafts_ready"] += 1
         metrics.draft_ready(claimed.created_at)
         log_event(
@@ -349,6 +350,10 @@ class Drafting:
                 "show-pending", channel.show_pending(conversation.thread), thread=conversation.thread.key
             )
 
+    async def _end_superseded_card(self, ref: str | None, draft_id: str) -> None:
+        if ref is not None:  # a streamed card was opened: it says the draft was superseded
+            await self.publisher.keep_superseded(ref, draft_id)
+
     async def _end_forming_card(self, ref: str, draft_id: str) -> None:
         source = await self.publisher.load(draft_id)
         if source is not None:
@@ -369,7 +374,8 @@ class Drafting:
         if shown_on is not None:  # the conversation's last card shows it resolved
             self.supervisor.spawn("refresh-card", self.publisher.refresh(shown_on), draft=shown_on)
         if recorded.card is None:
-            return  # superseded while drafting: a newer draft follows
+            await self._end_superseded_card(ref, claimed.id)  # superseded while drafting: a newer draft follows
+            return
         by = no_reply.by_of(outcome.reason)
         self.counters["drafts_no_reply"] += 1
         metrics.no_reply(by)
@@ -383,6 +389,7 @@ class Drafting:
         outcome = plan_failed(run, failure, model, self.policy.current)
         recorded = await self._record(run.claimed, outcome, utcnow())
         if recorded.card is None:
+            await self._end_superseded_card(ref, run.claimed.id)
             return
         log.warning("draft %s failed: %s", run.claimed.id, failure)
         source = CardSource(recorded.card, lifecycle.escalated(run.conversation, recorded.card.escalation), run.trigger)

@@ -157,6 +157,22 @@ class CardPublisher:
         desk.cards_changed()
         log_event(log, "card_found", draft=draft_id, platform=desk.name, card=ref)
 
+    async def keep_superseded(self, ref: str, draft_id: str) -> None:
+        """The card opened while a draft was being written, whose draft was superseded before it
+        was done: recorded, and made to say so (it would otherwise stay half-written)."""
+        desk, source = self.desk, await self.load(draft_id)
+        if desk is None or source is None:
+            return
+        shown = source.draft.version
+        try:
+            await desk.update_card(ref, self.card(source, desk.name))
+        except PlatformError as exc:
+            _failed(exc, "updating the card of superseded draft %s failed; it will be retried", draft_id)
+            shown = 0  # out of date: the sweeper refreshes it
+        async with self.db.write() as conn:
+            await draft_rows.card_recorded(conn, draft_id, desk.name, ref, shown)
+        desk.cards_changed()
+
     async def refresh(self, draft_id: str) -> None:
         """Update a draft's card to what the draft is now."""
         source = await self.load(draft_id)

@@ -236,6 +236,16 @@ async def card_posted(
     return None if row is None else int(row.version)
 
 
+async def card_recorded(conn: AsyncConnection, draft_id: str, desk: str, ref: str, shown_version: int) -> None:
+    """Where the card of a draft that no worker holds any more is (a card opened while drafting,
+    whose draft was superseded meanwhile)."""
+    await conn.execute(
+        update(_drafts)
+        .where(d.id == draft_id, d.card_ref == "")
+        .values(card_desk=desk, card_ref=ref, card_version=shown_version)
+    )
+
+
 async def card_shown(conn: AsyncConnection, draft_id: str, version: int) -> None:
     await conn.execute(update(_drafts).where(d.id == draft_id, d.card_version < version).values(card_version=version))
 
