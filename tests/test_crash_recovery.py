@@ -131,6 +131,38 @@ async def test_killed_while_the_card_is_on_its_way_the_card_is_adopted_not_doubl
     assert len(bot.cards()) == 1
 
 
+async def test_killed_while_the_card_is_on_its_way_and_the_question_edited_the_card_ends_saying_so(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == REVIEW_CHANNEL)
+    ts = await ask(bot, "is the shop open on Sunday?")
+    [first] = await until(bot.cards, "the card reaching Slack (its answer held back)")
+    for envelope in (
+        message_changed(
+            CUSTOMER_CHANNEL, ts, "<@UBOT> is the shop open on Saturday?", "<@UBOT> is the shop open on Sunday?"
+        ),
+        app_mention("<@UBOT> is the shop open on Saturday?", ts=ts, edited=True),
+    ):
+        assert (await bot.sender.event(envelope)).status_code == 200
+    [_, second] = await until(lambda: bot.cards()[1:] and bot.cards(), "the edited question's card")
+    await restart(bot)  # the first card's post was never answered: the bot never recorded it
+
+    # The restarted bot finds the first card by its key: it says the question was edited, and
+    # offers no Approve on the Sunday answer. Nothing is posted again.
+    first_id = draft_id_of(first)
+    [ended] = await until(
+        lambda: card_updated(slack, first_id, "edited their message"),
+        "the lost card found and superseded",
+        timeout=RECOVERY_SECONDS,
+    )
+    assert "approve_draft" not in str(ended.params["blocks"])
+    assert "Saturday" in str(second.params["blocks"])
+    await approve(bot, draft_id_of(second))
+    [reply] = await until(lambda: replies_in(slack, ts), "the answer")
+    assert "Saturday" in str(reply.params["text"])
+    assert len(bot.cards()) == 2
+
+
 async def test_killed_right_after_a_clicks_ack_the_reply_is_posted_once(
     bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
 ) -> None:

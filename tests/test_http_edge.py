@@ -13,6 +13,7 @@ only; a flood of scrapes runs one backlog query per ``METRICS_CACHE_SECONDS``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -217,7 +218,9 @@ async def test_at_the_cap_newcomers_close_the_oldest_incomplete_headers_never_an
     finally:
         for attack in attacks:
             attack.cancel()
-        await asyncio.gather(*attacks, return_exceptions=True)
+        for attack in attacks:  # a slow-loris that failed on its own fails the test
+            with contextlib.suppress(asyncio.CancelledError):
+                await attack
         await runner.cleanup()
 
 
