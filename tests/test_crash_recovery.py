@@ -131,9 +131,12 @@ async def test_killed_while_the_card_is_on_its_way_the_card_is_adopted_not_doubl
     assert len(bot.cards()) == 1
 
 
-async def test_killed_while_the_card_is_on_its_way_and_the_question_edited_the_card_ends_saying_so(
-    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
-) -> None:
+async def a_card_lost_while_its_question_is_edited(
+    bot: BotProcess, slack: FakeSlack
+) -> tuple[str, SlackCall, SlackCall]:
+    """The bot killed while Slack holds back its answer to a card's post, the question edited
+    meanwhile: the first card is on the desk and nothing here records it. Returns the thread,
+    the lost card and the edited question's card."""
     slack.stall_next("chat.postMessage", 60, where=lambda p: p.get("channel") == REVIEW_CHANNEL)
     ts = await ask(bot, "is the shop open on Sunday?")
     [first] = await until(bot.cards, "the card reaching Slack (its answer held back)")
@@ -145,19 +148,48 @@ async def test_killed_while_the_card_is_on_its_way_and_the_question_edited_the_c
     ):
         assert (await bot.sender.event(envelope)).status_code == 200
     [_, second] = await until(lambda: bot.cards()[1:] and bot.cards(), "the edited question's card")
-    await restart(bot)  # the first card's post was never answered: the bot never recorded it
+    await bot.kill9()  # the first card's post was never answered: the bot never recorded it
+    return ts, first, second
 
-    # The restarted bot finds the first card by its key: it says the question was edited, and
-    # offers no Approve on the Sunday answer. Nothing is posted again.
-    first_id = draft_id_of(first)
+
+async def the_lost_card_ends_saying_so(bot: BotProcess, slack: FakeSlack, lost: SlackCall, second: SlackCall) -> None:
+    """The card is found by its key: it says the question was edited and offers no Approve on
+    the Sunday answer; the edited question's card is approved."""
     [ended] = await until(
-        lambda: card_updated(slack, first_id, "edited their message"),
+        lambda: card_updated(slack, draft_id_of(lost), "edited their message"),
         "the lost card found and superseded",
         timeout=RECOVERY_SECONDS,
     )
     assert "approve_draft" not in str(ended.params["blocks"])
     assert "Saturday" in str(second.params["blocks"])
     await approve(bot, draft_id_of(second))
+
+
+async def test_killed_while_the_card_is_on_its_way_and_the_question_edited_the_card_ends_saying_so(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    ts, first, second = await a_card_lost_while_its_question_is_edited(bot, slack)
+    await bot.start()
+
+    await the_lost_card_ends_saying_so(bot, slack, first, second)
+    [reply] = await until(lambda: replies_in(slack, ts), "the answer")
+    assert "Saturday" in str(reply.params["text"])
+    assert len(bot.cards()) == 2
+
+
+async def test_stopped_while_looking_for_a_lost_card_the_next_start_looks_again(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    ts, first, second = await a_card_lost_while_its_question_is_edited(bot, slack)
+    slack.stall_next("conversations.history", 60, where=lambda p: p.get("channel") == REVIEW_CHANNEL)
+    await bot.start()
+    await until(
+        lambda: slack.calls_to("conversations.history"), "the search for the lost card", timeout=RECOVERY_SECONDS
+    )
+    await bot.stop()  # SIGTERM (docker stop) while Slack has not answered the search
+    await bot.start()
+
+    await the_lost_card_ends_saying_so(bot, slack, first, second)
     [reply] = await until(lambda: replies_in(slack, ts), "the answer")
     assert "Saturday" in str(reply.params["text"])
     assert len(bot.cards()) == 2

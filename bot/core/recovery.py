@@ -41,9 +41,10 @@ class LeaseKeeper:
         """Free every draft and reply this worker still holds, once its work was cancelled, so
         the next worker (a restart, another instance) takes them at once instead of when the
         leases expire; returns (drafts, replies)."""
+        now = utcnow()
         async with self.db.write() as conn:
-            drafts = await draft_rows.release_all(conn, self.owner)
-            replies = await outbox_rows.release_all(conn, self.owner, utcnow())
+            drafts = await draft_rows.release_all(conn, self.owner, now)
+            replies = await outbox_rows.release_all(conn, self.owner, now)
         return drafts, replies
 
     async def renew_forever(self) -> None:

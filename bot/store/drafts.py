@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import CARD_STATES, OPEN_DRAFT_STATES, ActionStatus, DraftStatus, check_transition
@@ -199,10 +199,21 @@ async def finish(
     return None if row is None else int(row.version)
 
 
-async def release_all(conn: AsyncConnection, owner: str) -> int:
-    """Give up every lease ``owner`` holds (a stop, after its work was cancelled); returns how many."""
+async def release_all(conn: AsyncConnection, owner: str, now: datetime) -> int:
+    """Give up every lease ``owner`` holds (a stop, after its work was cancelled); returns how many.
+
+    A superseded draft with no card recorded is handed over as if its worker had died, lease
+    out now: its card may be on the desk (posted or streamed, or being looked for, when the work
+    was cancelled), and only :func:`lost_cards` would go and look."""
+    may_have_a_card = and_(d.status == DraftStatus.SUPERSEDED, d.card_ref == "")
     result = await conn.execute(
-        update(_drafts).where(d.lease_owner == owner).values(lease_owner="", lease_until=None).returning(d.id)
+        update(_drafts)
+        .where(d.lease_owner == owner)
+        .values(
+            lease_owner=case((may_have_a_card, d.lease_owner), else_=""),
+            lease_until=case((may_have_a_card, now), else_=None),
+        )
+        .returning(d.id)
     )
     return len(result.all())
 
