@@ -31,6 +31,7 @@ import httpx
 from pydantic import SecretStr
 
 from bot import metrics
+from bot.domain.text import storable
 from bot.errors import (
     KimiAuthError,
     KimiBadRequest,
@@ -131,7 +132,9 @@ class Completion:
 
     @property
     def content(self) -> str:
-        return str(self.message.get("content") or "")
+        """The answer's text, :func:`~bot.domain.text.storable` (the message itself is kept as
+        returned: it is echoed back to Kimi)."""
+        return storable(str(self.message.get("content") or ""))
 
 
 def _parse_usage(raw: Any) -> Usage:

@@ -141,6 +141,21 @@ async def test_an_edit_after_the_answer_was_sent_drafts_nothing(harness: Harness
     assert not [c for c in harness.card_updates(draft_id_of(card)) if "edited" in card_text(c)]
 
 
+async def test_a_message_with_a_nul_sent_again_unchanged_drafts_nothing_new(harness: Harness) -> None:
+    # The NUL is dropped when the message is stored; the same text again is no edit.
+    asked = await harness.mention("is the shop open on Sunday?\x00")
+    ts = asked["event"]["ts"]
+    [card] = await harness.wait_cards(1)
+    await edit_mention(harness, ts, "is the shop open on Sunday?\x00", "is the shop open on Sunday?\x00")
+
+    await harness.mention("do you ship to Norway?")
+    cards = await harness.wait_cards(2)
+    assert "Norway" in card_text(cards[1])
+    await harness.settle()
+    assert len(harness.cards()) == 2
+    assert not [c for c in harness.card_updates(draft_id_of(card)) if "edited" in card_text(c)]
+
+
 async def test_a_deleted_message_retires_its_pending_draft_and_nothing_is_sent(harness: Harness) -> None:
     asked = await harness.mention("where is my order #W2611340?")
     ts = asked["event"]["ts"]

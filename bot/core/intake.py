@@ -33,6 +33,7 @@ from bot.core.greeting import Greeter
 from bot.domain.outcome import AuditLine
 from bot.domain.roles import Role, classify
 from bot.domain.states import ConversationOwner, ConversationStatus
+from bot.domain.text import storable
 from bot.events import InboundMessage, MessageDeleted, MessageKind, ThreadRef
 from bot.logs import log_event
 from bot.policy import PolicyStore
@@ -112,7 +113,7 @@ class Intake:
     async def _record(
         self, message: InboundMessage, requested_by: str = "", context: Sequence[InboundMessage] = ()
     ) -> bool:
-        text = message.text[:MAX_CUSTOMER_TEXT]
+        text = storable(message.text)[:MAX_CUSTOMER_TEXT]  # as stored: an edit compares with it
         now = utcnow()
         await self.greeter.prepare(now)
         async with self.db.write(urgent=True) as conn:
@@ -208,7 +209,7 @@ class Intake:
             role = classify(message.author, life.customer_id, policy)
             if role is Role.BOT:
                 continue
-            text = message.text[:MAX_CUSTOMER_TEXT]
+            text = storable(message.text)[:MAX_CUSTOMER_TEXT]
             context = replace(message, attachments=())  # the words only
             await conversation_rows.add_customer_message(
                 conn, life.conversation_id, context, text, now, [], role=role.value

@@ -35,6 +35,7 @@ from sqlalchemy.types import TypeDecorator
 import tools.orders
 from bot.domain.feedback import FeedbackKind
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
+from bot.domain.text import storable
 from bot.events import Place, ThreadRef
 
 
@@ -64,6 +65,24 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+class PlainString(TypeDecorator[str]):
+    """A VARCHAR column whose values are :func:`~bot.domain.text.storable`: odd text from a
+    customer, an agent, a tool or the model is stored, never a failed transaction."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else storable(value)
+
+
+class PlainText(PlainString):
+    """A TEXT column whose values are :func:`~bot.domain.text.storable`."""
+
+    impl = Text
+    cache_ok = True
+
+
 def state_column(states: type[StrEnum], constraint: str, length: int) -> Enum:
     """A state column: the enum's values as plain strings (VARCHAR), kept to them by a CHECK
     constraint named ``constraint``. Not a native PostgreSQL enum, so a new state later is an
@@ -90,7 +109,7 @@ class ProcessedEvent(Base):
     """A platform delivery id seen once; a redelivery hits the primary key and does nothing."""
 
     __tablename__ = "processed_events"
-    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event_id: Mapped[str] = mapped_column(PlainString(255), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -98,16 +117,16 @@ class Conversation(Base):
     """One customer thread, with its rolling summary and structured facts."""
 
     __tablename__ = "conversations"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    thread_key: Mapped[str] = mapped_column(String(512), unique=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    workspace: Mapped[str] = mapped_column(String(128))
-    channel: Mapped[str] = mapped_column(String(128))
-    thread: Mapped[str] = mapped_column(String(128))
-    location: Mapped[str] = mapped_column(Text, default="")
-    customer_id: Mapped[str] = mapped_column(String(128), default="")
-    customer_name: Mapped[str] = mapped_column(String(255), default="")
-    summary: Mapped[str] = mapped_column(Text, default="")
+    id: Mapped[str] = mapped_column(PlainString(32), primary_key=True, default=new_id)
+    thread_key: Mapped[str] = mapped_column(PlainString(512), unique=True)
+    platform: Mapped[str] = mapped_column(PlainString(32))
+    workspace: Mapped[str] = mapped_column(PlainString(128))
+    channel: Mapped[str] = mapped_column(PlainString(128))
+    thread: Mapped[str] = mapped_column(PlainString(128))
+    location: Mapped[str] = mapped_column(PlainText, default="")
+    customer_id: Mapped[str] = mapped_column(PlainString(128), default="")
+    customer_name: Mapped[str] = mapped_column(PlainString(255), default="")
+    summary: Mapped[str] = mapped_column(PlainText, default="")
     summary_through: Mapped[int] = mapped_column(Integer, default=0)
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # [[message id, facts], ...]: the facts as each draft left them, keyed to the customer message
@@ -117,10 +136,10 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Identity (bot/identity.py): the shop customer this conversation is verified as, and how.
-    verified_customer_id: Mapped[str] = mapped_column(String(200), default="")
-    verified_via: Mapped[str] = mapped_column(String(120), default="")
+    verified_customer_id: Mapped[str] = mapped_column(PlainString(200), default="")
+    verified_via: Mapped[str] = mapped_column(PlainString(120), default="")
     verify_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    asker_email: Mapped[str] = mapped_column(String(320), default="")
+    asker_email: Mapped[str] = mapped_column(PlainString(320), default="")
     # Its life (bot/store/life.py): a status, who answers (the bot drafts, or a human does) and the
     # agent it is assigned to; ``status_at`` is when the status last changed (auto-resolve).
     status: Mapped[ConversationStatus] = mapped_column(
@@ -133,9 +152,9 @@ class Conversation(Base):
         default=ConversationOwner.BOT,
         server_default=ConversationOwner.BOT.value,
     )
-    owner_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
-    assignee_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
-    assignee: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    owner_reason: Mapped[str] = mapped_column(PlainText, default="", server_default="")
+    assignee_id: Mapped[str] = mapped_column(PlainString(128), default="", server_default="")
+    assignee: Mapped[str] = mapped_column(PlainString(255), default="", server_default="")
     status_at: Mapped[datetime | None] = mapped_column(default=None)
     # Who can read its thread, as the adapter last reported (bot/core/public_places.py); NULL
     # (never written by this version) reads as public, the safe side.
@@ -159,13 +178,13 @@ class Message(Base):
     __tablename__ = "messages"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
-    role: Mapped[str] = mapped_column(String(16))  # customer | assistant | agent | outsider
-    platform_message_id: Mapped[str] = mapped_column(String(128), default="")
-    author_id: Mapped[str] = mapped_column(String(128), default="")
-    author_name: Mapped[str] = mapped_column(String(255), default="")
-    text: Mapped[str] = mapped_column(Text, default="")
+    role: Mapped[str] = mapped_column(PlainString(16))  # customer | assistant | agent | outsider
+    platform_message_id: Mapped[str] = mapped_column(PlainString(128), default="")
+    author_id: Mapped[str] = mapped_column(PlainString(128), default="")
+    author_name: Mapped[str] = mapped_column(PlainString(255), default="")
+    text: Mapped[str] = mapped_column(PlainText, default="")
     attachments: Mapped[list[Any]] = mapped_column(default=list)
-    draft_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    draft_id: Mapped[str | None] = mapped_column(PlainString(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -175,8 +194,8 @@ class AttachmentRow(Base):
     __tablename__ = "attachments"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
-    content_type: Mapped[str] = mapped_column(String(128))
+    filename: Mapped[str] = mapped_column(PlainString(255))
+    content_type: Mapped[str] = mapped_column(PlainString(128))
     data: Mapped[bytes] = mapped_column()
 
 
@@ -184,32 +203,32 @@ class Draft(Base):
     """A drafted reply and its review state (see ``DraftStatus``)."""
 
     __tablename__ = "drafts"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    id: Mapped[str] = mapped_column(PlainString(32), primary_key=True, default=new_id)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
     status: Mapped[DraftStatus] = mapped_column(state_column(DraftStatus, "ck_drafts_status", 24), index=True)
     revision: Mapped[int] = mapped_column(Integer, default=1)
-    text: Mapped[str] = mapped_column(Text, default="")
-    edited_text: Mapped[str | None] = mapped_column(Text, default=None)
-    instruction: Mapped[str | None] = mapped_column(Text, default=None)
-    model: Mapped[str] = mapped_column(String(64), default="")
-    failure: Mapped[str] = mapped_column(Text, default="")
-    notice: Mapped[str] = mapped_column(Text, default="")
-    escalation: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(PlainText, default="")
+    edited_text: Mapped[str | None] = mapped_column(PlainText, default=None)
+    instruction: Mapped[str | None] = mapped_column(PlainText, default=None)
+    model: Mapped[str] = mapped_column(PlainString(64), default="")
+    failure: Mapped[str] = mapped_column(PlainText, default="")
+    notice: Mapped[str] = mapped_column(PlainText, default="")
+    escalation: Mapped[str] = mapped_column(PlainText, default="")
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_microusd: Mapped[int] = mapped_column(BigInteger, default=0)
-    card_desk: Mapped[str] = mapped_column(String(32), default="")
-    card_ref: Mapped[str] = mapped_column(String(255), default="")
-    decided_by: Mapped[str] = mapped_column(String(255), default="")
-    decided_by_id: Mapped[str] = mapped_column(String(128), default="")
+    card_desk: Mapped[str] = mapped_column(PlainString(32), default="")
+    card_ref: Mapped[str] = mapped_column(PlainString(255), default="")
+    decided_by: Mapped[str] = mapped_column(PlainString(255), default="")
+    decided_by_id: Mapped[str] = mapped_column(PlainString(128), default="")
     decided_at: Mapped[datetime | None] = mapped_column(default=None)
-    sent_message_id: Mapped[str] = mapped_column(String(128), default="")
+    sent_message_id: Mapped[str] = mapped_column(PlainString(128), default="")
     #: Bumped on every change a card shows; ``card_version`` is the version the card shows.
     version: Mapped[int] = mapped_column(Integer, default=1)
     card_version: Mapped[int] = mapped_column(Integer, default=0)
-    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_owner: Mapped[str] = mapped_column(PlainString(64), default="")
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -217,8 +236,8 @@ class Draft(Base):
     # What the team learns (bot/insight): the policy the draft was written under (Policy.version),
     # its category (bot/domain/category.py), when its card was first shown ready for review; at the
     # decision, how far the sent reply is from the draft (0..1) and what the conversation had cost.
-    policy_version: Mapped[str] = mapped_column(String(16), default="", server_default="")
-    category: Mapped[str] = mapped_column(String(24), default="", server_default="")
+    policy_version: Mapped[str] = mapped_column(PlainString(16), default="", server_default="")
+    category: Mapped[str] = mapped_column(PlainString(24), default="", server_default="")
     shown_at: Mapped[datetime | None] = mapped_column(default=None)
     edit_distance: Mapped[float | None] = mapped_column(Float, default=None)
     conversation_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
@@ -254,7 +273,7 @@ class FeedbackRow(Base):
     draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"))
     kind: Mapped[FeedbackKind] = mapped_column(state_column(FeedbackKind, "ck_feedback_kind", 8))
     score: Mapped[int] = mapped_column(Integer)
-    author_id: Mapped[str] = mapped_column(String(128))
+    author_id: Mapped[str] = mapped_column(PlainString(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -263,15 +282,15 @@ class ProposedAction(Base):
     """A side effect the model asked for (a refund). Executes only after approval, once."""
 
     __tablename__ = "proposed_actions"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    id: Mapped[str] = mapped_column(PlainString(32), primary_key=True, default=new_id)
     draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(PlainString(32))
     params: Mapped[dict[str, Any]] = mapped_column()
     status: Mapped[ActionStatus] = mapped_column(state_column(ActionStatus, "ck_proposed_actions_status", 24))
     allowed: Mapped[bool] = mapped_column(Boolean, default=True)
-    verdict: Mapped[str] = mapped_column(Text, default="")
+    verdict: Mapped[str] = mapped_column(PlainText, default="")
     approvals: Mapped[list[Any]] = mapped_column(default=list)
-    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(PlainString(64), unique=True)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     executed_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -283,11 +302,11 @@ class ToolCall(Base):
     __tablename__ = "tool_calls"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
-    name: Mapped[str] = mapped_column(String(64))
-    arguments: Mapped[str] = mapped_column(Text)
-    result: Mapped[str] = mapped_column(Text, default="")
-    summary: Mapped[str] = mapped_column(Text, default="")
-    error: Mapped[str] = mapped_column(Text, default="")
+    name: Mapped[str] = mapped_column(PlainString(64))
+    arguments: Mapped[str] = mapped_column(PlainText)
+    result: Mapped[str] = mapped_column(PlainText, default="")
+    summary: Mapped[str] = mapped_column(PlainText, default="")
+    error: Mapped[str] = mapped_column(PlainText, default="")
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -297,13 +316,13 @@ class Decision(Base):
 
     __tablename__ = "decisions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    draft_id: Mapped[str] = mapped_column(String(32), index=True)
-    action: Mapped[str] = mapped_column(String(16))
-    actor_platform: Mapped[str] = mapped_column(String(32))
-    actor_id: Mapped[str] = mapped_column(String(128))
-    actor_name: Mapped[str] = mapped_column(String(255), default="")
+    draft_id: Mapped[str] = mapped_column(PlainString(32), index=True)
+    action: Mapped[str] = mapped_column(PlainString(16))
+    actor_platform: Mapped[str] = mapped_column(PlainString(32))
+    actor_id: Mapped[str] = mapped_column(PlainString(128))
+    actor_name: Mapped[str] = mapped_column(PlainString(255), default="")
     accepted: Mapped[bool] = mapped_column(Boolean)
-    message: Mapped[str] = mapped_column(Text, default="")
+    message: Mapped[str] = mapped_column(PlainText, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -319,21 +338,21 @@ class OutboxItem(Base):
         state_column(OutboxKind, "ck_outbox_kind", 16), default=OutboxKind.REPLY, server_default="reply"
     )
     #: Set for every row this version writes (an older instance leaves it empty on its replies).
-    conversation_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    conversation_id: Mapped[str | None] = mapped_column(PlainString(32), default=None)
     #: A fixed text's post key (``greeting-…``, ``handoff-…``); a reply's is ``draft-<draft_id>``.
-    idempotency_key: Mapped[str | None] = mapped_column(String(160), default=None)
-    thread_key: Mapped[str] = mapped_column(String(512))
-    text: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(PlainString(160), default=None)
+    thread_key: Mapped[str] = mapped_column(PlainString(512))
+    text: Mapped[str] = mapped_column(PlainText)
     status: Mapped[OutboxStatus] = mapped_column(
         state_column(OutboxStatus, "ck_outbox_status", 16), default=OutboxStatus.PENDING
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    claimed_by: Mapped[str] = mapped_column(String(64), default="")
+    claimed_by: Mapped[str] = mapped_column(PlainString(64), default="")
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
-    platform_message_id: Mapped[str] = mapped_column(String(128), default="")
-    last_error: Mapped[str] = mapped_column(Text, default="")
+    platform_message_id: Mapped[str] = mapped_column(PlainString(128), default="")
+    last_error: Mapped[str] = mapped_column(PlainText, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -347,10 +366,10 @@ class UsageRecord(Base):
 
     __tablename__ = "usage"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    conversation_id: Mapped[str] = mapped_column(String(32), index=True)
-    draft_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    purpose: Mapped[str] = mapped_column(String(16))  # drafting | summarizing
-    model: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str] = mapped_column(PlainString(32), index=True)
+    draft_id: Mapped[str | None] = mapped_column(PlainString(32), default=None)
+    purpose: Mapped[str] = mapped_column(PlainString(16))  # drafting | summarizing
+    model: Mapped[str] = mapped_column(PlainString(64))
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
     cached_tokens: Mapped[int] = mapped_column(Integer)
@@ -362,11 +381,11 @@ class KnowledgeFile(Base):
     """A knowledge file uploaded to Kimi's files API once per content (bot.llm.knowledge)."""
 
     __tablename__ = "knowledge_files"
-    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the bytes
-    name: Mapped[str] = mapped_column(String(255))
-    file_id: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(PlainString(64), primary_key=True)  # sha256 of the bytes
+    name: Mapped[str] = mapped_column(PlainString(255))
+    file_id: Mapped[str] = mapped_column(PlainString(64))
     size: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(PlainText)
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -374,9 +393,9 @@ class TranslationRow(Base):
     """A translation made for a card, kept so each text is translated once (bot/core/translation.py)."""
 
     __tablename__ = "translations"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the target language and the text
-    language: Mapped[str] = mapped_column(String(16))  # what it was translated into
-    text: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(PlainString(64), primary_key=True)  # sha256 of the target language and the text
+    language: Mapped[str] = mapped_column(PlainString(16))  # what it was translated into
+    text: Mapped[str] = mapped_column(PlainText)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -387,11 +406,11 @@ class PendingEdit(Base):
     instance that took it is translating it; after, any instance may."""
 
     __tablename__ = "pending_edits"
-    draft_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    edit: Mapped[str] = mapped_column(Text)
-    language: Mapped[str] = mapped_column(String(16))  # the customer's, what the edit goes into
-    actor_id: Mapped[str] = mapped_column(String(255))
-    actor_name: Mapped[str] = mapped_column(String(255), default="")
+    draft_id: Mapped[str] = mapped_column(PlainString(32), primary_key=True)
+    edit: Mapped[str] = mapped_column(PlainText)
+    language: Mapped[str] = mapped_column(PlainString(16))  # the customer's, what the edit goes into
+    actor_id: Mapped[str] = mapped_column(PlainString(255))
+    actor_name: Mapped[str] = mapped_column(PlainString(255), default="")
     lease_until: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -402,8 +421,8 @@ class HomeViewer(Base):
     and a restart keeps them."""
 
     __tablename__ = "home_viewers"
-    desk: Mapped[str] = mapped_column(String(32), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    desk: Mapped[str] = mapped_column(PlainString(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(PlainString(255), primary_key=True)
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -414,11 +433,11 @@ class AuditEvent(Base):
     # The identity checks count failed attempts, and the reports read decisions, by kind and time.
     __table_args__ = (Index("ix_audit_events_kind_created_at", "kind", "created_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    conversation_id: Mapped[str] = mapped_column(String(32), index=True)
-    draft_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    kind: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(255), default="")
-    summary: Mapped[str] = mapped_column(Text)
+    conversation_id: Mapped[str] = mapped_column(PlainString(32), index=True)
+    draft_id: Mapped[str | None] = mapped_column(PlainString(32), default=None)
+    kind: Mapped[str] = mapped_column(PlainString(32))
+    actor: Mapped[str] = mapped_column(PlainString(255), default="")
+    summary: Mapped[str] = mapped_column(PlainText)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -1,0 +1,68 @@
+"""Odd text is stored, drafted, shown and sent, never a failed ack: a NUL character (PostgreSQL
+refuses it in text) or a lone surrogate (JSON's ``\\ud800`` with no pair, which UTF-8 cannot
+encode), whether a customer, an agent or the model wrote it. Before, such a message was
+answered 500 on every delivery: Slack gave up after its retries and the question was never seen.
+Scenarios on the test desk, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.events import Attachment
+from bot.ports import CardState
+from bot.testing import TestDesk
+from tests.desks import FakeKimi, Reply, open_desk
+from tests.harness import sample_orders
+
+#: What is left of "\x00" and a lone surrogate: the NUL is dropped, the surrogate is U+FFFD.
+ODD, SHOWN = "\x00 and \ud800", " and \ufffd"
+
+
+@pytest.fixture
+async def shop(tmp_path: Path, kimi: FakeKimi, database_url: str) -> AsyncIterator[TestDesk]:
+    async with open_desk(tmp_path, kimi, database_url=database_url) as desk:
+        kim = desk.account("kim")  # Kim's account is linked to order #W2611340
+        await desk.import_orders(
+            [
+                dict(r, customer_id="C-1", customer_accounts=kim) if r["order_id"] == "#W2611340" else r
+                for r in sample_orders()
+            ]
+        )
+        yield desk
+
+
+async def test_a_customers_odd_message_name_and_file_are_drafted_and_answered(shop: TestDesk) -> None:
+    kim = shop.customer("kim", display_name=f"Kim{ODD}")
+    notes = Attachment(filename=f"notes{ODD}.txt", content_type="text/plain", size=12, url="")
+    said = await kim.says(f"where is my order #W2611340?{ODD}", attachments=(notes,))
+
+    card = await shop.card_for(said)
+    assert card.customer_text.endswith(f"where is my order #W2611340?{SHOWN}")
+    assert "1Z999AA10123456784" in card.draft_text
+    await shop.agent("agent").approve(card)
+    assert "1Z999AA10123456784" in await shop.reply_to(said)
+
+
+async def test_a_model_reply_with_a_nul_is_shown_and_sent_without_it(
+    shop: TestDesk, kimi: FakeKimi
+) -> None:
+    kimi.script(Reply("Your order is on\x00 its way."))  # "\u0000" in Kimi's JSON
+    said = await shop.customer("kim").says("where is my order #W2611340?")
+
+    card = await shop.card_for(said)
+    assert card.draft_text == "Your order is on its way."
+    await shop.agent("agent").approve(card)
+    assert await shop.reply_to(said) == "Your order is on its way."
+
+
+async def test_an_agents_odd_edit_is_sent_as_written_less_what_cannot_be_stored(shop: TestDesk) -> None:
+    said = await shop.customer("kim").says("where is my order #W2611340?")
+    card = await shop.card_for(said)
+
+    await shop.agent("agent").edit(card, f"It ships tomorrow.{ODD}")
+    assert await shop.reply_to(said) == f"It ships tomorrow.{SHOWN}"
+    sent = await shop.latest(card, until=lambda c: c.state is CardState.SENT)
+    assert not sent.actionable
