@@ -107,3 +107,18 @@ async def test_the_installed_bot_takes_odd_text_from_slack_and_discord_and_answe
             await bot.stop()
         log = bot.stderr_path.read_text()
         assert " ERROR " not in log, log
+
+
+async def test_a_name_and_a_file_name_longer_than_their_columns_are_cut_not_refused(shop: TestDesk) -> None:
+    # PostgreSQL refuses a VARCHAR(255) value of 400 characters; SQLite would have taken it.
+    name = "Kim " + "the Magnificent " * 25
+    kim = shop.customer("kim", display_name=name)
+    notes = Attachment(filename="n" * 600 + ".txt", content_type="text/plain", size=12, url="")
+    said = await kim.says("where is my order #W2611340?", attachments=(notes,))
+
+    card = await shop.card_for(said)
+    assert name[:100] in card.asked_by and "\u2026" in card.asked_by
+    [listed] = card.attachments
+    assert "n" * 200 in listed
+    await shop.agent("agent").approve(card)
+    assert "1Z999AA10123456784" in await shop.reply_to(said)

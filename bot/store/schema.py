@@ -83,6 +83,22 @@ class PlainText(PlainString):
     cache_ok = True
 
 
+class Label(PlainString):
+    """A short text people read (a name, an e-mail, a file name, a content type), as a platform
+    or a person gave it: cut to the column's length, its last character an ellipsis, rather than
+    failing the transaction (PostgreSQL enforces VARCHAR lengths; SQLite does not). Keys and ids
+    stay :class:`PlainString`: cut, two of them could become one."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        value = super().process_bind_param(value, dialect)
+        length = cast(String, self.impl_instance).length
+        if value is None or length is None or len(value) <= length:
+            return value
+        return value[: length - 1] + "\u2026"
+
+
 def state_column(states: type[StrEnum], constraint: str, length: int) -> Enum:
     """A state column: the enum's values as plain strings (VARCHAR), kept to them by a CHECK
     constraint named ``constraint``. Not a native PostgreSQL enum, so a new state later is an
@@ -125,7 +141,7 @@ class Conversation(Base):
     thread: Mapped[str] = mapped_column(PlainString(128))
     location: Mapped[str] = mapped_column(PlainText, default="")
     customer_id: Mapped[str] = mapped_column(PlainString(128), default="")
-    customer_name: Mapped[str] = mapped_column(PlainString(255), default="")
+    customer_name: Mapped[str] = mapped_column(Label(255), default="")
     summary: Mapped[str] = mapped_column(PlainText, default="")
     summary_through: Mapped[int] = mapped_column(Integer, default=0)
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -139,7 +155,7 @@ class Conversation(Base):
     verified_customer_id: Mapped[str] = mapped_column(PlainString(200), default="")
     verified_via: Mapped[str] = mapped_column(PlainString(120), default="")
     verify_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    asker_email: Mapped[str] = mapped_column(PlainString(320), default="")
+    asker_email: Mapped[str] = mapped_column(Label(320), default="")
     # Its life (bot/store/life.py): a status, who answers (the bot drafts, or a human does) and the
     # agent it is assigned to; ``status_at`` is when the status last changed (auto-resolve).
     status: Mapped[ConversationStatus] = mapped_column(
@@ -154,7 +170,7 @@ class Conversation(Base):
     )
     owner_reason: Mapped[str] = mapped_column(PlainText, default="", server_default="")
     assignee_id: Mapped[str] = mapped_column(PlainString(128), default="", server_default="")
-    assignee: Mapped[str] = mapped_column(PlainString(255), default="", server_default="")
+    assignee: Mapped[str] = mapped_column(Label(255), default="", server_default="")
     status_at: Mapped[datetime | None] = mapped_column(default=None)
     # Who can read its thread, as the adapter last reported (bot/core/public_places.py); NULL
     # (never written by this version) reads as public, the safe side.
@@ -181,7 +197,7 @@ class Message(Base):
     role: Mapped[str] = mapped_column(PlainString(16))  # customer | assistant | agent | outsider
     platform_message_id: Mapped[str] = mapped_column(PlainString(128), default="")
     author_id: Mapped[str] = mapped_column(PlainString(128), default="")
-    author_name: Mapped[str] = mapped_column(PlainString(255), default="")
+    author_name: Mapped[str] = mapped_column(Label(255), default="")
     text: Mapped[str] = mapped_column(PlainText, default="")
     attachments: Mapped[list[Any]] = mapped_column(default=list)
     draft_id: Mapped[str | None] = mapped_column(PlainString(32), default=None)
@@ -194,8 +210,8 @@ class AttachmentRow(Base):
     __tablename__ = "attachments"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
-    filename: Mapped[str] = mapped_column(PlainString(255))
-    content_type: Mapped[str] = mapped_column(PlainString(128))
+    filename: Mapped[str] = mapped_column(Label(255))
+    content_type: Mapped[str] = mapped_column(Label(128))
     data: Mapped[bytes] = mapped_column()
 
 
@@ -221,7 +237,7 @@ class Draft(Base):
     cost_microusd: Mapped[int] = mapped_column(BigInteger, default=0)
     card_desk: Mapped[str] = mapped_column(PlainString(32), default="")
     card_ref: Mapped[str] = mapped_column(PlainString(255), default="")
-    decided_by: Mapped[str] = mapped_column(PlainString(255), default="")
+    decided_by: Mapped[str] = mapped_column(Label(255), default="")
     decided_by_id: Mapped[str] = mapped_column(PlainString(128), default="")
     decided_at: Mapped[datetime | None] = mapped_column(default=None)
     sent_message_id: Mapped[str] = mapped_column(PlainString(128), default="")
@@ -320,7 +336,7 @@ class Decision(Base):
     action: Mapped[str] = mapped_column(PlainString(16))
     actor_platform: Mapped[str] = mapped_column(PlainString(32))
     actor_id: Mapped[str] = mapped_column(PlainString(128))
-    actor_name: Mapped[str] = mapped_column(PlainString(255), default="")
+    actor_name: Mapped[str] = mapped_column(Label(255), default="")
     accepted: Mapped[bool] = mapped_column(Boolean)
     message: Mapped[str] = mapped_column(PlainText, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -382,7 +398,7 @@ class KnowledgeFile(Base):
 
     __tablename__ = "knowledge_files"
     content_hash: Mapped[str] = mapped_column(PlainString(64), primary_key=True)  # sha256 of the bytes
-    name: Mapped[str] = mapped_column(PlainString(255))
+    name: Mapped[str] = mapped_column(Label(255))
     file_id: Mapped[str] = mapped_column(PlainString(64))
     size: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(PlainText)
@@ -410,7 +426,7 @@ class PendingEdit(Base):
     edit: Mapped[str] = mapped_column(PlainText)
     language: Mapped[str] = mapped_column(PlainString(16))  # the customer's, what the edit goes into
     actor_id: Mapped[str] = mapped_column(PlainString(255))
-    actor_name: Mapped[str] = mapped_column(PlainString(255), default="")
+    actor_name: Mapped[str] = mapped_column(Label(255), default="")
     lease_until: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
