@@ -15,7 +15,7 @@ import pytest
 from bot.events import Attachment
 from bot.ports import CardState
 from bot.testing import TestDesk
-from tests.desks import FakeKimi, Reply, open_desk
+from tests.desks import CallTools, FakeKimi, Reply, open_desk
 from tests.fakes.discord import ALICE, BOT_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention, block_actions
@@ -122,3 +122,16 @@ async def test_a_name_and_a_file_name_longer_than_their_columns_are_cut_not_refu
     assert "n" * 200 in listed
     await shop.agent("agent").approve(card)
     assert "1Z999AA10123456784" in await shop.reply_to(said)
+
+
+async def test_a_tool_the_model_made_up_with_a_long_name_is_a_failed_lookup_not_a_failed_draft(
+    shop: TestDesk, kimi: FakeKimi
+) -> None:
+    made_up = "get_order_status_" + "x" * 100
+    kimi.script(CallTools([(made_up, {"order_id": "#W2611340"})]), Reply("Let me check that for you."))
+    said = await shop.customer("kim").says("where is my order #W2611340?")
+
+    card = await shop.card_for(said)
+    assert card.failure == "" and card.draft_text == "Let me check that for you."
+    [lookup] = card.lookups
+    assert lookup.name == made_up and not lookup.ok

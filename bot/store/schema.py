@@ -84,10 +84,11 @@ class PlainText(PlainString):
 
 
 class Label(PlainString):
-    """A short text people read (a name, an e-mail, a file name, a content type), as a platform
-    or a person gave it: cut to the column's length, its last character an ellipsis, rather than
-    failing the transaction (PostgreSQL enforces VARCHAR lengths; SQLite does not). Keys and ids
-    stay :class:`PlainString`: cut, two of them could become one."""
+    """A short text people read (a name, an e-mail, a file name, a content type, the tool the
+    model named), as a platform, a person or the model gave it: cut to the column's length, its
+    last character an ellipsis, rather than failing the transaction (PostgreSQL enforces VARCHAR
+    lengths; SQLite does not). Keys and ids stay :class:`PlainString`: cut, two of them could
+    become one."""
 
     cache_ok = True
 
@@ -318,7 +319,7 @@ class ToolCall(Base):
     __tablename__ = "tool_calls"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
-    name: Mapped[str] = mapped_column(PlainString(64))
+    name: Mapped[str] = mapped_column(Label(64))  # as the model wrote it: it may name no tool we have
     arguments: Mapped[str] = mapped_column(PlainText)
     result: Mapped[str] = mapped_column(PlainText, default="")
     summary: Mapped[str] = mapped_column(PlainText, default="")
