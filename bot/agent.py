@@ -21,9 +21,11 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from bot.domain.outcome import ToolCallRecord
+from bot.domain.text import storable_values
 from bot.errors import DraftingError, KimiContextTooLong, KimiModelNotFound, KimiRetryableError
 from bot.kimi import Completion, DeltaSink, KimiClient, ToolCallRequest, Usage
 from tools import ToolContext, ToolError, ToolRegistry
+from tools.json_input import loads
 from tools.no_reply import NoReplyNeeded
 from tools.refunds import RefundProposal
 
@@ -234,7 +236,7 @@ class DraftingAgent:
             content = _error_payload(error, f"There is no tool named {call.name!r}.")
         else:
             try:
-                raw_args = json.loads(call.arguments or "{}")
+                raw_args = storable_values(loads(call.arguments or "{}"))
                 args = tool.Args.model_validate(raw_args)
             except (ValueError, ValidationError) as exc:
                 error = "invalid_arguments"

@@ -4,6 +4,7 @@ odd characters once they can be stored and sent."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -15,3 +16,15 @@ def storable(text: str) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "")
     return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def storable_values(value: Any) -> Any:
+    """A parsed JSON value (a tool's arguments as the model wrote them) with every string in it,
+    keys too, :func:`storable`."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list):
+        return [storable_values(item) for item in value]
+    if isinstance(value, dict):
+        return {storable(str(key)): storable_values(item) for key, item in value.items()}
+    return value

@@ -136,8 +136,13 @@ def find_order_id(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def tool_call(name: str, arguments: dict[str, Any] | str, index: int) -> JSON:
     args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    if _LONE_SURROGATE.search(args):
+        args = json.dumps(arguments)  # UTF-8 cannot carry it: on the wire it is a \\u escape
     return {"id": f"functions.{name}:{index}", "type": "function", "function": {"name": name, "arguments": args}}
 
 
