@@ -130,6 +130,7 @@ async def conversation_by_short_id(session: AsyncSession, short: str) -> str | N
 
     if len(short) < SHORT_ID_MIN or not _SHORT_ID.fullmatch(short):
         return None
+    short = short.lower()  # ids are lowercase hex; LIKE ignores case on SQLite, not on PostgreSQL
     found = set(await session.scalars(select(Draft.conversation_id).where(Draft.id.startswith(short)).limit(50)))
     found |= set(await session.scalars(select(Conversation.id).where(Conversation.id.startswith(short)).limit(50)))
     if len(found) > 1:

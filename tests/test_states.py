@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.cli_ops import EXIT_OK, EXIT_USAGE
+from bot.domain.outcome import AuditLine
 from bot.domain.states import (
     ACTION_TRANSITIONS,
     DRAFT_TRANSITIONS,
@@ -147,3 +148,24 @@ async def test_an_operator_lists_the_conversations_whose_reply_failed_to_send(
     [error] = [line for line in misspelt.stderr.splitlines() if "error:" in line]
     assert error.startswith("supportbot conversations: error: argument --state: invalid choice: 'sent_failed'")
     assert "'send_failed'" in error and "Traceback" not in misspelt.stderr
+
+
+async def test_an_operator_audits_a_conversation_by_its_short_id_typed_in_capitals(
+    tmp_path: Path, database_url: str
+) -> None:
+    engine = create_engine(database_url)
+    await upgrade_database(engine)
+    try:
+        async with engine.begin() as conn:
+            draft_id = await _draft_for(conn, "kim", datetime.now(UTC))
+            conversation_id = await conn.scalar(select(Draft.conversation_id).where(Draft.id == draft_id))
+            line = AuditLine(str(conversation_id), draft_id, "message", "kim", "where is my refund?")
+            await records.add_audit(conn, [line], datetime.now(UTC))
+    finally:
+        await engine.dispose()
+
+    short = next(draft_id[:n] for n in range(8, 33) if not draft_id[:n].isdigit())  # a letter to capitalise
+    audit = await asyncio.to_thread(supportbot, tmp_path, "audit", short.upper(), DATABASE_URL=database_url)
+
+    assert audit.returncode == EXIT_OK, audit.stderr
+    assert "where is my refund?" in audit.stdout
