@@ -136,13 +136,17 @@ def find_order_id(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+def _arguments_text(arguments: dict[str, Any]) -> str:
+    text = json.dumps(arguments, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, which UTF-8 cannot carry: on the wire, a \u escape
+        return json.dumps(arguments)
+    return text
 
 
 def tool_call(name: str, arguments: dict[str, Any] | str, index: int) -> JSON:
-    args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-    if _LONE_SURROGATE.search(args):
-        args = json.dumps(arguments)  # UTF-8 cannot carry it: on the wire it is a \\u escape
+    args = arguments if isinstance(arguments, str) else _arguments_text(arguments)
     return {"id": f"functions.{name}:{index}", "type": "function", "function": {"name": name, "arguments": args}}
 
 
