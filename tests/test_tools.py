@@ -137,6 +137,14 @@ async def test_customer_asks_where_a_shipped_order_is(backend: SqlOrderBackend) 
     }
 
 
+async def test_an_order_id_typed_full_width_by_a_chinese_or_japanese_input_method_is_found(
+    backend: SqlOrderBackend,
+) -> None:
+    result = await GetOrderStatus(backend).run(OrderIdArgs(order_id="＃Ｗ２６１１３４０"), CTX)
+
+    assert result.summary == "#W2611340: shipped via UPS 1Z999, ETA 2026-11-30"
+
+
 async def test_a_shipped_order_without_an_estimate_is_expected_five_days_after_it_was_placed(
     backend: SqlOrderBackend,
 ) -> None:
@@ -458,6 +466,8 @@ async def test_the_http_shop_backend_looks_orders_up_by_any_spelling_of_the_id(
     assert order.delivered_at == datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
     assert order.items[0].unit_price_cents == 2500
     assert await http_backend.get_order("W2") is None
+    full_width = await http_backend.get_order("Ｗ１")  # "W1" as a CJK input method types it
+    assert full_width is not None and full_width.order_id == "#W1"
 
 
 async def test_the_http_shop_backend_sends_idempotency_key_and_a_replay_returns_the_first_refund(

@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -183,13 +184,15 @@ class OrderBackend(Protocol):
 
 
 def _id_candidates(order_id: str) -> list[str]:
-    """The ids a lookup tries, in order: exact (stripped), then with one leading '#' toggled."""
-    exact = order_id.strip()
-    if not exact:
-        return []
-    candidates = [exact, exact[1:]] if exact.startswith("#") else [exact, f"#{exact}"]
+    """The ids a lookup tries, in order: exact (stripped), then with one leading '#' toggled;
+    then the same for its NFKC form when that differs (``＃Ｗ２６１１３４０``, as a Chinese or
+    Japanese input method types ``#W2611340``)."""
+    candidates: list[str] = []
+    for form in dict.fromkeys((order_id.strip(), unicodedata.normalize("NFKC", order_id).strip())):
+        if form:
+            candidates += [form, form[1:]] if form.startswith("#") else [form, f"#{form}"]
     # Never an empty id, nor "." / ".." (dot segments would change an HTTP path).
-    return [c for c in candidates if c.strip(".")]
+    return list(dict.fromkeys(c for c in candidates if c.strip(".")))
 
 
 def _check_refund_request(amount_cents: int, idempotency_key: str) -> None:
