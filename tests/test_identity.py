@@ -170,6 +170,21 @@ async def test_verify_customer_by_name_and_postal_code(engine: AsyncEngine) -> N
     assert (ctx.verified_customer_id, ctx.verify_attempts) == ("C-ANA", 0)
 
 
+async def test_a_customer_typing_full_width_as_a_japanese_input_method_does_is_verified_first_time(
+    engine: AsyncEngine,
+) -> None:
+    tool = VerifyCustomer(SqlOrderBackend(engine))
+    by_name, by_email = asker(), asker()
+    hit = await tool.run(
+        VerifyCustomerArgs(order_id="Ａ－１", name="Ａｎａ　Ｌｉｍａ", postal_code="ＳＷ１Ａ　１ＡＡ"),
+        by_name,
+    )
+    assert hit.data == {"verified": True, "order_id": "A-1"}
+    assert (by_name.verified_customer_id, by_name.verify_attempts) == ("C-ANA", 0), "no attempt spent"
+    mail = await tool.run(VerifyCustomerArgs(order_id="A-1", email="ａｎａ＠example.com"), by_email)
+    assert mail.data["verified"] is True and by_email.verified_customer_id == "C-ANA"
+
+
 def test_an_operator_links_an_account_on_the_command_line(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "bot.db")
     linked = supportbot(tmp_path, "customers", "link", "slack:U0KIM", "C-17", DATABASE_URL=url)

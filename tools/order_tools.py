@@ -7,6 +7,7 @@ core calls :meth:`OrderBackend.execute_refund` after approval).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -126,7 +127,7 @@ def owns(ctx: ToolContext, order: Order) -> bool:
         ctx.asker_email
         and order.customer_id
         and order.customer_email
-        and ctx.asker_email.strip().casefold() == order.customer_email.strip().casefold()
+        and _normal_email(ctx.asker_email) == _normal_email(order.customer_email)
     ):
         ctx.verified_customer_id = order.customer_id
         ctx.verified_via = "platform profile e-mail"
@@ -423,12 +424,22 @@ class VerifyCustomerArgs(BaseModel):
     )
 
 
+def _folded(text: str) -> str:
+    """``text`` as compared: NFKC (full-width ``Ｌｉ １００－０００１``, as Chinese and Japanese
+    input methods type it, is ``Li 100-0001``), case folded."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
 def _normal_name(text: str) -> str:
-    return " ".join(text.casefold().split())
+    return " ".join(_folded(text).split())
 
 
 def _normal_postal(text: str) -> str:
-    return "".join(text.upper().split()).replace("-", "")
+    return "".join(_folded(text).split()).replace("-", "")
+
+
+def _normal_email(text: str) -> str:
+    return _folded(text).strip()
 
 
 class VerifyCustomer(Tool):
@@ -491,12 +502,12 @@ class VerifyCustomer(Tool):
 
 
 def _normal_order(order_id: str) -> str:
-    return order_id.strip().lstrip("#").casefold()
+    return _folded(order_id).strip().lstrip("#")
 
 
 def _matches(order: Order, email: str, name: str, postal: str) -> bool:
     if email:
-        return bool(order.customer_email) and email.casefold() == (order.customer_email or "").strip().casefold()
+        return bool(order.customer_email) and _normal_email(email) == _normal_email(order.customer_email or "")
     return (
         bool(order.customer_name and order.customer_postal_code)
         and _normal_name(name) == _normal_name(order.customer_name or "")
