@@ -8,7 +8,9 @@ from enum import StrEnum
 
 
 class MessageKind(StrEnum):
-    """How a customer message reached the bot."""
+    """How a customer message reached the bot: a mention of it, a direct message, a reply in a
+    thread it is in, or a channel message that does not mention it (an edit of one matters only
+    when the message is stored: its mention was edited out)."""
 
     MENTION = "mention"
     DIRECT = "direct"

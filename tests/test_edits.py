@@ -91,6 +91,39 @@ async def test_an_edited_mention_before_approval_is_answered_once_from_the_new_t
     assert [e.detail["original"] for e in edits] == ["is the shop open on Sunday?"]
 
 
+async def test_an_edit_that_arrives_before_its_message_is_answered_from_the_edited_text(harness: Harness) -> None:
+    # The mention's delivery failed (the bot was starting, say): Slack retries it a minute later.
+    # Meanwhile the customer edits it, and the edit arrives first.
+    original = app_mention("<@UBOT> is the shop open on Sunday?")
+    ts = original["event"]["ts"]
+    harness.slack.ingest_event(original)
+    await edit_mention(harness, ts, "is the shop open on Saturday?", "is the shop open on Sunday?")
+    assert (await harness.sender.event(original, retry_num=1)).status_code == 200
+
+    [card] = await harness.wait_cards(1)
+    assert "Saturday" in card_text(card) and "Sunday" not in card_text(card)
+    await harness.click("approve_draft", draft_id_of(card))
+    [reply] = await harness.wait_replies(ts)
+    assert "Saturday" in str(reply.params["text"])
+    await harness.settle()
+    assert len(harness.cards()) == 1, "the late original drafted nothing"
+    assert len(harness.replies(ts)) == 1
+
+
+async def test_an_edited_channel_message_that_never_mentioned_the_bot_opens_nothing(harness: Harness) -> None:
+    # Only a mention (or a direct message) stands for itself when its edit comes first.
+    edited = message_changed(
+        CUSTOMER_CHANNEL, "1600000000.000100", "where is my order #W2611340?", "where is my order?", user="U999"
+    )
+    assert (await harness.sender.event(edited)).status_code == 200
+
+    await harness.mention("is the shop open on Sunday?")
+    [card] = await harness.wait_cards(1)
+    assert "Sunday" in card_text(card)
+    await harness.settle()
+    assert len(harness.cards()) == 1
+
+
 async def test_a_card_posted_just_before_a_crash_and_superseded_meanwhile_is_found_and_says_so(
     harness: Harness,
 ) -> None:

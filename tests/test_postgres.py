@@ -13,19 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import Supportbot
+from bot.store import Message
 from tests.fakes.files import FakeFileHost, png
 from tests.fakes.kimi import FakeKimi, Hang
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions, message
+from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions, message, message_changed
 from tests.harness import (
+    CUSTOMER_CHANNEL,
     REVIEW_CHANNEL,
     SIGNING_SECRET,
     SLACK_TOKEN,
     Harness,
     card_text,
     draft_id_of,
+    running_instances,
     settings_for,
     until,
     wait_until,
@@ -71,6 +76,37 @@ async def test_two_instances_share_the_work_and_post_once(
     finally:
         for instance in instances:
             await instance.stop()
+
+
+async def test_an_edit_delivered_to_both_instances_before_its_message_makes_one_card(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
+) -> None:
+    async with running_instances(tmp_path, kimi, slack, database) as (first, senders):
+        # The mention's delivery failed; Slack's two deliveries of the edit (message_changed and
+        # the edited app_mention) land on both instances at once, then the original's retry.
+        original = app_mention("<@UBOT> is the shop open on Sunday?")
+        ts = original["event"]["ts"]
+        slack.ingest_event(original)
+        edits = (
+            message_changed(
+                CUSTOMER_CHANNEL, ts, "<@UBOT> is the shop open on Saturday?", "<@UBOT> is the shop open on Sunday?"
+            ),
+            app_mention("<@UBOT> is the shop open on Saturday?", ts=ts, edited=True),
+        )
+        responses = await asyncio.gather(*(sender.event(e) for sender, e in zip(senders, edits, strict=True)))
+        assert [r.status_code for r in responses] == [200, 200]
+        assert (await senders[0].event(original, retry_num=1)).status_code == 200
+
+        [card] = await first.wait_cards(1)
+        assert "Saturday" in card_text(card)
+    assert len(first.cards()) == 1, "one card, once both instances settled"
+    engine = create_async_engine(database)
+    try:
+        async with engine.connect() as conn:
+            stored = await conn.scalar(select(func.count()).where(Message.platform_message_id == ts))
+    finally:
+        await engine.dispose()
+    assert stored == 1, "the question is in the conversation once"
 
 
 async def test_work_an_instance_dropped_mid_draft_is_finished_by_the_other_once_its_lease_expires(

@@ -152,8 +152,10 @@ class SlackIntake:
             kind = MessageKind.DIRECT
         elif event.get("thread_ts", event["ts"]) != event["ts"]:
             kind = MessageKind.FOLLOW_UP
-        else:
+        elif (bot := self._bot_user_id()) and f"<@{bot}>" in event["text"]:
             kind = MessageKind.MENTION
+        else:
+            kind = MessageKind.CHANNEL  # no mention (any more): it matters only if stored
         await self._core().receive(await self.translate(envelope, event, kind, edited=True))
 
     async def on_deleted(self, envelope: wire.EventCallback, deleted: wire.DeletedMessage) -> None:

@@ -79,6 +79,12 @@ class Intake:
         self.pacer = Pacer()
         self.greeter = Greeter(db, policy)
 
+    def _stands_for_its_message(self, message: InboundMessage) -> bool:
+        """An edit of a message never stored: the message itself when it is addressed to the bot
+        (a mention, a direct message) where the bot listens. Its first delivery failed (Slack
+        retries it later, after the edit) or never came; the late original then changes nothing."""
+        return message.kind in (MessageKind.MENTION, MessageKind.DIRECT) and self.watched(message)
+
     def watched(self, message: InboundMessage) -> bool:
         watch = self.policy.current.channels.watch
         return not watch or message.kind is MessageKind.DIRECT or message.thread.channel in watch
@@ -124,14 +130,17 @@ class Intake:
             # message the conversation row is upserted first: that locks it (PostgreSQL) until
             # this commits, so a concurrent copy of the message finds it stored; a conversation
             # this statement created holds no message yet (one statement less on the ack).
-            life, created = None, False
-            if not message.edited:
-                life, created = await conversation_rows.open_conversation(conn, message, now)
-            earlier = None
-            if not created:
+            life, created, earlier = None, False, None
+            if message.edited:
                 earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
-            if message.edited or earlier is not None or life is None:
-                amended = await edits.amend(conn, earlier, text, message.author.id, now)
+            if not message.edited or (earlier is None and self._stands_for_its_message(message)):
+                life, created = await conversation_rows.open_conversation(conn, message, now)
+                if not created:
+                    earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
+            if earlier is not None or life is None:
+                # Only an edit changes a stored message: the same message delivered again, or
+                # late (its edit came first), is never newer than what is stored.
+                amended = await edits.amend(conn, earlier, text, message.author.id, now) if message.edited else None
                 repeated = True
             else:
                 repeated = False
