@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import SlackSender
 from tests.harness import KIMI_KEY, REVIEW_CHANNEL, SIGNING_SECRET, SLACK_TOKEN, sample_orders
@@ -198,6 +199,11 @@ class BotProcess(RunProcess):
         )
         self.slack = slack
         self.sender = SlackSender(f"{self.base}/slack/events", SIGNING_SECRET, mirror_to=slack)
+
+    @classmethod
+    def on_both_platforms(cls, home: Path, kimi_url: str, slack: FakeSlack, discord: FakeDiscord) -> BotProcess:
+        """The bot on Slack and on ``discord``'s gateway at once."""
+        return cls(home, kimi_url, slack, DISCORD_BOT_TOKEN=discord.token, DISCORD_API_URL=discord.api_url)
 
     def cards(self) -> list[Any]:
         return [

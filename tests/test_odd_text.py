@@ -51,9 +51,7 @@ async def test_a_customers_odd_message_name_and_file_are_drafted_and_answered(sh
     assert "1Z999AA10123456784" in await shop.reply_to(said)
 
 
-async def test_a_model_reply_with_a_nul_is_shown_and_sent_without_it(
-    shop: TestDesk, kimi: FakeKimi
-) -> None:
+async def test_a_model_reply_with_a_nul_is_shown_and_sent_without_it(shop: TestDesk, kimi: FakeKimi) -> None:
     kimi.script(Reply("Your order is on\x00 its way."))  # "\u0000" in Kimi's JSON
     said = await shop.customer("kim").says("where is my order #W2611340?")
 
@@ -77,9 +75,7 @@ async def test_the_installed_bot_takes_odd_text_from_slack_and_discord_and_answe
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
     async with FakeDiscord() as discord:
-        bot = BotProcess(
-            tmp_path, kimi.base_url, slack, DISCORD_BOT_TOKEN=discord.token, DISCORD_API_URL=discord.api_url
-        )
+        bot = BotProcess.on_both_platforms(tmp_path, kimi.base_url, slack, discord)
         await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
         await bot.start()
         try:

@@ -120,9 +120,7 @@ async def with_discord(
 ) -> AsyncIterator[tuple[BotProcess, FakeDiscord]]:
     """The bot on Slack and on the fake Discord gateway."""
     async with FakeDiscord() as discord:
-        bot = BotProcess(
-            tmp_path, kimi.base_url, slack, DISCORD_BOT_TOKEN=discord.token, DISCORD_API_URL=discord.api_url
-        )
+        bot = BotProcess.on_both_platforms(tmp_path, kimi.base_url, slack, discord)
         async with running(bot):
             yield bot, discord
 

@@ -45,9 +45,7 @@ async def test_both_platforms_survive_a_burst_a_kill_clicks_during_start_up_and_
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
     async with FakeDiscord() as discord:
-        bot = BotProcess(
-            tmp_path, kimi.base_url, slack, DISCORD_BOT_TOKEN=discord.token, DISCORD_API_URL=discord.api_url
-        )
+        bot = BotProcess.on_both_platforms(tmp_path, kimi.base_url, slack, discord)
         await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
         kimi.latency = 0.5
 
