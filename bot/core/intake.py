@@ -97,9 +97,9 @@ class Intake:
         ``earlier``: its thread's messages before it, stored as context when it opens the
         conversation).
         False when the event was seen before (a redelivery), comes from a workspace not served, a
-        channel the policy does not watch, or a bot: nothing is done. An edit (``edited``, or a
-        message already stored under the same thread and id) goes to :func:`bot.core.edits.amend`
-        instead: at most one fresh draft, never a second message."""
+        channel the policy does not watch, or a bot: nothing is done. An edit (``edited``) of a
+        stored message goes to :func:`bot.core.edits.amend` instead: at most one fresh draft,
+        never a second message; the same message delivered again changes nothing."""
         if not self.served(message.thread):
             metrics.event_received("ignored")
             return False
