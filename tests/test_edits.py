@@ -17,7 +17,7 @@ from sqlalchemy import TextClause, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bot.app import Supportbot
-from bot.store import AuditEvent, Draft, Message, sessionmaker, utcnow
+from bot.store import AuditEvent, Conversation, Draft, Message, sessionmaker, utcnow
 from tests.fakes.discord import ALICE, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
@@ -319,6 +319,23 @@ async def test_a_discord_edit_before_approval_redrafts_once_and_after_the_answer
         await harness.settle()
         assert len(harness.cards()) == 3
         assert len(bot_messages(discord, thread)) == 1
+
+
+async def test_a_discord_direct_message_whose_edit_arrives_first_is_drafted_from_the_edit_as_a_dm(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
+) -> None:
+    async with running_bot(tmp_path, kimi, slack, **discord_overrides(discord)) as harness:
+        asked = await discord.post_direct_message(ALICE, "where is my order #W2611340?", delivered=False)
+        await discord.edit_user_message(ALICE, asked["id"], "where is my order #W2611340? It was due Monday")
+        await discord.deliver_direct_message(asked)  # the original, recorded after its edit
+
+        [card] = await harness.wait_cards(1)
+        assert "due Monday" in card_text(card) and "Discord · DM" in card_text(card)
+        await harness.settle()
+        assert len(harness.cards()) == 1
+        async with sessionmaker(harness.bot.engine)() as session:
+            [conversation] = (await session.scalars(select(Conversation))).all()
+        assert conversation.place == "private", "a direct message is private, whichever event stored it"
 
 
 async def test_a_discord_deletion_retires_the_pending_draft(

@@ -25,6 +25,7 @@ import logging
 import mimetypes
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Final
 
 import discord
@@ -113,7 +114,7 @@ class MessageIntake:
         if message.guild is None:
             channel_id = str(message.channel.id)
             thread = ThreadRef(PLATFORM, DM_WORKSPACE, channel_id, channel_id)
-            return thread, MessageKind.DIRECT, f"Discord · DM · {author}", Place.PRIVATE
+            return thread, MessageKind.DIRECT, dm_location(message), Place.PRIVATE
 
         guild = message.guild
         channel = await _resolve_channel(client, message)
@@ -155,9 +156,19 @@ class MessageIntake:
         if thread is None:
             return
         edited_at = message.edited_at.isoformat() if message.edited_at else "unedited"
-        kind = MessageKind.DIRECT if message.guild is None else MessageKind.FOLLOW_UP
         event_id = f"discord:{message.id}:edited:{edited_at}"
-        await _receive_reliably(core, as_edit(message, me.id, event_id, thread, kind))
+        edit = as_edit(message, me.id, event_id, thread, MessageKind.FOLLOW_UP)
+        if message.guild is None:
+            # A direct message's edit may stand for a message whose first delivery was not
+            # recorded yet: translated whole, as the message itself would be.
+            edit = replace(
+                edit,
+                kind=MessageKind.DIRECT,
+                location=dm_location(message),
+                place=Place.PRIVATE,
+                attachments=collect_attachments(message),
+            )
+        await _receive_reliably(core, edit)
 
     async def handle_delete(
         self, client: discord.Client, core: Core, channel_id: int, guild_id: int | None, message_id: int
@@ -233,6 +244,11 @@ async def open_thread(message: discord.Message, channel: discord.abc.GuildChanne
         log.error("cannot open a thread in #%s (needs Create Public Threads): %s", channel.name, exc)
         return None
     return str(thread.id)
+
+
+def dm_location(message: discord.Message) -> str:
+    """Where a direct message is, as its card says it."""
+    return f"Discord · DM · @{message.author.display_name}"
 
 
 def as_edit(

@@ -222,13 +222,20 @@ class FakeDiscord(DiscordWorld, LoopbackFake):
             data["guild_id"] = guild_id
         await self.dispatch("MESSAGE_DELETE", data)
 
-    async def post_direct_message(self, author: FakeUser, content: str, *, attachments: Sequence[JSON] = ()) -> JSON:
-        """A user DMs the bot (MESSAGE_CREATE without guild_id, in the user's DM channel)."""
+    async def post_direct_message(
+        self, author: FakeUser, content: str, *, attachments: Sequence[JSON] = (), delivered: bool = True
+    ) -> JSON:
+        """A user DMs the bot (MESSAGE_CREATE without guild_id, in the user's DM channel);
+        ``delivered=False`` keeps the MESSAGE_CREATE back (:meth:`deliver_direct_message` sends it)."""
         channel_id = self.dm_channel(author)
         message = self._message(channel_id, author, content, attachments=list(attachments))
         self.messages[message["id"]] = message
-        await self.dispatch("MESSAGE_CREATE", {**message, "channel_type": 1})
+        if delivered:
+            await self.deliver_direct_message(message)
         return message
+
+    async def deliver_direct_message(self, message: JSON) -> None:
+        await self.dispatch("MESSAGE_CREATE", {**message, "channel_type": 1})
 
     async def click(self, message_id: str, custom_id: str, user: FakeUser = BOB) -> FakeInteraction:
         """An agent clicks a button (INTERACTION_CREATE type 3) on a message the bot posted."""
