@@ -41,6 +41,7 @@ from bot.store import Database, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import life as life_rows
+from bot.store.conversations import StoredTurn
 from bot.store.life import Life
 from bot.store.records import add_audit
 
@@ -125,18 +126,7 @@ class Intake:
         async with self.db.write(urgent=True) as conn:
             if not await self._first_delivery(conn, message.event_id, now):
                 return False
-            # An edit, or the same message again under a new event id (Slack re-sends an edited
-            # mention as a new app_mention): never a second message, draft or card. For a new
-            # message the conversation row is upserted first: that locks it (PostgreSQL) until
-            # this commits, so a concurrent copy of the message finds it stored; a conversation
-            # this statement created holds no message yet (one statement less on the ack).
-            life, created, earlier = None, False, None
-            if message.edited:
-                earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
-            if not message.edited or (earlier is None and self._stands_for_its_message(message)):
-                life, created = await conversation_rows.open_conversation(conn, message, now)
-                if not created:
-                    earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
+            life, created, earlier = await self._find_or_open(conn, message, now)
             if earlier is not None or life is None:
                 # Only an edit changes a stored message: the same message delivered again, or
                 # late (its edit came first), is never newer than what is stored.
@@ -179,6 +169,27 @@ class Intake:
             received = replace(received, flood=flood)
         self.on_received(received)
         return True
+
+    async def _find_or_open(
+        self, conn: AsyncConnection, message: InboundMessage, now: datetime
+    ) -> tuple[Life | None, bool, StoredTurn | None]:
+        """The message as stored already, if it is; else its conversation, opened (and whether
+        this opened it), unless it is an edit that stands for nothing we hold.
+
+        An edit, or the same message again under a new event id: never a second message, draft
+        or card. The conversation row is upserted before the message is looked up: that locks it
+        (PostgreSQL) until this commits, so a concurrent copy of the message finds it stored; a
+        conversation this statement created holds no message yet (one statement less on the ack).
+        """
+        earlier = None
+        if message.edited:
+            earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
+            if earlier is not None or not self._stands_for_its_message(message):
+                return None, False, earlier
+        life, created = await conversation_rows.open_conversation(conn, message, now)
+        if not created:
+            earlier = await conversation_rows.find_message(conn, message.thread, message.message_id)
+        return life, created, earlier
 
     async def _store(
         self, conn: AsyncConnection, life: Life, message: InboundMessage, text: str, now: datetime
