@@ -47,6 +47,27 @@ async def test_a_slack_rate_limit_on_the_reply_still_posts_it_once(harness: Harn
     assert [c.status for c in harness.replies(thread_ts)] == [429, 200], "retried after Retry-After, posted once"
 
 
+async def test_a_card_update_slack_held_back_never_leaves_the_card_saying_less_than_what_happened(
+    harness: Harness,
+) -> None:
+    # The click's update ("approved") is rate limited and sent again a second later, after the
+    # delivery's update ("sent") reached Slack: the older one lands last.
+    envelope = await harness.mention("where is #W2611340")
+    [card] = await harness.wait_cards(1)
+    harness.slack.fail_next("chat.update", status=429, retry_after=1)
+    await harness.click("approve_draft", draft_id_of(card))
+    await harness.wait_replies(envelope["event"]["ts"])
+
+    shown = await until(
+        lambda: [u for u in harness.card_updates(draft_id_of(card)) if u.status == 200][2:],
+        "the card updated again after the held-back update landed",
+        timeout=15,
+    )
+    assert "sent to the customer" in card_text(shown[-1])
+    await harness.settle()
+    assert "sent to the customer" in card_text(harness.card_updates(draft_id_of(card))[-1])
+
+
 async def test_a_slack_rate_limit_on_the_card_past_the_sdks_retries_is_one_warning_and_the_card_lands(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -27,6 +27,11 @@ from bot.store.cards import CardSource
 log = logging.getLogger(__name__)
 
 
+#: How many times one refresh updates a card that keeps falling behind (each change of the
+#: draft also asks for its own refresh).
+REFRESH_ROUNDS = 3
+
+
 def card_key(draft_id: str) -> str:
     return f"card-{draft_id}"
 
@@ -174,22 +179,29 @@ class CardPublisher:
         desk.cards_changed()
 
     async def refresh(self, draft_id: str) -> None:
-        """Update a draft's card to what the draft is now."""
-        source = await self.load(draft_id)
-        if source is None:
-            return
-        version, ref = source.draft.version, source.draft.card_ref
-        desk = self.desks.get(source.draft.card_desk)
-        if desk is None or not ref:
-            return  # not on a desk yet: recovery posts it, already up to date
-        try:
-            await desk.update_card(ref, self.card(source, desk.name))
-        except PlatformError as exc:
-            _failed(exc, "updating the card of draft %s failed; it will be retried", draft_id)
-            metrics.platform_error(desk.name, "update_card")
-            return
-        async with self.db.write() as conn:
-            await draft_rows.card_shown(conn, draft_id, version)
+        """Update a draft's card to what the draft is now.
+
+        Two updates of one card may cross on their way to the desk (a click's, held back by a
+        rate limit, lands after the delivery's): the one that showed an older version learns it
+        when it records what it showed, and updates the card again."""
+        for _ in range(REFRESH_ROUNDS):
+            source = await self.load(draft_id)
+            if source is None:
+                return
+            version, ref = source.draft.version, source.draft.card_ref
+            desk = self.desks.get(source.draft.card_desk)
+            if desk is None or not ref:
+                return  # not on a desk yet: recovery posts it, already up to date
+            try:
+                await desk.update_card(ref, self.card(source, desk.name))
+            except PlatformError as exc:
+                _failed(exc, "updating the card of draft %s failed; it will be retried", draft_id)
+                metrics.platform_error(desk.name, "update_card")
+                return
+            async with self.db.write() as conn:
+                current = await draft_rows.card_shown(conn, draft_id, version)
+            if current is None or current <= version:
+                return
 
     async def load(self, draft_id: str) -> CardSource | None:
         """The card's facts as stored (with its version and where it is shown)."""

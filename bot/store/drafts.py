@@ -257,8 +257,19 @@ async def card_recorded(conn: AsyncConnection, draft_id: str, desk: str, ref: st
     )
 
 
-async def card_shown(conn: AsyncConnection, draft_id: str, version: int) -> None:
-    await conn.execute(update(_drafts).where(d.id == draft_id, d.card_version < version).values(card_version=version))
+async def card_shown(conn: AsyncConnection, draft_id: str, version: int) -> int | None:
+    """Record that the card shows ``version`` (the record never moves back); returns the draft's
+    current version (None: no such draft). Above ``version``, the card is behind: the draft
+    changed while the card was updated, or a newer update reached the desk before this one."""
+    row = (
+        await conn.execute(
+            update(_drafts)
+            .where(d.id == draft_id)
+            .values(card_version=case((d.card_version < version, version), else_=d.card_version))
+            .returning(d.version)
+        )
+    ).first()
+    return None if row is None else int(row.version)
 
 
 async def transition(
