@@ -157,6 +157,9 @@ async def a_week(desk: TestDesk, kimi: FakeKimi) -> dict[str, Said]:
     await desk.agent("ana").approve(await desk.card_for(kim))
     await desk.reply_to(kim)
     await desk.customer("kim").says("thanks!", after=kim)
+    # Its draft done before the next script is queued: it would take lee's steps, and its card
+    # would come where lee's is awaited.
+    await desk.settle()
     # lee: a status question, edited by ben.
     lee = await asks(
         "lee",
