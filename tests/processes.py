@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,29 @@ class BotProcess(RunProcess):
             for c in self.slack.calls_to("chat.postMessage")
             if c.params.get("channel") == REVIEW_CHANNEL and c.params.get("blocks")
         ]
+
+
+@contextlib.asynccontextmanager
+async def running(bot: BotProcess) -> AsyncIterator[BotProcess]:
+    """``bot`` started on the sample orders, stopped (SIGTERM) on the way out."""
+    await seed_orders(bot.database_url, bot.home / "orders.jsonl")
+    await bot.start()
+    try:
+        yield bot
+    finally:
+        await bot.stop()
+
+
+@contextlib.asynccontextmanager
+async def with_discord(
+    home: Path, kimi_url: str, slack: FakeSlack
+) -> AsyncIterator[tuple[BotProcess, FakeDiscord]]:
+    """The bot on Slack and on the fake Discord gateway, :func:`running`."""
+    async with (
+        FakeDiscord() as discord,
+        running(BotProcess.on_both_platforms(home, kimi_url, slack, discord)) as bot,
+    ):
+        yield bot, discord
 
 
 class PeakRss:

@@ -16,11 +16,11 @@ from bot.events import Attachment
 from bot.ports import CardState
 from bot.testing import TestDesk
 from tests.desks import CallTools, FakeKimi, Reply, open_desk
-from tests.fakes.discord import ALICE, BOT_ID, SUPPORT_CHANNEL_ID, FakeDiscord
+from tests.fakes.discord import ALICE, BOT_ID, SUPPORT_CHANNEL_ID
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import app_mention, block_actions
 from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, card_text, draft_id_of, sample_orders, until
-from tests.processes import BotProcess, seed_orders
+from tests.processes import with_discord
 
 #: What is left of "\x00" and a lone surrogate: the NUL is dropped, the surrogate is U+FFFD.
 ODD, SHOWN = "\x00 and \ud800", " and \ufffd"
@@ -74,35 +74,29 @@ async def test_an_agents_odd_edit_is_sent_as_written_less_what_cannot_be_stored(
 async def test_the_installed_bot_takes_odd_text_from_slack_and_discord_and_answers_both(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
-    async with FakeDiscord() as discord:
-        bot = BotProcess.on_both_platforms(tmp_path, kimi.base_url, slack, discord)
-        await seed_orders(bot.database_url, tmp_path / "orders.jsonl")
-        await bot.start()
-        try:
-            mention = app_mention(f"<@UBOT> is the shop open on Sunday?{ODD}", user="U900")
-            assert (await bot.sender.event(mention)).status_code == 200
-            text = f"<@{BOT_ID}> is the shop open on Saturday?{ODD}"
-            await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, text, mention_bot=True)
+    async with with_discord(tmp_path, kimi.base_url, slack) as (bot, discord):
+        mention = app_mention(f"<@UBOT> is the shop open on Sunday?{ODD}", user="U900")
+        assert (await bot.sender.event(mention)).status_code == 200
+        text = f"<@{BOT_ID}> is the shop open on Saturday?{ODD}"
+        await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, text, mention_bot=True)
 
-            cards = await until(lambda: bot.cards()[1:] and bot.cards(), "a card for each platform's message")
-            shown = [card_text(c) for c in cards]
-            assert all(SHOWN in t and "\\u0000" not in t for t in shown), shown
-            for card in cards:
-                click = block_actions("approve_draft", draft_id_of(card), user="U333", channel=REVIEW_CHANNEL)
-                assert (await bot.sender.action(click)).status_code == 200
-            await until(
-                lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == CUSTOMER_CHANNEL],
-                "the Slack reply",
-            )
-            await until(
-                lambda: [c for c in discord.calls_to("POST", r"/channels/\d+/messages$")
-                         if c.path.split("/")[-2] != SUPPORT_CHANNEL_ID],
-                "the Discord reply",
-            )  # fmt: skip
-        finally:
-            await bot.stop()
-        log = bot.stderr_path.read_text()
-        assert " ERROR " not in log, log
+        cards = await until(lambda: bot.cards()[1:] and bot.cards(), "a card for each platform's message")
+        shown = [card_text(c) for c in cards]
+        assert all(SHOWN in t and "\\u0000" not in t for t in shown), shown
+        for card in cards:
+            click = block_actions("approve_draft", draft_id_of(card), user="U333", channel=REVIEW_CHANNEL)
+            assert (await bot.sender.action(click)).status_code == 200
+        await until(
+            lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == CUSTOMER_CHANNEL],
+            "the Slack reply",
+        )
+        await until(
+            lambda: [c for c in discord.calls_to("POST", r"/channels/\d+/messages$")
+                     if c.path.split("/")[-2] != SUPPORT_CHANNEL_ID],
+            "the Discord reply",
+        )  # fmt: skip
+    log = bot.stderr_path.read_text()
+    assert " ERROR " not in log, log
 
 
 async def test_a_name_and_a_file_name_longer_than_their_columns_are_cut_not_refused(shop: TestDesk) -> None:

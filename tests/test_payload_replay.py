@@ -7,7 +7,6 @@ a customer, and a genuine message sent afterwards still gets its card."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import urllib.parse
@@ -23,7 +22,7 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import action_body, app_mention, event_body, sign
 from tests.fakes.socket_mode import SocketModeSlack, events_api_envelope, interactive_envelope
 from tests.harness import REVIEW_CHANNEL, SIGNING_SECRET, SLACK_TOKEN, card_text, until
-from tests.processes import BotProcess, seed_orders
+from tests.processes import BotProcess, running, with_discord
 
 PAYLOADS = Path(__file__).parent / "payloads"
 APP_TOKEN = "xapp-1-A111-replay-app-token-0123456789"
@@ -103,28 +102,6 @@ async def ask_genuinely(bot: BotProcess, text: str) -> None:
     await until(lambda: len(bot.cards()) > before and text in card_text(bot.cards()[-1]), "the genuine card")
 
 
-@contextlib.asynccontextmanager
-async def running(bot: BotProcess) -> AsyncIterator[BotProcess]:
-    """``bot`` started on the sample orders, stopped (SIGTERM) on the way out."""
-    await seed_orders(bot.database_url, bot.home / "orders.jsonl")
-    await bot.start()
-    try:
-        yield bot
-    finally:
-        await bot.stop()
-
-
-@contextlib.asynccontextmanager
-async def with_discord(
-    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
-) -> AsyncIterator[tuple[BotProcess, FakeDiscord]]:
-    """The bot on Slack and on the fake Discord gateway."""
-    async with FakeDiscord() as discord:
-        bot = BotProcess.on_both_platforms(tmp_path, kimi.base_url, slack, discord)
-        async with running(bot):
-            yield bot, discord
-
-
 async def member_asks(bot: BotProcess, discord: FakeDiscord, question: str) -> JSON:
     """A guild member mentions the bot in #support: its card arrives. Returns the message."""
     sent = await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> {question}", mention_bot=True)
@@ -186,7 +163,7 @@ async def test_discord_gateway_replay_keeps_the_connection_and_a_members_message
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
     genuine = f"where is my order 40021? (after the gateway replay {time.time()})"
-    async with with_discord(tmp_path, kimi, slack) as (bot, discord):
+    async with with_discord(tmp_path, kimi.base_url, slack) as (bot, discord):
         for _, dispatch in DISCORD:
             await discord.dispatch(dispatch["t"], dispatch["d"])
         await member_asks(bot, discord, genuine)
@@ -209,7 +186,7 @@ async def test_a_gateway_event_discord_py_cannot_read_is_skipped_with_one_warnin
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
 ) -> None:
     unreadable = {"id": "1500000000000000001", "content": "no channel, no author"}  # MESSAGE_CREATE needs both
-    async with with_discord(tmp_path, kimi, slack) as (bot, discord):
+    async with with_discord(tmp_path, kimi.base_url, slack) as (bot, discord):
         await discord.dispatch("MESSAGE_CREATE", unreadable)
         sent = await member_asks(bot, discord, f"where is my order 40021? ({time.time()})")
         # discord.py reads this one but keeps a type it does not know as it came (a list).
