@@ -1,6 +1,7 @@
 """Kill -9 at the worst moments: the real ``supportbot run`` is killed while the model call is
 in flight, while a card post is in flight, right after a click's ack, after a refund but before
-its reply, and between queueing the policy's acknowledgement and its post; restarted at once, it
+its reply, between queueing the policy's acknowledgement and its post, and between a message's
+edit and Slack's late retry of the message itself; restarted at once, it
 finishes the work within 20 s, and nothing is lost or done twice. Stopped gracefully (SIGTERM, as
 ``docker stop`` does), it first finishes what is in flight within ``SHUTDOWN_GRACE_SECONDS`` and
 leaves the rest to the next run."""
@@ -193,6 +194,33 @@ async def test_stopped_while_looking_for_a_lost_card_the_next_start_looks_again(
     [reply] = await until(lambda: replies_in(slack, ts), "the answer")
     assert "Saturday" in str(reply.params["text"])
     assert len(bot.cards()) == 2
+
+
+async def test_a_mention_slack_retries_after_its_edit_and_a_restart_is_answered_from_the_edit(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    # The mention's first delivery never made it (the bot was down); the customer edits it, the
+    # bot takes the edit, is killed and restarted, and only then does Slack's retry arrive.
+    original = app_mention("<@UBOT> is the shop open on Sunday?")
+    ts = str(original["event"]["ts"])
+    slack.ingest_event(original)
+    for envelope in (
+        message_changed(
+            CUSTOMER_CHANNEL, ts, "<@UBOT> is the shop open on Saturday?", "<@UBOT> is the shop open on Sunday?"
+        ),
+        app_mention("<@UBOT> is the shop open on Saturday?", ts=ts, edited=True),
+    ):
+        assert (await bot.sender.event(envelope)).status_code == 200
+    await restart(bot)
+    assert (await bot.sender.event(original, retry_num=1)).status_code == 200
+
+    [card] = await until(bot.cards, "the card", timeout=RECOVERY_SECONDS)
+    assert "Saturday" in str(card.params["blocks"]) and "Sunday" not in str(card.params["blocks"])
+    await approve(bot, draft_id_of(card))
+    [reply] = await until(lambda: replies_in(slack, ts), "the answer")
+    assert "Saturday" in str(reply.params["text"])
+    await until(lambda: card_updated(slack, draft_id_of(card), "sent to the customer"), "the card saying it was sent")
+    assert len(bot.cards()) == 1 and len(replies_in(slack, ts)) == 1
 
 
 async def test_killed_right_after_a_clicks_ack_the_reply_is_posted_once(
