@@ -4,7 +4,8 @@ its reply, between queueing the policy's acknowledgement and its post, and betwe
 edit and Slack's late retry of the message itself; restarted at once, it
 finishes the work within 20 s, and nothing is lost or done twice. Stopped gracefully (SIGTERM, as
 ``docker stop`` does), it first finishes what is in flight within ``SHUTDOWN_GRACE_SECONDS`` and
-leaves the rest to the next run."""
+leaves the rest to the next run. A click's card update that Slack holds back (a 429) and that
+lands after the reply's never leaves the card behind."""
 
 from __future__ import annotations
 
@@ -221,6 +222,22 @@ async def test_a_mention_slack_retries_after_its_edit_and_a_restart_is_answered_
     assert "Saturday" in str(reply.params["text"])
     await until(lambda: card_updated(slack, draft_id_of(card), "sent to the customer"), "the card saying it was sent")
     assert len(bot.cards()) == 1 and len(replies_in(slack, ts)) == 1
+
+
+async def test_a_clicks_card_update_slack_holds_back_never_leaves_the_card_behind_the_reply(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    ts = await ask(bot, "where is my order #W2611340?")
+    [card] = await until(bot.cards, "the card")
+    slack.fail_next("chat.update", status=429, retry_after=1)  # the click's "approved" lands late
+    await approve(bot, draft_id_of(card))
+    await until(lambda: replies_in(slack, ts), "the reply")
+
+    def shown() -> list[SlackCall]:
+        return [c for c in slack.calls_to("chat.update") if c.status == 200 and draft_id_of(card)[:8] in str(c.params)]
+
+    await until(lambda: shown()[2:], "the card updated after the late update landed")
+    assert "sent to the customer" in str(shown()[-1].params["blocks"])
 
 
 async def test_killed_right_after_a_clicks_ack_the_reply_is_posted_once(
