@@ -120,6 +120,22 @@ async def test_an_edit_that_arrives_before_its_message_is_answered_from_the_edit
     assert len(harness.replies(ts)) == 1
 
 
+async def test_a_message_deleted_before_its_delivery_came_is_never_drafted(harness: Harness) -> None:
+    # The mention's delivery failed; before Slack's retry, the customer deleted it (a card number
+    # pasted by mistake, say). The retry must not bring it back onto the desk.
+    original = app_mention("<@UBOT> my card is 4111 1111 1111 1111, where is my order?")
+    ts = original["event"]["ts"]
+    harness.slack.ingest_event(original)
+    deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text=original["event"]["text"])
+    assert (await harness.sender.event(deleted)).status_code == 200
+    assert (await harness.sender.event(original, retry_num=1)).status_code == 200
+
+    await only_a_later_question_gets_a_card(harness, 0)
+    async with sessionmaker(harness.bot.engine)() as session:
+        stored = list(await session.scalars(select(Message.text)))
+    assert not [text for text in stored if "4111" in text], "the deleted words were never stored"
+
+
 async def test_an_edited_channel_message_that_never_mentioned_the_bot_opens_nothing(harness: Harness) -> None:
     # Only a mention (or a direct message) stands for itself when its edit comes first.
     edited = message_changed(

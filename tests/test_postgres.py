@@ -21,7 +21,14 @@ from bot.store import Message
 from tests.fakes.files import FakeFileHost, png
 from tests.fakes.kimi import FakeKimi, Hang
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_payloads import SlackSender, app_mention, block_actions, message, message_changed
+from tests.fakes.slack_payloads import (
+    SlackSender,
+    app_mention,
+    block_actions,
+    message,
+    message_changed,
+    message_deleted,
+)
 from tests.harness import (
     CUSTOMER_CHANNEL,
     REVIEW_CHANNEL,
@@ -107,6 +114,24 @@ async def test_an_edit_delivered_to_both_instances_before_its_message_makes_one_
     finally:
         await engine.dispose()
     assert stored == 1, "the question is in the conversation once"
+
+
+async def test_a_message_deleted_on_one_instance_before_its_retry_reaches_the_other_is_never_drafted(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
+) -> None:
+    async with running_instances(tmp_path, kimi, slack, database) as (first, senders):
+        original = app_mention("<@UBOT> is the shop open on Sunday?")
+        ts = original["event"]["ts"]
+        slack.ingest_event(original)
+        deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text=original["event"]["text"])
+        assert (await senders[0].event(deleted)).status_code == 200
+        assert (await senders[1].event(original, retry_num=1)).status_code == 200
+
+        # The proof the retry did nothing: the next question is the first card.
+        await senders[1].event(app_mention("<@UBOT> do you ship to Norway?"))
+        [card] = await first.wait_cards(1)
+        assert "Norway" in card_text(card)
+    assert len(first.cards()) == 1, "no card for the deleted question, once both instances settled"
 
 
 async def test_work_an_instance_dropped_mid_draft_is_finished_by_the_other_once_its_lease_expires(

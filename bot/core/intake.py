@@ -41,7 +41,7 @@ from bot.store import Database, utcnow
 from bot.store import conversations as conversation_rows
 from bot.store import drafts as draft_rows
 from bot.store import life as life_rows
-from bot.store.conversations import StoredTurn
+from bot.store.conversations import Delivery, StoredTurn
 from bot.store.life import Life
 from bot.store.records import add_audit
 
@@ -123,8 +123,11 @@ class Intake:
         text = storable(message.text)[:MAX_CUSTOMER_TEXT]  # as stored: an edit compares with it
         now = utcnow()
         await self.greeter.prepare(now)
+        # A message deleted before it reached us (Slack retries a failed delivery a minute later)
+        # stays deleted: the deletion left its mark (:meth:`retract`).
+        unless = "" if message.edited else conversation_rows.deletion_mark(message.thread, message.message_id)
         async with self.db.write(urgent=True) as conn:
-            if not await self._first_delivery(conn, message.event_id, now):
+            if not await self._first_delivery(conn, message.event_id, now, unless=unless):
                 return False
             life, created, earlier = await self._find_or_open(conn, message, now)
             if earlier is not None or life is None:
@@ -243,15 +246,25 @@ class Intake:
             if not await self._first_delivery(conn, deleted.event_id, now):
                 return False
             stored = await conversation_rows.find_message(conn, deleted.thread, deleted.message_id)
+            if stored is None:  # not here yet, maybe: its late delivery must not draft it
+                mark = conversation_rows.deletion_mark(deleted.thread, deleted.message_id)
+                await conversation_rows.record_event(conn, mark, now)
             amended = await edits.retract(conn, stored, now)
         return self._amended(amended, "message_deleted", deleted.event_id)
 
-    async def _first_delivery(self, conn: AsyncConnection, event_id: str, now: datetime) -> bool:
-        """Record a platform delivery id; False (counted) for a redelivery."""
-        if await conversation_rows.record_event(conn, event_id, now):
+    async def _first_delivery(self, conn: AsyncConnection, event_id: str, now: datetime, *, unless: str = "") -> bool:
+        """Record a platform delivery id; False (counted) for a redelivery, or a message whose
+        deletion (``unless``, its mark) came first."""
+        delivery = await conversation_rows.record_event(conn, event_id, now, unless=unless)
+        if delivery is Delivery.FIRST:
             return True
-        self.counters["events_duplicate"] += 1
-        metrics.event_received("duplicate")
+        if delivery is Delivery.WITHDRAWN:
+            self.counters["messages_deleted_before_arrival"] += 1
+            metrics.event_received("ignored")
+            log_event(log, "message_deleted_before_arrival", event_id=event_id)
+        else:
+            self.counters["events_duplicate"] += 1
+            metrics.event_received("duplicate")
         return False
 
     def _amended(self, amended: edits.Amended | None, what: str, event_id: str) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.states import ConversationOwner, ConversationStatus
@@ -66,11 +68,39 @@ class StoredMessage:
     created_at: datetime | None = None
 
 
-async def record_event(conn: AsyncConnection, event_id: str, now: datetime) -> bool:
-    """Remember a platform delivery id; False when it was seen before (a redelivery)."""
-    statement = dialect_insert(conn.dialect.name, _events).on_conflict_do_nothing()
-    result = await conn.execute(statement, {"event_id": event_id, "received_at": now})
-    return bool(result.rowcount == 1)
+class Delivery(StrEnum):
+    """What a platform delivery is to us: the first of its id, one seen before, or a message
+    its author deleted before it reached us."""
+
+    FIRST = "first"
+    REPEATED = "repeated"
+    WITHDRAWN = "withdrawn"
+
+
+def deletion_mark(thread: ThreadRef, message_id: str) -> str:
+    """The delivery id under which a deletion of a message never stored is remembered: the late
+    message then finds it (a fixed length, whatever the platform's ids)."""
+    digest = hashlib.sha256(f"{thread.key}\n{message_id}".encode()).hexdigest()
+    return f"deleted:{digest}"
+
+
+async def record_event(conn: AsyncConnection, event_id: str, now: datetime, *, unless: str = "") -> Delivery:
+    """Remember a platform delivery id, in one statement. ``unless``: a :func:`deletion_mark`
+    that, remembered already, makes this delivery :attr:`Delivery.WITHDRAWN` (not recorded; a
+    second statement tells that apart from a redelivery, only when nothing was recorded)."""
+    insert = dialect_insert(conn.dialect.name, _events)
+    e = _events.c
+    if unless:
+        row = select(literal(event_id, e.event_id.type), literal(now, e.received_at.type))
+        statement = insert.from_select([e.event_id, e.received_at], row.where(~exists().where(e.event_id == unless)))
+        result = await conn.execute(statement.on_conflict_do_nothing())
+    else:
+        result = await conn.execute(insert.on_conflict_do_nothing(), {"event_id": event_id, "received_at": now})
+    if result.rowcount == 1:
+        return Delivery.FIRST
+    if unless and await conn.scalar(select(e.event_id).where(e.event_id == unless)) is not None:
+        return Delivery.WITHDRAWN
+    return Delivery.REPEATED
 
 
 async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> str:
