@@ -203,6 +203,7 @@ class Settings(BaseSettings):
     )
     retention_sweep_seconds: float = Field(
         3600.0, gt=0, description="how often the retention job purges what is older than the policy's [retention] days"
+        " (and forgets delivery ids older than a week)"
     )
     drafting_concurrency: int = Field(32, description="drafts written at once (the backlog waits in SQL)")
     delivery_concurrency: int = Field(8, description="replies posted at once (in order within a thread)")

@@ -18,11 +18,13 @@ from sqlalchemy import select, update
 
 from bot.events import Attachment
 from bot.store import AttachmentRow as StoredImage
-from bot.store import AuditEvent, Conversation, Draft, Message, OutboxItem, ToolCall, utcnow
+from bot.store import AuditEvent, Conversation, Draft, Message, OutboxItem, ProcessedEvent, ToolCall, utcnow
 from bot.testing import TestDesk
 from tests.desks import CallTools, FakeKimi, Reply, open_desk
 from tests.fakes.files import png
-from tests.harness import sample_orders, until
+from tests.fakes.slack import FakeSlack
+from tests.harness import draft_id_of, running_bot, sample_orders, until
+from tests.test_edits import only_a_later_question_gets_a_card
 
 POLICY = """
 [retention]
@@ -157,3 +159,29 @@ async def test_old_conversations_are_erased_the_audit_keeps_hashes_and_work_in_f
 
 def bob_card_conversation(lines: dict[int, Any], draft_id: str) -> str:
     return next(line.conversation_id for line in lines.values() if line.draft_id == draft_id)
+
+
+async def test_delivery_ids_are_forgotten_after_a_week_and_a_late_redelivery_still_answers_once(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database_url: str
+) -> None:
+    # The policy keeps conversations forever; the platforms' delivery ids go after a week all the
+    # same (the table would otherwise grow with every message for as long as the bot runs).
+    async with running_bot(tmp_path, kimi, slack, database_url=database_url, retention_sweep_seconds=0.1) as harness:
+        kimi.script(Reply("Your mug is on its way."))
+        asked = await harness.mention("where is my blue mug, order #W2611340?")
+        [card] = await harness.wait_cards(1)
+        await harness.click("approve_draft", draft_id_of(card))
+        await harness.wait_replies(asked["event"]["ts"])
+        async with harness.bot.engine.begin() as conn:
+            old = (await conn.execute(update(ProcessedEvent).values(received_at=utcnow() - timedelta(days=8)))).rowcount
+        assert old >= 1
+        core = harness.bot.core
+        assert core is not None
+        await until(lambda: core.metrics["deliveries_forgotten"] >= old, "the retention job forgetting the old ids")
+        async with harness.bot.engine.connect() as conn:
+            assert list((await conn.execute(select(ProcessedEvent.event_id))).scalars()) == []
+
+        # Slack's copy of that old event, delivered again: the stored message still answers it.
+        assert (await harness.sender.event(asked, retry_num=1)).status_code == 200
+        await only_a_later_question_gets_a_card(harness, 1)
+        assert len(harness.replies(asked["event"]["ts"])) == 1

@@ -6,6 +6,10 @@ It works in batches of :data:`BATCH` rows, one short transaction each, so the si
 is never held for long; a conversation with work in flight (a draft being written, awaiting review,
 or a reply being sent) is left whole until it settles. Each pass logs one INFO line with what it
 erased and adds it to the ``retention_purged_<kind>`` counters of ``/metrics``.
+
+Whatever the policy, each pass also forgets the platforms' delivery ids older than
+:data:`DELIVERY_MEMORY` (``deliveries_forgotten``): Slack and Discord redeliver within minutes, and
+the table would otherwise grow with every message for as long as the bot runs.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from bot.policy import PolicyStore
 from bot.store import Database, utcnow
+from bot.store.conversations import forget_deliveries
 from bot.store.retention import ERASERS, settled
 
 log = logging.getLogger(__name__)
@@ -24,8 +30,11 @@ log = logging.getLogger(__name__)
 #: Rows erased per transaction.
 BATCH = 200
 
+#: How long a delivery id (and a deletion's mark) is remembered.
+DELIVERY_MEMORY = timedelta(days=7)
+
 #: The counters a pass adds to, one per kind of row.
-COUNTERS = tuple(f"retention_purged_{kind}" for kind in ERASERS)
+COUNTERS = (*(f"retention_purged_{kind}" for kind in ERASERS), "deliveries_forgotten")
 
 
 class RetentionJob:
@@ -45,13 +54,7 @@ class RetentionJob:
         if days:
             before = utcnow() - timedelta(days=days)
             for kind, erase in ERASERS.items():
-                while True:
-                    async with self.db.write() as conn:
-                        erased = await erase(conn, settled, before, BATCH)
-                    purged[kind] += erased
-                    if erased < BATCH:
-                        break
-                    await asyncio.sleep(0)  # other writers get the database between batches
+                purged[kind] = await self._in_batches(erase, settled, before)
             for kind in ERASERS:
                 self.counters[f"retention_purged_{kind}"] += purged[kind]
             log.info(
@@ -59,8 +62,22 @@ class RetentionJob:
                 days,
                 ", ".join(f"{purged[kind]} {kind.replace('_', ' ')}" for kind in ERASERS),
             )
+        forget_before = utcnow() - DELIVERY_MEMORY
+        self.counters["deliveries_forgotten"] += await self._in_batches(forget_deliveries, forget_before)
         self.passes += 1
         return purged
+
+    async def _in_batches(self, erase: Callable[..., Awaitable[int]], *args: object) -> int:
+        """Run ``erase(conn, *args, BATCH)`` one transaction at a time until it erases fewer than
+        :data:`BATCH` rows; how many in all."""
+        total = 0
+        while True:
+            async with self.db.write() as conn:
+                erased = await erase(conn, *args, BATCH)
+            total += erased
+            if erased < BATCH:
+                return total
+            await asyncio.sleep(0)  # other writers get the database between batches
 
     async def run(self) -> None:
         while True:

@@ -103,6 +103,15 @@ async def record_event(conn: AsyncConnection, event_id: str, now: datetime, *, u
     return Delivery.REPEATED
 
 
+async def forget_deliveries(conn: AsyncConnection, before: datetime, limit: int) -> int:
+    """Forget up to ``limit`` delivery ids (and deletion marks) received before ``before``; how
+    many. A redelivery that old changes nothing anyway: its message is stored (or erased)."""
+    e = _events.c
+    oldest = select(e.event_id).where(e.received_at < before).limit(limit)
+    result = await conn.execute(delete(_events).where(e.event_id.in_(oldest)))
+    return int(result.rowcount)
+
+
 async def upsert_conversation(conn: AsyncConnection, message: InboundMessage, now: datetime) -> str:
     """The conversation of the message's thread, created on its first message; one statement."""
     return (await open_conversation(conn, message, now))[0].conversation_id
