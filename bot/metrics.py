@@ -111,6 +111,13 @@ PLATFORM_ERRORS = Counter(
     ["platform", "operation"],
     registry=REGISTRY,
 )
+EVENTS_DROPPED = Counter(
+    "supportbot_platform_events_dropped",
+    "Times a platform said it dropped events meant for the bot (Slack's app_rate_limited: a minute of"
+    " a workspace's events), by platform. Messages sent then never reached the bot.",
+    ["platform"],
+    registry=REGISTRY,
+)
 BACKGROUND_FAILURES = Counter(
     "supportbot_background_failures",
     "Background tasks that ended with an exception, by task.",
@@ -246,6 +253,10 @@ def budget_wait(budget: str) -> None:
 
 def platform_error(platform: str, operation: str) -> None:
     PLATFORM_ERRORS.labels(platform=platform, operation=operation).inc()
+
+
+def platform_dropped_events(platform: str) -> None:
+    EVENTS_DROPPED.labels(platform=platform).inc()
 
 
 def background_failure(task: str) -> None:

@@ -23,6 +23,7 @@ from aiohttp import web
 from adapters.slack.platform import SlackPlatform
 from adapters.slack.review import COULD_NOT_RECORD, COULD_NOT_RECORD_FORM, UNREADABLE_FORM
 from adapters.slack.settings import SlackSettings
+from bot import metrics
 from bot.errors import (
     ConfigError,
     PlatformError,
@@ -358,6 +359,30 @@ async def test_requests_without_a_listener_are_answered_200_and_each_kind_named_
     assert any("view_closed request (edit_draft_modal)" in m for m in named), named
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "no warning, no traceback"
     assert not edge.core.received and not edge.core.decisions and not edge.slack.calls_to("chat.postMessage")
+
+
+async def test_slack_saying_it_dropped_a_minute_of_events_is_a_warning_and_a_metric(
+    edge: Edge, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What Slack sends once a workspace passed 30,000 events in an hour (api.slack.com/apis/events-api,
+    # "Rate limiting"): the events of the rest of that minute are never delivered.
+    def dropped() -> float:
+        return metrics.REGISTRY.get_sample_value("supportbot_platform_events_dropped_total", {"platform": "slack"}) or 0
+
+    before = dropped()
+    body = {
+        "token": "Jhj5dZrVaK7ZwHHjRyZWjbDl",
+        "type": "app_rate_limited",
+        "team_id": "T111",
+        "minute_rate_limited": 1518467820,
+        "api_app_id": "A111",
+    }
+    assert (await edge.post(json.dumps(body))).status_code == 200
+
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "workspace T111 from 2018-02-12 20:37 UTC" in warning and "never reached the bot" in warning
+    assert dropped() == before + 1
+    assert not edge.core.received
 
 
 async def test_a_handled_event_the_core_cannot_store_is_still_a_500_so_slack_retries(

@@ -26,6 +26,7 @@ from slack_bolt.response import BoltResponse
 
 from adapters.slack import wire
 from adapters.slack.directory import SlackDirectory
+from bot import metrics
 from bot.events import Attachment, Author, InboundMessage, MessageDeleted, MessageKind, Place, ThreadRef
 from bot.ports import Core
 
@@ -77,6 +78,9 @@ def ignore_non_customers(review_channel: str | None) -> Callable[..., Awaitable[
     """A global Bolt middleware: ignored events are acknowledged (200) and go no further."""
 
     async def ignore_non_customers(body: dict[str, Any], next_: Callable[[], Awaitable[None]]) -> BoltResponse | None:
+        if body.get("type") == "app_rate_limited":
+            rate_limited(body)
+            return BoltResponse(status=200, body="")
         event = body.get("event")
         if body.get("type") == "event_callback" and isinstance(event, dict):
             reason = ignored_reason(event, review_channel)
@@ -87,6 +91,25 @@ def ignore_non_customers(review_channel: str | None) -> Callable[..., Awaitable[
         return None
 
     return ignore_non_customers
+
+
+def rate_limited(body: dict[str, Any]) -> None:
+    """Slack's ``app_rate_limited``: past 30,000 events an hour, Slack drops a workspace's events
+    for the rest of the minute and says so once. It will never send them: the operator hears of
+    it, so the agents can look in the channels for what was asked then."""
+    minute = body.get("minute_rate_limited")
+    when = (
+        datetime.fromtimestamp(minute, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        if isinstance(minute, int | float) and 0 <= minute < 2**33
+        else "an unknown minute"
+    )
+    log.warning(
+        "Slack dropped the events of workspace %s from %s to the end of that minute (more than 30,000 an"
+        " hour): messages sent then never reached the bot; look in the channels for them",
+        str(body.get("team_id", "?"))[:32],
+        when,
+    )
+    metrics.platform_dropped_events("slack")
 
 
 class SlackIntake:
