@@ -1,7 +1,7 @@
 """Kill -9 at the worst moments: the real ``supportbot run`` is killed while the model call is
 in flight, while a card post is in flight, right after a click's ack, after a refund but before
 its reply, between queueing the policy's acknowledgement and its post, and between a message's
-edit and Slack's late retry of the message itself; restarted at once, it
+edit (or deletion) and Slack's late retry of the message itself; restarted at once, it
 finishes the work within 20 s, and nothing is lost or done twice. Stopped gracefully (SIGTERM, as
 ``docker stop`` does), it first finishes what is in flight within ``SHUTDOWN_GRACE_SECONDS`` and
 leaves the rest to the next run. A click's card update that Slack holds back (a 429) and that
@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from bot.domain.states import OutboxKind, OutboxStatus
 from bot.store import create_engine
-from bot.store.schema import Draft, OutboxItem
+from bot.store.schema import Draft, Message, OutboxItem
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
 from tests.fakes.slack import FakeSlack, SlackCall
 from tests.fakes.slack_payloads import app_mention, block_actions, message_changed, message_deleted, view_submission
@@ -238,6 +238,35 @@ async def test_a_clicks_card_update_slack_holds_back_never_leaves_the_card_behin
 
     await until(lambda: shown()[2:], "the card updated after the late update landed")
     assert "sent to the customer" in str(shown()[-1].params["blocks"])
+
+
+async def test_a_mention_deleted_before_slacks_retry_and_a_restart_stays_deleted(
+    bot: BotProcess, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    # The mention's first delivery never made it; the customer deletes it, the bot takes the
+    # deletion, is killed and restarted, and only then does Slack's retry of the mention arrive.
+    original = app_mention("<@UBOT> my card is 4111 1111 1111 1111, is my order on its way?")
+    ts = str(original["event"]["ts"])
+    slack.ingest_event(original)
+    deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text=str(original["event"]["text"]))
+    assert (await bot.sender.event(deleted)).status_code == 200
+    await restart(bot)
+    assert (await bot.sender.event(original, retry_num=1)).status_code == 200
+
+    # The proof the retry drafted nothing: the next question is the first card.
+    kimi.script(Reply("Yes, we ship to Norway."))
+    assert (await bot.sender.event(app_mention("<@UBOT> do you ship to Norway?"))).status_code == 200
+    [card] = await until(bot.cards, "the next question's card", timeout=RECOVERY_SECONDS)
+    assert "Norway" in str(card.params["blocks"]) and "4111" not in str(card.params["blocks"])
+    # The retry was acknowledged before that question: had it been taken, it would be stored.
+    engine = create_engine(bot.database_url)
+    try:
+        async with engine.connect() as conn:
+            texts = list((await conn.execute(select(Message.text))).scalars())
+            drafts = await conn.scalar(select(func.count()).select_from(Draft))
+    finally:
+        await engine.dispose()
+    assert texts == ["do you ship to Norway?"] and drafts == 1
 
 
 async def test_killed_right_after_a_clicks_ack_the_reply_is_posted_once(
