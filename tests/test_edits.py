@@ -121,14 +121,16 @@ async def test_an_edit_that_arrives_before_its_message_is_answered_from_the_edit
 
 
 async def test_a_message_deleted_before_its_delivery_came_is_never_drafted(harness: Harness) -> None:
-    # The mention's delivery failed; before Slack's retry, the customer deleted it (a card number
-    # pasted by mistake, say). The retry must not bring it back onto the desk.
+    # The mention's delivery failed, and so did its edit's; before Slack's retries, the customer
+    # deleted it (a card number pasted by mistake, say). The retries must not bring it back.
     original = app_mention("<@UBOT> my card is 4111 1111 1111 1111, where is my order?")
     ts = original["event"]["ts"]
     harness.slack.ingest_event(original)
-    deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text=original["event"]["text"])
+    edited = app_mention("<@UBOT> my card is 4111 1111 1111 1112, where is my order?", ts=ts, edited=True)
+    deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text=edited["event"]["text"])
     assert (await harness.sender.event(deleted)).status_code == 200
-    assert (await harness.sender.event(original, retry_num=1)).status_code == 200
+    for retried in (edited, original):
+        assert (await harness.sender.event(retried, retry_num=1)).status_code == 200
 
     await only_a_later_question_gets_a_card(harness, 0)
     async with sessionmaker(harness.bot.engine)() as session:

@@ -123,9 +123,9 @@ class Intake:
         text = storable(message.text)[:MAX_CUSTOMER_TEXT]  # as stored: an edit compares with it
         now = utcnow()
         await self.greeter.prepare(now)
-        # A message deleted before it reached us (Slack retries a failed delivery a minute later)
-        # stays deleted: the deletion left its mark (:meth:`retract`).
-        unless = "" if message.edited else conversation_rows.deletion_mark(message.thread, message.message_id)
+        # A message deleted before it (or its edit) reached us stays deleted: Slack retries a failed
+        # delivery a minute later, and the deletion left its mark (:meth:`retract`).
+        unless = conversation_rows.deletion_mark(message.thread, message.message_id)
         async with self.db.write(urgent=True) as conn:
             if not await self._first_delivery(conn, message.event_id, now, unless=unless):
                 return False
