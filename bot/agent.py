@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from bot.domain.outcome import ToolCallRecord
-from bot.domain.text import storable_values
+from bot.domain.text import TOOL_NAME_LENGTH, cut_label, storable_values
 from bot.errors import DraftingError, KimiContextTooLong, KimiModelNotFound, KimiRetryableError
 from bot.kimi import Completion, DeltaSink, KimiClient, ToolCallRequest, Usage
 from tools import ToolContext, ToolError, ToolRegistry
@@ -260,10 +260,11 @@ class DraftingAgent:
                     summary = outcome.summary
                     if outcome.proposal is not None:
                         result.proposals.append(outcome.proposal)
+        name = cut_label(call.name, TOOL_NAME_LENGTH)  # as stored: the fresh card and a redrawn one agree
         if error and not summary:
-            summary = f"{call.name} failed: {error}"
+            summary = f"{name} failed: {error}"
         record = ToolCallRecord(
-            name=call.name,
+            name=name,
             arguments=call.arguments[:2000],
             result=content,
             summary=summary,

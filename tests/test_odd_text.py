@@ -124,4 +124,9 @@ async def test_a_tool_the_model_made_up_with_a_long_name_is_a_failed_lookup_not_
     card = await shop.card_for(said)
     assert card.failure == "" and card.draft_text == "Let me check that for you."
     [lookup] = card.lookups
-    assert lookup.name == made_up and not lookup.ok
+    assert not lookup.ok and len(lookup.name) == 64 and lookup.name == made_up[:63] + "\u2026"
+    # Redrawn from what was stored once approved, the card names the tool the same way.
+    await shop.agent("agent").approve(card)
+    await shop.reply_to(said)
+    sent = await shop.latest(card, until=lambda version: version.state is CardState.SENT)
+    assert sent.lookups == card.lookups

@@ -8,6 +8,9 @@ from typing import Any
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
+#: The longest tool name kept (and shown): the model may name a tool we do not have, at any length.
+TOOL_NAME_LENGTH = 64
+
 
 def storable(text: str) -> str:
     """``text`` with its NUL characters dropped (PostgreSQL refuses them in text) and its lone
@@ -28,3 +31,8 @@ def storable_values(value: Any) -> Any:
     if isinstance(value, dict):
         return {storable(str(key)): storable_values(item) for key, item in value.items()}
     return value
+
+
+def cut_label(text: str, length: int) -> str:
+    """``text`` as a label of at most ``length`` characters: cut, its last character an ellipsis."""
+    return text if len(text) <= length else text[: length - 1] + "\u2026"

@@ -35,7 +35,7 @@ from sqlalchemy.types import TypeDecorator
 import tools.orders
 from bot.domain.feedback import FeedbackKind
 from bot.domain.states import ActionStatus, ConversationOwner, ConversationStatus, DraftStatus, OutboxKind, OutboxStatus
-from bot.domain.text import storable
+from bot.domain.text import TOOL_NAME_LENGTH, cut_label, storable
 from bot.events import Place, ThreadRef
 
 
@@ -95,9 +95,7 @@ class Label(PlainString):
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
         value = super().process_bind_param(value, dialect)
         length = cast(String, self.impl_instance).length
-        if value is None or length is None or len(value) <= length:
-            return value
-        return value[: length - 1] + "\u2026"
+        return value if value is None or length is None else cut_label(value, length)
 
 
 def state_column(states: type[StrEnum], constraint: str, length: int) -> Enum:
@@ -319,7 +317,7 @@ class ToolCall(Base):
     __tablename__ = "tool_calls"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
-    name: Mapped[str] = mapped_column(Label(64))  # as the model wrote it: it may name no tool we have
+    name: Mapped[str] = mapped_column(Label(TOOL_NAME_LENGTH))  # as the model wrote it, cut
     arguments: Mapped[str] = mapped_column(PlainText)
     result: Mapped[str] = mapped_column(PlainText, default="")
     summary: Mapped[str] = mapped_column(PlainText, default="")
