@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 METRICS = (
     "events_received",
     "events_duplicate",
+    "messages_deleted_before_arrival",
     "messages_ignored_unwatched",
     "messages_ignored_workspace",
     "drafts_ready",
