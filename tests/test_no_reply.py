@@ -82,7 +82,8 @@ async def test_thanks_after_an_answer_leaves_no_card_and_no_model_call_and_is_co
     assert "no reply needed (cheap rule: thanks)" in trail.stdout, trail.stderr
 
 
-@pytest.mark.parametrize("text", ["ok 👍", "🙏", "never mind, found it", "merci beaucoup"])
+# "": a Discord sticker alone, or a bare mention of the bot (the adapters leave no text).
+@pytest.mark.parametrize("text", ["ok 👍", "🙏", "never mind, found it", "merci beaucoup", "", "  \n"])
 async def test_acknowledgements_and_emoji_leave_no_card(tmp_path: Path, kimi: FakeKimi, text: str) -> None:
     async with open_desk(tmp_path, kimi) as desk:
         await desk.customer("kim").says(text)

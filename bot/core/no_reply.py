@@ -1,4 +1,4 @@
-"""No card when no reply is needed: "thanks!", "ok 👍", an emoji, "never mind".
+"""No card when no reply is needed: "thanks!", "ok 👍", an emoji, "never mind", nothing written.
 
 Two deciders, one guard. The cheap rules (:func:`cheap_rule`) look at the message before any
 model call; the model may also say so with the ``no_reply_needed`` tool. Either way
@@ -108,6 +108,8 @@ def cheap_rule(text: str) -> str:
     :func:`must_draft` first."""
     if len(text) > 80:
         return ""
+    if not text.strip():  # a sticker alone, a bare mention of the bot: nothing asked yet
+        return "cheap rule: nothing written"
     if _only_symbols(text):
         return "cheap rule: emoji"
     plain = _plain(text)
