@@ -186,3 +186,31 @@ async def test_a_reopened_conversation_is_acknowledged_once_more(tmp_path: Path,
         await desk.card_for(await kim.says("It has still not arrived, where is it?", after=said))
         await desk.settle()
         assert desk.replies_to(said) == [told, told], "writing after Resolve opens it again"
+
+
+async def test_a_message_that_gets_no_answer_is_promised_none(tmp_path: Path, kimi: FakeKimi) -> None:
+    policy = f'[approvers]\nagents = ["alice"]\n[desk]\nfirst_response_minutes = 30\nacknowledgement = "{ACK}"\n'
+    told = ACK.format(expected_minutes=30)
+    async with open_desk(tmp_path, kimi, policy=policy) as desk:
+        kim = desk.customer("kim")
+        kimi.script(Reply("It ships today."))
+        said = await kim.says("When does my order ship?")
+        card = await desk.card_for(said)
+        await desk.agent("alice").approve(card)
+        await desk.settle()  # the answer is in the thread
+        await desk.agent("alice").resolve(card)
+        await desk.latest(card, lambda c: c.conversation.status is ConversationStatus.RESOLVED)
+
+        # "thanks!" after Resolve opens the conversation again, but nobody will answer it: no
+        # acknowledgement promising an answer within 30 minutes, no card.
+        await kim.says("thanks!", after=said)
+        # An emoji alone opening a conversation: the same.
+        thanked = await desk.customer("lee").says("🙏")
+        # The proof both were taken: a real question gets its acknowledgement and its card.
+        asked = await desk.customer("max").says("Do you ship to Norway?")
+        assert await desk.reply_to(asked) == told
+        await desk.card_for(asked)
+        await desk.settle()
+        assert desk.replies_to(said) == [told, "It ships today."]
+        assert desk.replies_to(thanked) == []
+        assert len(desk.cards) == 2

@@ -82,8 +82,7 @@ async def test_thanks_after_an_answer_leaves_no_card_and_no_model_call_and_is_co
     assert "no reply needed (cheap rule: thanks)" in trail.stdout, trail.stderr
 
 
-# "": a Discord sticker alone, or a bare mention of the bot (the adapters leave no text).
-@pytest.mark.parametrize("text", ["ok 👍", "🙏", "never mind, found it", "merci beaucoup", "", "  \n"])
+@pytest.mark.parametrize("text", ["ok 👍", "🙏", "never mind, found it", "merci beaucoup"])
 async def test_acknowledgements_and_emoji_leave_no_card(tmp_path: Path, kimi: FakeKimi, text: str) -> None:
     async with open_desk(tmp_path, kimi) as desk:
         await desk.customer("kim").says(text)
@@ -91,6 +90,25 @@ async def test_acknowledgements_and_emoji_leave_no_card(tmp_path: Path, kimi: Fa
         assert desk.cards == [] and kimi.completions == []
         [(_, summary)] = await audit_kinds(desk)
         assert summary.startswith("no reply needed (cheap rule:")
+
+
+async def test_nothing_written_after_an_answer_needs_no_reply_but_a_bare_mention_is_drafted(
+    tmp_path: Path, kimi: FakeKimi
+) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        # A sticker alone after the answer (Discord leaves the text empty): no card.
+        said = await answered(desk, kimi)
+        cards = len(desk.cards)
+        await desk.customer("kim").says("", after=said)
+        await desk.settle()
+        assert len(desk.cards) == cards
+        assert await audit_kinds(desk) == [("no_reply", "no reply needed (cheap rule: nothing written)")]
+
+        # A bare mention of the bot opening a conversation asks for attention: it is drafted.
+        kimi.script(Reply("Hi Lee, how can I help?"))
+        opened = await desk.customer("lee").says("")
+        card = await desk.card_for(opened)
+        assert card.draft_text == "Hi Lee, how can I help?"
 
 
 @pytest.mark.parametrize(
@@ -170,7 +188,7 @@ async def test_thanks_through_slack_leaves_no_card_and_no_reply(
     ],
 )
 def test_the_cheap_rules_know_short_acknowledgements_in_several_languages(text: str, rule: str) -> None:
-    assert cheap_rule(text) == rule
+    assert cheap_rule(text, after_answer=True) == rule == cheap_rule(text, after_answer=False)
 
 
 @pytest.mark.parametrize(

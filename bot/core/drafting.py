@@ -180,7 +180,7 @@ class Drafting:
         spent: list[tuple[str, str, Usage]] = []
         trigger = claim.trigger
         if trigger is not None and not claim.run(spent).must_draft(policy):
-            rule = no_reply.cheap_rule(trigger.text)
+            rule = no_reply.cheap_rule(trigger.text, after_answer=no_reply.answered_before(claim.turns))
             if rule:
                 await self._finish_no_reply(plan_no_reply(claim.run(spent), rule), claim.run(spent))
                 return

@@ -103,13 +103,15 @@ def must_draft(
     return ""
 
 
-def cheap_rule(text: str) -> str:
+def cheap_rule(text: str, *, after_answer: bool) -> str:
     """The rule that says ``text`` needs no reply ("" when none does); the caller checks
-    :func:`must_draft` first."""
+    :func:`must_draft` first. ``after_answer``: the turn before it is an answer (the bot's or an
+    agent's); only then does a message with nothing written (a sticker alone) need none. A bare
+    mention of the bot that opens a conversation, or calls it into a thread, is drafted."""
     if len(text) > 80:
         return ""
-    if not text.strip():  # a sticker alone, a bare mention of the bot: nothing asked yet
-        return "cheap rule: nothing written"
+    if not text.strip():
+        return "cheap rule: nothing written" if after_answer else ""
     if _only_symbols(text):
         return "cheap rule: emoji"
     plain = _plain(text)
@@ -120,6 +122,19 @@ def cheap_rule(text: str) -> str:
     if plain in _NEVER_MIND:
         return "cheap rule: never mind"
     return ""
+
+
+def needs_no_reply(text: str, attachments: Sequence[object], policy: Policy, *, after_answer: bool) -> bool:
+    """What the cheap rules will decide of a customer's message, as the ack sees it (before any
+    draft): a greeting promising an answer is not sent for a message that gets none."""
+    return not must_draft(text, attachments=attachments, policy=policy) and bool(
+        cheap_rule(text, after_answer=after_answer)
+    )
+
+
+def answered_before(turns: Sequence[StoredMessage]) -> bool:
+    """True when the turn before the newest is an answer: the bot's, or an agent's."""
+    return len(turns) >= 2 and turns[-2].role in ("assistant", "agent")
 
 
 def unanswered_before(turns: Sequence[StoredMessage]) -> bool:
