@@ -133,7 +133,22 @@ async def test_thanks_right_after_an_unanswered_question_still_gets_a_card(tmp_p
         second = await desk.customer("kim").says("thanks", after=first)
         card = await desk.card_for(second)
         assert card.actionable, "the question before the thank-you still needs its answer"
+        kimi.script(Reply("It ships tomorrow."))
+        third = await desk.customer("kim").says("🙏", after=first)
+        card = await desk.card_for(third)
+        assert card.actionable, "and so it does two acknowledgements later"
         assert await audit_kinds(desk) == []
+
+
+async def test_a_thank_you_in_two_messages_after_an_answer_leaves_no_card(tmp_path: Path, kimi: FakeKimi) -> None:
+    async with open_desk(tmp_path, kimi) as desk:
+        said = await answered(desk, kimi)
+        cards, calls = len(desk.cards), len(kimi.completions)
+        await desk.customer("kim").says("thanks!", after=said)
+        await desk.customer("kim").says("🙏", after=said)
+        await desk.settle()
+        assert len(desk.cards) == cards and len(kimi.completions) == calls
+        assert len(desk.replies_to(said)) == 1
 
 
 async def test_the_model_may_say_no_reply_is_needed(tmp_path: Path, kimi: FakeKimi) -> None:

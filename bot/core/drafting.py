@@ -86,6 +86,8 @@ class Claim:
     turns: list[StoredMessage]
     images: list[tuple[str, bytes]]
     ctx: ToolContext
+    #: The turn before the one it answers is a customer's that still wants an answer.
+    earlier_unanswered: bool = False
 
     @property
     def trigger(self) -> StoredMessage | None:
@@ -93,7 +95,7 @@ class Claim:
 
     def run(self, spent: list[tuple[str, str, Usage]]) -> DraftRun:
         return DraftRun(
-            self.draft, self.conversation, self.trigger, self.ctx, spends(spent), no_reply.unanswered_before(self.turns)
+            self.draft, self.conversation, self.trigger, self.ctx, spends(spent), self.earlier_unanswered
         )
 
 
@@ -172,7 +174,8 @@ class Drafting:
             trigger = _trigger(claimed, turns)
             asker = await identity.resolve(conn, conversation, policy, trigger.author_id if trigger else "")
         ledger = identity.AttemptLedger(self.db, policy.identity, conversation.id)
-        return Claim(claimed, conversation, turns, images, identity.tool_context(conversation, policy, asker, ledger))
+        ctx = identity.tool_context(conversation, policy, asker, ledger)
+        return Claim(claimed, conversation, turns, images, ctx, no_reply.unanswered_before(turns, policy))
 
     async def _draft(self, claim: Claim) -> None:
         policy = self.policy.current

@@ -137,10 +137,17 @@ def answered_before(turns: Sequence[StoredMessage]) -> bool:
     return len(turns) >= 2 and turns[-2].role in ("assistant", "agent")
 
 
-def unanswered_before(turns: Sequence[StoredMessage]) -> bool:
-    """True when the turn before the newest is also the customer's (a draft superseded by the
-    newest message would lose its question)."""
-    return len(turns) >= 2 and turns[-2].role == "customer"
+def unanswered_before(turns: Sequence[StoredMessage], policy: Policy) -> bool:
+    """True when one of the customer's turns since the last answer, before the newest, wants an
+    answer (a draft superseded by the newest message would lose its question). "thanks!" then
+    "🙏" want none; "where is my order?", "thanks!", "🙏" do."""
+    earlier = list(turns[:-1])
+    while earlier and earlier[-1].role == "customer":
+        turn = earlier.pop()
+        after_answer = bool(earlier) and earlier[-1].role in ("assistant", "agent")
+        if not needs_no_reply(turn.text, turn.attachments, policy, after_answer=after_answer):
+            return True
+    return False
 
 
 def model_said(calls: Sequence[ToolCallRecord]) -> str:
