@@ -140,12 +140,13 @@ async def test_thanks_right_after_an_unanswered_question_still_gets_a_card(tmp_p
         assert await audit_kinds(desk) == []
 
 
-async def test_a_thank_you_in_two_messages_after_an_answer_leaves_no_card(tmp_path: Path, kimi: FakeKimi) -> None:
+async def test_a_thank_you_in_three_messages_after_an_answer_leaves_no_card(tmp_path: Path, kimi: FakeKimi) -> None:
     async with open_desk(tmp_path, kimi) as desk:
         said = await answered(desk, kimi)
         cards, calls = len(desk.cards), len(kimi.completions)
         await desk.customer("kim").says("thanks!", after=said)
         await desk.customer("kim").says("🙏", after=said)
+        await desk.customer("kim").says("", after=said)  # and a sticker
         await desk.settle()
         assert len(desk.cards) == cards and len(kimi.completions) == calls
         assert len(desk.replies_to(said)) == 1
@@ -203,7 +204,7 @@ async def test_thanks_through_slack_leaves_no_card_and_no_reply(
     ],
 )
 def test_the_cheap_rules_know_short_acknowledgements_in_several_languages(text: str, rule: str) -> None:
-    assert cheap_rule(text, after_answer=True) == rule == cheap_rule(text, after_answer=False)
+    assert cheap_rule(text, opening=True) == rule == cheap_rule(text, opening=False)
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,8 @@ class Drafting:
         spent: list[tuple[str, str, Usage]] = []
         trigger = claim.trigger
         if trigger is not None and not claim.run(spent).must_draft(policy):
-            rule = no_reply.cheap_rule(trigger.text, after_answer=no_reply.answered_before(claim.turns))
+            opening = no_reply.opens(claim.turns, summarized=claim.conversation.summary_through > 0)
+            rule = no_reply.cheap_rule(trigger.text, opening=opening)
             if rule:
                 await self._finish_no_reply(plan_no_reply(claim.run(spent), rule), claim.run(spent))
                 return

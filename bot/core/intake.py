@@ -90,7 +90,7 @@ class Intake:
         """Whether a greeting may promise an answer: not for a message the cheap rules will let go
         unanswered ("thanks!" reopening a resolved conversation, an emoji alone)."""
         policy = self.policy.current
-        return not no_reply.needs_no_reply(text, message.attachments, policy, after_answer=not created)
+        return not no_reply.needs_no_reply(text, message.attachments, policy, opening=created)
 
     def watched(self, message: InboundMessage) -> bool:
         watch = self.policy.current.channels.watch

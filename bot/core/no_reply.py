@@ -103,15 +103,15 @@ def must_draft(
     return ""
 
 
-def cheap_rule(text: str, *, after_answer: bool) -> str:
+def cheap_rule(text: str, *, opening: bool) -> str:
     """The rule that says ``text`` needs no reply ("" when none does); the caller checks
-    :func:`must_draft` first. ``after_answer``: the turn before it is an answer (the bot's or an
-    agent's); only then does a message with nothing written (a sticker alone) need none. A bare
-    mention of the bot that opens a conversation, or calls it into a thread, is drafted."""
+    :func:`must_draft` first. ``opening``: the customer's first message in the conversation. A
+    message with nothing written needs no reply (a sticker alone) unless it opens: a bare mention
+    of the bot opening a conversation, or calling it into a thread, is drafted."""
     if len(text) > 80:
         return ""
     if not text.strip():
-        return "cheap rule: nothing written" if after_answer else ""
+        return "" if opening else "cheap rule: nothing written"
     if _only_symbols(text):
         return "cheap rule: emoji"
     plain = _plain(text)
@@ -124,17 +124,16 @@ def cheap_rule(text: str, *, after_answer: bool) -> str:
     return ""
 
 
-def needs_no_reply(text: str, attachments: Sequence[object], policy: Policy, *, after_answer: bool) -> bool:
+def needs_no_reply(text: str, attachments: Sequence[object], policy: Policy, *, opening: bool) -> bool:
     """What the cheap rules will decide of a customer's message, as the ack sees it (before any
     draft): a greeting promising an answer is not sent for a message that gets none."""
-    return not must_draft(text, attachments=attachments, policy=policy) and bool(
-        cheap_rule(text, after_answer=after_answer)
-    )
+    return not must_draft(text, attachments=attachments, policy=policy) and bool(cheap_rule(text, opening=opening))
 
 
-def answered_before(turns: Sequence[StoredMessage]) -> bool:
-    """True when the turn before the newest is an answer: the bot's, or an agent's."""
-    return len(turns) >= 2 and turns[-2].role in ("assistant", "agent")
+def opens(turns: Sequence[StoredMessage], summarized: bool) -> bool:
+    """Whether the newest of ``turns`` is the customer's first message in the conversation (none
+    before it, nor in the summary of what came before ``turns``)."""
+    return not summarized and not any(turn.role == "customer" for turn in turns[:-1])
 
 
 def unanswered_before(turns: Sequence[StoredMessage], policy: Policy) -> bool:
@@ -144,8 +143,7 @@ def unanswered_before(turns: Sequence[StoredMessage], policy: Policy) -> bool:
     earlier = list(turns[:-1])
     while earlier and earlier[-1].role == "customer":
         turn = earlier.pop()
-        after_answer = bool(earlier) and earlier[-1].role in ("assistant", "agent")
-        if not needs_no_reply(turn.text, turn.attachments, policy, after_answer=after_answer):
+        if not needs_no_reply(turn.text, turn.attachments, policy, opening=opens([*earlier, turn], summarized=False)):
             return True
     return False
 
