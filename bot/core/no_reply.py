@@ -130,7 +130,7 @@ def needs_no_reply(text: str, attachments: Sequence[object], policy: Policy, *, 
     return not must_draft(text, attachments=attachments, policy=policy) and bool(cheap_rule(text, opening=opening))
 
 
-def opens(turns: Sequence[StoredMessage], summarized: bool) -> bool:
+def opens(turns: Sequence[StoredMessage], *, summarized: bool) -> bool:
     """Whether the newest of ``turns`` is the customer's first message in the conversation (none
     before it, nor in the summary of what came before ``turns``)."""
     return not summarized and not any(turn.role == "customer" for turn in turns[:-1])
