@@ -6,6 +6,8 @@ draft, whatever the model says. Each such message is counted and listed in the a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,11 @@ from bot.ports import CardState
 from bot.store import AuditEvent, Draft, sessionmaker
 from bot.testing import Said, TestDesk
 from tests.desks import CallTools, FakeKimi, Reply, SlackDriver, open_desk
+from tests.fakes.discord import ALICE, BOT_ID, SUPPORT_CHANNEL_ID
 from tests.fakes.slack import FakeSlack
-from tests.harness import REVIEW_CHANNEL
-from tests.processes import supportbot
+from tests.fakes.slack_payloads import app_mention, block_actions, message
+from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, card_text, draft_id_of, until
+from tests.processes import supportbot, with_discord
 
 
 def no_reply_count(by: str) -> float:
@@ -223,3 +227,73 @@ def test_a_question_an_order_an_escalation_word_or_an_attachment_always_gets_a_d
     text: str, attachments: tuple[object, ...], why: str
 ) -> None:
     assert must_draft(text, attachments=attachments, policy=Policy()) == why
+
+
+ACKNOWLEDGEMENT = "Thanks! A person answers within the hour."
+
+
+def no_reply_lines(home: Path) -> list[str]:
+    """The no-reply decisions in the audit trail of the bot's SQLite file (read while it runs)."""
+    with contextlib.closing(sqlite3.connect(home / "supportbot.db")) as db:
+        return [summary for (summary,) in db.execute("SELECT summary FROM audit_events WHERE kind = 'no_reply'")]
+
+
+async def test_the_installed_bot_promises_and_drafts_nothing_for_thanks_and_stickers_through_a_kill_9(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    (tmp_path / "policy.toml").write_text(f'[desk]\nacknowledgement = "{ACKNOWLEDGEMENT}"\n')
+    async with with_discord(tmp_path, kimi.base_url, slack) as (bot, discord):
+
+        def in_thread(thread: str) -> list[str]:
+            posts = discord.calls_to("POST", rf"/channels/{thread}/messages")
+            return [str(c.json["content"]) for c in posts if isinstance(c.json, dict)]
+
+        def slack_replies(ts: str) -> list[str]:
+            return [
+                str(c.params["text"])
+                for c in slack.calls_to("chat.postMessage")
+                if c.params.get("channel") == CUSTOMER_CHANNEL and c.params.get("thread_ts") == ts
+            ]
+
+        async def approve_next(before: int) -> None:
+            [card] = await until(lambda: bot.cards()[before:], "the next card")
+            click = block_actions("approve_draft", draft_id_of(card), user="U333", channel=REVIEW_CHANNEL)
+            assert (await bot.sender.action(click)).status_code == 200
+
+        # A question on each platform: acknowledged, drafted, approved, answered.
+        kimi.script(Reply("Your mug ships today."))
+        question = f"<@{BOT_ID}> where is my mug?"
+        asked = await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, question, mention_bot=True)
+        thread = str(asked["id"])
+        await approve_next(0)
+        await until(lambda: len(in_thread(thread)) == 2 or None, "the acknowledgement and the answer on Discord")
+        kimi.script(Reply("It ships today."))
+        mention = app_mention("<@UBOT> when does my order ship?", user="U900")
+        ts = str(mention["event"]["ts"])
+        assert (await bot.sender.event(mention)).status_code == 200
+        await approve_next(1)
+        await until(lambda: len(slack_replies(ts)) == 2 or None, "the acknowledgement and the answer on Slack")
+        [slack_card] = bot.cards()[1:]
+        resolve = block_actions("resolve_conversation", draft_id_of(slack_card), user="U333", channel=REVIEW_CHANNEL)
+        assert (await bot.sender.action(resolve)).status_code == 200
+
+        # Thanks, then a sticker (Discord leaves the text empty); on Slack "thanks!" after Resolve.
+        await discord.post_user_message(thread, ALICE, "thanks!")
+        await discord.post_user_message(thread, ALICE, "")
+        thanks = message("thanks!", user="U900", thread_ts=ts)
+        assert (await bot.sender.event(thanks)).status_code == 200
+        await bot.kill9()
+        await bot.start()
+        decided = {"no reply needed (cheap rule: nothing written)", "no reply needed (cheap rule: thanks)"}
+        await until(lambda: decided <= set(no_reply_lines(tmp_path)) or None, "the restarted bot's decisions")
+
+        # The proof nothing else came of them: Alice's real question is the next card, and only
+        # it (the conversation her sticker closed opens again, so it is acknowledged).
+        kimi.script(Reply("The second mug ships tomorrow."))
+        await discord.post_user_message(thread, ALICE, "and when does the second mug ship?")
+        [card] = await until(lambda: bot.cards()[2:], "the card for Alice's next question")
+        assert "second mug" in card_text(card)
+        await until(lambda: len(in_thread(thread)) == 3 or None, "the acknowledgement of the reopening")
+        assert in_thread(thread) == [ACKNOWLEDGEMENT, "Your mug ships today.", ACKNOWLEDGEMENT]
+        assert slack_replies(ts) == [ACKNOWLEDGEMENT, "It ships today."], "no promise for a thank-you"
+        assert len(bot.cards()) == 3
