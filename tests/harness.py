@@ -266,6 +266,14 @@ async def wait_until(fetch: Callable[[], list[Any]], count: int = 1, timeout: fl
     return found
 
 
+def undelivered_mention(slack: FakeSlack, text: str) -> tuple[dict[str, Any], str]:
+    """A mention whose first delivery to the bot failed: Slack holds it (it is in the channel's
+    history) and retries later. Returns the envelope, to send as that retry, and its ``ts``."""
+    envelope = app_mention(text)
+    slack.ingest_event(envelope)
+    return envelope, str(envelope["event"]["ts"])
+
+
 def draft_id_of(card_call: Any) -> str:
     """The draft id a card's Approve button carries."""
     for block in card_call.params["blocks"]:

@@ -26,7 +26,7 @@ from bot.store.schema import Draft, Message, OutboxItem
 from tests.fakes.kimi import CallTools, FakeKimi, Hang, Reply
 from tests.fakes.slack import FakeSlack, SlackCall
 from tests.fakes.slack_payloads import app_mention, block_actions, message_changed, message_deleted, view_submission
-from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, draft_id_of, sample_orders, until
+from tests.harness import CUSTOMER_CHANNEL, REVIEW_CHANNEL, draft_id_of, sample_orders, undelivered_mention, until
 from tests.processes import BotProcess, seed_orders
 from tools.orders import order_refunds_table
 
@@ -202,9 +202,7 @@ async def test_a_mention_slack_retries_after_its_edit_and_a_restart_is_answered_
 ) -> None:
     # The mention's first delivery never made it (the bot was down); the customer edits it, the
     # bot takes the edit, is killed and restarted, and only then does Slack's retry arrive.
-    original = app_mention("<@UBOT> is the shop open on Sunday?")
-    ts = str(original["event"]["ts"])
-    slack.ingest_event(original)
+    original, ts = undelivered_mention(slack, "<@UBOT> is the shop open on Sunday?")
     for envelope in (
         message_changed(
             CUSTOMER_CHANNEL, ts, "<@UBOT> is the shop open on Saturday?", "<@UBOT> is the shop open on Sunday?"
@@ -245,9 +243,7 @@ async def test_a_mention_deleted_before_slacks_retry_and_a_restart_stays_deleted
 ) -> None:
     # The mention's first delivery never made it; the customer deletes it, the bot takes the
     # deletion, is killed and restarted, and only then does Slack's retry of the mention arrive.
-    original = app_mention("<@UBOT> my card is 4111 1111 1111 1111, is my order on its way?")
-    ts = str(original["event"]["ts"])
-    slack.ingest_event(original)
+    original, ts = undelivered_mention(slack, "<@UBOT> my card is 4111 1111 1111 1111, is my order on its way?")
     deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text=str(original["event"]["text"]))
     assert (await bot.sender.event(deleted)).status_code == 200
     await restart(bot)

@@ -36,6 +36,7 @@ from tests.harness import (
     draft_id_of,
     running_bot,
     running_instances,
+    undelivered_mention,
     until,
     wait_until,
 )
@@ -104,9 +105,7 @@ async def test_an_edited_mention_before_approval_is_answered_once_from_the_new_t
 async def test_an_edit_that_arrives_before_its_message_is_answered_from_the_edited_text(harness: Harness) -> None:
     # The mention's delivery failed (the bot was starting, say): Slack retries it a minute later.
     # Meanwhile the customer edits it, and the edit arrives first.
-    original = app_mention("<@UBOT> is the shop open on Sunday?")
-    ts = original["event"]["ts"]
-    harness.slack.ingest_event(original)
+    original, ts = undelivered_mention(harness.slack, "<@UBOT> is the shop open on Sunday?")
     await edit_mention(harness, ts, "is the shop open on Saturday?", "is the shop open on Sunday?")
     assert (await harness.sender.event(original, retry_num=1)).status_code == 200
 
@@ -123,9 +122,7 @@ async def test_an_edit_that_arrives_before_its_message_is_answered_from_the_edit
 async def test_a_message_deleted_before_its_delivery_came_is_never_drafted(harness: Harness) -> None:
     # The mention's delivery failed, and so did its edit's; before Slack's retries, the customer
     # deleted it (a card number pasted by mistake, say). The retries must not bring it back.
-    original = app_mention("<@UBOT> my card is 4111 1111 1111 1111, where is my order?")
-    ts = original["event"]["ts"]
-    harness.slack.ingest_event(original)
+    original, ts = undelivered_mention(harness.slack, "<@UBOT> my card is 4111 1111 1111 1111, where is my order?")
     edited = app_mention("<@UBOT> my card is 4111 1111 1111 1112, where is my order?", ts=ts, edited=True)
     deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text=edited["event"]["text"])
     assert (await harness.sender.event(deleted)).status_code == 200

@@ -39,6 +39,7 @@ from tests.harness import (
     draft_id_of,
     running_instances,
     settings_for,
+    undelivered_mention,
     until,
     wait_until,
 )
@@ -91,9 +92,7 @@ async def test_an_edit_delivered_to_both_instances_before_its_message_makes_one_
     async with running_instances(tmp_path, kimi, slack, database) as (first, senders):
         # The mention's delivery failed; Slack's two deliveries of the edit (message_changed and
         # the edited app_mention) land on both instances at once, then the original's retry.
-        original = app_mention("<@UBOT> is the shop open on Sunday?")
-        ts = original["event"]["ts"]
-        slack.ingest_event(original)
+        original, ts = undelivered_mention(slack, "<@UBOT> is the shop open on Sunday?")
         edits = (
             message_changed(
                 CUSTOMER_CHANNEL, ts, "<@UBOT> is the shop open on Saturday?", "<@UBOT> is the shop open on Sunday?"
@@ -120,9 +119,7 @@ async def test_a_message_deleted_on_one_instance_before_its_retry_reaches_the_ot
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, database: str
 ) -> None:
     async with running_instances(tmp_path, kimi, slack, database) as (first, senders):
-        original = app_mention("<@UBOT> is the shop open on Sunday?")
-        ts = original["event"]["ts"]
-        slack.ingest_event(original)
+        original, ts = undelivered_mention(slack, "<@UBOT> is the shop open on Sunday?")
         deleted = message_deleted(CUSTOMER_CHANNEL, ts, previous_text=original["event"]["text"])
         assert (await senders[0].event(deleted)).status_code == 200
         assert (await senders[1].event(original, retry_num=1)).status_code == 200
