@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.core import fixed_texts
+from bot.core import fixed_texts, no_reply
 from bot.core.expected_wait import ExpectedWait
 from bot.domain.business_time import BusinessHours, business_deadline, is_open
 from bot.domain.states import OutboxKind
-from bot.events import ThreadRef
+from bot.events import InboundMessage
 from bot.policy import DeskSection, PolicyStore
 from bot.store import Database
 from bot.store import conversations as conversation_rows
@@ -73,13 +73,24 @@ class Greeter:
             self._typical = await self.expected.minutes(_hours(desk), now)
 
     async def claim(
-        self, conn: AsyncConnection, conversation_id: str, thread: ThreadRef, said: str, now: datetime
+        self,
+        conn: AsyncConnection,
+        conversation_id: str,
+        message: InboundMessage,
+        said: str,
+        now: datetime,
+        *,
+        opening: bool,
     ) -> bool:
-        """In the ack's transaction: queue the greeting of this opening (False: nothing to say,
-        or it was queued before)."""
-        if not self._says_anything():
+        """In the ack's transaction: queue the greeting of this opening of the conversation by
+        ``message`` (``said``: its text as stored; ``opening``: its first). False: nothing to say,
+        it was queued before, or the message will get no answer to promise ("thanks!" reopening a
+        resolved conversation, an emoji alone: :func:`bot.core.no_reply.needs_no_reply`)."""
+        policy = self.policy.current
+        if not self._says_anything() or no_reply.needs_no_reply(said, message.attachments, policy, opening=opening):
             return False
-        desk = self.policy.current.desk
+        thread = message.thread
+        desk = policy.desk
         closed = _closed(desk, now)
         language = None
         if desk.hours.out_of_hours_texts if closed and desk.hours else desk.acknowledgement_texts:

@@ -26,7 +26,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import identity, metrics
-from bot.core import csat, edits, no_reply
+from bot.core import csat, edits
 from bot.core.fairness import Flood, Pacer
 from bot.core.files import records_at_ack
 from bot.core.greeting import Greeter
@@ -85,12 +85,6 @@ class Intake:
         (a mention, a direct message) where the bot listens. Its first delivery failed (Slack
         retries it later, after the edit) or never came; the late original then changes nothing."""
         return message.kind in (MessageKind.MENTION, MessageKind.DIRECT) and self.watched(message)
-
-    def _answer_expected(self, message: InboundMessage, text: str, *, created: bool) -> bool:
-        """Whether a greeting may promise an answer: not for a message the cheap rules will let go
-        unanswered ("thanks!" reopening a resolved conversation, an emoji alone)."""
-        policy = self.policy.current
-        return not no_reply.needs_no_reply(text, message.attachments, policy, opening=created)
 
     def watched(self, message: InboundMessage) -> bool:
         watch = self.policy.current.channels.watch
@@ -152,9 +146,8 @@ class Intake:
                         conversation_id, received.draft_id, "draft_requested", requested_by, "asked for a draft"
                     )
                     await add_audit(conn, [line], now)
-                if (created or received.opened) and self._answer_expected(message, text, created=created):
-                    # In this transaction: the greeting goes out once.
-                    greeted = await self.greeter.claim(conn, conversation_id, message.thread, text, now)
+                if created or received.opened:  # in this transaction: the greeting goes out once
+                    greeted = await self.greeter.claim(conn, conversation_id, message, text, now, opening=created)
                     received = replace(received, deliver=greeted)
         if repeated:
             return self._amended(amended, "message_edited", message.event_id)
