@@ -120,8 +120,9 @@ class InboundMessage:
 @dataclass(frozen=True, slots=True)
 class MessageDeleted:
     """A message removed from its thread, as the platform told of it (Slack's
-    ``message_deleted``, Discord's MESSAGE_DELETE). ``event_id`` is the delivery id, as for
-    :class:`InboundMessage`; ``message_id`` the deleted message's platform id."""
+    ``message_deleted``; Discord's MESSAGE_DELETE, or each message of a MESSAGE_DELETE_BULK).
+    ``event_id`` is the delivery id, as for :class:`InboundMessage`; ``message_id`` the deleted
+    message's platform id."""
 
     event_id: str
     thread: ThreadRef

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from bot.app import Supportbot
 from bot.store import AuditEvent, Conversation, Draft, Message, sessionmaker, utcnow
 from tests.fakes.discord import ALICE, BOT_ID, REVIEW_CHANNEL_ID, SUPPORT_CHANNEL_ID, FakeDiscord
+from tests.fakes.discord_world import GUILD_ID
 from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import (
@@ -385,6 +386,24 @@ async def test_a_discord_deletion_retires_the_pending_draft(
 
 
 # -- PostgreSQL: two instances, both copies of one edit (or of one message) at once ---------------
+
+
+async def test_a_discord_moderators_purge_retires_the_pending_draft_of_what_it_removed(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
+) -> None:
+    async with running_bot(tmp_path, kimi, slack, **discord_overrides(discord)) as harness:
+        asked = await discord.post_user_message(
+            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> my card is 4111 1111 1111 1111, where is it?", mention_bot=True
+        )
+        [card] = await harness.wait_cards(1)
+
+        # A moderator purges the channel: one MESSAGE_DELETE_BULK names Alice's message and another.
+        del discord.messages[asked["id"]]
+        purge = {"ids": ["1599999999999999999", asked["id"]], "channel_id": SUPPORT_CHANNEL_ID, "guild_id": GUILD_ID}
+        await discord.dispatch("MESSAGE_DELETE_BULK", purge)
+
+        retired = await harness.wait_card_update(draft_id_of(card), "customer deleted their message")
+        assert "approve_draft" not in card_text(retired)
 
 
 async def test_both_copies_of_an_edit_landing_on_two_instances_at_once_make_one_new_card(

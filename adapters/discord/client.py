@@ -63,7 +63,7 @@ class EventHandlers(Protocol):
 
     async def on_message_edited(self, event: discord.RawMessageUpdateEvent) -> None: ...
 
-    async def on_message_deleted(self, event: discord.RawMessageDeleteEvent) -> None: ...
+    async def on_message_deleted(self, channel_id: int, guild_id: int | None, message_id: int) -> None: ...
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None: ...
 
@@ -118,7 +118,12 @@ class SupportbotClient(discord.AutoShardedClient):
         await self.handlers.on_message_edited(event)
 
     async def on_raw_message_delete(self, event: discord.RawMessageDeleteEvent) -> None:
-        await self.handlers.on_message_deleted(event)
+        await self.handlers.on_message_deleted(event.channel_id, event.guild_id, event.message_id)
+
+    async def on_raw_bulk_message_delete(self, event: discord.RawBulkMessageDeleteEvent) -> None:
+        # A moderator's purge: MESSAGE_DELETE_BULK names many messages, each deleted as one.
+        for message_id in sorted(event.message_ids):
+            await self.handlers.on_message_deleted(event.channel_id, event.guild_id, message_id)
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         await self.handlers.on_interaction(interaction)

@@ -14,9 +14,9 @@ Messages of bots (including this one), webhooks and system messages are ignored,
 the staff review channel.
 
 An edit (MESSAGE_UPDATE) is handed over as an :class:`InboundMessage` with ``edited`` set, a
-deletion (MESSAGE_DELETE) as a :class:`MessageDeleted`, both in the thread the message was
-answered in; neither opens a thread. The core decides what they change (only a message it
-stored as a customer's counts).
+deletion (MESSAGE_DELETE, or each message of a moderator's MESSAGE_DELETE_BULK) as a
+:class:`MessageDeleted`, both in the thread the message was answered in; neither opens a
+thread. The core decides what they change (only a message it stored as a customer's counts).
 """
 
 from __future__ import annotations

@@ -220,14 +220,14 @@ class DiscordPlatform:
         except Exception:
             log.exception("handling the edit of Discord message %s failed", event.message_id)
 
-    async def on_message_deleted(self, event: discord.RawMessageDeleteEvent) -> None:
+    async def on_message_deleted(self, channel_id: int, guild_id: int | None, message_id: int) -> None:
         client, core = self._client, self._core
         if client is None or core is None:
             return
         try:
-            await self._intake.handle_delete(client, core, event.channel_id, event.guild_id, event.message_id)
+            await self._intake.handle_delete(client, core, channel_id, guild_id, message_id)
         except Exception:
-            log.exception("handling the deletion of Discord message %s failed", event.message_id)
+            log.exception("handling the deletion of Discord message %s failed", message_id)
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         if interaction.type is not discord.InteractionType.modal_submit or self._core is None:
