@@ -302,6 +302,11 @@ async def test_what_is_no_customer_edit_changes_nothing(harness: Harness) -> Non
 # -- Discord: MESSAGE_UPDATE and MESSAGE_DELETE through the gateway ---------------------------
 
 
+async def alice_asks(discord: FakeDiscord, text: str) -> dict[str, Any]:
+    """Alice mentions the bot in the support channel; the message (the bot opens its thread on it)."""
+    return await discord.post_user_message(SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> {text}", mention_bot=True)
+
+
 def discord_overrides(discord: FakeDiscord) -> dict[str, str]:
     return {"discord_bot_token": discord.token, "discord_api_url": discord.api_url, "discord_cdn_urls": discord.cdn_url}
 
@@ -310,9 +315,7 @@ async def test_a_discord_edit_before_approval_redrafts_once_and_after_the_answer
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
 ) -> None:
     async with running_bot(tmp_path, kimi, slack, **discord_overrides(discord)) as harness:
-        asked = await discord.post_user_message(
-            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> is the shop open on Sunday?", mention_bot=True
-        )
+        asked = await alice_asks(discord, "is the shop open on Sunday?")
         thread = asked["id"]  # the bot opened a thread on the member's message
         [first] = await harness.wait_cards(1)
 
@@ -327,9 +330,7 @@ async def test_a_discord_edit_before_approval_redrafts_once_and_after_the_answer
 
         # Edited again after the answer: nothing new. The proof: a later question's card is next.
         await discord.edit_user_message(ALICE, asked["id"], f"<@{BOT_ID}> is the shop open on Monday?")
-        await discord.post_user_message(
-            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> do you ship to Norway?", mention_bot=True
-        )
+        await alice_asks(discord, "do you ship to Norway?")
         cards = await harness.wait_cards(3)
         assert "Norway" in card_text(cards[2])
         await harness.settle()
@@ -358,9 +359,7 @@ async def test_a_discord_deletion_retires_the_pending_draft(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
 ) -> None:
     async with running_bot(tmp_path, kimi, slack, **discord_overrides(discord)) as harness:
-        asked = await discord.post_user_message(
-            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> where is my order #W2611340?", mention_bot=True
-        )
+        asked = await alice_asks(discord, "where is my order #W2611340?")
         thread = asked["id"]
         [card] = await harness.wait_cards(1)
         await harness.click("approve_draft", draft_id_of(card))
@@ -375,9 +374,7 @@ async def test_a_discord_deletion_retires_the_pending_draft(
 
         # Deleting the first message, answered already, changes nothing sent.
         await discord.delete_user_message(asked["id"])
-        await discord.post_user_message(
-            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> do you ship to Norway?", mention_bot=True
-        )
+        await alice_asks(discord, "do you ship to Norway?")
         await harness.wait_cards(3)
         await harness.settle()
         assert len(harness.cards()) == 3
@@ -385,16 +382,11 @@ async def test_a_discord_deletion_retires_the_pending_draft(
         assert not [c for c in harness.card_updates(draft_id_of(card)) if "deleted" in card_text(c)]
 
 
-# -- PostgreSQL: two instances, both copies of one edit (or of one message) at once ---------------
-
-
 async def test_a_discord_moderators_purge_retires_the_pending_draft_of_what_it_removed(
     tmp_path: Path, kimi: FakeKimi, slack: FakeSlack, discord: FakeDiscord
 ) -> None:
     async with running_bot(tmp_path, kimi, slack, **discord_overrides(discord)) as harness:
-        asked = await discord.post_user_message(
-            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> my card is 4111 1111 1111 1111, where is it?", mention_bot=True
-        )
+        asked = await alice_asks(discord, "my card is 4111 1111 1111 1111, where is it?")
         [card] = await harness.wait_cards(1)
 
         # A moderator purges the channel: one MESSAGE_DELETE_BULK names Alice's message and another.
@@ -404,6 +396,9 @@ async def test_a_discord_moderators_purge_retires_the_pending_draft_of_what_it_r
 
         retired = await harness.wait_card_update(draft_id_of(card), "customer deleted their message")
         assert "approve_draft" not in card_text(retired)
+
+
+# -- PostgreSQL: two instances, both copies of one edit (or of one message) at once ---------------
 
 
 async def test_both_copies_of_an_edit_landing_on_two_instances_at_once_make_one_new_card(
@@ -500,9 +495,7 @@ async def test_on_the_discord_staff_desk_the_retired_card_says_why(
     bot = Supportbot(discord_only(tmp_path, kimi, discord))
     await bot.start()
     try:
-        asked = await discord.post_user_message(
-            SUPPORT_CHANNEL_ID, ALICE, f"<@{BOT_ID}> is the shop open on Sunday?", mention_bot=True
-        )
+        asked = await alice_asks(discord, "is the shop open on Sunday?")
         [card] = await wait_until(lambda: [m for m in bot_messages(discord, REVIEW_CHANNEL_ID) if m.get("components")])
         await discord.delete_user_message(asked["id"])
 
