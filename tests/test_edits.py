@@ -24,6 +24,7 @@ from tests.fakes.kimi import FakeKimi
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import (
     app_mention,
+    block_actions,
     message,
     message_changed,
     message_deleted,
@@ -32,6 +33,7 @@ from tests.fakes.slack_payloads import (
 )
 from tests.harness import (
     CUSTOMER_CHANNEL,
+    REVIEW_CHANNEL,
     Harness,
     card_text,
     draft_id_of,
@@ -41,6 +43,7 @@ from tests.harness import (
     until,
     wait_until,
 )
+from tests.processes import with_discord
 from tests.test_discord_flow import bot_messages, discord_only
 
 
@@ -396,6 +399,37 @@ async def test_a_discord_moderators_purge_retires_the_pending_draft_of_what_it_r
 
         retired = await harness.wait_card_update(draft_id_of(card), "customer deleted their message")
         assert "approve_draft" not in card_text(retired)
+
+
+async def test_the_installed_bot_retires_a_purged_discord_question_and_answers_slack_meanwhile(
+    tmp_path: Path, kimi: FakeKimi, slack: FakeSlack
+) -> None:
+    async with with_discord(tmp_path, kimi.base_url, slack) as (bot, discord):
+        asked = await alice_asks(discord, "my card is 4111 1111 1111 1111, where is it?")
+        mention = app_mention("<@UBOT> do you ship to Norway?", user="U900")
+        assert (await bot.sender.event(mention)).status_code == 200
+        cards = await until(lambda: bot.cards()[1:] and bot.cards(), "a card for each platform's question")
+        [alices] = [c for c in cards if "4111" in card_text(c)]
+        [slacks] = [c for c in cards if "Norway" in card_text(c)]
+
+        del discord.messages[asked["id"]]
+        purge = {"ids": [asked["id"]], "channel_id": SUPPORT_CHANNEL_ID, "guild_id": GUILD_ID}
+        await discord.dispatch("MESSAGE_DELETE_BULK", purge)
+        await until(
+            lambda: [
+                c
+                for c in slack.calls_to("chat.update")
+                if draft_id_of(alices)[:8] in str(c.params) and "customer deleted their message" in str(c.params)
+            ],
+            "Alice's card retired",
+        )
+        click = block_actions("approve_draft", draft_id_of(slacks), user="U333", channel=REVIEW_CHANNEL)
+        assert (await bot.sender.action(click)).status_code == 200
+        await until(
+            lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == CUSTOMER_CHANNEL],
+            "the Slack answer",
+        )
+        assert len(bot.cards()) == 2
 
 
 # -- PostgreSQL: two instances, both copies of one edit (or of one message) at once ---------------
